@@ -1,0 +1,165 @@
+//! One descriptor and the cheapest way to do blocking and non-blocking I/O
+//! on it.
+//!
+//! Sockets take per-call flags (`MSG_DONTWAIT`, `MSG_NOSIGNAL`), so their
+//! descriptor stays blocking and a blocking receive is a single system call.
+//! Pipes and FIFOs have no per-call flag: `O_NONBLOCK` is switched only when
+//! the mode actually changes, so a run of blocking (or of spinning) calls
+//! costs no extra `fcntl`. A pipe write is guarded against `SIGPIPE` when the
+//! process still has that signal's default (fatal) action.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::sys;
+use crate::wait::Mode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A pipe or FIFO.
+    Pipe,
+    /// A Unix socket: reads use `recvmsg` so descriptors can arrive.
+    UnixSocket,
+    /// A TCP or UDP socket.
+    InetSocket,
+}
+
+#[derive(Debug)]
+pub(crate) struct FdIo {
+    fd: OwnedFd,
+    kind: Kind,
+    /// Current `O_NONBLOCK` state (pipes only).
+    nonblocking: bool,
+    /// Whether pipe writes must suppress `SIGPIPE`.
+    guard_sigpipe: bool,
+}
+
+fn dontwait(mode: Mode) -> libc::c_int {
+    match mode {
+        Mode::Blocking => 0,
+        Mode::NonBlocking => libc::MSG_DONTWAIT,
+    }
+}
+
+/// Bytes and descriptors from one read.
+pub(crate) struct Chunk {
+    pub(crate) len: usize,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+impl FdIo {
+    pub(crate) fn new(fd: OwnedFd, kind: Kind) -> io::Result<Self> {
+        let nonblocking = sys::fd::is_nonblocking(fd.as_fd())?;
+        if kind != Kind::Pipe && nonblocking {
+            // Sockets stay blocking; per-call flags choose the mode.
+            sys::fd::set_nonblocking(fd.as_fd(), false)?;
+        }
+        Ok(FdIo {
+            fd,
+            kind,
+            nonblocking: nonblocking && kind == Kind::Pipe,
+            guard_sigpipe: kind == Kind::Pipe && sys::process::sigpipe_is_default(),
+        })
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    fn pipe_mode(&mut self, mode: Mode) -> io::Result<()> {
+        let want = mode == Mode::NonBlocking;
+        if self.nonblocking != want {
+            sys::fd::set_nonblocking(self.fd.as_fd(), want)?;
+            self.nonblocking = want;
+        }
+        Ok(())
+    }
+
+    /// Appends up to `want` bytes to `v`; `len == 0` means end of stream.
+    pub(crate) fn read_spare(
+        &mut self,
+        v: &mut Vec<u8>,
+        want: usize,
+        mode: Mode,
+    ) -> io::Result<Chunk> {
+        match self.kind {
+            Kind::Pipe => {
+                self.pipe_mode(mode)?;
+                let len = sys::fd::read_spare(self.fd.as_fd(), v, want)?;
+                Ok(Chunk {
+                    len,
+                    fds: Vec::new(),
+                })
+            }
+            Kind::UnixSocket | Kind::InetSocket => {
+                let fds = self.kind == Kind::UnixSocket;
+                let r = sys::socket::recvmsg_spare(self.fd.as_fd(), v, want, dontwait(mode), fds)?;
+                if r.fds_truncated {
+                    return Err(io::Error::other(format!(
+                        "the peer sent more descriptors than one message may carry ({}); \
+                         the extra ones were closed by the kernel",
+                        sys::socket::MAX_FDS
+                    )));
+                }
+                Ok(Chunk {
+                    len: r.len,
+                    fds: r.fds,
+                })
+            }
+        }
+    }
+
+    /// Receives one datagram: appends up to `want` bytes to `v`, and
+    /// returns the datagram's real length (`MSG_TRUNC`).
+    pub(crate) fn recv_datagram(
+        &mut self,
+        v: &mut Vec<u8>,
+        want: usize,
+        peek: bool,
+        mode: Mode,
+    ) -> io::Result<Chunk> {
+        let mut flags = libc::MSG_TRUNC | dontwait(mode);
+        if peek {
+            flags |= libc::MSG_PEEK;
+        }
+        let fds = self.kind == Kind::UnixSocket;
+        let r = sys::socket::recvmsg_spare(self.fd.as_fd(), v, want, flags, fds)?;
+        Ok(Chunk {
+            len: r.len,
+            fds: r.fds,
+        })
+    }
+
+    /// Writes from `bufs` (one system call), with descriptors if any.
+    pub(crate) fn writev(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+        mode: Mode,
+    ) -> io::Result<usize> {
+        match self.kind {
+            Kind::Pipe => {
+                debug_assert!(fds.is_empty(), "pipes cannot carry descriptors");
+                self.pipe_mode(mode)?;
+                guarded_writev(self.fd.as_fd(), bufs, self.guard_sigpipe)
+            }
+            Kind::UnixSocket | Kind::InetSocket => {
+                sys::socket::sendmsg(self.fd.as_fd(), bufs, fds, dontwait(mode))
+            }
+        }
+    }
+}
+
+fn guarded_writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], guard: bool) -> io::Result<usize> {
+    if guard {
+        sys::process::without_sigpipe(|| sys::fd::writev(fd, bufs))
+    } else {
+        sys::fd::writev(fd, bufs)
+    }
+}
+
+/// A write to a pipe that reports a missing reader as `EPIPE` and never
+/// lets `SIGPIPE` kill the process.
+pub(crate) fn write_pipe(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    guarded_writev(fd, bufs, sys::process::sigpipe_is_default())
+}

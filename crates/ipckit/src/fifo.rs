@@ -1,0 +1,333 @@
+//! Named pipes (FIFOs, `fifo(7)`).
+//!
+//! A FIFO is a pipe with a name in the filesystem: unrelated processes that
+//! can open the path exchange bytes through it. The name lives on disk, the
+//! data only in the kernel. Opening one end blocks until the other end is
+//! opened too; [`open_reader`] and [`open_writer`] take a timeout for that
+//! wait. Once open, a FIFO behaves exactly like an anonymous pipe, so the
+//! ends are [`PipeReader`]/[`PipeWriter`] and the message ends are
+//! [`pipe::Sender`]/[`pipe::Receiver`].
+//!
+//! # Several writers
+//!
+//! Writes of at most `PIPE_BUF` (4096) bytes are atomic. A framed message
+//! whose header (4 bytes) plus payload fits in `PIPE_BUF` is written with a
+//! single `writev`, so any number of writers may share one FIFO and the
+//! reader still sees whole messages. Larger messages from several writers can
+//! interleave and corrupt the stream: give each writer its own FIFO, or use a
+//! datagram socket or a message queue.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use ipckit::{fifo::Fifo, MessageReceiver, MessageSender};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let fifo = Fifo::create(dir.path().join("jobs"))?; // removed on drop
+//! let path = fifo.path().to_owned();
+//! let writer = std::thread::spawn(move || -> std::io::Result<()> {
+//!     let mut tx = ipckit::fifo::open_sender(&path, Some(Duration::from_secs(5)))?;
+//!     tx.send(b"job 1")?;
+//!     Ok(())
+//! });
+//! let mut rx = fifo.open_receiver(Some(Duration::from_secs(5)))?;
+//! assert_eq!(rx.recv()?, b"job 1");
+//! writer.join().unwrap()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # References
+//! `mkfifo(3)`, `fifo(7)`, `open(2)`, `pipe(7)` (`PIPE_BUF`).
+
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::pipe::{self, PipeReader, PipeWriter};
+use crate::sys;
+
+/// Default permission bits of a new FIFO: owner read and write.
+pub const DEFAULT_MODE: u32 = 0o600;
+
+/// A FIFO in the filesystem. If this value created it, dropping it removes
+/// the path (unless [`Fifo::keep`] was called).
+#[derive(Debug)]
+pub struct Fifo {
+    path: PathBuf,
+    remove_on_drop: bool,
+}
+
+/// Creates or opens a [`Fifo`].
+#[derive(Debug, Clone)]
+pub struct FifoBuilder {
+    path: PathBuf,
+    mode: u32,
+    keep: bool,
+}
+
+impl FifoBuilder {
+    /// Permission bits for a new FIFO (default `0o600`, then the umask applies).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Leave the FIFO in place when the [`Fifo`] is dropped.
+    pub fn keep(mut self, keep: bool) -> Self {
+        self.keep = keep;
+        self
+    }
+
+    /// Creates a new FIFO; fails if anything exists at the path.
+    pub fn create(self) -> io::Result<Fifo> {
+        validate(&self.path)?;
+        sys::fd::mkfifo(&self.path, self.mode).map_err(|e| {
+            let what = describe(&self.path);
+            match e.kind() {
+                io::ErrorKind::AlreadyExists => io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot create FIFO {}: {what} already exists there",
+                        self.path.display()
+                    ),
+                ),
+                _ => io::Error::new(
+                    e.kind(),
+                    format!("cannot create FIFO {}: {e}", self.path.display()),
+                ),
+            }
+        })?;
+        Ok(Fifo {
+            path: self.path,
+            remove_on_drop: !self.keep,
+        })
+    }
+
+    /// Opens an existing FIFO; it is not removed on drop.
+    pub fn open(self) -> io::Result<Fifo> {
+        check_is_fifo(&self.path)?;
+        Ok(Fifo {
+            path: self.path,
+            remove_on_drop: false,
+        })
+    }
+
+    /// Opens the FIFO at the path, creating it if nothing is there. Only a
+    /// FIFO this call created is removed on drop.
+    pub fn create_or_open(self) -> io::Result<Fifo> {
+        match self.clone().create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.open(),
+            r => r,
+        }
+    }
+}
+
+impl Fifo {
+    /// A builder for the FIFO at `path`.
+    pub fn builder(path: impl Into<PathBuf>) -> FifoBuilder {
+        FifoBuilder {
+            path: path.into(),
+            mode: DEFAULT_MODE,
+            keep: false,
+        }
+    }
+
+    /// Creates a new FIFO with mode `0o600`, removed when dropped.
+    #[doc(alias = "mkfifo")]
+    pub fn create(path: impl Into<PathBuf>) -> io::Result<Fifo> {
+        Fifo::builder(path).create()
+    }
+
+    /// The FIFO's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Leaves the FIFO in place when this value is dropped.
+    pub fn keep(mut self) -> Self {
+        self.remove_on_drop = false;
+        self
+    }
+
+    /// Opens the read end; see [`open_reader`].
+    pub fn open_reader(&self, timeout: Option<Duration>) -> io::Result<PipeReader> {
+        open_reader(&self.path, timeout)
+    }
+
+    /// Opens the write end; see [`open_writer`].
+    pub fn open_writer(&self, timeout: Option<Duration>) -> io::Result<PipeWriter> {
+        open_writer(&self.path, timeout)
+    }
+
+    /// Opens the read end for framed messages.
+    pub fn open_receiver(&self, timeout: Option<Duration>) -> io::Result<pipe::Receiver> {
+        pipe::Receiver::new(self.open_reader(timeout)?)
+    }
+
+    /// Opens the write end for framed messages.
+    pub fn open_sender(&self, timeout: Option<Duration>) -> io::Result<pipe::Sender> {
+        pipe::Sender::new(self.open_writer(timeout)?)
+    }
+}
+
+impl Drop for Fifo {
+    fn drop(&mut self) {
+        if self.remove_on_drop {
+            let _ = remove(&self.path);
+        }
+    }
+}
+
+fn validate(path: &Path) -> io::Result<()> {
+    if path.as_os_str().is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a FIFO path cannot be empty",
+        ));
+    }
+    sys::cstr(path).map(drop)
+}
+
+/// What is at `path`, in words, for error messages.
+fn describe(path: &Path) -> &'static str {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => "nothing",
+        Ok(m) => {
+            let t = m.file_type();
+            if t.is_fifo() {
+                "a FIFO"
+            } else if t.is_file() {
+                "a regular file"
+            } else if t.is_dir() {
+                "a directory"
+            } else if t.is_socket() {
+                "a socket"
+            } else if t.is_symlink() {
+                "a symbolic link"
+            } else {
+                "a device or other special file"
+            }
+        }
+    }
+}
+
+/// Fails with a clear error unless `path` is a FIFO.
+fn check_is_fifo(path: &Path) -> io::Result<()> {
+    validate(path)?;
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_fifo() => Ok(()),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} exists but is not a FIFO (it is {}); remove it or choose another path",
+                path.display(),
+                describe(path)
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "no FIFO at {} (create one with mkfifo or Fifo::create)",
+                path.display()
+            ),
+        )),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot inspect {}: {e}", path.display()),
+        )),
+    }
+}
+
+/// Removes the FIFO at `path`; anything else there is left alone and
+/// reported.
+pub fn remove(path: impl AsRef<Path>) -> io::Result<()> {
+    let path = path.as_ref();
+    check_is_fifo(path)?;
+    std::fs::remove_file(path)
+}
+
+/// Opens the FIFO's read end, waiting for a writer at most `timeout`
+/// (`None`: as long as it takes).
+pub fn open_reader(path: impl AsRef<Path>, timeout: Option<Duration>) -> io::Result<PipeReader> {
+    open_end(path.as_ref(), libc::O_RDONLY, libc::O_WRONLY, timeout).map(PipeReader::from)
+}
+
+/// Opens the FIFO's write end, waiting for a reader at most `timeout`
+/// (`None`: as long as it takes).
+pub fn open_writer(path: impl AsRef<Path>, timeout: Option<Duration>) -> io::Result<PipeWriter> {
+    open_end(path.as_ref(), libc::O_WRONLY, libc::O_RDONLY, timeout).map(PipeWriter::from)
+}
+
+/// Opens the read end for framed messages; see [`open_reader`].
+pub fn open_receiver(
+    path: impl AsRef<Path>,
+    timeout: Option<Duration>,
+) -> io::Result<pipe::Receiver> {
+    pipe::Receiver::new(open_reader(path, timeout)?)
+}
+
+/// Opens the write end for framed messages; see [`open_writer`].
+pub fn open_sender(path: impl AsRef<Path>, timeout: Option<Duration>) -> io::Result<pipe::Sender> {
+    pipe::Sender::new(open_writer(path, timeout)?)
+}
+
+/// A blocking `open` bounded by a timeout.
+///
+/// The blocking open runs on a helper thread. If the timeout passes first,
+/// this thread opens the opposite end itself (non-blocking, which always
+/// succeeds while the helper waits), which releases the helper; both
+/// descriptors are then closed and `TimedOut` is returned. No polling, no
+/// thread left behind.
+fn open_end(
+    path: &Path,
+    flags: libc::c_int,
+    opposite: libc::c_int,
+    timeout: Option<Duration>,
+) -> io::Result<std::os::fd::OwnedFd> {
+    check_is_fifo(path)?;
+    let role = if flags == libc::O_RDONLY {
+        "writer"
+    } else {
+        "reader"
+    };
+    let Some(timeout) = timeout else {
+        return sys::fd::open(path, flags);
+    };
+    let (tx, rx) = mpsc::channel();
+    let owned = path.to_owned();
+    let helper = std::thread::Builder::new()
+        .name("ipckit-fifo-open".into())
+        .spawn(move || {
+            let _ = tx.send(sys::fd::open(&owned, flags));
+        })?;
+    match rx.recv_timeout(timeout) {
+        Ok(res) => {
+            let _ = helper.join();
+            res
+        }
+        Err(_) => {
+            match sys::fd::open(path, opposite | libc::O_NONBLOCK) {
+                Ok(release) => {
+                    let _ = helper.join();
+                    drop(release);
+                    drop(rx.try_recv());
+                }
+                // We may not open the other end (its permission bits); the
+                // helper then finishes when a peer finally opens the FIFO,
+                // and closes what it got since nobody receives it.
+                Err(_) => drop(helper),
+            }
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "timed out after {:?} waiting for a {role} to open FIFO {}",
+                    timeout,
+                    path.display()
+                ),
+            ))
+        }
+    }
+}

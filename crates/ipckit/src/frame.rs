@@ -1,0 +1,481 @@
+//! Message framing for byte-stream mechanisms (pipes, FIFOs, Unix stream
+//! and TCP sockets).
+//!
+//! # Wire format
+//!
+//! A message is a `u32` little-endian length followed by that many bytes.
+//! Nothing else: any program can speak it (`printf '\x05\0\0\0hello'`).
+//!
+//! # Guarantees
+//!
+//! - The receiver checks the announced length against its
+//!   `max_message_size` ([`DEFAULT_MAX_MESSAGE_SIZE`] unless changed) before
+//!   allocating anything. A larger length is refused with
+//!   [`MessageTooLarge`]; the stream cannot be resynchronised after that, so
+//!   every later receive fails too.
+//! - Short reads and writes are resumed. A peer that closes the stream in
+//!   the middle of a frame is reported as an
+//!   [`UnexpectedEof`](std::io::ErrorKind::UnexpectedEof) error, never as a
+//!   shorter message.
+//! - A receive that times out in the middle of a frame keeps what it has
+//!   read; the next receive continues the same frame.
+//! - A send writes the whole frame with one `writev`. On a pipe, a frame of
+//!   at most `PIPE_BUF` (4096) bytes, header included, is written
+//!   atomically, so several writers never interleave such messages.
+//! - A send with a deadline either does not start (and hands the message
+//!   back as `Full`/`Timeout`) or commits the whole frame: if the deadline
+//!   passes after part of a frame was written, the rest is kept and written
+//!   before the next message (or by `flush`, or on drop), because a
+//!   half-written frame would corrupt the stream.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use crate::error::{classify, Failure, MessageTooLarge, RecvTimeoutError, SendTimeoutError};
+use crate::fdio::FdIo;
+use crate::message::Deadline;
+use crate::sys::fd::Interest;
+use crate::wait::{wait_io, WaitError, WaitStrategy};
+
+/// The default largest message: 16 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
+
+/// Size of the length prefix.
+pub const HEADER_LEN: usize = 4;
+
+/// Read-ahead buffer size: frames that fit are parsed out of it without
+/// another system call.
+const READ_BUF: usize = 128 << 10;
+
+fn too_big_to_send(len: usize, max: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "message of {len} bytes exceeds max_message_size of {max} bytes; the receiver would \
+             refuse it (raise set_max_message_size on both ends)"
+        ),
+    )
+}
+
+/// Checks a message against the sender's limit.
+pub(crate) fn check_send_len(len: usize, max: usize) -> Result<(), SendTimeoutError<()>> {
+    if len > max || len > u32::MAX as usize {
+        return Err(SendTimeoutError::Io(
+            too_big_to_send(len, max.min(u32::MAX as usize)),
+            (),
+        ));
+    }
+    Ok(())
+}
+
+/// Turns a failed wait into a send error.
+pub(crate) fn send_failure(e: WaitError) -> SendTimeoutError<()> {
+    match e {
+        WaitError::Timeout => SendTimeoutError::Timeout(()),
+        WaitError::Io(e) => match classify(e) {
+            Failure::Disconnected => SendTimeoutError::Disconnected(()),
+            Failure::WouldBlock => SendTimeoutError::Timeout(()),
+            Failure::Other(e) => SendTimeoutError::Io(e, ()),
+        },
+    }
+}
+
+/// Turns a failed wait into a receive error.
+pub(crate) fn recv_failure(e: WaitError) -> RecvTimeoutError {
+    match e {
+        WaitError::Timeout => RecvTimeoutError::Timeout,
+        WaitError::Io(e) => match classify(e) {
+            Failure::Disconnected => RecvTimeoutError::Disconnected,
+            Failure::WouldBlock => RecvTimeoutError::Timeout,
+            Failure::Other(e) => RecvTimeoutError::Io(e),
+        },
+    }
+}
+
+/// The sending half of a framed stream.
+#[derive(Debug)]
+pub(crate) struct FrameWriter {
+    /// The unwritten tail of a frame whose deadline passed mid-write.
+    pending: Vec<u8>,
+    pub(crate) max: usize,
+}
+
+impl FrameWriter {
+    pub(crate) fn new() -> Self {
+        FrameWriter {
+            pending: Vec::new(),
+            max: DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+
+    /// Writes the pending tail, if any, before `deadline`.
+    fn flush_until(
+        &mut self,
+        io: &mut FdIo,
+        strategy: WaitStrategy,
+        deadline: Deadline,
+    ) -> Result<(), SendTimeoutError<()>> {
+        while !self.pending.is_empty() {
+            let pending = &self.pending;
+            let n = wait_io(io, Interest::Write, strategy, deadline, |io, mode| {
+                io.writev(&[IoSlice::new(pending)], &[], mode)
+            })
+            .map_err(send_failure)?;
+            self.pending.drain(..n);
+        }
+        Ok(())
+    }
+
+    /// Blocks until any pending tail is written.
+    pub(crate) fn flush(&mut self, io: &mut FdIo, strategy: WaitStrategy) -> io::Result<()> {
+        self.flush_until(io, strategy, Deadline::Never)
+            .map_err(io::Error::from)
+    }
+
+    /// Sends one frame, with `fds` attached to its first byte.
+    pub(crate) fn send(
+        &mut self,
+        io: &mut FdIo,
+        msg: &[u8],
+        fds: &[BorrowedFd<'_>],
+        strategy: WaitStrategy,
+        deadline: Deadline,
+    ) -> Result<(), SendTimeoutError<()>> {
+        check_send_len(msg.len(), self.max)?;
+        self.flush_until(io, strategy, deadline)?;
+        let header = (msg.len() as u32).to_le_bytes();
+        let total = HEADER_LEN + msg.len();
+        let mut written = 0;
+        while written < total {
+            let attach = if written == 0 { fds } else { &[] };
+            let res = wait_io(io, Interest::Write, strategy, deadline, |io, mode| {
+                io.writev(&remaining(&header, msg, written), attach, mode)
+            });
+            match res {
+                Ok(n) => written += n,
+                Err(WaitError::Timeout) if written > 0 => {
+                    // Committed: keep the tail for the next write.
+                    let (h, m) = split_at_written(&header, msg, written);
+                    self.pending.extend_from_slice(h);
+                    self.pending.extend_from_slice(m);
+                    return Ok(());
+                }
+                Err(e) => {
+                    let err = send_failure(e);
+                    if written > 0 {
+                        // The stream is now mid-frame; say so rather than
+                        // handing back a message that was partly sent.
+                        return Err(SendTimeoutError::Io(
+                            io::Error::new(
+                                io::ErrorKind::BrokenPipe,
+                                format!(
+                                    "the stream failed after {written} of {total} bytes of a frame \
+                                     were written: {err}"
+                                ),
+                            ),
+                            (),
+                        ));
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn split_at_written<'a>(
+    header: &'a [u8; 4],
+    msg: &'a [u8],
+    written: usize,
+) -> (&'a [u8], &'a [u8]) {
+    if written < HEADER_LEN {
+        (&header[written..], msg)
+    } else {
+        (&[], &msg[written - HEADER_LEN..])
+    }
+}
+
+fn remaining<'a>(header: &'a [u8; 4], msg: &'a [u8], written: usize) -> [IoSlice<'a>; 2] {
+    let (h, m) = split_at_written(header, msg, written);
+    [IoSlice::new(h), IoSlice::new(m)]
+}
+
+/// The receiving half of a framed stream.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    /// Read-ahead buffer; bytes `start..buf.len()` are not parsed yet.
+    buf: Vec<u8>,
+    start: usize,
+    /// A frame too large for `buf`, read directly: (payload so far, length).
+    large: Option<(Vec<u8>, usize)>,
+    /// Stream offset of `buf[start]`, and of the end of everything read.
+    pos: u64,
+    read_end: u64,
+    /// Descriptors received, keyed by the stream offset of the last byte of
+    /// the read that delivered them (the kernel ends a read there).
+    fds: VecDeque<(u64, Vec<OwnedFd>)>,
+    /// Set once the stream cannot be parsed any more.
+    broken: Option<(io::ErrorKind, String)>,
+    pub(crate) max: usize,
+}
+
+impl FrameReader {
+    pub(crate) fn new() -> Self {
+        FrameReader {
+            buf: Vec::new(),
+            start: 0,
+            large: None,
+            pos: 0,
+            read_end: 0,
+            fds: VecDeque::new(),
+            broken: None,
+            max: DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+
+    fn break_with(&mut self, err: io::Error) -> RecvTimeoutError {
+        self.broken = Some((err.kind(), err.to_string()));
+        RecvTimeoutError::Io(err)
+    }
+
+    /// One read of up to `want` bytes appended to `dst`.
+    fn read_into(
+        &mut self,
+        io: &mut FdIo,
+        dst: Dst,
+        want: usize,
+        strategy: WaitStrategy,
+        deadline: Deadline,
+        got: usize,
+        of: usize,
+    ) -> Result<(), RecvTimeoutError> {
+        let v = match dst {
+            Dst::Buf => &mut self.buf,
+            Dst::Large => &mut self.large.as_mut().expect("large frame in progress").0,
+        };
+        let chunk = wait_io(io, Interest::Read, strategy, deadline, |io, mode| {
+            io.read_spare(v, want, mode)
+        });
+        let mid_frame = got > 0;
+        match chunk {
+            Ok(c) if c.len == 0 => {
+                if mid_frame {
+                    Err(self.break_with(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the peer closed the stream in the middle of a message \
+                             (got {got} of {of} bytes)"
+                        ),
+                    )))
+                } else {
+                    Err(RecvTimeoutError::Disconnected)
+                }
+            }
+            Ok(c) => {
+                self.read_end += c.len as u64;
+                if !c.fds.is_empty() {
+                    self.fds.push_back((self.read_end - 1, c.fds));
+                }
+                Ok(())
+            }
+            Err(e) => match recv_failure(e) {
+                RecvTimeoutError::Disconnected if mid_frame => Err(self.break_with(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the connection was reset in the middle of a message (got {got} of {of} bytes)"),
+                ))),
+                other => Err(other),
+            },
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Receives one frame into `out`; descriptors that arrived with it are
+    /// appended to `fds` (or closed when `fds` is `None`).
+    pub(crate) fn recv(
+        &mut self,
+        io: &mut FdIo,
+        out: &mut Vec<u8>,
+        fds: Option<&mut Vec<OwnedFd>>,
+        strategy: WaitStrategy,
+        deadline: Deadline,
+    ) -> Result<(), RecvTimeoutError> {
+        if let Some((kind, text)) = &self.broken {
+            return Err(RecvTimeoutError::Io(io::Error::new(
+                *kind,
+                format!("the stream is unusable after an earlier error: {text}"),
+            )));
+        }
+        if self.large.is_none() {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve_exact(READ_BUF);
+            }
+            // The header.
+            while self.buffered() < HEADER_LEN {
+                self.make_room(HEADER_LEN);
+                let want = self.buf.capacity() - self.buf.len();
+                let got = self.buffered();
+                self.read_into(io, Dst::Buf, want, strategy, deadline, got, HEADER_LEN)?;
+            }
+            let h = &self.buf[self.start..self.start + HEADER_LEN];
+            let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            if len > self.max {
+                let e = MessageTooLarge {
+                    len: len as u64,
+                    max: self.max,
+                }
+                .into_io();
+                return Err(self.break_with(e));
+            }
+            let total = HEADER_LEN + len;
+            if total <= READ_BUF {
+                while self.buffered() < total {
+                    self.make_room(total);
+                    let want = self.buf.capacity() - self.buf.len();
+                    let got = self.buffered();
+                    self.read_into(io, Dst::Buf, want, strategy, deadline, got, total)?;
+                }
+                out.clear();
+                out.extend_from_slice(&self.buf[self.start + HEADER_LEN..self.start + total]);
+                self.consume(total, fds);
+                return Ok(());
+            }
+            // Too large for the buffer: take what is buffered, read the rest
+            // straight into the message.
+            let mut payload = std::mem::take(out);
+            payload.clear();
+            payload.reserve_exact(len);
+            let have = self.buffered() - HEADER_LEN;
+            let take = have.min(len);
+            payload.extend_from_slice(
+                &self.buf[self.start + HEADER_LEN..self.start + HEADER_LEN + take],
+            );
+            self.start += HEADER_LEN + take;
+            self.pos += (HEADER_LEN + take) as u64;
+            self.large = Some((payload, len));
+        }
+        loop {
+            let (got, len) = {
+                let (p, len) = self.large.as_ref().expect("large frame in progress");
+                (p.len(), *len)
+            };
+            if got == len {
+                break;
+            }
+            self.read_into(
+                io,
+                Dst::Large,
+                len - got,
+                strategy,
+                deadline,
+                HEADER_LEN + got,
+                HEADER_LEN + len,
+            )?;
+        }
+        let (payload, _) = self.large.take().expect("large frame in progress");
+        *out = payload;
+        self.pos = self.read_end - self.buffered() as u64;
+        self.hand_out_fds(fds);
+        Ok(())
+    }
+
+    /// Makes sure `need` bytes from `start` fit in the buffer.
+    fn make_room(&mut self, need: usize) {
+        if self.start > 0 && (self.start + need > self.buf.capacity() || self.buffered() == 0) {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    fn consume(&mut self, n: usize, fds: Option<&mut Vec<OwnedFd>>) {
+        self.start += n;
+        self.pos += n as u64;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.hand_out_fds(fds);
+    }
+
+    /// Descriptors whose read ended inside the frame just returned.
+    fn hand_out_fds(&mut self, mut fds: Option<&mut Vec<OwnedFd>>) {
+        while let Some((off, _)) = self.fds.front() {
+            if *off >= self.pos {
+                break;
+            }
+            let (_, got) = self.fds.pop_front().expect("front exists");
+            if let Some(out) = fds.as_deref_mut() {
+                out.extend(got);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Dst {
+    Buf,
+    Large,
+}
+
+/// A framed stream: one descriptor (or one per direction for pipes), a
+/// reader and a writer half, and the wait strategy for both.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub(crate) io: FdIo,
+    pub(crate) rx: FrameReader,
+    pub(crate) tx: FrameWriter,
+    pub(crate) wait: WaitStrategy,
+}
+
+impl Stream {
+    pub(crate) fn new(io: FdIo) -> Self {
+        Stream {
+            io,
+            rx: FrameReader::new(),
+            tx: FrameWriter::new(),
+            wait: WaitStrategy::default(),
+        }
+    }
+
+    pub(crate) fn send(
+        &mut self,
+        msg: &[u8],
+        fds: &[BorrowedFd<'_>],
+        deadline: Deadline,
+    ) -> Result<(), SendTimeoutError<()>> {
+        self.tx.send(&mut self.io, msg, fds, self.wait, deadline)
+    }
+
+    pub(crate) fn recv(
+        &mut self,
+        out: &mut Vec<u8>,
+        fds: Option<&mut Vec<OwnedFd>>,
+        deadline: Deadline,
+    ) -> Result<(), RecvTimeoutError> {
+        self.rx.recv(&mut self.io, out, fds, self.wait, deadline)
+    }
+
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        self.tx.flush(&mut self.io, self.wait)
+    }
+
+    pub(crate) fn max(&self) -> usize {
+        self.rx.max
+    }
+
+    pub(crate) fn set_max(&mut self, max: usize) {
+        self.rx.max = max;
+        self.tx.max = max;
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // Like std's BufWriter: finish a frame a timed-out send committed.
+        let _ = self.flush();
+    }
+}

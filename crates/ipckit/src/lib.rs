@@ -1,0 +1,87 @@
+//! # ipckit
+//!
+//! Every Linux inter-process communication mechanism as a safe Rust API that
+//! keeps what is special about each one, plus shared traits
+//! ([`MessageSender`], [`MessageReceiver`]) so that any message-capable
+//! mechanism moves whole messages the same way: blocking, non-blocking
+//! (`try_`) or with a timeout.
+//!
+//! | module | mechanism | data | participants |
+//! |---|---|---|---|
+//! | [`pipe`] | anonymous pipes (`pipe(2)`) | byte stream, framed | related processes |
+//! | [`fifo`] | named pipes (`mkfifo(3)`) | byte stream, framed | any process that can open the path |
+//! | [`socket::unix`] | Unix domain sockets: stream, datagram, seqpacket | stream (framed) or datagrams | two processes (stream) or many (datagram) |
+//! | [`socket::inet`] | TCP and UDP on loopback or a network | stream (framed) or datagrams | two processes, any host |
+//!
+//! Measure them on your machine with `ipc bench`.
+//!
+//! ```
+//! use ipckit::{MessageReceiver, MessageSender};
+//!
+//! let (mut tx, mut rx) = ipckit::pipe::channel()?;
+//! tx.send(b"hello")?;
+//! assert_eq!(rx.recv()?, b"hello");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+#![warn(missing_debug_implementations)]
+
+macro_rules! impl_message_sender {
+    ($ty:ty => $($field:ident).+) => {
+        impl $crate::MessageSender for $ty {
+            fn send_until(
+                &mut self,
+                msg: &[u8],
+                deadline: $crate::Deadline,
+            ) -> Result<(), $crate::SendTimeoutError<()>> {
+                self.$($field).+.send(msg, &[], deadline)
+            }
+        }
+    };
+}
+
+macro_rules! impl_message_receiver {
+    ($ty:ty => $($field:ident).+) => {
+        impl $crate::MessageReceiver for $ty {
+            fn recv_until(
+                &mut self,
+                buf: &mut Vec<u8>,
+                deadline: $crate::Deadline,
+            ) -> Result<(), $crate::RecvTimeoutError> {
+                self.$($field).+.recv(buf, None, deadline)
+            }
+            fn max_message_size(&self) -> usize {
+                self.$($field).+.max()
+            }
+            fn set_max_message_size(&mut self, max: usize) {
+                self.$($field).+.set_max(max)
+            }
+            fn set_wait_strategy(&mut self, strategy: $crate::WaitStrategy) {
+                self.$($field).+.wait = strategy;
+            }
+        }
+    };
+}
+
+mod dgram;
+pub mod error;
+mod fdio;
+pub mod fifo;
+pub mod frame;
+pub mod message;
+pub mod pipe;
+pub mod process;
+pub mod shm;
+pub mod socket;
+#[allow(unsafe_code)]
+mod sys;
+pub mod wait;
+
+pub use dgram::DIRECT_LIMIT;
+pub use error::{
+    MessageTooLarge, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError,
+};
+pub use message::{Deadline, MessageReceiver, MessageSender};
+pub use wait::WaitStrategy;

@@ -1,0 +1,577 @@
+//! Unix domain sockets (`unix(7)`): stream, datagram and seqpacket.
+//!
+//! Local-only sockets that skip the network stack: data is copied from one
+//! process to the other, and they can carry file descriptors
+//! ([`UnixStream::send_with_fds`]) and tell who the peer is
+//! ([`UnixStream::peer_credentials`]).
+//!
+//! | type | kernel type | messages | connection |
+//! |---|---|---|---|
+//! | [`UnixStream`] / [`UnixListener`] | `SOCK_STREAM` | framed (see [`crate::frame`]) | yes |
+//! | [`UnixDatagram`] | `SOCK_DGRAM` | one datagram each, reliable and ordered on Linux | optional |
+//! | [`SeqpacketStream`] / [`SeqpacketListener`] | `SOCK_SEQPACKET` | one packet each | yes |
+//!
+//! # Addresses
+//!
+//! [`UnixAddr`] is a filesystem path (`/run/app.sock`) or, on Linux, an
+//! abstract name written `@name`, which lives in the network namespace, not
+//! on disk, and disappears with its last socket.
+//!
+//! Binding a path that holds a socket file left behind by a dead server
+//! replaces the stale file; binding a path where a server is still listening
+//! fails with `AddrInUse`, and a path that holds anything other than a
+//! socket is never touched. A bound path is removed again when its socket is
+//! dropped (if it is still the same file).
+//!
+//! # Example
+//!
+//! ```
+//! use ipckit::socket::unix::{UnixAddr, UnixListener, UnixStream};
+//! use ipckit::{MessageReceiver, MessageSender};
+//!
+//! let addr: UnixAddr = format!("@ipckit-doc-{}", std::process::id()).parse()?;
+//! let listener = UnixListener::bind(&addr)?;
+//! let mut client = UnixStream::connect(&addr)?;
+//! let mut server = listener.accept()?;
+//! client.send(b"hi")?;
+//! assert_eq!(server.recv()?, b"hi");
+//! assert_eq!(server.peer_credentials()?.pid, std::process::id() as i32);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # References
+//! `unix(7)`, `socket(2)`, `bind(2)`, `connect(2)`, `accept(2)`,
+//! `sendmsg(2)`/`recvmsg(2)` (`SCM_RIGHTS`), `socket(7)` (`SO_PEERCRED`).
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::dgram::DgramIo;
+use crate::error::RecvTimeoutError;
+use crate::fdio::{FdIo, Kind};
+use crate::frame::Stream;
+use crate::message::Deadline;
+use crate::sys::socket::{self as sock, SockAddrUn};
+use crate::{RecvError, SendError, SendTimeoutError};
+
+/// The most descriptors one message can carry (`SCM_MAX_FD`).
+pub const MAX_FDS: usize = sock::MAX_FDS;
+
+/// A Unix socket address: a filesystem path or an abstract name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UnixAddr {
+    /// A socket file at this path.
+    Path(PathBuf),
+    /// A name in the abstract namespace (written `@name`), not on disk.
+    Abstract(Vec<u8>),
+}
+
+impl UnixAddr {
+    /// A path address.
+    pub fn path(path: impl Into<PathBuf>) -> Self {
+        UnixAddr::Path(path.into())
+    }
+
+    /// An abstract-namespace address (`@name`).
+    pub fn abstract_name(name: impl Into<Vec<u8>>) -> Self {
+        UnixAddr::Abstract(name.into())
+    }
+
+    fn sockaddr(&self) -> io::Result<SockAddrUn> {
+        match self {
+            UnixAddr::Path(p) => SockAddrUn::path(p.as_os_str().as_bytes()),
+            UnixAddr::Abstract(n) => SockAddrUn::abstract_name(n),
+        }
+    }
+}
+
+impl FromStr for UnixAddr {
+    type Err = io::Error;
+
+    /// `@name` is an abstract name; anything else is a path.
+    fn from_str(s: &str) -> io::Result<Self> {
+        let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
+        match s.strip_prefix('@') {
+            Some("") => Err(bad("an abstract socket name cannot be empty (write @name)")),
+            Some(name) => Ok(UnixAddr::Abstract(name.as_bytes().to_vec())),
+            None if s.is_empty() => Err(bad("a socket path cannot be empty")),
+            None => Ok(UnixAddr::Path(PathBuf::from(s))),
+        }
+    }
+}
+
+impl fmt::Display for UnixAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnixAddr::Path(p) => write!(f, "{}", p.display()),
+            UnixAddr::Abstract(n) => write!(f, "@{}", String::from_utf8_lossy(n)),
+        }
+    }
+}
+
+/// Who is at the other end of a connected Unix socket (`SO_PEERCRED`):
+/// the process that connected (or created the pair), as the kernel saw it
+/// then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// Process ID.
+    pub pid: i32,
+    /// Effective user ID.
+    pub uid: u32,
+    /// Effective group ID.
+    pub gid: u32,
+}
+
+fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
+    let c = sock::peer_cred(fd)?;
+    Ok(PeerCredentials {
+        pid: c.pid,
+        uid: c.uid,
+        gid: c.gid,
+    })
+}
+
+/// A socket bound to an address; a bound path is removed on drop if it is
+/// still the file this socket created.
+#[derive(Debug)]
+struct Bound {
+    fd: OwnedFd,
+    /// (path, device, inode) of the socket file we created.
+    file: Option<(PathBuf, u64, u64)>,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        if let Some((path, dev, ino)) = &self.file {
+            if let Ok(m) = std::fs::symlink_metadata(path) {
+                if m.dev() == *dev && m.ino() == *ino {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
+}
+
+fn kind_name(ty: libc::c_int) -> &'static str {
+    match ty {
+        libc::SOCK_STREAM => "stream",
+        libc::SOCK_DGRAM => "datagram",
+        _ => "seqpacket",
+    }
+}
+
+/// Binds a new socket of type `ty`, replacing a stale socket file.
+fn bind(ty: libc::c_int, addr: &UnixAddr) -> io::Result<Bound> {
+    let sa = addr.sockaddr()?;
+    let fd = sock::socket(libc::AF_UNIX, ty)?;
+    match sock::bind(fd.as_fd(), &sa) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => match addr {
+            UnixAddr::Abstract(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("the abstract name {addr} is already bound by another socket"),
+                ))
+            }
+            UnixAddr::Path(path) => {
+                let meta = std::fs::symlink_metadata(path)?;
+                if !meta.file_type().is_socket() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "{addr} exists and is not a socket; refusing to replace it \
+                             (remove it yourself or choose another path)"
+                        ),
+                    ));
+                }
+                // Live or stale? Ask it, without blocking on a full backlog.
+                let probe = sock::socket(libc::AF_UNIX, ty | libc::SOCK_NONBLOCK)?;
+                match sock::connect(probe.as_fd(), &sa) {
+                    Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                        std::fs::remove_file(path)?;
+                        sock::bind(fd.as_fd(), &sa).map_err(|e| context(e, "bind", addr))?;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AddrInUse,
+                            format!("{addr} is in use by a live socket of another type"),
+                        ))
+                    }
+                    _ => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AddrInUse,
+                            format!(
+                                "{addr} is in use by a running {} server; not replacing it",
+                                kind_name(ty)
+                            ),
+                        ))
+                    }
+                }
+            }
+        },
+        Err(e) => return Err(context(e, "bind", addr)),
+    }
+    let file = match addr {
+        UnixAddr::Path(path) => {
+            let m = std::fs::symlink_metadata(path)?;
+            Some((path.clone(), m.dev(), m.ino()))
+        }
+        UnixAddr::Abstract(_) => None,
+    };
+    Ok(Bound { fd, file })
+}
+
+fn context(e: io::Error, what: &str, addr: &UnixAddr) -> io::Error {
+    let hint = match e.raw_os_error() {
+        Some(libc::ENOENT) if what == "connect to" => {
+            ": no socket exists at that path (is the server running?)"
+        }
+        Some(libc::ENOENT) => ": the directory does not exist",
+        Some(libc::ECONNREFUSED) => {
+            ": nothing is listening there (a stale socket file, or a server that is not accepting)"
+        }
+        Some(libc::EACCES) => {
+            ": permission denied (check the socket file's and its directory's permissions)"
+        }
+        Some(libc::EPROTOTYPE) => {
+            ": the socket there is of another type (stream, datagram or seqpacket)"
+        }
+        _ => "",
+    };
+    io::Error::new(e.kind(), format!("cannot {what} {addr}: {e}{hint}"))
+}
+
+fn connect(ty: libc::c_int, addr: &UnixAddr) -> io::Result<OwnedFd> {
+    let sa = addr.sockaddr()?;
+    let fd = sock::socket(libc::AF_UNIX, ty)?;
+    loop {
+        match sock::connect(fd.as_fd(), &sa) {
+            Ok(()) => return Ok(fd),
+            // The connection goes on after EINTR; wait for it to finish.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                crate::sys::fd::poll(fd.as_fd(), crate::sys::fd::Interest::Write, None)?;
+                return Ok(fd);
+            }
+            Err(e) => return Err(context(e, "connect to", addr)),
+        }
+    }
+}
+
+fn accept_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<OwnedFd> {
+    if let Some(t) = timeout {
+        let deadline = Deadline::after(t).instant();
+        if !crate::sys::fd::poll(fd, crate::sys::fd::Interest::Read, deadline)? {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("timed out after {t:?} waiting for a connection"),
+            ));
+        }
+    }
+    sock::accept(fd)
+}
+
+macro_rules! listener {
+    ($(#[$doc:meta])* $name:ident, $ty:expr, $conn:ident, $wrap:path) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name {
+            bound: Bound,
+            addr: UnixAddr,
+        }
+
+        impl $name {
+            /// Binds `addr` and listens (backlog 128). See the module docs
+            /// for how an existing socket file is handled.
+            pub fn bind(addr: &UnixAddr) -> io::Result<Self> {
+                let bound = bind($ty, addr)?;
+                sock::listen(bound.fd.as_fd(), 128)?;
+                Ok($name { bound, addr: addr.clone() })
+            }
+
+            /// The address this listener is bound to.
+            pub fn local_addr(&self) -> &UnixAddr {
+                &self.addr
+            }
+
+            /// Waits for the next connection.
+            pub fn accept(&self) -> io::Result<$conn> {
+                $wrap(sock::accept(self.bound.fd.as_fd())?)
+            }
+
+            /// Waits at most `timeout` for the next connection.
+            pub fn accept_timeout(&self, timeout: Duration) -> io::Result<$conn> {
+                $wrap(accept_timeout(self.bound.fd.as_fd(), Some(timeout))?)
+            }
+
+            /// Keeps the socket file when this listener is dropped.
+            pub fn keep(&mut self) {
+                self.bound.file = None;
+            }
+        }
+
+        impl AsFd for $name {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.bound.fd.as_fd()
+            }
+        }
+    };
+}
+
+listener!(
+    /// A listening `SOCK_STREAM` Unix socket.
+    UnixListener, libc::SOCK_STREAM, UnixStream, UnixStream::from_fd
+);
+listener!(
+    /// A listening `SOCK_SEQPACKET` Unix socket.
+    SeqpacketListener, libc::SOCK_SEQPACKET, SeqpacketStream, SeqpacketStream::from_fd
+);
+
+/// A connected `SOCK_STREAM` Unix socket carrying framed messages, with
+/// descriptor passing and peer credentials.
+#[derive(Debug)]
+pub struct UnixStream {
+    s: Stream,
+}
+
+impl UnixStream {
+    fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+        Ok(UnixStream {
+            s: Stream::new(FdIo::new(fd, Kind::UnixSocket)?),
+        })
+    }
+
+    /// Connects to a listening stream socket.
+    pub fn connect(addr: &UnixAddr) -> io::Result<Self> {
+        Self::from_fd(connect(libc::SOCK_STREAM, addr)?)
+    }
+
+    /// Two connected streams (`socketpair(2)`), for example to hand one end
+    /// to a child process.
+    pub fn pair() -> io::Result<(Self, Self)> {
+        let (a, b) = sock::socketpair(libc::SOCK_STREAM)?;
+        Ok((Self::from_fd(a)?, Self::from_fd(b)?))
+    }
+
+    /// Wraps a descriptor that must be a connected `SOCK_STREAM` Unix socket.
+    pub fn from_owned_fd(fd: OwnedFd) -> io::Result<Self> {
+        check_type(fd.as_fd(), libc::SOCK_STREAM)?;
+        Self::from_fd(fd)
+    }
+
+    /// The credentials of the peer process.
+    pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        peer_credentials(self.s.io.fd())
+    }
+
+    /// Sends one message with descriptors attached (`SCM_RIGHTS`). The
+    /// receiver gets duplicates; the originals stay open here.
+    pub fn send_with_fds<M: AsRef<[u8]>>(
+        &mut self,
+        msg: M,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), SendError<M>> {
+        send_fds(msg, |m| self.s.send(m, fds, Deadline::Never))
+    }
+
+    /// Receives one message and the descriptors sent with it (close-on-exec).
+    pub fn recv_with_fds(&mut self, buf: &mut Vec<u8>) -> Result<Vec<OwnedFd>, RecvError> {
+        recv_fds(|out, fds| self.s.recv(out, Some(fds), Deadline::Never), buf)
+    }
+
+    /// Sets the largest message accepted and sent (default 16 MiB).
+    pub fn set_max_message_size(&mut self, max: usize) {
+        self.s.set_max(max);
+    }
+
+    /// Closes the writing direction: the peer reads end-of-file after the
+    /// messages already sent.
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        self.s.flush()?;
+        sock::shutdown_write(self.s.io.fd())
+    }
+}
+
+impl AsFd for UnixStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.s.io.fd()
+    }
+}
+
+impl AsRawFd for UnixStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.s.io.fd().as_raw_fd()
+    }
+}
+
+impl_message_sender!(UnixStream => s);
+impl_message_receiver!(UnixStream => s);
+
+fn check_type(fd: BorrowedFd<'_>, want: libc::c_int) -> io::Result<()> {
+    let ty = sock::socket_type(fd)?;
+    if ty != want {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the descriptor is a {} socket, not a {} socket",
+                kind_name(ty),
+                kind_name(want)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn send_fds<M: AsRef<[u8]>>(
+    msg: M,
+    send: impl FnOnce(&[u8]) -> Result<(), SendTimeoutError<()>>,
+) -> Result<(), SendError<M>> {
+    match send(msg.as_ref()) {
+        Ok(()) => Ok(()),
+        Err(SendTimeoutError::Disconnected(())) => Err(SendError::Disconnected(msg)),
+        Err(SendTimeoutError::Io(e, ())) => Err(SendError::Io(e, msg)),
+        Err(SendTimeoutError::Timeout(())) => Err(SendError::Io(
+            io::Error::new(io::ErrorKind::TimedOut, "unexpected timeout"),
+            msg,
+        )),
+    }
+}
+
+fn recv_fds(
+    recv: impl FnOnce(&mut Vec<u8>, &mut Vec<OwnedFd>) -> Result<(), RecvTimeoutError>,
+    buf: &mut Vec<u8>,
+) -> Result<Vec<OwnedFd>, RecvError> {
+    let mut fds = Vec::new();
+    match recv(buf, &mut fds) {
+        Ok(()) => Ok(fds),
+        Err(RecvTimeoutError::Disconnected) => Err(RecvError::Disconnected),
+        Err(RecvTimeoutError::Io(e)) => Err(RecvError::Io(e)),
+        Err(RecvTimeoutError::Timeout) => Err(RecvError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "unexpected timeout",
+        ))),
+    }
+}
+
+macro_rules! packet_socket_common {
+    ($name:ident) => {
+        impl $name {
+            /// The credentials of the peer process (connected sockets and pairs).
+            pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+                peer_credentials(self.d.io.fd())
+            }
+
+            /// Sends one message with descriptors attached (`SCM_RIGHTS`).
+            pub fn send_with_fds<M: AsRef<[u8]>>(
+                &mut self,
+                msg: M,
+                fds: &[BorrowedFd<'_>],
+            ) -> Result<(), SendError<M>> {
+                send_fds(msg, |m| self.d.send(m, fds, Deadline::Never))
+            }
+
+            /// Receives one message and the descriptors sent with it.
+            pub fn recv_with_fds(&mut self, buf: &mut Vec<u8>) -> Result<Vec<OwnedFd>, RecvError> {
+                recv_fds(|out, fds| self.d.recv(out, Some(fds), Deadline::Never), buf)
+            }
+        }
+
+        impl AsFd for $name {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.d.io.fd()
+            }
+        }
+
+        impl_message_sender!($name => d);
+        impl_message_receiver!($name => d);
+    };
+}
+
+/// A connected `SOCK_SEQPACKET` Unix socket: a connection, like a stream,
+/// that keeps message boundaries, like datagrams. An empty message cannot be
+/// sent (it would read as end-of-connection).
+#[derive(Debug)]
+pub struct SeqpacketStream {
+    d: DgramIo,
+}
+
+impl SeqpacketStream {
+    fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+        Ok(SeqpacketStream {
+            d: DgramIo::new(FdIo::new(fd, Kind::UnixSocket)?, true),
+        })
+    }
+
+    /// Connects to a listening seqpacket socket.
+    pub fn connect(addr: &UnixAddr) -> io::Result<Self> {
+        Self::from_fd(connect(libc::SOCK_SEQPACKET, addr)?)
+    }
+
+    /// Two connected seqpacket sockets (`socketpair(2)`).
+    pub fn pair() -> io::Result<(Self, Self)> {
+        let (a, b) = sock::socketpair(libc::SOCK_SEQPACKET)?;
+        Ok((Self::from_fd(a)?, Self::from_fd(b)?))
+    }
+}
+
+packet_socket_common!(SeqpacketStream);
+
+/// A `SOCK_DGRAM` Unix socket. On Linux, Unix datagrams are reliable and
+/// ordered: a full receiver makes the sender wait rather than dropping.
+///
+/// The message traits send to the connected peer ([`UnixDatagram::connect`])
+/// and receive from anyone who sends here.
+#[derive(Debug)]
+pub struct UnixDatagram {
+    d: DgramIo,
+    _bound: Option<Bound>,
+}
+
+impl UnixDatagram {
+    fn new(fd: OwnedFd, bound: Option<Bound>) -> io::Result<Self> {
+        let io = FdIo::new(fd, Kind::UnixSocket)?;
+        Ok(UnixDatagram {
+            d: DgramIo::new(io, false),
+            _bound: bound,
+        })
+    }
+
+    /// A datagram socket bound to `addr`, so others can send to it.
+    pub fn bind(addr: &UnixAddr) -> io::Result<Self> {
+        let bound = bind(libc::SOCK_DGRAM, addr)?;
+        let fd = bound.fd.try_clone()?;
+        Self::new(fd, Some(bound))
+    }
+
+    /// An unbound datagram socket (it can send; replies need a bound one).
+    pub fn unbound() -> io::Result<Self> {
+        Self::new(sock::socket(libc::AF_UNIX, libc::SOCK_DGRAM)?, None)
+    }
+
+    /// Two connected datagram sockets (`socketpair(2)`).
+    pub fn pair() -> io::Result<(Self, Self)> {
+        let (a, b) = sock::socketpair(libc::SOCK_DGRAM)?;
+        Ok((Self::new(a, None)?, Self::new(b, None)?))
+    }
+
+    /// Sets the default destination: sends go to `addr`, and only datagrams
+    /// from `addr` are received.
+    pub fn connect(&mut self, addr: &UnixAddr) -> io::Result<()> {
+        let sa = addr.sockaddr()?;
+        sock::connect(self.d.io.fd(), &sa).map_err(|e| context(e, "connect to", addr))
+    }
+
+    /// An unbound datagram socket connected to `addr`.
+    pub fn connect_to(addr: &UnixAddr) -> io::Result<Self> {
+        let mut s = Self::unbound()?;
+        s.connect(addr)?;
+        Ok(s)
+    }
+}
+
+packet_socket_common!(UnixDatagram);

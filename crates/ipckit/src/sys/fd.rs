@@ -1,0 +1,156 @@
+//! File-descriptor calls: read, write, poll, pipes, FIFOs, flags.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::Instant;
+
+use super::{cstr, syscall};
+
+/// `read(2)` into `buf`.
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid, writable region of `buf.len()` bytes for the
+    // whole call, and `fd` is a live descriptor borrowed for the call.
+    let n = syscall!(read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()))?;
+    Ok(n as usize)
+}
+
+/// `read(2)` appending up to `want` bytes to `v` (no zero-filling).
+pub(crate) fn read_spare(fd: BorrowedFd<'_>, v: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+    v.reserve(want);
+    let old = v.len();
+    // SAFETY: `reserve` made room for `want` bytes past `len`; read writes
+    // at most `want` bytes there.
+    let n = syscall!(read(fd.as_raw_fd(), v.as_mut_ptr().add(old).cast(), want))? as usize;
+    // SAFETY: the kernel initialised the first `n` spare bytes.
+    unsafe { v.set_len(old + n) };
+    Ok(n)
+}
+
+/// `writev(2)` of several slices as one write (one atomic unit on a pipe
+/// when the total is at most `PIPE_BUF`).
+pub(crate) fn writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    let cnt = bufs.len().min(libc::c_int::MAX as usize) as libc::c_int;
+    // SAFETY: `IoSlice` is ABI-compatible with `struct iovec`, and every
+    // slice stays borrowed (so valid and readable) for the whole call.
+    let n = syscall!(writev(fd.as_raw_fd(), bufs.as_ptr().cast(), cnt))?;
+    Ok(n as usize)
+}
+
+/// Readiness a caller can wait for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interest {
+    Read,
+    Write,
+}
+
+/// `poll(2)` on one descriptor until it is ready or `deadline` passes.
+///
+/// Returns `Ok(true)` when ready (including error and hang-up conditions,
+/// which the following read or write reports), `Ok(false)` on timeout.
+/// An interrupted poll is resumed with the time that is left.
+pub(crate) fn poll(
+    fd: BorrowedFd<'_>,
+    interest: Interest,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
+    let events = match interest {
+        Interest::Read => libc::POLLIN,
+        Interest::Write => libc::POLLOUT,
+    };
+    loop {
+        let timeout_ms: libc::c_int = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up so a wait never returns before its deadline.
+                let ms = left.as_nanos().div_ceil(1_000_000);
+                ms.min(libc::c_int::MAX as u128) as libc::c_int
+            }
+        };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid pollfd that lives across the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if n == -1 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if n > 0 {
+            return Ok(true);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(false);
+        }
+    }
+}
+
+/// Sets or clears `O_NONBLOCK` on the open file description.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL takes no pointer argument.
+    let flags = syscall!(fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
+    let new = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    if new != flags {
+        // SAFETY: F_SETFL takes an integer flag argument.
+        syscall!(fcntl(fd.as_raw_fd(), libc::F_SETFL, new))?;
+    }
+    Ok(())
+}
+
+/// Whether `O_NONBLOCK` is set on the open file description.
+pub(crate) fn is_nonblocking(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: F_GETFL takes no pointer argument.
+    let flags = syscall!(fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
+    Ok(flags & libc::O_NONBLOCK != 0)
+}
+
+/// `pipe2(2)` with `O_CLOEXEC`: returns (read end, write end).
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC))?;
+    // SAFETY: pipe2 succeeded, so both are fresh descriptors owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `fcntl(F_GETPIPE_SZ)`.
+pub(crate) fn pipe_capacity(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    // SAFETY: F_GETPIPE_SZ takes no pointer argument.
+    let n = syscall!(fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ))?;
+    Ok(n as usize)
+}
+
+/// `fcntl(F_SETPIPE_SZ)`; returns the capacity the kernel actually set.
+pub(crate) fn set_pipe_capacity(fd: BorrowedFd<'_>, size: libc::c_int) -> io::Result<usize> {
+    // SAFETY: F_SETPIPE_SZ takes an integer argument.
+    let n = syscall!(fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size))?;
+    Ok(n as usize)
+}
+
+/// `mkfifo(3)`.
+pub(crate) fn mkfifo(path: &Path, mode: u32) -> io::Result<()> {
+    let c = cstr(path)?;
+    // SAFETY: `c` is a valid NUL-terminated string for the call.
+    syscall!(mkfifo(c.as_ptr(), mode as libc::mode_t))?;
+    Ok(())
+}
+
+/// `open(2)` with `O_CLOEXEC` added to `flags`.
+pub(crate) fn open(path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let c = cstr(path)?;
+    // SAFETY: `c` is a valid NUL-terminated string; no mode is needed
+    // because O_CREAT is never passed here.
+    let fd = syscall!(open(c.as_ptr(), flags | libc::O_CLOEXEC))?;
+    // SAFETY: open succeeded, so `fd` is a fresh descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

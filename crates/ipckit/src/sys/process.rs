@@ -1,0 +1,97 @@
+//! Process-wide state: CPU affinity and the `SIGPIPE` disposition.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::ptr;
+
+use super::syscall;
+
+/// The CPUs this process may run on (`sched_getaffinity(2)`).
+pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
+    let mut set = MaybeUninit::<libc::cpu_set_t>::zeroed();
+    // SAFETY: `set` points to a writable cpu_set_t of the size passed.
+    syscall!(sched_getaffinity(
+        0,
+        std::mem::size_of::<libc::cpu_set_t>(),
+        set.as_mut_ptr()
+    ))?;
+    // SAFETY: zero-initialised and then filled by the kernel.
+    let set = unsafe { set.assume_init() };
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: CPU_ISSET only reads the set, for indices below its capacity.
+    Ok((0..max)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
+/// Pins the calling thread to one CPU (`sched_setaffinity(2)`).
+pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    if cpu >= max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "CPU {cpu} is beyond the largest supported CPU number {}",
+                max - 1
+            ),
+        ));
+    }
+    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes one bit below the set's capacity (checked above).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    syscall!(sched_setaffinity(
+        0,
+        std::mem::size_of::<libc::cpu_set_t>(),
+        &set
+    ))?;
+    Ok(())
+}
+
+/// Whether `SIGPIPE` still has its default action (terminate the process).
+///
+/// Rust programs start with `SIGPIPE` ignored, but a library cannot rely on
+/// it: a C host program or a child started with the default disposition
+/// would be killed by a write to a pipe without a reader.
+pub(crate) fn sigpipe_is_default() -> bool {
+    let mut old = MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only queries; `old` is writable.
+    let rc = unsafe { libc::sigaction(libc::SIGPIPE, ptr::null(), old.as_mut_ptr()) };
+    if rc != 0 {
+        return true;
+    }
+    // SAFETY: sigaction succeeded and filled `old`.
+    let old = unsafe { old.assume_init() };
+    old.sa_sigaction == libc::SIG_DFL
+}
+
+/// Runs `f` with `SIGPIPE` blocked in this thread, and if `f` fails with
+/// `EPIPE`, consumes the `SIGPIPE` it raised so the signal is never
+/// delivered. A `SIGPIPE` that was already pending before is left alone.
+pub(crate) fn without_sigpipe<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    let mut set = MaybeUninit::<libc::sigset_t>::zeroed();
+    let mut old = MaybeUninit::<libc::sigset_t>::zeroed();
+    let mut pending = MaybeUninit::<libc::sigset_t>::zeroed();
+    // SAFETY: every set is a writable sigset_t; sigemptyset/sigaddset
+    // initialise `set` before pthread_sigmask reads it.
+    let was_pending = unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), old.as_mut_ptr());
+        libc::sigpending(pending.as_mut_ptr());
+        libc::sigismember(pending.as_ptr(), libc::SIGPIPE) == 1
+    };
+    let res = f();
+    if !was_pending && matches!(&res, Err(e) if e.raw_os_error() == Some(libc::EPIPE)) {
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `set` holds SIGPIPE only; a zero timeout never blocks.
+        unsafe { libc::sigtimedwait(set.as_ptr(), ptr::null_mut(), &zero) };
+    }
+    // SAFETY: `old` was filled by the first pthread_sigmask call.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), ptr::null_mut()) };
+    res
+}
