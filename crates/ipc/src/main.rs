@@ -1,1 +1,79 @@
-fn main() {}
+//! `ipc`: send, receive and benchmark Linux IPC from the shell.
+//!
+//! Exit status: 0 on success (also when stdout is a closed pipe, as in
+//! `ipc recv … | head -1`), 1 when a `--timeout` expired, 2 on any other
+//! error, which is printed as one line on stderr.
+
+mod addr;
+mod bench;
+mod recv;
+mod send;
+
+use std::io;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Send, receive and benchmark Linux IPC mechanisms.
+#[derive(Parser, Debug)]
+#[command(name = "ipc", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send messages: each MESSAGE argument is one message; with none, each
+    /// line of standard input is one.
+    Send(send::Args),
+    /// Receive messages and print each on its own line.
+    Recv(recv::Args),
+    /// Measure every mechanism between two real processes.
+    Bench(bench::Args),
+    /// The other process of `ipc bench` (internal).
+    #[command(name = "__bench-peer", hide = true)]
+    BenchPeer(bench::PeerArgs),
+}
+
+/// A `--timeout` that expired: exit status 1.
+#[derive(Debug)]
+pub struct TimedOut(pub String);
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            && c.to_string().contains("stdout")
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Send(a) => send::run(a),
+        Command::Recv(a) => recv::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::BenchPeer(a) => bench::peer(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ipc: {e:#}");
+            if e.downcast_ref::<TimedOut>().is_some() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::from(2)
+            }
+        }
+    }
+}

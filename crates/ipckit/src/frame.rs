@@ -44,6 +44,18 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
 /// Size of the length prefix.
 pub const HEADER_LEN: usize = 4;
 
+/// How messages are delimited on a byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// A `u32` little-endian length, then the payload (the default).
+    #[default]
+    LengthPrefixed,
+    /// One message per line, ended by `\n` (which is not part of the
+    /// message), for talking to text tools: `cat`, `socat`, `nc`, shells.
+    /// A message cannot contain `\n`; a last line without one still counts.
+    Lines,
+}
+
 /// Read-ahead buffer size: frames that fit are parsed out of it without
 /// another system call.
 const READ_BUF: usize = 128 << 10;
@@ -99,6 +111,7 @@ pub(crate) struct FrameWriter {
     /// The unwritten tail of a frame whose deadline passed mid-write.
     pending: Vec<u8>,
     pub(crate) max: usize,
+    pub(crate) framing: Framing,
 }
 
 impl FrameWriter {
@@ -106,6 +119,7 @@ impl FrameWriter {
         FrameWriter {
             pending: Vec::new(),
             max: DEFAULT_MAX_MESSAGE_SIZE,
+            framing: Framing::LengthPrefixed,
         }
     }
 
@@ -143,22 +157,37 @@ impl FrameWriter {
         deadline: Deadline,
     ) -> Result<(), SendTimeoutError<()>> {
         check_send_len(msg.len(), self.max)?;
-        self.flush_until(io, strategy, deadline)?;
         let header = (msg.len() as u32).to_le_bytes();
-        let total = HEADER_LEN + msg.len();
+        let parts: [&[u8]; 3] = match self.framing {
+            Framing::LengthPrefixed => [&header, msg, &[]],
+            Framing::Lines => {
+                if msg.contains(&b'\n') {
+                    return Err(SendTimeoutError::Io(
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "in line mode a message cannot contain a newline",
+                        ),
+                        (),
+                    ));
+                }
+                [&[], msg, b"\n"]
+            }
+        };
+        self.flush_until(io, strategy, deadline)?;
+        let total = parts.iter().map(|p| p.len()).sum::<usize>();
         let mut written = 0;
         while written < total {
             let attach = if written == 0 { fds } else { &[] };
             let res = wait_io(io, Interest::Write, strategy, deadline, |io, mode| {
-                io.writev(&remaining(&header, msg, written), attach, mode)
+                io.writev(&remaining(&parts, written), attach, mode)
             });
             match res {
                 Ok(n) => written += n,
                 Err(WaitError::Timeout) if written > 0 => {
                     // Committed: keep the tail for the next write.
-                    let (h, m) = split_at_written(&header, msg, written);
-                    self.pending.extend_from_slice(h);
-                    self.pending.extend_from_slice(m);
+                    for part in remaining(&parts, written) {
+                        self.pending.extend_from_slice(&part);
+                    }
                     return Ok(());
                 }
                 Err(e) => {
@@ -185,21 +214,13 @@ impl FrameWriter {
     }
 }
 
-fn split_at_written<'a>(
-    header: &'a [u8; 4],
-    msg: &'a [u8],
-    written: usize,
-) -> (&'a [u8], &'a [u8]) {
-    if written < HEADER_LEN {
-        (&header[written..], msg)
-    } else {
-        (&[], &msg[written - HEADER_LEN..])
-    }
-}
-
-fn remaining<'a>(header: &'a [u8; 4], msg: &'a [u8], written: usize) -> [IoSlice<'a>; 2] {
-    let (h, m) = split_at_written(header, msg, written);
-    [IoSlice::new(h), IoSlice::new(m)]
+/// The parts of a frame not yet written, after `written` bytes.
+fn remaining<'a>(parts: &[&'a [u8]; 3], mut written: usize) -> [IoSlice<'a>; 3] {
+    parts.map(|p| {
+        let skip = written.min(p.len());
+        written -= skip;
+        IoSlice::new(&p[skip..])
+    })
 }
 
 /// The receiving half of a framed stream.
@@ -219,6 +240,7 @@ pub(crate) struct FrameReader {
     /// Set once the stream cannot be parsed any more.
     broken: Option<(io::ErrorKind, String)>,
     pub(crate) max: usize,
+    pub(crate) framing: Framing,
 }
 
 impl FrameReader {
@@ -232,6 +254,7 @@ impl FrameReader {
             fds: VecDeque::new(),
             broken: None,
             max: DEFAULT_MAX_MESSAGE_SIZE,
+            framing: Framing::LengthPrefixed,
         }
     }
 
@@ -310,10 +333,13 @@ impl FrameReader {
                 format!("the stream is unusable after an earlier error: {text}"),
             )));
         }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(READ_BUF);
+        }
+        if self.framing == Framing::Lines {
+            return self.recv_line(io, out, fds, strategy, deadline);
+        }
         if self.large.is_none() {
-            if self.buf.capacity() == 0 {
-                self.buf.reserve_exact(READ_BUF);
-            }
             // The header.
             while self.buffered() < HEADER_LEN {
                 self.make_room(HEADER_LEN);
@@ -381,6 +407,51 @@ impl FrameReader {
         self.pos = self.read_end - self.buffered() as u64;
         self.hand_out_fds(fds);
         Ok(())
+    }
+
+    fn recv_line(
+        &mut self,
+        io: &mut FdIo,
+        out: &mut Vec<u8>,
+        fds: Option<&mut Vec<OwnedFd>>,
+        strategy: WaitStrategy,
+        deadline: Deadline,
+    ) -> Result<(), RecvTimeoutError> {
+        let mut scanned = 0;
+        loop {
+            let pending = &self.buf[self.start..];
+            if let Some(i) = pending[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + i;
+                out.clear();
+                out.extend_from_slice(&pending[..end]);
+                self.consume(end + 1, fds);
+                return Ok(());
+            }
+            scanned = pending.len();
+            if scanned > self.max {
+                let e = MessageTooLarge {
+                    len: scanned as u64,
+                    max: self.max,
+                }
+                .into_io();
+                return Err(self.break_with(e));
+            }
+            self.make_room(scanned + 1);
+            if self.buf.len() == self.buf.capacity() {
+                self.buf.reserve(self.buf.capacity().min(self.max + 1));
+            }
+            let want = self.buf.capacity() - self.buf.len();
+            match self.read_into(io, Dst::Buf, want, strategy, deadline, 0, 0) {
+                // A last line without a newline is still a message.
+                Err(RecvTimeoutError::Disconnected) if scanned > 0 => {
+                    out.clear();
+                    out.extend_from_slice(&self.buf[self.start..]);
+                    self.consume(scanned, fds);
+                    return Ok(());
+                }
+                r => r?,
+            }
+        }
     }
 
     /// Makes sure `need` bytes from `start` fit in the buffer.
@@ -470,6 +541,11 @@ impl Stream {
     pub(crate) fn set_max(&mut self, max: usize) {
         self.rx.max = max;
         self.tx.max = max;
+    }
+
+    pub(crate) fn set_framing(&mut self, framing: Framing) {
+        self.rx.framing = framing;
+        self.tx.framing = framing;
     }
 }
 

@@ -193,6 +193,11 @@ pub struct Receiver {
 }
 
 impl Sender {
+    /// Chooses how messages are delimited (default: length-prefixed).
+    pub fn set_framing(&mut self, framing: crate::frame::Framing) {
+        self.s.set_framing(framing);
+    }
+
     /// Frames messages over the write end of a pipe or FIFO.
     pub fn new(end: PipeWriter) -> io::Result<Self> {
         Ok(Sender {
@@ -223,6 +228,11 @@ impl Sender {
 }
 
 impl Receiver {
+    /// Chooses how messages are delimited (default: length-prefixed).
+    pub fn set_framing(&mut self, framing: crate::frame::Framing) {
+        self.s.set_framing(framing);
+    }
+
     /// Reads framed messages from the read end of a pipe or FIFO.
     pub fn new(end: PipeReader) -> io::Result<Self> {
         Ok(Receiver {
@@ -256,6 +266,12 @@ pub struct Duplex {
 }
 
 impl Duplex {
+    /// Chooses how messages are delimited in both directions.
+    pub fn set_framing(&mut self, framing: crate::frame::Framing) {
+        self.tx.set_framing(framing);
+        self.rx.set_framing(framing);
+    }
+
     /// Joins two ends into one duplex endpoint.
     pub fn new(rx: PipeReader, tx: PipeWriter) -> io::Result<Self> {
         Ok(Duplex {

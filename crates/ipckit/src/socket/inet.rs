@@ -93,6 +93,11 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
+    /// Chooses how messages are delimited (default: length-prefixed).
+    pub fn set_framing(&mut self, framing: crate::frame::Framing) {
+        self.s.set_framing(framing);
+    }
+
     fn from_std(s: std::net::TcpStream) -> io::Result<Self> {
         s.set_nodelay(true)?;
         let peer = s.peer_addr()?;

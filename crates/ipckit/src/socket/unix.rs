@@ -340,6 +340,11 @@ pub struct UnixStream {
 }
 
 impl UnixStream {
+    /// Chooses how messages are delimited (default: length-prefixed).
+    pub fn set_framing(&mut self, framing: crate::frame::Framing) {
+        self.s.set_framing(framing);
+    }
+
     fn from_fd(fd: OwnedFd) -> io::Result<Self> {
         Ok(UnixStream {
             s: Stream::new(FdIo::new(fd, Kind::UnixSocket)?),

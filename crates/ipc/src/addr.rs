@@ -1,0 +1,124 @@
+//! Addresses on the command line: `fifo:PATH`, `unix:PATH` or `unix:@NAME`,
+//! `unix-dgram:…`, `unix-seq:…`, `tcp:HOST:PORT`, `udp:HOST:PORT`.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::{anyhow, bail, Context, Result};
+use ipckit::socket::unix::UnixAddr;
+
+/// One IPC endpoint named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addr {
+    Fifo(PathBuf),
+    Unix(UnixAddr),
+    UnixDgram(UnixAddr),
+    UnixSeq(UnixAddr),
+    Tcp(String),
+    Udp(String),
+}
+
+pub const FORMS: &str = "fifo:PATH, unix:PATH, unix:@NAME, unix-dgram:PATH|@NAME, \
+                         unix-seq:PATH|@NAME, tcp:HOST:PORT, udp:HOST:PORT";
+
+/// Resolves `HOST:PORT` (IPv6 as `[::1]:PORT`).
+pub fn resolve(hostport: &str) -> Result<SocketAddr> {
+    hostport
+        .to_socket_addrs()
+        .with_context(|| {
+            format!("cannot resolve {hostport:?} (expected HOST:PORT, IPv6 as [::1]:PORT)")
+        })?
+        .next()
+        .ok_or_else(|| anyhow!("{hostport:?} resolves to no address"))
+}
+
+fn check_hostport(s: &str) -> Result<String> {
+    let (_, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("{s:?} lacks a port: expected HOST:PORT"))?;
+    port.parse::<u16>()
+        .map_err(|_| anyhow!("{port:?} is not a port number (0-65535)"))?;
+    Ok(s.to_string())
+}
+
+impl FromStr for Addr {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let (scheme, rest) = s
+            .split_once(':')
+            .ok_or_else(|| anyhow!("{s:?} is not an address; expected one of {FORMS}"))?;
+        if rest.is_empty() {
+            bail!("{s:?} has nothing after {scheme:?}; expected one of {FORMS}");
+        }
+        let unix = |r: &str| -> Result<UnixAddr> { Ok(r.parse::<UnixAddr>()?) };
+        Ok(match scheme {
+            "fifo" => Addr::Fifo(PathBuf::from(rest)),
+            "unix" => Addr::Unix(unix(rest)?),
+            "unix-dgram" => Addr::UnixDgram(unix(rest)?),
+            "unix-seq" => Addr::UnixSeq(unix(rest)?),
+            "tcp" => Addr::Tcp(check_hostport(rest)?),
+            "udp" => Addr::Udp(check_hostport(rest)?),
+            other => bail!("unknown mechanism {other:?}; expected one of {FORMS}"),
+        })
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Fifo(p) => write!(f, "fifo:{}", p.display()),
+            Addr::Unix(a) => write!(f, "unix:{a}"),
+            Addr::UnixDgram(a) => write!(f, "unix-dgram:{a}"),
+            Addr::UnixSeq(a) => write!(f, "unix-seq:{a}"),
+            Addr::Tcp(a) => write!(f, "tcp:{a}"),
+            Addr::Udp(a) => write!(f, "udp:{a}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form() {
+        assert_eq!(
+            "fifo:/tmp/f".parse::<Addr>().unwrap(),
+            Addr::Fifo("/tmp/f".into())
+        );
+        assert_eq!(
+            "unix:@x".parse::<Addr>().unwrap(),
+            Addr::Unix(UnixAddr::Abstract(b"x".to_vec()))
+        );
+        assert!(matches!(
+            "unix-seq:/s".parse::<Addr>().unwrap(),
+            Addr::UnixSeq(UnixAddr::Path(_))
+        ));
+        assert_eq!(
+            "tcp:[::1]:80".parse::<Addr>().unwrap(),
+            Addr::Tcp("[::1]:80".into())
+        );
+        assert_eq!(
+            "udp:127.0.0.1:9".parse::<Addr>().unwrap().to_string(),
+            "udp:127.0.0.1:9"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_forms_with_a_reason() {
+        for (bad, why) in [
+            ("nothing", "not an address"),
+            ("pipe:x", "unknown mechanism"),
+            ("tcp:localhost", "port"),
+            ("tcp:h:99999", "not a port"),
+            ("unix:", "nothing after"),
+            ("unix:@", "cannot be empty"),
+        ] {
+            let e = bad.parse::<Addr>().unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,960 @@
+//! `ipc bench [MECHANISM...] [--sizes …] [--wait …] [--duration-ms N]
+//! [--cpus A,B] [--json PATH]`
+//!
+//! Every measurement runs between this process and a second, real process:
+//! this binary re-executed with the hidden `__bench-peer` command, pinned to
+//! another CPU when there is one.
+//!
+//! - Floor: one cache line bounced between the two CPUs through shared
+//!   memory, timed in batches of [`FLOOR_BATCH`] round trips. No IPC
+//!   mechanism can beat it; every latency is also shown as a multiple of it.
+//! - Latency: ping-pong of one message of SIZE bytes; after a warm-up, every
+//!   round trip goes into an HDR histogram.
+//! - Throughput: one-way stream of numbered messages; the receiver checks
+//!   the sequence numbers and times first to last arrival.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use ipckit::fifo::Fifo;
+use ipckit::pipe::{self, PipeReader, PipeWriter};
+use ipckit::shm::MemfdRegion;
+use ipckit::socket::inet::{TcpListener, TcpStream, UdpSocket};
+use ipckit::socket::unix::{
+    SeqpacketListener, SeqpacketStream, UnixAddr, UnixDatagram, UnixListener, UnixStream,
+};
+use ipckit::{MessageReceiver, MessageSender, RecvTimeoutError, WaitStrategy};
+use serde::Serialize;
+
+/// Round trips timed together when measuring the floor.
+const FLOOR_BATCH: u64 = 1000;
+/// How long setup steps (connect, accept, FIFO open) may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one message may take before a run is declared stuck.
+const MSG_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The mechanisms `ipc bench` knows, in the notes' order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mech {
+    Pipe,
+    Fifo,
+    Unix,
+    UnixDgram,
+    UnixSeq,
+    Tcp,
+    Udp,
+}
+
+impl Mech {
+    const ALL: [Mech; 7] = [
+        Mech::Pipe,
+        Mech::Fifo,
+        Mech::Unix,
+        Mech::UnixDgram,
+        Mech::UnixSeq,
+        Mech::Tcp,
+        Mech::Udp,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mech::Pipe => "pipe",
+            Mech::Fifo => "fifo",
+            Mech::Unix => "unix",
+            Mech::UnixDgram => "unix-dgram",
+            Mech::UnixSeq => "unix-seq",
+            Mech::Tcp => "tcp",
+            Mech::Udp => "udp",
+        }
+    }
+
+    /// The notes' comparison table: data abstraction, participants, direction.
+    fn traits(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Mech::Pipe => (
+                "byte stream",
+                "2 related processes",
+                "one-way (2 pipes here)",
+            ),
+            Mech::Fifo => (
+                "byte stream",
+                "any processes, by path",
+                "one-way (2 FIFOs here)",
+            ),
+            Mech::Unix => ("byte stream", "2 processes", "two-way"),
+            Mech::UnixDgram => ("datagram", "many processes", "two-way"),
+            Mech::UnixSeq => ("datagram, connected", "2 processes", "two-way"),
+            Mech::Tcp => ("byte stream", "2 processes, any host", "two-way"),
+            Mech::Udp => ("datagram, lossy", "many processes, any host", "two-way"),
+        }
+    }
+
+    /// Why this mechanism cannot carry `size`-byte messages, if it cannot.
+    fn cannot_carry(self, size: usize) -> Option<String> {
+        (self == Mech::Udp && size > UdpSocket::MAX_DATAGRAM).then(|| {
+            format!(
+                "UDP carries at most {} bytes per datagram",
+                UdpSocket::MAX_DATAGRAM
+            )
+        })
+    }
+}
+
+impl fmt::Display for Mech {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Mechanisms to measure (default: all).
+    #[arg(value_enum, value_name = "MECHANISM")]
+    mechanisms: Vec<Mech>,
+    /// Message sizes in bytes.
+    #[arg(long, value_delimiter = ',', default_value = "64,4096,65536", value_parser = parse_size)]
+    sizes: Vec<usize>,
+    /// Wait strategies for receives: block, spin, adaptive.
+    #[arg(long, value_delimiter = ',', default_value = "block")]
+    wait: Vec<WaitStrategy>,
+    /// Measuring time per latency and per throughput run, in milliseconds.
+    #[arg(long, default_value_t = 400)]
+    duration_ms: u64,
+    /// The two CPUs to pin this process and its peer to (default: the
+    /// first two this process may use).
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    cpus: Option<Vec<usize>>,
+    /// Also write the results as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size in bytes"))?;
+    if n == 0 {
+        return Err("sizes start at 1 byte".into());
+    }
+    Ok(n)
+}
+
+/// The peer's part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Send every message back.
+    Echo,
+    /// Count and check numbered messages, then report.
+    Sink,
+    /// Bounce the shared cache line.
+    Floor,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PeerArgs {
+    #[arg(value_enum)]
+    role: Role,
+    #[arg(long, value_enum)]
+    mech: Option<Mech>,
+    #[arg(long, default_value_t = 1)]
+    size: usize,
+    #[arg(long, default_value = "block")]
+    wait: WaitStrategy,
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// Mechanism-specific rendezvous: a path, an abstract name or a port.
+    #[arg(long)]
+    addr: Option<String>,
+}
+
+trait Endpoint: MessageSender + MessageReceiver {}
+impl<T: MessageSender + MessageReceiver> Endpoint for T {}
+
+/// The child process; killed if still running when dropped.
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl Peer {
+    /// Waits for the peer to exit on its own, then checks its status.
+    fn finish(mut self) -> Result<()> {
+        let end = Instant::now() + MSG_TIMEOUT;
+        loop {
+            if let Some(st) = self.0.try_wait()? {
+                if !st.success() {
+                    bail!("the peer process failed ({st})");
+                }
+                return Ok(());
+            }
+            if Instant::now() > end {
+                bail!("the peer process did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+struct Ctx {
+    cpus: Option<(usize, usize)>,
+    tmp: tempfile::TempDir,
+    counter: u64,
+}
+
+impl Ctx {
+    fn peer_cmd(&self, role: Role) -> Result<Command> {
+        let mut cmd = Command::new(std::env::current_exe().context("locating the ipc binary")?);
+        cmd.arg("__bench-peer")
+            .arg(format!("{role:?}").to_lowercase());
+        if let Some((_, b)) = self.cpus {
+            cmd.arg("--cpu").arg(b.to_string());
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        Ok(cmd)
+    }
+
+    fn unique(&mut self, what: &str) -> String {
+        self.counter += 1;
+        format!(
+            "ipckit-bench-{}-{}-{what}",
+            std::process::id(),
+            self.counter
+        )
+    }
+
+    /// Starts a peer in `role` and connects to it.
+    fn connect(
+        &mut self,
+        mech: Mech,
+        role: Role,
+        size: usize,
+        wait: WaitStrategy,
+    ) -> Result<(Box<dyn Endpoint>, Peer)> {
+        let mut cmd = self.peer_cmd(role)?;
+        cmd.arg("--mech")
+            .arg(mech.name())
+            .arg("--size")
+            .arg(size.to_string())
+            .arg("--wait")
+            .arg(wait.to_string());
+        let mut ep: Box<dyn Endpoint>;
+        let peer;
+        match mech {
+            Mech::Pipe => {
+                let (to_child_r, to_child_w) = pipe::pipe()?;
+                let (from_child_r, from_child_w) = pipe::pipe()?;
+                cmd.stdin(Stdio::from(to_child_r))
+                    .stdout(Stdio::from(from_child_w));
+                peer = Peer(cmd.spawn()?);
+                ep = Box::new(pipe::Duplex::new(from_child_r, to_child_w)?);
+            }
+            Mech::Fifo => {
+                let name = self.unique("fifo");
+                let dir = self.tmp.path().join(name);
+                std::fs::create_dir(&dir)?;
+                let a2b = Fifo::create(dir.join("a2b"))?;
+                let b2a = Fifo::create(dir.join("b2a"))?;
+                cmd.arg("--addr").arg(&dir);
+                peer = Peer(cmd.spawn()?);
+                let tx = a2b.open_sender(Some(SETUP_TIMEOUT))?;
+                let rx = b2a.open_receiver(Some(SETUP_TIMEOUT))?;
+                ep = Box::new(pipe::Duplex { tx, rx });
+            }
+            Mech::Unix | Mech::UnixSeq => {
+                let name = format!("@{}", self.unique("listen"));
+                let addr: UnixAddr = name.parse()?;
+                cmd.arg("--addr").arg(&name);
+                if mech == Mech::Unix {
+                    let l = UnixListener::bind(&addr)?;
+                    peer = Peer(cmd.spawn()?);
+                    ep = Box::new(l.accept_timeout(SETUP_TIMEOUT)?);
+                } else {
+                    let l = SeqpacketListener::bind(&addr)?;
+                    peer = Peer(cmd.spawn()?);
+                    ep = Box::new(l.accept_timeout(SETUP_TIMEOUT)?);
+                }
+            }
+            Mech::UnixDgram => {
+                let name = format!("@{}", self.unique("dgram"));
+                let mut s = UnixDatagram::bind(&name.parse()?)?;
+                cmd.arg("--addr").arg(&name);
+                peer = Peer(cmd.spawn()?);
+                // The peer binds NAME-peer and says hello from there.
+                let hello = s
+                    .recv_timeout(SETUP_TIMEOUT)
+                    .context("waiting for the peer")?;
+                let back: UnixAddr = String::from_utf8(hello)?.parse()?;
+                s.connect(&back)?;
+                ep = Box::new(s);
+            }
+            Mech::Tcp => {
+                let l = TcpListener::bind("127.0.0.1:0")?;
+                cmd.arg("--addr").arg(l.local_addr()?.port().to_string());
+                peer = Peer(cmd.spawn()?);
+                ep = Box::new(l.accept_timeout(SETUP_TIMEOUT)?);
+            }
+            Mech::Udp => {
+                let mut s = UdpSocket::bind("127.0.0.1:0")?;
+                cmd.arg("--addr").arg(s.local_addr()?.port().to_string());
+                peer = Peer(cmd.spawn()?);
+                let hello = s
+                    .recv_timeout(SETUP_TIMEOUT)
+                    .context("waiting for the peer")?;
+                s.connect(format!("127.0.0.1:{}", String::from_utf8(hello)?))?;
+                ep = Box::new(s);
+            }
+        }
+        ep.set_wait_strategy(wait);
+        ep.set_max_message_size(size.max(ipckit::frame::DEFAULT_MAX_MESSAGE_SIZE));
+        Ok((ep, peer))
+    }
+}
+
+/// The peer's side of [`Ctx::connect`].
+fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
+    let mech = a.mech.ok_or_else(|| anyhow!("--mech is required"))?;
+    let addr = || a.addr.clone().ok_or_else(|| anyhow!("--addr is required"));
+    let mut ep: Box<dyn Endpoint> = match mech {
+        Mech::Pipe => {
+            let r = PipeReader::from(io::stdin().as_fd().try_clone_to_owned()?);
+            let w = PipeWriter::from(io::stdout().as_fd().try_clone_to_owned()?);
+            // Leave fds 0 and 1 pointing at /dev/null-like ends: nothing
+            // else may write to the data pipe.
+            Box::new(pipe::Duplex::new(r, w)?)
+        }
+        Mech::Fifo => {
+            let dir = PathBuf::from(addr()?);
+            let rx = ipckit::fifo::open_receiver(dir.join("a2b"), Some(SETUP_TIMEOUT))?;
+            let tx = ipckit::fifo::open_sender(dir.join("b2a"), Some(SETUP_TIMEOUT))?;
+            Box::new(pipe::Duplex { tx, rx })
+        }
+        Mech::Unix => Box::new(UnixStream::connect(&addr()?.parse()?)?),
+        Mech::UnixSeq => Box::new(SeqpacketStream::connect(&addr()?.parse()?)?),
+        Mech::UnixDgram => {
+            let theirs = addr()?;
+            let mine = format!("{theirs}-peer");
+            let mut s = UnixDatagram::bind(&mine.parse()?)?;
+            s.connect(&theirs.parse()?)?;
+            s.send(mine.as_bytes()).map_err(io::Error::from)?;
+            Box::new(s)
+        }
+        Mech::Tcp => Box::new(TcpStream::connect(format!("127.0.0.1:{}", addr()?))?),
+        Mech::Udp => {
+            let mut s = UdpSocket::bind("127.0.0.1:0")?;
+            s.connect(format!("127.0.0.1:{}", addr()?))?;
+            let port = s.local_addr()?.port().to_string();
+            s.send(port.as_bytes()).map_err(io::Error::from)?;
+            Box::new(s)
+        }
+    };
+    ep.set_wait_strategy(a.wait);
+    ep.set_max_message_size(a.size.max(ipckit::frame::DEFAULT_MAX_MESSAGE_SIZE));
+    Ok(ep)
+}
+
+/// A marker message that ends a run: any length other than the run's size.
+fn end_marker(size: usize) -> Vec<u8> {
+    vec![0xEE; if size == 1 { 2 } else { 1 }]
+}
+
+fn put_seq(msg: &mut [u8], seq: u64) {
+    let n = msg.len().min(8);
+    msg[..n].copy_from_slice(&seq.to_le_bytes()[..n]);
+}
+
+fn get_seq(msg: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = msg.len().min(8);
+    b[..n].copy_from_slice(&msg[..n]);
+    u64::from_le_bytes(b)
+}
+
+/// The largest sequence number representable in a `size`-byte message.
+fn seq_mask(size: usize) -> u64 {
+    if size >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * size)) - 1
+    }
+}
+
+pub fn peer(a: PeerArgs) -> Result<()> {
+    if let Some(cpu) = a.cpu {
+        ipckit::process::pin_to_cpu(cpu)?;
+    }
+    if a.role == Role::Floor {
+        return peer_floor();
+    }
+    let mut ep = peer_connect(&a)?;
+    let mut buf = Vec::new();
+    match a.role {
+        Role::Echo => loop {
+            match ep.recv_timeout_into(&mut buf, MSG_TIMEOUT) {
+                Ok(()) if buf.len() == a.size => {
+                    ep.send_until(&buf, ipckit::Deadline::Never)
+                        .map_err(io::Error::from)?;
+                }
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        },
+        Role::Sink => {
+            let mask = seq_mask(a.size);
+            let (mut count, mut lost, mut errors) = (0u64, 0u64, 0u64);
+            let mut expected = 0u64;
+            let mut first: Option<Instant> = None;
+            let mut last = Instant::now();
+            loop {
+                ep.recv_timeout_into(&mut buf, MSG_TIMEOUT)
+                    .context("waiting for the next message")?;
+                if buf.len() != a.size {
+                    break;
+                }
+                last = Instant::now();
+                first.get_or_insert(last);
+                let seq = get_seq(&buf);
+                if seq != expected & mask {
+                    // Gaps are losses (UDP); anything else is corruption.
+                    let gap = seq.wrapping_sub(expected) & mask;
+                    if gap < mask / 2 {
+                        lost += gap;
+                        expected += gap;
+                    } else {
+                        errors += 1;
+                    }
+                }
+                expected += 1;
+                count += 1;
+            }
+            let elapsed = first.map_or(0, |f| (last - f).as_nanos() as u64);
+            let report = format!("{count} {lost} {errors} {elapsed}");
+            ep.send_until(report.as_bytes(), ipckit::Deadline::Never)
+                .map_err(io::Error::from)?;
+            // Stay until the parent has read the report (it closes or the
+            // timeout passes), so a closing socket cannot discard it.
+            let _ = ep.recv_timeout_into(&mut buf, Duration::from_millis(500));
+            Ok(())
+        }
+        Role::Floor => unreachable!("handled above"),
+    }
+}
+
+/// Spins until `cond` holds, for at most [`MSG_TIMEOUT`].
+fn spin_until(mut cond: impl FnMut() -> bool, single_cpu: bool) -> Result<()> {
+    let start = Instant::now();
+    let mut i = 0u32;
+    while !cond() {
+        i = i.wrapping_add(1);
+        if single_cpu {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+        if i % 65536 == 0 && start.elapsed() > MSG_TIMEOUT {
+            bail!("the other process stopped answering");
+        }
+    }
+    Ok(())
+}
+
+fn peer_floor() -> Result<()> {
+    let region = MemfdRegion::from_fd(io::stdin().as_fd().try_clone_to_owned()?)?;
+    let word = region
+        .atomic_u64(0)
+        .ok_or_else(|| anyhow!("region too small"))?;
+    let single = single_cpu();
+    let mut seen = 0;
+    loop {
+        spin_until(
+            || {
+                let v = word.load(Ordering::Acquire);
+                v != seen && (v % 2 == 1 || v == u64::MAX)
+            },
+            single,
+        )?;
+        let v = word.load(Ordering::Acquire);
+        if v == u64::MAX {
+            return Ok(());
+        }
+        seen = v + 1;
+        word.store(seen, Ordering::Release);
+    }
+}
+
+fn single_cpu() -> bool {
+    ipckit::process::allowed_cpus().map_or(true, |c| c.len() < 2)
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+#[derive(Serialize, Clone, Copy, Debug)]
+struct Stats {
+    min: u64,
+    p50: u64,
+    p99: u64,
+    p999: u64,
+    max: u64,
+    mean: u64,
+}
+
+impl Stats {
+    fn of(h: &Histogram<u64>) -> Stats {
+        Stats {
+            min: h.min(),
+            p50: h.value_at_quantile(0.5),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: h.mean().round() as u64,
+        }
+    }
+}
+
+fn measure_floor(ctx: &Ctx, duration: Duration) -> Result<Stats> {
+    let region = MemfdRegion::create("ipc-bench-floor", 4096)?;
+    let mut cmd = ctx.peer_cmd(Role::Floor)?;
+    cmd.stdin(Stdio::from(OwnedFd::from(
+        region.fd().try_clone_to_owned()?,
+    )));
+    let peer = Peer(cmd.spawn()?);
+    let word: &AtomicU64 = region.atomic_u64(0).expect("4096-byte region");
+    let single = single_cpu();
+    let mut h = new_hist();
+    let mut v = 0u64;
+    let end = Instant::now() + duration;
+    let warm = Instant::now() + duration / 5;
+    let mut batch = 0u64;
+    while Instant::now() < end {
+        let t0 = Instant::now();
+        for _ in 0..FLOOR_BATCH {
+            word.store(v + 1, Ordering::Release);
+            spin_until(|| word.load(Ordering::Acquire) == v + 2, single)?;
+            v += 2;
+        }
+        let per = (t0.elapsed().as_nanos() as u64 / FLOOR_BATCH).max(1);
+        batch += 1;
+        if Instant::now() > warm || batch < 3 {
+            h.record(per)?;
+        }
+    }
+    word.store(u64::MAX, Ordering::Release);
+    peer.finish()?;
+    Ok(Stats::of(&h))
+}
+
+fn latency(
+    ep: &mut dyn Endpoint,
+    size: usize,
+    duration: Duration,
+    lossy: bool,
+) -> Result<(Stats, u64)> {
+    let mut msg = vec![0x5Au8; size];
+    let mut buf = Vec::with_capacity(size);
+    let mut h = new_hist();
+    let mask = seq_mask(size);
+    let start = Instant::now();
+    let warmup = start + duration / 10;
+    let end = warmup + duration;
+    let mut seq = 0u64;
+    let mut samples = 0;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        put_seq(&mut msg, seq);
+        let t0 = Instant::now();
+        ep.send_until(&msg, ipckit::Deadline::Never)
+            .map_err(io::Error::from)?;
+        loop {
+            match ep.recv_timeout_into(
+                &mut buf,
+                if lossy {
+                    Duration::from_millis(200)
+                } else {
+                    MSG_TIMEOUT
+                },
+            ) {
+                Ok(()) if buf.len() == size && get_seq(&buf) == seq & mask => break,
+                // A late echo of a round trip already given up on (UDP).
+                Ok(()) if lossy => continue,
+                Ok(()) => bail!("the echo did not match what was sent (sequence {seq})"),
+                Err(RecvTimeoutError::Timeout) if lossy => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let rtt = t0.elapsed().as_nanos() as u64;
+        if t0 >= warmup && buf.len() == size && get_seq(&buf) == seq & mask {
+            h.record(rtt.max(1))?;
+            samples += 1;
+        }
+        seq += 1;
+    }
+    ep.send_until(&end_marker(size), ipckit::Deadline::Never)
+        .map_err(io::Error::from)?;
+    if samples == 0 {
+        bail!("no round trip completed");
+    }
+    Ok((Stats::of(&h), samples))
+}
+
+#[derive(Serialize, Clone, Copy, Debug)]
+struct Throughput {
+    msgs_per_s: f64,
+    bytes_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lost: Option<u64>,
+}
+
+fn throughput(
+    ep: &mut dyn Endpoint,
+    size: usize,
+    duration: Duration,
+    lossy: bool,
+) -> Result<Throughput> {
+    let mut msg = vec![0xA5u8; size];
+    let end = Instant::now() + duration;
+    let mut seq = 0u64;
+    while Instant::now() < end {
+        // Check the clock every 64 messages: it is cheap, but not free.
+        for _ in 0..64 {
+            put_seq(&mut msg, seq);
+            ep.send_until(&msg, ipckit::Deadline::Never)
+                .map_err(io::Error::from)?;
+            seq += 1;
+        }
+    }
+    let marker = end_marker(size);
+    let mut buf = Vec::new();
+    let report = loop {
+        ep.send_until(&marker, ipckit::Deadline::Never)
+            .map_err(io::Error::from)?;
+        let wait = if lossy {
+            Duration::from_millis(200)
+        } else {
+            MSG_TIMEOUT
+        };
+        match ep.recv_timeout_into(&mut buf, wait) {
+            Ok(()) => break String::from_utf8(buf.clone())?,
+            Err(RecvTimeoutError::Timeout) if lossy => continue,
+            Err(e) => return Err(e).context("waiting for the receiver's report"),
+        }
+    };
+    let f: Vec<u64> = report
+        .split_whitespace()
+        .map(u64::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("bad report {report:?}"))?;
+    let [count, lost, errors, elapsed_ns] = f[..] else {
+        bail!("bad report {report:?}");
+    };
+    if errors > 0 || (!lossy && (lost > 0 || count != seq)) {
+        bail!("the receiver saw {errors} out-of-order and {lost} missing messages of {seq}");
+    }
+    if elapsed_ns == 0 || count < 2 {
+        bail!("too few messages arrived to time ({count})");
+    }
+    let msgs_per_s = (count - 1) as f64 * 1e9 / elapsed_ns as f64;
+    Ok(Throughput {
+        msgs_per_s,
+        bytes_per_s: msgs_per_s * size as f64,
+        lost: lossy.then_some(seq - count),
+    })
+}
+
+#[derive(Serialize, Debug)]
+struct Row {
+    mechanism: &'static str,
+    size: usize,
+    wait: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rtt_ns: Option<Stats>,
+    samples: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    throughput: Option<Throughput>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<String>,
+}
+
+#[derive(Serialize, Debug)]
+struct Machine {
+    cpus_allowed: usize,
+    cpu_model: String,
+    kernel: String,
+    pinned_cpus: Option<[usize; 2]>,
+    ipckit_version: &'static str,
+}
+
+#[derive(Serialize, Debug)]
+struct Report {
+    machine: Machine,
+    floor_rtt_ns: Stats,
+    results: Vec<Row>,
+}
+
+fn machine(cpus: Option<(usize, usize)>) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    Machine {
+        cpus_allowed: ipckit::process::allowed_cpus().map_or(1, |c| c.len()),
+        cpu_model,
+        kernel,
+        pinned_cpus: cpus.map(|(a, b)| [a, b]),
+        ipckit_version: env!("CARGO_PKG_VERSION"),
+    }
+}
+
+fn choose_cpus(asked: Option<Vec<usize>>) -> Result<Option<(usize, usize)>> {
+    let allowed = ipckit::process::allowed_cpus()?;
+    match asked {
+        Some(v) => match v[..] {
+            [a, b] if a != b => {
+                for c in [a, b] {
+                    if !allowed.contains(&c) {
+                        bail!("--cpus: CPU {c} is not available to this process (allowed: {allowed:?})");
+                    }
+                }
+                Ok(Some((a, b)))
+            }
+            _ => bail!("--cpus takes two different CPU numbers, like --cpus 0,1"),
+        },
+        None if allowed.len() >= 2 => Ok(Some((allowed[0], allowed[1]))),
+        None => Ok(None),
+    }
+}
+
+fn run_point(
+    ctx: &mut Ctx,
+    mech: Mech,
+    size: usize,
+    wait: WaitStrategy,
+    d: Duration,
+) -> Result<Row> {
+    let lossy = mech == Mech::Udp;
+    let (mut ep, peer) = ctx.connect(mech, Role::Echo, size, wait)?;
+    let (rtt, samples) = latency(ep.as_mut(), size, d, lossy)?;
+    drop(ep);
+    peer.finish()?;
+    let (mut ep, peer) = ctx.connect(mech, Role::Sink, size, wait)?;
+    let tp = throughput(ep.as_mut(), size, d, lossy)?;
+    drop(ep);
+    peer.finish()?;
+    Ok(Row {
+        mechanism: mech.name(),
+        size,
+        wait: wait.to_string(),
+        rtt_ns: Some(rtt),
+        samples,
+        throughput: Some(tp),
+        skipped: None,
+    })
+}
+
+fn ns(v: u64) -> String {
+    match v {
+        0..=9_999 => format!("{v} ns"),
+        10_000..=9_999_999 => format!("{:.1} µs", v as f64 / 1e3),
+        _ => format!("{:.1} ms", v as f64 / 1e6),
+    }
+}
+
+fn si(v: f64, unit: &str) -> String {
+    if v >= 1e9 {
+        format!("{:.2} G{unit}", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.2} M{unit}", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k{unit}", v / 1e3)
+    } else {
+        format!("{v:.0} {unit}")
+    }
+}
+
+fn table(floor: &Stats, rows: &[Row]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec![
+        "mechanism",
+        "data",
+        "participants",
+        "direction",
+        "size",
+        "wait",
+        "rtt p50",
+        "rtt p99",
+        "rtt p99.9",
+        "p50 / floor",
+        "msgs/s",
+        "bytes/s",
+    ]);
+    for r in rows {
+        let mech = Mech::ALL
+            .iter()
+            .find(|m| m.name() == r.mechanism)
+            .expect("known mechanism");
+        let (data, who, dir) = mech.traits();
+        let mut cells = vec![
+            Cell::new(r.mechanism),
+            Cell::new(data),
+            Cell::new(who),
+            Cell::new(dir),
+            Cell::new(r.size).set_alignment(CellAlignment::Right),
+            Cell::new(&r.wait),
+        ];
+        match (&r.rtt_ns, &r.throughput, &r.skipped) {
+            (Some(s), Some(tp), _) => {
+                let mut rate = si(tp.msgs_per_s, "");
+                if let Some(lost) = tp.lost.filter(|&l| l > 0) {
+                    rate.push_str(&format!(" ({lost} lost)"));
+                }
+                for c in [
+                    ns(s.p50),
+                    ns(s.p99),
+                    ns(s.p999),
+                    format!("{:.1}×", s.p50 as f64 / floor.p50.max(1) as f64),
+                    rate,
+                    si(tp.bytes_per_s, "B"),
+                ] {
+                    cells.push(Cell::new(c).set_alignment(CellAlignment::Right));
+                }
+            }
+            (_, _, reason) => {
+                let _ = reason;
+                cells.push(Cell::new("skipped (see below)"));
+                cells.extend((0..5).map(|_| Cell::new("-")));
+            }
+        }
+        t.add_row(cells);
+    }
+    t
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mechs = if args.mechanisms.is_empty() {
+        Mech::ALL.to_vec()
+    } else {
+        args.mechanisms.clone()
+    };
+    if args.duration_ms == 0 {
+        bail!("--duration-ms must be at least 1");
+    }
+    let d = Duration::from_millis(args.duration_ms);
+    let cpus = choose_cpus(args.cpus.clone())?;
+    if let Some((a, _)) = cpus {
+        ipckit::process::pin_to_cpu(a)?;
+    }
+    let mut ctx = Ctx {
+        cpus,
+        tmp: tempfile::Builder::new().prefix("ipc-bench-").tempdir()?,
+        counter: 0,
+    };
+    let mut points: Vec<(Mech, usize, WaitStrategy)> = Vec::new();
+    for &m in &mechs {
+        for &s in &args.sizes {
+            for &w in &args.wait {
+                points.push((m, s, w));
+            }
+        }
+    }
+    let bar = ProgressBar::new(points.len() as u64 + 1);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+            .expect("valid progress template"),
+    );
+    bar.set_message("floor: cache line between the two CPUs");
+    let floor =
+        measure_floor(&ctx, d.min(Duration::from_millis(300))).context("measuring the floor")?;
+    bar.inc(1);
+    let mut rows = Vec::new();
+    for (mech, size, wait) in points {
+        bar.set_message(format!("{mech} {size} B {wait}"));
+        let row = match mech.cannot_carry(size) {
+            Some(why) => Err(anyhow!(why)),
+            None => run_point(&mut ctx, mech, size, wait, d),
+        };
+        rows.push(row.unwrap_or_else(|e| Row {
+            mechanism: mech.name(),
+            size,
+            wait: wait.to_string(),
+            rtt_ns: None,
+            samples: 0,
+            throughput: None,
+            skipped: Some(format!("{e:#}")),
+        }));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let m = machine(cpus);
+    println!(
+        "ipc bench: {} on {} CPUs, kernel {}; {}",
+        m.cpu_model,
+        m.cpus_allowed,
+        m.kernel,
+        match cpus {
+            Some((a, b)) => format!("processes pinned to CPUs {a} and {b}"),
+            None => "one CPU: processes not pinned".into(),
+        }
+    );
+    println!(
+        "floor (one cache line, round trip between the CPUs): p50 {}, min {}",
+        ns(floor.p50),
+        ns(floor.min)
+    );
+    println!("{}", table(&floor, &rows));
+    for r in rows.iter().filter(|r| r.skipped.is_some()) {
+        println!(
+            "skipped {} {} B {}: {}",
+            r.mechanism,
+            r.size,
+            r.wait,
+            r.skipped.as_deref().unwrap_or_default()
+        );
+    }
+    println!(
+        "rtt: round trip of one message (ping-pong), {} per run; msgs/s and bytes/s: one way, \
+         counted by the receiver.",
+        humantime(d)
+    );
+    if let Some(path) = &args.json {
+        let report = Report {
+            machine: m,
+            floor_rtt_ns: floor,
+            results: rows,
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn humantime(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}

@@ -1,0 +1,222 @@
+//! `ipc recv ADDR [-n N] [--timeout SECS] [--lines]`
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ipckit::fifo::Fifo;
+use ipckit::frame::Framing;
+use ipckit::socket::inet::{TcpListener, UdpSocket};
+use ipckit::socket::unix::{SeqpacketListener, UnixAddr, UnixDatagram, UnixListener};
+use ipckit::{Deadline, MessageReceiver, RecvTimeoutError};
+
+use crate::addr::{resolve, Addr, FORMS};
+use crate::send::secs;
+use crate::TimedOut;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where to receive.
+    #[arg(value_name = "ADDR", long_help = format!(
+        "Where to receive: {FORMS}. unix, unix-seq and tcp listen and accept \
+         connections one after another; unix-dgram and udp bind; fifo creates \
+         the FIFO if it is missing (and removes it on exit)."))]
+    addr: Addr,
+    /// Stop after N messages (default: when the peer closes; datagrams: never).
+    #[arg(short = 'n', value_name = "N")]
+    count: Option<u64>,
+    /// Give up after SECS seconds in all, exiting with status 1.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// On byte streams (fifo, unix, tcp), a message is one line instead of a
+    /// length-prefixed frame (for echo, cat, socat, nc).
+    #[arg(long)]
+    lines: bool,
+}
+
+/// Paths this process created and must remove even when interrupted.
+static CLEANUP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes the registered paths on SIGINT, SIGTERM or SIGHUP, then exits
+/// with the conventional status 128 + signal.
+fn remove_on_signal(path: PathBuf) -> Result<()> {
+    let first = {
+        let mut list = CLEANUP.lock().expect("cleanup list");
+        list.push(path);
+        list.len() == 1
+    };
+    if first {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                for p in CLEANUP.lock().expect("cleanup list").iter() {
+                    let _ = std::fs::remove_file(p);
+                }
+                std::process::exit(128 + sig);
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Why a receive loop on one endpoint stopped.
+enum Stop {
+    /// The requested number of messages arrived.
+    Done,
+    /// The peer closed the connection (or the FIFO's last writer left).
+    PeerClosed,
+}
+
+struct Printer {
+    out: io::StdoutLock<'static>,
+    left: Option<u64>,
+    deadline: Deadline,
+    addr: String,
+}
+
+impl Printer {
+    fn drain(&mut self, rx: &mut dyn MessageReceiver) -> Result<Stop> {
+        let mut buf = Vec::new();
+        loop {
+            if self.left == Some(0) {
+                return Ok(Stop::Done);
+            }
+            match rx.recv_until(&mut buf, self.deadline) {
+                Ok(()) => {
+                    self.out
+                        .write_all(&buf)
+                        .and_then(|()| self.out.write_all(b"\n"))
+                        .and_then(|()| self.out.flush())
+                        .context("writing to stdout")?;
+                    self.left = self.left.map(|n| n - 1);
+                }
+                Err(RecvTimeoutError::Disconnected) => return Ok(Stop::PeerClosed),
+                Err(RecvTimeoutError::Timeout) => return Err(self.timed_out()),
+                Err(RecvTimeoutError::Io(e)) => {
+                    return Err(anyhow::Error::new(e).context(format!("receiving on {}", self.addr)))
+                }
+            }
+        }
+    }
+
+    fn timed_out(&self) -> anyhow::Error {
+        TimedOut(format!("timed out waiting for a message on {}", self.addr)).into()
+    }
+
+    fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .instant()
+            .map(|t| t.saturating_duration_since(std::time::Instant::now()))
+    }
+
+    /// Whether to go on with the next connection after `stop`.
+    fn again(&self, stop: Stop) -> bool {
+        matches!(stop, Stop::PeerClosed) && self.left.is_some()
+    }
+
+    fn accept_err(&self, e: io::Error) -> anyhow::Error {
+        if e.kind() == io::ErrorKind::TimedOut {
+            self.timed_out()
+        } else {
+            anyhow::Error::new(e).context(format!("accepting on {}", self.addr))
+        }
+    }
+}
+
+fn watch_unix(a: &UnixAddr) -> Result<()> {
+    if let UnixAddr::Path(p) = a {
+        remove_on_signal(p.clone())?;
+    }
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let timeout = secs(args.timeout)?;
+    let framing = if args.lines {
+        Framing::Lines
+    } else {
+        Framing::LengthPrefixed
+    };
+    let mut p = Printer {
+        out: io::stdout().lock(),
+        left: args.count,
+        deadline: timeout.map_or(Deadline::Never, Deadline::after),
+        addr: args.addr.to_string(),
+    };
+    match &args.addr {
+        Addr::Fifo(path) => {
+            let fifo = Fifo::builder(path).create_or_open()?;
+            remove_on_signal(path.clone())?;
+            loop {
+                let mut rx = fifo
+                    .open_receiver(p.remaining())
+                    .map_err(|e| p.accept_err(e))?;
+                rx.set_framing(framing);
+                let stop = p.drain(&mut rx)?;
+                if !p.again(stop) {
+                    break;
+                }
+            }
+            drop(fifo);
+        }
+        Addr::Unix(a) => {
+            let l = UnixListener::bind(a)?;
+            watch_unix(a)?;
+            loop {
+                let mut c = accept(&p, |t| l.accept_timeout(t), || l.accept())?;
+                c.set_framing(framing);
+                let stop = p.drain(&mut c)?;
+                if !p.again(stop) {
+                    break;
+                }
+            }
+        }
+        Addr::UnixSeq(a) => {
+            let l = SeqpacketListener::bind(a)?;
+            watch_unix(a)?;
+            loop {
+                let mut c = accept(&p, |t| l.accept_timeout(t), || l.accept())?;
+                let stop = p.drain(&mut c)?;
+                if !p.again(stop) {
+                    break;
+                }
+            }
+        }
+        Addr::Tcp(hp) => {
+            let l = TcpListener::bind(resolve(hp)?)?;
+            loop {
+                let mut c = accept(&p, |t| l.accept_timeout(t), || l.accept())?;
+                c.set_framing(framing);
+                let stop = p.drain(&mut c)?;
+                if !p.again(stop) {
+                    break;
+                }
+            }
+        }
+        Addr::UnixDgram(a) => {
+            let mut s = UnixDatagram::bind(a)?;
+            watch_unix(a)?;
+            p.drain(&mut s)?;
+        }
+        Addr::Udp(hp) => {
+            let mut s = UdpSocket::bind(resolve(hp)?)?;
+            p.drain(&mut s)?;
+        }
+    }
+    Ok(())
+}
+
+fn accept<C>(
+    p: &Printer,
+    timed: impl FnOnce(Duration) -> io::Result<C>,
+    untimed: impl FnOnce() -> io::Result<C>,
+) -> Result<C> {
+    match p.remaining() {
+        Some(t) => timed(t),
+        None => untimed(),
+    }
+    .map_err(|e| p.accept_err(e))
+}

@@ -1,0 +1,119 @@
+//! `ipc send ADDR [MESSAGE...] [--lines] [--timeout SECS]`
+
+use std::ffi::OsString;
+use std::io::{self, BufRead};
+use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ipckit::frame::Framing;
+use ipckit::socket::inet::{TcpStream, UdpSocket};
+use ipckit::socket::unix::{SeqpacketStream, UnixDatagram, UnixStream};
+use ipckit::{fifo, Deadline, MessageSender, SendTimeoutError};
+
+use crate::addr::{resolve, Addr, FORMS};
+use crate::TimedOut;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where to send.
+    #[arg(value_name = "ADDR", long_help = format!("Where to send: {FORMS}"))]
+    addr: Addr,
+    /// Messages to send, one message each; with none, each line of standard
+    /// input is one message.
+    #[arg(value_name = "MESSAGE")]
+    messages: Vec<OsString>,
+    /// On byte streams (fifo, unix, tcp), send each message as one line
+    /// instead of a length-prefixed frame (for cat, socat, nc).
+    #[arg(long)]
+    lines: bool,
+    /// Give up after SECS seconds (waiting for the peer to open, accept or
+    /// take a message).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+}
+
+pub fn secs(s: Option<f64>) -> Result<Option<Duration>> {
+    s.map(|s| {
+        Duration::try_from_secs_f64(s).context("--timeout must be a non-negative number of seconds")
+    })
+    .transpose()
+}
+
+/// Opens a sending endpoint for `addr`.
+pub fn open(addr: &Addr, lines: bool, timeout: Option<Duration>) -> Result<Box<dyn MessageSender>> {
+    let framing = if lines {
+        Framing::Lines
+    } else {
+        Framing::LengthPrefixed
+    };
+    Ok(match addr {
+        Addr::Fifo(path) => {
+            let mut tx = fifo::open_sender(path, timeout).map_err(|e| timeout_or(e, addr))?;
+            tx.set_framing(framing);
+            Box::new(tx)
+        }
+        Addr::Unix(a) => {
+            let mut s = UnixStream::connect(a)?;
+            s.set_framing(framing);
+            Box::new(s)
+        }
+        Addr::UnixSeq(a) => Box::new(SeqpacketStream::connect(a)?),
+        Addr::UnixDgram(a) => Box::new(UnixDatagram::connect_to(a)?),
+        Addr::Tcp(hp) => {
+            let sa = resolve(hp)?;
+            let mut s = match timeout {
+                Some(t) => TcpStream::connect_timeout(&sa, t)?,
+                None => TcpStream::connect(sa)?,
+            };
+            s.set_framing(framing);
+            Box::new(s)
+        }
+        Addr::Udp(hp) => {
+            let sa = resolve(hp)?;
+            let any = if sa.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+            let s = UdpSocket::bind(any)?;
+            s.connect(sa)?;
+            Box::new(s)
+        }
+    })
+}
+
+fn timeout_or(e: io::Error, addr: &Addr) -> anyhow::Error {
+    if e.kind() == io::ErrorKind::TimedOut {
+        TimedOut(format!("{addr}: {e}")).into()
+    } else {
+        anyhow::Error::new(e).context(format!("cannot open {addr}"))
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let timeout = secs(args.timeout)?;
+    let deadline = timeout.map_or(Deadline::Never, Deadline::after);
+    let mut tx = open(&args.addr, args.lines, timeout)?;
+    let mut send =
+        |msg: &[u8]| -> Result<()> {
+            match tx.send_until(msg, deadline) {
+                Ok(()) => Ok(()),
+                Err(SendTimeoutError::Timeout(())) => Err(TimedOut(format!(
+                    "timed out sending to {} ({} bytes not sent)",
+                    args.addr,
+                    msg.len()
+                ))
+                .into()),
+                Err(e) => Err(anyhow::Error::new(io::Error::from(e))
+                    .context(format!("sending to {}", args.addr))),
+            }
+        };
+    if args.messages.is_empty() {
+        let stdin = io::stdin().lock();
+        for line in stdin.split(b'\n') {
+            send(&line.context("reading standard input")?)?;
+        }
+    } else {
+        for m in &args.messages {
+            send(m.as_bytes())?;
+        }
+    }
+    Ok(())
+}
