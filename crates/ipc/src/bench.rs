@@ -15,7 +15,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
@@ -466,7 +466,7 @@ fn spin_until(mut cond: impl FnMut() -> bool, single_cpu: bool) -> Result<()> {
         } else {
             std::hint::spin_loop();
         }
-        if i % 65536 == 0 && start.elapsed() > MSG_TIMEOUT {
+        if i.is_multiple_of(65536) && start.elapsed() > MSG_TIMEOUT {
             bail!("the other process stopped answering");
         }
     }
@@ -531,9 +531,7 @@ impl Stats {
 fn measure_floor(ctx: &Ctx, duration: Duration) -> Result<Stats> {
     let region = MemfdRegion::create("ipc-bench-floor", 4096)?;
     let mut cmd = ctx.peer_cmd(Role::Floor)?;
-    cmd.stdin(Stdio::from(OwnedFd::from(
-        region.fd().try_clone_to_owned()?,
-    )));
+    cmd.stdin(Stdio::from(region.fd().try_clone_to_owned()?));
     let peer = Peer(cmd.spawn()?);
     let word: &AtomicU64 = region.atomic_u64(0).expect("4096-byte region");
     let single = single_cpu();

@@ -135,7 +135,7 @@ impl DgramIo {
             chunk = self
                 .io
                 .recv_datagram(out, len, false, Mode::NonBlocking)
-                .map_err(|e| RecvTimeoutError::Io(e))?;
+                .map_err(RecvTimeoutError::Io)?;
             if chunk.len > len {
                 out.clear();
                 return Err(RecvTimeoutError::Io(io::Error::other(

@@ -263,7 +263,9 @@ impl FrameReader {
         RecvTimeoutError::Io(err)
     }
 
-    /// One read of up to `want` bytes appended to `dst`.
+    /// One read of up to `want` bytes appended to `dst`; `got` of `of`
+    /// bytes of the current frame are already in (for error messages).
+    #[allow(clippy::too_many_arguments)]
     fn read_into(
         &mut self,
         io: &mut FdIo,

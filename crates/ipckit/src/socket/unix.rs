@@ -250,16 +250,14 @@ fn context(e: io::Error, what: &str, addr: &UnixAddr) -> io::Error {
 fn connect(ty: libc::c_int, addr: &UnixAddr) -> io::Result<OwnedFd> {
     let sa = addr.sockaddr()?;
     let fd = sock::socket(libc::AF_UNIX, ty)?;
-    loop {
-        match sock::connect(fd.as_fd(), &sa) {
-            Ok(()) => return Ok(fd),
-            // The connection goes on after EINTR; wait for it to finish.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                crate::sys::fd::poll(fd.as_fd(), crate::sys::fd::Interest::Write, None)?;
-                return Ok(fd);
-            }
-            Err(e) => return Err(context(e, "connect to", addr)),
+    match sock::connect(fd.as_fd(), &sa) {
+        Ok(()) => Ok(fd),
+        // The connection goes on after EINTR; wait for it to finish.
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            crate::sys::fd::poll(fd.as_fd(), crate::sys::fd::Interest::Write, None)?;
+            Ok(fd)
         }
+        Err(e) => Err(context(e, "connect to", addr)),
     }
 }
 

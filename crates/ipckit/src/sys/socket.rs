@@ -162,10 +162,10 @@ pub(crate) fn sendmsg(
         ));
     }
     let fd_bytes = mem::size_of_val(fds) as u32;
-    // SAFETY: CMSG_SPACE is a pure size computation.
     let space = if fds.is_empty() {
         0
     } else {
+        // SAFETY: CMSG_SPACE is a pure size computation.
         unsafe { libc::CMSG_SPACE(fd_bytes) as usize }
     };
     let mut control = vec![0u64; space.div_ceil(8)];
