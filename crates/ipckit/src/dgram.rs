@@ -80,12 +80,19 @@ impl DgramIo {
                 Err(SendTimeoutError::Io(
                     io::Error::new(
                         io::ErrorKind::InvalidInput,
-                        format!(
-                            "a datagram of {} bytes is larger than this socket can send \
-                             (UDP carries at most 65507 bytes; a Unix datagram is bounded by \
-                             SO_SNDBUF, see /proc/sys/net/core/wmem_max)",
-                            msg.len()
-                        ),
+                        match self.io.kind() {
+                            crate::fdio::Kind::InetSocket => format!(
+                                "a datagram of {} bytes is larger than UDP can carry \
+                                 (65507 bytes over IPv4)",
+                                msg.len()
+                            ),
+                            _ => format!(
+                                "a message of {} bytes is larger than this Unix socket can \
+                                 send at once (bounded by SO_SNDBUF, see \
+                                 /proc/sys/net/core/wmem_max)",
+                                msg.len()
+                            ),
+                        },
                     ),
                     (),
                 ))

@@ -66,6 +66,10 @@ impl FdIo {
         self.fd.as_fd()
     }
 
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
+    }
+
     fn pipe_mode(&mut self, mode: Mode) -> io::Result<()> {
         let want = mode == Mode::NonBlocking;
         if self.nonblocking != want {

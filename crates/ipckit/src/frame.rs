@@ -105,6 +105,20 @@ pub(crate) fn recv_failure(e: WaitError) -> RecvTimeoutError {
     }
 }
 
+/// "got X of Y payload bytes" (or of the header), for error messages;
+/// `got` and `of` count the whole frame, header included.
+fn progress(got: usize, of: usize) -> String {
+    if got < HEADER_LEN {
+        format!("got {got} of the {HEADER_LEN} header bytes")
+    } else {
+        format!(
+            "got {} of {} payload bytes",
+            got - HEADER_LEN,
+            of - HEADER_LEN
+        )
+    }
+}
+
 /// The sending half of a framed stream.
 #[derive(Debug)]
 pub(crate) struct FrameWriter {
@@ -287,11 +301,11 @@ impl FrameReader {
         match chunk {
             Ok(c) if c.len == 0 => {
                 if mid_frame {
+                    let progress = progress(got, of);
                     Err(self.break_with(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         format!(
-                            "the peer closed the stream in the middle of a message \
-                             (got {got} of {of} bytes)"
+                            "the peer closed the stream in the middle of a message ({progress})"
                         ),
                     )))
                 } else {
@@ -306,10 +320,15 @@ impl FrameReader {
                 Ok(())
             }
             Err(e) => match recv_failure(e) {
-                RecvTimeoutError::Disconnected if mid_frame => Err(self.break_with(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("the connection was reset in the middle of a message (got {got} of {of} bytes)"),
-                ))),
+                RecvTimeoutError::Disconnected if mid_frame => {
+                    Err(self.break_with(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the connection was reset in the middle of a message ({})",
+                            progress(got, of)
+                        ),
+                    )))
+                }
                 other => Err(other),
             },
         }

@@ -1,1 +1,907 @@
-fn main() {}
+//! The message-trait conformance suite, written once and run against every
+//! mechanism, each time with a real peer process: this test binary
+//! re-executed with `IPCKIT_PEER=<mechanism>:<role>:<address>`.
+//!
+//! Besides the shared cases, mechanism-specific behaviour that needs a second
+//! process (descriptor passing, peer credentials, SIGPIPE, FIFO opening,
+//! stale sockets) is tested here too.
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ipckit::fifo::Fifo;
+use ipckit::pipe::{self, PipeReader, PipeWriter};
+use ipckit::socket::inet::{TcpListener, TcpStream, UdpSocket};
+use ipckit::socket::unix::{
+    SeqpacketListener, SeqpacketStream, UnixAddr, UnixDatagram, UnixListener, UnixStream,
+};
+use ipckit::{
+    MessageReceiver, MessageSender, MessageTooLarge, RecvTimeoutError, SendError, TryRecvError,
+    TrySendError,
+};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// Every wait in this file is bounded by this.
+const T: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mech {
+    Pipe,
+    Fifo,
+    Unix,
+    UnixDgram,
+    UnixSeq,
+    Tcp,
+    Udp,
+}
+
+const MECHS: [Mech; 7] = [
+    Mech::Pipe,
+    Mech::Fifo,
+    Mech::Unix,
+    Mech::UnixDgram,
+    Mech::UnixSeq,
+    Mech::Tcp,
+    Mech::Udp,
+];
+
+impl Mech {
+    fn name(self) -> &'static str {
+        match self {
+            Mech::Pipe => "pipe",
+            Mech::Fifo => "fifo",
+            Mech::Unix => "unix",
+            Mech::UnixDgram => "unix_dgram",
+            Mech::UnixSeq => "unix_seq",
+            Mech::Tcp => "tcp",
+            Mech::Udp => "udp",
+        }
+    }
+
+    fn parse(s: &str) -> Mech {
+        *MECHS
+            .iter()
+            .find(|m| m.name() == s)
+            .expect("known mechanism")
+    }
+
+    /// A connection that ends when the peer goes (streams, seqpacket).
+    fn connected(self) -> bool {
+        matches!(
+            self,
+            Mech::Pipe | Mech::Fifo | Mech::Unix | Mech::UnixSeq | Mech::Tcp
+        )
+    }
+
+    /// A byte stream carrying frames.
+    fn stream(self) -> bool {
+        matches!(self, Mech::Pipe | Mech::Fifo | Mech::Unix | Mech::Tcp)
+    }
+
+    fn carries_empty(self) -> bool {
+        self != Mech::UnixSeq
+    }
+
+    fn largest(self) -> usize {
+        match self {
+            Mech::Udp => 60_000,
+            Mech::UnixDgram | Mech::UnixSeq => 100_000,
+            _ => 1 << 20,
+        }
+    }
+}
+
+trait Endpoint: MessageSender + MessageReceiver + Send {}
+impl<T: MessageSender + MessageReceiver + Send> Endpoint for T {}
+
+/// A peer process, killed on drop if still running.
+struct Peer {
+    child: Child,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Peer {
+    /// Waits (bounded) for the peer to exit and returns whether it succeeded.
+    fn wait(&mut self) -> Result<bool, Failed> {
+        let end = Instant::now() + T;
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st.success());
+            }
+            if Instant::now() > end {
+                return Err("peer did not exit in time".into());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "ipckit-test-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn peer_cmd(mech: Mech, role: &str, addr: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
+    cmd.env("IPCKIT_PEER", format!("{}:{role}:{addr}", mech.name()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    cmd
+}
+
+/// Starts a peer playing `role` and returns our connected endpoint.
+fn start(mech: Mech, role: &str) -> Result<(Box<dyn Endpoint>, Peer), Failed> {
+    let mut dir = None;
+    let (ep, child): (Box<dyn Endpoint>, Child) = match mech {
+        Mech::Pipe => {
+            let (to_r, to_w) = pipe::pipe()?;
+            let (from_r, from_w) = pipe::pipe()?;
+            let mut cmd = peer_cmd(mech, role, "-");
+            cmd.stdin(Stdio::from(to_r)).stdout(Stdio::from(from_w));
+            let child = cmd.spawn()?;
+            (Box::new(pipe::Duplex::new(from_r, to_w)?), child)
+        }
+        Mech::Fifo => {
+            let d = tempfile::tempdir()?;
+            let a2b = Fifo::create(d.path().join("a2b"))?.keep();
+            let b2a = Fifo::create(d.path().join("b2a"))?.keep();
+            let child = peer_cmd(mech, role, d.path().to_str().unwrap()).spawn()?;
+            let tx = a2b.open_sender(Some(T))?;
+            let rx = b2a.open_receiver(Some(T))?;
+            dir = Some(d);
+            (Box::new(pipe::Duplex { tx, rx }), child)
+        }
+        Mech::Unix => {
+            let name = format!("@{}", unique("s"));
+            let l = UnixListener::bind(&name.parse()?)?;
+            let child = peer_cmd(mech, role, &name).spawn()?;
+            (Box::new(l.accept_timeout(T)?), child)
+        }
+        Mech::UnixSeq => {
+            let name = format!("@{}", unique("q"));
+            let l = SeqpacketListener::bind(&name.parse()?)?;
+            let child = peer_cmd(mech, role, &name).spawn()?;
+            (Box::new(l.accept_timeout(T)?), child)
+        }
+        Mech::UnixDgram => {
+            let d = tempfile::tempdir()?;
+            let mine = UnixAddr::path(d.path().join("parent.sock"));
+            let mut s = UnixDatagram::bind(&mine)?;
+            let child = peer_cmd(mech, role, d.path().to_str().unwrap()).spawn()?;
+            s.recv_timeout(T)?; // hello from the peer's bound socket
+            s.connect(&UnixAddr::path(d.path().join("peer.sock")))?;
+            dir = Some(d);
+            (Box::new(s), child)
+        }
+        Mech::Tcp => {
+            let l = TcpListener::bind("127.0.0.1:0")?;
+            let port = l.local_addr()?.port().to_string();
+            let child = peer_cmd(mech, role, &port).spawn()?;
+            (Box::new(l.accept_timeout(T)?), child)
+        }
+        Mech::Udp => {
+            let mut s = UdpSocket::bind("[::1]:0")?;
+            let port = s.local_addr()?.port().to_string();
+            let child = peer_cmd(mech, role, &port).spawn()?;
+            let hello = s.recv_timeout(T)?;
+            s.connect(format!("[::1]:{}", String::from_utf8(hello)?))?;
+            (Box::new(s), child)
+        }
+    };
+    Ok((ep, Peer { child, _dir: dir }))
+}
+
+/// The peer's half of [`start`].
+fn peer_connect(mech: Mech, addr: &str) -> io::Result<Box<dyn Endpoint>> {
+    Ok(match mech {
+        Mech::Pipe => Box::new(pipe::Duplex::new(stdin_end(), stdout_end())?),
+        Mech::Fifo => {
+            let d = Path::new(addr);
+            let rx = ipckit::fifo::open_receiver(d.join("a2b"), Some(T))?;
+            let tx = ipckit::fifo::open_sender(d.join("b2a"), Some(T))?;
+            Box::new(pipe::Duplex { tx, rx })
+        }
+        Mech::Unix => Box::new(UnixStream::connect(&addr.parse()?)?),
+        Mech::UnixSeq => Box::new(SeqpacketStream::connect(&addr.parse()?)?),
+        Mech::UnixDgram => {
+            let d = Path::new(addr);
+            let mut s = UnixDatagram::bind(&UnixAddr::path(d.join("peer.sock")))?;
+            s.connect(&UnixAddr::path(d.join("parent.sock")))?;
+            s.send(b"hello")?;
+            Box::new(s)
+        }
+        Mech::Tcp => Box::new(TcpStream::connect(format!("127.0.0.1:{addr}"))?),
+        Mech::Udp => {
+            let mut s = UdpSocket::bind("[::1]:0")?;
+            s.connect(format!("[::1]:{addr}"))?;
+            let port = s.local_addr()?.port().to_string();
+            s.send(port.as_bytes())?;
+            Box::new(s)
+        }
+    })
+}
+
+fn stdin_end() -> PipeReader {
+    PipeReader::from(io::stdin().as_fd().try_clone_to_owned().expect("dup stdin"))
+}
+
+fn stdout_end() -> PipeWriter {
+    PipeWriter::from(
+        io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .expect("dup stdout"),
+    )
+}
+
+/// Deterministic content for message `i` of `len` bytes.
+fn payload(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i * 31 + j * 7) as u8).collect()
+}
+
+/// Runs in the peer process; the exit status tells the parent how it went.
+fn peer_main(spec: &str) -> io::Result<()> {
+    let mut parts = spec.splitn(3, ':');
+    let mech = Mech::parse(parts.next().unwrap_or_default());
+    let role = parts.next().unwrap_or_default();
+    let addr = parts.next().unwrap_or_default();
+    if role == "midframe" {
+        return peer_midframe(mech, addr);
+    }
+    let mut ep = peer_connect(mech, addr)?;
+    let mut buf = Vec::new();
+    match role {
+        // Echo everything back until the peer leaves or says "quit".
+        "echo" => loop {
+            match ep.recv_timeout_into(&mut buf, T) {
+                Ok(()) if buf == b"quit" => return Ok(()),
+                Ok(()) => ep.send(&buf).map_err(io::Error::from)?,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        },
+        // Send 500 numbered messages of varying sizes, then "end", then leave.
+        "seq" => {
+            for i in 0..500 {
+                ep.send(payload(i, 1 + i * 13 % 3000))?;
+            }
+            ep.send(b"end")?;
+            Ok(())
+        }
+        // Send one 2048-byte message, then "after", then wait for "quit".
+        "oversize" => {
+            ep.send(payload(1, 2048))?;
+            ep.send(b"after")?;
+            let _ = ep.recv_timeout(T);
+            Ok(())
+        }
+        // Leave after the first message.
+        "exit" => {
+            ep.recv_timeout(T)?;
+            Ok(())
+        }
+        // Read nothing (the parent kills us when done).
+        "idle" => {
+            std::thread::sleep(T);
+            Ok(())
+        }
+        other => Err(io::Error::other(format!("unknown role {other}"))),
+    }
+}
+
+/// Writes a header announcing 1000 bytes, then 10 bytes, then exits.
+fn peer_midframe(mech: Mech, addr: &str) -> io::Result<()> {
+    let mut bytes = 1000u32.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&[7u8; 10]);
+    match mech {
+        Mech::Pipe => stdout_end().write_all(&bytes),
+        Mech::Fifo => {
+            // Take the read end too so the parent's open completes.
+            let d = Path::new(addr);
+            let _rx = ipckit::fifo::open_reader(d.join("a2b"), Some(T))?;
+            ipckit::fifo::open_writer(d.join("b2a"), Some(T))?.write_all(&bytes)
+        }
+        Mech::Unix => {
+            let addr: UnixAddr = addr.parse()?;
+            let UnixAddr::Abstract(name) = addr else {
+                unreachable!()
+            };
+            use std::os::linux::net::SocketAddrExt;
+            let sa = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            std::os::unix::net::UnixStream::connect_addr(&sa)?.write_all(&bytes)
+        }
+        Mech::Tcp => std::net::TcpStream::connect(format!("127.0.0.1:{addr}"))?.write_all(&bytes),
+        _ => Err(io::Error::other("not a stream")),
+    }
+}
+
+fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), Failed> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what().into())
+    }
+}
+
+// ---- The shared cases -------------------------------------------------
+
+/// Messages of many sizes come back whole and unchanged.
+fn roundtrip(mech: Mech) -> Result<(), Failed> {
+    let (mut ep, mut peer) = start(mech, "echo")?;
+    let mut sizes: Vec<usize> = [1, 2, 3, 100, 4092, 4096, 65_536, mech.largest()]
+        .into_iter()
+        .filter(|&n| n <= mech.largest())
+        .collect();
+    if mech.carries_empty() {
+        sizes.insert(0, 0);
+    }
+    for (i, &n) in sizes.iter().enumerate() {
+        let msg = payload(i, n);
+        ep.send_timeout(&msg, T)
+            .map_err(|e| format!("send {n}: {e}"))?;
+        let got = ep.recv_timeout(T).map_err(|e| format!("recv {n}: {e}"))?;
+        ensure(got == msg, || {
+            format!("{n}-byte message came back as {} bytes", got.len())
+        })?;
+    }
+    ep.send(b"quit")?;
+    ensure(peer.wait()?, || "peer failed".into())
+}
+
+/// Many messages of varying size arrive in order; then the end shows.
+fn order_and_end(mech: Mech) -> Result<(), Failed> {
+    let (mut ep, mut peer) = start(mech, "seq")?;
+    let mut buf = Vec::new();
+    for i in 0..500 {
+        if let Err(e) = ep.recv_timeout_into(&mut buf, T) {
+            // UDP may drop; nothing else may.
+            if mech == Mech::Udp {
+                return Ok(());
+            }
+            return Err(format!("message {i}: {e}").into());
+        }
+        if mech == Mech::Udp && buf != payload(i, 1 + i * 13 % 3000) {
+            return Ok(()); // a drop shifted the sequence: allowed for UDP
+        }
+        ensure(buf == payload(i, 1 + i * 13 % 3000), || {
+            format!("message {i} differs")
+        })?;
+    }
+    ensure(ep.recv_timeout(T)? == b"end", || "missing end".into())?;
+    ensure(peer.wait()?, || "peer failed".into())?;
+    if mech.connected() {
+        match ep.recv_timeout(T) {
+            Err(RecvTimeoutError::Disconnected) => {}
+            other => return Err(format!("after the peer left: {other:?}").into()),
+        }
+    }
+    Ok(())
+}
+
+/// An idle channel: try_recv says Empty, recv_timeout says Timeout on time.
+fn empty_and_timeout(mech: Mech) -> Result<(), Failed> {
+    let (mut ep, _peer) = start(mech, "echo")?;
+    match ep.try_recv() {
+        Err(TryRecvError::Empty) => {}
+        other => return Err(format!("try_recv on an idle channel: {other:?}").into()),
+    }
+    let t0 = Instant::now();
+    match ep.recv_timeout(Duration::from_millis(150)) {
+        Err(RecvTimeoutError::Timeout) => {}
+        other => return Err(format!("recv_timeout: {other:?}").into()),
+    }
+    let took = t0.elapsed();
+    ensure(took >= Duration::from_millis(150) && took < T, || {
+        format!("timed out after {took:?}")
+    })?;
+    // Still usable afterwards.
+    ep.send(b"x")?;
+    ensure(ep.recv_timeout(T)? == b"x", || "echo after timeout".into())?;
+    ep.send(b"quit")?;
+    Ok(())
+}
+
+/// Every wait strategy delivers, and times out on time.
+fn wait_strategies(mech: Mech) -> Result<(), Failed> {
+    let (mut ep, _peer) = start(mech, "echo")?;
+    for w in [
+        ipckit::WaitStrategy::Spin,
+        ipckit::WaitStrategy::ADAPTIVE,
+        ipckit::WaitStrategy::Block,
+    ] {
+        ep.set_wait_strategy(w);
+        for i in 0..50 {
+            ep.send(payload(i, 64))?;
+            ensure(ep.recv_timeout(T)? == payload(i, 64), || {
+                format!("{w}: echo {i}")
+            })?;
+        }
+        let t0 = Instant::now();
+        match ep.recv_timeout(Duration::from_millis(30)) {
+            Err(RecvTimeoutError::Timeout) => {}
+            other => return Err(format!("{w}: {other:?}").into()),
+        }
+        ensure(t0.elapsed() >= Duration::from_millis(30), || {
+            format!("{w}: early timeout")
+        })?;
+    }
+    ep.send(b"quit")?;
+    Ok(())
+}
+
+/// Once the peer is gone, a send fails with Disconnected and hands the
+/// message back.
+fn send_to_gone_peer(mech: Mech) -> Result<(), Failed> {
+    let (mut ep, mut peer) = start(mech, "exit")?;
+    ep.send(b"bye")?;
+    ensure(peer.wait()?, || "peer failed".into())?;
+    let msg = b"are you there?".to_vec();
+    let end = Instant::now() + T;
+    // TCP and UDP learn of the peer's exit from the first failed send.
+    loop {
+        match ep.send(msg.clone()) {
+            Err(SendError::Disconnected(back)) => {
+                return ensure(back == msg, || "a different message came back".into());
+            }
+            Ok(()) if Instant::now() < end => std::thread::sleep(Duration::from_millis(5)),
+            other => return Err(format!("send to a gone peer: {other:?}").into()),
+        }
+    }
+}
+
+/// A message above the receiver's limit is refused with MessageTooLarge.
+fn oversize_refused(mech: Mech) -> Result<(), Failed> {
+    let (mut ep, _peer) = start(mech, "oversize")?;
+    ep.set_max_message_size(1024);
+    match ep.recv_timeout(T) {
+        Err(RecvTimeoutError::Io(e)) => {
+            let big =
+                MessageTooLarge::find(&e).ok_or_else(|| format!("not MessageTooLarge: {e}"))?;
+            ensure(big.len == 2048 && big.max == 1024, || format!("{big:?}"))?;
+        }
+        other => return Err(format!("oversized message: {other:?}").into()),
+    }
+    if mech.stream() {
+        // The stream cannot be resynchronised: later receives fail too.
+        ensure(ep.recv_timeout(T).is_err(), || {
+            "stream usable after a refused frame".into()
+        })?;
+    } else {
+        // The datagram was discarded; the next one arrives.
+        ensure(ep.recv_timeout(T)? == b"after", || {
+            "next datagram lost".into()
+        })?;
+    }
+    ep.send(b"quit").ok();
+    Ok(())
+}
+
+/// A peer that dies in the middle of a frame is an error, not a short message.
+fn peer_dies_mid_frame(mech: Mech) -> Result<(), Failed> {
+    let (mut ep, mut peer) = start(mech, "midframe")?;
+    peer.wait()?;
+    match ep.recv_timeout(T) {
+        Err(RecvTimeoutError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => ensure(
+            e.to_string().contains("got 10 of 1000 payload bytes"),
+            || format!("message: {e}"),
+        ),
+        other => Err(format!("truncated frame: {other:?}").into()),
+    }
+}
+
+/// try_send on a full channel hands the message back as Full.
+fn full_hands_message_back(mech: Mech) -> Result<(), Failed> {
+    let (mut ep, _peer) = start(mech, "idle")?;
+    let msg = payload(3, 16 * 1024);
+    for _ in 0..100_000 {
+        match ep.try_send(msg.clone()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(back)) => {
+                return ensure(back == msg, || "a different message came back".into());
+            }
+            Err(e) => return Err(format!("try_send: {e}").into()),
+        }
+    }
+    Err("the channel never filled up".into())
+}
+
+// ---- Mechanism-specific, across processes -------------------------------
+
+/// Descriptors passed over each Unix socket type arrive usable.
+fn fd_passing() -> Result<(), Failed> {
+    for ty in ["stream", "seqpacket", "dgram"] {
+        let dir = tempfile::tempdir()?;
+        let mut file = std::fs::File::create(dir.path().join("f"))?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .env(
+                "IPCKIT_PEER_FD",
+                format!("{ty}:{}", dir.path().join("s").display()),
+            )
+            .stdin(Stdio::null())
+            .spawn()?;
+        let addr = UnixAddr::path(dir.path().join("s"));
+        let fds = match ty {
+            "stream" => {
+                let l = UnixListener::bind(&addr)?;
+                let mut c = l.accept_timeout(T)?;
+                let pid = c.peer_credentials()?.pid;
+                ensure(pid == child.id() as i32, || format!("peer pid {pid}"))?;
+                ensure(c.peer_credentials()?.uid == my_uid(), || "peer uid".into())?;
+                c.recv_with_fds(&mut Vec::new())?
+            }
+            "seqpacket" => {
+                let l = SeqpacketListener::bind(&addr)?;
+                let mut c = l.accept_timeout(T)?;
+                ensure(c.peer_credentials()?.pid == child.id() as i32, || {
+                    "peer pid".into()
+                })?;
+                c.recv_with_fds(&mut Vec::new())?
+            }
+            _ => {
+                let mut s = UnixDatagram::bind(&addr)?;
+                s.recv_with_fds(&mut Vec::new())?
+            }
+        };
+        ensure(child.wait()?.success(), || format!("{ty}: peer failed"))?;
+        ensure(fds.len() == 1, || {
+            format!("{ty}: {} descriptors", fds.len())
+        })?;
+        // The peer wrote "via-{ty}" into a pipe and sent us its read end.
+        let mut s = String::new();
+        PipeReader::from(fds.into_iter().next().unwrap()).read_to_string(&mut s)?;
+        ensure(s == format!("via-{ty}"), || format!("{ty}: read {s:?}"))?;
+        file.write_all(b"ok")?;
+    }
+    Ok(())
+}
+
+fn my_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
+}
+
+fn peer_fd(spec: &str) -> io::Result<()> {
+    let (ty, path) = spec.split_once(':').expect("type:path");
+    let addr = UnixAddr::path(path);
+    let (r, mut w) = pipe::pipe()?;
+    w.write_all(format!("via-{ty}").as_bytes())?;
+    drop(w);
+    let end = Instant::now() + T;
+    // The parent binds after spawning us: retry until it is there.
+    loop {
+        let res = match ty {
+            "stream" => UnixStream::connect(&addr).and_then(|mut s| {
+                s.send_with_fds(b"fd", &[r.as_fd()])
+                    .map_err(io::Error::from)
+            }),
+            "seqpacket" => SeqpacketStream::connect(&addr).and_then(|mut s| {
+                s.send_with_fds(b"fd", &[r.as_fd()])
+                    .map_err(io::Error::from)
+            }),
+            _ => UnixDatagram::connect_to(&addr).and_then(|mut s| {
+                s.send_with_fds(b"fd", &[r.as_fd()])
+                    .map_err(io::Error::from)
+            }),
+        };
+        match res {
+            Ok(()) => return Ok(()),
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A pipe's reader sees EOF when the writer exits; a writer whose reader
+/// exited gets EPIPE and lives, even with SIGPIPE at its default action.
+fn pipe_eof_and_epipe() -> Result<(), Failed> {
+    // EOF: the child writes one message to its stdout and exits.
+    let mut c = pipe::spawn(
+        Command::new(std::env::current_exe()?).env("IPCKIT_PEER", "pipe:seq:-"),
+        pipe::Direction::Read,
+    )?;
+    let mut rx = pipe::Receiver::new(c.stdout.take().unwrap())?;
+    let mut n = 0;
+    loop {
+        match rx.recv_timeout(T) {
+            Ok(_) => n += 1,
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(e) => return Err(e.to_string().into()),
+        }
+    }
+    ensure(n == 501, || format!("{n} messages before EOF"))?;
+    ensure(c.wait()?.success(), || "child failed".into())?;
+    // EPIPE: a child with SIGPIPE at its default (std resets it for
+    // children) writes to a pipe whose reader is gone.
+    let out = Command::new(std::env::current_exe()?)
+        .env("IPCKIT_PEER_EPIPE", "1")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure(
+        out.status.success() && text.contains("disconnected"),
+        || {
+            format!(
+                "status {:?}, stdout {text:?}, stderr {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        },
+    )
+}
+
+fn peer_epipe() -> io::Result<()> {
+    let (r, w) = pipe::pipe()?;
+    drop(r);
+    let mut tx = pipe::Sender::new(w)?;
+    match tx.send(b"into the void") {
+        Err(SendError::Disconnected(_)) => println!("disconnected"),
+        other => println!("unexpected: {other:?}"),
+    }
+    // The raw writer too.
+    let (r, mut w) = pipe::pipe()?;
+    drop(r);
+    match w.write(b"x") {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => Err(io::Error::other(format!("raw write: {other:?}"))),
+    }
+}
+
+/// popen in both directions: `tr` upper-cases what we write.
+fn popen_both_ways() -> Result<(), Failed> {
+    let mut c = pipe::popen("tr a-z A-Z", pipe::Direction::Both)?;
+    c.stdin.take().unwrap().write_all(b"hello pipes")?;
+    let mut s = String::new();
+    c.stdout.take().unwrap().read_to_string(&mut s)?;
+    ensure(s == "HELLO PIPES", || s.clone())?;
+    ensure(c.wait()?.success(), || "tr failed".into())
+}
+
+/// Capacity can be read and raised; above the limit, a clear error.
+fn pipe_capacity() -> Result<(), Failed> {
+    let (r, w) = pipe::pipe()?;
+    ensure(r.capacity()? >= 4096, || "capacity".into())?;
+    let set = w.set_capacity(1 << 20)?;
+    ensure(set == 1 << 20 && r.capacity()? == 1 << 20, || {
+        format!("set {set}")
+    })?;
+    if my_uid() != 0 {
+        let e = w.set_capacity(1 << 30).unwrap_err();
+        ensure(e.to_string().contains("pipe-max-size"), || e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Opening a FIFO waits for the peer, with a timeout; non-FIFOs are refused.
+fn fifo_open_rules() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let fifo = Fifo::create(dir.path().join("f"))?;
+    let t0 = Instant::now();
+    let e = fifo
+        .open_reader(Some(Duration::from_millis(100)))
+        .unwrap_err();
+    ensure(
+        e.kind() == io::ErrorKind::TimedOut && t0.elapsed() >= Duration::from_millis(100),
+        || e.to_string(),
+    )?;
+    let e = fifo
+        .open_writer(Some(Duration::from_millis(100)))
+        .unwrap_err();
+    ensure(e.kind() == io::ErrorKind::TimedOut, || e.to_string())?;
+    // A regular file is not a FIFO.
+    let file = dir.path().join("regular");
+    std::fs::write(&file, b"data")?;
+    let e = ipckit::fifo::open_writer(&file, Some(T)).unwrap_err();
+    ensure(
+        e.to_string().contains("not a FIFO (it is a regular file)"),
+        || e.to_string(),
+    )?;
+    let e = Fifo::create(&file).unwrap_err();
+    ensure(
+        e.to_string().contains("a regular file already exists"),
+        || e.to_string(),
+    )?;
+    ensure(
+        ipckit::fifo::remove(&file).is_err() && file.exists(),
+        || "removed a regular file".into(),
+    )?;
+    let e = ipckit::fifo::open_reader(dir.path().join("missing"), Some(T)).unwrap_err();
+    ensure(e.kind() == io::ErrorKind::NotFound, || e.to_string())?;
+    // The creator removes it on drop.
+    let path = fifo.path().to_owned();
+    drop(fifo);
+    ensure(!path.exists(), || "FIFO left behind".into())
+}
+
+/// Small framed messages from several writer processes never interleave.
+fn fifo_many_writers() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let fifo = Fifo::create(dir.path().join("f"))?;
+    let mut children = Vec::new();
+    for w in 0..4 {
+        children.push(
+            Command::new(std::env::current_exe()?)
+                .env(
+                    "IPCKIT_PEER_WRITER",
+                    format!("{w}:{}", fifo.path().display()),
+                )
+                .spawn()?,
+        );
+    }
+    let mut rx = fifo.open_receiver(Some(T))?;
+    let mut counts = [0usize; 4];
+    loop {
+        match rx.recv_timeout(T) {
+            Ok(m) => {
+                ensure(m.len() == 4000 && m.iter().all(|&b| b == m[0]), || {
+                    "interleaved message".into()
+                })?;
+                counts[m[0] as usize] += 1;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                if counts.iter().sum::<usize>() == 800 {
+                    break;
+                }
+                // A writer may not have opened yet: wait for the next one.
+                rx = fifo.open_receiver(Some(T))?;
+            }
+            Err(e) => return Err(e.to_string().into()),
+        }
+    }
+    for mut c in children {
+        ensure(c.wait()?.success(), || "writer failed".into())?;
+    }
+    ensure(counts == [200; 4], || format!("{counts:?}"))
+}
+
+fn peer_writer(spec: &str) -> io::Result<()> {
+    let (w, path) = spec.split_once(':').expect("w:path");
+    let w: u8 = w.parse().expect("writer number");
+    let mut tx = ipckit::fifo::open_sender(path, Some(T))?;
+    for _ in 0..200 {
+        tx.send(vec![w; 4000])?;
+    }
+    Ok(())
+}
+
+/// A stale socket file is replaced; a live one is not stolen; a regular
+/// file is never touched; the bound path is removed on drop.
+fn unix_bind_rules() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("s");
+    let addr = UnixAddr::path(&path);
+    // A socket file left by a "dead server" (std does not remove it).
+    drop(std::os::unix::net::UnixListener::bind(&path)?);
+    ensure(path.exists(), || "no stale file".into())?;
+    let live = UnixListener::bind(&addr)?;
+    let e = UnixListener::bind(&addr).unwrap_err();
+    ensure(
+        e.kind() == io::ErrorKind::AddrInUse && e.to_string().contains("running"),
+        || e.to_string(),
+    )?;
+    drop(live);
+    ensure(!path.exists(), || "socket file left behind".into())?;
+    std::fs::write(&path, b"precious")?;
+    let e = UnixListener::bind(&addr).unwrap_err();
+    ensure(e.to_string().contains("not a socket"), || e.to_string())?;
+    ensure(std::fs::read(&path)? == b"precious", || {
+        "regular file damaged".into()
+    })?;
+    let e = UnixStream::connect(&UnixAddr::path(dir.path().join("nobody"))).unwrap_err();
+    ensure(e.to_string().contains("is the server running"), || {
+        e.to_string()
+    })?;
+    let long = UnixAddr::path(dir.path().join("x".repeat(120)));
+    let e = UnixListener::bind(&long).unwrap_err();
+    ensure(e.to_string().contains("sun_path"), || e.to_string())?;
+    let e = TcpListener::bind(TcpListener::bind("127.0.0.1:0")?.local_addr()?).unwrap_err();
+    ensure(e.kind() == io::ErrorKind::AddrInUse, || e.to_string())
+}
+
+/// Seqpacket refuses an empty message instead of faking end-of-connection.
+fn seqpacket_refuses_empty() -> Result<(), Failed> {
+    let (mut a, _b) = SeqpacketStream::pair()?;
+    match a.send(b"") {
+        Err(SendError::Io(e, _)) => {
+            ensure(e.to_string().contains("empty message"), || e.to_string())
+        }
+        other => Err(format!("{other:?}").into()),
+    }
+}
+
+/// Line framing interoperates with plain text tools.
+fn lines_with_sh() -> Result<(), Failed> {
+    let mut c = pipe::popen("printf 'one\\ntwo\\nthree'", pipe::Direction::Read)?;
+    let mut rx = pipe::Receiver::new(c.stdout.take().unwrap())?;
+    rx.set_framing(ipckit::frame::Framing::Lines);
+    let got: Vec<Vec<u8>> = (0..3)
+        .map(|_| rx.recv_timeout(T))
+        .collect::<Result<_, _>>()?;
+    ensure(
+        got == [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()],
+        || format!("{got:?}"),
+    )?;
+    ensure(
+        matches!(rx.recv_timeout(T), Err(RecvTimeoutError::Disconnected)),
+        || "no EOF".into(),
+    )?;
+    c.wait()?;
+    Ok(())
+}
+
+fn main() {
+    for (var, f) in [
+        ("IPCKIT_PEER", peer_main as fn(&str) -> io::Result<()>),
+        ("IPCKIT_PEER_FD", peer_fd),
+        ("IPCKIT_PEER_EPIPE", |_| peer_epipe()),
+        ("IPCKIT_PEER_WRITER", peer_writer),
+    ] {
+        if let Ok(spec) = std::env::var(var) {
+            if let Err(e) = f(&spec) {
+                eprintln!("peer {spec}: {e}");
+                std::process::exit(1);
+            }
+            std::process::exit(0);
+        }
+    }
+    // A watchdog: a hung test fails the run instead of hanging CI.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(300));
+        eprintln!("conformance: watchdog fired after 300 s");
+        std::process::exit(101);
+    });
+    let args = Arguments::from_args();
+    type Case = fn(Mech) -> Result<(), Failed>;
+    let shared: [(&str, Case, fn(Mech) -> bool); 8] = [
+        ("roundtrip", roundtrip, |_| true),
+        ("order_and_end", order_and_end, |_| true),
+        ("empty_and_timeout", empty_and_timeout, |_| true),
+        ("wait_strategies", wait_strategies, |_| true),
+        ("send_to_gone_peer", send_to_gone_peer, |_| true),
+        ("oversize_refused", oversize_refused, |_| true),
+        ("peer_dies_mid_frame", peer_dies_mid_frame, Mech::stream),
+        ("full_hands_message_back", full_hands_message_back, |m| {
+            m != Mech::Udp
+        }),
+    ];
+    let mut trials = Vec::new();
+    for m in MECHS {
+        for (name, case, applies) in shared {
+            if applies(m) {
+                trials.push(Trial::test(format!("{}::{name}", m.name()), move || {
+                    case(m)
+                }));
+            }
+        }
+    }
+    let specific: [(&str, fn() -> Result<(), Failed>); 9] = [
+        ("unix::fd_passing_and_credentials", fd_passing),
+        ("pipe::eof_and_epipe", pipe_eof_and_epipe),
+        ("pipe::popen_both_ways", popen_both_ways),
+        ("pipe::capacity", pipe_capacity),
+        ("pipe::lines_with_sh", lines_with_sh),
+        ("fifo::open_rules", fifo_open_rules),
+        ("fifo::many_writers_pipe_buf", fifo_many_writers),
+        ("unix::bind_rules", unix_bind_rules),
+        ("unix_seq::refuses_empty", seqpacket_refuses_empty),
+    ];
+    for (name, f) in specific {
+        trials.push(Trial::test(name, f));
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
