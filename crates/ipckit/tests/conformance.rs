@@ -867,7 +867,8 @@ fn main() {
     });
     let args = Arguments::from_args();
     type Case = fn(Mech) -> Result<(), Failed>;
-    let shared: [(&str, Case, fn(Mech) -> bool); 8] = [
+    type Applies = fn(Mech) -> bool;
+    let shared: [(&str, Case, Applies); 8] = [
         ("roundtrip", roundtrip, |_| true),
         ("order_and_end", order_and_end, |_| true),
         ("empty_and_timeout", empty_and_timeout, |_| true),
@@ -889,7 +890,8 @@ fn main() {
             }
         }
     }
-    let specific: [(&str, fn() -> Result<(), Failed>); 9] = [
+    type Specific = fn() -> Result<(), Failed>;
+    let specific: [(&str, Specific); 9] = [
         ("unix::fd_passing_and_credentials", fd_passing),
         ("pipe::eof_and_epipe", pipe_eof_and_epipe),
         ("pipe::popen_both_ways", popen_both_ways),
