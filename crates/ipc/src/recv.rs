@@ -14,7 +14,7 @@ use ipckit::{Deadline, MessageReceiver, RecvTimeoutError};
 
 use crate::addr::{resolve, Addr, FORMS};
 use crate::send::secs;
-use crate::TimedOut;
+use crate::{StdoutClosed, TimedOut};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -86,11 +86,17 @@ impl Printer {
             }
             match rx.recv_until(&mut buf, self.deadline) {
                 Ok(()) => {
-                    self.out
+                    let written = self
+                        .out
                         .write_all(&buf)
                         .and_then(|()| self.out.write_all(b"\n"))
-                        .and_then(|()| self.out.flush())
-                        .context("writing to stdout")?;
+                        .and_then(|()| self.out.flush());
+                    match written {
+                        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                            return Err(StdoutClosed.into())
+                        }
+                        r => r.context("writing to stdout")?,
+                    }
                     self.left = self.left.map(|n| n - 1);
                 }
                 Err(RecvTimeoutError::Disconnected) => return Ok(Stop::PeerClosed),

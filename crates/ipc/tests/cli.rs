@@ -1,0 +1,510 @@
+//! The `ipc` binary, tested as a user runs it: separate processes, real
+//! kernel objects, every wait bounded.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(20);
+
+fn ipc() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ipc"));
+    c.stdin(Stdio::null());
+    c
+}
+
+fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "ipc-cli-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Starts `ipc recv ARGS…` with captured output.
+fn recv(args: &[&str]) -> Child {
+    ipc()
+        .arg("recv")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ipc recv")
+}
+
+/// Waits for a child at most `T`, killing it if it hangs.
+fn finish(mut child: Child) -> Output {
+    let end = Instant::now() + T;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > end {
+            child.kill().ok();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "timed out; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn run(cmd: &mut Command) -> Output {
+    finish(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    )
+}
+
+/// `ipc send`, retried while the receiver is not there yet.
+fn send(addr: &str, msgs: &[&str]) {
+    let end = Instant::now() + T;
+    loop {
+        let out = run(ipc()
+            .arg("send")
+            .arg(addr)
+            .args(msgs)
+            .args(["--timeout", "5"]));
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "send never got through: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    let end = Instant::now() + T;
+    while !cond() {
+        assert!(Instant::now() < end, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether something is bound to UDP `port` (readiness without a probe
+/// message, which the receiver would count).
+fn udp_bound(port: u16) -> bool {
+    let needle = format!(":{port:04X} ");
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .any(|f| std::fs::read_to_string(f).is_ok_and(|s| s.contains(&needle)))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn roundtrip(addr: &str) {
+    let r = recv(&[addr, "-n", "2", "--timeout", "20"]);
+    send(addr, &["hello", "wide world"]);
+    let out = finish(r);
+    assert!(out.status.success(), "{addr}: {}", stderr(&out));
+    assert_eq!(stdout(&out), "hello\nwide world\n", "{addr}");
+}
+
+#[test]
+fn fifo_roundtrip_creates_and_removes_the_fifo() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let addr = format!("fifo:{}", path.display());
+    let r = recv(&[&addr, "-n", "2", "--timeout", "20"]);
+    wait_for(|| path.exists(), "the FIFO");
+    send(&addr, &["hello", "wide world"]);
+    let out = finish(r);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hello\nwide world\n");
+    assert!(!path.exists(), "ipc recv left the FIFO it created");
+}
+
+#[test]
+fn unix_path_roundtrip_removes_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    roundtrip(&format!("unix:{}", path.display()));
+    assert!(!path.exists(), "socket file left behind");
+}
+
+#[test]
+fn unix_abstract_roundtrip() {
+    roundtrip(&format!("unix:@{}", unique("abs")));
+}
+
+#[test]
+fn unix_dgram_roundtrip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d");
+    roundtrip(&format!("unix-dgram:{}", path.display()));
+    assert!(!path.exists(), "socket file left behind");
+}
+
+#[test]
+fn unix_seq_roundtrip() {
+    roundtrip(&format!("unix-seq:@{}", unique("seq")));
+}
+
+#[test]
+fn tcp_roundtrip_ipv4_and_ipv6() {
+    roundtrip(&format!("tcp:127.0.0.1:{}", free_port()));
+    roundtrip(&format!("tcp:[::1]:{}", free_port()));
+}
+
+#[test]
+fn udp_roundtrip() {
+    let port = free_port();
+    let addr = format!("udp:127.0.0.1:{port}");
+    let r = recv(&[&addr, "-n", "2", "--timeout", "20"]);
+    wait_for(|| udp_bound(port), "the UDP socket");
+    send(&addr, &["hello", "wide world"]);
+    let out = finish(r);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hello\nwide world\n");
+}
+
+#[test]
+fn send_reads_stdin_lines_and_recv_stops_when_the_peer_closes() {
+    let addr = format!("unix:@{}", unique("stdin"));
+    let r = recv(&[&addr, "--timeout", "20"]); // no -n: until the peer closes
+    let end = Instant::now() + T;
+    loop {
+        let mut s = ipc()
+            .args(["send", &addr])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        s.stdin
+            .take()
+            .unwrap()
+            .write_all(b"first line\nsecond\n")
+            .unwrap();
+        if finish(s).status.success() {
+            break;
+        }
+        assert!(Instant::now() < end);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = finish(r);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "first line\nsecond\n");
+}
+
+#[test]
+fn lines_mode_talks_to_shell_tools() {
+    // FIFO written by the shell.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let addr = format!("fifo:{}", path.display());
+    let r = recv(&[&addr, "--lines", "-n", "2", "--timeout", "20"]);
+    wait_for(|| path.exists(), "the FIFO");
+    let sh = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf 'x 1\\ny 2\\n' > '{}'", path.display())));
+    assert!(sh.status.success());
+    let out = finish(r);
+    assert_eq!(stdout(&out), "x 1\ny 2\n", "{}", stderr(&out));
+
+    // TCP written by a plain socket.
+    let port = free_port();
+    let addr = format!("tcp:127.0.0.1:{port}");
+    let r = recv(&[&addr, "--lines", "-n", "1", "--timeout", "20"]);
+    let mut conn = None;
+    wait_for(
+        || {
+            conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok();
+            conn.is_some()
+        },
+        "the listener",
+    );
+    conn.unwrap().write_all(b"plain text\n").unwrap();
+    let out = finish(r);
+    assert_eq!(stdout(&out), "plain text\n", "{}", stderr(&out));
+
+    // ipc send --lines to a plain reader.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("tcp:{}", l.local_addr().unwrap());
+    let out = run(ipc().args(["send", &addr, "--lines", "m1", "m2"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut got = String::new();
+    l.accept().unwrap().0.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "m1\nm2\n");
+}
+
+#[test]
+fn timeout_exits_1_and_says_so() {
+    let t0 = Instant::now();
+    let out = run(ipc().args([
+        "recv",
+        &format!("unix:@{}", unique("nobody")),
+        "-n",
+        "1",
+        "--timeout",
+        "0.3",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("timed out"), "{}", stderr(&out));
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+}
+
+#[test]
+fn broken_stdout_is_a_normal_exit() {
+    let addr = format!("unix-dgram:@{}", unique("head"));
+    let mut r = recv(&[&addr, "-n", "3", "--timeout", "20"]);
+    let mut out = BufReader::new(r.stdout.take().unwrap());
+    send(&addr, &["one"]);
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "one\n");
+    drop(out); // like `| head -1`
+    send(&addr, &["two"]); // printing it fails with EPIPE: a quiet exit
+    let res = finish(r);
+    assert_eq!(res.status.code(), Some(0), "{}", stderr(&res));
+    assert!(stderr(&res).is_empty(), "{}", stderr(&res));
+}
+
+fn fails_with(cmd: &mut Command, text: &str) {
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(text), "expected {text:?} in {err:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+}
+
+#[test]
+fn bad_addresses_are_refused_clearly() {
+    fails_with(ipc().args(["send", "nothing", "x"]), "not an address");
+    fails_with(
+        ipc().args(["send", "carrier-pigeon:x", "x"]),
+        "unknown mechanism",
+    );
+    fails_with(ipc().args(["recv", "tcp:localhost"]), "lacks a port");
+    fails_with(
+        ipc().args(["send", "unix:/nonexistent/dir/s", "x"]),
+        "is the server running",
+    );
+}
+
+#[test]
+fn a_regular_file_is_neither_fifo_nor_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"keep me").unwrap();
+    fails_with(
+        ipc().args(["send", &format!("fifo:{}", file.display()), "x"]),
+        "not a FIFO",
+    );
+    fails_with(
+        ipc().args(["recv", &format!("fifo:{}", file.display())]),
+        "not a FIFO",
+    );
+    fails_with(
+        ipc().args(["recv", &format!("unix:{}", file.display())]),
+        "not a socket",
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
+
+#[test]
+fn address_already_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let addr = format!("unix:{}", path.display());
+    let first = recv(&[&addr, "-n", "1", "--timeout", "20"]);
+    wait_for(|| path.exists(), "the first listener");
+    fails_with(
+        ipc().args(["recv", &addr, "--timeout", "1"]),
+        "in use by a running stream server",
+    );
+    send(&addr, &["done"]);
+    assert!(finish(first).status.success());
+
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    fails_with(
+        ipc().args(["recv", &format!("tcp:{}", l.local_addr().unwrap())]),
+        "in use",
+    );
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // leaves the file
+    roundtrip(&format!("unix:{}", path.display()));
+}
+
+#[test]
+fn permission_denied() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // The directory is open to all, so the denial comes from the FIFO itself.
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let path = dir.path().join("f");
+    let made = run(Command::new("mkfifo").arg("-m").arg("600").arg(&path));
+    assert!(made.status.success());
+    let mut cmd = if is_root() {
+        // Root bypasses permission bits: run a copy of ipc as nobody.
+        use std::os::unix::process::CommandExt;
+        let exe = dir.path().join("ipc");
+        std::fs::copy(env!("CARGO_BIN_EXE_ipc"), &exe).unwrap();
+        std::fs::set_permissions(&exe, PermissionsExt::from_mode(0o755)).unwrap();
+        let mut c = Command::new(exe);
+        c.stdin(Stdio::null()).uid(65534).gid(65534);
+        c
+    } else {
+        std::fs::set_permissions(&path, PermissionsExt::from_mode(0o000)).unwrap();
+        ipc()
+    };
+    cmd.args([
+        "send",
+        &format!("fifo:{}", path.display()),
+        "x",
+        "--timeout",
+        "2",
+    ]);
+    fails_with(&mut cmd, "ermission denied");
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+#[test]
+fn an_oversized_frame_is_refused() {
+    let name = unique("big");
+    let r = recv(&[&format!("unix:@{name}"), "-n", "1", "--timeout", "20"]);
+    use std::os::linux::net::SocketAddrExt;
+    let sa = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let mut conn = None;
+    wait_for(
+        || {
+            conn = std::os::unix::net::UnixStream::connect_addr(&sa).ok();
+            conn.is_some()
+        },
+        "the listener",
+    );
+    conn.unwrap().write_all(&u32::MAX.to_le_bytes()).unwrap();
+    let out = finish(r);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("exceeds the limit of 16777216 bytes"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_peer_dying_mid_message_is_reported() {
+    let name = unique("mid");
+    let r = recv(&[&format!("unix:@{name}"), "-n", "1", "--timeout", "20"]);
+    use std::os::linux::net::SocketAddrExt;
+    let sa = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let mut conn = None;
+    wait_for(
+        || {
+            conn = std::os::unix::net::UnixStream::connect_addr(&sa).ok();
+            conn.is_some()
+        },
+        "the listener",
+    );
+    let mut c = conn.unwrap();
+    c.write_all(&100u32.to_le_bytes()).unwrap();
+    c.write_all(b"only part").unwrap();
+    drop(c);
+    let out = finish(r);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("got 9 of 100 payload bytes"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bench_writes_the_documented_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("b.json");
+    let out = run(ipc()
+        .args([
+            "bench",
+            "pipe",
+            "unix-seq",
+            "udp",
+            "--sizes",
+            "64,65536",
+            "--duration-ms",
+            "30",
+            "--json",
+        ])
+        .arg(&json));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    for m in [
+        "pipe",
+        "unix-seq",
+        "udp",
+        "byte stream",
+        "floor",
+        "p50 / floor",
+    ] {
+        assert!(table.contains(m), "{m} missing from\n{table}");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(v["machine"]["kernel"].is_string());
+    assert!(v["floor_rtt_ns"]["p50"].as_u64().unwrap() > 0);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 6);
+    for r in results {
+        let (mech, size) = (
+            r["mechanism"].as_str().unwrap(),
+            r["size"].as_u64().unwrap(),
+        );
+        assert_eq!(r["wait"], "block");
+        if mech == "udp" && size == 65536 {
+            assert!(r["skipped"].as_str().unwrap().contains("65507"), "{r}");
+            continue;
+        }
+        assert!(r.get("skipped").is_none(), "{r}");
+        for k in ["min", "p50", "p99", "p999", "max", "mean"] {
+            assert!(r["rtt_ns"][k].as_u64().unwrap() > 0, "{k} in {r}");
+        }
+        assert!(r["samples"].as_u64().unwrap() > 0);
+        assert!(r["throughput"]["msgs_per_s"].as_f64().unwrap() > 0.0);
+        let bps = r["throughput"]["bytes_per_s"].as_f64().unwrap();
+        let mps = r["throughput"]["msgs_per_s"].as_f64().unwrap();
+        assert!((bps / mps - size as f64).abs() < 1e-6 * size as f64);
+    }
+}
+
+#[test]
+fn bench_refuses_bad_arguments() {
+    fails_with(
+        ipc().args(["bench", "--cpus", "0"]),
+        "two different CPU numbers",
+    );
+    let out = run(ipc().args(["bench", "--sizes", "0"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("sizes start at 1 byte"));
+}
