@@ -866,6 +866,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let d = Duration::from_millis(args.duration_ms);
     let cpus = choose_cpus(args.cpus.clone())?;
+    let m = machine(cpus); // before pinning narrows the allowed set
     if let Some((a, _)) = cpus {
         ipckit::process::pin_to_cpu(a)?;
     }
@@ -910,7 +911,6 @@ pub fn run(args: Args) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let m = machine(cpus);
     println!(
         "ipc bench: {} on {} CPUs, kernel {}; {}",
         m.cpu_model,

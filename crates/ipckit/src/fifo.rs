@@ -274,6 +274,29 @@ pub fn open_sender(path: impl AsRef<Path>, timeout: Option<Duration>) -> io::Res
     pipe::Sender::new(open_writer(path, timeout)?)
 }
 
+/// Adds the FIFO's owner and mode to a permission error.
+fn explain_open(e: io::Error, path: &Path) -> io::Error {
+    use std::os::unix::fs::MetadataExt;
+    if e.kind() != io::ErrorKind::PermissionDenied {
+        return e;
+    }
+    match std::fs::metadata(path) {
+        Ok(m) => io::Error::new(
+            e.kind(),
+            format!(
+                "permission denied opening FIFO {}: it has mode {:04o}, owner uid {} gid {}, \
+                 and this process runs as uid {}",
+                path.display(),
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid(),
+                std::fs::metadata("/proc/self").map_or(u32::MAX, |p| p.uid()),
+            ),
+        ),
+        Err(_) => e,
+    }
+}
+
 /// A blocking `open` bounded by a timeout.
 ///
 /// The blocking open runs on a helper thread. If the timeout passes first,
@@ -294,7 +317,7 @@ fn open_end(
         "reader"
     };
     let Some(timeout) = timeout else {
-        return sys::fd::open(path, flags);
+        return sys::fd::open(path, flags).map_err(|e| explain_open(e, path));
     };
     let (tx, rx) = mpsc::channel();
     let owned = path.to_owned();
@@ -306,7 +329,7 @@ fn open_end(
     match rx.recv_timeout(timeout) {
         Ok(res) => {
             let _ = helper.join();
-            res
+            res.map_err(|e| explain_open(e, path))
         }
         Err(_) => {
             match sys::fd::open(path, opposite | libc::O_NONBLOCK) {

@@ -85,3 +85,8 @@ pub use error::{
 };
 pub use message::{Deadline, MessageReceiver, MessageSender};
 pub use wait::WaitStrategy;
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
