@@ -156,51 +156,38 @@ pub fn run(args: Args) -> Result<()> {
         Addr::Fifo(path) => {
             let fifo = Fifo::builder(path).create_or_open()?;
             remove_on_signal(path.clone())?;
-            loop {
-                let mut rx = fifo
-                    .open_receiver(p.remaining())
-                    .map_err(|e| p.accept_err(e))?;
-                rx.set_framing(framing);
-                let stop = p.drain(&mut rx)?;
-                if !p.again(stop) {
-                    break;
-                }
-            }
-            drop(fifo);
+            // Each writer that comes and goes is like one connection.
+            serve(
+                &mut p,
+                |t| fifo.open_receiver(t),
+                |rx| rx.set_framing(framing),
+            )?;
         }
         Addr::Unix(a) => {
             let l = UnixListener::bind(a)?;
             watch_unix(a)?;
-            loop {
-                let mut c = accept(&p, |t| l.accept_timeout(t), || l.accept())?;
-                c.set_framing(framing);
-                let stop = p.drain(&mut c)?;
-                if !p.again(stop) {
-                    break;
-                }
-            }
+            serve(
+                &mut p,
+                |t| timed(t, |t| l.accept_timeout(t), || l.accept()),
+                |c| c.set_framing(framing),
+            )?;
         }
         Addr::UnixSeq(a) => {
             let l = SeqpacketListener::bind(a)?;
             watch_unix(a)?;
-            loop {
-                let mut c = accept(&p, |t| l.accept_timeout(t), || l.accept())?;
-                let stop = p.drain(&mut c)?;
-                if !p.again(stop) {
-                    break;
-                }
-            }
+            serve(
+                &mut p,
+                |t| timed(t, |t| l.accept_timeout(t), || l.accept()),
+                |_| {},
+            )?;
         }
         Addr::Tcp(hp) => {
             let l = TcpListener::bind(resolve(hp)?)?;
-            loop {
-                let mut c = accept(&p, |t| l.accept_timeout(t), || l.accept())?;
-                c.set_framing(framing);
-                let stop = p.drain(&mut c)?;
-                if !p.again(stop) {
-                    break;
-                }
-            }
+            serve(
+                &mut p,
+                |t| timed(t, |t| l.accept_timeout(t), || l.accept()),
+                |c| c.set_framing(framing),
+            )?;
         }
         Addr::UnixDgram(a) => {
             let mut s = UnixDatagram::bind(a)?;
@@ -215,14 +202,32 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn accept<C>(
-    p: &Printer,
-    timed: impl FnOnce(Duration) -> io::Result<C>,
-    untimed: impl FnOnce() -> io::Result<C>,
-) -> Result<C> {
-    match p.remaining() {
-        Some(t) => timed(t),
-        None => untimed(),
+/// Takes connections one after another (`open` gets the time left) and
+/// prints their messages, until `-n` is reached or, without `-n`, the first
+/// connection ends.
+fn serve<C: MessageReceiver>(
+    p: &mut Printer,
+    mut open: impl FnMut(Option<Duration>) -> io::Result<C>,
+    mut prepare: impl FnMut(&mut C),
+) -> Result<()> {
+    loop {
+        let mut c = open(p.remaining()).map_err(|e| p.accept_err(e))?;
+        prepare(&mut c);
+        let stop = p.drain(&mut c)?;
+        if !p.again(stop) {
+            return Ok(());
+        }
     }
-    .map_err(|e| p.accept_err(e))
+}
+
+/// Calls the timed variant when there is a time limit.
+fn timed<C>(
+    limit: Option<Duration>,
+    with: impl FnOnce(Duration) -> io::Result<C>,
+    without: impl FnOnce() -> io::Result<C>,
+) -> io::Result<C> {
+    match limit {
+        Some(t) => with(t),
+        None => without(),
+    }
 }
