@@ -576,3 +576,108 @@ impl Drop for Stream {
         let _ = self.flush();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use crate::pipe::{self, PipeWriter};
+    use crate::{MessageReceiver, MessageSender, RecvTimeoutError};
+
+    fn frame(msg: &[u8]) -> Vec<u8> {
+        let mut f = (msg.len() as u32).to_le_bytes().to_vec();
+        f.extend_from_slice(msg);
+        f
+    }
+
+    fn write_in_chunks(mut w: PipeWriter, bytes: Vec<u8>, chunk: usize) {
+        std::thread::spawn(move || {
+            for c in bytes.chunks(chunk) {
+                w.write_all(c).unwrap();
+            }
+        });
+    }
+
+    /// Frames split at every kind of boundary (inside the header, inside
+    /// the payload, several frames per read) come out whole.
+    #[test]
+    fn frames_survive_any_chunking() {
+        let msgs: Vec<Vec<u8>> = [0usize, 1, 3, 4, 5, 100, 4096, 131_068, 131_073, 300_000]
+            .iter()
+            .map(|&n| (0..n).map(|i| (i * 7 + n) as u8).collect())
+            .collect();
+        let stream: Vec<u8> = msgs.iter().flat_map(|m| frame(m)).collect();
+        for chunk in [1, 2, 3, 5, 4099, 65_536, 1 << 20] {
+            let (r, w) = pipe::pipe().unwrap();
+            write_in_chunks(w, stream.clone(), chunk);
+            let mut rx = pipe::Receiver::new(r).unwrap();
+            for m in &msgs {
+                let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+                assert!(got == *m, "chunk {chunk}: {}-byte message", m.len());
+            }
+            assert!(matches!(
+                rx.recv_timeout(Duration::from_secs(10)),
+                Err(RecvTimeoutError::Disconnected)
+            ));
+        }
+    }
+
+    /// A receive that times out in the middle of a frame keeps what it read.
+    #[test]
+    fn a_timed_out_receive_resumes_the_frame() {
+        for split in [2, 6, 150_000] {
+            let msg: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+            let bytes = frame(&msg);
+            let (r, mut w) = pipe::pipe().unwrap();
+            w.set_capacity(1 << 20).unwrap();
+            w.write_all(&bytes[..split]).unwrap();
+            let mut rx = pipe::Receiver::new(r).unwrap();
+            assert!(matches!(
+                rx.recv_timeout(Duration::from_millis(20)),
+                Err(RecvTimeoutError::Timeout)
+            ));
+            w.write_all(&bytes[split..]).unwrap();
+            assert_eq!(
+                rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+                msg,
+                "split {split}"
+            );
+        }
+    }
+
+    /// A send whose deadline passes mid-frame commits the frame: the rest is
+    /// written before the next message, so the stream stays parseable.
+    #[test]
+    fn a_deadline_send_never_leaves_half_a_frame() {
+        let (r, w) = pipe::pipe().unwrap();
+        let cap = w.capacity().unwrap();
+        let mut tx = pipe::Sender::new(w).unwrap();
+        let big = vec![9u8; cap * 2];
+        // Only `cap` bytes fit: the deadline passes mid-frame, yet it is Ok.
+        tx.send_timeout(&big, Duration::from_millis(20)).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut rx = pipe::Receiver::new(r).unwrap();
+            let a = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            let b = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            (a, b)
+        });
+        tx.send(b"next").unwrap(); // flushes the committed tail first
+        let (a, b) = reader.join().unwrap();
+        assert_eq!(a, big);
+        assert_eq!(b, b"next");
+    }
+
+    /// A try_send that cannot start hands the message back untouched.
+    #[test]
+    fn try_send_on_a_full_pipe_is_full() {
+        let (_r, w) = pipe::pipe().unwrap();
+        let cap = w.capacity().unwrap();
+        let mut tx = pipe::Sender::new(w).unwrap();
+        tx.try_send(vec![1u8; cap - 4]).unwrap();
+        match tx.try_send(b"more".to_vec()) {
+            Err(crate::TrySendError::Full(m)) => assert_eq!(m, b"more"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
