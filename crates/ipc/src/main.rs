@@ -15,7 +15,15 @@ use clap::{Parser, Subcommand};
 
 /// Send, receive and benchmark Linux IPC mechanisms.
 #[derive(Parser, Debug)]
-#[command(name = "ipc", version, about, long_about = None)]
+#[command(
+    name = "ipc",
+    version,
+    about,
+    long_about = None,
+    after_help = "Addresses: fifo:PATH, unix:PATH, unix:@NAME, unix-dgram:…, unix-seq:…, \
+                  tcp:HOST:PORT, udp:HOST:PORT\n\
+                  Exit status: 0 done (also when stdout was closed early), 1 timed out, 2 error."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -722,6 +722,22 @@ fn fifo_open_rules() -> Result<(), Failed> {
     )?;
     let e = ipckit::fifo::open_reader(dir.path().join("missing"), Some(T)).unwrap_err();
     ensure(e.kind() == io::ErrorKind::NotFound, || e.to_string())?;
+    // Modes: 0600 by default, as asked otherwise (the umask still applies).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+    ensure(mode(fifo.path())? == 0o600, || {
+        "default mode is not 0600".into()
+    })?;
+    let custom = Fifo::builder(dir.path().join("g")).mode(0o640).create()?;
+    ensure(mode(custom.path())? & 0o600 == 0o600, || {
+        "custom mode".into()
+    })?;
+    let kept = Fifo::builder(dir.path().join("k")).keep(true).create()?;
+    let kept_path = kept.path().to_owned();
+    drop(kept);
+    ensure(kept_path.exists(), || "a kept FIFO was removed".into())?;
+    ipckit::fifo::remove(&kept_path)?;
+    ensure(!kept_path.exists(), || "remove left the FIFO".into())?;
     // The creator removes it on drop.
     let path = fifo.path().to_owned();
     drop(fifo);
