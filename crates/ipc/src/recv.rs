@@ -39,27 +39,25 @@ pub struct Args {
 /// Paths this process created and must remove even when interrupted.
 static CLEANUP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// Removes the registered paths on SIGINT, SIGTERM or SIGHUP, then exits
-/// with the conventional status 128 + signal.
-fn remove_on_signal(path: PathBuf) -> Result<()> {
-    let first = {
-        let mut list = CLEANUP.lock().expect("cleanup list");
-        list.push(path);
-        list.len() == 1
-    };
-    if first {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-        std::thread::spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                for p in CLEANUP.lock().expect("cleanup list").iter() {
-                    let _ = std::fs::remove_file(p);
-                }
-                std::process::exit(128 + sig);
+/// On SIGINT, SIGTERM or SIGHUP, removes the paths registered with
+/// [`remove_on_signal`] and exits with the conventional status 128 + signal.
+/// Installed before anything is created, so no interrupt can slip between.
+fn install_cleanup() -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            for p in CLEANUP.lock().expect("cleanup list").iter() {
+                let _ = std::fs::remove_file(p);
             }
-        });
-    }
+            std::process::exit(128 + sig);
+        }
+    });
     Ok(())
+}
+
+fn remove_on_signal(path: PathBuf) {
+    CLEANUP.lock().expect("cleanup list").push(path);
 }
 
 /// Why a receive loop on one endpoint stopped.
@@ -132,11 +130,10 @@ impl Printer {
     }
 }
 
-fn watch_unix(a: &UnixAddr) -> Result<()> {
+fn watch_unix(a: &UnixAddr) {
     if let UnixAddr::Path(p) = a {
-        remove_on_signal(p.clone())?;
+        remove_on_signal(p.clone());
     }
-    Ok(())
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -146,6 +143,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         Framing::LengthPrefixed
     };
+    install_cleanup()?;
     let mut p = Printer {
         out: io::stdout().lock(),
         left: args.count,
@@ -155,7 +153,9 @@ pub fn run(args: Args) -> Result<()> {
     match &args.addr {
         Addr::Fifo(path) => {
             let fifo = Fifo::builder(path).create_or_open()?;
-            remove_on_signal(path.clone())?;
+            if fifo.removes_on_drop() {
+                remove_on_signal(path.clone());
+            }
             // Each writer that comes and goes is like one connection.
             serve(
                 &mut p,
@@ -165,7 +165,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         Addr::Unix(a) => {
             let l = UnixListener::bind(a)?;
-            watch_unix(a)?;
+            watch_unix(a);
             serve(
                 &mut p,
                 |t| timed(t, |t| l.accept_timeout(t), || l.accept()),
@@ -174,7 +174,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         Addr::UnixSeq(a) => {
             let l = SeqpacketListener::bind(a)?;
-            watch_unix(a)?;
+            watch_unix(a);
             serve(
                 &mut p,
                 |t| timed(t, |t| l.accept_timeout(t), || l.accept()),
@@ -191,7 +191,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         Addr::UnixDgram(a) => {
             let mut s = UnixDatagram::bind(a)?;
-            watch_unix(a)?;
+            watch_unix(a);
             p.drain(&mut s)?;
         }
         Addr::Udp(hp) => {

@@ -508,3 +508,47 @@ fn bench_refuses_bad_arguments() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("sizes start at 1 byte"));
 }
+
+#[test]
+fn recv_on_an_existing_fifo_leaves_it_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("theirs");
+    assert!(run(Command::new("mkfifo").arg(&path)).status.success());
+    let addr = format!("fifo:{}", path.display());
+    let r = recv(&[&addr, "--timeout", "20"]);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        run(Command::new("kill").arg("-INT").arg(r.id().to_string()))
+            .status
+            .success()
+    );
+    finish(r);
+    assert!(path.exists(), "removed a FIFO it did not create");
+}
+
+#[test]
+fn an_interrupted_recv_still_removes_what_it_created() {
+    for sig in ["INT", "TERM"] {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("f");
+        let sock = dir.path().join("s");
+        for (addr, path) in [
+            (format!("fifo:{}", fifo.display()), &fifo),
+            (format!("unix:{}", sock.display()), &sock),
+        ] {
+            let r = recv(&[&addr, "--timeout", "20"]);
+            wait_for(|| path.exists(), "the receiver's file");
+            let k = run(Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(r.id().to_string()));
+            assert!(k.status.success());
+            let out = finish(r);
+            assert!(
+                out.status.code().is_some_and(|c| c > 128),
+                "SIG{sig} on {addr}: {:?}",
+                out.status
+            );
+            assert!(!path.exists(), "SIG{sig} left {}", path.display());
+        }
+    }
+}

@@ -146,6 +146,12 @@ impl Fifo {
         &self.path
     }
 
+    /// Whether dropping this value removes the FIFO (it created it and
+    /// was not told to keep it).
+    pub fn removes_on_drop(&self) -> bool {
+        self.remove_on_drop
+    }
+
     /// Leaves the FIFO in place when this value is dropped.
     pub fn keep(mut self) -> Self {
         self.remove_on_drop = false;
