@@ -167,3 +167,9 @@ fn guarded_writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], guard: bool) -> io::
 pub(crate) fn write_pipe(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     guarded_writev(fd, bufs, sys::process::sigpipe_is_default())
 }
+
+impl AsFd for FdIo {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}

@@ -10,6 +10,7 @@
 //! |---|---|---|---|
 //! | [`pipe`] | anonymous pipes (`pipe(2)`) | byte stream, framed | related processes |
 //! | [`fifo`] | named pipes (`mkfifo(3)`) | byte stream, framed | any process that can open the path |
+//! | [`mq`] | POSIX message queues (`mq_overview(7)`) | messages with priorities | many processes, by name |
 //! | [`socket::unix`] | Unix domain sockets: stream, datagram, seqpacket | stream (framed) or datagrams | two processes (stream) or many (datagram) |
 //! | [`socket::inet`] | TCP and UDP on loopback or a network | stream (framed) or datagrams | two processes, any host |
 //!
@@ -70,6 +71,7 @@ mod fdio;
 pub mod fifo;
 pub mod frame;
 pub mod message;
+pub mod mq;
 pub mod pipe;
 pub mod process;
 pub mod shm;

@@ -17,9 +17,9 @@ use std::io;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use crate::fdio::FdIo;
 use crate::message::Deadline;
 use crate::sys::fd::{poll, Interest};
+use std::os::fd::AsFd;
 
 /// How to wait for data (or for room to write).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -110,12 +110,12 @@ pub(crate) enum WaitError {
 ///
 /// `attempt(Mode::Blocking)` may sleep in the kernel (used only when there is
 /// no deadline); `attempt(io, Mode::NonBlocking)` must not.
-pub(crate) fn wait_io<T>(
-    io: &mut FdIo,
+pub(crate) fn wait_io<S: AsFd, T>(
+    io: &mut S,
     interest: Interest,
     strategy: WaitStrategy,
     deadline: Deadline,
-    mut attempt: impl FnMut(&mut FdIo, Mode) -> io::Result<T>,
+    mut attempt: impl FnMut(&mut S, Mode) -> io::Result<T>,
 ) -> Result<T, WaitError> {
     let would_block = |e: &io::Error| e.kind() == io::ErrorKind::WouldBlock;
     let end = match deadline {
@@ -163,7 +163,7 @@ pub(crate) fn wait_io<T>(
             Err(e) if would_block(&e) => {}
             r => return r.map_err(WaitError::Io),
         }
-        if !poll(io.fd(), interest, end).map_err(WaitError::Io)? {
+        if !poll(io.as_fd(), interest, end).map_err(WaitError::Io)? {
             return Err(WaitError::Timeout);
         }
     }

@@ -12,6 +12,7 @@
 
 pub(crate) mod fd;
 pub(crate) mod mman;
+pub(crate) mod mq;
 pub(crate) mod process;
 pub(crate) mod socket;
 

@@ -1,0 +1,459 @@
+//! POSIX message queues (`mq_overview(7)`).
+//!
+//! A message queue is the one IPC mechanism whose unit is the message
+//! itself: the kernel keeps whole messages, each with a priority, in a named
+//! queue that outlives the processes using it (until it is unlinked or the
+//! machine restarts). Any number of processes may send and receive.
+//!
+//! - Messages are received highest priority first, in FIFO order within one
+//!   priority ([`PosixQueue::send_priority`], [`PosixQueue::recv_priority`]).
+//! - A queue has a capacity (number of messages, largest message) fixed when
+//!   it is created, bounded by `/proc/sys/fs/mqueue/{msg_max,msgsize_max}`
+//!   for unprivileged processes; exceeding a limit is an error that names it.
+//! - On Linux a queue descriptor is a file descriptor: it can be polled
+//!   ([`AsFd`]) together with sockets and pipes, and every [`WaitStrategy`]
+//!   works.
+//!
+//! # Example
+//!
+//! ```
+//! use ipckit::mq::PosixQueue;
+//!
+//! let name = format!("/ipckit-doc-{}", std::process::id());
+//! let mut q = PosixQueue::builder(&name).capacity(8, 1024).create()?; // unlinked on drop
+//! q.send_priority(b"routine", 1)?;
+//! q.send_priority(b"urgent", 9)?;
+//! let mut buf = Vec::new();
+//! assert_eq!(q.recv_priority(&mut buf)?, 9);
+//! assert_eq!(buf, b"urgent");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # References
+//! `mq_overview(7)`, `mq_open(3)`, `mq_send(3)`, `mq_receive(3)`,
+//! `mq_getattr(3)`, `mq_unlink(3)`.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError};
+use crate::frame::{recv_failure, send_failure};
+use crate::message::Deadline;
+use crate::sys;
+use crate::sys::fd::Interest;
+use crate::wait::{wait_io, Mode, WaitStrategy};
+use crate::MessageTooLarge;
+
+/// Default permission bits of a new queue: owner read and write.
+pub const DEFAULT_MODE: u32 = 0o600;
+
+/// Priorities run from 0 to `PRIO_MAX - 1` (`MQ_PRIO_MAX` on Linux).
+pub const PRIO_MAX: u32 = 32768;
+
+/// The longest name, not counting its leading slash (`NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+
+/// Which directions a queue is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Receive only (`O_RDONLY`).
+    Receive,
+    /// Send only (`O_WRONLY`).
+    Send,
+    /// Both (`O_RDWR`).
+    Both,
+}
+
+/// A queue's attributes (`mq_getattr(3)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attributes {
+    /// How many messages the queue holds at most.
+    pub max_messages: usize,
+    /// The largest message it accepts, in bytes.
+    pub max_message_size: usize,
+    /// How many messages are in it now.
+    pub current_messages: usize,
+}
+
+/// Creates or opens a [`PosixQueue`].
+#[derive(Debug, Clone)]
+pub struct QueueBuilder {
+    name: String,
+    mode: u32,
+    capacity: Option<(usize, usize)>,
+    access: Access,
+    keep: bool,
+}
+
+fn read_limit(file: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/fs/mqueue/{file}"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Validates a queue name: one leading slash, no other, 1..=255 bytes after it.
+pub fn validate_name(name: &str) -> io::Result<CString> {
+    let bad = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "invalid POSIX queue name {name:?}: {why} (a name is one slash followed by \
+                 1 to {NAME_MAX} bytes with no other slash, like /jobs)"
+            ),
+        )
+    };
+    let rest = name
+        .strip_prefix('/')
+        .ok_or_else(|| bad("it must start with a slash"))?;
+    if rest.is_empty() {
+        return Err(bad("it is empty after the slash"));
+    }
+    if rest.contains('/') {
+        return Err(bad("it contains a second slash"));
+    }
+    if rest.len() > NAME_MAX {
+        return Err(bad("it is too long"));
+    }
+    CString::new(name).map_err(|_| bad("it contains a NUL byte"))
+}
+
+impl QueueBuilder {
+    /// Permission bits for a new queue (default `0o600`; the umask applies).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Capacity of a new queue: at most `max_messages` messages of at most
+    /// `max_message_size` bytes (default: the system's defaults,
+    /// `/proc/sys/fs/mqueue/msg_default` and `msgsize_default`).
+    pub fn capacity(mut self, max_messages: usize, max_message_size: usize) -> Self {
+        self.capacity = Some((max_messages, max_message_size));
+        self
+    }
+
+    /// Which directions to open the queue for (default: both).
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Leave the queue in place when the [`PosixQueue`] that created it is dropped.
+    pub fn keep(mut self, keep: bool) -> Self {
+        self.keep = keep;
+        self
+    }
+
+    /// Creates a new queue; fails if one of that name exists.
+    pub fn create(self) -> io::Result<PosixQueue> {
+        self.open_with(libc::O_CREAT | libc::O_EXCL)
+    }
+
+    /// Opens an existing queue; it is not unlinked on drop.
+    pub fn open(self) -> io::Result<PosixQueue> {
+        self.open_with(0)
+    }
+
+    /// Opens the queue, creating it if it does not exist. Only a queue this
+    /// call created is unlinked on drop.
+    pub fn create_or_open(self) -> io::Result<PosixQueue> {
+        match self.clone().create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.open(),
+            r => r,
+        }
+    }
+
+    fn open_with(self, create: libc::c_int) -> io::Result<PosixQueue> {
+        let cname = validate_name(&self.name)?;
+        let access = match self.access {
+            Access::Receive => libc::O_RDONLY,
+            Access::Send => libc::O_WRONLY,
+            Access::Both => libc::O_RDWR,
+        };
+        let attr = match self.capacity {
+            Some((m, s)) if create != 0 => Some((to_i64(m)?, to_i64(s)?)),
+            _ => None,
+        };
+        let fd = sys::mq::open(&cname, access | create, self.mode, attr)
+            .map_err(|e| self.explain(e, create != 0))?;
+        let (_, _, msgsize, _) = sys::mq::getattr(fd.as_fd())?;
+        Ok(PosixQueue {
+            fd,
+            name: self.name,
+            cname,
+            msgsize: msgsize as usize,
+            unlink_on_drop: create != 0 && !self.keep,
+            wait: WaitStrategy::default(),
+            max: msgsize as usize,
+            priority: 0,
+        })
+    }
+
+    /// Turns errno values of `mq_open` into errors that say what to do.
+    fn explain(&self, e: io::Error, creating: bool) -> io::Error {
+        let name = &self.name;
+        let msg = match e.raw_os_error() {
+            Some(libc::EEXIST) => format!("POSIX queue {name} already exists"),
+            Some(libc::ENOENT) => format!("no POSIX queue named {name} (create it first)"),
+            Some(libc::EACCES) => format!(
+                "permission denied opening POSIX queue {name} for {:?}: check the queue's owner and mode",
+                self.access
+            ),
+            Some(libc::EINVAL) if creating => {
+                let (m, s) = self.capacity.unwrap_or((0, 0));
+                format!(
+                    "POSIX queue limit: a capacity of {m} messages of {s} bytes is refused; \
+                     msg_max is {}, msgsize_max is {} (see /proc/sys/fs/mqueue; raise with \
+                     sysctl fs.mqueue.msg_max=N / fs.mqueue.msgsize_max=N); both must be at least 1",
+                    read_limit("msg_max"),
+                    read_limit("msgsize_max")
+                )
+            }
+            Some(libc::ENOSPC) => format!(
+                "POSIX queue limit: queues_max is {} and that many queues exist (see \
+                 /proc/sys/fs/mqueue/queues_max; raise with sysctl fs.mqueue.queues_max=N)",
+                read_limit("queues_max")
+            ),
+            Some(libc::EMFILE) => format!(
+                "cannot open POSIX queue {name}: the per-user queue memory limit \
+                 (RLIMIT_MSGQUEUE, `ulimit -q`) or the open-file limit is reached"
+            ),
+            _ => return io::Error::new(e.kind(), format!("cannot open POSIX queue {name}: {e}")),
+        };
+        io::Error::new(e.kind(), msg)
+    }
+}
+
+fn to_i64(n: usize) -> io::Result<i64> {
+    i64::try_from(n).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "capacity too large"))
+}
+
+/// An open POSIX message queue.
+#[derive(Debug)]
+pub struct PosixQueue {
+    fd: OwnedFd,
+    name: String,
+    cname: CString,
+    msgsize: usize,
+    unlink_on_drop: bool,
+    wait: WaitStrategy,
+    max: usize,
+    priority: u32,
+}
+
+impl PosixQueue {
+    /// A builder for the queue called `name` (`/something`).
+    pub fn builder(name: impl Into<String>) -> QueueBuilder {
+        QueueBuilder {
+            name: name.into(),
+            mode: DEFAULT_MODE,
+            capacity: None,
+            access: Access::Both,
+            keep: false,
+        }
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Current attributes.
+    pub fn attributes(&self) -> io::Result<Attributes> {
+        let (_, maxmsg, msgsize, cur) = sys::mq::getattr(self.fd.as_fd())?;
+        Ok(Attributes {
+            max_messages: maxmsg as usize,
+            max_message_size: msgsize as usize,
+            current_messages: cur as usize,
+        })
+    }
+
+    /// Leaves the queue in place when this value is dropped.
+    pub fn keep(&mut self) {
+        self.unlink_on_drop = false;
+    }
+
+    /// The priority used by the [`crate::MessageSender`] methods (default 0).
+    pub fn set_default_priority(&mut self, priority: u32) -> io::Result<()> {
+        check_prio(priority)?;
+        self.priority = priority;
+        Ok(())
+    }
+
+    /// Sends one message with `priority`, waiting until `deadline`.
+    pub fn send_priority_until(
+        &mut self,
+        msg: &[u8],
+        priority: u32,
+        deadline: Deadline,
+    ) -> Result<(), SendTimeoutError<()>> {
+        check_prio(priority).map_err(|e| SendTimeoutError::Io(e, ()))?;
+        if msg.len() > self.msgsize {
+            return Err(SendTimeoutError::Io(
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "message of {} bytes is larger than queue {} accepts ({} bytes, its \
+                         max_message_size)",
+                        msg.len(),
+                        self.name,
+                        self.msgsize
+                    ),
+                ),
+                (),
+            ));
+        }
+        wait_io(
+            &mut self.fd,
+            Interest::Write,
+            self.wait,
+            deadline,
+            |fd, mode| sys::mq::send(fd.as_fd(), msg, priority, mode == Mode::NonBlocking),
+        )
+        .map_err(send_failure)
+        .map_err(|e| match e {
+            SendTimeoutError::Io(e, ()) if e.raw_os_error() == Some(libc::EBADF) => {
+                SendTimeoutError::Io(
+                    io::Error::new(
+                        e.kind(),
+                        format!("queue {} was not opened for sending", self.name),
+                    ),
+                    (),
+                )
+            }
+            other => other,
+        })
+    }
+
+    /// Sends one message with `priority`, blocking while the queue is full.
+    pub fn send_priority<M: AsRef<[u8]>>(
+        &mut self,
+        msg: M,
+        priority: u32,
+    ) -> Result<(), SendError<M>> {
+        match self.send_priority_until(msg.as_ref(), priority, Deadline::Never) {
+            Ok(()) => Ok(()),
+            Err(SendTimeoutError::Disconnected(())) => Err(SendError::Disconnected(msg)),
+            Err(SendTimeoutError::Io(e, ())) => Err(SendError::Io(e, msg)),
+            Err(SendTimeoutError::Timeout(())) => {
+                Err(SendError::Io(io::ErrorKind::TimedOut.into(), msg))
+            }
+        }
+    }
+
+    /// Receives the oldest message of the highest priority into `buf`,
+    /// waiting until `deadline`; returns its priority.
+    pub fn recv_priority_until(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+    ) -> Result<u32, RecvTimeoutError> {
+        buf.clear();
+        let msgsize = self.msgsize;
+        let prio = wait_io(
+            &mut self.fd,
+            Interest::Read,
+            self.wait,
+            deadline,
+            |fd, mode| sys::mq::receive(fd.as_fd(), buf, msgsize, mode == Mode::NonBlocking),
+        )
+        .map_err(recv_failure)?;
+        if buf.len() > self.max {
+            let len = buf.len() as u64;
+            buf.clear();
+            return Err(RecvTimeoutError::Io(
+                MessageTooLarge { len, max: self.max }.into_io(),
+            ));
+        }
+        Ok(prio)
+    }
+
+    /// Receives the oldest message of the highest priority, blocking while
+    /// the queue is empty; returns its priority.
+    pub fn recv_priority(&mut self, buf: &mut Vec<u8>) -> Result<u32, RecvError> {
+        match self.recv_priority_until(buf, Deadline::Never) {
+            Ok(p) => Ok(p),
+            Err(RecvTimeoutError::Disconnected) => Err(RecvError::Disconnected),
+            Err(RecvTimeoutError::Io(e)) => Err(RecvError::Io(e)),
+            Err(RecvTimeoutError::Timeout) => Err(RecvError::Io(io::ErrorKind::TimedOut.into())),
+        }
+    }
+
+    /// Removes the queue's name now; open descriptors keep working.
+    pub fn unlink(&mut self) -> io::Result<()> {
+        self.unlink_on_drop = false;
+        sys::mq::unlink(&self.cname)
+    }
+}
+
+fn check_prio(p: u32) -> io::Result<()> {
+    if p >= PRIO_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "priority {p} is out of range: POSIX queues take 0 to {}",
+                PRIO_MAX - 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Removes the queue called `name`.
+#[doc(alias = "mq_unlink")]
+pub fn unlink(name: &str) -> io::Result<()> {
+    let c = validate_name(name)?;
+    sys::mq::unlink(&c).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => io::Error::new(e.kind(), format!("no POSIX queue named {name}")),
+        _ => io::Error::new(e.kind(), format!("cannot remove POSIX queue {name}: {e}")),
+    })
+}
+
+impl AsFd for PosixQueue {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for PosixQueue {
+    fn drop(&mut self) {
+        if self.unlink_on_drop {
+            let _ = sys::mq::unlink(&self.cname);
+        }
+    }
+}
+
+impl crate::MessageSender for PosixQueue {
+    /// Sends with the default priority ([`PosixQueue::set_default_priority`]).
+    fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError<()>> {
+        let p = self.priority;
+        self.send_priority_until(msg, p, deadline)
+    }
+}
+
+impl crate::MessageReceiver for PosixQueue {
+    fn recv_until(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+    ) -> Result<(), RecvTimeoutError> {
+        self.recv_priority_until(buf, deadline).map(drop)
+    }
+
+    /// At most the queue's own `max_message_size`, which the kernel enforces.
+    fn max_message_size(&self) -> usize {
+        self.max
+    }
+
+    /// A message longer than `max` (but within the queue's own limit) is
+    /// received and then refused with [`MessageTooLarge`]: the kernel has no
+    /// way to peek at a message's size first.
+    fn set_max_message_size(&mut self, max: usize) {
+        self.max = max.min(self.msgsize);
+    }
+
+    fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.wait = strategy;
+    }
+}

@@ -1,0 +1,134 @@
+//! POSIX message queue calls (`mq_overview(7)`). On Linux a queue
+//! descriptor is a file descriptor, so it can be polled and owned.
+
+use std::ffi::CStr;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use super::syscall;
+
+/// A timestamp already in the past: turns the timed calls into
+/// non-blocking ones without touching `O_NONBLOCK`.
+const PAST: libc::timespec = libc::timespec {
+    tv_sec: 0,
+    tv_nsec: 0,
+};
+
+/// `mq_open(3)` with `O_CLOEXEC`; `attr` is (max messages, max message size)
+/// for a queue this call creates.
+pub(crate) fn open(
+    name: &CStr,
+    oflag: libc::c_int,
+    mode: u32,
+    attr: Option<(i64, i64)>,
+) -> io::Result<OwnedFd> {
+    // SAFETY: mq_attr is plain data; all zeroes is valid.
+    let mut a: libc::mq_attr = unsafe { std::mem::zeroed() };
+    let attr_ptr = match attr {
+        Some((maxmsg, msgsize)) => {
+            a.mq_maxmsg = maxmsg as _;
+            a.mq_msgsize = msgsize as _;
+            &mut a as *mut libc::mq_attr
+        }
+        None => std::ptr::null_mut(),
+    };
+    // SAFETY: `name` is NUL-terminated; mode and attr are the variadic
+    // arguments mq_open reads when O_CREAT is set; `a` outlives the call.
+    let fd = syscall!(mq_open(
+        name.as_ptr(),
+        oflag | libc::O_CLOEXEC,
+        mode as libc::mode_t,
+        attr_ptr
+    ))?;
+    // SAFETY: a fresh queue descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `mq_unlink(3)`.
+pub(crate) fn unlink(name: &CStr) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated.
+    syscall!(mq_unlink(name.as_ptr()))?;
+    Ok(())
+}
+
+/// `mq_getattr(3)`: (flags, max messages, max message size, current messages).
+// `c_long` is i64 here but i32 on 32-bit targets: the conversion is needed there.
+#[allow(clippy::useless_conversion)]
+pub(crate) fn getattr(fd: BorrowedFd<'_>) -> io::Result<(i64, i64, i64, i64)> {
+    let mut a = MaybeUninit::<libc::mq_attr>::zeroed();
+    // SAFETY: `a` is writable.
+    syscall!(mq_getattr(fd.as_raw_fd(), a.as_mut_ptr()))?;
+    // SAFETY: filled by mq_getattr.
+    let a = unsafe { a.assume_init() };
+    Ok((
+        i64::from(a.mq_flags),
+        i64::from(a.mq_maxmsg),
+        i64::from(a.mq_msgsize),
+        i64::from(a.mq_curmsgs),
+    ))
+}
+
+/// `mq_send(3)`, or with `nonblocking` an `mq_timedsend` that fails with
+/// `WouldBlock` at once on a full queue.
+pub(crate) fn send(fd: BorrowedFd<'_>, msg: &[u8], prio: u32, nonblocking: bool) -> io::Result<()> {
+    let res = if nonblocking {
+        // SAFETY: `msg` is readable for its length; PAST is a valid timespec.
+        syscall!(mq_timedsend(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            prio,
+            &PAST
+        ))
+    } else {
+        // SAFETY: `msg` is readable for its length.
+        syscall!(mq_send(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            prio
+        ))
+    };
+    res.map(drop).map_err(timed_out_is_would_block)
+}
+
+/// `mq_receive(3)` appending to `v` (which gets room for `msgsize` bytes);
+/// returns the message priority. Non-blocking as for [`send`].
+pub(crate) fn receive(
+    fd: BorrowedFd<'_>,
+    v: &mut Vec<u8>,
+    msgsize: usize,
+    nonblocking: bool,
+) -> io::Result<u32> {
+    v.reserve(msgsize);
+    let old = v.len();
+    let mut prio: libc::c_uint = 0;
+    // SAFETY: `reserve` made room for `msgsize` bytes past `len`.
+    let dst: *mut libc::c_char = unsafe { v.as_mut_ptr().add(old) }.cast();
+    let n = if nonblocking {
+        // SAFETY: `dst` is writable for `msgsize` bytes; `prio` is writable.
+        syscall!(mq_timedreceive(
+            fd.as_raw_fd(),
+            dst,
+            msgsize,
+            &mut prio,
+            &PAST
+        ))
+    } else {
+        // SAFETY: as above.
+        syscall!(mq_receive(fd.as_raw_fd(), dst, msgsize, &mut prio))
+    }
+    .map_err(timed_out_is_would_block)?;
+    // SAFETY: the kernel initialised `n <= msgsize` bytes.
+    unsafe { v.set_len(old + n as usize) };
+    Ok(prio)
+}
+
+fn timed_out_is_would_block(e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::ETIMEDOUT) {
+        io::Error::from(io::ErrorKind::WouldBlock)
+    } else {
+        e
+    }
+}
