@@ -916,12 +916,161 @@ fn lines_with_sh() -> Result<(), Failed> {
     Ok(())
 }
 
+/// Another process's priorities: highest first, FIFO within one priority.
+fn mq_priorities() -> Result<(), Failed> {
+    let name = format!("/{}", unique("prio"));
+    let mut q = PosixQueue::builder(&name).capacity(10, 64).create()?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .env("IPCKIT_PEER_MQ", format!("send:{name}"))
+        .spawn()?;
+    ensure(child.wait()?.success(), || "sender failed".into())?;
+    let a = q.attributes()?;
+    ensure(
+        a.current_messages == 6 && a.max_messages == 10 && a.max_message_size == 64,
+        || format!("{a:?}"),
+    )?;
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    for _ in 0..6 {
+        let p = q.recv_priority_until(&mut buf, ipckit::Deadline::after(T))?;
+        got.push(format!("{p}:{}", String::from_utf8_lossy(&buf)));
+    }
+    let want = ["7:b", "7:e", "3:a", "3:d", "0:c", "0:f"];
+    ensure(got == want, || format!("{got:?}"))?;
+    ensure(matches!(q.try_recv(), Err(TryRecvError::Empty)), || {
+        "not empty".into()
+    })?;
+    let e = q.send_priority(b"x", ipckit::mq::PRIO_MAX).unwrap_err();
+    ensure(e.to_string().contains("0 to 32767"), || e.to_string())
+}
+
+fn peer_mq(spec: &str) -> io::Result<()> {
+    let (what, name) = spec.split_once(':').expect("what:name");
+    match what {
+        "send" => {
+            let mut q = PosixQueue::builder(name)
+                .access(ipckit::mq::Access::Send)
+                .open()?;
+            for (m, p) in [("a", 3), ("b", 7), ("c", 0), ("d", 3), ("e", 7), ("f", 0)] {
+                q.send_priority(m, p)?;
+            }
+            Ok(())
+        }
+        // Expected to be refused: report the error on stdout.
+        "open-for-send" => match PosixQueue::builder(name)
+            .access(ipckit::mq::Access::Send)
+            .open()
+        {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                println!("{e}");
+                Ok(())
+            }
+            other => Err(io::Error::other(format!(
+                "expected permission denied, got {other:?}"
+            ))),
+        },
+        _ => Err(io::Error::other("unknown mq role")),
+    }
+}
+
+/// Bad names and capacities are refused with errors that say why.
+fn mq_names_and_limits() -> Result<(), Failed> {
+    for (bad, why) in [
+        ("jobs", "must start with a slash"),
+        ("/", "empty after the slash"),
+        ("/a/b", "second slash"),
+        (&format!("/{}", "x".repeat(300)), "too long"),
+    ] {
+        let e = PosixQueue::builder(bad).create().unwrap_err();
+        ensure(
+            e.kind() == io::ErrorKind::InvalidInput && e.to_string().contains(why),
+            || e.to_string(),
+        )?;
+    }
+    let name = format!("/{}", unique("limit"));
+    // Above even a privileged process's hard limit (65536 messages).
+    let e = PosixQueue::builder(&name)
+        .capacity(1_000_000, 16)
+        .create()
+        .unwrap_err();
+    let max = std::fs::read_to_string("/proc/sys/fs/mqueue/msg_max")?;
+    ensure(
+        e.to_string()
+            .contains(&format!("msg_max is {}", max.trim())),
+        || e.to_string(),
+    )?;
+    ensure(e.to_string().contains("/proc/sys/fs/mqueue"), || {
+        e.to_string()
+    })?;
+    let e = PosixQueue::builder(&name).open().unwrap_err();
+    ensure(
+        e.kind() == io::ErrorKind::NotFound && e.to_string().contains("no POSIX queue"),
+        || e.to_string(),
+    )?;
+    let e = ipckit::mq::unlink(&name).unwrap_err();
+    ensure(e.kind() == io::ErrorKind::NotFound, || e.to_string())?;
+    // create_or_open: only the creator unlinks.
+    let first = PosixQueue::builder(&name)
+        .capacity(2, 16)
+        .create_or_open()?;
+    let second = PosixQueue::builder(&name).create_or_open()?;
+    drop(second);
+    ensure(PosixQueue::builder(&name).open().is_ok(), || {
+        "the opener unlinked".into()
+    })?;
+    let e = PosixQueue::builder(&name).create().unwrap_err();
+    ensure(e.kind() == io::ErrorKind::AlreadyExists, || e.to_string())?;
+    drop(first);
+    ensure(PosixQueue::builder(&name).open().is_err(), || {
+        "the creator left the queue".into()
+    })
+}
+
+/// A queue of mode 0400 cannot be opened for sending by another user.
+fn mq_permission_denied() -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = format!("/{}", unique("perm"));
+    let _q = PosixQueue::builder(&name)
+        .mode(0o400)
+        .capacity(2, 16)
+        .create()?;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755))?;
+    let mut cmd = if my_uid() == 0 {
+        // Root bypasses permission bits: a copy of this binary runs as nobody.
+        use std::os::unix::process::CommandExt;
+        let exe = dir.path().join("peer");
+        std::fs::copy(std::env::current_exe()?, &exe)?;
+        std::fs::set_permissions(&exe, PermissionsExt::from_mode(0o755))?;
+        let mut c = Command::new(exe);
+        c.uid(65534).gid(65534);
+        c
+    } else {
+        Command::new(std::env::current_exe()?)
+    };
+    let out = cmd
+        .env("IPCKIT_PEER_MQ", format!("open-for-send:{name}"))
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure(
+        out.status.success() && text.contains("permission denied"),
+        || {
+            format!(
+                "{:?}: {text} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        },
+    )
+}
+
 fn main() {
     for (var, f) in [
         ("IPCKIT_PEER", peer_main as fn(&str) -> io::Result<()>),
         ("IPCKIT_PEER_FD", peer_fd),
         ("IPCKIT_PEER_EPIPE", |_| peer_epipe()),
         ("IPCKIT_PEER_WRITER", peer_writer),
+        ("IPCKIT_PEER_MQ", peer_mq),
     ] {
         if let Ok(spec) = std::env::var(var) {
             if let Err(e) = f(&spec) {
@@ -966,7 +1115,7 @@ fn main() {
         }
     }
     type Specific = fn() -> Result<(), Failed>;
-    let specific: [(&str, Specific); 9] = [
+    let specific: [(&str, Specific); 12] = [
         ("unix::fd_passing_and_credentials", fd_passing),
         ("pipe::eof_and_epipe", pipe_eof_and_epipe),
         ("pipe::popen_both_ways", popen_both_ways),
@@ -976,6 +1125,9 @@ fn main() {
         ("fifo::many_writers_pipe_buf", fifo_many_writers),
         ("unix::bind_rules", unix_bind_rules),
         ("unix_seq::refuses_empty", seqpacket_refuses_empty),
+        ("posix_mq::priorities_across_processes", mq_priorities),
+        ("posix_mq::names_and_limits", mq_names_and_limits),
+        ("posix_mq::permission_denied", mq_permission_denied),
     ];
     for (name, f) in specific {
         trials.push(Trial::test(name, f));
