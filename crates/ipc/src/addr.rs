@@ -18,10 +18,12 @@ pub enum Addr {
     UnixSeq(UnixAddr),
     Tcp(String),
     Udp(String),
+    /// A POSIX message queue: `mq:/NAME`.
+    Mq(String),
 }
 
 pub const FORMS: &str = "fifo:PATH, unix:PATH, unix:@NAME, unix-dgram:PATH|@NAME, \
-                         unix-seq:PATH|@NAME, tcp:HOST:PORT, udp:HOST:PORT";
+                         unix-seq:PATH|@NAME, tcp:HOST:PORT, udp:HOST:PORT, mq:/NAME";
 
 /// Resolves `HOST:PORT` (IPv6 as `[::1]:PORT`).
 pub fn resolve(hostport: &str) -> Result<SocketAddr> {
@@ -61,6 +63,10 @@ impl FromStr for Addr {
             "unix-seq" => Addr::UnixSeq(unix(rest)?),
             "tcp" => Addr::Tcp(check_hostport(rest)?),
             "udp" => Addr::Udp(check_hostport(rest)?),
+            "mq" => {
+                ipckit::mq::validate_name(rest)?;
+                Addr::Mq(rest.to_string())
+            }
             other => bail!("unknown mechanism {other:?}; expected one of {FORMS}"),
         })
     }
@@ -75,6 +81,7 @@ impl fmt::Display for Addr {
             Addr::UnixSeq(a) => write!(f, "unix-seq:{a}"),
             Addr::Tcp(a) => write!(f, "tcp:{a}"),
             Addr::Udp(a) => write!(f, "udp:{a}"),
+            Addr::Mq(n) => write!(f, "mq:{n}"),
         }
     }
 }
@@ -116,6 +123,8 @@ mod tests {
             ("tcp:h:99999", "not a port"),
             ("unix:", "nothing after"),
             ("unix:@", "cannot be empty"),
+            ("mq:jobs", "must start with a slash"),
+            ("mq:/a/b", "second slash"),
         ] {
             let e = bad.parse::<Addr>().unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");

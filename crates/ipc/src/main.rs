@@ -7,6 +7,7 @@
 mod addr;
 mod bench;
 mod recv;
+mod rm;
 mod send;
 
 use std::process::ExitCode;
@@ -21,7 +22,7 @@ use clap::{Parser, Subcommand};
     about,
     long_about = None,
     after_help = "Addresses: fifo:PATH, unix:PATH, unix:@NAME, unix-dgram:…, unix-seq:…, \
-                  tcp:HOST:PORT, udp:HOST:PORT\n\
+                  tcp:HOST:PORT, udp:HOST:PORT, mq:/NAME\n\
                   Exit status: 0 done (also when stdout was closed early), 1 timed out, 2 error."
 )]
 struct Cli {
@@ -36,6 +37,8 @@ enum Command {
     Send(send::Args),
     /// Receive messages and print each on its own line.
     Recv(recv::Args),
+    /// Remove named IPC objects (POSIX queues, FIFOs).
+    Rm(rm::Args),
     /// Measure every mechanism between two real processes.
     Bench(bench::Args),
     /// The other process of `ipc bench` (internal).
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
     let res = match cli.command {
         Command::Send(a) => send::run(a),
         Command::Recv(a) => recv::run(a),
+        Command::Rm(a) => rm::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchPeer(a) => bench::peer(a),
     };

@@ -13,7 +13,7 @@ use ipckit::socket::unix::{SeqpacketListener, UnixAddr, UnixDatagram, UnixListen
 use ipckit::{Deadline, MessageReceiver, RecvTimeoutError};
 
 use crate::addr::{resolve, Addr, FORMS};
-use crate::send::secs;
+use crate::send::{open_queue, secs};
 use crate::{StdoutClosed, TimedOut};
 
 #[derive(clap::Args, Debug)]
@@ -34,6 +34,10 @@ pub struct Args {
     /// length-prefixed frame (for echo, cat, socat, nc).
     #[arg(long)]
     lines: bool,
+    /// On a POSIX queue (mq:), print each message's priority first,
+    /// separated from the message by a tab.
+    #[arg(long)]
+    show_priority: bool,
 }
 
 /// Paths this process created and must remove even when interrupted.
@@ -77,16 +81,27 @@ struct Printer {
 
 impl Printer {
     fn drain(&mut self, rx: &mut dyn MessageReceiver) -> Result<Stop> {
+        self.drain_with(|buf, d| rx.recv_until(buf, d).map(|()| None))
+    }
+
+    /// Prints what `recv` returns, with its tag (a priority) first when
+    /// there is one.
+    fn drain_with(
+        &mut self,
+        mut recv: impl FnMut(&mut Vec<u8>, Deadline) -> Result<Option<u32>, RecvTimeoutError>,
+    ) -> Result<Stop> {
         let mut buf = Vec::new();
         loop {
             if self.left == Some(0) {
                 return Ok(Stop::Done);
             }
-            match rx.recv_until(&mut buf, self.deadline) {
-                Ok(()) => {
+            match recv(&mut buf, self.deadline) {
+                Ok(tag) => {
+                    let prefix = tag.map(|t| format!("{t}\t")).unwrap_or_default();
                     let written = self
                         .out
-                        .write_all(&buf)
+                        .write_all(prefix.as_bytes())
+                        .and_then(|()| self.out.write_all(&buf))
                         .and_then(|()| self.out.write_all(b"\n"))
                         .and_then(|()| self.out.flush());
                     match written {
@@ -138,6 +153,9 @@ fn watch_unix(a: &UnixAddr) {
 
 pub fn run(args: Args) -> Result<()> {
     let timeout = secs(args.timeout)?;
+    if args.show_priority && !matches!(args.addr, Addr::Mq(_)) {
+        anyhow::bail!("--show-priority applies to POSIX queues (mq:/NAME) only");
+    }
     let framing = if args.lines {
         Framing::Lines
     } else {
@@ -197,6 +215,14 @@ pub fn run(args: Args) -> Result<()> {
         Addr::Udp(hp) => {
             let mut s = UdpSocket::bind(resolve(hp)?)?;
             p.drain(&mut s)?;
+        }
+        Addr::Mq(name) => {
+            let mut q = open_queue(name, ipckit::mq::Access::Receive)?;
+            if args.show_priority {
+                p.drain_with(|buf, d| q.recv_priority_until(buf, d).map(Some))?;
+            } else {
+                p.drain(&mut q)?;
+            }
         }
     }
     Ok(())

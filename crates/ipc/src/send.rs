@@ -31,6 +31,18 @@ pub struct Args {
     /// take a message).
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
+    /// Priority of each message on a POSIX queue (mq:), 0 to 32767;
+    /// higher priorities are received first.
+    #[arg(long, value_name = "P")]
+    priority: Option<u32>,
+}
+
+/// Opens (creating if needed, mode 0600) a POSIX queue that stays after exit.
+pub fn open_queue(name: &str, access: ipckit::mq::Access) -> Result<ipckit::mq::PosixQueue> {
+    Ok(ipckit::mq::PosixQueue::builder(name)
+        .access(access)
+        .keep(true)
+        .create_or_open()?)
 }
 
 pub fn secs(s: Option<f64>) -> Result<Option<Duration>> {
@@ -69,6 +81,7 @@ pub fn open(addr: &Addr, lines: bool, timeout: Option<Duration>) -> Result<Box<d
             s.set_framing(framing);
             Box::new(s)
         }
+        Addr::Mq(name) => Box::new(open_queue(name, ipckit::mq::Access::Send)?),
         Addr::Udp(hp) => {
             let sa = resolve(hp)?;
             let any = if sa.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
@@ -90,7 +103,21 @@ fn timeout_or(e: io::Error, addr: &Addr) -> anyhow::Error {
 pub fn run(args: Args) -> Result<()> {
     let timeout = secs(args.timeout)?;
     let deadline = timeout.map_or(Deadline::Never, Deadline::after);
-    let mut tx = open(&args.addr, args.lines, timeout)?;
+    let mut tx: Box<dyn MessageSender> = match (&args.addr, args.priority) {
+        (Addr::Mq(name), Some(p)) => {
+            if p >= ipckit::mq::PRIO_MAX {
+                anyhow::bail!(
+                    "--priority {p} is out of range: POSIX queues take 0 to {}",
+                    ipckit::mq::PRIO_MAX - 1
+                );
+            }
+            let mut q = open_queue(name, ipckit::mq::Access::Send)?;
+            q.set_default_priority(p)?;
+            Box::new(q)
+        }
+        (_, Some(_)) => anyhow::bail!("--priority applies to POSIX queues (mq:/NAME) only"),
+        _ => open(&args.addr, args.lines, timeout)?,
+    };
     let mut send =
         |msg: &[u8]| -> Result<()> {
             match tx.send_until(msg, deadline) {

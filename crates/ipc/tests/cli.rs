@@ -552,3 +552,71 @@ fn an_interrupted_recv_still_removes_what_it_created() {
         }
     }
 }
+
+/// Removes a POSIX queue when the test ends, however it ends.
+struct QueueGuard(String);
+
+impl Drop for QueueGuard {
+    fn drop(&mut self) {
+        let _ = run(ipc().args(["rm", &format!("mq:{}", self.0)]));
+    }
+}
+
+fn queue_exists(name: &str) -> bool {
+    ipckit::mq::PosixQueue::builder(name).open().is_ok()
+}
+
+#[test]
+fn posix_queue_outlives_its_sender_and_keeps_priorities() {
+    let name = format!("/{}", unique("mq"));
+    let _guard = QueueGuard(name.clone());
+    let addr = format!("mq:{name}");
+    for (msgs, prio) in [(vec!["low"], "1"), (vec!["high", "urgent"], "9")] {
+        let out = run(ipc().args(["send", &addr, "--priority", prio]).args(&msgs));
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(run(ipc().args(["send", &addr, "plain"])).status.success());
+    // Nobody was receiving: the queue kept everything.
+    let out = run(ipc().args([
+        "recv",
+        &addr,
+        "-n",
+        "4",
+        "--show-priority",
+        "--timeout",
+        "5",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "9\thigh\n9\turgent\n1\tlow\n0\tplain\n");
+    // And it is still there for the next one, until ipc rm.
+    assert!(queue_exists(&name));
+    let out = run(ipc().args(["recv", &addr, "-n", "1", "--timeout", "0.2"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(run(ipc().args(["rm", &addr])).status.success());
+    assert!(!queue_exists(&name));
+    fails_with(ipc().args(["rm", &addr]), "no POSIX queue named");
+}
+
+#[test]
+fn posix_queue_bad_input() {
+    let name = format!("/{}", unique("mqbad"));
+    let addr = format!("mq:{name}");
+    fails_with(
+        ipc().args(["send", &addr, "x", "--priority", "40000"]),
+        "out of range",
+    );
+    assert!(!queue_exists(&name), "a refused send created the queue");
+    fails_with(
+        ipc().args(["send", "mq:noslash", "x"]),
+        "must start with a slash",
+    );
+    fails_with(
+        ipc().args(["send", "unix:@x", "x", "--priority", "1"]),
+        "POSIX queues (mq:/NAME) only",
+    );
+    fails_with(
+        ipc().args(["recv", "unix:@x", "--show-priority"]),
+        "POSIX queues (mq:/NAME) only",
+    );
+    fails_with(ipc().args(["rm", "tcp:127.0.0.1:1"]), "not a named object");
+}

@@ -1,0 +1,25 @@
+//! `ipc rm ADDR...`: remove named IPC objects.
+
+use anyhow::{bail, Context, Result};
+
+use crate::addr::Addr;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Objects to remove: mq:/NAME (a POSIX queue) or fifo:PATH.
+    #[arg(value_name = "ADDR", required = true)]
+    addrs: Vec<Addr>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    for a in &args.addrs {
+        match a {
+            Addr::Mq(name) => ipckit::mq::unlink(name)?,
+            Addr::Fifo(path) => {
+                ipckit::fifo::remove(path).with_context(|| format!("cannot remove {a}"))?
+            }
+            other => bail!("{other} is not a named object ipc rm can remove (mq:/NAME, fifo:PATH)"),
+        }
+    }
+    Ok(())
+}
