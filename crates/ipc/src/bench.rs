@@ -27,13 +27,16 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use ipckit::fifo::Fifo;
+use ipckit::mq::PosixQueue;
 use ipckit::pipe::{self, PipeReader, PipeWriter};
 use ipckit::shm::MemfdRegion;
 use ipckit::socket::inet::{TcpListener, TcpStream, UdpSocket};
 use ipckit::socket::unix::{
     SeqpacketListener, SeqpacketStream, UnixAddr, UnixDatagram, UnixListener, UnixStream,
 };
-use ipckit::{MessageReceiver, MessageSender, RecvTimeoutError, WaitStrategy};
+use ipckit::{
+    Deadline, MessageReceiver, MessageSender, RecvTimeoutError, SendTimeoutError, WaitStrategy,
+};
 use serde::Serialize;
 
 /// Round trips timed together when measuring the floor.
@@ -53,10 +56,11 @@ pub enum Mech {
     UnixSeq,
     Tcp,
     Udp,
+    Mq,
 }
 
 impl Mech {
-    const ALL: [Mech; 7] = [
+    const ALL: [Mech; 8] = [
         Mech::Pipe,
         Mech::Fifo,
         Mech::Unix,
@@ -64,6 +68,7 @@ impl Mech {
         Mech::UnixSeq,
         Mech::Tcp,
         Mech::Udp,
+        Mech::Mq,
     ];
 
     fn name(self) -> &'static str {
@@ -75,6 +80,7 @@ impl Mech {
             Mech::UnixSeq => "unix-seq",
             Mech::Tcp => "tcp",
             Mech::Udp => "udp",
+            Mech::Mq => "mq",
         }
     }
 
@@ -96,6 +102,11 @@ impl Mech {
             Mech::UnixSeq => ("datagram, connected", "2 processes", "two-way"),
             Mech::Tcp => ("byte stream", "2 processes, any host", "two-way"),
             Mech::Udp => ("datagram, lossy", "many processes, any host", "two-way"),
+            Mech::Mq => (
+                "message + priority",
+                "many processes, by name",
+                "one-way (2 queues here)",
+            ),
         }
     }
 
@@ -175,6 +186,34 @@ pub struct PeerArgs {
     /// Mechanism-specific rendezvous: a path, an abstract name or a port.
     #[arg(long)]
     addr: Option<String>,
+}
+
+/// Two POSIX queues, one per direction, as one duplex endpoint.
+struct QueuePair {
+    tx: PosixQueue,
+    rx: PosixQueue,
+}
+
+impl MessageSender for QueuePair {
+    fn send_until(&mut self, msg: &[u8], d: Deadline) -> Result<(), SendTimeoutError<()>> {
+        self.tx.send_until(msg, d)
+    }
+}
+
+impl MessageReceiver for QueuePair {
+    fn recv_until(&mut self, buf: &mut Vec<u8>, d: Deadline) -> Result<(), RecvTimeoutError> {
+        self.rx.recv_until(buf, d)
+    }
+    fn max_message_size(&self) -> usize {
+        self.rx.max_message_size()
+    }
+    fn set_max_message_size(&mut self, max: usize) {
+        self.rx.set_max_message_size(max)
+    }
+    fn set_wait_strategy(&mut self, w: WaitStrategy) {
+        self.rx.set_wait_strategy(w);
+        self.tx.set_wait_strategy(w);
+    }
 }
 
 trait Endpoint: MessageSender + MessageReceiver {}
@@ -309,6 +348,18 @@ impl Ctx {
                 peer = Peer(cmd.spawn()?);
                 ep = Box::new(l.accept_timeout(SETUP_TIMEOUT)?);
             }
+            Mech::Mq => {
+                let base = format!("/{}", self.unique("mq"));
+                let q = |dir: &str| {
+                    PosixQueue::builder(format!("{base}-{dir}"))
+                        .capacity(10, size)
+                        .create()
+                };
+                let (tx, rx) = (q("a2b")?, q("b2a")?);
+                cmd.arg("--addr").arg(&base);
+                peer = Peer(cmd.spawn()?);
+                ep = Box::new(QueuePair { tx, rx });
+            }
             Mech::Udp => {
                 let mut s = UdpSocket::bind("127.0.0.1:0")?;
                 cmd.arg("--addr").arg(s.local_addr()?.port().to_string());
@@ -355,6 +406,13 @@ fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
             Box::new(s)
         }
         Mech::Tcp => Box::new(TcpStream::connect(format!("127.0.0.1:{}", addr()?))?),
+        Mech::Mq => {
+            let base = addr()?;
+            Box::new(QueuePair {
+                tx: PosixQueue::builder(format!("{base}-b2a")).open()?,
+                rx: PosixQueue::builder(format!("{base}-a2b")).open()?,
+            })
+        }
         Mech::Udp => {
             let mut s = UdpSocket::bind("127.0.0.1:0")?;
             s.connect(format!("127.0.0.1:{}", addr()?))?;
