@@ -452,6 +452,7 @@ fn bench_writes_the_documented_json() {
             "pipe",
             "unix-seq",
             "udp",
+            "mq",
             "--sizes",
             "64,65536",
             "--duration-ms",
@@ -487,7 +488,10 @@ fn bench_writes_the_documented_json() {
             continue;
         }
         // Above msgsize_max only a privileged process may create the queue.
-        if let Some(why) = r["skipped"].as_str().filter(|_| mech == "mq" && size == 65536) {
+        if let Some(why) = r["skipped"]
+            .as_str()
+            .filter(|_| mech == "mq" && size == 65536)
+        {
             assert!(why.contains("msgsize_max"), "{r}");
             continue;
         }
