@@ -27,16 +27,14 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use ipckit::fifo::Fifo;
-use ipckit::mq::PosixQueue;
+use ipckit::mq::{Duplex as MqDuplex, PosixQueue};
 use ipckit::pipe::{self, PipeReader, PipeWriter};
 use ipckit::shm::MemfdRegion;
 use ipckit::socket::inet::{TcpListener, TcpStream, UdpSocket};
 use ipckit::socket::unix::{
     SeqpacketListener, SeqpacketStream, UnixAddr, UnixDatagram, UnixListener, UnixStream,
 };
-use ipckit::{
-    Deadline, MessageReceiver, MessageSender, RecvTimeoutError, SendTimeoutError, WaitStrategy,
-};
+use ipckit::{MessageReceiver, MessageSender, RecvTimeoutError, WaitStrategy};
 use serde::Serialize;
 
 /// Round trips timed together when measuring the floor.
@@ -188,34 +186,6 @@ pub struct PeerArgs {
     addr: Option<String>,
 }
 
-/// Two POSIX queues, one per direction, as one duplex endpoint.
-struct QueuePair {
-    tx: PosixQueue,
-    rx: PosixQueue,
-}
-
-impl MessageSender for QueuePair {
-    fn send_until(&mut self, msg: &[u8], d: Deadline) -> Result<(), SendTimeoutError<()>> {
-        self.tx.send_until(msg, d)
-    }
-}
-
-impl MessageReceiver for QueuePair {
-    fn recv_until(&mut self, buf: &mut Vec<u8>, d: Deadline) -> Result<(), RecvTimeoutError> {
-        self.rx.recv_until(buf, d)
-    }
-    fn max_message_size(&self) -> usize {
-        self.rx.max_message_size()
-    }
-    fn set_max_message_size(&mut self, max: usize) {
-        self.rx.set_max_message_size(max)
-    }
-    fn set_wait_strategy(&mut self, w: WaitStrategy) {
-        self.rx.set_wait_strategy(w);
-        self.tx.set_wait_strategy(w);
-    }
-}
-
 trait Endpoint: MessageSender + MessageReceiver {}
 impl<T: MessageSender + MessageReceiver> Endpoint for T {}
 
@@ -358,7 +328,7 @@ impl Ctx {
                 let (tx, rx) = (q("a2b")?, q("b2a")?);
                 cmd.arg("--addr").arg(&base);
                 peer = Peer(cmd.spawn()?);
-                ep = Box::new(QueuePair { tx, rx });
+                ep = Box::new(MqDuplex { tx, rx });
             }
             Mech::Udp => {
                 let mut s = UdpSocket::bind("127.0.0.1:0")?;
@@ -408,7 +378,7 @@ fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
         Mech::Tcp => Box::new(TcpStream::connect(format!("127.0.0.1:{}", addr()?))?),
         Mech::Mq => {
             let base = addr()?;
-            Box::new(QueuePair {
+            Box::new(MqDuplex {
                 tx: PosixQueue::builder(format!("{base}-b2a")).open()?,
                 rx: PosixQueue::builder(format!("{base}-a2b")).open()?,
             })

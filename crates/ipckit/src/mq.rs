@@ -400,6 +400,44 @@ fn check_prio(p: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Two queues used as one two-way channel: messages go out on `tx` and
+/// come in on `rx` (the peer holds the same two the other way round).
+/// Sends use `tx`'s default priority.
+#[derive(Debug)]
+pub struct Duplex {
+    /// Outgoing messages.
+    pub tx: PosixQueue,
+    /// Incoming messages.
+    pub rx: PosixQueue,
+}
+
+impl crate::MessageSender for Duplex {
+    fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError<()>> {
+        crate::MessageSender::send_until(&mut self.tx, msg, deadline)
+    }
+}
+
+impl crate::MessageReceiver for Duplex {
+    fn recv_until(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+    ) -> Result<(), RecvTimeoutError> {
+        crate::MessageReceiver::recv_until(&mut self.rx, buf, deadline)
+    }
+    fn max_message_size(&self) -> usize {
+        crate::MessageReceiver::max_message_size(&self.rx)
+    }
+    fn set_max_message_size(&mut self, max: usize) {
+        crate::MessageReceiver::set_max_message_size(&mut self.rx, max)
+    }
+    /// Applies to both directions (a send waits on a full `tx`).
+    fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.rx.wait = strategy;
+        self.tx.wait = strategy;
+    }
+}
+
 /// Removes the queue called `name`.
 #[doc(alias = "mq_unlink")]
 pub fn unlink(name: &str) -> io::Result<()> {

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipckit::fifo::Fifo;
-use ipckit::mq::PosixQueue;
+use ipckit::mq::{Duplex as MqDuplex, PosixQueue};
 use ipckit::pipe::{self, PipeReader, PipeWriter};
 use ipckit::socket::inet::{TcpListener, TcpStream, UdpSocket};
 use ipckit::socket::unix::{
@@ -208,7 +208,7 @@ fn start(mech: Mech, role: &str) -> Result<(Box<dyn Endpoint>, Peer), Failed> {
             };
             let (tx, rx) = (q("a2b")?, q("b2a")?);
             let child = peer_cmd(mech, role, &base).spawn()?;
-            (Box::new(QueuePair { tx, rx }), child)
+            (Box::new(MqDuplex { tx, rx }), child)
         }
         Mech::Udp => {
             let mut s = UdpSocket::bind("[::1]:0")?;
@@ -242,7 +242,7 @@ fn peer_connect(mech: Mech, addr: &str) -> io::Result<Box<dyn Endpoint>> {
             Box::new(s)
         }
         Mech::Tcp => Box::new(TcpStream::connect(format!("127.0.0.1:{addr}"))?),
-        Mech::PosixMq => Box::new(QueuePair {
+        Mech::PosixMq => Box::new(MqDuplex {
             tx: PosixQueue::builder(format!("{addr}-b2a")).open()?,
             rx: PosixQueue::builder(format!("{addr}-a2b")).open()?,
         }),
@@ -267,42 +267,6 @@ fn stdout_end() -> PipeWriter {
             .try_clone_to_owned()
             .expect("dup stdout"),
     )
-}
-
-/// Two POSIX queues, one per direction, as one duplex endpoint.
-struct QueuePair {
-    tx: PosixQueue,
-    rx: PosixQueue,
-}
-
-impl MessageSender for QueuePair {
-    fn send_until(
-        &mut self,
-        msg: &[u8],
-        d: ipckit::Deadline,
-    ) -> Result<(), ipckit::SendTimeoutError<()>> {
-        self.tx.send_until(msg, d)
-    }
-}
-
-impl MessageReceiver for QueuePair {
-    fn recv_until(
-        &mut self,
-        buf: &mut Vec<u8>,
-        d: ipckit::Deadline,
-    ) -> Result<(), RecvTimeoutError> {
-        self.rx.recv_until(buf, d)
-    }
-    fn max_message_size(&self) -> usize {
-        self.rx.max_message_size()
-    }
-    fn set_max_message_size(&mut self, max: usize) {
-        self.rx.set_max_message_size(max)
-    }
-    fn set_wait_strategy(&mut self, w: ipckit::WaitStrategy) {
-        self.rx.set_wait_strategy(w);
-        self.tx.set_wait_strategy(w);
-    }
 }
 
 /// Deterministic content for message `i` of `len` bytes.
