@@ -243,3 +243,33 @@ recv_error! {
         Disconnected => BrokenPipe, "the peer is gone: the sending end was closed and nothing is left to read",
     }
 }
+
+impl SendTimeoutError<()> {
+    /// The error of a send that had no deadline, with `msg` handed back.
+    /// (A timeout cannot happen then; if it did, it is reported as an I/O
+    /// error rather than a panic.)
+    pub(crate) fn without_deadline<M>(self, msg: M) -> SendError<M> {
+        match self {
+            SendTimeoutError::Disconnected(()) => SendError::Disconnected(msg),
+            SendTimeoutError::Io(e, ()) => SendError::Io(e, msg),
+            SendTimeoutError::Timeout(()) => SendError::Io(
+                io::Error::new(io::ErrorKind::TimedOut, "unexpected timeout"),
+                msg,
+            ),
+        }
+    }
+}
+
+impl RecvTimeoutError {
+    /// The error of a receive that had no deadline.
+    pub(crate) fn without_deadline(self) -> RecvError {
+        match self {
+            RecvTimeoutError::Disconnected => RecvError::Disconnected,
+            RecvTimeoutError::Io(e) => RecvError::Io(e),
+            RecvTimeoutError::Timeout => RecvError::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "unexpected timeout",
+            )),
+        }
+    }
+}

@@ -79,15 +79,8 @@ pub trait MessageSender {
     where
         Self: Sized,
     {
-        match self.send_until(msg.as_ref(), Deadline::Never) {
-            Ok(()) => Ok(()),
-            Err(SendTimeoutError::Disconnected(())) => Err(SendError::Disconnected(msg)),
-            Err(SendTimeoutError::Io(e, ())) => Err(SendError::Io(e, msg)),
-            Err(SendTimeoutError::Timeout(())) => Err(SendError::Io(
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "unexpected timeout"),
-                msg,
-            )),
-        }
+        self.send_until(msg.as_ref(), Deadline::Never)
+            .map_err(|e| e.without_deadline(msg))
     }
 
     /// Sends one message if the channel can take it now, without blocking.
@@ -137,15 +130,8 @@ pub trait MessageReceiver {
     /// Receives one message into `buf`, blocking until one arrives.
     /// Reusing `buf` across calls avoids an allocation per message.
     fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<(), RecvError> {
-        match self.recv_until(buf, Deadline::Never) {
-            Ok(()) => Ok(()),
-            Err(RecvTimeoutError::Disconnected) => Err(RecvError::Disconnected),
-            Err(RecvTimeoutError::Io(e)) => Err(RecvError::Io(e)),
-            Err(RecvTimeoutError::Timeout) => Err(RecvError::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "unexpected timeout",
-            ))),
-        }
+        self.recv_until(buf, Deadline::Never)
+            .map_err(RecvTimeoutError::without_deadline)
     }
 
     /// Receives one message into `buf` if one is waiting, without blocking.

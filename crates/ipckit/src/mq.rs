@@ -332,14 +332,8 @@ impl PosixQueue {
         msg: M,
         priority: u32,
     ) -> Result<(), SendError<M>> {
-        match self.send_priority_until(msg.as_ref(), priority, Deadline::Never) {
-            Ok(()) => Ok(()),
-            Err(SendTimeoutError::Disconnected(())) => Err(SendError::Disconnected(msg)),
-            Err(SendTimeoutError::Io(e, ())) => Err(SendError::Io(e, msg)),
-            Err(SendTimeoutError::Timeout(())) => {
-                Err(SendError::Io(io::ErrorKind::TimedOut.into(), msg))
-            }
-        }
+        self.send_priority_until(msg.as_ref(), priority, Deadline::Never)
+            .map_err(|e| e.without_deadline(msg))
     }
 
     /// Receives the oldest message of the highest priority into `buf`,
@@ -372,12 +366,8 @@ impl PosixQueue {
     /// Receives the oldest message of the highest priority, blocking while
     /// the queue is empty; returns its priority.
     pub fn recv_priority(&mut self, buf: &mut Vec<u8>) -> Result<u32, RecvError> {
-        match self.recv_priority_until(buf, Deadline::Never) {
-            Ok(p) => Ok(p),
-            Err(RecvTimeoutError::Disconnected) => Err(RecvError::Disconnected),
-            Err(RecvTimeoutError::Io(e)) => Err(RecvError::Io(e)),
-            Err(RecvTimeoutError::Timeout) => Err(RecvError::Io(io::ErrorKind::TimedOut.into())),
-        }
+        self.recv_priority_until(buf, Deadline::Never)
+            .map_err(RecvTimeoutError::without_deadline)
     }
 
     /// Removes the queue's name now; open descriptors keep working.

@@ -434,15 +434,7 @@ fn send_fds<M: AsRef<[u8]>>(
     msg: M,
     send: impl FnOnce(&[u8]) -> Result<(), SendTimeoutError<()>>,
 ) -> Result<(), SendError<M>> {
-    match send(msg.as_ref()) {
-        Ok(()) => Ok(()),
-        Err(SendTimeoutError::Disconnected(())) => Err(SendError::Disconnected(msg)),
-        Err(SendTimeoutError::Io(e, ())) => Err(SendError::Io(e, msg)),
-        Err(SendTimeoutError::Timeout(())) => Err(SendError::Io(
-            io::Error::new(io::ErrorKind::TimedOut, "unexpected timeout"),
-            msg,
-        )),
-    }
+    send(msg.as_ref()).map_err(|e| e.without_deadline(msg))
 }
 
 fn recv_fds(
@@ -450,15 +442,9 @@ fn recv_fds(
     buf: &mut Vec<u8>,
 ) -> Result<Vec<OwnedFd>, RecvError> {
     let mut fds = Vec::new();
-    match recv(buf, &mut fds) {
-        Ok(()) => Ok(fds),
-        Err(RecvTimeoutError::Disconnected) => Err(RecvError::Disconnected),
-        Err(RecvTimeoutError::Io(e)) => Err(RecvError::Io(e)),
-        Err(RecvTimeoutError::Timeout) => Err(RecvError::Io(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "unexpected timeout",
-        ))),
-    }
+    recv(buf, &mut fds)
+        .map(|()| fds)
+        .map_err(RecvTimeoutError::without_deadline)
 }
 
 macro_rules! packet_socket_common {
