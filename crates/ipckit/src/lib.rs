@@ -11,6 +11,7 @@
 //! | [`pipe`] | anonymous pipes (`pipe(2)`) | byte stream, framed | related processes |
 //! | [`fifo`] | named pipes (`mkfifo(3)`) | byte stream, framed | any process that can open the path |
 //! | [`mq`] | POSIX message queues (`mq_overview(7)`) | messages with priorities | many processes, by name |
+//! | [`sysv`] | System V message queues (`msgop(2)`) | messages with types, selective receive | many processes, by key |
 //! | [`socket::unix`] | Unix domain sockets: stream, datagram, seqpacket | stream (framed) or datagrams | two processes (stream) or many (datagram) |
 //! | [`socket::inet`] | TCP and UDP on loopback or a network | stream (framed) or datagrams | two processes, any host |
 //!
@@ -78,6 +79,7 @@ pub mod shm;
 pub mod socket;
 #[allow(unsafe_code)]
 mod sys;
+pub mod sysv;
 pub mod wait;
 
 pub use dgram::DIRECT_LIMIT;

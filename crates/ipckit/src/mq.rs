@@ -54,14 +54,14 @@ pub const PRIO_MAX: u32 = 32768;
 /// The longest name, not counting its leading slash (`NAME_MAX`).
 pub const NAME_MAX: usize = 255;
 
-/// Which directions a queue is opened for.
+/// Which directions a queue is opened for (POSIX and System V queues).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Receive only (`O_RDONLY`).
+    /// Receive only (POSIX `O_RDONLY`; System V read permission).
     Receive,
-    /// Send only (`O_WRONLY`).
+    /// Send only (POSIX `O_WRONLY`; System V write permission).
     Send,
-    /// Both (`O_RDWR`).
+    /// Both (POSIX `O_RDWR`; System V read and write permission).
     Both,
 }
 

@@ -18,6 +18,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use crate::message::Deadline;
+use crate::sys::alarm::Alarm;
 use crate::sys::fd::{poll, Interest};
 use std::os::fd::AsFd;
 
@@ -105,11 +106,63 @@ pub(crate) enum WaitError {
     Io(io::Error),
 }
 
+/// What the spin phase of a wait ended with.
+enum Spun<T> {
+    /// A result (or the deadline passed).
+    Done(Result<T, WaitError>),
+    /// Nothing yet: block, until this instant if there is one.
+    Block(Option<Instant>),
+}
+
+/// The part of every wait before it blocks: one non-blocking attempt for
+/// `Deadline::Now`, spinning for `Spin` and `Adaptive`.
+fn spin<T>(
+    strategy: WaitStrategy,
+    deadline: Deadline,
+    attempt: &mut dyn FnMut(Mode) -> io::Result<T>,
+) -> Spun<T> {
+    let would_block = |e: &io::Error| e.kind() == io::ErrorKind::WouldBlock;
+    let end = match deadline {
+        Deadline::Now => {
+            return Spun::Done(match attempt(Mode::NonBlocking) {
+                Err(e) if would_block(&e) => Err(WaitError::Timeout),
+                r => r.map_err(WaitError::Io),
+            });
+        }
+        Deadline::Never => None,
+        Deadline::At(t) => Some(t),
+    };
+    let spin_end = match strategy {
+        WaitStrategy::Block => return Spun::Block(end),
+        WaitStrategy::Spin => end,
+        WaitStrategy::Adaptive { spin_for } => {
+            let t = Instant::now() + spin_for;
+            Some(end.map_or(t, |e| e.min(t)))
+        }
+    };
+    loop {
+        match attempt(Mode::NonBlocking) {
+            Err(e) if would_block(&e) => {}
+            r => return Spun::Done(r.map_err(WaitError::Io)),
+        }
+        if spin_end.is_some_and(|t| Instant::now() >= t) {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    if strategy == WaitStrategy::Spin {
+        Spun::Done(Err(WaitError::Timeout))
+    } else {
+        Spun::Block(end)
+    }
+}
+
 /// Runs `attempt` until it stops answering `WouldBlock`, waiting between
 /// tries as `strategy` says, and gives up at `deadline`.
 ///
-/// `attempt(Mode::Blocking)` may sleep in the kernel (used only when there is
-/// no deadline); `attempt(io, Mode::NonBlocking)` must not.
+/// `attempt(io, Mode::Blocking)` may sleep in the kernel (used only when
+/// there is no deadline); `attempt(io, Mode::NonBlocking)` must not. With a
+/// deadline, the blocking phase sleeps in `poll(2)` on `io`.
 pub(crate) fn wait_io<S: AsFd, T>(
     io: &mut S,
     interest: Interest,
@@ -117,42 +170,10 @@ pub(crate) fn wait_io<S: AsFd, T>(
     deadline: Deadline,
     mut attempt: impl FnMut(&mut S, Mode) -> io::Result<T>,
 ) -> Result<T, WaitError> {
-    let would_block = |e: &io::Error| e.kind() == io::ErrorKind::WouldBlock;
-    let end = match deadline {
-        Deadline::Now => {
-            return match attempt(io, Mode::NonBlocking) {
-                Err(e) if would_block(&e) => Err(WaitError::Timeout),
-                r => r.map_err(WaitError::Io),
-            };
-        }
-        Deadline::Never => None,
-        Deadline::At(t) => Some(t),
+    let end = match spin(strategy, deadline, &mut |m| attempt(io, m)) {
+        Spun::Done(r) => return r,
+        Spun::Block(end) => end,
     };
-    // Spin phase.
-    let spin_end = match strategy {
-        WaitStrategy::Block => None,
-        WaitStrategy::Spin => Some(end),
-        WaitStrategy::Adaptive { spin_for } => {
-            let t = Instant::now() + spin_for;
-            Some(Some(end.map_or(t, |e| e.min(t))))
-        }
-    };
-    if let Some(spin_end) = spin_end {
-        loop {
-            match attempt(io, Mode::NonBlocking) {
-                Err(e) if would_block(&e) => {}
-                r => return r.map_err(WaitError::Io),
-            }
-            if spin_end.is_some_and(|t| Instant::now() >= t) {
-                break;
-            }
-            std::hint::spin_loop();
-        }
-        if strategy == WaitStrategy::Spin {
-            return Err(WaitError::Timeout);
-        }
-    }
-    // Blocking phase.
     loop {
         let mode = if end.is_none() {
             Mode::Blocking
@@ -160,11 +181,50 @@ pub(crate) fn wait_io<S: AsFd, T>(
             Mode::NonBlocking
         };
         match attempt(io, mode) {
-            Err(e) if would_block(&e) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             r => return r.map_err(WaitError::Io),
         }
         if !poll(io.as_fd(), interest, end).map_err(WaitError::Io)? {
             return Err(WaitError::Timeout);
+        }
+    }
+}
+
+/// Like [`wait_io`] for a call that is not on a file descriptor and has no
+/// timeout of its own (System V `msgsnd`/`msgrcv`).
+///
+/// `attempt(Mode::Blocking)` sleeps in the kernel and is made once: it
+/// returns `Interrupted` when a signal arrives. With a deadline, an
+/// [`Alarm`] interrupts it then; the thread sleeps until a result or the
+/// deadline, without polling.
+pub(crate) fn wait_call<T>(
+    strategy: WaitStrategy,
+    deadline: Deadline,
+    mut attempt: impl FnMut(Mode) -> io::Result<T>,
+) -> Result<T, WaitError> {
+    let end = match spin(strategy, deadline, &mut attempt) {
+        Spun::Done(r) => return r,
+        Spun::Block(end) => end,
+    };
+    if let Some(t) = end {
+        // A message may already be there: no alarm needed then.
+        match attempt(Mode::NonBlocking) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            r => return r.map_err(WaitError::Io),
+        }
+        if Instant::now() >= t {
+            return Err(WaitError::Timeout);
+        }
+    }
+    let _alarm = end.map(Alarm::arm).transpose().map_err(WaitError::Io)?;
+    loop {
+        match attempt(Mode::Blocking) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                if end.is_some_and(|t| Instant::now() >= t) {
+                    return Err(WaitError::Timeout);
+                }
+            }
+            r => return r.map_err(WaitError::Io),
         }
     }
 }

@@ -19,6 +19,7 @@ use ipckit::socket::inet::{TcpListener, TcpStream, UdpSocket};
 use ipckit::socket::unix::{
     SeqpacketListener, SeqpacketStream, UnixAddr, UnixDatagram, UnixListener, UnixStream,
 };
+use ipckit::sysv::{self, Key, MessageQueue, Selector};
 use ipckit::{
     MessageReceiver, MessageSender, MessageTooLarge, RecvTimeoutError, SendError, TryRecvError,
     TrySendError,
@@ -38,9 +39,10 @@ enum Mech {
     Tcp,
     Udp,
     PosixMq,
+    SysvMq,
 }
 
-const MECHS: [Mech; 8] = [
+const MECHS: [Mech; 9] = [
     Mech::Pipe,
     Mech::Fifo,
     Mech::Unix,
@@ -49,6 +51,7 @@ const MECHS: [Mech; 8] = [
     Mech::Tcp,
     Mech::Udp,
     Mech::PosixMq,
+    Mech::SysvMq,
 ];
 
 impl Mech {
@@ -62,6 +65,7 @@ impl Mech {
             Mech::Tcp => "tcp",
             Mech::Udp => "udp",
             Mech::PosixMq => "posix_mq",
+            Mech::SysvMq => "sysv_mq",
         }
     }
 
@@ -94,6 +98,7 @@ impl Mech {
             Mech::Udp => 60_000,
             Mech::UnixDgram | Mech::UnixSeq => 100_000,
             Mech::PosixMq => 8192,
+            Mech::SysvMq => sysv::limits().expect("limits").max_message_size,
             _ => 1 << 20,
         }
     }
@@ -210,6 +215,15 @@ fn start(mech: Mech, role: &str) -> Result<(Box<dyn Endpoint>, Peer), Failed> {
             let child = peer_cmd(mech, role, &base).spawn()?;
             (Box::new(MqDuplex { tx, rx }), child)
         }
+        Mech::SysvMq => {
+            // One private queue, both directions: we send type 1 and take
+            // type 2; the peer, told the id, does the opposite.
+            let mut q = MessageQueue::private().create()?;
+            q.set_default_type(1)?;
+            q.set_default_selector(Selector::Type(2))?;
+            let child = peer_cmd(mech, role, &q.id().to_string()).spawn()?;
+            (Box::new(q), child)
+        }
         Mech::Udp => {
             let mut s = UdpSocket::bind("[::1]:0")?;
             let port = s.local_addr()?.port().to_string();
@@ -246,6 +260,13 @@ fn peer_connect(mech: Mech, addr: &str) -> io::Result<Box<dyn Endpoint>> {
             tx: PosixQueue::builder(format!("{addr}-b2a")).open()?,
             rx: PosixQueue::builder(format!("{addr}-a2b")).open()?,
         }),
+        Mech::SysvMq => {
+            let id = addr.parse().map_err(io::Error::other)?;
+            let mut q = MessageQueue::open_id(id)?;
+            q.set_default_type(2)?;
+            q.set_default_selector(Selector::Type(1))?;
+            Box::new(q)
+        }
         Mech::Udp => {
             let mut s = UdpSocket::bind("[::1]:0")?;
             s.connect(format!("[::1]:{addr}"))?;
@@ -990,31 +1011,28 @@ fn mq_names_and_limits() -> Result<(), Failed> {
     })
 }
 
-/// A queue of mode 0400 cannot be opened for sending by another user.
-fn mq_permission_denied() -> Result<(), Failed> {
+/// A command running this test binary as another user: `nobody` when we
+/// are root (root bypasses permission bits), else ourselves. The copy of
+/// the binary lives in `dir`, which must outlive the command.
+fn other_user_cmd(dir: &tempfile::TempDir) -> io::Result<Command> {
     use std::os::unix::fs::PermissionsExt;
-    let name = format!("/{}", unique("perm"));
-    let _q = PosixQueue::builder(&name)
-        .mode(0o400)
-        .capacity(2, 16)
-        .create()?;
-    let dir = tempfile::tempdir()?;
+    if my_uid() != 0 {
+        return Ok(Command::new(std::env::current_exe()?));
+    }
+    use std::os::unix::process::CommandExt;
     std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755))?;
-    let mut cmd = if my_uid() == 0 {
-        // Root bypasses permission bits: a copy of this binary runs as nobody.
-        use std::os::unix::process::CommandExt;
-        let exe = dir.path().join("peer");
-        std::fs::copy(std::env::current_exe()?, &exe)?;
-        std::fs::set_permissions(&exe, PermissionsExt::from_mode(0o755))?;
-        let mut c = Command::new(exe);
-        c.uid(65534).gid(65534);
-        c
-    } else {
-        Command::new(std::env::current_exe()?)
-    };
-    let out = cmd
-        .env("IPCKIT_PEER_MQ", format!("open-for-send:{name}"))
-        .output()?;
+    let exe = dir.path().join("peer");
+    std::fs::copy(std::env::current_exe()?, &exe)?;
+    std::fs::set_permissions(&exe, PermissionsExt::from_mode(0o755))?;
+    let mut c = Command::new(exe);
+    c.uid(65534).gid(65534);
+    Ok(c)
+}
+
+/// Runs `cmd` (a peer expected to be refused) and checks it printed
+/// "permission denied".
+fn expect_denied(cmd: &mut Command) -> Result<(), Failed> {
+    let out = cmd.output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     ensure(
         out.status.success() && text.contains("permission denied"),
@@ -1028,6 +1046,371 @@ fn mq_permission_denied() -> Result<(), Failed> {
     )
 }
 
+/// A queue of mode 0400 cannot be opened for sending by another user.
+fn mq_permission_denied() -> Result<(), Failed> {
+    let name = format!("/{}", unique("perm"));
+    let _q = PosixQueue::builder(&name)
+        .mode(0o400)
+        .capacity(2, 16)
+        .create()?;
+    let dir = tempfile::tempdir()?;
+    expect_denied(other_user_cmd(&dir)?.env("IPCKIT_PEER_MQ", format!("open-for-send:{name}")))
+}
+
+// ---- System V message queues ---------------------------------------------
+
+/// A key no other test (or run) uses: a marker bit, our pid and a counter.
+fn unique_key() -> Key {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed) & 0xff;
+    Key::new((0x4000_0000 | (std::process::id() & 0x3f_ffff) << 8 | n) as i32)
+}
+
+fn sysv_peer(spec: String) -> io::Result<Command> {
+    let mut c = Command::new(std::env::current_exe()?);
+    c.env("IPCKIT_PEER_SYSV", spec).stdin(Stdio::null());
+    Ok(c)
+}
+
+fn run_peer(cmd: &mut Command) -> Result<String, Failed> {
+    let out = cmd.output()?;
+    ensure(out.status.success(), || {
+        format!("peer: {}", String::from_utf8_lossy(&out.stderr))
+    })?;
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn peer_sysv(spec: &str) -> io::Result<()> {
+    let (what, key) = spec.split_once(':').expect("what:key");
+    let key: Key = key.parse()?;
+    match what {
+        // Typed messages for the selection test (the key comes as PATH:PROJ).
+        "send" => {
+            let mut q = MessageQueue::builder(key)
+                .access(sysv::Access::Send)
+                .open()?;
+            for (m, t) in [
+                ("a3", 3),
+                ("b1", 1),
+                ("c7", 7),
+                ("d3", 3),
+                ("e2", 2),
+                ("f9", 9),
+            ] {
+                q.send_type(m, t)?;
+            }
+            Ok(())
+        }
+        // Say "ready" (type 99), then wait for a type-1 message that never
+        // comes; print how the wait ended.
+        "wait" => {
+            let mut q = MessageQueue::builder(key).open()?;
+            q.send_type(b"ready", 99)?;
+            let t0 = Instant::now();
+            let r = q.recv_select_until(
+                &mut Vec::new(),
+                Selector::Type(1),
+                ipckit::Deadline::after(T),
+            );
+            let ms = t0.elapsed().as_millis();
+            println!("{:?} after {ms} ms", r.map_err(|e| e.to_string()));
+            Ok(())
+        }
+        // Send "late" (type 1) after 300 ms.
+        "late" => {
+            let mut q = MessageQueue::builder(key).open()?;
+            std::thread::sleep(Duration::from_millis(300));
+            q.send_type(b"late", 1)?;
+            Ok(())
+        }
+        "open-for-send" => match MessageQueue::builder(key).access(sysv::Access::Send).open() {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                println!("{e}");
+                Ok(())
+            }
+            other => Err(io::Error::other(format!(
+                "expected permission denied, got {other:?}"
+            ))),
+        },
+        _ => Err(io::Error::other("unknown sysv role")),
+    }
+}
+
+/// Every msgtyp mode picks the right message sent by another process.
+fn sysv_selection_modes() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("keyfile");
+    std::fs::write(&file, b"")?;
+    let spec = format!("{}:Q", file.display());
+    let key: Key = spec.parse()?;
+    ensure(key == Key::ftok(&file, b'Q')?, || "ftok differs".into())?;
+    let mut q = MessageQueue::builder(key).create()?;
+    run_peer(&mut sysv_peer(format!("send:{spec}"))?)?;
+    let st = q.status()?;
+    ensure(st.messages == 6 && st.bytes == 12, || format!("{st:?}"))?;
+    let mut buf = Vec::new();
+    let mut take = |sel: Selector| match q.recv_select_until(&mut buf, sel, ipckit::Deadline::Now) {
+        Ok(t) => format!("{t}:{}", String::from_utf8_lossy(&buf)),
+        Err(e) => format!("{e:?}"),
+    };
+    // Queue: a3 b1 c7 d3 e2 f9.
+    let got = [
+        take(Selector::Type(3)),
+        take(Selector::NotType(1)),
+        take(Selector::UpTo(5)), // lowest type first
+        take(Selector::UpTo(5)),
+        take(Selector::Any),
+        take(Selector::UpTo(8)), // only type 9 is left
+        take(Selector::from_msgtyp(-9, false)?),
+        take(Selector::Any),
+    ];
+    let want = [
+        "3:a3", "7:c7", "1:b1", "2:e2", "3:d3", "Timeout", "9:f9", "Timeout",
+    ];
+    ensure(got == want, || format!("{got:?}"))?;
+    let st = q.status()?;
+    ensure(
+        st.messages == 0 && st.last_receiver == Some(std::process::id()),
+        || format!("{st:?}"),
+    )
+}
+
+/// Raw msgsnd/msgrcv from another program (perl's built-ins): the type is
+/// the leading long, the payload unchanged, both ways.
+fn sysv_interop_raw() -> Result<(), Failed> {
+    let key = unique_key();
+    let mut q = MessageQueue::builder(key).create()?;
+    q.send_type(b"from rust\0\xff", 7)?;
+    let script = r#"
+        my $id = msgget($ARGV[0], 0) // die "msgget: $!";
+        defined msgrcv($id, my $buf, 100, 7, 0) or die "msgrcv: $!";
+        my ($t, $text) = unpack("l! a*", $buf);
+        print "$t:", unpack("H*", $text), "
+";
+        msgsnd($id, pack("l! a*", 42, "from perl\x00\x01"), 0) or die "msgsnd: $!";
+    "#;
+    let out = Command::new("perl")
+        .args(["-e", script, &key.value().to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("perl (the interop peer) could not run: {e}"))?;
+    ensure(out.status.success(), || {
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    })?;
+    let text = String::from_utf8(out.stdout)?;
+    ensure(text.trim() == "7:66726f6d207275737400ff", || text.clone())?;
+    let mut buf = Vec::new();
+    let t = q.recv_select_until(&mut buf, Selector::Any, ipckit::Deadline::after(T))?;
+    ensure(t == 42 && buf == b"from perl\0\x01", || {
+        format!("{t} {buf:?}")
+    })
+}
+
+/// Timeouts sleep (no spinning) and end on time; a message from another
+/// process ends a timed wait early; non-blocking calls on an empty or full
+/// queue say so and hand the message back.
+fn sysv_timeouts_and_nonblocking() -> Result<(), Failed> {
+    let key = unique_key();
+    let mut q = MessageQueue::builder(key).max_bytes(64).create()?;
+    let mut buf = Vec::new();
+    match q.try_recv_into(&mut buf) {
+        Err(TryRecvError::Empty) => {}
+        other => return Err(format!("try_recv on empty: {other:?}").into()),
+    }
+    let cpu0 = thread_cpu_ticks()?;
+    let t0 = Instant::now();
+    match q.recv_timeout(Duration::from_millis(500)) {
+        Err(RecvTimeoutError::Timeout) => {}
+        other => return Err(format!("recv_timeout: {other:?}").into()),
+    }
+    let took = t0.elapsed();
+    let cpu = thread_cpu_ticks()? - cpu0;
+    ensure(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
+        || format!("timed out after {took:?}"),
+    )?;
+    // Ticks are 10 ms: a spinning wait would use about 50 of them.
+    ensure(cpu <= 5, || format!("the wait used {cpu} CPU ticks"))?;
+    // A message sent by another process 300 ms in ends a 10 s wait early.
+    let mut late = sysv_peer(format!("late:{}", key.value()))?.spawn()?;
+    let t0 = Instant::now();
+    let t = q.recv_select_until(&mut buf, Selector::Type(1), ipckit::Deadline::after(T))?;
+    let took = t0.elapsed();
+    ensure(
+        t == 1 && buf == b"late" && took < Duration::from_secs(5),
+        || format!("{t} {buf:?} after {took:?}"),
+    )?;
+    ensure(late.wait()?.success(), || "late sender failed".into())?;
+    // Full: 64 bytes of limit.
+    q.try_send([1u8; 40])?;
+    let msg = vec![2u8; 40];
+    match q.try_send(msg.clone()) {
+        Err(TrySendError::Full(back)) => ensure(back == msg, || "other message back".into())?,
+        other => return Err(format!("try_send on full: {other:?}").into()),
+    }
+    let t0 = Instant::now();
+    match q.send_timeout(msg.clone(), Duration::from_millis(200)) {
+        Err(ipckit::SendTimeoutError::Timeout(back)) => {
+            ensure(back == msg, || "other message back".into())?
+        }
+        other => return Err(format!("send_timeout on full: {other:?}").into()),
+    }
+    ensure(t0.elapsed() >= Duration::from_millis(200), || {
+        "early send timeout".into()
+    })?;
+    // Larger than the queue's byte limit: refused at once, never waits.
+    let e = q.send(vec![0u8; 100]).unwrap_err();
+    ensure(e.to_string().contains("can never fit"), || e.to_string())?;
+    ensure(q.status()?.messages == 1, || "queue changed".into())
+}
+
+/// User plus system CPU time of this thread, in clock ticks.
+fn thread_cpu_ticks() -> io::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
+    // Fields after the command name (which is in parentheses).
+    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok(n(11) + n(12)) // utime, stime: fields 14 and 15 of stat(5)
+}
+
+/// Removing the queue wakes a receiver blocked in another process, with
+/// an error that says so.
+fn sysv_removed_under_receiver() -> Result<(), Failed> {
+    let key = unique_key();
+    let mut q = MessageQueue::builder(key).create()?;
+    let child = sysv_peer(format!("wait:{}", key.value()))?
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut peer = Peer { child, _dir: None };
+    q.recv_select_until(
+        &mut Vec::new(),
+        Selector::Type(99),
+        ipckit::Deadline::after(T),
+    )?;
+    std::thread::sleep(Duration::from_millis(100)); // let it block in msgrcv
+    q.remove()?;
+    ensure(peer.wait()?, || "waiter failed".into())?;
+    let mut out = String::new();
+    peer.child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut out)?;
+    ensure(out.contains("was removed"), || out.clone())?;
+    let ms: u64 = out
+        .rsplit("after ")
+        .next()
+        .and_then(|d| d.trim().strip_suffix(" ms"))
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| format!("unexpected output: {out}"))?;
+    ensure(ms < 5000, || format!("woke late: {out}"))?;
+    ensure(MessageQueue::builder(key).open().is_err(), || {
+        "queue still there".into()
+    })
+}
+
+/// Status fields, IPC_SET of mode and byte limit, MSG_NOERROR truncation,
+/// and the limits named in errors.
+fn sysv_status_set_and_limits() -> Result<(), Failed> {
+    let limits = sysv::limits()?;
+    let key = unique_key();
+    let mut q = MessageQueue::builder(key).create()?;
+    let st = q.status()?;
+    ensure(
+        st.key == key
+            && st.mode == 0o600
+            && st.owner.uid == my_uid()
+            && st.creator.uid == my_uid()
+            && st.max_bytes == limits.max_queue_bytes as u64
+            && st.last_sender.is_none()
+            && st.last_send.is_none()
+            && st.last_change.is_some(),
+        || format!("{st:?}"),
+    )?;
+    q.set_mode(0o640)?;
+    q.set_max_bytes(1000)?;
+    let st = q.status()?;
+    ensure(st.mode == 0o640 && st.max_bytes == 1000, || {
+        format!("{st:?}")
+    })?;
+    // Above msgmnb needs CAP_SYS_RESOURCE: either it works or the error
+    // names the limit.
+    let big = limits.max_queue_bytes as u64 * 2;
+    match q.set_max_bytes(big) {
+        Ok(()) => ensure(q.status()?.max_bytes == big, || "limit not applied".into())?,
+        Err(e) => ensure(e.to_string().contains("msgmnb"), || e.to_string())?,
+    }
+    q.set_max_bytes(1000)?;
+    // Truncation only when asked.
+    q.send_type(b"0123456789", 1)?;
+    q.set_max_message_size(4);
+    match q.try_recv() {
+        Err(TryRecvError::Io(e)) => ensure(
+            MessageTooLarge::find(&e).is_some_and(|b| b.len == 10 && b.max == 4),
+            || e.to_string(),
+        )?,
+        other => return Err(format!("oversized: {other:?}").into()),
+    }
+    q.send_type(b"0123456789", 1)?;
+    q.set_truncate(true);
+    ensure(q.try_recv()? == b"0123", || "not truncated".into())?;
+    // Errors that say what to do.
+    let e = q.send_type(b"x", 0).unwrap_err();
+    ensure(e.to_string().contains("types run from 1"), || e.to_string())?;
+    let e = Selector::from_msgtyp(-3, true).unwrap_err();
+    ensure(e.to_string().contains("MSG_EXCEPT"), || e.to_string())?;
+    let e = q.send(vec![0u8; limits.max_message_size + 1]).unwrap_err();
+    ensure(
+        e.to_string()
+            .contains(&format!("msgmax is {}", limits.max_message_size)),
+        || e.to_string(),
+    )?;
+    let other = unique_key();
+    let e = MessageQueue::builder(other).open().unwrap_err();
+    ensure(
+        e.kind() == io::ErrorKind::NotFound && e.to_string().contains("no System V queue"),
+        || e.to_string(),
+    )?;
+    let e = sysv::remove_queue(other).unwrap_err();
+    ensure(e.kind() == io::ErrorKind::NotFound, || e.to_string())?;
+    let e = MessageQueue::builder(key)
+        .mode(0o1600)
+        .create()
+        .unwrap_err();
+    ensure(e.kind() == io::ErrorKind::InvalidInput, || e.to_string())?;
+    // create / create_or_open / open: only the creator removes.
+    let e = MessageQueue::builder(key).create().unwrap_err();
+    ensure(e.kind() == io::ErrorKind::AlreadyExists, || e.to_string())?;
+    drop(MessageQueue::builder(key).create_or_open()?);
+    drop(MessageQueue::builder(key).open()?);
+    ensure(MessageQueue::builder(key).open().is_ok(), || {
+        "an opener removed it".into()
+    })?;
+    drop(q);
+    ensure(MessageQueue::builder(key).open().is_err(), || {
+        "the creator left it".into()
+    })?;
+    let kept = MessageQueue::builder(key).keep(true).create_or_open()?;
+    let id = kept.id();
+    drop(kept);
+    let again = MessageQueue::open_id(id)?;
+    ensure(again.key() == key, || "open_id: other key".into())?;
+    sysv::remove_queue(key)?;
+    ensure(MessageQueue::open_id(id).is_err(), || "not removed".into())
+}
+
+/// A queue of mode 0400 cannot be opened for sending by another user.
+fn sysv_permission_denied() -> Result<(), Failed> {
+    let key = unique_key();
+    let _q = MessageQueue::builder(key).mode(0o400).create()?;
+    let dir = tempfile::tempdir()?;
+    expect_denied(
+        other_user_cmd(&dir)?.env("IPCKIT_PEER_SYSV", format!("open-for-send:{}", key.value())),
+    )
+}
+
 fn main() {
     for (var, f) in [
         ("IPCKIT_PEER", peer_main as fn(&str) -> io::Result<()>),
@@ -1035,6 +1418,7 @@ fn main() {
         ("IPCKIT_PEER_EPIPE", |_| peer_epipe()),
         ("IPCKIT_PEER_WRITER", peer_writer),
         ("IPCKIT_PEER_MQ", peer_mq),
+        ("IPCKIT_PEER_SYSV", peer_sysv),
     ] {
         if let Ok(spec) = std::env::var(var) {
             if let Err(e) = f(&spec) {
@@ -1060,7 +1444,7 @@ fn main() {
         ("wait_strategies", wait_strategies, |_| true),
         // A queue outlives its users: there is no peer to be gone.
         ("send_to_gone_peer", send_to_gone_peer, |m| {
-            m != Mech::PosixMq
+            !matches!(m, Mech::PosixMq | Mech::SysvMq)
         }),
         ("oversize_refused", oversize_refused, |_| true),
         ("peer_dies_mid_frame", peer_dies_mid_frame, Mech::stream),
@@ -1079,7 +1463,7 @@ fn main() {
         }
     }
     type Specific = fn() -> Result<(), Failed>;
-    let specific: [(&str, Specific); 12] = [
+    let specific: [(&str, Specific); 18] = [
         ("unix::fd_passing_and_credentials", fd_passing),
         ("pipe::eof_and_epipe", pipe_eof_and_epipe),
         ("pipe::popen_both_ways", popen_both_ways),
@@ -1092,6 +1476,21 @@ fn main() {
         ("posix_mq::priorities_across_processes", mq_priorities),
         ("posix_mq::names_and_limits", mq_names_and_limits),
         ("posix_mq::permission_denied", mq_permission_denied),
+        (
+            "sysv_mq::selection_modes_across_processes",
+            sysv_selection_modes,
+        ),
+        ("sysv_mq::interop_with_raw_syscalls", sysv_interop_raw),
+        (
+            "sysv_mq::timeouts_and_nonblocking",
+            sysv_timeouts_and_nonblocking,
+        ),
+        (
+            "sysv_mq::removed_under_waiting_receiver",
+            sysv_removed_under_receiver,
+        ),
+        ("sysv_mq::status_set_and_limits", sysv_status_set_and_limits),
+        ("sysv_mq::permission_denied", sysv_permission_denied),
     ];
     for (name, f) in specific {
         trials.push(Trial::test(name, f));

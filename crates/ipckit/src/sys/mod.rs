@@ -10,9 +10,11 @@
 //! - Functions return [`std::io::Result`]; errno values are mapped to
 //!   ipckit's message errors only in [`crate::error`].
 
+pub(crate) mod alarm;
 pub(crate) mod fd;
 pub(crate) mod mman;
 pub(crate) mod mq;
+pub(crate) mod msg;
 pub(crate) mod process;
 pub(crate) mod socket;
 

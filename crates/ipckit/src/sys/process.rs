@@ -95,3 +95,9 @@ pub(crate) fn without_sigpipe<T>(f: impl FnOnce() -> io::Result<T>) -> io::Resul
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), ptr::null_mut()) };
     res
 }
+
+/// `geteuid(2)`.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}

@@ -1,0 +1,197 @@
+//! System V IPC: message queues (`msgop(2)`, `msgctl(2)`).
+//!
+//! System V objects are named by a numeric [`Key`] instead of a path: an
+//! agreed number, a key derived from an existing file with [`Key::ftok`],
+//! or [`Key::PRIVATE`] for an object only reachable through its id. They
+//! live in the kernel until removed (`IPC_RMID`) or the machine restarts;
+//! `ipcs -q` lists them and `ipc rm sysv-mq:KEY` (or `ipcrm`) removes one.
+//!
+//! See [`MessageQueue`] for the queues themselves: typed messages and
+//! selective receive.
+//!
+//! # References
+//! `sysvipc(7)`, `ftok(3)`, `msgget(2)`, `msgop(2)`, `msgctl(2)`.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::sys;
+
+mod msg;
+
+pub use crate::mq::Access;
+pub use msg::{remove_queue, MessageQueue, QueueBuilder, Selector, Status};
+
+/// Default permission bits of a new object: owner read and write.
+pub const DEFAULT_MODE: u32 = 0o600;
+
+/// A System V IPC key (`key_t`).
+///
+/// Parsed from text ([`FromStr`]) as a decimal number, a `0x` hex number or
+/// `PATH:PROJ` (for [`Key::ftok`]); displayed the way `ipcs` shows keys
+/// (`0x0000162e`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key(i32);
+
+impl Key {
+    /// `IPC_PRIVATE`: every creation makes a new object, reachable only
+    /// through its id.
+    pub const PRIVATE: Key = Key(libc::IPC_PRIVATE);
+
+    /// A key from its number (0 is [`Key::PRIVATE`]).
+    pub const fn new(key: i32) -> Key {
+        Key(key)
+    }
+
+    /// The key's number.
+    pub const fn value(self) -> i32 {
+        self.0
+    }
+
+    /// `ftok(3)`: the key derived from an existing path's inode and device
+    /// and from `proj` (1 to 255). Every program calling `ftok` with the same
+    /// path and project gets the same key, as long as the file is not
+    /// replaced.
+    pub fn ftok(path: impl AsRef<Path>, proj: u8) -> io::Result<Key> {
+        let path = path.as_ref();
+        if proj == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "ftok project id must be 1 to 255 (only its low 8 bits count, and 0 is reserved)",
+            ));
+        }
+        let c = sys::cstr(path)?;
+        sys::msg::ftok(&c, proj).map(Key).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "ftok({}, {proj}): {e} (ftok needs an existing file: the key comes from its inode)",
+                    path.display()
+                ),
+            )
+        })
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Key::PRIVATE {
+            f.write_str("IPC_PRIVATE")
+        } else {
+            write!(f, "{:#010x}", self.0 as u32)
+        }
+    }
+}
+
+impl FromStr for Key {
+    type Err = io::Error;
+
+    /// Parses `1234`, `0x4d2`, or `PATH:PROJ` with PROJ a number from 1 to
+    /// 255 or a single ASCII character (`/tmp/app:A`).
+    fn from_str(s: &str) -> io::Result<Key> {
+        let bad = |why: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "invalid System V key {s:?}: {why} (a key is a decimal number, a 0x hex \
+                     number, or PATH:PROJ for ftok)"
+                ),
+            )
+        };
+        if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            return u32::from_str_radix(hex, 16)
+                .map(|v| Key(v as i32))
+                .map_err(|_| bad("not a 32-bit hex number".into()));
+        }
+        if let Ok(v) = s.parse::<i64>() {
+            return i32::try_from(v)
+                .or_else(|_| u32::try_from(v).map(|v| v as i32))
+                .map(Key)
+                .map_err(|_| bad("out of the 32-bit range".into()));
+        }
+        let Some((path, proj)) = s.rsplit_once(':') else {
+            return Err(bad("not a number".into()));
+        };
+        if path.is_empty() {
+            return Err(bad("the path before ':' is empty".into()));
+        }
+        let proj = match (proj.parse::<u8>(), proj.as_bytes()) {
+            (Ok(p), _) => p,
+            (_, [c]) if c.is_ascii_graphic() => *c,
+            _ => {
+                return Err(bad(format!(
+                    "project {proj:?} is not 1 to 255 or one character"
+                )))
+            }
+        };
+        Key::ftok(path, proj)
+    }
+}
+
+/// The system limits on System V message queues (`msgctl(IPC_INFO)`, also
+/// in `/proc/sys/kernel/msgmax`, `msgmnb` and `msgmni`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest message, in bytes (`msgmax`).
+    pub max_message_size: usize,
+    /// The default byte limit of a new queue (`msgmnb`); only a privileged
+    /// process (`CAP_SYS_RESOURCE`) may raise a queue's limit above it.
+    pub max_queue_bytes: usize,
+    /// The most queues the system holds (`msgmni`).
+    pub max_queues: usize,
+}
+
+/// Reads the message queue limits of this IPC namespace.
+pub fn limits() -> io::Result<Limits> {
+    let (msgmax, msgmnb, msgmni) = sys::msg::info()?;
+    Ok(Limits {
+        max_message_size: msgmax,
+        max_queue_bytes: msgmnb,
+        max_queues: msgmni,
+    })
+}
+
+/// A user and group id pair (owner or creator of an object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse() {
+        assert_eq!("1234".parse::<Key>().unwrap(), Key::new(1234));
+        assert_eq!("0x4d2".parse::<Key>().unwrap(), Key::new(1234));
+        assert_eq!("0xffffffff".parse::<Key>().unwrap(), Key::new(-1));
+        assert_eq!("4294967295".parse::<Key>().unwrap(), Key::new(-1));
+        assert_eq!("-5".parse::<Key>().unwrap(), Key::new(-5));
+        assert_eq!(Key::new(0x162e).to_string(), "0x0000162e");
+        assert_eq!(Key::PRIVATE.to_string(), "IPC_PRIVATE");
+        for bad in [
+            "",
+            "0x",
+            "0x1ffffffff",
+            "4294967296",
+            "abc",
+            ":1",
+            "/tmp:0",
+            "/tmp:ab",
+        ] {
+            let e = bad.parse::<Key>().unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad}: {e}");
+        }
+        let a: Key = "/:A".parse().unwrap();
+        assert_eq!(a, Key::ftok("/", b'A').unwrap());
+        assert_eq!(a, "/:65".parse().unwrap());
+        let e = "/no/such/file:1".parse::<Key>().unwrap_err();
+        assert!(e.to_string().contains("existing file"), "{e}");
+    }
+}
