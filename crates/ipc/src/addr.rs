@@ -1,5 +1,6 @@
 //! Addresses on the command line: `fifo:PATH`, `unix:PATH` or `unix:@NAME`,
-//! `unix-dgram:…`, `unix-seq:…`, `tcp:HOST:PORT`, `udp:HOST:PORT`.
+//! `unix-dgram:…`, `unix-seq:…`, `tcp:HOST:PORT`, `udp:HOST:PORT`, `mq:/NAME`,
+//! `sysv-mq:KEY`.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -8,6 +9,7 @@ use std::str::FromStr;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ipckit::socket::unix::UnixAddr;
+use ipckit::sysv::Key;
 
 /// One IPC endpoint named on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,10 +22,13 @@ pub enum Addr {
     Udp(String),
     /// A POSIX message queue: `mq:/NAME`.
     Mq(String),
+    /// A System V message queue: `sysv-mq:KEY` (decimal, 0x hex, PATH:PROJ).
+    SysvMq(Key),
 }
 
 pub const FORMS: &str = "fifo:PATH, unix:PATH, unix:@NAME, unix-dgram:PATH|@NAME, \
-                         unix-seq:PATH|@NAME, tcp:HOST:PORT, udp:HOST:PORT, mq:/NAME";
+                         unix-seq:PATH|@NAME, tcp:HOST:PORT, udp:HOST:PORT, mq:/NAME, \
+                         sysv-mq:KEY (decimal, 0x hex or PATH:PROJ)";
 
 /// Resolves `HOST:PORT` (IPv6 as `[::1]:PORT`).
 pub fn resolve(hostport: &str) -> Result<SocketAddr> {
@@ -67,6 +72,16 @@ impl FromStr for Addr {
                 ipckit::mq::validate_name(rest)?;
                 Addr::Mq(rest.to_string())
             }
+            "sysv-mq" => {
+                let key: Key = rest.parse()?;
+                if key == Key::PRIVATE {
+                    bail!(
+                        "key 0 is IPC_PRIVATE, which makes a new queue no other process can find \
+                         by key; choose another key"
+                    );
+                }
+                Addr::SysvMq(key)
+            }
             other => bail!("unknown mechanism {other:?}; expected one of {FORMS}"),
         })
     }
@@ -82,6 +97,7 @@ impl fmt::Display for Addr {
             Addr::Tcp(a) => write!(f, "tcp:{a}"),
             Addr::Udp(a) => write!(f, "udp:{a}"),
             Addr::Mq(n) => write!(f, "mq:{n}"),
+            Addr::SysvMq(k) => write!(f, "sysv-mq:{k}"),
         }
     }
 }
@@ -112,6 +128,18 @@ mod tests {
             "udp:127.0.0.1:9".parse::<Addr>().unwrap().to_string(),
             "udp:127.0.0.1:9"
         );
+        assert_eq!(
+            "sysv-mq:5678".parse::<Addr>().unwrap().to_string(),
+            "sysv-mq:0x0000162e"
+        );
+        assert_eq!(
+            "sysv-mq:0x162e".parse::<Addr>().unwrap(),
+            Addr::SysvMq(Key::new(5678))
+        );
+        assert_eq!(
+            "sysv-mq:/:A".parse::<Addr>().unwrap(),
+            Addr::SysvMq(Key::ftok("/", b'A').unwrap())
+        );
     }
 
     #[test]
@@ -125,6 +153,10 @@ mod tests {
             ("unix:@", "cannot be empty"),
             ("mq:jobs", "must start with a slash"),
             ("mq:/a/b", "second slash"),
+            ("sysv-mq:0", "IPC_PRIVATE"),
+            ("sysv-mq:0xzz", "hex"),
+            ("sysv-mq:jobs", "not a number"),
+            ("sysv-mq:/no/such/file:1", "existing file"),
         ] {
             let e = bad.parse::<Addr>().unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");

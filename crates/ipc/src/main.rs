@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
     about,
     long_about = None,
     after_help = "Addresses: fifo:PATH, unix:PATH, unix:@NAME, unix-dgram:…, unix-seq:…, \
-                  tcp:HOST:PORT, udp:HOST:PORT, mq:/NAME\n\
+                  tcp:HOST:PORT, udp:HOST:PORT, mq:/NAME, sysv-mq:KEY\n\
                   Exit status: 0 done (also when stdout was closed early), 1 timed out, 2 error."
 )]
 struct Cli {
@@ -37,7 +37,7 @@ enum Command {
     Send(send::Args),
     /// Receive messages and print each on its own line.
     Recv(recv::Args),
-    /// Remove named IPC objects (POSIX queues, FIFOs).
+    /// Remove named IPC objects (POSIX and System V queues, FIFOs).
     Rm(rm::Args),
     /// Measure every mechanism between two real processes.
     Bench(bench::Args),

@@ -13,7 +13,7 @@ use ipckit::socket::unix::{SeqpacketListener, UnixAddr, UnixDatagram, UnixListen
 use ipckit::{Deadline, MessageReceiver, RecvTimeoutError};
 
 use crate::addr::{resolve, Addr, FORMS};
-use crate::send::{open_queue, secs};
+use crate::send::{open_queue, open_sysv, secs};
 use crate::{StdoutClosed, TimedOut};
 
 #[derive(clap::Args, Debug)]
@@ -38,6 +38,18 @@ pub struct Args {
     /// separated from the message by a tab.
     #[arg(long)]
     show_priority: bool,
+    /// On a System V queue (sysv-mq:), which messages to take, as msgrcv's
+    /// msgtyp: 0 the first of any type (default), T > 0 the first of type T,
+    /// T < 0 the first of the lowest type up to |T|.
+    #[arg(long = "type", value_name = "T", allow_negative_numbers = true)]
+    mtype: Option<i64>,
+    /// With --type T > 0: take the first message NOT of type T (MSG_EXCEPT).
+    #[arg(long)]
+    except: bool,
+    /// On a System V queue (sysv-mq:), print each message's type first,
+    /// separated from the message by a tab.
+    #[arg(long)]
+    show_type: bool,
 }
 
 /// Paths this process created and must remove even when interrupted.
@@ -84,11 +96,11 @@ impl Printer {
         self.drain_with(|buf, d| rx.recv_until(buf, d).map(|()| None))
     }
 
-    /// Prints what `recv` returns, with its tag (a priority) first when
-    /// there is one.
+    /// Prints what `recv` returns, with its tag (a priority or a type)
+    /// first when there is one.
     fn drain_with(
         &mut self,
-        mut recv: impl FnMut(&mut Vec<u8>, Deadline) -> Result<Option<u32>, RecvTimeoutError>,
+        mut recv: impl FnMut(&mut Vec<u8>, Deadline) -> Result<Option<i64>, RecvTimeoutError>,
     ) -> Result<Stop> {
         let mut buf = Vec::new();
         loop {
@@ -156,6 +168,14 @@ pub fn run(args: Args) -> Result<()> {
     if args.show_priority && !matches!(args.addr, Addr::Mq(_)) {
         anyhow::bail!("--show-priority applies to POSIX queues (mq:/NAME) only");
     }
+    let sysv = matches!(args.addr, Addr::SysvMq(_));
+    if (args.show_type || args.except || args.mtype.is_some()) && !sysv {
+        anyhow::bail!(
+            "--type, --except and --show-type apply to System V queues (sysv-mq:KEY) only"
+        );
+    }
+    let selector = ipckit::sysv::Selector::from_msgtyp(args.mtype.unwrap_or(0), args.except)
+        .map_err(|_| anyhow::anyhow!("--except needs --type T with T greater than 0"))?;
     let framing = if args.lines {
         Framing::Lines
     } else {
@@ -219,10 +239,18 @@ pub fn run(args: Args) -> Result<()> {
         Addr::Mq(name) => {
             let mut q = open_queue(name, ipckit::mq::Access::Receive)?;
             if args.show_priority {
-                p.drain_with(|buf, d| q.recv_priority_until(buf, d).map(Some))?;
+                p.drain_with(|buf, d| q.recv_priority_until(buf, d).map(|p| Some(p.into())))?;
             } else {
                 p.drain(&mut q)?;
             }
+        }
+        Addr::SysvMq(key) => {
+            let mut q = open_sysv(*key, ipckit::sysv::Access::Receive)?;
+            let show = args.show_type;
+            p.drain_with(|buf, d| {
+                let t = q.recv_select_until(buf, selector, d)?;
+                Ok(show.then_some(t))
+            })?;
         }
     }
     Ok(())

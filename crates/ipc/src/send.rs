@@ -35,11 +35,26 @@ pub struct Args {
     /// higher priorities are received first.
     #[arg(long, value_name = "P")]
     priority: Option<u32>,
+    /// Type of each message on a System V queue (sysv-mq:), 1 or more
+    /// (default 1); receivers select messages by type.
+    #[arg(long = "type", value_name = "T", allow_negative_numbers = true)]
+    mtype: Option<i64>,
 }
 
 /// Opens (creating if needed, mode 0600) a POSIX queue that stays after exit.
 pub fn open_queue(name: &str, access: ipckit::mq::Access) -> Result<ipckit::mq::PosixQueue> {
     Ok(ipckit::mq::PosixQueue::builder(name)
+        .access(access)
+        .keep(true)
+        .create_or_open()?)
+}
+
+/// Opens (creating if needed, mode 0600) a System V queue that stays after exit.
+pub fn open_sysv(
+    key: ipckit::sysv::Key,
+    access: ipckit::sysv::Access,
+) -> Result<ipckit::sysv::MessageQueue> {
+    Ok(ipckit::sysv::MessageQueue::builder(key)
         .access(access)
         .keep(true)
         .create_or_open()?)
@@ -82,6 +97,7 @@ pub fn open(addr: &Addr, lines: bool, timeout: Option<Duration>) -> Result<Box<d
             Box::new(s)
         }
         Addr::Mq(name) => Box::new(open_queue(name, ipckit::mq::Access::Send)?),
+        Addr::SysvMq(key) => Box::new(open_sysv(*key, ipckit::sysv::Access::Send)?),
         Addr::Udp(hp) => {
             let sa = resolve(hp)?;
             let any = if sa.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
@@ -103,7 +119,22 @@ fn timeout_or(e: io::Error, addr: &Addr) -> anyhow::Error {
 pub fn run(args: Args) -> Result<()> {
     let timeout = secs(args.timeout)?;
     let deadline = timeout.map_or(Deadline::Never, Deadline::after);
+    if args.mtype.is_some() && !matches!(args.addr, Addr::SysvMq(_)) {
+        anyhow::bail!("--type applies to System V queues (sysv-mq:KEY) only");
+    }
     let mut tx: Box<dyn MessageSender> = match (&args.addr, args.priority) {
+        (Addr::SysvMq(key), None) => {
+            let t = args.mtype.unwrap_or(1);
+            if t < 1 {
+                anyhow::bail!(
+                    "--type {t} is out of range: a System V message's type is 1 or more \
+                     (0 and negative values only select messages in ipc recv)"
+                );
+            }
+            let mut q = open_sysv(*key, ipckit::sysv::Access::Send)?;
+            q.set_default_type(t)?;
+            Box::new(q)
+        }
         (Addr::Mq(name), Some(p)) => {
             if p >= ipckit::mq::PRIO_MAX {
                 anyhow::bail!(

@@ -627,3 +627,115 @@ fn posix_queue_bad_input() {
     );
     fails_with(ipc().args(["rm", "tcp:127.0.0.1:1"]), "not a named object");
 }
+
+/// A System V key for this test run: a marker bit, the pid, a counter.
+fn unique_key() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed) & 0xff;
+    format!(
+        "{:#x}",
+        0x2000_0000 | (std::process::id() & 0x1f_ffff) << 8 | n
+    )
+}
+
+/// Removes a System V queue when the test ends, however it ends.
+struct SysvGuard(String);
+
+impl Drop for SysvGuard {
+    fn drop(&mut self) {
+        let _ = run(ipc().args(["rm", &self.0]));
+    }
+}
+
+fn sysv_exists(addr: &str) -> bool {
+    let key = addr.strip_prefix("sysv-mq:").unwrap().parse().unwrap();
+    ipckit::sysv::MessageQueue::builder(key).open().is_ok()
+}
+
+#[test]
+fn sysv_queue_outlives_its_sender_and_selects_by_type() {
+    let addr = format!("sysv-mq:{}", unique_key());
+    let _guard = SysvGuard(addr.clone());
+    for (msgs, t) in [
+        (vec!["a3"], "3"),
+        (vec!["b1"], "1"),
+        (vec!["c7", "d3"], "7"),
+    ] {
+        let out = run(ipc().args(["send", &addr, "--type", t]).args(&msgs));
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(run(ipc().args(["send", &addr, "plain"])).status.success()); // type 1
+    let take = |args: &[&str]| {
+        let out = run(ipc()
+            .args(["recv", &addr, "--show-type", "--timeout", "5"])
+            .args(args));
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    // Queue: a3 b1 c7 d3(7) plain(1).
+    assert_eq!(take(&["-n", "1", "--type", "7"]), "7\tc7\n");
+    assert_eq!(take(&["-n", "1", "--type", "3", "--except"]), "1\tb1\n");
+    assert_eq!(take(&["-n", "2", "--type", "-5"]), "1\tplain\n3\ta3\n");
+    assert_eq!(take(&["-n", "1"]), "7\td3\n");
+    // Empty now, but still there for the next one, until ipc rm.
+    let out = run(ipc().args(["recv", &addr, "-n", "1", "--timeout", "0.2"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(sysv_exists(&addr));
+    assert!(run(ipc().args(["rm", &addr])).status.success());
+    assert!(!sysv_exists(&addr));
+    fails_with(ipc().args(["rm", &addr]), "no System V queue with key");
+}
+
+#[test]
+fn sysv_queue_by_ftok_path_between_a_waiting_receiver_and_a_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("key");
+    std::fs::write(&file, "").unwrap();
+    let addr = format!("sysv-mq:{}:7", file.display());
+    let _guard = SysvGuard(addr.clone());
+    // The receiver starts first and creates the queue; the sender finds it.
+    let r = recv(&[&addr, "-n", "2", "--type", "2"]);
+    wait_for(|| sysv_exists(&addr), "the receiver to create the queue");
+    let out = run(ipc().args(["send", &addr, "--type", "2", "one", "two"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = finish(r);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "one\ntwo\n");
+}
+
+#[test]
+fn sysv_queue_bad_input() {
+    let addr = format!("sysv-mq:{}", unique_key());
+    let _guard = SysvGuard(addr.clone());
+    fails_with(ipc().args(["send", &addr, "x", "--type", "0"]), "1 or more");
+    fails_with(
+        ipc().args(["send", &addr, "x", "--type", "-2"]),
+        "1 or more",
+    );
+    assert!(!sysv_exists(&addr), "a refused send created the queue");
+    fails_with(
+        ipc().args(["recv", &addr, "--except"]),
+        "--except needs --type",
+    );
+    fails_with(
+        ipc().args(["recv", &addr, "--type", "-1", "--except"]),
+        "--except needs --type",
+    );
+    fails_with(ipc().args(["send", "sysv-mq:0", "x"]), "IPC_PRIVATE");
+    fails_with(ipc().args(["send", "sysv-mq:0xnope", "x"]), "hex");
+    fails_with(
+        ipc().args(["send", "sysv-mq:/no/such:1", "x"]),
+        "existing file",
+    );
+    fails_with(
+        ipc().args(["send", "mq:/x", "x", "--type", "2"]),
+        "System V queues (sysv-mq:KEY) only",
+    );
+    fails_with(
+        ipc().args(["recv", "mq:/x", "--show-type"]),
+        "System V queues (sysv-mq:KEY) only",
+    );
+    let big = "x".repeat(ipckit::sysv::limits().unwrap().max_message_size + 1);
+    fails_with(ipc().args(["send", &addr, &big]), "msgmax is");
+}

@@ -669,9 +669,11 @@ pub fn remove_queue(key: Key) -> io::Result<()> {
             "a private queue has no key to find it by: remove it by id (ipcrm -q ID)".into(),
         ));
     }
-    let b = MessageQueue::builder(key);
     // Removal needs ownership, not read or write permission: ask for none.
-    let id = sys::msg::get(key.value(), 0).map_err(|e| b.explain(e))?;
+    let id = sys::msg::get(key.value(), 0).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => io::Error::new(e.kind(), format!("no System V queue with key {key}")),
+        _ => MessageQueue::builder(key).explain(e),
+    })?;
     MessageQueue::with_id(id, key, false)?.remove()
 }
 
