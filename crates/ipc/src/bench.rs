@@ -34,6 +34,7 @@ use ipckit::socket::inet::{TcpListener, TcpStream, UdpSocket};
 use ipckit::socket::unix::{
     SeqpacketListener, SeqpacketStream, UnixAddr, UnixDatagram, UnixListener, UnixStream,
 };
+use ipckit::sysv::{MessageQueue, Selector};
 use ipckit::{MessageReceiver, MessageSender, RecvTimeoutError, WaitStrategy};
 use serde::Serialize;
 
@@ -55,10 +56,11 @@ pub enum Mech {
     Tcp,
     Udp,
     Mq,
+    SysvMq,
 }
 
 impl Mech {
-    const ALL: [Mech; 8] = [
+    const ALL: [Mech; 9] = [
         Mech::Pipe,
         Mech::Fifo,
         Mech::Unix,
@@ -67,6 +69,7 @@ impl Mech {
         Mech::Tcp,
         Mech::Udp,
         Mech::Mq,
+        Mech::SysvMq,
     ];
 
     fn name(self) -> &'static str {
@@ -79,6 +82,7 @@ impl Mech {
             Mech::Tcp => "tcp",
             Mech::Udp => "udp",
             Mech::Mq => "mq",
+            Mech::SysvMq => "sysv-mq",
         }
     }
 
@@ -105,17 +109,34 @@ impl Mech {
                 "many processes, by name",
                 "one-way (2 queues here)",
             ),
+            Mech::SysvMq => (
+                "message + type",
+                "many processes, by key",
+                "two-way (1 queue, 2 types)",
+            ),
         }
     }
 
     /// Why this mechanism cannot carry `size`-byte messages, if it cannot.
     fn cannot_carry(self, size: usize) -> Option<String> {
-        (self == Mech::Udp && size > UdpSocket::MAX_DATAGRAM).then(|| {
-            format!(
-                "UDP carries at most {} bytes per datagram",
-                UdpSocket::MAX_DATAGRAM
-            )
-        })
+        match self {
+            Mech::Udp => (size > UdpSocket::MAX_DATAGRAM).then(|| {
+                format!(
+                    "UDP carries at most {} bytes per datagram",
+                    UdpSocket::MAX_DATAGRAM
+                )
+            }),
+            Mech::SysvMq => {
+                let max = ipckit::sysv::limits().map_or(0, |l| l.max_message_size);
+                (size > max).then(|| {
+                    format!(
+                        "System V queues carry at most {max} bytes per message (msgmax, \
+                         /proc/sys/kernel/msgmax)"
+                    )
+                })
+            }
+            _ => None,
+        }
     }
 }
 
@@ -330,6 +351,15 @@ impl Ctx {
                 peer = Peer(cmd.spawn()?);
                 ep = Box::new(MqDuplex { tx, rx });
             }
+            Mech::SysvMq => {
+                // One private queue: type 1 to the peer, type 2 back.
+                let mut q = MessageQueue::private().create()?;
+                q.set_default_type(1)?;
+                q.set_default_selector(Selector::Type(2))?;
+                cmd.arg("--addr").arg(q.id().to_string());
+                peer = Peer(cmd.spawn()?);
+                ep = Box::new(q);
+            }
             Mech::Udp => {
                 let mut s = UdpSocket::bind("127.0.0.1:0")?;
                 cmd.arg("--addr").arg(s.local_addr()?.port().to_string());
@@ -382,6 +412,12 @@ fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
                 tx: PosixQueue::builder(format!("{base}-b2a")).open()?,
                 rx: PosixQueue::builder(format!("{base}-a2b")).open()?,
             })
+        }
+        Mech::SysvMq => {
+            let mut q = MessageQueue::open_id(addr()?.parse().context("--addr is a queue id")?)?;
+            q.set_default_type(2)?;
+            q.set_default_selector(Selector::Type(1))?;
+            Box::new(q)
         }
         Mech::Udp => {
             let mut s = UdpSocket::bind("127.0.0.1:0")?;

@@ -451,6 +451,7 @@ fn bench_writes_the_documented_json() {
             "unix-seq",
             "udp",
             "mq",
+            "sysv-mq",
             "--sizes",
             "64,65536",
             "--duration-ms",
@@ -474,7 +475,7 @@ fn bench_writes_the_documented_json() {
     assert!(v["machine"]["kernel"].is_string());
     assert!(v["floor_rtt_ns"]["p50"].as_u64().unwrap() > 0);
     let results = v["results"].as_array().unwrap();
-    assert_eq!(results.len(), 8);
+    assert_eq!(results.len(), 10);
     for r in results {
         let (mech, size) = (
             r["mechanism"].as_str().unwrap(),
@@ -483,6 +484,11 @@ fn bench_writes_the_documented_json() {
         assert_eq!(r["wait"], "block");
         if mech == "udp" && size == 65536 {
             assert!(r["skipped"].as_str().unwrap().contains("65507"), "{r}");
+            continue;
+        }
+        let msgmax = ipckit::sysv::limits().unwrap().max_message_size;
+        if mech == "sysv-mq" && size as usize > msgmax {
+            assert!(r["skipped"].as_str().unwrap().contains("msgmax"), "{r}");
             continue;
         }
         // Above msgsize_max only a privileged process may create the queue.
