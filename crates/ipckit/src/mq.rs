@@ -12,7 +12,10 @@
 //!   for unprivileged processes; exceeding a limit is an error that names it.
 //! - On Linux a queue descriptor is a file descriptor: it can be polled
 //!   ([`AsFd`]) together with sockets and pipes, and every [`WaitStrategy`]
-//!   works.
+//!   works. [`QueueBuilder::nonblocking`] puts it in `O_NONBLOCK` mode for an
+//!   event loop.
+//! - [`PosixQueue::notify_signal`] asks the kernel for a signal when a
+//!   message arrives on the empty queue (`mq_notify(3)`).
 //!
 //! # Example
 //!
@@ -31,7 +34,7 @@
 //!
 //! # References
 //! `mq_overview(7)`, `mq_open(3)`, `mq_send(3)`, `mq_receive(3)`,
-//! `mq_getattr(3)`, `mq_unlink(3)`.
+//! `mq_getattr(3)`, `mq_notify(3)`, `mq_unlink(3)`.
 
 use std::ffi::CString;
 use std::io;
@@ -74,6 +77,8 @@ pub struct Attributes {
     pub max_message_size: usize,
     /// How many messages are in it now.
     pub current_messages: usize,
+    /// Whether this descriptor is in non-blocking mode (`O_NONBLOCK`).
+    pub nonblocking: bool,
 }
 
 /// Creates or opens a [`PosixQueue`].
@@ -84,6 +89,7 @@ pub struct QueueBuilder {
     capacity: Option<(usize, usize)>,
     access: Access,
     keep: bool,
+    nonblocking: bool,
 }
 
 fn read_limit(file: &str) -> String {
@@ -139,6 +145,15 @@ impl QueueBuilder {
         self
     }
 
+    /// Opens the descriptor in non-blocking mode (`O_NONBLOCK`), as an event
+    /// loop needs it (default: blocking). ipckit's own blocking and timed
+    /// calls still wait, by polling the descriptor; only other users of the
+    /// descriptor see the difference.
+    pub fn nonblocking(mut self, nonblocking: bool) -> Self {
+        self.nonblocking = nonblocking;
+        self
+    }
+
     /// Leave the queue in place when the [`PosixQueue`] that created it is dropped.
     pub fn keep(mut self, keep: bool) -> Self {
         self.keep = keep;
@@ -175,7 +190,12 @@ impl QueueBuilder {
             Some((m, s)) if create != 0 => Some((to_i64(m)?, to_i64(s)?)),
             _ => None,
         };
-        let fd = sys::mq::open(&cname, access | create, self.mode, attr)
+        let flags = if self.nonblocking {
+            libc::O_NONBLOCK
+        } else {
+            0
+        };
+        let fd = sys::mq::open(&cname, access | create | flags, self.mode, attr)
             .map_err(|e| self.explain(e, create != 0))?;
         let (_, _, msgsize, _) = sys::mq::getattr(fd.as_fd())?;
         Ok(PosixQueue {
@@ -251,6 +271,7 @@ impl PosixQueue {
             capacity: None,
             access: Access::Both,
             keep: false,
+            nonblocking: false,
         }
     }
 
@@ -261,11 +282,12 @@ impl PosixQueue {
 
     /// Current attributes.
     pub fn attributes(&self) -> io::Result<Attributes> {
-        let (_, maxmsg, msgsize, cur) = sys::mq::getattr(self.fd.as_fd())?;
+        let (flags, maxmsg, msgsize, cur) = sys::mq::getattr(self.fd.as_fd())?;
         Ok(Attributes {
             max_messages: maxmsg as usize,
             max_message_size: msgsize as usize,
             current_messages: cur as usize,
+            nonblocking: flags & i64::from(libc::O_NONBLOCK) != 0,
         })
     }
 
@@ -370,11 +392,50 @@ impl PosixQueue {
             .map_err(RecvTimeoutError::without_deadline)
     }
 
+    /// Asks for `signal` to be sent to this process when a message arrives
+    /// on the queue while it is empty (`mq_notify(3)` with `SIGEV_SIGNAL`;
+    /// the signal's `si_code` is `SI_MESGQ`, `si_pid` the sender).
+    ///
+    /// Install a handler first (for example with the `signal-hook` crate):
+    /// most signals end the process by default. One process at a time may
+    /// be registered on a queue; the registration ends when the signal is
+    /// sent (register again for the next one), when it is cancelled with
+    /// [`PosixQueue::cancel_notify`], or when this descriptor is closed. No
+    /// signal is sent while another process is blocked receiving: that
+    /// process gets the message.
+    #[doc(alias = "mq_notify")]
+    pub fn notify_signal(&self, signal: i32) -> io::Result<()> {
+        sys::mq::notify(self.fd.as_fd(), Some(signal)).map_err(|e| match e.raw_os_error() {
+            Some(libc::EBUSY) => io::Error::new(
+                e.kind(),
+                format!(
+                    "another process is already registered for notification on POSIX queue {} \
+                     (mq_notify allows one at a time)",
+                    self.name
+                ),
+            ),
+            Some(libc::EINVAL) => invalid_signal(signal),
+            _ => e,
+        })
+    }
+
+    /// Cancels this process's notification request ([`PosixQueue::notify_signal`]).
+    pub fn cancel_notify(&self) -> io::Result<()> {
+        sys::mq::notify(self.fd.as_fd(), None)
+    }
+
     /// Removes the queue's name now; open descriptors keep working.
     pub fn unlink(&mut self) -> io::Result<()> {
         self.unlink_on_drop = false;
         sys::mq::unlink(&self.cname)
     }
+}
+
+fn invalid_signal(signal: i32) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{signal} is not a signal number (see signal(7))"),
+    )
 }
 
 fn check_prio(p: u32) -> io::Result<()> {

@@ -25,6 +25,7 @@ use ipckit::{
     TrySendError,
 };
 use libtest_mimic::{Arguments, Failed, Trial};
+use signal_hook::consts::SIGUSR1;
 
 /// Every wait in this file is bounded by this.
 const T: Duration = Duration::from_secs(10);
@@ -954,6 +955,26 @@ fn peer_mq(spec: &str) -> io::Result<()> {
                 "expected permission denied, got {other:?}"
             ))),
         },
+        // Register for SIGUSR1 on the empty queue, say so, and report the
+        // signal when it comes.
+        "notify" => {
+            let got = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            signal_hook::flag::register(SIGUSR1, got.clone())?;
+            let q = PosixQueue::builder(name)
+                .access(ipckit::mq::Access::Receive)
+                .open()?;
+            q.notify_signal(SIGUSR1)?;
+            println!("registered");
+            let end = Instant::now() + T;
+            while !got.load(std::sync::atomic::Ordering::SeqCst) {
+                if Instant::now() > end {
+                    return Err(io::Error::other("no signal"));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            println!("notified, {} waiting", q.attributes()?.current_messages);
+            Ok(())
+        }
         _ => Err(io::Error::other("unknown mq role")),
     }
 }
@@ -1055,6 +1076,76 @@ fn mq_permission_denied() -> Result<(), Failed> {
         .create()?;
     let dir = tempfile::tempdir()?;
     expect_denied(other_user_cmd(&dir)?.env("IPCKIT_PEER_MQ", format!("open-for-send:{name}")))
+}
+
+/// mq_notify: another process gets its signal when a message arrives on
+/// the empty queue; a second registration is refused while it holds one.
+fn mq_notification() -> Result<(), Failed> {
+    let name = format!("/{}", unique("notify"));
+    let mut q = PosixQueue::builder(&name).capacity(4, 64).create()?;
+    let child = Command::new(std::env::current_exe()?)
+        .env("IPCKIT_PEER_MQ", format!("notify:{name}"))
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut peer = Peer { child, _dir: None };
+    let mut out = io::BufReader::new(peer.child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    io::BufRead::read_line(&mut out, &mut line)?;
+    ensure(line == "registered\n", || format!("peer said {line:?}"))?;
+    let e = q.notify_signal(SIGUSR1).unwrap_err();
+    ensure(e.to_string().contains("already registered"), || {
+        e.to_string()
+    })?;
+    q.send(b"wake up")?;
+    ensure(peer.wait()?, || "the peer got no signal".into())?;
+    line.clear();
+    io::BufRead::read_line(&mut out, &mut line)?;
+    ensure(line == "notified, 1 waiting\n", || {
+        format!("peer said {line:?}")
+    })?;
+    // The peer's registration ended with it: ours is accepted now.
+    q.notify_signal(SIGUSR1)?;
+    q.cancel_notify()?;
+    let e = q.notify_signal(1000).unwrap_err();
+    ensure(e.kind() == io::ErrorKind::InvalidInput, || e.to_string())
+}
+
+/// A non-blocking descriptor (for event loops): O_NONBLOCK is set, yet
+/// ipckit's own timed and blocking receives still wait.
+fn mq_nonblocking_descriptor() -> Result<(), Failed> {
+    let name = format!("/{}", unique("nb"));
+    let mut q = PosixQueue::builder(&name)
+        .capacity(10, 64)
+        .nonblocking(true)
+        .create()?;
+    ensure(q.attributes()?.nonblocking, || "not O_NONBLOCK".into())?;
+    let fdinfo = std::fs::read_to_string(format!(
+        "/proc/self/fdinfo/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&q.as_fd())
+    ))?;
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .ok_or("no flags in fdinfo")?;
+    ensure(flags & 0o4000 != 0, || format!("flags {flags:o}"))?;
+    ensure(matches!(q.try_recv(), Err(TryRecvError::Empty)), || {
+        "try_recv on empty".into()
+    })?;
+    let t0 = Instant::now();
+    match q.recv_timeout(Duration::from_millis(100)) {
+        Err(RecvTimeoutError::Timeout) => {}
+        other => return Err(format!("recv_timeout: {other:?}").into()),
+    }
+    ensure(t0.elapsed() >= Duration::from_millis(100), || {
+        "did not wait".into()
+    })?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .env("IPCKIT_PEER_MQ", format!("send:{name}"))
+        .spawn()?;
+    let mut buf = Vec::new();
+    q.recv_priority_until(&mut buf, ipckit::Deadline::after(T))?;
+    ensure(child.wait()?.success(), || "sender failed".into())
 }
 
 // ---- System V message queues ---------------------------------------------
@@ -1463,7 +1554,7 @@ fn main() {
         }
     }
     type Specific = fn() -> Result<(), Failed>;
-    let specific: [(&str, Specific); 18] = [
+    let specific: [(&str, Specific); 20] = [
         ("unix::fd_passing_and_credentials", fd_passing),
         ("pipe::eof_and_epipe", pipe_eof_and_epipe),
         ("pipe::popen_both_ways", popen_both_ways),
@@ -1476,6 +1567,11 @@ fn main() {
         ("posix_mq::priorities_across_processes", mq_priorities),
         ("posix_mq::names_and_limits", mq_names_and_limits),
         ("posix_mq::permission_denied", mq_permission_denied),
+        ("posix_mq::notification_across_processes", mq_notification),
+        (
+            "posix_mq::nonblocking_descriptor",
+            mq_nonblocking_descriptor,
+        ),
         (
             "sysv_mq::selection_modes_across_processes",
             sysv_selection_modes,

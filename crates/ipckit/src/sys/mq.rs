@@ -132,3 +132,22 @@ fn timed_out_is_would_block(e: io::Error) -> io::Error {
         e
     }
 }
+
+/// `mq_notify(3)`: with `Some(signal)`, asks for `signal` (with
+/// `si_code == SI_MESGQ`) when a message arrives on the empty queue; with
+/// `None`, cancels this process's registration.
+pub(crate) fn notify(fd: BorrowedFd<'_>, signal: Option<libc::c_int>) -> io::Result<()> {
+    match signal {
+        Some(sig) => {
+            // SAFETY: all-zero is a valid sigevent to fill in.
+            let mut sev: libc::sigevent = unsafe { std::mem::zeroed() };
+            sev.sigev_notify = libc::SIGEV_SIGNAL;
+            sev.sigev_signo = sig;
+            // SAFETY: `sev` is a valid SIGEV_SIGNAL request, read during the call.
+            syscall!(mq_notify(fd.as_raw_fd(), &sev))?;
+        }
+        // SAFETY: a null sigevent cancels the registration.
+        None => drop(syscall!(mq_notify(fd.as_raw_fd(), std::ptr::null()))?),
+    }
+    Ok(())
+}
