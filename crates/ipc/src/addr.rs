@@ -11,6 +11,24 @@ use anyhow::{anyhow, bail, Context, Result};
 use ipckit::socket::unix::UnixAddr;
 use ipckit::sysv::Key;
 
+impl Addr {
+    /// The error for an address that names no message channel.
+    pub fn not_a_channel(&self) -> anyhow::Error {
+        anyhow!(
+            "{self} is shared memory, not a message channel: ipc send and ipc recv cannot use \
+             it (ipc rm {self} removes it)"
+        )
+    }
+
+    /// Refuses an address that names no message channel (`ipc send`/`recv`).
+    pub fn check_channel(&self) -> Result<()> {
+        match self {
+            Addr::Shm(_) => Err(self.not_a_channel()),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// One IPC endpoint named on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Addr {
@@ -24,6 +42,8 @@ pub enum Addr {
     Mq(String),
     /// A System V message queue: `sysv-mq:KEY` (decimal, 0x hex, PATH:PROJ).
     SysvMq(Key),
+    /// A POSIX shared memory object: `shm:/NAME` (for `ipc rm`).
+    Shm(String),
 }
 
 pub const FORMS: &str = "fifo:PATH, unix:PATH, unix:@NAME, unix-dgram:PATH|@NAME, \
@@ -72,6 +92,10 @@ impl FromStr for Addr {
                 ipckit::mq::validate_name(rest)?;
                 Addr::Mq(rest.to_string())
             }
+            "shm" => {
+                ipckit::shm::validate_name(rest)?;
+                Addr::Shm(rest.to_string())
+            }
             "sysv-mq" => {
                 let key: Key = rest.parse()?;
                 if key == Key::PRIVATE {
@@ -98,6 +122,7 @@ impl fmt::Display for Addr {
             Addr::Udp(a) => write!(f, "udp:{a}"),
             Addr::Mq(n) => write!(f, "mq:{n}"),
             Addr::SysvMq(k) => write!(f, "sysv-mq:{k}"),
+            Addr::Shm(n) => write!(f, "shm:{n}"),
         }
     }
 }
@@ -154,6 +179,7 @@ mod tests {
             ("mq:jobs", "must start with a slash"),
             ("mq:/a/b", "second slash"),
             ("sysv-mq:0", "IPC_PRIVATE"),
+            ("shm:frames", "POSIX shared memory name"),
             ("sysv-mq:0xzz", "hex"),
             ("sysv-mq:jobs", "not a number"),
             ("sysv-mq:/no/such/file:1", "existing file"),

@@ -29,7 +29,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ipckit::fifo::Fifo;
 use ipckit::mq::{Duplex as MqDuplex, PosixQueue};
 use ipckit::pipe::{self, PipeReader, PipeWriter};
-use ipckit::shm::MemfdRegion;
+use ipckit::shm::Memfd;
 use ipckit::socket::inet::{TcpListener, TcpStream, UdpSocket};
 use ipckit::socket::unix::{
     SeqpacketListener, SeqpacketStream, UnixAddr, UnixDatagram, UnixListener, UnixStream,
@@ -538,10 +538,8 @@ fn spin_until(mut cond: impl FnMut() -> bool, single_cpu: bool) -> Result<()> {
 }
 
 fn peer_floor() -> Result<()> {
-    let region = MemfdRegion::from_fd(io::stdin().as_fd().try_clone_to_owned()?)?;
-    let word = region
-        .atomic_u64(0)
-        .ok_or_else(|| anyhow!("region too small"))?;
+    let region = Memfd::from_fd(io::stdin().as_fd().try_clone_to_owned()?, false)?;
+    let word = region.atomic_u64(0)?;
     let single = single_cpu();
     let mut seen = 0;
     loop {
@@ -593,11 +591,11 @@ impl Stats {
 }
 
 fn measure_floor(ctx: &Ctx, duration: Duration) -> Result<Stats> {
-    let region = MemfdRegion::create("ipc-bench-floor", 4096)?;
+    let region = Memfd::create("ipc-bench-floor", 4096)?;
     let mut cmd = ctx.peer_cmd(Role::Floor)?;
     cmd.stdin(Stdio::from(region.fd().try_clone_to_owned()?));
     let peer = Peer(cmd.spawn()?);
-    let word: &AtomicU64 = region.atomic_u64(0).expect("4096-byte region");
+    let word: &AtomicU64 = region.atomic_u64(0)?;
     let single = single_cpu();
     let mut h = new_hist();
     let mut v = 0u64;

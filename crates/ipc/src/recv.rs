@@ -164,6 +164,7 @@ fn watch_unix(a: &UnixAddr) {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    args.addr.check_channel()?;
     let timeout = secs(args.timeout)?;
     if args.show_priority && !matches!(args.addr, Addr::Mq(_)) {
         anyhow::bail!("--show-priority applies to POSIX queues (mq:/NAME) only");
@@ -244,6 +245,7 @@ pub fn run(args: Args) -> Result<()> {
                 p.drain(&mut q)?;
             }
         }
+        Addr::Shm(_) => return Err(args.addr.not_a_channel()),
         Addr::SysvMq(key) => {
             let mut q = open_sysv(*key, ipckit::sysv::Access::Receive)?;
             let show = args.show_type;

@@ -98,6 +98,7 @@ pub fn open(addr: &Addr, lines: bool, timeout: Option<Duration>) -> Result<Box<d
         }
         Addr::Mq(name) => Box::new(open_queue(name, ipckit::mq::Access::Send)?),
         Addr::SysvMq(key) => Box::new(open_sysv(*key, ipckit::sysv::Access::Send)?),
+        Addr::Shm(_) => return Err(addr.not_a_channel()),
         Addr::Udp(hp) => {
             let sa = resolve(hp)?;
             let any = if sa.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
@@ -117,6 +118,7 @@ fn timeout_or(e: io::Error, addr: &Addr) -> anyhow::Error {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    args.addr.check_channel()?;
     let timeout = secs(args.timeout)?;
     let deadline = timeout.map_or(Deadline::Never, Deadline::after);
     if args.mtype.is_some() && !matches!(args.addr, Addr::SysvMq(_)) {

@@ -745,3 +745,21 @@ fn sysv_queue_bad_input() {
     let big = "x".repeat(ipckit::sysv::limits().unwrap().max_message_size + 1);
     fails_with(ipc().args(["send", &addr, &big]), "msgmax is");
 }
+
+#[test]
+fn shm_can_be_removed_but_not_sent_to() {
+    let name = format!("/{}", unique("shm"));
+    let shm = ipckit::shm::Shm::builder(&name)
+        .size(64)
+        .keep(true)
+        .create()
+        .unwrap();
+    let addr = format!("shm:{name}");
+    fails_with(ipc().args(["send", &addr, "x"]), "not a message channel");
+    fails_with(ipc().args(["recv", &addr]), "not a message channel");
+    fails_with(ipc().args(["rm", "shm:frames"]), "must start with a slash");
+    assert!(run(ipc().args(["rm", &addr])).status.success());
+    assert!(ipckit::shm::Shm::builder(&name).open().is_err());
+    fails_with(ipc().args(["rm", &addr]), "no POSIX shared memory named");
+    drop(shm);
+}

@@ -100,12 +100,18 @@ fn read_limit(file: &str) -> String {
 
 /// Validates a queue name: one leading slash, no other, 1..=255 bytes after it.
 pub fn validate_name(name: &str) -> io::Result<CString> {
+    validate_posix_name("POSIX queue", "/jobs", name)
+}
+
+/// Validates a POSIX IPC name (queues, shared memory, semaphores): one
+/// leading slash, no other, 1 to `NAME_MAX` bytes after it, no NUL.
+pub(crate) fn validate_posix_name(what: &str, example: &str, name: &str) -> io::Result<CString> {
     let bad = |why: &str| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "invalid POSIX queue name {name:?}: {why} (a name is one slash followed by \
-                 1 to {NAME_MAX} bytes with no other slash, like /jobs)"
+                "invalid {what} name {name:?}: {why} (a name is one slash followed by \
+                 1 to {NAME_MAX} bytes with no other slash, like {example})"
             ),
         )
     };

@@ -25,10 +25,10 @@ use ipckit::{
     TrySendError,
 };
 use libtest_mimic::{Arguments, Failed, Trial};
-use signal_hook::consts::SIGUSR1;
 
-/// Every wait in this file is bounded by this.
-const T: Duration = Duration::from_secs(10);
+mod common;
+use common::{ensure, expect_denied, my_uid, other_user_cmd, unique, Peer, T};
+use signal_hook::consts::SIGUSR1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mech {
@@ -107,45 +107,6 @@ impl Mech {
 
 trait Endpoint: MessageSender + MessageReceiver + Send {}
 impl<T: MessageSender + MessageReceiver + Send> Endpoint for T {}
-
-/// A peer process, killed on drop if still running.
-struct Peer {
-    child: Child,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Peer {
-    /// Waits (bounded) for the peer to exit and returns whether it succeeded.
-    fn wait(&mut self) -> Result<bool, Failed> {
-        let end = Instant::now() + T;
-        loop {
-            if let Some(st) = self.child.try_wait()? {
-                return Ok(st.success());
-            }
-            if Instant::now() > end {
-                return Err("peer did not exit in time".into());
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-}
-
-fn unique(tag: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "ipckit-test-{}-{}-{tag}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 fn peer_cmd(mech: Mech, role: &str, addr: &str) -> Command {
     let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
@@ -369,14 +330,6 @@ fn peer_midframe(mech: Mech, addr: &str) -> io::Result<()> {
         }
         Mech::Tcp => std::net::TcpStream::connect(format!("127.0.0.1:{addr}"))?.write_all(&bytes),
         _ => Err(io::Error::other("not a stream")),
-    }
-}
-
-fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), Failed> {
-    if cond {
-        Ok(())
-    } else {
-        Err(what().into())
     }
 }
 
@@ -610,13 +563,6 @@ fn fd_passing() -> Result<(), Failed> {
         file.write_all(b"ok")?;
     }
     Ok(())
-}
-
-fn my_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(0)
 }
 
 fn peer_fd(spec: &str) -> io::Result<()> {
@@ -1030,41 +976,6 @@ fn mq_names_and_limits() -> Result<(), Failed> {
     ensure(PosixQueue::builder(&name).open().is_err(), || {
         "the creator left the queue".into()
     })
-}
-
-/// A command running this test binary as another user: `nobody` when we
-/// are root (root bypasses permission bits), else ourselves. The copy of
-/// the binary lives in `dir`, which must outlive the command.
-fn other_user_cmd(dir: &tempfile::TempDir) -> io::Result<Command> {
-    use std::os::unix::fs::PermissionsExt;
-    if my_uid() != 0 {
-        return Ok(Command::new(std::env::current_exe()?));
-    }
-    use std::os::unix::process::CommandExt;
-    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755))?;
-    let exe = dir.path().join("peer");
-    std::fs::copy(std::env::current_exe()?, &exe)?;
-    std::fs::set_permissions(&exe, PermissionsExt::from_mode(0o755))?;
-    let mut c = Command::new(exe);
-    c.uid(65534).gid(65534);
-    Ok(c)
-}
-
-/// Runs `cmd` (a peer expected to be refused) and checks it printed
-/// "permission denied".
-fn expect_denied(cmd: &mut Command) -> Result<(), Failed> {
-    let out = cmd.output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    ensure(
-        out.status.success() && text.contains("permission denied"),
-        || {
-            format!(
-                "{:?}: {text} {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )
-        },
-    )
 }
 
 /// A queue of mode 0400 cannot be opened for sending by another user.

@@ -1,95 +1,287 @@
-//! Memory mapping: `memfd_create`, `ftruncate`, `mmap`, `munmap`.
+//! Memory mapping and the objects behind it: `memfd_create`, `shm_open`,
+//! `ftruncate`, `fallocate`, `mmap`, `msync`, `munmap`, file seals.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::AtomicU64;
 
 use super::syscall;
 
-/// `memfd_create(2)` with `MFD_CLOEXEC`, sized to `len` bytes.
-pub(crate) fn memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
+fn off(len: u64) -> io::Result<libc::off_t> {
+    libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))
+}
+
+/// `memfd_create(2)` with `MFD_CLOEXEC | MFD_ALLOW_SEALING`.
+pub(crate) fn memfd(name: &str) -> io::Result<OwnedFd> {
     let c = CString::new(name)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "memfd name contains NUL"))?;
     // SAFETY: `c` is a valid NUL-terminated name.
-    let fd = syscall!(memfd_create(c.as_ptr(), libc::MFD_CLOEXEC))?;
+    let fd = syscall!(memfd_create(
+        c.as_ptr(),
+        libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING
+    ))?;
     // SAFETY: a fresh descriptor we now own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let len = libc::off_t::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `shm_open(3)` with `O_CLOEXEC` (always set by glibc too).
+pub(crate) fn shm_open(name: &CStr, oflag: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated.
+    let fd = syscall!(shm_open(
+        name.as_ptr(),
+        oflag | libc::O_CLOEXEC,
+        mode as libc::mode_t
+    ))?;
+    // SAFETY: a fresh descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `shm_unlink(3)`.
+pub(crate) fn shm_unlink(name: &CStr) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated.
+    syscall!(shm_unlink(name.as_ptr()))?;
+    Ok(())
+}
+
+/// `ftruncate(2)`.
+pub(crate) fn truncate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    let len = off(len)?;
     // SAFETY: no pointers.
     syscall!(ftruncate(fd.as_raw_fd(), len))?;
-    Ok(fd)
+    Ok(())
+}
+
+/// `fallocate(2)` of the first `len` bytes: reserves the pages now, so that
+/// a full tmpfs is an `ENOSPC` error here instead of a `SIGBUS` on first
+/// write.
+pub(crate) fn allocate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    let len = off(len)?;
+    // SAFETY: no pointers.
+    syscall!(fallocate(fd.as_raw_fd(), 0, 0, len))?;
+    Ok(())
 }
 
 /// Size of the file behind `fd` (`fstat(2)`).
-pub(crate) fn file_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
+pub(crate) fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
     // SAFETY: `st` is writable.
     syscall!(fstat(fd.as_raw_fd(), st.as_mut_ptr()))?;
     // SAFETY: fstat succeeded and filled `st`.
-    Ok(unsafe { st.assume_init() }.st_size as usize)
+    Ok(u64::try_from(unsafe { st.assume_init() }.st_size).unwrap_or(0))
 }
 
-/// A shared, read-write mapping of `len` bytes of `fd`; unmapped on drop.
+/// `fcntl(F_ADD_SEALS)`.
+pub(crate) fn add_seals(fd: BorrowedFd<'_>, seals: libc::c_int) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    syscall!(fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals))?;
+    Ok(())
+}
+
+/// `fcntl(F_GET_SEALS)`.
+pub(crate) fn seals(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: integer arguments only.
+    syscall!(fcntl(fd.as_raw_fd(), libc::F_GET_SEALS))
+}
+
+/// A shared mapping; unmapped on drop.
+///
+/// Every accessor checks that the bytes it touches lie inside the mapping
+/// (panicking otherwise: callers check first and report errors), and the
+/// writing ones that the mapping is writable.
 #[derive(Debug)]
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    writable: bool,
 }
 
-// SAFETY: the mapping is plain memory; access is through atomics or by
-// callers that synchronise themselves, as for any shared buffer.
+// SAFETY: the mapping is plain memory owned by this value; shared access
+// goes through atomics, copies or the callers' own synchronisation, as the
+// `shm` module documents.
 unsafe impl Send for Mapping {}
 // SAFETY: as above.
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    pub(crate) fn shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
+    /// `mmap(2)` of `len` bytes of `fd` from `offset` (a multiple of the
+    /// page size), `MAP_SHARED`, read-write or read-only.
+    pub(crate) fn map(
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+        writable: bool,
+    ) -> io::Result<Self> {
         if len == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "cannot map an empty region",
             ));
         }
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
         // SAFETY: a fresh mapping chosen by the kernel (null hint) overlaps
         // nothing Rust owns.
         let p = unsafe {
             libc::mmap(
                 ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
+                prot,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
-                0,
+                off(offset)?,
             )
         };
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Mapping { ptr, len })
-    }
-
-    /// The `index`-th naturally aligned `AtomicU64` of the mapping, if it
-    /// lies inside it.
-    pub(crate) fn atomic_u64(&self, index: usize) -> Option<&AtomicU64> {
-        let end = index.checked_add(1)?.checked_mul(8)?;
-        if end > self.len {
-            return None;
-        }
-        // SAFETY: the mapping is page-aligned, so offset `index * 8` is
-        // aligned for AtomicU64 and (checked above) inside the mapping, which
-        // lives as long as `&self`. Atomics are the sound way to share memory
-        // with another process: any bit pattern is a valid u64, and every
-        // access through this reference is atomic.
-        Some(unsafe { &*self.ptr.as_ptr().add(index * 8).cast::<AtomicU64>() })
+        Ok(Mapping { ptr, len, writable })
     }
 
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    pub(crate) fn writable(&self) -> bool {
+        self.writable
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    fn check(&self, offset: usize, len: usize, write: bool) {
+        let end = offset.checked_add(len).expect("range overflows");
+        assert!(
+            end <= self.len,
+            "range {offset}..{end} beyond a {}-byte mapping",
+            self.len
+        );
+        assert!(!write || self.writable, "write to a read-only mapping");
+    }
+
+    /// Copies `dst.len()` bytes from `offset` out of the mapping.
+    pub(crate) fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        self.check(offset, dst.len(), false);
+        // SAFETY: the source range is inside the mapping (checked) and
+        // cannot overlap `dst`, a Rust-owned buffer. Another process may
+        // write concurrently: the bytes may then be torn, which `u8` can
+        // hold whatever they are.
+        unsafe { ptr::copy_nonoverlapping(self.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Copies `src` into the mapping at `offset`.
+    pub(crate) fn copy_in(&self, offset: usize, src: &[u8]) {
+        self.check(offset, src.len(), true);
+        // SAFETY: the destination range is inside a writable mapping
+        // (checked); no Rust reference to it exists except through the
+        // `unsafe` slice accessors, whose callers promise exclusivity.
+        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), self.as_ptr().add(offset), src.len()) }
+    }
+
+    /// Reads a `T` at `offset` (aligned for `T`).
+    pub(crate) fn read<T: bytemuck::AnyBitPattern>(&self, offset: usize) -> T {
+        self.check(offset, size_of::<T>(), false);
+        let p = self.as_ptr().wrapping_add(offset);
+        assert!(p.cast::<T>().is_aligned(), "misaligned read");
+        // SAFETY: inside the mapping and aligned (checked); every bit
+        // pattern is a valid T.
+        unsafe { ptr::read_volatile(p.cast::<T>()) }
+    }
+
+    /// Writes `v` at `offset` (aligned for `T`).
+    pub(crate) fn write<T: bytemuck::NoUninit>(&self, offset: usize, v: T) {
+        self.check(offset, size_of::<T>(), true);
+        let p = self.as_ptr().wrapping_add(offset);
+        assert!(p.cast::<T>().is_aligned(), "misaligned write");
+        // SAFETY: inside a writable mapping and aligned (checked); T has no
+        // padding, so no uninitialised bytes reach the other process.
+        unsafe { ptr::write_volatile(p.cast::<T>(), v) }
+    }
+
+    /// A reference to the `T` at `offset` (aligned, inside the mapping).
+    ///
+    /// # Safety
+    /// No one (in this or another process) may write those bytes while the
+    /// reference lives, unless `T` is made of atomics.
+    pub(crate) unsafe fn get<T: bytemuck::AnyBitPattern>(
+        &self,
+        offset: usize,
+        count: usize,
+    ) -> &[T] {
+        let bytes = size_of::<T>().checked_mul(count).expect("size overflows");
+        self.check(offset, bytes, false);
+        let p = self.as_ptr().wrapping_add(offset).cast::<T>();
+        assert!(p.is_aligned(), "misaligned view");
+        // SAFETY: inside the mapping and aligned (checked), valid for every
+        // bit pattern; the caller rules out concurrent writes.
+        unsafe { std::slice::from_raw_parts(p, count) }
+    }
+
+    /// A mutable reference to `count` `T`s at `offset`.
+    ///
+    /// # Safety
+    /// No one else (in this or another process) may read or write those
+    /// bytes while the reference lives.
+    #[allow(clippy::mut_from_ref)] // the mapping is shared memory, not Rust-owned data
+    pub(crate) unsafe fn get_mut<T: bytemuck::Pod>(&self, offset: usize, count: usize) -> &mut [T] {
+        let bytes = size_of::<T>().checked_mul(count).expect("size overflows");
+        self.check(offset, bytes, true);
+        let p = self.as_ptr().wrapping_add(offset).cast::<T>();
+        assert!(p.is_aligned(), "misaligned view");
+        // SAFETY: inside a writable mapping and aligned (checked), valid for
+        // every bit pattern; the caller guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(p, count) }
+    }
+
+    /// An atomic at `offset` (aligned, inside the mapping).
+    pub(crate) fn atomic<A: Atomic>(&self, offset: usize) -> &A {
+        self.check(offset, size_of::<A>(), false);
+        let p = self.as_ptr().wrapping_add(offset).cast::<A>();
+        assert!(p.is_aligned(), "misaligned atomic");
+        // SAFETY: inside the mapping and aligned (checked). Atomics are the
+        // sound way to share memory with another process: every bit pattern
+        // is a valid integer and every access through the reference is
+        // atomic. A store through it to a read-only mapping faults, so the
+        // caller checks `writable` before handing out stores.
+        unsafe { &*p }
+    }
+
+    /// `msync(2)` of the pages covering `offset..offset + len`.
+    pub(crate) fn sync(&self, offset: usize, len: usize, wait: bool) -> io::Result<()> {
+        self.check(offset, len, false);
+        let page = page_size();
+        let start = offset / page * page;
+        let flags = if wait { libc::MS_SYNC } else { libc::MS_ASYNC };
+        // SAFETY: the range lies inside this mapping, whose start is
+        // page-aligned, so `start` is too.
+        syscall!(msync(
+            self.as_ptr().wrapping_add(start).cast(),
+            offset + len - start,
+            flags
+        ))?;
+        Ok(())
+    }
+}
+
+/// Integer atomics that may be placed in shared memory.
+pub(crate) trait Atomic: Sized {}
+impl Atomic for std::sync::atomic::AtomicU32 {}
+impl Atomic for std::sync::atomic::AtomicU64 {}
+impl Atomic for std::sync::atomic::AtomicI32 {}
+impl Atomic for std::sync::atomic::AtomicI64 {}
+impl Atomic for std::sync::atomic::AtomicUsize {}
+
+/// The page size (`sysconf(_SC_PAGESIZE)`).
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096)
 }
 
 impl Drop for Mapping {

@@ -1,0 +1,380 @@
+//! Shared memory.
+//!
+//! Shared memory is the fastest IPC: once two processes map the same pages,
+//! the kernel steps out, and every byte one writes the other can read
+//! without a system call. The price is that the processes must bring their
+//! own synchronisation.
+//!
+//! | type | object | found by |
+//! |---|---|---|
+//! | [`Shm`] | POSIX shared memory (`shm_open(3)`), a file in `/dev/shm` | name (`/something`) |
+//! | [`Memfd`] | anonymous memory (`memfd_create(2)`), optionally sealed | its descriptor, inherited or passed over a Unix socket |
+//! | [`MappedFile`] | a regular file (`mmap(2)` with `MAP_SHARED`) | path; the data persists, [`MappedFile::flush`] writes it back |
+//!
+//! Each derefs to a [`Region`], the mapped bytes.
+//!
+//! # What a [`Region`] can and cannot promise
+//!
+//! Rust's references promise that nobody changes the bytes behind a `&[u8]`
+//! and that nobody else sees the bytes behind a `&mut [u8]`. Another process
+//! can break both promises at any moment, and nothing in this process can
+//! stop it. So the safe API never hands out plain references into the
+//! region:
+//!
+//! - [`Region::read`] / [`Region::write`] copy bytes out and in. If another
+//!   process writes the same bytes at the same time, the copy may be torn
+//!   (part old, part new), never undefined behaviour on this side.
+//! - Typed views ([`Region::view`], [`Region::array`]) do the same for a
+//!   `T` that is valid for every bit pattern (`bytemuck::Pod`): `load` and
+//!   `store` copy a whole `T`. The region refuses views that do not fit or
+//!   are misaligned, with an error that says so.
+//! - [`Region::atomic_u32`] and [`Region::atomic_u64`] hand out real
+//!   references, because atomics stay sound under concurrent access from
+//!   anywhere: they are the building block of every protocol between the
+//!   processes (flags, counters, sequence numbers, futexes).
+//! - `unsafe` accessors ([`Region::as_slice`], [`View::get`], ...) give
+//!   references for zero-copy access when the caller knows no one writes
+//!   meanwhile, for example while holding a lock.
+//!
+//! # Example: the notes' structured sharing, an array of 10 integers
+//!
+//! ```
+//! use ipckit::shm::Shm;
+//!
+//! let name = format!("/ipckit-doc-shm-{}", std::process::id());
+//! let shm = Shm::builder(&name).size(4096).create()?; // unlinked on drop
+//! let numbers = shm.view::<[i32; 10]>(0)?;
+//! numbers.store(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10])?;
+//! // Another process: Shm::builder(&name).open()?.view::<[i32; 10]>(0)?.load()
+//! assert_eq!(numbers.load()[9], 10);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # References
+//! `shm_overview(7)`, `shm_open(3)`, `memfd_create(2)`, `mmap(2)`,
+//! `msync(2)`, `fcntl(2)` (file seals).
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use crate::sys::mman::Mapping;
+
+/// The parts every mapped object shares: `region()`, `region_mut()`,
+/// `Deref<Target = Region>` and `AsFd` (for the descriptor in `$fd`).
+macro_rules! impl_region_object {
+    ($ty:ty => $fd:ident) => {
+        impl $ty {
+            /// The mapped bytes.
+            pub fn region(&self) -> &Region {
+                &self.region
+            }
+
+            /// The mapped bytes, for the `&mut` accessors.
+            pub fn region_mut(&mut self) -> &mut Region {
+                &mut self.region
+            }
+        }
+
+        impl std::ops::Deref for $ty {
+            type Target = Region;
+            fn deref(&self) -> &Region {
+                &self.region
+            }
+        }
+
+        impl std::os::fd::AsFd for $ty {
+            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                std::os::fd::AsFd::as_fd(&self.$fd)
+            }
+        }
+    };
+}
+
+mod file;
+mod memfd;
+mod posix;
+
+pub use file::MappedFile;
+pub use memfd::{Memfd, Seals};
+pub use posix::{unlink, validate_name, Shm, ShmBuilder};
+
+/// Plain data that may live in shared memory: re-exported from `bytemuck`.
+/// Derive it with `#[derive(bytemuck::Pod, bytemuck::Zeroable)]` on a
+/// `#[repr(C)]` struct without padding.
+pub use bytemuck::Pod;
+
+/// Mapped shared bytes: the part every shared-memory object has in common.
+#[derive(Debug)]
+pub struct Region {
+    map: Mapping,
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+impl Region {
+    pub(crate) fn new(map: Mapping) -> Region {
+        Region { map }
+    }
+
+    /// The region's size in bytes.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the region is empty (never true: empty mappings are refused).
+    pub fn is_empty(&self) -> bool {
+        self.map.len() == 0
+    }
+
+    /// Whether the region is mapped for writing.
+    pub fn is_writable(&self) -> bool {
+        self.map.writable()
+    }
+
+    /// The first byte (for code that synchronises itself; see the module
+    /// docs).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.map.as_ptr()
+    }
+
+    /// Checks that `len` bytes at `offset` lie inside the region (and that
+    /// it is writable, for writes).
+    fn check(&self, what: &str, offset: usize, len: usize, write: bool) -> io::Result<()> {
+        if write && !self.is_writable() {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("cannot {what}: the region is mapped read-only"),
+            ));
+        }
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(invalid(format!(
+                "cannot {what}: {len} bytes at offset {offset} do not fit in the \
+                 {}-byte region",
+                self.len()
+            ))),
+        }
+    }
+
+    /// Copies `buf.len()` bytes at `offset` into `buf`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
+        self.check("read", offset, buf.len(), false)?;
+        self.map.copy_out(offset, buf);
+        Ok(())
+    }
+
+    /// Copies `data` into the region at `offset`.
+    pub fn write(&self, offset: usize, data: &[u8]) -> io::Result<()> {
+        self.check("write", offset, data.len(), true)?;
+        self.map.copy_in(offset, data);
+        Ok(())
+    }
+
+    /// The whole region as a byte slice.
+    ///
+    /// # Safety
+    /// No process may write the region while the slice lives.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: the caller rules out writers; the range is the mapping.
+        unsafe { self.map.get::<u8>(0, self.len()) }
+    }
+
+    /// The whole region as a mutable byte slice (panics if read-only).
+    ///
+    /// # Safety
+    /// No other process may read or write the region while the slice lives.
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        assert!(self.is_writable(), "as_mut_slice on a read-only region");
+        // SAFETY: `&mut self` excludes this process; the caller excludes
+        // the others.
+        unsafe { self.map.get_mut::<u8>(0, self.len()) }
+    }
+
+    fn check_atomic(&self, offset: usize, size: usize) -> io::Result<()> {
+        // A store through the atomic would fault on a read-only mapping.
+        self.check("place an atomic", offset, size, true)?;
+        if !offset.is_multiple_of(size) {
+            return Err(invalid(format!(
+                "an atomic of {size} bytes at offset {offset} is misaligned: use a multiple \
+                 of {size}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The 4-byte atomic at byte `offset` (a multiple of 4); refused on a
+    /// read-only region, where a store would fault (read with
+    /// [`Region::view`] there).
+    pub fn atomic_u32(&self, offset: usize) -> io::Result<&AtomicU32> {
+        self.check_atomic(offset, 4)?;
+        Ok(self.map.atomic(offset))
+    }
+
+    /// The 8-byte atomic at byte `offset` (a multiple of 8); refused on a
+    /// read-only region, where a store would fault.
+    pub fn atomic_u64(&self, offset: usize) -> io::Result<&AtomicU64> {
+        self.check_atomic(offset, 8)?;
+        Ok(self.map.atomic(offset))
+    }
+
+    fn check_view<T>(&self, offset: usize, count: usize) -> io::Result<()> {
+        let (size, align) = (size_of::<T>(), align_of::<T>());
+        let ty = std::any::type_name::<T>();
+        let bytes = size
+            .checked_mul(count)
+            .ok_or_else(|| invalid(format!("{count} × {ty} overflows")))?;
+        if !offset.is_multiple_of(align) {
+            return Err(invalid(format!(
+                "a view of {ty} (align {align}) at offset {offset} is misaligned: use a \
+                 multiple of {align}"
+            )));
+        }
+        if offset.checked_add(bytes).is_none_or(|end| end > self.len()) {
+            return Err(invalid(format!(
+                "the region of {} bytes is too small for {count} × {ty} ({bytes} bytes) at \
+                 offset {offset}",
+                self.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// A typed view of one `T` at `offset`: refused if it does not fit or
+    /// is misaligned. `T` may be an array, `[i32; 10]`.
+    pub fn view<T: Pod>(&self, offset: usize) -> io::Result<View<'_, T>> {
+        self.check_view::<T>(offset, 1)?;
+        Ok(View {
+            region: self,
+            offset,
+            _t: PhantomData,
+        })
+    }
+
+    /// A typed view of `len` consecutive `T`s at `offset` (a length chosen
+    /// at run time): refused if they do not fit or are misaligned.
+    pub fn array<T: Pod>(&self, offset: usize, len: usize) -> io::Result<ArrayView<'_, T>> {
+        self.check_view::<T>(offset, len)?;
+        Ok(ArrayView {
+            region: self,
+            offset,
+            len,
+            _t: PhantomData,
+        })
+    }
+}
+
+/// One `T` inside a [`Region`] ([`Region::view`]).
+pub struct View<'a, T> {
+    region: &'a Region,
+    offset: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T> fmt::Debug for View<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "View<{}> at offset {}",
+            std::any::type_name::<T>(),
+            self.offset
+        )
+    }
+}
+
+impl<T: Pod> View<'_, T> {
+    /// Copies the value out.
+    pub fn load(&self) -> T {
+        self.region.map.read(self.offset)
+    }
+
+    /// Copies `value` in (an error on a read-only region).
+    pub fn store(&self, value: &T) -> io::Result<()> {
+        self.region
+            .check("store", self.offset, size_of::<T>(), true)?;
+        self.region.map.write(self.offset, *value);
+        Ok(())
+    }
+
+    /// A reference to the value in place.
+    ///
+    /// # Safety
+    /// No process may write it while the reference lives.
+    pub unsafe fn get(&self) -> &T {
+        // SAFETY: the caller rules out writers; fit and alignment were
+        // checked when the view was made.
+        unsafe { &self.region.map.get::<T>(self.offset, 1)[0] }
+    }
+}
+
+/// `len` consecutive `T`s inside a [`Region`] ([`Region::array`]).
+pub struct ArrayView<'a, T> {
+    region: &'a Region,
+    offset: usize,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T> fmt::Debug for ArrayView<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ArrayView<{}; {}> at offset {}",
+            std::any::type_name::<T>(),
+            self.len,
+            self.offset
+        )
+    }
+}
+
+impl<T: Pod> ArrayView<'_, T> {
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn at(&self, i: usize) -> Option<usize> {
+        (i < self.len).then(|| self.offset + i * size_of::<T>())
+    }
+
+    /// Copies element `i` out, or `None` past the end.
+    pub fn get(&self, i: usize) -> Option<T> {
+        self.at(i).map(|o| self.region.map.read(o))
+    }
+
+    /// Copies `value` into element `i`.
+    pub fn set(&self, i: usize, value: T) -> io::Result<()> {
+        let o = self.at(i).ok_or_else(|| {
+            invalid(format!(
+                "index {i} is out of range for an array of {}",
+                self.len
+            ))
+        })?;
+        self.region.check("store", o, size_of::<T>(), true)?;
+        self.region.map.write(o, value);
+        Ok(())
+    }
+
+    /// Copies every element out.
+    pub fn to_vec(&self) -> Vec<T> {
+        (0..self.len).filter_map(|i| self.get(i)).collect()
+    }
+
+    /// The elements in place.
+    ///
+    /// # Safety
+    /// No process may write them while the slice lives.
+    pub unsafe fn as_slice(&self) -> &[T] {
+        // SAFETY: the caller rules out writers; fit and alignment were
+        // checked when the view was made.
+        unsafe { self.region.map.get::<T>(self.offset, self.len) }
+    }
+}

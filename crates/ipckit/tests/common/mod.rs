@@ -1,0 +1,101 @@
+//! Helpers shared by the multi-process test binaries.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::Failed;
+
+/// Every wait in the tests is bounded by this.
+pub const T: Duration = Duration::from_secs(10);
+
+/// A peer process, killed on drop if still running.
+pub struct Peer {
+    pub child: Child,
+    pub _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Peer {
+    /// Waits (bounded) for the peer to exit and returns whether it succeeded.
+    pub fn wait(&mut self) -> Result<bool, Failed> {
+        let end = Instant::now() + T;
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st.success());
+            }
+            if Instant::now() > end {
+                return Err("peer did not exit in time".into());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+pub fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "ipckit-test-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), Failed> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what().into())
+    }
+}
+
+pub fn my_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
+}
+
+/// A command running this test binary as another user: `nobody` when we
+/// are root (root bypasses permission bits), else ourselves. The copy of
+/// the binary lives in `dir`, which must outlive the command.
+pub fn other_user_cmd(dir: &tempfile::TempDir) -> io::Result<Command> {
+    use std::os::unix::fs::PermissionsExt;
+    if my_uid() != 0 {
+        return Ok(Command::new(std::env::current_exe()?));
+    }
+    use std::os::unix::process::CommandExt;
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755))?;
+    let exe = dir.path().join("peer");
+    std::fs::copy(std::env::current_exe()?, &exe)?;
+    std::fs::set_permissions(&exe, PermissionsExt::from_mode(0o755))?;
+    let mut c = Command::new(exe);
+    c.uid(65534).gid(65534);
+    Ok(c)
+}
+
+/// Runs `cmd` (a peer expected to be refused) and checks it printed
+/// "permission denied".
+pub fn expect_denied(cmd: &mut Command) -> Result<(), Failed> {
+    let out = cmd.output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure(
+        out.status.success() && text.contains("permission denied"),
+        || {
+            format!(
+                "{:?}: {text} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        },
+    )
+}

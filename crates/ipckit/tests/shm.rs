@@ -1,0 +1,284 @@
+//! Shared memory between real processes: this test binary re-executed with
+//! `IPCKIT_SHM_PEER=<role>:<argument>` plays the other process.
+
+use std::io;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ipckit::shm::{MappedFile, Memfd, Seals, Shm};
+use ipckit::socket::unix::{UnixListener, UnixStream};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+mod common;
+use common::{ensure, unique, Peer, T};
+
+const NUMBERS: [i32; 10] = [1, 1, 2, 3, 5, 8, 13, 21, 34, 55];
+
+fn peer(role: &str, arg: &str) -> io::Result<Command> {
+    let mut c = Command::new(std::env::current_exe()?);
+    c.env("IPCKIT_SHM_PEER", format!("{role}:{arg}"))
+        .stdin(Stdio::null());
+    Ok(c)
+}
+
+fn spawn(role: &str, arg: &str) -> Result<Peer, Failed> {
+    Ok(Peer {
+        child: peer(role, arg)?.spawn()?,
+        _dir: None,
+    })
+}
+
+fn denied(e: io::Error) -> io::Result<()> {
+    if e.kind() == io::ErrorKind::PermissionDenied && e.to_string().contains("read-only") {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "expected a read-only refusal, got {e}"
+        )))
+    }
+}
+
+fn peer_main(spec: &str) -> io::Result<()> {
+    let (role, arg) = spec.split_once(':').expect("role:arg");
+    match role {
+        // Check what the parent wrote, answer at offset 100, count at 64.
+        "posix" => {
+            let shm = Shm::builder(arg).open()?;
+            let mut head = [0u8; 5];
+            shm.read(0, &mut head)?;
+            let numbers = shm.view::<[i32; 10]>(16)?.load();
+            if &head != b"hello" || numbers != NUMBERS {
+                return Err(io::Error::other(format!("{head:?} {numbers:?}")));
+            }
+            shm.write(100, b"hello back")?;
+            shm.atomic_u64(64)?.fetch_add(1, Ordering::Release);
+            Ok(())
+        }
+        // Read-only: reads work, every kind of write is refused.
+        "posix-ro" => {
+            let shm = Shm::builder(arg).read_only(true).open()?;
+            if shm.is_writable() || shm.view::<[i32; 10]>(16)?.load() != NUMBERS {
+                return Err(io::Error::other("read-only view wrong"));
+            }
+            denied(shm.write(0, b"x").unwrap_err())?;
+            denied(shm.view::<u32>(0)?.store(&1).unwrap_err())?;
+            denied(shm.atomic_u32(0).map(drop).unwrap_err())
+        }
+        // Receive a sealed memfd over a Unix socket and check it.
+        "memfd" => {
+            let mut s = UnixStream::connect(&arg.parse()?)?;
+            let mut buf = Vec::new();
+            let mut fds = s.recv_with_fds(&mut buf)?;
+            let fd = fds.pop().ok_or_else(|| io::Error::other("no descriptor"))?;
+            let m = Memfd::from_fd(fd, false)?;
+            let seals = m.seals()?;
+            if !seals.contains(Seals::SHRINK | Seals::GROW | Seals::FUTURE_WRITE) {
+                return Err(io::Error::other(format!("seals {seals:?}")));
+            }
+            if m.is_writable() || m.len() != 8192 {
+                return Err(io::Error::other("expected a read-only 8192-byte mapping"));
+            }
+            let big = m.array::<u64>(0, 1024)?;
+            if (0..1024).any(|i| big.get(i) != Some(i as u64 * 3)) {
+                return Err(io::Error::other("memfd contents differ"));
+            }
+            denied(m.write(0, b"x").unwrap_err())?;
+            // The writer keeps its mapping: it sees the sealed data too.
+            ipckit::MessageSender::send(&mut s, buf).map_err(io::Error::from)?;
+            Ok(())
+        }
+        // Write into a mapped file and flush it.
+        "file" => {
+            let f = MappedFile::open(arg)?;
+            f.write(0, b"written by the peer")?;
+            f.flush_range(0, 19)?;
+            f.flush_async()?;
+            f.flush()
+        }
+        other => Err(io::Error::other(format!("unknown role {other}"))),
+    }
+}
+
+/// Bytes, a typed array and an atomic cross between two processes.
+fn posix_across_processes() -> Result<(), Failed> {
+    let name = format!("/{}", unique("shm"));
+    let shm = Shm::builder(&name).size(4096).create()?;
+    shm.write(0, b"hello")?;
+    shm.view::<[i32; 10]>(16)?.store(&NUMBERS)?;
+    let mut p = spawn("posix", &name)?;
+    ensure(p.wait()?, || "peer failed".into())?;
+    ensure(shm.atomic_u64(64)?.load(Ordering::Acquire) == 1, || {
+        "peer's count missing".into()
+    })?;
+    let mut back = [0u8; 10];
+    shm.read(100, &mut back)?;
+    ensure(&back == b"hello back", || format!("{back:?}"))?;
+    let mut ro = spawn("posix-ro", &name)?;
+    ensure(ro.wait()?, || "read-only peer failed".into())
+}
+
+/// Names, sizes and the create/open/remove rules.
+fn posix_names_and_sizes() -> Result<(), Failed> {
+    for (bad, why) in [
+        ("frames", "must start with a slash"),
+        ("/", "empty after the slash"),
+        ("/a/b", "second slash"),
+    ] {
+        let e = Shm::builder(bad).size(10).create().unwrap_err();
+        ensure(
+            e.kind() == io::ErrorKind::InvalidInput && e.to_string().contains(why),
+            || e.to_string(),
+        )?;
+    }
+    let name = format!("/{}", unique("rules"));
+    for b in [Shm::builder(&name), Shm::builder(&name).size(0)] {
+        let e = b.create().unwrap_err();
+        ensure(e.to_string().contains("needs a size"), || e.to_string())?;
+    }
+    let e = Shm::builder(&name).open().unwrap_err();
+    ensure(
+        e.kind() == io::ErrorKind::NotFound && e.to_string().contains("no POSIX shared memory"),
+        || e.to_string(),
+    )?;
+    let first = Shm::builder(&name).size(100).create()?;
+    ensure(first.len() == 100, || format!("len {}", first.len()))?;
+    let e = Shm::builder(&name).size(100).create().unwrap_err();
+    ensure(e.kind() == io::ErrorKind::AlreadyExists, || e.to_string())?;
+    let e = Shm::builder(&name).size(200).open().unwrap_err();
+    ensure(e.to_string().contains("smaller than the 200"), || {
+        e.to_string()
+    })?;
+    drop(Shm::builder(&name).size(100).create_or_open()?);
+    ensure(Shm::builder(&name).open().is_ok(), || {
+        "an opener unlinked it".into()
+    })?;
+    let mode = std::fs::metadata(format!("/dev/shm{name}"))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)?;
+    ensure(mode == 0o600, || format!("mode {mode:o}"))?;
+    drop(first);
+    ensure(Shm::builder(&name).open().is_err(), || {
+        "the creator left it".into()
+    })?;
+    let mut kept = Shm::builder(&name).size(10).keep(true).create()?;
+    drop(Shm::builder(&name).open()?);
+    kept.unlink()?;
+    let e = ipckit::shm::unlink(&name).unwrap_err();
+    ensure(e.kind() == io::ErrorKind::NotFound, || e.to_string())
+}
+
+/// Views that do not fit or are misaligned are refused, saying why.
+fn views_refused() -> Result<(), Failed> {
+    let m = Memfd::create("views", 4096)?;
+    let cases: [(io::Result<()>, &str); 6] = [
+        (m.view::<u64>(4).map(drop), "misaligned"),
+        (m.view::<[u8; 5000]>(0).map(drop), "too small"),
+        (m.array::<u32>(4092, 2).map(drop), "too small"),
+        (m.array::<u64>(0, usize::MAX).map(drop), "overflows"),
+        (m.atomic_u32(2).map(drop), "misaligned"),
+        (m.write(4090, b"1234567"), "do not fit"),
+    ];
+    for (r, why) in cases {
+        let e = r.err().ok_or("accepted")?;
+        ensure(
+            e.kind() == io::ErrorKind::InvalidInput && e.to_string().contains(why),
+            || format!("{why}: {e}"),
+        )?;
+    }
+    let a = m.array::<u32>(8, 4)?;
+    a.set(3, 7)?;
+    ensure(a.get(3) == Some(7) && a.get(4).is_none(), || "get".into())?;
+    ensure(a.set(4, 1).is_err(), || "set past the end".into())?;
+    ensure(a.to_vec() == [0, 0, 0, 7], || format!("{:?}", a.to_vec()))?;
+    let e = Memfd::create("empty", 0).unwrap_err();
+    ensure(e.kind() == io::ErrorKind::InvalidInput, || e.to_string())
+}
+
+/// A memfd passed over a Unix socket, sealed so that the receiver can
+/// trust its size and contents.
+fn memfd_over_socket() -> Result<(), Failed> {
+    let m = Memfd::create("sealed", 8192)?;
+    let a = m.array::<u64>(0, 1024)?;
+    for i in 0..1024 {
+        a.set(i, i as u64 * 3)?;
+    }
+    m.add_seals(Seals::SHRINK | Seals::GROW | Seals::FUTURE_WRITE)?;
+    let e = m.add_seals(Seals::WRITE).unwrap_err();
+    ensure(e.to_string().contains("writable mapping"), || e.to_string())?;
+    let addr = format!("@{}", unique("memfd"));
+    let l = UnixListener::bind(&addr.parse()?)?;
+    let mut p = spawn("memfd", &addr)?;
+    let mut s = l.accept_timeout(T)?;
+    s.send_with_fds(b"take this", &[m.fd()])?;
+    let echo = ipckit::MessageReceiver::recv_timeout(&mut s, T)?;
+    ensure(echo == b"take this", || format!("{echo:?}"))?;
+    ensure(p.wait()?, || "peer failed".into())?;
+    // The existing writable mapping still works after FUTURE_WRITE.
+    m.write(0, b"still mine")?;
+    Ok(())
+}
+
+/// A regular file mapped by two processes; the peer's flushed write is in
+/// the file.
+fn mapped_file() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("data");
+    let f = MappedFile::create(&path, 4096)?;
+    let e = MappedFile::create(&path, 4096).unwrap_err();
+    ensure(e.kind() == io::ErrorKind::AlreadyExists, || e.to_string())?;
+    let mut p = spawn("file", path.to_str().ok_or("path")?)?;
+    ensure(p.wait()?, || "peer failed".into())?;
+    let mut got = [0u8; 19];
+    f.read(0, &mut got)?;
+    ensure(&got == b"written by the peer", || format!("{got:?}"))?;
+    let on_disk = std::fs::read(&path)?;
+    ensure(
+        on_disk.len() == 4096 && on_disk.starts_with(b"written by the peer"),
+        || "file contents differ".into(),
+    )?;
+    let ro = MappedFile::open_read_only(&path)?;
+    ensure(!ro.is_writable() && ro.write(0, b"x").is_err(), || {
+        "read-only mapping wrote".into()
+    })?;
+    ensure(f.flush_range(4000, 200).is_err(), || {
+        "flush past the end".into()
+    })?;
+    std::fs::write(dir.path().join("empty"), b"")?;
+    let e = MappedFile::open(dir.path().join("empty")).unwrap_err();
+    ensure(e.to_string().contains("is empty"), || e.to_string())?;
+    let e = MappedFile::open(dir.path()).unwrap_err();
+    ensure(
+        e.to_string().contains("not a regular file") || e.kind() == io::ErrorKind::IsADirectory,
+        || e.to_string(),
+    )
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("IPCKIT_SHM_PEER") {
+        if let Err(e) = peer_main(&spec) {
+            eprintln!("peer {spec}: {e}");
+            std::process::exit(1);
+        }
+        std::process::exit(0);
+    }
+    // A watchdog: a hung test fails the run instead of hanging CI.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(120));
+        eprintln!("shm tests: watchdog fired after 120 s");
+        std::process::exit(101);
+    });
+    let args = Arguments::from_args();
+    type Case = fn() -> Result<(), Failed>;
+    let cases: [(&str, Case); 5] = [
+        ("posix::data_across_processes", posix_across_processes),
+        ("posix::names_sizes_and_removal", posix_names_and_sizes),
+        ("views::refuse_what_does_not_fit", views_refused),
+        ("memfd::sealed_and_passed_over_a_socket", memfd_over_socket),
+        ("file::mapped_by_two_processes_and_flushed", mapped_file),
+    ];
+    let trials = cases
+        .into_iter()
+        .map(|(name, f)| Trial::test(name, f))
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
