@@ -23,7 +23,7 @@ impl Addr {
     /// Refuses an address that names no message channel (`ipc send`/`recv`).
     pub fn check_channel(&self) -> Result<()> {
         match self {
-            Addr::Shm(_) => Err(self.not_a_channel()),
+            Addr::Shm(_) | Addr::SysvShm(_) => Err(self.not_a_channel()),
             _ => Ok(()),
         }
     }
@@ -44,6 +44,8 @@ pub enum Addr {
     SysvMq(Key),
     /// A POSIX shared memory object: `shm:/NAME` (for `ipc rm`).
     Shm(String),
+    /// A System V shared memory segment: `sysv-shm:KEY` (for `ipc rm`).
+    SysvShm(Key),
 }
 
 pub const FORMS: &str = "fifo:PATH, unix:PATH, unix:@NAME, unix-dgram:PATH|@NAME, \
@@ -68,6 +70,18 @@ fn check_hostport(s: &str) -> Result<String> {
     port.parse::<u16>()
         .map_err(|_| anyhow!("{port:?} is not a port number (0-65535)"))?;
     Ok(s.to_string())
+}
+
+/// A System V key that other processes can find (not `IPC_PRIVATE`).
+fn public_key(s: &str) -> Result<Key> {
+    let key: Key = s.parse()?;
+    if key == Key::PRIVATE {
+        bail!(
+            "key 0 is IPC_PRIVATE, which makes a new object no other process can find by key; \
+             choose another key"
+        );
+    }
+    Ok(key)
 }
 
 impl FromStr for Addr {
@@ -96,16 +110,8 @@ impl FromStr for Addr {
                 ipckit::shm::validate_name(rest)?;
                 Addr::Shm(rest.to_string())
             }
-            "sysv-mq" => {
-                let key: Key = rest.parse()?;
-                if key == Key::PRIVATE {
-                    bail!(
-                        "key 0 is IPC_PRIVATE, which makes a new queue no other process can find \
-                         by key; choose another key"
-                    );
-                }
-                Addr::SysvMq(key)
-            }
+            "sysv-mq" => Addr::SysvMq(public_key(rest)?),
+            "sysv-shm" => Addr::SysvShm(public_key(rest)?),
             other => bail!("unknown mechanism {other:?}; expected one of {FORMS}"),
         })
     }
@@ -123,6 +129,7 @@ impl fmt::Display for Addr {
             Addr::Mq(n) => write!(f, "mq:{n}"),
             Addr::SysvMq(k) => write!(f, "sysv-mq:{k}"),
             Addr::Shm(n) => write!(f, "shm:{n}"),
+            Addr::SysvShm(k) => write!(f, "sysv-shm:{k}"),
         }
     }
 }

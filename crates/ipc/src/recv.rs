@@ -245,7 +245,7 @@ pub fn run(args: Args) -> Result<()> {
                 p.drain(&mut q)?;
             }
         }
-        Addr::Shm(_) => return Err(args.addr.not_a_channel()),
+        Addr::Shm(_) | Addr::SysvShm(_) => return Err(args.addr.not_a_channel()),
         Addr::SysvMq(key) => {
             let mut q = open_sysv(*key, ipckit::sysv::Access::Receive)?;
             let show = args.show_type;

@@ -7,7 +7,8 @@ use crate::addr::Addr;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Objects to remove: mq:/NAME (a POSIX queue), sysv-mq:KEY (a System V
-    /// queue), shm:/NAME (POSIX shared memory) or fifo:PATH.
+    /// queue), shm:/NAME (POSIX shared memory), sysv-shm:KEY (a System V
+    /// segment, removed once detached everywhere) or fifo:PATH.
     #[arg(value_name = "ADDR", required = true)]
     addrs: Vec<Addr>,
 }
@@ -18,10 +19,11 @@ pub fn run(args: Args) -> Result<()> {
             Addr::Mq(name) => ipckit::mq::unlink(name)?,
             Addr::SysvMq(key) => ipckit::sysv::remove_queue(*key)?,
             Addr::Shm(name) => ipckit::shm::unlink(name)?,
+            Addr::SysvShm(key) => ipckit::shm::remove_sysv(*key)?,
             Addr::Fifo(path) => {
                 ipckit::fifo::remove(path).with_context(|| format!("cannot remove {a}"))?
             }
-            other => bail!("{other} is not a named object ipc rm can remove (mq:/NAME, sysv-mq:KEY, shm:/NAME, fifo:PATH)"),
+            other => bail!("{other} is not a named object ipc rm can remove (mq:/NAME, sysv-mq:KEY, shm:/NAME, sysv-shm:KEY, fifo:PATH)"),
         }
     }
     Ok(())

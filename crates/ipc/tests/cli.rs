@@ -762,4 +762,17 @@ fn shm_can_be_removed_but_not_sent_to() {
     assert!(ipckit::shm::Shm::builder(&name).open().is_err());
     fails_with(ipc().args(["rm", &addr]), "no POSIX shared memory named");
     drop(shm);
+
+    let key = unique_key();
+    let seg = ipckit::shm::SysvShm::builder(key.parse().unwrap())
+        .size(64)
+        .keep(true)
+        .create()
+        .unwrap();
+    let addr = format!("sysv-shm:{key}");
+    fails_with(ipc().args(["recv", &addr]), "not a message channel");
+    assert!(run(ipc().args(["rm", &addr])).status.success());
+    assert!(seg.status().unwrap().removal_pending);
+    drop(seg);
+    fails_with(ipc().args(["rm", &addr]), "no System V shared memory");
 }

@@ -27,7 +27,7 @@ use ipckit::{
 use libtest_mimic::{Arguments, Failed, Trial};
 
 mod common;
-use common::{ensure, expect_denied, my_uid, other_user_cmd, unique, Peer, T};
+use common::{ensure, expect_denied, my_uid, other_user_cmd, unique, unique_key, Peer, T};
 use signal_hook::consts::SIGUSR1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1061,14 +1061,6 @@ fn mq_nonblocking_descriptor() -> Result<(), Failed> {
 
 // ---- System V message queues ---------------------------------------------
 
-/// A key no other test (or run) uses: a marker bit, our pid and a counter.
-fn unique_key() -> Key {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed) & 0xff;
-    Key::new((0x4000_0000 | (std::process::id() & 0x3f_ffff) << 8 | n) as i32)
-}
-
 fn sysv_peer(spec: String) -> io::Result<Command> {
     let mut c = Command::new(std::env::current_exe()?);
     c.env("IPCKIT_PEER_SYSV", spec).stdin(Stdio::null());
@@ -1321,10 +1313,10 @@ fn sysv_status_set_and_limits() -> Result<(), Failed> {
     let mut q = MessageQueue::builder(key).create()?;
     let st = q.status()?;
     ensure(
-        st.key == key
-            && st.mode == 0o600
-            && st.owner.uid == my_uid()
-            && st.creator.uid == my_uid()
+        st.perm.key == key
+            && st.perm.mode == 0o600
+            && st.perm.owner.uid == my_uid()
+            && st.perm.creator.uid == my_uid()
             && st.max_bytes == limits.max_queue_bytes as u64
             && st.last_sender.is_none()
             && st.last_send.is_none()
@@ -1334,7 +1326,7 @@ fn sysv_status_set_and_limits() -> Result<(), Failed> {
     q.set_mode(0o640)?;
     q.set_max_bytes(1000)?;
     let st = q.status()?;
-    ensure(st.mode == 0o640 && st.max_bytes == 1000, || {
+    ensure(st.perm.mode == 0o640 && st.max_bytes == 1000, || {
         format!("{st:?}")
     })?;
     // Above msgmnb needs CAP_SYS_RESOURCE: either it works or the error

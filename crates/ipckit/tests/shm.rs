@@ -6,12 +6,13 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ipckit::shm::{MappedFile, Memfd, Seals, Shm};
+use ipckit::shm::{MappedFile, Memfd, Seals, Shm, SysvShm};
 use ipckit::socket::unix::{UnixListener, UnixStream};
+use ipckit::sysv::Key;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 mod common;
-use common::{ensure, unique, Peer, T};
+use common::{ensure, unique, unique_key, Peer, T};
 
 const NUMBERS: [i32; 10] = [1, 1, 2, 3, 5, 8, 13, 21, 34, 55];
 
@@ -95,6 +96,39 @@ fn peer_main(spec: &str) -> io::Result<()> {
             f.flush_range(0, 19)?;
             f.flush_async()?;
             f.flush()
+        }
+        // Attach by key, check, answer, report the attach count.
+        "sysv" => {
+            let key: Key = arg.parse()?;
+            let shm = SysvShm::builder(key).size(4096).open()?;
+            let numbers = shm.view::<[i32; 10]>(16)?.load();
+            if numbers != NUMBERS {
+                return Err(io::Error::other(format!("{numbers:?}")));
+            }
+            shm.write(100, b"sysv back")?;
+            let st = shm.status()?;
+            if st.attached != 2 || st.creator_pid == Some(std::process::id()) {
+                return Err(io::Error::other(format!("{st:?}")));
+            }
+            Ok(())
+        }
+        // Attach by id, say so (flag 1), wait for flag 2 (set after the
+        // segment was marked for removal), read the value left then.
+        "sysv-removed" => {
+            let shm = SysvShm::open_id(arg.parse().map_err(io::Error::other)?, false)?;
+            let flag = shm.atomic_u32(0)?;
+            flag.store(1, Ordering::Release);
+            let end = std::time::Instant::now() + T;
+            while flag.load(Ordering::Acquire) != 2 {
+                if std::time::Instant::now() > end {
+                    return Err(io::Error::other("no flag 2"));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            match shm.view::<u64>(8)?.load() {
+                42 => Ok(()),
+                v => Err(io::Error::other(format!("value {v}"))),
+            }
         }
         other => Err(io::Error::other(format!("unknown role {other}"))),
     }
@@ -253,6 +287,105 @@ fn mapped_file() -> Result<(), Failed> {
     )
 }
 
+/// A System V segment shared by key; status counts and pids.
+fn sysv_across_processes() -> Result<(), Failed> {
+    let key = unique_key();
+    let shm = SysvShm::builder(key).size(4096).create()?;
+    shm.view::<[i32; 10]>(16)?.store(&NUMBERS)?;
+    let mut p = spawn("sysv", &key.value().to_string())?;
+    let child = p.child.id();
+    ensure(p.wait()?, || "peer failed".into())?;
+    let mut back = [0u8; 9];
+    shm.read(100, &mut back)?;
+    ensure(&back == b"sysv back", || format!("{back:?}"))?;
+    let st = shm.status()?;
+    ensure(
+        st.perm.key == key
+            && st.size == 4096
+            && st.attached == 1
+            && st.creator_pid == Some(std::process::id())
+            && st.last_pid == Some(child)
+            && st.perm.mode == 0o600
+            && !st.removal_pending
+            && st.last_detach.is_some(),
+        || format!("{st:?}"),
+    )?;
+    let ro = SysvShm::builder(key).read_only(true).open()?;
+    ensure(!ro.is_writable() && ro.write(0, b"x").is_err(), || {
+        "read-only attach wrote".into()
+    })?;
+    Ok(())
+}
+
+/// Removal marks a segment that is still attached elsewhere: the key goes
+/// at once, the memory stays usable until the last detach.
+fn sysv_removal_while_attached() -> Result<(), Failed> {
+    let key = unique_key();
+    let mut shm = SysvShm::builder(key).size(64).create()?;
+    let id = shm.id();
+    let mut p = spawn("sysv-removed", &id.to_string())?;
+    let flag = shm.atomic_u32(0)?;
+    let end = std::time::Instant::now() + T;
+    while flag.load(Ordering::Acquire) != 1 {
+        ensure(std::time::Instant::now() < end, || {
+            "peer never attached".into()
+        })?;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    shm.remove()?;
+    let st = shm.status()?;
+    ensure(st.removal_pending && st.attached == 2, || format!("{st:?}"))?;
+    let e = SysvShm::builder(key).open().unwrap_err();
+    ensure(e.kind() == io::ErrorKind::NotFound, || e.to_string())?;
+    shm.view::<u64>(8)?.store(&42)?;
+    shm.atomic_u32(0)?.store(2, Ordering::Release);
+    ensure(p.wait()?, || "peer failed".into())?;
+    drop(shm);
+    ensure(SysvShm::open_id(id, true).is_err(), || {
+        "segment outlived its last detach".into()
+    })
+}
+
+/// Bad sizes, modes and keys give clear errors; only the creator removes.
+fn sysv_errors_and_rules() -> Result<(), Failed> {
+    let key = unique_key();
+    let e = SysvShm::builder(key).create().unwrap_err();
+    ensure(e.to_string().contains("needs a size"), || e.to_string())?;
+    let e = SysvShm::builder(key)
+        .size(8)
+        .mode(0o7777)
+        .create()
+        .unwrap_err();
+    ensure(e.kind() == io::ErrorKind::InvalidInput, || e.to_string())?;
+    let e = SysvShm::builder(key).open().unwrap_err();
+    ensure(
+        e.kind() == io::ErrorKind::NotFound && e.to_string().contains("no System V shared memory"),
+        || e.to_string(),
+    )?;
+    let e = SysvShm::private().open().unwrap_err();
+    ensure(e.to_string().contains("open_id"), || e.to_string())?;
+    let e = ipckit::shm::remove_sysv(key).unwrap_err();
+    ensure(e.kind() == io::ErrorKind::NotFound, || e.to_string())?;
+    let first = SysvShm::builder(key).size(100).create()?;
+    let e = SysvShm::builder(key).size(100).create().unwrap_err();
+    ensure(e.kind() == io::ErrorKind::AlreadyExists, || e.to_string())?;
+    let e = SysvShm::builder(key).size(1 << 20).open().unwrap_err();
+    ensure(e.to_string().contains("smaller than"), || e.to_string())?;
+    drop(SysvShm::builder(key).size(100).create_or_open()?);
+    ensure(SysvShm::builder(key).open().is_ok(), || {
+        "an opener removed it".into()
+    })?;
+    drop(first);
+    ensure(SysvShm::builder(key).open().is_err(), || {
+        "the creator left it".into()
+    })?;
+    drop(SysvShm::builder(key).size(10).keep(true).create()?);
+    ipckit::shm::remove_sysv(key)?;
+    ensure(SysvShm::builder(key).open().is_err(), || {
+        "not removed".into()
+    })
+}
+
 fn main() {
     if let Ok(spec) = std::env::var("IPCKIT_SHM_PEER") {
         if let Err(e) = peer_main(&spec) {
@@ -269,12 +402,18 @@ fn main() {
     });
     let args = Arguments::from_args();
     type Case = fn() -> Result<(), Failed>;
-    let cases: [(&str, Case); 5] = [
+    let cases: [(&str, Case); 8] = [
         ("posix::data_across_processes", posix_across_processes),
         ("posix::names_sizes_and_removal", posix_names_and_sizes),
         ("views::refuse_what_does_not_fit", views_refused),
         ("memfd::sealed_and_passed_over_a_socket", memfd_over_socket),
         ("file::mapped_by_two_processes_and_flushed", mapped_file),
+        (
+            "sysv::data_and_status_across_processes",
+            sysv_across_processes,
+        ),
+        ("sysv::removal_while_attached", sysv_removal_while_attached),
+        ("sysv::errors_and_rules", sysv_errors_and_rules),
     ];
     let trials = cases
         .into_iter()

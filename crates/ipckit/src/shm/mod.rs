@@ -10,6 +10,7 @@
 //! | [`Shm`] | POSIX shared memory (`shm_open(3)`), a file in `/dev/shm` | name (`/something`) |
 //! | [`Memfd`] | anonymous memory (`memfd_create(2)`), optionally sealed | its descriptor, inherited or passed over a Unix socket |
 //! | [`MappedFile`] | a regular file (`mmap(2)` with `MAP_SHARED`) | path; the data persists, [`MappedFile::flush`] writes it back |
+//! | [`SysvShm`] | System V shared memory (`shmget(2)`, `shmat(2)`) | [`crate::sysv::Key`] |
 //!
 //! Each derefs to a [`Region`], the mapped bytes.
 //!
@@ -52,7 +53,7 @@
 //!
 //! # References
 //! `shm_overview(7)`, `shm_open(3)`, `memfd_create(2)`, `mmap(2)`,
-//! `msync(2)`, `fcntl(2)` (file seals).
+//! `msync(2)`, `fcntl(2)` (file seals), `shmget(2)`, `shmop(2)`, `shmctl(2)`.
 
 use std::fmt;
 use std::io;
@@ -62,9 +63,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use crate::sys::mman::Mapping;
 
 /// The parts every mapped object shares: `region()`, `region_mut()`,
-/// `Deref<Target = Region>` and `AsFd` (for the descriptor in `$fd`).
+/// `Deref<Target = Region>`, and `AsFd` for the descriptor in `$fd` if
+/// there is one.
 macro_rules! impl_region_object {
-    ($ty:ty => $fd:ident) => {
+    ($ty:ty) => {
         impl $ty {
             /// The mapped bytes.
             pub fn region(&self) -> &Region {
@@ -83,6 +85,9 @@ macro_rules! impl_region_object {
                 &self.region
             }
         }
+    };
+    ($ty:ty => $fd:ident) => {
+        impl_region_object!($ty);
 
         impl std::os::fd::AsFd for $ty {
             fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -95,10 +100,12 @@ macro_rules! impl_region_object {
 mod file;
 mod memfd;
 mod posix;
+mod sysv;
 
 pub use file::MappedFile;
 pub use memfd::{Memfd, Seals};
 pub use posix::{unlink, validate_name, Shm, ShmBuilder};
+pub use sysv::{remove_sysv, SysvShm, SysvShmBuilder, SysvShmStatus};
 
 /// Plain data that may live in shared memory: re-exported from `bytemuck`.
 /// Derive it with `#[derive(bytemuck::Pod, bytemuck::Zeroable)]` on a

@@ -95,6 +95,8 @@ pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
     writable: bool,
+    /// Attached with `shmat` (detached with `shmdt`), not `mmap`ed.
+    sysv: bool,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; shared access
@@ -140,7 +142,31 @@ impl Mapping {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Mapping { ptr, len, writable })
+        Ok(Mapping {
+            ptr,
+            len,
+            writable,
+            sysv: false,
+        })
+    }
+
+    /// `shmat(2)` of System V segment `id`, whose size is `len`, at an
+    /// address the kernel chooses; read-only with `SHM_RDONLY`.
+    pub(crate) fn attach(id: libc::c_int, len: usize, writable: bool) -> io::Result<Self> {
+        let flags = if writable { 0 } else { libc::SHM_RDONLY };
+        // SAFETY: a null address lets the kernel choose a place that
+        // overlaps nothing Rust owns.
+        let p = unsafe { libc::shmat(id, ptr::null(), flags) };
+        if p as isize == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("shmat returned null"))?;
+        Ok(Mapping {
+            ptr,
+            len,
+            writable,
+            sysv: true,
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -286,8 +312,62 @@ pub(crate) fn page_size() -> usize {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` describe a mapping this value created and that
-        // nothing borrows any more (borrows are tied to `&self`).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        if self.sysv {
+            // SAFETY: `ptr` is an attachment this value made and that
+            // nothing borrows any more (borrows are tied to `&self`).
+            unsafe { libc::shmdt(self.ptr.as_ptr().cast()) };
+        } else {
+            // SAFETY: `ptr`/`len` describe a mapping this value created and
+            // that nothing borrows any more (borrows are tied to `&self`).
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        }
     }
+}
+
+/// `shmget(2)`.
+pub(crate) fn shmget(key: libc::key_t, size: usize, flags: libc::c_int) -> io::Result<libc::c_int> {
+    // SAFETY: integer arguments only.
+    syscall!(shmget(key, size, flags))
+}
+
+/// A segment's `struct shmid_ds`, in fixed-width types.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawShmStatus {
+    pub perm: super::msg::RawPerm,
+    pub size: u64,
+    pub atime: i64,
+    pub dtime: i64,
+    pub ctime: i64,
+    pub cpid: i32,
+    pub lpid: i32,
+    pub nattch: u64,
+}
+
+/// `shmctl(IPC_STAT)`.
+// Field widths differ between targets: some casts are no-ops here.
+#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+pub(crate) fn shm_stat(id: libc::c_int) -> io::Result<RawShmStatus> {
+    let mut ds = std::mem::MaybeUninit::<libc::shmid_ds>::zeroed();
+    // SAFETY: `ds` is writable and of the type IPC_STAT fills.
+    syscall!(shmctl(id, libc::IPC_STAT, ds.as_mut_ptr()))?;
+    // SAFETY: zero-initialised plain data, filled by the kernel.
+    let ds = unsafe { ds.assume_init() };
+    Ok(RawShmStatus {
+        perm: super::msg::RawPerm::from(&ds.shm_perm),
+        size: ds.shm_segsz as u64,
+        atime: ds.shm_atime as i64,
+        dtime: ds.shm_dtime as i64,
+        ctime: ds.shm_ctime as i64,
+        cpid: ds.shm_cpid,
+        lpid: ds.shm_lpid,
+        nattch: ds.shm_nattch as u64,
+    })
+}
+
+/// `shmctl(IPC_RMID)`: marks the segment for removal; it goes when the last
+/// process detaches.
+pub(crate) fn shm_remove(id: libc::c_int) -> io::Result<()> {
+    // SAFETY: IPC_RMID ignores the buffer argument.
+    syscall!(shmctl(id, libc::IPC_RMID, ptr::null_mut()))?;
+    Ok(())
 }

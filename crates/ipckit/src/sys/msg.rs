@@ -116,15 +116,34 @@ pub(crate) fn rcv(
     Ok(n as usize)
 }
 
-/// A queue's `struct msqid_ds`, in fixed-width types.
+/// A System V object's `struct ipc_perm`, in fixed-width types.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RawStatus {
+pub(crate) struct RawPerm {
     pub key: libc::key_t,
     pub uid: u32,
     pub gid: u32,
     pub cuid: u32,
     pub cgid: u32,
     pub mode: u32,
+}
+
+impl From<&libc::ipc_perm> for RawPerm {
+    fn from(p: &libc::ipc_perm) -> RawPerm {
+        RawPerm {
+            key: p.__key,
+            uid: p.uid,
+            gid: p.gid,
+            cuid: p.cuid,
+            cgid: p.cgid,
+            mode: u32::from(p.mode),
+        }
+    }
+}
+
+/// A queue's `struct msqid_ds`, in fixed-width types.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawStatus {
+    pub perm: RawPerm,
     pub stime: i64,
     pub rtime: i64,
     pub ctime: i64,
@@ -148,14 +167,8 @@ fn stat_ds(id: libc::c_int) -> io::Result<libc::msqid_ds> {
 #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
 pub(crate) fn stat(id: libc::c_int) -> io::Result<RawStatus> {
     let ds = stat_ds(id)?;
-    let p = &ds.msg_perm;
     Ok(RawStatus {
-        key: p.__key,
-        uid: p.uid,
-        gid: p.gid,
-        cuid: p.cuid,
-        cgid: p.cgid,
-        mode: u32::from(p.mode),
+        perm: RawPerm::from(&ds.msg_perm),
         stime: ds.msg_stime as i64,
         rtime: ds.msg_rtime as i64,
         ctime: ds.msg_ctime as i64,

@@ -1,4 +1,5 @@
-//! System V IPC: message queues (`msgop(2)`, `msgctl(2)`).
+//! System V IPC: keys, and message queues (`msgop(2)`, `msgctl(2)`).
+//! System V shared memory is [`crate::shm::SysvShm`].
 //!
 //! System V objects are named by a numeric [`Key`] instead of a path: an
 //! agreed number, a key derived from an existing file with [`Key::ftok`],
@@ -153,6 +154,17 @@ pub fn limits() -> io::Result<Limits> {
     })
 }
 
+/// A time from an `ipc_perm`-style status: 0 means never.
+pub(crate) fn time(secs: i64) -> Option<std::time::SystemTime> {
+    (secs > 0)
+        .then(|| std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64))
+}
+
+/// A pid from a status: 0 means none.
+pub(crate) fn pid(p: i32) -> Option<u32> {
+    u32::try_from(p).ok().filter(|&p| p > 0)
+}
+
 /// A user and group id pair (owner or creator of an object).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ids {
@@ -160,6 +172,63 @@ pub struct Ids {
     pub uid: u32,
     /// Group id.
     pub gid: u32,
+}
+
+/// Who a System V object belongs to and who may use it (`struct ipc_perm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Perm {
+    /// The key it was created with.
+    pub key: Key,
+    /// The owner (may be changed by `IPC_SET`).
+    pub owner: Ids,
+    /// The creator.
+    pub creator: Ids,
+    /// Permission bits (`0o600` and the like).
+    pub mode: u32,
+}
+
+impl From<sys::msg::RawPerm> for Perm {
+    fn from(p: sys::msg::RawPerm) -> Perm {
+        Perm {
+            key: Key(p.key),
+            owner: Ids {
+                uid: p.uid,
+                gid: p.gid,
+            },
+            creator: Ids {
+                uid: p.cuid,
+                gid: p.cgid,
+            },
+            mode: p.mode & 0o777,
+        }
+    }
+}
+
+/// `create_or_open` for System V objects: `IPC_CREAT` alone cannot tell
+/// "created" from "opened", so try an exclusive create, then an open, and
+/// again if the object vanished in between.
+pub(crate) fn create_or_open<T>(
+    what: &str,
+    key: Key,
+    mut create: impl FnMut() -> io::Result<T>,
+    mut open: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    if key == Key::PRIVATE {
+        return create();
+    }
+    for _ in 0..100 {
+        match create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            r => return r,
+        }
+        match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            r => return r,
+        }
+    }
+    Err(io::Error::other(format!(
+        "{what} {key} kept appearing and disappearing while being opened"
+    )))
 }
 
 #[cfg(test)]

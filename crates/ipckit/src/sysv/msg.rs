@@ -55,9 +55,9 @@
 //! bytes after it, unchanged.
 
 use std::io;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use super::{Access, Ids, Key, DEFAULT_MODE};
+use super::{pid, time, Access, Key, Perm, DEFAULT_MODE};
 use crate::error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError};
 use crate::frame::{recv_failure, send_failure};
 use crate::message::Deadline;
@@ -140,8 +140,8 @@ fn mtype(t: i64) -> io::Result<libc::c_long> {
 /// A queue's status (`msgctl(IPC_STAT)`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
-    /// The key the queue was created with.
-    pub key: Key,
+    /// Key, owner, creator and mode.
+    pub perm: Perm,
     /// Messages in the queue (`msg_qnum`).
     pub messages: u64,
     /// Bytes of payload in the queue (`__msg_cbytes`).
@@ -159,20 +159,6 @@ pub struct Status {
     pub last_receive: Option<SystemTime>,
     /// When the queue was created or last changed by `IPC_SET` (`msg_ctime`).
     pub last_change: Option<SystemTime>,
-    /// The owner (may be changed by `IPC_SET`).
-    pub owner: Ids,
-    /// The creator.
-    pub creator: Ids,
-    /// Permission bits (`0o600` and the like).
-    pub mode: u32,
-}
-
-fn time(secs: i64) -> Option<SystemTime> {
-    (secs > 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64))
-}
-
-fn pid(p: i32) -> Option<u32> {
-    u32::try_from(p).ok().filter(|&p| p > 0)
 }
 
 /// Creates or opens a System V [`MessageQueue`].
@@ -239,25 +225,13 @@ impl QueueBuilder {
     /// Opens the queue, creating it if it does not exist (`IPC_CREAT`). Only
     /// a queue this call created is removed on drop.
     pub fn create_or_open(self) -> io::Result<MessageQueue> {
-        if self.key == Key::PRIVATE {
-            return self.create();
-        }
-        // Tell "created" from "opened" (IPC_CREAT alone cannot); retry if
-        // the queue vanishes between the two calls.
-        for _ in 0..100 {
-            match self.clone().create() {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                r => return r,
-            }
-            match self.clone().open() {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                r => return r,
-            }
-        }
-        Err(io::Error::other(format!(
-            "System V queue {} kept appearing and disappearing while being opened",
-            self.key
-        )))
+        let key = self.key;
+        super::create_or_open(
+            "System V queue",
+            key,
+            || self.clone().create(),
+            || self.clone().open(),
+        )
     }
 
     fn check_mode(&self) -> io::Result<()> {
@@ -365,7 +339,7 @@ impl MessageQueue {
             };
             io::Error::new(e.kind(), format!("System V queue id {id}: {why}"))
         })?;
-        MessageQueue::with_id(id, Key::new(st.key), false)
+        MessageQueue::with_id(id, Key::new(st.perm.key), false)
     }
 
     fn with_id(id: libc::c_int, key: Key, remove_on_drop: bool) -> io::Result<MessageQueue> {
@@ -553,7 +527,7 @@ impl MessageQueue {
     pub fn status(&self) -> io::Result<Status> {
         let s = sys::msg::stat(self.id).map_err(|e| self.explain_io(e, "reading the status of"))?;
         Ok(Status {
-            key: Key::new(s.key),
+            perm: s.perm.into(),
             messages: s.qnum,
             bytes: s.cbytes,
             max_bytes: s.qbytes,
@@ -562,15 +536,6 @@ impl MessageQueue {
             last_send: time(s.stime),
             last_receive: time(s.rtime),
             last_change: time(s.ctime),
-            owner: Ids {
-                uid: s.uid,
-                gid: s.gid,
-            },
-            creator: Ids {
-                uid: s.cuid,
-                gid: s.cgid,
-            },
-            mode: s.mode & 0o777,
         })
     }
 
@@ -615,7 +580,7 @@ impl MessageQueue {
     /// Whether this process's effective user owns or created the queue.
     fn owned(&self) -> bool {
         let me = sys::process::euid();
-        sys::msg::stat(self.id).is_ok_and(|s| me == 0 || me == s.uid || me == s.cuid)
+        sys::msg::stat(self.id).is_ok_and(|s| me == 0 || me == s.perm.uid || me == s.perm.cuid)
     }
 
     fn explain(&self, e: WaitError, what: &str) -> WaitError {

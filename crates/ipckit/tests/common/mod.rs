@@ -99,3 +99,11 @@ pub fn expect_denied(cmd: &mut Command) -> Result<(), Failed> {
         },
     )
 }
+
+/// A key no other test (or run) uses: a marker bit, our pid and a counter.
+pub fn unique_key() -> ipckit::sysv::Key {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed) & 0xff;
+    ipckit::sysv::Key::new((0x4000_0000 | (std::process::id() & 0x3f_ffff) << 8 | n) as i32)
+}
