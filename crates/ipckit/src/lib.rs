@@ -12,7 +12,8 @@
 //! | [`fifo`] | named pipes (`mkfifo(3)`) | byte stream, framed | any process that can open the path |
 //! | [`mq`] | POSIX message queues (`mq_overview(7)`) | messages with priorities | many processes, by name |
 //! | [`sysv`] | System V message queues (`msgop(2)`) | messages with types, selective receive | many processes, by key |
-//! | [`shm`] | shared memory: POSIX (`shm_open(3)`), System V (`shmget(2)`), memfd, mapped files | raw bytes, typed views, atomics | any process that maps it |
+//! | [`shm`] | shared memory: POSIX (`shm_open(3)`), System V (`shmget(2)`), memfd, mapped files; futexes, a robust mutex and a condition variable inside it | raw bytes, typed views, atomics | any process that maps it |
+//! | [`sem`] | semaphores: POSIX named and unnamed (`sem_overview(7)`), System V sets (`semop(2)`) | a counter (P and V) | any process that opens it |
 //! | [`socket::unix`] | Unix domain sockets: stream, datagram, seqpacket | stream (framed) or datagrams | two processes (stream) or many (datagram) |
 //! | [`socket::inet`] | TCP and UDP on loopback or a network | stream (framed) or datagrams | two processes, any host |
 //!
@@ -76,6 +77,7 @@ pub mod message;
 pub mod mq;
 pub mod pipe;
 pub mod process;
+pub mod sem;
 // Views into mapped memory: thin `unsafe` accessors over `sys::mman`.
 #[allow(unsafe_code)]
 pub mod shm;

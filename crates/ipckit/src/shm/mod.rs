@@ -60,7 +60,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use crate::sys::mman::Mapping;
+use crate::sys::mman::{InPlace, Mapping};
 
 /// The parts every mapped object shares: `region()`, `region_mut()`,
 /// `Deref<Target = Region>`, and `AsFd` for the descriptor in `$fd` if
@@ -100,11 +100,13 @@ macro_rules! impl_region_object {
 mod file;
 mod memfd;
 mod posix;
+mod sync;
 mod sysv;
 
 pub use file::MappedFile;
 pub use memfd::{Memfd, Seals};
 pub use posix::{unlink, validate_name, Shm, ShmBuilder};
+pub use sync::{Condvar, Futex, LockError, Mutex, MutexGuard};
 pub use sysv::{remove_sysv, SysvShm, SysvShmBuilder, SysvShmStatus};
 
 /// Plain data that may live in shared memory: re-exported from `bytemuck`.
@@ -201,31 +203,41 @@ impl Region {
         unsafe { self.map.get_mut::<u8>(0, self.len()) }
     }
 
-    fn check_atomic(&self, offset: usize, size: usize) -> io::Result<()> {
-        // A store through the atomic would fault on a read-only mapping.
-        self.check("place an atomic", offset, size, true)?;
-        if !offset.is_multiple_of(size) {
+    /// Checks that a `what` of `size` bytes fits at `offset`, aligned to
+    /// `align`, in a writable region (a store to a read-only mapping would
+    /// fault).
+    fn check_place(&self, what: &str, offset: usize, size: usize, align: usize) -> io::Result<()> {
+        self.check(&format!("place {what}"), offset, size, true)?;
+        if !offset.is_multiple_of(align) {
             return Err(invalid(format!(
-                "an atomic of {size} bytes at offset {offset} is misaligned: use a multiple \
-                 of {size}"
+                "{what} of {size} bytes at offset {offset} is misaligned: use a multiple of {align}"
             )));
         }
         Ok(())
+    }
+
+    /// The synchronisation object or atomic `T` at `offset`, checked.
+    pub(crate) fn place<T: InPlace>(
+        &self,
+        what: &str,
+        offset: usize,
+        align: usize,
+    ) -> io::Result<&T> {
+        self.check_place(what, offset, size_of::<T>(), align.max(align_of::<T>()))?;
+        Ok(self.map.place(offset))
     }
 
     /// The 4-byte atomic at byte `offset` (a multiple of 4); refused on a
     /// read-only region, where a store would fault (read with
     /// [`Region::view`] there).
     pub fn atomic_u32(&self, offset: usize) -> io::Result<&AtomicU32> {
-        self.check_atomic(offset, 4)?;
-        Ok(self.map.atomic(offset))
+        self.place("an atomic", offset, 4)
     }
 
     /// The 8-byte atomic at byte `offset` (a multiple of 8); refused on a
     /// read-only region, where a store would fault.
     pub fn atomic_u64(&self, offset: usize) -> io::Result<&AtomicU64> {
-        self.check_atomic(offset, 8)?;
-        Ok(self.map.atomic(offset))
+        self.place("an atomic", offset, 8)
     }
 
     fn check_view<T>(&self, offset: usize, count: usize) -> io::Result<()> {

@@ -18,7 +18,7 @@ use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::syscall;
+use super::{syscall, timespec};
 
 /// The signal used: `SIGURG`, whose default action is to ignore it, so a
 /// stray one never harms a process (the Go runtime uses it for the same
@@ -127,13 +127,6 @@ impl Alarm {
         // `alarm` is dropped, which deletes the timer.
         syscall!(timer_settime(alarm.timer, 0, &spec, std::ptr::null_mut()))?;
         Ok(alarm)
-    }
-}
-
-fn timespec(d: Duration) -> libc::timespec {
-    libc::timespec {
-        tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
-        tv_nsec: d.subsec_nanos() as _,
     }
 }
 

@@ -265,16 +265,17 @@ impl Mapping {
         unsafe { std::slice::from_raw_parts_mut(p, count) }
     }
 
-    /// An atomic at `offset` (aligned, inside the mapping).
-    pub(crate) fn atomic<A: Atomic>(&self, offset: usize) -> &A {
-        self.check(offset, size_of::<A>(), false);
-        let p = self.as_ptr().wrapping_add(offset).cast::<A>();
-        assert!(p.is_aligned(), "misaligned atomic");
-        // SAFETY: inside the mapping and aligned (checked). Atomics are the
-        // sound way to share memory with another process: every bit pattern
-        // is a valid integer and every access through the reference is
-        // atomic. A store through it to a read-only mapping faults, so the
-        // caller checks `writable` before handing out stores.
+    /// The `T` at `offset` (aligned, inside the mapping): an atomic or a
+    /// synchronisation object that lives in shared memory.
+    pub(crate) fn place<T: InPlace>(&self, offset: usize) -> &T {
+        self.check(offset, size_of::<T>(), false);
+        let p = self.as_ptr().wrapping_add(offset).cast::<T>();
+        assert!(p.is_aligned(), "misaligned {}", std::any::type_name::<T>());
+        // SAFETY: inside the mapping and aligned (checked), and `T: InPlace`
+        // is valid for every bit pattern and only accessed atomically or by
+        // thread-safe calls, so concurrent access from any process is
+        // sound. A store through it to a read-only mapping faults, so the
+        // caller checks `writable` before handing it out.
         unsafe { &*p }
     }
 
@@ -295,13 +296,19 @@ impl Mapping {
     }
 }
 
-/// Integer atomics that may be placed in shared memory.
-pub(crate) trait Atomic: Sized {}
-impl Atomic for std::sync::atomic::AtomicU32 {}
-impl Atomic for std::sync::atomic::AtomicU64 {}
-impl Atomic for std::sync::atomic::AtomicI32 {}
-impl Atomic for std::sync::atomic::AtomicI64 {}
-impl Atomic for std::sync::atomic::AtomicUsize {}
+/// Types that may be placed in shared memory and used there through a
+/// shared reference ([`Mapping::place`]).
+///
+/// # Safety
+/// Every bit pattern must be a valid value, and every access must be atomic
+/// or made by thread-safe calls (interior mutability), so that other
+/// processes writing the bytes at any time cannot cause undefined behaviour
+/// in this one.
+pub(crate) unsafe trait InPlace: Sized {}
+// SAFETY: integer atomics: any bits are a valid integer, every access is atomic.
+unsafe impl InPlace for std::sync::atomic::AtomicU32 {}
+// SAFETY: as above.
+unsafe impl InPlace for std::sync::atomic::AtomicU64 {}
 
 /// The page size (`sysconf(_SC_PAGESIZE)`).
 pub(crate) fn page_size() -> usize {

@@ -1,0 +1,107 @@
+//! Semaphores: counters kept by the kernel (or in shared memory) that
+//! processes use to take turns.
+//!
+//! A semaphore is a non-negative integer that, apart from its initial
+//! value, is only changed by two atomic operations, named by Dijkstra:
+//!
+//! - **P** (*proberen*, wait, `sem_wait`): if the value is above 0, take one
+//!   and go on; otherwise sleep until someone posts.
+//! - **V** (*verhogen*, post, signal, `sem_post`): add one, waking a sleeper.
+//!
+//! Each type here has `wait`/`post` and the textbook `p`/`v` as aliases.
+//! A semaphore with the value 1 is a lock that any process may release (a
+//! mutex must be released by its owner: see [`crate::shm::Mutex`]); one with
+//! the value N counts N free resources; one starting at 0 tells another
+//! process that something happened.
+//!
+//! | type | kind | found by | special |
+//! |---|---|---|---|
+//! | [`NamedSemaphore`] | POSIX named (`sem_open(3)`), a file `/dev/shm/sem.NAME` | name (`/something`) | simple, fast (no system call when uncontended) |
+//! | [`UnnamedSemaphore`] | POSIX unnamed (`sem_init(3)` with pshared) inside a [`crate::shm::Region`] | its offset in shared memory | the fastest: lives beside the data it guards |
+//! | [`SemaphoreSet`] | System V set (`semget(2)`) | [`crate::sysv::Key`] | N counters changed atomically together, wait-for-zero, `SEM_UNDO` (given back when a process dies) |
+//!
+//! # Example: one process waits for another
+//!
+//! ```
+//! use std::time::Duration;
+//! use ipckit::sem::NamedSemaphore;
+//!
+//! let name = format!("/ipckit-doc-sem-{}", std::process::id());
+//! let ready = NamedSemaphore::builder(&name).value(0).create()?; // unlinked on drop
+//! // Another process: NamedSemaphore::builder(&name).open()?.post()?  (V)
+//! ready.post()?;
+//! assert!(ready.wait_timeout(Duration::from_secs(1))?); // P
+//! assert!(!ready.try_wait()?); // the value is 0 again
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # References
+//! `sem_overview(7)`, `sem_open(3)`, `sem_init(3)`, `sem_wait(3)`,
+//! `sem_post(3)`, `sem_getvalue(3)`, `sem_unlink(3)`, `semget(2)`,
+//! `semop(2)`, `semctl(2)`.
+
+/// The inherent methods every POSIX semaphore type has, on its `RawSem`
+/// (the expression `$raw` of `self`).
+macro_rules! impl_posix_sem_ops {
+    ($ty:ty, $self:ident => $raw:expr) => {
+        impl $ty {
+            /// Takes one from the value, sleeping while it is 0 (the P
+            /// operation; `sem_wait(3)`).
+            #[doc(alias = "P")]
+            #[doc(alias = "sem_wait")]
+            pub fn wait(&$self) -> std::io::Result<()> {
+                $raw.wait().map_err(explain_op)
+            }
+
+            /// P: the textbook name of [`wait`](Self::wait).
+            pub fn p(&self) -> std::io::Result<()> {
+                self.wait()
+            }
+
+            /// Takes one if the value is above 0, without sleeping; false if
+            /// it is 0 (`sem_trywait(3)`).
+            #[doc(alias = "sem_trywait")]
+            pub fn try_wait(&$self) -> std::io::Result<bool> {
+                $raw.try_wait().map_err(explain_op)
+            }
+
+            /// Like [`wait`](Self::wait), giving up after `timeout`: false if
+            /// it timed out (`sem_clockwait(3)` on the monotonic clock, so
+            /// changes to the wall clock do not matter).
+            #[doc(alias = "sem_timedwait")]
+            pub fn wait_timeout(&$self, timeout: std::time::Duration) -> std::io::Result<bool> {
+                match std::time::Instant::now().checked_add(timeout) {
+                    Some(deadline) => $raw.wait_until(deadline).map_err(explain_op),
+                    None => $raw.wait().map(|()| true).map_err(explain_op),
+                }
+            }
+
+            /// Adds one to the value, waking one waiter (the V operation;
+            /// `sem_post(3)`).
+            #[doc(alias = "V")]
+            #[doc(alias = "sem_post")]
+            #[doc(alias = "signal")]
+            pub fn post(&$self) -> std::io::Result<()> {
+                $raw.post().map_err(explain_op)
+            }
+
+            /// V: the textbook name of [`post`](Self::post).
+            pub fn v(&self) -> std::io::Result<()> {
+                self.post()
+            }
+
+            /// The current value (`sem_getvalue(3)`); already stale when it
+            /// returns if other processes use the semaphore.
+            #[doc(alias = "sem_getvalue")]
+            pub fn value(&$self) -> std::io::Result<u32> {
+                $raw.value().map_err(explain_op)
+            }
+        }
+    };
+}
+
+mod posix;
+mod sysv;
+
+pub use posix::{unlink, validate_name, NamedSemaphore, SemaphoreBuilder, UnnamedSemaphore};
+pub use sysv::{remove_set, SemOp, SemaphoreSet, SemaphoreSetBuilder, SetStatus};
