@@ -1,6 +1,7 @@
 //! Addresses on the command line: `fifo:PATH`, `unix:PATH` or `unix:@NAME`,
 //! `unix-dgram:…`, `unix-seq:…`, `tcp:HOST:PORT`, `udp:HOST:PORT`, `mq:/NAME`,
-//! `sysv-mq:KEY`.
+//! `sysv-mq:KEY`; for `ipc rm` also `shm:/NAME`, `sysv-shm:KEY`, `sem:/NAME`,
+//! `sysv-sem:KEY`.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -14,16 +15,22 @@ use ipckit::sysv::Key;
 impl Addr {
     /// The error for an address that names no message channel.
     pub fn not_a_channel(&self) -> anyhow::Error {
+        let what = match self {
+            Addr::Sem(_) | Addr::SysvSem(_) => "a semaphore",
+            _ => "shared memory",
+        };
         anyhow!(
-            "{self} is shared memory, not a message channel: ipc send and ipc recv cannot use \
-             it (ipc rm {self} removes it)"
+            "{self} is {what}, not a message channel: ipc send and ipc recv cannot use it \
+             (ipc rm {self} removes it)"
         )
     }
 
     /// Refuses an address that names no message channel (`ipc send`/`recv`).
     pub fn check_channel(&self) -> Result<()> {
         match self {
-            Addr::Shm(_) | Addr::SysvShm(_) => Err(self.not_a_channel()),
+            Addr::Shm(_) | Addr::SysvShm(_) | Addr::Sem(_) | Addr::SysvSem(_) => {
+                Err(self.not_a_channel())
+            }
             _ => Ok(()),
         }
     }
@@ -46,6 +53,10 @@ pub enum Addr {
     Shm(String),
     /// A System V shared memory segment: `sysv-shm:KEY` (for `ipc rm`).
     SysvShm(Key),
+    /// A POSIX named semaphore: `sem:/NAME` (for `ipc rm`).
+    Sem(String),
+    /// A System V semaphore set: `sysv-sem:KEY` (for `ipc rm`).
+    SysvSem(Key),
 }
 
 pub const FORMS: &str = "fifo:PATH, unix:PATH, unix:@NAME, unix-dgram:PATH|@NAME, \
@@ -110,8 +121,13 @@ impl FromStr for Addr {
                 ipckit::shm::validate_name(rest)?;
                 Addr::Shm(rest.to_string())
             }
+            "sem" => {
+                ipckit::sem::validate_name(rest)?;
+                Addr::Sem(rest.to_string())
+            }
             "sysv-mq" => Addr::SysvMq(public_key(rest)?),
             "sysv-shm" => Addr::SysvShm(public_key(rest)?),
+            "sysv-sem" => Addr::SysvSem(public_key(rest)?),
             other => bail!("unknown mechanism {other:?}; expected one of {FORMS}"),
         })
     }
@@ -130,6 +146,8 @@ impl fmt::Display for Addr {
             Addr::SysvMq(k) => write!(f, "sysv-mq:{k}"),
             Addr::Shm(n) => write!(f, "shm:{n}"),
             Addr::SysvShm(k) => write!(f, "sysv-shm:{k}"),
+            Addr::Sem(n) => write!(f, "sem:{n}"),
+            Addr::SysvSem(k) => write!(f, "sysv-sem:{k}"),
         }
     }
 }
@@ -187,6 +205,8 @@ mod tests {
             ("mq:/a/b", "second slash"),
             ("sysv-mq:0", "IPC_PRIVATE"),
             ("shm:frames", "POSIX shared memory name"),
+            ("sem:jobs", "POSIX semaphore name"),
+            ("sysv-sem:0", "IPC_PRIVATE"),
             ("sysv-mq:0xzz", "hex"),
             ("sysv-mq:jobs", "not a number"),
             ("sysv-mq:/no/such/file:1", "existing file"),

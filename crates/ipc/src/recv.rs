@@ -245,7 +245,9 @@ pub fn run(args: Args) -> Result<()> {
                 p.drain(&mut q)?;
             }
         }
-        Addr::Shm(_) | Addr::SysvShm(_) => return Err(args.addr.not_a_channel()),
+        Addr::Shm(_) | Addr::SysvShm(_) | Addr::Sem(_) | Addr::SysvSem(_) => {
+            return Err(args.addr.not_a_channel())
+        }
         Addr::SysvMq(key) => {
             let mut q = open_sysv(*key, ipckit::sysv::Access::Receive)?;
             let show = args.show_type;

@@ -8,7 +8,9 @@ use crate::addr::Addr;
 pub struct Args {
     /// Objects to remove: mq:/NAME (a POSIX queue), sysv-mq:KEY (a System V
     /// queue), shm:/NAME (POSIX shared memory), sysv-shm:KEY (a System V
-    /// segment, removed once detached everywhere) or fifo:PATH.
+    /// segment, removed once detached everywhere), sem:/NAME (a POSIX named
+    /// semaphore), sysv-sem:KEY (a System V semaphore set; its waiters wake
+    /// with an error) or fifo:PATH.
     #[arg(value_name = "ADDR", required = true)]
     addrs: Vec<Addr>,
 }
@@ -20,10 +22,12 @@ pub fn run(args: Args) -> Result<()> {
             Addr::SysvMq(key) => ipckit::sysv::remove_queue(*key)?,
             Addr::Shm(name) => ipckit::shm::unlink(name)?,
             Addr::SysvShm(key) => ipckit::shm::remove_sysv(*key)?,
+            Addr::Sem(name) => ipckit::sem::unlink(name)?,
+            Addr::SysvSem(key) => ipckit::sem::remove_set(*key)?,
             Addr::Fifo(path) => {
                 ipckit::fifo::remove(path).with_context(|| format!("cannot remove {a}"))?
             }
-            other => bail!("{other} is not a named object ipc rm can remove (mq:/NAME, sysv-mq:KEY, shm:/NAME, sysv-shm:KEY, fifo:PATH)"),
+            other => bail!("{other} is not a named object ipc rm can remove (mq:/NAME, sysv-mq:KEY, shm:/NAME, sysv-shm:KEY, sem:/NAME, sysv-sem:KEY, fifo:PATH)"),
         }
     }
     Ok(())

@@ -98,7 +98,9 @@ pub fn open(addr: &Addr, lines: bool, timeout: Option<Duration>) -> Result<Box<d
         }
         Addr::Mq(name) => Box::new(open_queue(name, ipckit::mq::Access::Send)?),
         Addr::SysvMq(key) => Box::new(open_sysv(*key, ipckit::sysv::Access::Send)?),
-        Addr::Shm(_) | Addr::SysvShm(_) => return Err(addr.not_a_channel()),
+        Addr::Shm(_) | Addr::SysvShm(_) | Addr::Sem(_) | Addr::SysvSem(_) => {
+            return Err(addr.not_a_channel())
+        }
         Addr::Udp(hp) => {
             let sa = resolve(hp)?;
             let any = if sa.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };

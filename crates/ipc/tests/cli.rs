@@ -776,3 +776,38 @@ fn shm_can_be_removed_but_not_sent_to() {
     drop(seg);
     fails_with(ipc().args(["rm", &addr]), "no System V shared memory");
 }
+
+#[test]
+fn semaphores_can_be_removed_but_not_sent_to() {
+    let name = format!("/{}", unique("sem"));
+    let sem = ipckit::sem::NamedSemaphore::builder(&name)
+        .keep(true)
+        .create()
+        .unwrap();
+    let addr = format!("sem:{name}");
+    fails_with(
+        ipc().args(["send", &addr, "x"]),
+        "a semaphore, not a message channel",
+    );
+    fails_with(ipc().args(["rm", "sem:jobs"]), "must start with a slash");
+    assert!(run(ipc().args(["rm", &addr])).status.success());
+    assert!(ipckit::sem::NamedSemaphore::builder(&name).open().is_err());
+    fails_with(ipc().args(["rm", &addr]), "no POSIX semaphore named");
+    drop(sem);
+
+    let key = unique_key();
+    let set = ipckit::sem::SemaphoreSet::builder(key.parse().unwrap())
+        .len(2)
+        .keep(true)
+        .create()
+        .unwrap();
+    let addr = format!("sysv-sem:{key}");
+    fails_with(
+        ipc().args(["recv", &addr]),
+        "a semaphore, not a message channel",
+    );
+    fails_with(ipc().args(["rm", "sysv-sem:0"]), "IPC_PRIVATE");
+    assert!(run(ipc().args(["rm", &addr])).status.success());
+    assert!(set.get(0).unwrap_err().to_string().contains("was removed"));
+    fails_with(ipc().args(["rm", &addr]), "no System V semaphore set");
+}

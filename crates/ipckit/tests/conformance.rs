@@ -1406,28 +1406,18 @@ fn sysv_permission_denied() -> Result<(), Failed> {
 }
 
 fn main() {
-    for (var, f) in [
-        ("IPCKIT_PEER", peer_main as fn(&str) -> io::Result<()>),
-        ("IPCKIT_PEER_FD", peer_fd),
-        ("IPCKIT_PEER_EPIPE", |_| peer_epipe()),
-        ("IPCKIT_PEER_WRITER", peer_writer),
-        ("IPCKIT_PEER_MQ", peer_mq),
-        ("IPCKIT_PEER_SYSV", peer_sysv),
-    ] {
-        if let Ok(spec) = std::env::var(var) {
-            if let Err(e) = f(&spec) {
-                eprintln!("peer {spec}: {e}");
-                std::process::exit(1);
-            }
-            std::process::exit(0);
-        }
-    }
-    // A watchdog: a hung test fails the run instead of hanging CI.
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(300));
-        eprintln!("conformance: watchdog fired after 300 s");
-        std::process::exit(101);
-    });
+    common::play_peer_or_arm_watchdog(
+        &[
+            ("IPCKIT_PEER", peer_main),
+            ("IPCKIT_PEER_FD", peer_fd),
+            ("IPCKIT_PEER_EPIPE", |_| peer_epipe()),
+            ("IPCKIT_PEER_WRITER", peer_writer),
+            ("IPCKIT_PEER_MQ", peer_mq),
+            ("IPCKIT_PEER_SYSV", peer_sysv),
+        ],
+        "conformance",
+        Duration::from_secs(300),
+    );
     let args = Arguments::from_args();
     type Case = fn(Mech) -> Result<(), Failed>;
     type Applies = fn(Mech) -> bool;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ipckit::shm::{MappedFile, Memfd, Seals, Shm, SysvShm};
 use ipckit::socket::unix::{UnixListener, UnixStream};
 use ipckit::sysv::Key;
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::Failed;
 
 mod common;
 use common::{ensure, unique, unique_key, Peer, T};
@@ -387,22 +387,12 @@ fn sysv_errors_and_rules() -> Result<(), Failed> {
 }
 
 fn main() {
-    if let Ok(spec) = std::env::var("IPCKIT_SHM_PEER") {
-        if let Err(e) = peer_main(&spec) {
-            eprintln!("peer {spec}: {e}");
-            std::process::exit(1);
-        }
-        std::process::exit(0);
-    }
-    // A watchdog: a hung test fails the run instead of hanging CI.
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(120));
-        eprintln!("shm tests: watchdog fired after 120 s");
-        std::process::exit(101);
-    });
-    let args = Arguments::from_args();
-    type Case = fn() -> Result<(), Failed>;
-    let cases: [(&str, Case); 8] = [
+    common::play_peer_or_arm_watchdog(
+        &[("IPCKIT_SHM_PEER", peer_main)],
+        "shm tests",
+        Duration::from_secs(120),
+    );
+    common::run_cases(vec![
         ("posix::data_across_processes", posix_across_processes),
         ("posix::names_sizes_and_removal", posix_names_and_sizes),
         ("views::refuse_what_does_not_fit", views_refused),
@@ -414,10 +404,5 @@ fn main() {
         ),
         ("sysv::removal_while_attached", sysv_removal_while_attached),
         ("sysv::errors_and_rules", sysv_errors_and_rules),
-    ];
-    let trials = cases
-        .into_iter()
-        .map(|(name, f)| Trial::test(name, f))
-        .collect();
-    libtest_mimic::run(&args, trials).exit();
+    ]);
 }

@@ -103,5 +103,7 @@ macro_rules! impl_posix_sem_ops {
 mod posix;
 mod sysv;
 
-pub use posix::{unlink, validate_name, NamedSemaphore, SemaphoreBuilder, UnnamedSemaphore};
-pub use sysv::{remove_set, SemOp, SemaphoreSet, SemaphoreSetBuilder, SetStatus};
+pub use posix::{
+    unlink, validate_name, NamedSemaphore, SemaphoreBuilder, UnnamedSemaphore, SEM_VALUE_MAX,
+};
+pub use sysv::{remove_set, SemOp, SemaphoreSet, SemaphoreSetBuilder, SetStatus, SEMVMX};

@@ -14,17 +14,17 @@ use crate::sys::sem::{NamedSem, RawSem};
 pub const DEFAULT_MODE: u32 = 0o600;
 
 /// The largest value a POSIX semaphore holds (`SEM_VALUE_MAX`).
-pub const VALUE_MAX: u32 = i32::MAX as u32;
+pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
 
 /// glibc keeps a named semaphore in `/dev/shm/sem.NAME`: four bytes of the
 /// file name go to the prefix.
-const NAME_MAX: usize = 255 - 4;
+const SEM_NAME_MAX: usize = 255 - 4;
 
 fn explain_op(e: io::Error) -> io::Error {
     match e.raw_os_error() {
         Some(libc::EOVERFLOW) => io::Error::new(
             e.kind(),
-            format!("semaphore value would exceed SEM_VALUE_MAX ({VALUE_MAX})"),
+            format!("semaphore value would exceed SEM_VALUE_MAX ({SEM_VALUE_MAX})"),
         ),
         Some(libc::EINVAL) => io::Error::new(
             e.kind(),
@@ -38,12 +38,12 @@ fn explain_op(e: io::Error) -> io::Error {
 /// 251 bytes after it (glibc stores it as `/dev/shm/sem.NAME`).
 pub fn validate_name(name: &str) -> io::Result<CString> {
     let c = validate_posix_name("POSIX semaphore", "/jobs", name)?;
-    if name.len() - 1 > NAME_MAX {
+    if name.len() - 1 > SEM_NAME_MAX {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
                 "invalid POSIX semaphore name {name:?}: it is too long ({} bytes after the \
-                 slash; at most {NAME_MAX}, as glibc adds \"sem.\")",
+                 slash; at most {SEM_NAME_MAX}, as glibc adds \"sem.\")",
                 name.len() - 1
             ),
         ));
@@ -52,10 +52,10 @@ pub fn validate_name(name: &str) -> io::Result<CString> {
 }
 
 fn check_value(value: u32) -> io::Result<()> {
-    if value > VALUE_MAX {
+    if value > SEM_VALUE_MAX {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("a semaphore's value is at most SEM_VALUE_MAX ({VALUE_MAX}), not {value}"),
+            format!("a semaphore's value is at most SEM_VALUE_MAX ({SEM_VALUE_MAX}), not {value}"),
         ));
     }
     Ok(())

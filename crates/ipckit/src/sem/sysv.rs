@@ -7,7 +7,7 @@ use crate::sys;
 use crate::sysv::{pid, time, Key, Perm, DEFAULT_MODE};
 
 /// The largest value of a System V semaphore (`SEMVMX`).
-pub const VALUE_MAX: u16 = 32767;
+pub const SEMVMX: u16 = 32767;
 
 /// How long [`SemaphoreSetBuilder::create_or_open`] waits for the creator
 /// to set the initial values.
@@ -150,9 +150,9 @@ impl SemaphoreSetBuilder {
                 values.len()
             )));
         }
-        if let Some(v) = values.iter().find(|&&v| v > VALUE_MAX) {
+        if let Some(v) = values.iter().find(|&&v| v > SEMVMX) {
             return Err(invalid(format!(
-                "a System V semaphore holds at most {VALUE_MAX} (SEMVMX), not {v}"
+                "a System V semaphore holds at most {SEMVMX} (SEMVMX), not {v}"
             )));
         }
         if self.mode & !0o777 != 0 {
@@ -171,7 +171,7 @@ impl SemaphoreSetBuilder {
         };
         sys::sem::set_all(id, &values)?;
         // A net-zero operation that sets sem_otime: "initialised".
-        let touch = if values[0] < VALUE_MAX {
+        let touch = if values[0] < SEMVMX {
             [SemOp::add(0, 1), SemOp::add(0, -1)]
         } else {
             [SemOp::add(0, -1), SemOp::add(0, 1)]
@@ -372,7 +372,7 @@ impl SemaphoreSet {
                 format!("System V semaphore set {key} (id {id}) was removed (IPC_RMID)")
             }
             Some(libc::ERANGE) => {
-                format!("a semaphore's value would exceed {VALUE_MAX} (SEMVMX)")
+                format!("a semaphore's value would exceed {SEMVMX} (SEMVMX)")
             }
             Some(libc::E2BIG) => "too many operations in one call (semopm, the third number in \
                  /proc/sys/kernel/sem)"
@@ -498,9 +498,9 @@ impl SemaphoreSet {
     #[doc(alias = "SETVAL")]
     pub fn set(&self, num: usize, value: u16) -> io::Result<()> {
         self.check_num(num)?;
-        if value > VALUE_MAX {
+        if value > SEMVMX {
             return Err(invalid(format!(
-                "a System V semaphore holds at most {VALUE_MAX} (SEMVMX), not {value}"
+                "a System V semaphore holds at most {SEMVMX} (SEMVMX), not {value}"
             )));
         }
         sys::sem::set_one(self.id, num, value).map_err(|e| self.explain(e))
@@ -522,9 +522,9 @@ impl SemaphoreSet {
                 self.len
             )));
         }
-        if let Some(v) = values.iter().find(|&&v| v > VALUE_MAX) {
+        if let Some(v) = values.iter().find(|&&v| v > SEMVMX) {
             return Err(invalid(format!(
-                "a System V semaphore holds at most {VALUE_MAX} (SEMVMX), not {v}"
+                "a System V semaphore holds at most {SEMVMX} (SEMVMX), not {v}"
             )));
         }
         sys::sem::set_all(self.id, values).map_err(|e| self.explain(e))

@@ -107,3 +107,40 @@ pub fn unique_key() -> ipckit::sysv::Key {
     let n = N.fetch_add(1, Ordering::Relaxed) & 0xff;
     ipckit::sysv::Key::new((0x4000_0000 | (std::process::id() & 0x3f_ffff) << 8 | n) as i32)
 }
+
+/// A peer role: what a re-executed test binary does with its argument.
+pub type Role = fn(&str) -> io::Result<()>;
+
+/// If this process was started as a peer (one of the environment variables
+/// names a role), plays it and exits: status 0, or 1 with the error on
+/// stderr. Otherwise returns, and arms a watchdog so a hung test fails
+/// the run after `limit` instead of hanging CI.
+pub fn play_peer_or_arm_watchdog(roles: &[(&str, Role)], suite: &'static str, limit: Duration) {
+    for (var, role) in roles {
+        if let Ok(spec) = std::env::var(var) {
+            if let Err(e) = role(&spec) {
+                eprintln!("peer {spec}: {e}");
+                std::process::exit(1);
+            }
+            std::process::exit(0);
+        }
+    }
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("{suite}: watchdog fired after {limit:?}");
+        std::process::exit(101);
+    });
+}
+
+/// A plain test case.
+pub type Case = fn() -> Result<(), Failed>;
+
+/// Runs plain test cases under libtest-mimic and exits.
+pub fn run_cases(cases: Vec<(&'static str, Case)>) -> ! {
+    let args = libtest_mimic::Arguments::from_args();
+    let trials = cases
+        .into_iter()
+        .map(|(name, f)| libtest_mimic::Trial::test(name, f))
+        .collect();
+    libtest_mimic::run(&args, trials).exit()
+}
