@@ -811,3 +811,38 @@ fn semaphores_can_be_removed_but_not_sent_to() {
     assert!(set.get(0).unwrap_err().to_string().contains("was removed"));
     fails_with(ipc().args(["rm", &addr]), "no System V semaphore set");
 }
+
+#[test]
+fn bench_measures_shared_memory_with_each_kind_of_turn_taking() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("b.json");
+    let out = run(ipc()
+        .args([
+            "bench",
+            "shm-spin",
+            "shm-futex",
+            "shm-sem",
+            "sysv-sem",
+            "--sizes",
+            "1,65536",
+            "--wait",
+            "block,adaptive",
+            "--duration-ms",
+            "20",
+            "--json",
+        ])
+        .arg(&json));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    for m in ["shared bytes + futex", "shared bytes + System V semaphores"] {
+        assert!(table.contains(m), "{m} missing from\n{table}");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 16);
+    for r in results {
+        assert!(r.get("skipped").is_none(), "{r}");
+        assert!(r["samples"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["throughput"]["msgs_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}

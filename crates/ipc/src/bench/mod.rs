@@ -12,6 +12,10 @@
 //!   round trip goes into an HDR histogram.
 //! - Throughput: one-way stream of numbered messages; the receiver checks
 //!   the sequence numbers and times first to last arrival.
+//!
+//! The shared-memory entries (`shm-spin`, `shm-futex`, `shm-sem`,
+//! `sysv-sem`) carry the same messages through a bounded buffer in a memfd
+//! handed to the peer: see [`shm`].
 
 use std::fmt;
 use std::io;
@@ -38,6 +42,9 @@ use ipckit::sysv::{MessageQueue, Selector};
 use ipckit::{MessageReceiver, MessageSender, RecvTimeoutError, WaitStrategy};
 use serde::Serialize;
 
+mod shm;
+use shm::{ShmChannel, Turns};
+
 /// Round trips timed together when measuring the floor.
 const FLOOR_BATCH: u64 = 1000;
 /// How long setup steps (connect, accept, FIFO open) may take.
@@ -57,10 +64,14 @@ pub enum Mech {
     Udp,
     Mq,
     SysvMq,
+    ShmSpin,
+    ShmFutex,
+    ShmSem,
+    SysvSem,
 }
 
 impl Mech {
-    const ALL: [Mech; 9] = [
+    const ALL: [Mech; 13] = [
         Mech::Pipe,
         Mech::Fifo,
         Mech::Unix,
@@ -70,6 +81,10 @@ impl Mech {
         Mech::Udp,
         Mech::Mq,
         Mech::SysvMq,
+        Mech::ShmSpin,
+        Mech::ShmFutex,
+        Mech::ShmSem,
+        Mech::SysvSem,
     ];
 
     fn name(self) -> &'static str {
@@ -83,6 +98,21 @@ impl Mech {
             Mech::Udp => "udp",
             Mech::Mq => "mq",
             Mech::SysvMq => "sysv-mq",
+            Mech::ShmSpin => "shm-spin",
+            Mech::ShmFutex => "shm-futex",
+            Mech::ShmSem => "shm-sem",
+            Mech::SysvSem => "sysv-sem",
+        }
+    }
+
+    /// How the processes take turns, for the shared-memory entries.
+    fn turns(self) -> Option<Turns> {
+        match self {
+            Mech::ShmSpin => Some(Turns::Spin),
+            Mech::ShmFutex => Some(Turns::Futex),
+            Mech::ShmSem => Some(Turns::PosixSem),
+            Mech::SysvSem => Some(Turns::SysvSem),
+            _ => None,
         }
     }
 
@@ -113,6 +143,26 @@ impl Mech {
                 "message + type",
                 "many processes, by key",
                 "two-way (1 queue, 2 types)",
+            ),
+            Mech::ShmSpin => (
+                "shared bytes + busy-waited flag",
+                "processes mapping it",
+                "two-way (1 slot each way)",
+            ),
+            Mech::ShmFutex => (
+                "shared bytes + futex",
+                "processes mapping it",
+                "two-way (1 slot each way)",
+            ),
+            Mech::ShmSem => (
+                "shared bytes + POSIX semaphores",
+                "processes mapping it",
+                "two-way (1 slot each way)",
+            ),
+            Mech::SysvSem => (
+                "shared bytes + System V semaphores",
+                "processes mapping it",
+                "two-way (1 slot each way)",
             ),
         }
     }
@@ -360,6 +410,16 @@ impl Ctx {
                 peer = Peer(cmd.spawn()?);
                 ep = Box::new(q);
             }
+            Mech::ShmSpin | Mech::ShmFutex | Mech::ShmSem | Mech::SysvSem => {
+                let turns = mech.turns().expect("a shared-memory mechanism");
+                let ch = ShmChannel::create(turns, size)?;
+                cmd.stdin(Stdio::from(ch.region().fd().try_clone_to_owned()?));
+                if let Some(id) = ch.set_id() {
+                    cmd.arg("--addr").arg(id.to_string());
+                }
+                peer = Peer(cmd.spawn()?);
+                ep = Box::new(ch);
+            }
             Mech::Udp => {
                 let mut s = UdpSocket::bind("127.0.0.1:0")?;
                 cmd.arg("--addr").arg(s.local_addr()?.port().to_string());
@@ -418,6 +478,15 @@ fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
             q.set_default_type(2)?;
             q.set_default_selector(Selector::Type(1))?;
             Box::new(q)
+        }
+        Mech::ShmSpin | Mech::ShmFutex | Mech::ShmSem | Mech::SysvSem => {
+            let turns = mech.turns().expect("a shared-memory mechanism");
+            let set_id = match &a.addr {
+                Some(id) => Some(id.parse().context("--addr is a semaphore set id")?),
+                None => None,
+            };
+            let fd = io::stdin().as_fd().try_clone_to_owned()?;
+            Box::new(ShmChannel::open(turns, a.size, fd, set_id)?)
         }
         Mech::Udp => {
             let mut s = UdpSocket::bind("127.0.0.1:0")?;
