@@ -45,6 +45,9 @@ use serde::Serialize;
 mod shm;
 use shm::{ShmChannel, Turns};
 
+// The table's shared-memory rows say "8 slots each way".
+const _: () = assert!(shm::SLOTS == 8);
+
 /// Round trips timed together when measuring the floor.
 const FLOOR_BATCH: u64 = 1000;
 /// How long setup steps (connect, accept, FIFO open) may take.
@@ -147,22 +150,22 @@ impl Mech {
             Mech::ShmSpin => (
                 "shared bytes + busy-waited flag",
                 "processes mapping it",
-                "two-way (1 slot each way)",
+                "two-way (8 slots each way)",
             ),
             Mech::ShmFutex => (
                 "shared bytes + futex",
                 "processes mapping it",
-                "two-way (1 slot each way)",
+                "two-way (8 slots each way)",
             ),
             Mech::ShmSem => (
                 "shared bytes + POSIX semaphores",
                 "processes mapping it",
-                "two-way (1 slot each way)",
+                "two-way (8 slots each way)",
             ),
             Mech::SysvSem => (
                 "shared bytes + System V semaphores",
                 "processes mapping it",
-                "two-way (1 slot each way)",
+                "two-way (8 slots each way)",
             ),
         }
     }
