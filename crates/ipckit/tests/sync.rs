@@ -185,29 +185,26 @@ fn peer_main(spec: &str) -> io::Result<()> {
             }
             Ok(())
         }
-        // Consume N items announced through the condition variable.
+        // Take items one at a time, announced on condvar "more"; say so on
+        // "room". [available, taken, done]. Waits without a timeout: a lost
+        // wake-up hangs this process, and the parent's bounded wait fails.
         "consumer" => {
             let m = shm()?;
-            let mutex = Mutex::<u32>::open(&m, MUTEX)?;
-            let cv = Condvar::open(&m, CONDVAR)?;
-            let n: u32 = arg.parse().map_err(io::Error::other)?;
-            let end = Instant::now() + T;
-            let mut taken = 0;
+            let mutex = Mutex::<[u32; 3]>::open(&m, MUTEX)?;
+            let more = Condvar::open(&m, CONDVAR)?;
+            let room = Condvar::open(&m, CONDVAR + 64)?;
             let mut g = mutex.lock().map_err(io::Error::from)?;
-            while taken < n {
-                while g.get() == 0 {
-                    if Instant::now() > end {
-                        return Err(fail(format!("only {taken} of {n} items came")));
-                    }
-                    g = cv
-                        .wait_timeout(g, Duration::from_millis(500))
-                        .map_err(io::Error::from)?
-                        .0;
+            loop {
+                while g.get()[0] == 0 && g.get()[2] == 0 {
+                    g = more.wait(g).map_err(io::Error::from)?;
                 }
-                g.update(|v| *v -= 1);
-                taken += 1;
+                let [available, taken, done] = g.get();
+                if available == 0 && done == 1 {
+                    return Ok(());
+                }
+                g.set([available - 1, taken + 1, done]);
+                room.notify_one()?;
             }
-            Ok(())
         }
         // Sleep on a futex until the word changes.
         "futex" => {
@@ -605,24 +602,38 @@ fn mutex_stress_across_processes() -> Result<(), Failed> {
     ensure(v == [procs * each; 2], || format!("pair {v:?}"))
 }
 
-/// A producer notifies a consumer process through the condition variable;
-/// a futex wakes a sleeping process.
+/// A producer hands items one by one to three consumer processes through
+/// two condition variables (every wake-up must arrive, or a process hangs
+/// and the bounded waits fail); a futex wakes a sleeping process.
 fn condvar_and_futex_across_processes() -> Result<(), Failed> {
     let m = region()?;
-    let mutex = Mutex::init(&m, MUTEX, 0u32)?;
-    let cv = Condvar::init(&m, CONDVAR)?;
-    let n = 500;
-    let mut consumer = spawn_with("consumer", &n.to_string(), &m)?;
+    let mutex = Mutex::init(&m, MUTEX, [0u32; 3])?;
+    let more = Condvar::init(&m, CONDVAR)?;
+    let room = Condvar::init(&m, CONDVAR + 64)?;
+    let n = 600;
+    let mut consumers = (0..3)
+        .map(|_| spawn_with("consumer", "", &m))
+        .collect::<Result<Vec<_>, _>>()?;
     for i in 0..n {
-        mutex.lock().map_err(io::Error::from)?.update(|v| *v += 1);
-        cv.notify_one()?;
-        if i % 50 == 0 {
-            std::thread::sleep(Duration::from_millis(1));
+        let mut g = mutex.lock().map_err(io::Error::from)?;
+        while g.get()[0] != 0 {
+            let (next, timed_out) = room.wait_timeout(g, T).map_err(io::Error::from)?;
+            g = next;
+            ensure(!timed_out, || {
+                format!("item {i}: no consumer took the last one")
+            })?;
         }
+        g.update(|v| v[0] = 1);
+        drop(g);
+        more.notify_one()?;
     }
-    ensure(consumer.wait()?, || "the consumer failed".into())?;
-    let left = mutex.lock().map_err(io::Error::from)?.get();
-    ensure(left == 0, || format!("{left} items left"))?;
+    mutex.lock().map_err(io::Error::from)?.update(|v| v[2] = 1);
+    more.notify_all()?;
+    for c in &mut consumers {
+        ensure(c.wait()?, || "a consumer failed or hung".into())?;
+    }
+    let v = mutex.lock().map_err(io::Error::from)?.get();
+    ensure(v == [0, n, 1], || format!("state {v:?}"))?;
 
     let mut sleeper = spawn_with("futex", "", &m)?;
     std::thread::sleep(Duration::from_millis(100));

@@ -14,6 +14,19 @@
 //!
 //! Each derefs to a [`Region`], the mapped bytes.
 //!
+//! # Synchronisation inside the region
+//!
+//! | type | what | wraps |
+//! |---|---|---|
+//! | [`Futex`] | sleep until a 32-bit word changes, wake sleepers in any process | `futex(2)` |
+//! | [`Mutex`] | a lock guarding a `T` beside it, robust: a holder's death is reported to the next locker ([`LockError::OwnerDied`]) | robust, process-shared `pthread_mutex_t` |
+//! | [`Condvar`] | wait until another process changes the data behind a [`Mutex`] | a sequence number on a futex |
+//! | [`crate::sem::UnnamedSemaphore`] | P and V on a counter | `sem_init(3)` with pshared |
+//!
+//! Each takes a fixed number of bytes at an offset that one process
+//! initialises (`init`) and the others open (`open`), which checks a marker
+//! so that uninitialised memory is refused rather than used.
+//!
 //! # What a [`Region`] can and cannot promise
 //!
 //! Rust's references promise that nobody changes the bytes behind a `&[u8]`
@@ -53,7 +66,8 @@
 //!
 //! # References
 //! `shm_overview(7)`, `shm_open(3)`, `memfd_create(2)`, `mmap(2)`,
-//! `msync(2)`, `fcntl(2)` (file seals), `shmget(2)`, `shmop(2)`, `shmctl(2)`.
+//! `msync(2)`, `fcntl(2)` (file seals), `shmget(2)`, `shmop(2)`, `shmctl(2)`,
+//! `futex(2)`, `pthread_mutexattr_setrobust(3)`, `pthread_mutex_consistent(3)`.
 
 use std::fmt;
 use std::io;
