@@ -1484,5 +1484,5 @@ fn main() {
     for (name, f) in specific {
         trials.push(Trial::test(name, f));
     }
-    libtest_mimic::run(&args, trials).exit();
+    common::run_trials(&args, trials);
 }

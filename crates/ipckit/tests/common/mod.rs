@@ -135,12 +135,55 @@ pub fn play_peer_or_arm_watchdog(roles: &[(&str, Role)], suite: &'static str, li
 /// A plain test case.
 pub type Case = fn() -> Result<(), Failed>;
 
-/// Runs plain test cases under libtest-mimic and exits.
+/// Runs plain test cases under libtest-mimic, then checks that they left
+/// no IPC object behind, and exits.
 pub fn run_cases(cases: Vec<(&'static str, Case)>) -> ! {
     let args = libtest_mimic::Arguments::from_args();
     let trials = cases
         .into_iter()
         .map(|(name, f)| libtest_mimic::Trial::test(name, f))
         .collect();
-    libtest_mimic::run(&args, trials).exit()
+    run_trials(&args, trials)
+}
+
+/// Runs `trials`, then checks that they left no IPC object behind, and exits.
+pub fn run_trials(args: &libtest_mimic::Arguments, trials: Vec<libtest_mimic::Trial>) -> ! {
+    let conclusion = libtest_mimic::run(args, trials);
+    let left = leftovers();
+    if !left.is_empty() {
+        eprintln!("left behind by this run: {left:?}");
+        std::process::exit(101);
+    }
+    conclusion.exit()
+}
+
+/// System V objects with a key from [`unique_key`] and POSIX objects named
+/// by [`unique`] that this process made and that still exist.
+pub fn leftovers() -> Vec<String> {
+    let me = std::process::id() & 0x3f_ffff;
+    let mut left = Vec::new();
+    for kind in ["msg", "sem", "shm"] {
+        let table = std::fs::read_to_string(format!("/proc/sysvipc/{kind}")).unwrap_or_default();
+        for line in table.lines().skip(1) {
+            let key: i64 = line
+                .split_whitespace()
+                .next()
+                .and_then(|k| k.parse().ok())
+                .unwrap_or(0);
+            let key = key as u32;
+            if key & 0x4000_0000 != 0 && (key >> 8) & 0x3f_ffff == me {
+                left.push(format!("System V {kind} {key:#x}"));
+            }
+        }
+    }
+    let prefix = format!("ipckit-test-{}-", std::process::id());
+    for dir in ["/dev/shm", "/dev/mqueue"] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.contains(&prefix) {
+                left.push(format!("{dir}/{name}"));
+            }
+        }
+    }
+    left
 }
