@@ -506,7 +506,11 @@ impl<'r> Condvar<'r> {
 
     /// Unlocks `guard`'s mutex, sleeps until notified (or spuriously), and
     /// locks it again. The relock reports a dead owner like
-    /// [`Mutex::lock`].
+    /// [`Mutex::lock`]. Repair and [`make_consistent`] an inconsistent
+    /// guard before waiting with it: the unlock here would otherwise make
+    /// the mutex unusable.
+    ///
+    /// [`make_consistent`]: MutexGuard::make_consistent
     pub fn wait<'a, T: Pod>(
         &self,
         guard: MutexGuard<'a, T>,
