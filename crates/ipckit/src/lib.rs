@@ -14,6 +14,7 @@
 //! | [`sysv`] | System V message queues (`msgop(2)`) | messages with types, selective receive | many processes, by key |
 //! | [`shm`] | shared memory: POSIX (`shm_open(3)`), System V (`shmget(2)`), memfd, mapped files; futexes, a robust mutex and a condition variable inside it | raw bytes, typed views, atomics | any process that maps it |
 //! | [`sem`] | semaphores: POSIX named and unnamed (`sem_overview(7)`), System V sets (`semop(2)`) | a counter (P and V) | any process that opens it |
+//! | [`signal`] | signals (`signal(7)`): `kill`, `sigqueue` with a value, masks, a `signalfd` receiver | a signal number (+ an integer for realtime signals) | any process of the same user |
 //! | [`socket::unix`] | Unix domain sockets: stream, datagram, seqpacket | stream (framed) or datagrams | two processes (stream) or many (datagram) |
 //! | [`socket::inet`] | TCP and UDP on loopback or a network | stream (framed) or datagrams | two processes, any host |
 //!
@@ -81,6 +82,7 @@ pub mod sem;
 // Views into mapped memory: thin `unsafe` accessors over `sys::mman`.
 #[allow(unsafe_code)]
 pub mod shm;
+pub mod signal;
 pub mod socket;
 #[allow(unsafe_code)]
 mod sys;

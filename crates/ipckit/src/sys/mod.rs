@@ -17,6 +17,7 @@ pub(crate) mod mq;
 pub(crate) mod msg;
 pub(crate) mod process;
 pub(crate) mod sem;
+pub(crate) mod signal;
 pub(crate) mod socket;
 pub(crate) mod sync;
 

@@ -1,0 +1,160 @@
+//! Receiving signals from a `signalfd(2)`: no handler to write.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use super::{Signal, SignalSet};
+use crate::sys;
+use crate::sys::fd::{poll, Interest};
+
+/// Why a signal was sent (`si_code`, `sigaction(2)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// `kill(2)` or `raise(3)` (`SI_USER`).
+    User,
+    /// `sigqueue(3)` (`SI_QUEUE`): the value is the sender's.
+    Queue,
+    /// `tkill`/`tgkill`, to one thread (`SI_TKILL`).
+    Thread,
+    /// The kernel (`SI_KERNEL`).
+    Kernel,
+    /// A POSIX timer expired (`SI_TIMER`).
+    Timer,
+    /// A message arrived on an empty POSIX queue (`SI_MESGQ`).
+    MessageQueue,
+    /// Anything else: a signal-specific code (a child's exit for
+    /// `SIGCHLD`, a fault address for `SIGSEGV`...).
+    Other(i32),
+}
+
+impl Code {
+    fn from_raw(c: i32) -> Code {
+        match c {
+            libc::SI_USER => Code::User,
+            libc::SI_QUEUE => Code::Queue,
+            libc::SI_TKILL => Code::Thread,
+            libc::SI_KERNEL => Code::Kernel,
+            libc::SI_TIMER => Code::Timer,
+            libc::SI_MESGQ => Code::MessageQueue,
+            other => Code::Other(other),
+        }
+    }
+
+    /// A short lower-case name: `user`, `queue`, `thread`, `kernel`,
+    /// `timer`, `mesgq`, or the number.
+    pub fn name(&self) -> String {
+        match self {
+            Code::User => "user".into(),
+            Code::Queue => "queue".into(),
+            Code::Thread => "thread".into(),
+            Code::Kernel => "kernel".into(),
+            Code::Timer => "timer".into(),
+            Code::MessageQueue => "mesgq".into(),
+            Code::Other(n) => n.to_string(),
+        }
+    }
+}
+
+/// One delivered signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalInfo {
+    /// Which signal.
+    pub signal: Signal,
+    /// Why it was sent.
+    pub code: Code,
+    /// The sending process (0 when the kernel sent it).
+    pub pid: u32,
+    /// The sender's real user id.
+    pub uid: u32,
+    /// The value sent with `sigqueue` (also set for timers and message
+    /// queue notifications); `None` for `kill`.
+    pub value: Option<i32>,
+}
+
+/// Receives signals as values: blocks them in the calling thread and reads
+/// each delivery from a `signalfd`.
+///
+/// A process-directed signal goes to any thread that does not block it, so
+/// create the receiver before starting other threads (they inherit the
+/// mask), or block the signals in every thread. The signals stay blocked
+/// when the receiver is dropped: unblocking them then could let one
+/// arrive with its default action (often: terminate). Scope a mask with
+/// [`super::block`] instead.
+///
+/// The receiver is a descriptor ([`AsFd`]): poll it with others.
+#[derive(Debug)]
+pub struct SignalReceiver {
+    fd: OwnedFd,
+    set: SignalSet,
+}
+
+impl SignalReceiver {
+    /// Blocks `signals` in the calling thread and receives them. `SIGKILL`
+    /// and `SIGSTOP` are refused.
+    pub fn new(signals: &[Signal]) -> io::Result<SignalReceiver> {
+        let set: SignalSet = signals.iter().collect();
+        if signals.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a signal receiver needs at least one signal",
+            ));
+        }
+        set.check_catchable()?;
+        sys::signal::thread_mask(libc::SIG_BLOCK, Some(&set.0))?;
+        let fd = sys::signal::signalfd(&set.0)?;
+        Ok(SignalReceiver { fd, set })
+    }
+
+    /// The signals it receives.
+    pub fn signals(&self) -> SignalSet {
+        self.set
+    }
+
+    /// Takes the next pending signal, if any, without waiting.
+    pub fn try_recv(&self) -> io::Result<Option<SignalInfo>> {
+        match sys::signal::read_info(self.fd.as_fd()) {
+            Ok(i) => Ok(Some(SignalInfo {
+                signal: Signal(i.ssi_signo as i32),
+                code: Code::from_raw(i.ssi_code),
+                pid: i.ssi_pid,
+                uid: i.ssi_uid,
+                value: matches!(i.ssi_code, libc::SI_QUEUE | libc::SI_TIMER | libc::SI_MESGQ)
+                    .then_some(i.ssi_int),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits for the next signal.
+    pub fn recv(&self) -> io::Result<SignalInfo> {
+        loop {
+            if let Some(i) = self.recv_until(None)? {
+                return Ok(i);
+            }
+        }
+    }
+
+    /// Waits at most `timeout` for the next signal; `None` if none came.
+    pub fn recv_timeout(&self, timeout: Duration) -> io::Result<Option<SignalInfo>> {
+        self.recv_until(Instant::now().checked_add(timeout))
+    }
+
+    fn recv_until(&self, deadline: Option<Instant>) -> io::Result<Option<SignalInfo>> {
+        loop {
+            if let Some(i) = self.try_recv()? {
+                return Ok(Some(i));
+            }
+            if !poll(self.fd.as_fd(), Interest::Read, deadline)? {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+impl AsFd for SignalReceiver {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
