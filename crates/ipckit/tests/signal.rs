@@ -30,19 +30,26 @@ fn report(i: &signal::SignalInfo) {
     );
 }
 
+/// A receiver for a comma-separated list of signals; says "ready" once
+/// they are blocked.
+fn receiver(list: &str) -> io::Result<SignalReceiver> {
+    let sigs = list
+        .split(',')
+        .map(str::parse)
+        .collect::<io::Result<Vec<Signal>>>()?;
+    let rx = SignalReceiver::new(&sigs)?;
+    println!("ready");
+    io::stdout().flush()?;
+    Ok(rx)
+}
+
 fn peer_main(spec: &str) -> io::Result<()> {
     let (role, arg) = spec.split_once(':').expect("role:arg");
     match role {
         // Receive N signals of the listed kinds, report each.
         "recv" => {
             let (n, sigs) = arg.split_once(':').expect("N:SIG,SIG");
-            let sigs = sigs
-                .split(',')
-                .map(str::parse)
-                .collect::<io::Result<Vec<Signal>>>()?;
-            let rx = SignalReceiver::new(&sigs)?;
-            println!("ready");
-            io::stdout().flush()?;
+            let rx = receiver(sigs)?;
             for _ in 0..n.parse::<usize>().map_err(io::Error::other)? {
                 match rx.recv_timeout(T)? {
                     Some(i) => report(&i),
@@ -55,13 +62,7 @@ fn peer_main(spec: &str) -> io::Result<()> {
         // Block the signals, wait for "go" on stdin, list what is pending,
         // then drain everything that was delivered.
         "coalesce" => {
-            let sigs = arg
-                .split(',')
-                .map(str::parse)
-                .collect::<io::Result<Vec<Signal>>>()?;
-            let rx = SignalReceiver::new(&sigs)?;
-            println!("ready");
-            io::stdout().flush()?;
+            let rx = receiver(arg)?;
             let mut line = String::new();
             io::stdin().read_line(&mut line)?;
             println!("pending {:?}", signal::pending()?);
