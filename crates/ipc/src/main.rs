@@ -9,6 +9,7 @@ mod bench;
 mod recv;
 mod rm;
 mod send;
+mod signal;
 
 use std::process::ExitCode;
 
@@ -22,7 +23,8 @@ use clap::{Parser, Subcommand};
     about,
     long_about = None,
     after_help = "Addresses: fifo:PATH, unix:PATH, unix:@NAME, unix-dgram:…, unix-seq:…, \
-                  tcp:HOST:PORT, udp:HOST:PORT, mq:/NAME, sysv-mq:KEY\n\
+                  tcp:HOST:PORT, udp:HOST:PORT, mq:/NAME, sysv-mq:KEY; for ipc rm also shm:/NAME, \
+                  sysv-shm:KEY, sem:/NAME, sysv-sem:KEY\n\
                   Exit status: 0 done (also when stdout was closed early), 1 timed out, 2 error."
 )]
 struct Cli {
@@ -37,8 +39,11 @@ enum Command {
     Send(send::Args),
     /// Receive messages and print each on its own line.
     Recv(recv::Args),
-    /// Remove named IPC objects (POSIX and System V queues, FIFOs).
+    /// Remove named IPC objects (queues, shared memory, semaphores, FIFOs).
     Rm(rm::Args),
+    /// Send a signal (with a value: sigqueue), or wait for signals and
+    /// print each delivery with its sender and value.
+    Signal(signal::Args),
     /// Measure every mechanism between two real processes.
     Bench(bench::Args),
     /// The other process of `ipc bench` (internal).
@@ -90,6 +95,7 @@ fn main() -> ExitCode {
         Command::Send(a) => send::run(a),
         Command::Recv(a) => recv::run(a),
         Command::Rm(a) => rm::run(a),
+        Command::Signal(a) => signal::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchPeer(a) => bench::peer(a),
     };

@@ -846,3 +846,103 @@ fn bench_measures_shared_memory_with_each_kind_of_turn_taking() {
         assert!(r["throughput"]["msgs_per_s"].as_f64().unwrap() > 0.0, "{r}");
     }
 }
+
+/// Starts `ipc signal wait ARGS…` and returns it with the pid it printed.
+fn signal_waiter(args: &[&str]) -> (Child, u32) {
+    let mut child = ipc()
+        .args(["signal", "wait"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ipc signal wait");
+    let err = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(err).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(T).expect("the waiter printed its pid");
+    let pid = line
+        .split_whitespace()
+        .skip_while(|w| *w != "pid")
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    assert_eq!(pid, child.id(), "{line}");
+    (child, pid)
+}
+
+#[test]
+fn signal_wait_prints_each_delivery_with_sender_and_value() {
+    let (waiter, pid) = signal_waiter(&["SIGRTMIN+1", "usr2", "-n", "4", "--timeout", "15"]);
+    let pid = pid.to_string();
+    for (sig, value) in [
+        ("SIGRTMIN+1", Some("7")),
+        ("SIGRTMIN+1", Some("-8")),
+        ("SIGRTMIN+1", Some("9")),
+        ("12", None),
+    ] {
+        let mut cmd = ipc();
+        cmd.args(["signal", "send", &pid, sig]);
+        if let Some(v) = value {
+            cmd.args(["--value", v]);
+        }
+        let out = run(&mut cmd);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = finish(waiter);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap();
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    for l in &lines {
+        assert!(l.contains(&format!(" uid={uid} ")), "{l}");
+    }
+    // The kernel delivers lower-numbered pending signals first: SIGUSR2 may
+    // overtake the realtime ones, which keep their own order.
+    let (usr2, rt): (Vec<&String>, Vec<&String>) =
+        lines.iter().partition(|l| l.starts_with("SIGUSR2 pid="));
+    assert_eq!(usr2.len(), 1, "{lines:?}");
+    assert!(usr2[0].ends_with("value=- code=user"), "{}", usr2[0]);
+    for (line, v) in rt.iter().zip(["7", "-8", "9"]) {
+        assert!(line.starts_with("SIGRTMIN+1 pid="), "{line}");
+        assert!(line.ends_with(&format!("value={v} code=queue")), "{line}");
+    }
+}
+
+#[test]
+fn signal_bad_input_and_timeouts() {
+    fails_with(
+        ipc().args(["signal", "wait", "SIGKILL"]),
+        "cannot be caught, blocked or ignored",
+    );
+    fails_with(ipc().args(["signal", "wait", "STOP"]), "cannot be caught");
+    fails_with(
+        ipc().args(["signal", "send", "1", "SIGFOO"]),
+        "unknown signal",
+    );
+    fails_with(
+        ipc().args(["signal", "send", "1", "99"]),
+        "not a signal number",
+    );
+    fails_with(
+        ipc().args(["signal", "send", "1", "SIGRTMIN+99"]),
+        "does not exist",
+    );
+    let mut gone = Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    fails_with(
+        ipc().args(["signal", "send", &gone.id().to_string(), "TERM"]),
+        "no process",
+    );
+    let out = run(ipc().args(["signal", "wait", "USR1", "--timeout", "0.2"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("timed out"), "{}", stderr(&out));
+}

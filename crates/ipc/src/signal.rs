@@ -1,0 +1,112 @@
+//! `ipc signal send PID SIGNAL [--value N]` and
+//! `ipc signal wait SIGNAL... [-n N] [--timeout SECS]`.
+
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ipckit::signal::{self, Signal, SignalReceiver};
+
+use crate::send::secs;
+use crate::{StdoutClosed, TimedOut};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Send SIGNAL to process PID: kill(2), or sigqueue(3) with --value.
+    Send {
+        /// The process to signal.
+        #[arg(value_name = "PID")]
+        pid: u32,
+        /// A name (SIGUSR1, USR1), a number (10), or SIGRTMIN+N / SIGRTMAX-N.
+        #[arg(value_name = "SIGNAL", value_parser = parse_signal)]
+        signal: Signal,
+        /// Send this integer with the signal (sigqueue); a realtime signal
+        /// queues each one, a standard signal keeps only one pending.
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        value: Option<i32>,
+    },
+    /// Block SIGNALs and print one line per delivery: the signal, the
+    /// sender's pid and uid, the value (- for none) and why it was sent.
+    /// Prints its own pid on stderr first, for another shell to target.
+    Wait {
+        /// The signals to wait for (not SIGKILL or SIGSTOP).
+        #[arg(value_name = "SIGNAL", required = true, value_parser = parse_signal)]
+        signals: Vec<Signal>,
+        /// Stop after N deliveries (default: never).
+        #[arg(short = 'n', value_name = "N")]
+        count: Option<u64>,
+        /// Give up after SECS seconds in all, exiting with status 1.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+    },
+}
+
+fn parse_signal(s: &str) -> Result<Signal, String> {
+    s.parse().map_err(|e: io::Error| e.to_string())
+}
+
+pub fn run(args: Args) -> Result<()> {
+    match args.command {
+        Command::Send { pid, signal, value } => match value {
+            Some(v) => signal::queue(pid, signal, v)?,
+            None => signal::kill(pid, signal)?,
+        },
+        Command::Wait {
+            signals,
+            count,
+            timeout,
+        } => wait(&signals, count, secs(timeout)?)?,
+    }
+    Ok(())
+}
+
+fn wait(signals: &[Signal], count: Option<u64>, timeout: Option<Duration>) -> Result<()> {
+    // ipc is single-threaded here, so blocking in this thread blocks them
+    // for the process.
+    let rx = SignalReceiver::new(signals)?;
+    let names: Vec<String> = signals.iter().map(|s| s.to_string()).collect();
+    eprintln!(
+        "ipc: pid {} waiting for {}",
+        std::process::id(),
+        names.join(" ")
+    );
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut out = io::stdout().lock();
+    let mut left = count;
+    while left != Some(0) {
+        let got = match deadline {
+            None => rx.recv()?,
+            Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now()))? {
+                Some(i) => i,
+                None => {
+                    return Err(TimedOut(format!(
+                        "timed out after {} s waiting for {}",
+                        timeout.unwrap_or_default().as_secs_f64(),
+                        names.join(" ")
+                    ))
+                    .into())
+                }
+            },
+        };
+        let line = format!(
+            "{} pid={} uid={} value={} code={}\n",
+            got.signal,
+            got.pid,
+            got.uid,
+            got.value.map_or("-".to_string(), |v| v.to_string()),
+            got.code.name()
+        );
+        match out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Err(StdoutClosed.into()),
+            r => r.context("writing to stdout")?,
+        }
+        left = left.map(|n| n - 1);
+    }
+    Ok(())
+}
