@@ -440,27 +440,30 @@ fn a_peer_dying_mid_message_is_reported() {
     );
 }
 
-#[test]
-fn bench_writes_the_documented_json() {
+/// Runs `ipc bench ARGS… --json FILE`, checks it succeeded, and returns
+/// the table it printed and the JSON report.
+fn bench_json(args: &[&str]) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("b.json");
-    let out = run(ipc()
-        .args([
-            "bench",
-            "pipe",
-            "unix-seq",
-            "udp",
-            "mq",
-            "sysv-mq",
-            "--sizes",
-            "64,65536",
-            "--duration-ms",
-            "30",
-            "--json",
-        ])
-        .arg(&json));
+    let out = run(ipc().arg("bench").args(args).arg("--json").arg(&json));
     assert!(out.status.success(), "{}", stderr(&out));
-    let table = stdout(&out);
+    let v = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (stdout(&out), v)
+}
+
+#[test]
+fn bench_writes_the_documented_json() {
+    let (table, v) = bench_json(&[
+        "pipe",
+        "unix-seq",
+        "udp",
+        "mq",
+        "sysv-mq",
+        "--sizes",
+        "64,65536",
+        "--duration-ms",
+        "30",
+    ]);
     for m in [
         "pipe",
         "unix-seq",
@@ -471,7 +474,6 @@ fn bench_writes_the_documented_json() {
     ] {
         assert!(table.contains(m), "{m} missing from\n{table}");
     }
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert!(v["machine"]["kernel"].is_string());
     assert!(v["floor_rtt_ns"]["p50"].as_u64().unwrap() > 0);
     let results = v["results"].as_array().unwrap();
@@ -814,30 +816,21 @@ fn semaphores_can_be_removed_but_not_sent_to() {
 
 #[test]
 fn bench_measures_shared_memory_with_each_kind_of_turn_taking() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("b.json");
-    let out = run(ipc()
-        .args([
-            "bench",
-            "shm-spin",
-            "shm-futex",
-            "shm-sem",
-            "sysv-sem",
-            "--sizes",
-            "1,65536",
-            "--wait",
-            "block,adaptive",
-            "--duration-ms",
-            "20",
-            "--json",
-        ])
-        .arg(&json));
-    assert!(out.status.success(), "{}", stderr(&out));
-    let table = stdout(&out);
+    let (table, v) = bench_json(&[
+        "shm-spin",
+        "shm-futex",
+        "shm-sem",
+        "sysv-sem",
+        "--sizes",
+        "1,65536",
+        "--wait",
+        "block,adaptive",
+        "--duration-ms",
+        "20",
+    ]);
     for m in ["shared bytes + futex", "shared bytes + System V semaphores"] {
         assert!(table.contains(m), "{m} missing from\n{table}");
     }
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let results = v["results"].as_array().unwrap();
     assert_eq!(results.len(), 16);
     for r in results {
@@ -945,4 +938,28 @@ fn signal_bad_input_and_timeouts() {
     let out = run(ipc().args(["signal", "wait", "USR1", "--timeout", "0.2"]));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("timed out"), "{}", stderr(&out));
+}
+
+#[test]
+fn bench_signal_measures_a_realtime_signal_with_a_value() {
+    let (table, v) = bench_json(&[
+        "signal",
+        "--sizes",
+        "64,4096",
+        "--wait",
+        "block,spin",
+        "--duration-ms",
+        "20",
+    ]);
+    assert!(table.contains("one 32-bit value (realtime signal)"));
+    let results = v["results"].as_array().unwrap();
+    // One size (the 4-byte value), two wait strategies.
+    assert_eq!(results.len(), 2, "{results:?}");
+    for r in results {
+        assert_eq!(r["mechanism"], "signal");
+        assert_eq!(r["size"], 4);
+        assert!(r.get("skipped").is_none(), "{r}");
+        assert!(r["rtt_ns"]["p50"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["throughput"]["msgs_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
 }

@@ -43,6 +43,7 @@ use ipckit::{MessageReceiver, MessageSender, RecvTimeoutError, WaitStrategy};
 use serde::Serialize;
 
 mod shm;
+mod signal;
 use shm::{ShmChannel, Turns};
 
 // The table's shared-memory rows say "8 slots each way".
@@ -71,10 +72,11 @@ pub enum Mech {
     ShmFutex,
     ShmSem,
     SysvSem,
+    Signal,
 }
 
 impl Mech {
-    const ALL: [Mech; 13] = [
+    const ALL: [Mech; 14] = [
         Mech::Pipe,
         Mech::Fifo,
         Mech::Unix,
@@ -88,6 +90,7 @@ impl Mech {
         Mech::ShmFutex,
         Mech::ShmSem,
         Mech::SysvSem,
+        Mech::Signal,
     ];
 
     fn name(self) -> &'static str {
@@ -105,6 +108,7 @@ impl Mech {
             Mech::ShmFutex => "shm-futex",
             Mech::ShmSem => "shm-sem",
             Mech::SysvSem => "sysv-sem",
+            Mech::Signal => "signal",
         }
     }
 
@@ -166,6 +170,11 @@ impl Mech {
                 "shared bytes + System V semaphores",
                 "processes mapping it",
                 "two-way (8 slots each way)",
+            ),
+            Mech::Signal => (
+                "one 32-bit value (realtime signal)",
+                "processes of the same user",
+                "two-way (sigqueue each way)",
             ),
         }
     }
@@ -423,6 +432,7 @@ impl Ctx {
                 peer = Peer(cmd.spawn()?);
                 ep = Box::new(ch);
             }
+            Mech::Signal => bail!("the signal bench has its own protocol (bench/signal.rs)"),
             Mech::Udp => {
                 let mut s = UdpSocket::bind("127.0.0.1:0")?;
                 cmd.arg("--addr").arg(s.local_addr()?.port().to_string());
@@ -491,6 +501,7 @@ fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
             let fd = io::stdin().as_fd().try_clone_to_owned()?;
             Box::new(ShmChannel::open(turns, a.size, fd, set_id)?)
         }
+        Mech::Signal => bail!("the signal bench has its own protocol (bench/signal.rs)"),
         Mech::Udp => {
             let mut s = UdpSocket::bind("127.0.0.1:0")?;
             s.connect(format!("127.0.0.1:{}", addr()?))?;
@@ -536,6 +547,9 @@ pub fn peer(a: PeerArgs) -> Result<()> {
     }
     if a.role == Role::Floor {
         return peer_floor();
+    }
+    if a.mech == Some(Mech::Signal) {
+        return signal::peer(a.role, a.wait);
     }
     let mut ep = peer_connect(&a)?;
     let mut buf = Vec::new();
@@ -889,7 +903,25 @@ fn run_point(
     size: usize,
     wait: WaitStrategy,
     d: Duration,
+    signals: Option<&ipckit::signal::SignalReceiver>,
 ) -> Result<Row> {
+    if let (Mech::Signal, Some(rx)) = (mech, signals) {
+        let cmd = |role| -> Result<Command> {
+            let mut c = ctx.peer_cmd(role)?;
+            c.args(["--mech", "signal", "--wait", &wait.to_string()]);
+            Ok(c)
+        };
+        let (rtt, samples, tp) = signal::measure(cmd(Role::Echo)?, cmd(Role::Sink)?, rx, wait, d)?;
+        return Ok(Row {
+            mechanism: mech.name(),
+            size: signal::SIZE,
+            wait: wait.to_string(),
+            rtt_ns: Some(rtt),
+            samples,
+            throughput: Some(tp),
+            skipped: None,
+        });
+    }
     let lossy = mech == Mech::Udp;
     let (mut ep, peer) = ctx.connect(mech, Role::Echo, size, wait)?;
     let (rtt, samples) = latency(ep.as_mut(), size, d, lossy)?;
@@ -999,6 +1031,13 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--duration-ms must be at least 1");
     }
     let d = Duration::from_millis(args.duration_ms);
+    // Blocked before any thread or peer starts (they inherit the mask), so
+    // the signal can only be read, never delivered with its default action.
+    let signals = if mechs.contains(&Mech::Signal) {
+        Some(signal::receiver()?)
+    } else {
+        None
+    };
     let cpus = choose_cpus(args.cpus.clone())?;
     let m = machine(cpus); // before pinning narrows the allowed set
     if let Some((a, _)) = cpus {
@@ -1011,7 +1050,13 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut points: Vec<(Mech, usize, WaitStrategy)> = Vec::new();
     for &m in &mechs {
-        for &s in &args.sizes {
+        // A signal carries one 32-bit value: measured at that size only.
+        let sizes = if m == Mech::Signal {
+            vec![signal::SIZE]
+        } else {
+            args.sizes.clone()
+        };
+        for &s in &sizes {
             for &w in &args.wait {
                 points.push((m, s, w));
             }
@@ -1031,7 +1076,7 @@ pub fn run(args: Args) -> Result<()> {
         bar.set_message(format!("{mech} {size} B {wait}"));
         let row = match mech.cannot_carry(size) {
             Some(why) => Err(anyhow!(why)),
-            None => run_point(&mut ctx, mech, size, wait, d),
+            None => run_point(&mut ctx, mech, size, wait, d, signals.as_ref()),
         };
         rows.push(row.unwrap_or_else(|e| Row {
             mechanism: mech.name(),
