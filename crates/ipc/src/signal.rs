@@ -81,8 +81,8 @@ fn wait(signals: &[Signal], count: Option<u64>, timeout: Option<Duration>) -> Re
     let mut left = count;
     while left != Some(0) {
         let got = match deadline {
-            None => rx.recv()?,
-            Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now()))? {
+            None => rx.recv_info()?,
+            Some(d) => match rx.recv_info_timeout(d.saturating_duration_since(Instant::now()))? {
                 Some(i) => i,
                 None => {
                     return Err(TimedOut(format!(

@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ipckit::signal::{self, Code, Signal, SignalReceiver, SignalSet};
+use ipckit::signal::{self, Code, Signal, SignalReceiver, SignalSender, SignalSet};
+use ipckit::{MessageReceiver, MessageSender, SendTimeoutError};
 use libtest_mimic::Failed;
 
 mod common;
@@ -51,7 +52,7 @@ fn peer_main(spec: &str) -> io::Result<()> {
             let (n, sigs) = arg.split_once(':').expect("N:SIG,SIG");
             let rx = receiver(sigs)?;
             for _ in 0..n.parse::<usize>().map_err(io::Error::other)? {
-                match rx.recv_timeout(T)? {
+                match rx.recv_info_timeout(T)? {
                     Some(i) => report(&i),
                     None => return Err(io::Error::other("no signal came")),
                 }
@@ -66,8 +67,21 @@ fn peer_main(spec: &str) -> io::Result<()> {
             let mut line = String::new();
             io::stdin().read_line(&mut line)?;
             println!("pending {:?}", signal::pending()?);
-            while let Some(i) = rx.recv_timeout(Duration::from_millis(200))? {
+            while let Some(i) = rx.recv_info_timeout(Duration::from_millis(200))? {
                 report(&i);
+            }
+            Ok(())
+        }
+        // Receive N messages through the message trait, print their bytes.
+        "messages" => {
+            let (n, sig) = arg.split_once(':').expect("N:SIG");
+            let mut rx = receiver(sig)?;
+            rx.set_wait_strategy(ipckit::WaitStrategy::ADAPTIVE);
+            let mut buf = Vec::new();
+            for _ in 0..n.parse::<usize>().map_err(io::Error::other)? {
+                rx.recv_timeout_into(&mut buf, T).map_err(io::Error::from)?;
+                println!("{buf:?}");
+                io::stdout().flush()?;
             }
             Ok(())
         }
@@ -244,7 +258,7 @@ fn masks_restore_and_raise() -> Result<(), Failed> {
         let rx = SignalReceiver::new(&[sig])?;
         signal::raise(sig)?;
         ensure(signal::pending()?.contains(sig), || "not pending".into())?;
-        let got = rx.try_recv()?.ok_or("raise was not received")?;
+        let got = rx.try_recv_info()?.ok_or("raise was not received")?;
         ensure(
             got.signal == sig && got.pid == std::process::id() && got.value.is_none(),
             || format!("{got:?}"),
@@ -264,13 +278,15 @@ fn timeouts_and_uncatchable() -> Result<(), Failed> {
     let rx = SignalReceiver::new(&[sig])?;
     let t0 = Instant::now();
     ensure(
-        rx.recv_timeout(Duration::from_millis(150))?.is_none(),
+        rx.recv_info_timeout(Duration::from_millis(150))?.is_none(),
         || "a signal from nowhere".into(),
     )?;
     ensure(t0.elapsed() >= Duration::from_millis(150), || {
         format!("gave up after {:?}", t0.elapsed())
     })?;
-    ensure(rx.try_recv()?.is_none(), || "try_recv found one".into())?;
+    ensure(rx.try_recv_info()?.is_none(), || {
+        "try_recv found one".into()
+    })?;
     for s in [Signal::KILL, Signal::STOP] {
         let e = SignalReceiver::new(&[Signal::USR1, s]).unwrap_err();
         ensure(e.to_string().contains("cannot be caught"), || e.to_string())?;
@@ -282,6 +298,39 @@ fn timeouts_and_uncatchable() -> Result<(), Failed> {
     ensure(matches!(Code::Other(1).name().as_str(), "1"), || {
         "code".into()
     })
+}
+
+/// A realtime signal as a tiny message: 4-byte values (and an empty
+/// message for a plain kill) through the shared traits, in order; longer
+/// messages refused; a process that is gone is "disconnected".
+fn messages_through_the_traits() -> Result<(), Failed> {
+    let sig = rt(3);
+    let mut p = Lines::spawn("messages", &format!("4:{sig}"), false)?;
+    let mut tx = SignalSender::new(p.pid(), sig);
+    for m in [&1i32.to_le_bytes()[..], &(-2i32).to_le_bytes(), &[]] {
+        tx.send(m).map_err(|e| e.to_string())?;
+    }
+    let e = tx.try_send([1u8; 5]).unwrap_err().to_string();
+    ensure(e.contains("exactly 4 bytes"), || e.clone())?;
+    tx.send_timeout(i32::MAX.to_le_bytes(), T)
+        .map_err(|e| e.to_string())?;
+    let want = [
+        "[1, 0, 0, 0]",
+        "[254, 255, 255, 255]",
+        "[]",
+        "[255, 255, 255, 127]",
+    ];
+    for w in want {
+        let got = p.next()?;
+        ensure(got == w, || format!("got {got}, want {w}"))?;
+    }
+    let pid = p.pid();
+    p.finish()?;
+    let mut gone = SignalSender::new(pid, sig);
+    match gone.send_timeout([0u8; 4], T) {
+        Err(SendTimeoutError::Disconnected(_)) => Ok(()),
+        other => Err(format!("sending to an exited process: {other:?}").into()),
+    }
 }
 
 fn main() {
@@ -300,5 +349,9 @@ fn main() {
         ("send::denied_and_missing", denied_and_missing),
         ("mask::restore_and_raise", masks_restore_and_raise),
         ("recv::timeouts_and_uncatchable", timeouts_and_uncatchable),
+        (
+            "traits::realtime_signal_as_a_message",
+            messages_through_the_traits,
+        ),
     ]);
 }

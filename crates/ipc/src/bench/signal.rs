@@ -59,7 +59,7 @@ fn next(rx: &SignalReceiver, wait: WaitStrategy, timeout: Duration) -> Result<i3
         WaitStrategy::Adaptive { spin_for } => Instant::now() + spin_for,
     };
     loop {
-        if let Some(i) = rx.try_recv()? {
+        if let Some(i) = rx.try_recv_info()? {
             return Ok(i.value.unwrap_or(i32::MIN));
         }
         if Instant::now() >= spin_until {
@@ -67,7 +67,7 @@ fn next(rx: &SignalReceiver, wait: WaitStrategy, timeout: Duration) -> Result<i3
         }
         std::hint::spin_loop();
     }
-    match rx.recv_timeout(end.saturating_duration_since(Instant::now()))? {
+    match rx.recv_info_timeout(end.saturating_duration_since(Instant::now()))? {
         Some(i) => Ok(i.value.unwrap_or(i32::MIN)),
         None => bail!("no signal came back within {timeout:?}"),
     }

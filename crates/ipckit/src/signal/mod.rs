@@ -30,7 +30,7 @@
 //! let sig: Signal = "SIGRTMIN+3".parse()?;
 //! let rx = SignalReceiver::new(&[sig])?; // blocks it in this thread
 //! signal::queue(std::process::id(), sig, 42)?;
-//! let got = rx.recv_timeout(Duration::from_secs(1))?.expect("delivered");
+//! let got = rx.recv_info_timeout(Duration::from_secs(1))?.expect("delivered");
 //! assert_eq!((got.signal, got.value), (sig, Some(42)));
 //! assert_eq!(got.pid, std::process::id());
 //! # Ok::<(), std::io::Error>(())
@@ -45,10 +45,80 @@ use std::io;
 use std::str::FromStr;
 
 use crate::sys;
+use crate::{Deadline, MessageSender, SendTimeoutError};
 
 mod recv;
 
 pub use recv::{Code, SignalInfo, SignalReceiver};
+
+/// The bytes of a signal's value, the largest "message" a signal carries.
+pub const VALUE_SIZE: usize = 4;
+
+/// Sends one signal per message to a process: a 4-byte message is the
+/// value of a `sigqueue` (little-endian `i32`), an empty one a plain
+/// `kill`; anything longer is refused. Implements [`MessageSender`]:
+/// a full queue of pending signals (`EAGAIN`) is "full" (retried until
+/// the deadline), a process that no longer exists is "disconnected".
+///
+/// ```
+/// use ipckit::signal::{Signal, SignalReceiver, SignalSender};
+/// use ipckit::{MessageReceiver, MessageSender};
+///
+/// let sig = Signal::realtime(2)?;
+/// let mut rx = SignalReceiver::new(&[sig])?;
+/// let mut tx = SignalSender::new(std::process::id(), sig);
+/// tx.send(7i32.to_le_bytes())?;
+/// assert_eq!(MessageReceiver::recv(&mut rx)?, 7i32.to_le_bytes());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct SignalSender {
+    pid: u32,
+    signal: Signal,
+}
+
+impl SignalSender {
+    /// Messages to process `pid`, as `signal`.
+    pub fn new(pid: u32, signal: Signal) -> SignalSender {
+        SignalSender { pid, signal }
+    }
+}
+
+impl MessageSender for SignalSender {
+    fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError<()>> {
+        let pid = match pid_arg(self.pid, "process") {
+            Ok(p) => p,
+            Err(e) => return Err(SendTimeoutError::Io(e, ())),
+        };
+        let sig = self.signal;
+        let attempt = || match *msg {
+            [] => sys::signal::kill(pid, sig.0),
+            [a, b, c, d] => sys::signal::queue(pid, sig.0, i32::from_le_bytes([a, b, c, d])),
+            _ => Err(invalid(format!(
+                "a signal carries an empty message (kill) or exactly {VALUE_SIZE} bytes (the \
+                 sigqueue value), not {}",
+                msg.len()
+            ))),
+        };
+        loop {
+            let e = match attempt() {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) if !deadline.expired() => {
+                    std::thread::sleep(std::time::Duration::from_micros(50))
+                }
+                Some(libc::EAGAIN) => return Err(SendTimeoutError::Timeout(())),
+                Some(libc::ESRCH) => return Err(SendTimeoutError::Disconnected(())),
+                _ => {
+                    let e = explain_send(e, &format!("process {}", self.pid), sig);
+                    return Err(SendTimeoutError::Io(e, ()));
+                }
+            }
+        }
+    }
+}
 
 /// The standard signals with names, on Linux.
 const NAMES: &[(i32, &str)] = &[

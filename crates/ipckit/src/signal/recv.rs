@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use super::{Signal, SignalSet};
 use crate::sys;
 use crate::sys::fd::{poll, Interest};
+use crate::wait::{wait_io, WaitError, WaitStrategy};
+use crate::{Deadline, MessageReceiver, RecvTimeoutError};
 
 /// Why a signal was sent (`si_code`, `sigaction(2)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,10 +85,18 @@ pub struct SignalInfo {
 /// [`super::block`] instead.
 ///
 /// The receiver is a descriptor ([`AsFd`]): poll it with others.
+///
+/// # As a message receiver
+/// [`MessageReceiver`] yields each delivery as a message: the 4 bytes of
+/// the `sigqueue` value (little-endian), or an empty message for a signal
+/// sent without one (`kill`). Which signal it was is not part of the
+/// message: give the receiver one signal for that use. Realtime signals
+/// keep every message and its order; standard ones may merge.
 #[derive(Debug)]
 pub struct SignalReceiver {
     fd: OwnedFd,
     set: SignalSet,
+    wait: WaitStrategy,
 }
 
 impl SignalReceiver {
@@ -103,7 +113,11 @@ impl SignalReceiver {
         set.check_catchable()?;
         sys::signal::thread_mask(libc::SIG_BLOCK, Some(&set.0))?;
         let fd = sys::signal::signalfd(&set.0)?;
-        Ok(SignalReceiver { fd, set })
+        Ok(SignalReceiver {
+            fd,
+            set,
+            wait: WaitStrategy::Block,
+        })
     }
 
     /// The signals it receives.
@@ -112,7 +126,7 @@ impl SignalReceiver {
     }
 
     /// Takes the next pending signal, if any, without waiting.
-    pub fn try_recv(&self) -> io::Result<Option<SignalInfo>> {
+    pub fn try_recv_info(&self) -> io::Result<Option<SignalInfo>> {
         match sys::signal::read_info(self.fd.as_fd()) {
             Ok(i) => Ok(Some(SignalInfo {
                 signal: Signal(i.ssi_signo as i32),
@@ -128,7 +142,7 @@ impl SignalReceiver {
     }
 
     /// Waits for the next signal.
-    pub fn recv(&self) -> io::Result<SignalInfo> {
+    pub fn recv_info(&self) -> io::Result<SignalInfo> {
         loop {
             if let Some(i) = self.recv_until(None)? {
                 return Ok(i);
@@ -137,13 +151,13 @@ impl SignalReceiver {
     }
 
     /// Waits at most `timeout` for the next signal; `None` if none came.
-    pub fn recv_timeout(&self, timeout: Duration) -> io::Result<Option<SignalInfo>> {
+    pub fn recv_info_timeout(&self, timeout: Duration) -> io::Result<Option<SignalInfo>> {
         self.recv_until(Instant::now().checked_add(timeout))
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> io::Result<Option<SignalInfo>> {
         loop {
-            if let Some(i) = self.try_recv()? {
+            if let Some(i) = self.try_recv_info()? {
                 return Ok(Some(i));
             }
             if !poll(self.fd.as_fd(), Interest::Read, deadline)? {
@@ -156,5 +170,43 @@ impl SignalReceiver {
 impl AsFd for SignalReceiver {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+impl MessageReceiver for SignalReceiver {
+    fn recv_until(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+    ) -> Result<(), RecvTimeoutError> {
+        let strategy = self.wait;
+        let got = wait_io(self, Interest::Read, strategy, deadline, |rx, _| {
+            rx.try_recv_info()?
+                .ok_or_else(|| io::ErrorKind::WouldBlock.into())
+        });
+        match got {
+            Ok(info) => {
+                buf.clear();
+                if let Some(v) = info.value {
+                    buf.extend_from_slice(&v.to_le_bytes());
+                }
+                Ok(())
+            }
+            Err(WaitError::Timeout) => Err(RecvTimeoutError::Timeout),
+            Err(WaitError::Io(e)) => Err(RecvTimeoutError::Io(e)),
+        }
+    }
+
+    /// Always 4: a signal carries one 32-bit value.
+    fn max_message_size(&self) -> usize {
+        super::VALUE_SIZE
+    }
+
+    /// Has no effect: a signal never carries more than 4 bytes, so nothing
+    /// is ever allocated beyond that.
+    fn set_max_message_size(&mut self, _max: usize) {}
+
+    fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.wait = strategy;
     }
 }
