@@ -85,6 +85,24 @@ fn peer_main(spec: &str) -> io::Result<()> {
             }
             Ok(())
         }
+        // An interval timer sends this process a signal with a value:
+        // report three deliveries.
+        "timer" => {
+            let rx = receiver(arg)?;
+            let timer = signal::Timer::new(arg.parse()?, 99)?;
+            timer.start(Duration::from_millis(20), Some(Duration::from_millis(20)))?;
+            for _ in 0..3 {
+                let i = rx
+                    .recv_info_timeout(T)?
+                    .ok_or_else(|| io::Error::other("the timer did not fire"))?;
+                report(&i);
+            }
+            timer.stop()?;
+            if rx.recv_info_timeout(Duration::from_millis(100))?.is_some() {
+                return Err(io::Error::other("the stopped timer fired"));
+            }
+            Ok(())
+        }
         // Try to signal a process we may not signal.
         "denied" => {
             let target: u32 = arg.parse().map_err(io::Error::other)?;
@@ -333,6 +351,27 @@ fn messages_through_the_traits() -> Result<(), Failed> {
     }
 }
 
+/// A timer delivers its signal with its value, at an interval, to the
+/// process that made it; stopping it stops the deliveries.
+fn timer_delivers_values() -> Result<(), Failed> {
+    let sig = rt(4);
+    let mut p = Lines::spawn("timer", &sig.to_string(), false)?;
+    let t0 = Instant::now();
+    for _ in 0..3 {
+        let line = p.next()?;
+        ensure(
+            line.starts_with(&format!("{sig} ")) && line.ends_with(" 99 timer"),
+            || line.clone(),
+        )?;
+    }
+    ensure(t0.elapsed() >= Duration::from_millis(40), || {
+        format!("three 20 ms expiries in {:?}", t0.elapsed())
+    })?;
+    p.finish().map(drop)?;
+    let e = signal::Timer::new(Signal::KILL, 0).unwrap_err();
+    ensure(e.to_string().contains("cannot be caught"), || e.to_string())
+}
+
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[("IPCKIT_SIGNAL_PEER", peer_main)],
@@ -352,6 +391,10 @@ fn main() {
         (
             "traits::realtime_signal_as_a_message",
             messages_through_the_traits,
+        ),
+        (
+            "timer::delivers_values_at_an_interval",
+            timer_delivers_values,
         ),
     ]);
 }

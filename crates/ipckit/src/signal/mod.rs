@@ -12,6 +12,9 @@
 //!   sender's pid and uid, the value, and why it was sent ([`Code`]).
 //! - Masks: [`block`] returns a guard that restores the previous mask;
 //!   [`pending`] lists what waits.
+//! - Timers: [`Timer`] sends a signal with a value once or at an interval.
+//! - Messages: [`SignalSender`] and [`SignalReceiver`] implement the shared
+//!   message traits, a realtime signal being a 4-byte message.
 //!
 //! # Standard signals coalesce, realtime signals queue
 //!
@@ -38,7 +41,7 @@
 //!
 //! # References
 //! `signal(7)`, `kill(2)`, `sigqueue(3)`, `pthread_sigmask(3)`,
-//! `sigpending(2)`, `signalfd(2)`.
+//! `sigpending(2)`, `signalfd(2)`, `timer_create(2)`.
 
 use std::fmt;
 use std::io;
@@ -367,6 +370,77 @@ pub fn queue(pid: u32, sig: Signal, value: i32) -> io::Result<()> {
 /// Sends `sig` to the calling thread (`raise(3)`).
 pub fn raise(sig: Signal) -> io::Result<()> {
     sys::signal::raise(sig.0).map_err(|e| explain_send(e, "this thread", sig))
+}
+
+/// A timer that delivers a signal carrying `value` to this process on
+/// expiry, once or at an interval (POSIX timers, `timer_create(2)` on the
+/// monotonic clock). Received like any signal: [`SignalInfo::code`] is
+/// [`Code::Timer`] and the value is the timer's. Deleted on drop.
+///
+/// A realtime signal is the right choice: it is not merged with other
+/// sources of the same signal. Expirations that happen while the previous
+/// one is still pending are counted by [`Timer::overrun`], not queued.
+///
+/// ```
+/// use std::time::Duration;
+/// use ipckit::signal::{Code, Signal, SignalReceiver, Timer};
+///
+/// let sig = Signal::realtime(4)?;
+/// let rx = SignalReceiver::new(&[sig])?; // before the timer can fire
+/// let timer = Timer::new(sig, 7)?;
+/// timer.start(Duration::from_millis(10), None)?; // once, in 10 ms
+/// let got = rx.recv_info_timeout(Duration::from_secs(1))?.expect("fired");
+/// assert_eq!((got.code, got.value), (Code::Timer, Some(7)));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Timer {
+    raw: sys::signal::SignalTimer,
+    signal: Signal,
+}
+
+impl Timer {
+    /// A disarmed timer that will send `signal` with `value`. `SIGKILL` and
+    /// `SIGSTOP` are refused.
+    pub fn new(signal: Signal, value: i32) -> io::Result<Timer> {
+        signal.check_catchable()?;
+        Ok(Timer {
+            raw: sys::signal::SignalTimer::new(signal.0, value)?,
+            signal,
+        })
+    }
+
+    /// The signal it sends.
+    pub fn signal(&self) -> Signal {
+        self.signal
+    }
+
+    /// Fires after `first`, then every `interval` if given. `first` must
+    /// not be zero (use [`stop`](Self::stop) to disarm).
+    pub fn start(
+        &self,
+        first: std::time::Duration,
+        interval: Option<std::time::Duration>,
+    ) -> io::Result<()> {
+        if first.is_zero() {
+            return Err(invalid(
+                "a timer's first expiry must be after a non-zero time (zero disarms it)".into(),
+            ));
+        }
+        self.raw.set(first, interval.unwrap_or_default())
+    }
+
+    /// Disarms the timer.
+    pub fn stop(&self) -> io::Result<()> {
+        self.raw
+            .set(std::time::Duration::ZERO, std::time::Duration::ZERO)
+    }
+
+    /// Expirations lost (merged) since the last delivered one
+    /// (`timer_getoverrun(2)`).
+    pub fn overrun(&self) -> io::Result<u32> {
+        self.raw.overrun()
+    }
 }
 
 /// A set of signals.

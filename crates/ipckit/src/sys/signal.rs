@@ -107,3 +107,63 @@ pub(crate) fn read_info(fd: BorrowedFd<'_>) -> io::Result<libc::signalfd_siginfo
 pub(crate) fn rt_range() -> (i32, i32) {
     (libc::SIGRTMIN(), libc::SIGRTMAX())
 }
+
+/// A POSIX timer (`timer_create(2)`, `CLOCK_MONOTONIC`) that sends a
+/// signal with a value to this process on expiry; deleted on drop.
+#[derive(Debug)]
+pub(crate) struct SignalTimer(libc::timer_t);
+
+// SAFETY: a timer id is a process-wide handle; the timer_* calls are
+// thread-safe.
+unsafe impl Send for SignalTimer {}
+// SAFETY: as above.
+unsafe impl Sync for SignalTimer {}
+
+impl SignalTimer {
+    pub(crate) fn new(sig: i32, value: i32) -> io::Result<SignalTimer> {
+        // SAFETY: all-zero is a valid sigevent to fill in.
+        let mut sev: libc::sigevent = unsafe { std::mem::zeroed() };
+        sev.sigev_notify = libc::SIGEV_SIGNAL;
+        sev.sigev_signo = sig;
+        sev.sigev_value = libc::sigval {
+            sival_ptr: value as isize as *mut libc::c_void,
+        };
+        let mut t = MaybeUninit::<libc::timer_t>::uninit();
+        // SAFETY: `sev` is a valid sigevent; `t` is writable.
+        syscall!(timer_create(
+            libc::CLOCK_MONOTONIC,
+            &mut sev,
+            t.as_mut_ptr()
+        ))?;
+        // SAFETY: timer_create succeeded and wrote the id.
+        Ok(SignalTimer(unsafe { t.assume_init() }))
+    }
+
+    /// `timer_settime(2)`, relative; zero `first` disarms.
+    pub(crate) fn set(
+        &self,
+        first: std::time::Duration,
+        interval: std::time::Duration,
+    ) -> io::Result<()> {
+        let spec = libc::itimerspec {
+            it_interval: super::timespec(interval),
+            it_value: super::timespec(first),
+        };
+        // SAFETY: the timer is live (owned by self); `spec` is valid.
+        syscall!(timer_settime(self.0, 0, &spec, std::ptr::null_mut()))?;
+        Ok(())
+    }
+
+    /// `timer_getoverrun(2)`: expirations lost since the last delivery.
+    pub(crate) fn overrun(&self) -> io::Result<u32> {
+        // SAFETY: the timer is live.
+        syscall!(timer_getoverrun(self.0)).map(|n| n as u32)
+    }
+}
+
+impl Drop for SignalTimer {
+    fn drop(&mut self) {
+        // SAFETY: the timer is live and owned by this value.
+        unsafe { libc::timer_delete(self.0) };
+    }
+}
