@@ -118,10 +118,11 @@ impl FifoBuilder {
     /// Opens the FIFO at the path, creating it if nothing is there. Only a
     /// FIFO this call created is removed on drop.
     pub fn create_or_open(self) -> io::Result<Fifo> {
-        match self.clone().create() {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.open(),
-            r => r,
-        }
+        crate::named::create_or_open(
+            &format_args!("FIFO {}", self.path.display()),
+            || self.clone().create(),
+            || self.clone().open(),
+        )
     }
 }
 

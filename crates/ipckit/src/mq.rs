@@ -179,10 +179,11 @@ impl QueueBuilder {
     /// Opens the queue, creating it if it does not exist. Only a queue this
     /// call created is unlinked on drop.
     pub fn create_or_open(self) -> io::Result<PosixQueue> {
-        match self.clone().create() {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.open(),
-            r => r,
-        }
+        crate::named::create_or_open(
+            &format_args!("POSIX queue {}", self.name),
+            || self.clone().create(),
+            || self.clone().open(),
+        )
     }
 
     fn open_with(self, create: libc::c_int) -> io::Result<PosixQueue> {

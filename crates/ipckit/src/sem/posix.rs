@@ -106,20 +106,11 @@ impl SemaphoreBuilder {
     /// Opens the semaphore, creating it with the initial value if it does
     /// not exist. Only a semaphore this call created is unlinked on drop.
     pub fn create_or_open(self) -> io::Result<NamedSemaphore> {
-        for _ in 0..100 {
-            match self.clone().create() {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                r => return r,
-            }
-            match self.clone().open() {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                r => return r,
-            }
-        }
-        Err(io::Error::other(format!(
-            "POSIX semaphore {} kept appearing and disappearing while being opened",
-            self.name
-        )))
+        crate::named::create_or_open(
+            &format_args!("POSIX semaphore {}", self.name),
+            || self.clone().create(),
+            || self.clone().open(),
+        )
     }
 
     fn open_with(self, create: libc::c_int) -> io::Result<NamedSemaphore> {

@@ -146,10 +146,11 @@ impl ShmBuilder {
     /// Opens the object, creating it if it does not exist. Only an object
     /// this call created is unlinked on drop.
     pub fn create_or_open(self) -> io::Result<Shm> {
-        match self.clone().create() {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.open(),
-            r => r,
-        }
+        crate::named::create_or_open(
+            &format_args!("POSIX shared memory {}", self.name),
+            || self.clone().create(),
+            || self.clone().open(),
+        )
     }
 
     fn explain(&self, e: io::Error) -> io::Error {

@@ -211,24 +211,12 @@ pub(crate) fn create_or_open<T>(
     what: &str,
     key: Key,
     mut create: impl FnMut() -> io::Result<T>,
-    mut open: impl FnMut() -> io::Result<T>,
+    open: impl FnMut() -> io::Result<T>,
 ) -> io::Result<T> {
     if key == Key::PRIVATE {
         return create();
     }
-    for _ in 0..100 {
-        match create() {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            r => return r,
-        }
-        match open() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            r => return r,
-        }
-    }
-    Err(io::Error::other(format!(
-        "{what} {key} kept appearing and disappearing while being opened"
-    )))
+    crate::named::create_or_open(&format_args!("{what} {key}"), create, open)
 }
 
 #[cfg(test)]
