@@ -2,7 +2,7 @@
 //! `IPCKIT_SHM_PEER=<role>:<argument>` plays the other process.
 
 use std::io;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -17,10 +17,7 @@ use common::{ensure, unique, unique_key, Peer, T};
 const NUMBERS: [i32; 10] = [1, 1, 2, 3, 5, 8, 13, 21, 34, 55];
 
 fn peer(role: &str, arg: &str) -> io::Result<Command> {
-    let mut c = Command::new(std::env::current_exe()?);
-    c.env("IPCKIT_SHM_PEER", format!("{role}:{arg}"))
-        .stdin(Stdio::null());
-    Ok(c)
+    common::peer_command("IPCKIT_SHM_PEER", role, arg)
 }
 
 fn spawn(role: &str, arg: &str) -> Result<Peer, Failed> {
@@ -48,7 +45,7 @@ fn peer_main(spec: &str) -> io::Result<()> {
             let shm = Shm::builder(arg).open()?;
             let mut head = [0u8; 5];
             shm.read(0, &mut head)?;
-            let numbers = shm.view::<[i32; 10]>(16)?.load();
+            let numbers = shm.view::<[i32; 10]>(16)?.load()?;
             if &head != b"hello" || numbers != NUMBERS {
                 return Err(io::Error::other(format!("{head:?} {numbers:?}")));
             }
@@ -59,7 +56,7 @@ fn peer_main(spec: &str) -> io::Result<()> {
         // Read-only: reads work, every kind of write is refused.
         "posix-ro" => {
             let shm = Shm::builder(arg).read_only(true).open()?;
-            if shm.is_writable() || shm.view::<[i32; 10]>(16)?.load() != NUMBERS {
+            if shm.is_writable() || shm.view::<[i32; 10]>(16)?.load()? != NUMBERS {
                 return Err(io::Error::other("read-only view wrong"));
             }
             denied(shm.write(0, b"x").unwrap_err())?;
@@ -81,7 +78,7 @@ fn peer_main(spec: &str) -> io::Result<()> {
                 return Err(io::Error::other("expected a read-only 8192-byte mapping"));
             }
             let big = m.array::<u64>(0, 1024)?;
-            if (0..1024).any(|i| big.get(i) != Some(i as u64 * 3)) {
+            if (0..1024).any(|i| big.get(i).ok() != Some(i as u64 * 3)) {
                 return Err(io::Error::other("memfd contents differ"));
             }
             denied(m.write(0, b"x").unwrap_err())?;
@@ -101,7 +98,7 @@ fn peer_main(spec: &str) -> io::Result<()> {
         "sysv" => {
             let key: Key = arg.parse()?;
             let shm = SysvShm::builder(key).size(4096).open()?;
-            let numbers = shm.view::<[i32; 10]>(16)?.load();
+            let numbers = shm.view::<[i32; 10]>(16)?.load()?;
             if numbers != NUMBERS {
                 return Err(io::Error::other(format!("{numbers:?}")));
             }
@@ -125,7 +122,7 @@ fn peer_main(spec: &str) -> io::Result<()> {
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
-            match shm.view::<u64>(8)?.load() {
+            match shm.view::<u64>(8)?.load()? {
                 42 => Ok(()),
                 v => Err(io::Error::other(format!("value {v}"))),
             }
@@ -221,9 +218,9 @@ fn views_refused() -> Result<(), Failed> {
     }
     let a = m.array::<u32>(8, 4)?;
     a.set(3, 7)?;
-    ensure(a.get(3) == Some(7) && a.get(4).is_none(), || "get".into())?;
+    ensure(a.get(3)? == 7 && a.get(4).is_err(), || "get".into())?;
     ensure(a.set(4, 1).is_err(), || "set past the end".into())?;
-    ensure(a.to_vec() == [0, 0, 0, 7], || format!("{:?}", a.to_vec()))?;
+    ensure(a.to_vec()? == [0, 0, 0, 7], || format!("{:?}", a.to_vec()))?;
     let e = Memfd::create("empty", 0).unwrap_err();
     ensure(e.kind() == io::ErrorKind::InvalidInput, || e.to_string())
 }

@@ -27,10 +27,7 @@ const FLAG: usize = 512;
 const COUNT: usize = 520;
 
 fn peer_cmd(role: &str, arg: &str) -> io::Result<Command> {
-    let mut c = Command::new(std::env::current_exe()?);
-    c.env("IPCKIT_SYNC_PEER", format!("{role}:{arg}"))
-        .stdin(Stdio::null());
-    Ok(c)
+    common::peer_command("IPCKIT_SYNC_PEER", role, arg)
 }
 
 fn spawn(role: &str, arg: &str) -> Result<Peer, Failed> {
@@ -102,6 +99,53 @@ fn peer_main(spec: &str) -> io::Result<()> {
                 b.post()?;
             }
             Ok(())
+        }
+        // glibc's sem_open/sem_post/sem_wait on ipckit's named semaphores
+        // "UP,DOWN": post UP 3 times, then sleep in sem_wait on DOWN until
+        // the parent posts it.
+        "glibc-sem" => {
+            let open = |name: &str| {
+                let c = std::ffi::CString::new(name).map_err(io::Error::other)?;
+                // SAFETY: a NUL-terminated name; no O_CREAT, so no variadics.
+                let sem = unsafe { libc::sem_open(c.as_ptr(), 0) };
+                if sem == libc::SEM_FAILED {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(sem)
+            };
+            let (up, down) = arg.split_once(',').expect("UP,DOWN");
+            let (up, down) = (open(up)?, open(down)?);
+            for _ in 0..3 {
+                // SAFETY: `up` was opened above and is never closed.
+                if unsafe { libc::sem_post(up) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // SAFETY: as above, for `down`.
+            if unsafe { libc::sem_wait(down) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        }
+        // A thread takes the lock and ends without unlocking: the main
+        // thread gets OwnerDied, not a deadlock.
+        "thread-dies-holding" => {
+            let m = shm()?;
+            let mutex = Mutex::<u64>::open(&m, MUTEX)?;
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let g = mutex.lock().map_err(io::Error::from)?;
+                    std::mem::forget(g);
+                    io::Result::Ok(())
+                })
+                .join()
+                .map_err(|_| fail("the locking thread panicked".into()))?
+            })?;
+            let r = match mutex.lock_timeout(T) {
+                Err(LockError::OwnerDied(mut g)) => g.make_consistent(),
+                other => Err(fail(format!("expected OwnerDied, got {other:?}"))),
+            };
+            r
         }
         // Take semaphores 0 and 1 of a set together.
         "sysv-both" => {
@@ -359,6 +403,69 @@ fn named_rules_and_errors() -> Result<(), Failed> {
     ensure(e.to_string().contains("SEM_VALUE_MAX"), || e.to_string())
 }
 
+/// ipckit's named semaphores are glibc's: a C program's sem_post reaches
+/// an ipckit waiter, ipckit's post wakes a C program in sem_wait, and a
+/// semaphore made by sem_open opens in ipckit.
+fn named_interop_with_glibc() -> Result<(), Failed> {
+    let (up, down) = (format!("/{}", unique("up")), format!("/{}", unique("down")));
+    let up_sem = NamedSemaphore::builder(&up).value(0).create()?;
+    let down_sem = NamedSemaphore::builder(&down).value(0).create()?;
+    let mut peer = spawn("glibc-sem", &format!("{up},{down}"))?;
+    for i in 0..3 {
+        ensure(up_sem.wait_timeout(T)?, || {
+            format!("post {i} from glibc never came")
+        })?;
+    }
+    // The peer is (or soon will be) asleep in glibc's sem_wait.
+    std::thread::sleep(Duration::from_millis(50));
+    down_sem.post()?;
+    ensure(peer.wait()?, || "glibc's sem_wait was not woken".into())?;
+
+    let other = format!("/{}", unique("sem"));
+    let c = std::ffi::CString::new(other.clone())?;
+    // SAFETY: a NUL-terminated name; O_CREAT takes a mode_t and an unsigned
+    // value, passed with those types.
+    let sem = unsafe {
+        libc::sem_open(
+            c.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL,
+            0o600 as libc::mode_t,
+            2 as libc::c_uint,
+        )
+    };
+    ensure(sem != libc::SEM_FAILED, || "sem_open failed".into())?;
+    let opened = NamedSemaphore::builder(&other).open();
+    // SAFETY: opened above, not used again.
+    unsafe { libc::sem_close(sem) };
+    let v = opened.and_then(|o| o.value());
+    ipckit::sem::unlink(&other)?;
+    ensure(v? == 2, || "ipckit read another value".into())
+}
+
+/// A symbolic link planted at a semaphore's name is refused, not
+/// followed; the creator's drop removes only the file it created.
+fn named_symlink_and_replaced_file() -> Result<(), Failed> {
+    let name = format!("/{}", unique("sem"));
+    let file = format!("/dev/shm/sem.{}", &name[1..]);
+    let target = format!("/dev/shm/{}", unique("target"));
+    std::fs::write(&target, [0u8; 32])?;
+    std::os::unix::fs::symlink(&target, &file)?;
+    let e = NamedSemaphore::builder(&name).open().map(drop).unwrap_err();
+    std::fs::remove_file(&file)?;
+    std::fs::remove_file(&target)?;
+    ensure(e.to_string().contains("symbolic link"), || e.to_string())?;
+
+    let s = NamedSemaphore::builder(&name).create()?;
+    std::fs::remove_file(&file)?;
+    std::fs::write(&file, b"someone else's")?;
+    drop(s);
+    let kept = std::fs::read(&file);
+    std::fs::remove_file(&file)?;
+    ensure(kept.is_ok(), || {
+        "the creator removed a file it did not create".into()
+    })
+}
+
 /// Unnamed semaphores in a memfd drive a ping-pong with another process;
 /// misplaced ones are refused.
 fn unnamed_in_shared_memory() -> Result<(), Failed> {
@@ -556,6 +663,14 @@ fn mutex_owner_death() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A thread that ends holding the lock is a dead owner too.
+fn mutex_thread_death() -> Result<(), Failed> {
+    let m = region()?;
+    Mutex::init(&m, MUTEX, 0u64)?;
+    let mut peer = spawn_with("thread-dies-holding", "", &m)?;
+    ensure(peer.wait()?, || "the peer failed (see its stderr)".into())
+}
+
 /// Mutex errors: held elsewhere, relocked by its holder, not initialised,
 /// another type, misplaced.
 fn mutex_rules() -> Result<(), Failed> {
@@ -651,6 +766,18 @@ fn main() {
     );
     common::run_cases(vec![
         ("posix_sem::named_across_processes", named_across_processes),
+        (
+            "posix_sem::named_interop_with_glibc",
+            named_interop_with_glibc,
+        ),
+        (
+            "posix_sem::named_symlink_refused_and_replaced_file_kept",
+            named_symlink_and_replaced_file,
+        ),
+        (
+            "mutex::thread_exiting_while_holding_is_owner_death",
+            mutex_thread_death,
+        ),
         (
             "posix_sem::names_values_and_removal",
             named_rules_and_errors,

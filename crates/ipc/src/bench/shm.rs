@@ -331,7 +331,7 @@ impl ShmChannel {
         }
         let at = self.slot_at(self.rx, self.tail);
         // Never trust the peer: the length must fit the slot and our limit.
-        let len = self.shm.view::<u64>(at)?.load();
+        let len = self.shm.view::<u64>(at)?.load()?;
         if len > self.slot.min(self.max) as u64 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,

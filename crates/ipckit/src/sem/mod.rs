@@ -16,8 +16,13 @@
 //!
 //! | type | kind | found by | special |
 //! |---|---|---|---|
-//! | [`NamedSemaphore`] | POSIX named (`sem_open(3)`), a file `/dev/shm/sem.NAME` | name (`/something`) | simple, fast (no system call when uncontended) |
-//! | [`UnnamedSemaphore`] | POSIX unnamed (`sem_init(3)` with pshared) inside a [`crate::shm::Region`] | its offset in shared memory | the fastest: lives beside the data it guards |
+//! | [`NamedSemaphore`] | POSIX named (as `sem_open(3)`), a file `/dev/shm/sem.NAME` | name (`/something`) | simple, fast (no system call when uncontended) |
+//! | [`UnnamedSemaphore`] | POSIX unnamed (as `sem_init(3)` with pshared) inside a [`crate::shm::Region`] | its offset in shared memory | the fastest: lives beside the data it guards |
+//!
+//! The two POSIX kinds are ipckit's own futex code on the bytes of a
+//! glibc `sem_t`: C programs share them with `sem_post`/`sem_wait`, and
+//! nothing another process writes there can crash this one (glibc's own
+//! functions abort the process on some values).
 //! | [`SemaphoreSet`] | System V set (`semget(2)`) | [`crate::sysv::Key`] | N counters changed atomically together, wait-for-zero, `SEM_UNDO` (given back when a process dies) |
 //!
 //! # Example: one process waits for another
@@ -40,17 +45,20 @@
 //! `sem_post(3)`, `sem_getvalue(3)`, `sem_unlink(3)`, `semget(2)`,
 //! `semop(2)`, `semctl(2)`.
 
-/// The inherent methods every POSIX semaphore type has, on its `RawSem`
-/// (the expression `$raw` of `self`).
+/// The inherent methods every POSIX semaphore type has, on its `SemWord`
+/// (the expression `$raw` of `self`, which may use `?`) in the `Region`
+/// `$region`, which is checked for truncation after each operation.
 macro_rules! impl_posix_sem_ops {
-    ($ty:ty, $self:ident => $raw:expr) => {
+    ($ty:ty, $self:ident => $raw:expr, $region:expr) => {
         impl $ty {
             /// Takes one from the value, sleeping while it is 0 (the P
             /// operation; `sem_wait(3)`).
             #[doc(alias = "P")]
             #[doc(alias = "sem_wait")]
             pub fn wait(&$self) -> std::io::Result<()> {
-                $raw.wait().map_err(explain_op)
+                let r = $raw.wait_until(None).map(drop);
+                $region.check_intact("wait on the semaphore")?;
+                r
             }
 
             /// P: the textbook name of [`wait`](Self::wait).
@@ -62,18 +70,20 @@ macro_rules! impl_posix_sem_ops {
             /// it is 0 (`sem_trywait(3)`).
             #[doc(alias = "sem_trywait")]
             pub fn try_wait(&$self) -> std::io::Result<bool> {
-                $raw.try_wait().map_err(explain_op)
+                let r = $raw.try_wait();
+                $region.check_intact("wait on the semaphore")?;
+                Ok(r)
             }
 
             /// Like [`wait`](Self::wait), giving up after `timeout`: false if
-            /// it timed out (`sem_clockwait(3)` on the monotonic clock, so
+            /// it timed out (as `sem_clockwait(3)` on the monotonic clock, so
             /// changes to the wall clock do not matter).
             #[doc(alias = "sem_timedwait")]
+            #[doc(alias = "sem_clockwait")]
             pub fn wait_timeout(&$self, timeout: std::time::Duration) -> std::io::Result<bool> {
-                match std::time::Instant::now().checked_add(timeout) {
-                    Some(deadline) => $raw.wait_until(deadline).map_err(explain_op),
-                    None => $raw.wait().map(|()| true).map_err(explain_op),
-                }
+                let r = $raw.wait_until(std::time::Instant::now().checked_add(timeout));
+                $region.check_intact("wait on the semaphore")?;
+                r
             }
 
             /// Adds one to the value, waking one waiter (the V operation;
@@ -82,7 +92,9 @@ macro_rules! impl_posix_sem_ops {
             #[doc(alias = "sem_post")]
             #[doc(alias = "signal")]
             pub fn post(&$self) -> std::io::Result<()> {
-                $raw.post().map_err(explain_op)
+                let r = $raw.post().map_err(explain_op);
+                $region.check_intact("post the semaphore")?;
+                r
             }
 
             /// V: the textbook name of [`post`](Self::post).
@@ -94,7 +106,9 @@ macro_rules! impl_posix_sem_ops {
             /// returns if other processes use the semaphore.
             #[doc(alias = "sem_getvalue")]
             pub fn value(&$self) -> std::io::Result<u32> {
-                $raw.value().map_err(explain_op)
+                let r = $raw.value();
+                $region.check_intact("read the semaphore")?;
+                Ok(r)
             }
         }
     };

@@ -1,14 +1,30 @@
-//! POSIX semaphores: named (`sem_open(3)`) and unnamed in shared memory
-//! (`sem_init(3)` with `pshared`).
+//! POSIX semaphores: named (as `sem_open(3)` makes them) and unnamed in
+//! shared memory (as `sem_init(3)` with `pshared`).
+//!
+//! Both are ipckit's own code on a futex, over the same bytes glibc uses
+//! for a `sem_t` (a 64-bit word: the value in the low half, the number of
+//! sleepers in the high half; then a flag word), so C programs calling
+//! `sem_post`/`sem_wait` on the same semaphore interoperate. glibc's own
+//! functions are never called on these bytes: another process can write
+//! anything there, and glibc aborts the process on values it does not
+//! expect. This code takes every bit pattern as some count and some number
+//! of sleepers, and at worst miscounts.
 
 use std::ffi::CString;
-use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
 
 use crate::mq::validate_posix_name;
+use crate::named::{remove_if_same, FileId};
 use crate::shm::Region;
 use crate::sys;
-use crate::sys::sem::{NamedSem, RawSem};
+use crate::sys::mman::Mapping;
+use crate::sys::sync::{futex_wait_low, futex_wake_low};
 
 /// Default permission bits of a new semaphore: owner read and write.
 pub const DEFAULT_MODE: u32 = 0o600;
@@ -20,15 +36,130 @@ pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
 /// file name go to the prefix.
 const SEM_NAME_MAX: usize = 255 - 4;
 
+/// Where named semaphores live, as glibc's `sem_open` puts them.
+const SEM_DIR: &str = "/dev/shm";
+
+/// The size of a `sem_t`: a named semaphore's file is at least this long.
+const SEM_T: usize = size_of::<libc::sem_t>();
+
+/// A counting semaphore on one 64-bit word in shared memory, laid out as
+/// glibc's (x86-64 and other 64-bit targets): the value in the low 32 bits,
+/// which is the futex, and the number of sleepers in the high 32 bits, so
+/// that a post sees in one atomic step whether to wake anyone.
+#[derive(Debug, Clone, Copy)]
+struct SemWord<'a>(&'a AtomicU64);
+
+const VALUE: u64 = 0xffff_ffff;
+const SLEEPER: u64 = 1 << 32;
+
+impl SemWord<'_> {
+    fn value(self) -> u32 {
+        (self.0.load(Ordering::Relaxed) & VALUE) as u32
+    }
+
+    fn try_wait(self) -> bool {
+        let mut d = self.0.load(Ordering::Relaxed);
+        while d & VALUE != 0 {
+            match self
+                .0
+                .compare_exchange_weak(d, d - 1, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => d = now,
+            }
+        }
+        false
+    }
+
+    /// Takes one, sleeping while the value is 0; false if `deadline` passed.
+    fn wait_until(self, deadline: Option<Instant>) -> io::Result<bool> {
+        if self.try_wait() {
+            return Ok(true);
+        }
+        // Count this thread as a sleeper: from now on a post wakes someone.
+        let mut d = self
+            .0
+            .fetch_add(SLEEPER, Ordering::Relaxed)
+            .wrapping_add(SLEEPER);
+        let r = loop {
+            if d & VALUE != 0 {
+                // Take one and stop being a sleeper, in one step.
+                let new = (d - 1).wrapping_sub(SLEEPER);
+                match self
+                    .0
+                    .compare_exchange_weak(d, new, Ordering::Acquire, Ordering::Relaxed)
+                {
+                    Ok(_) => return Ok(true),
+                    Err(now) => d = now,
+                }
+                continue;
+            }
+            if deadline.is_some_and(|t| Instant::now() >= t) {
+                break Ok(false);
+            }
+            if let Err(e) = futex_wait_low(self.0, 0, deadline) {
+                break Err(e);
+            }
+            d = self.0.load(Ordering::Relaxed);
+        };
+        self.0.fetch_sub(SLEEPER, Ordering::Relaxed);
+        r
+    }
+
+    fn post(self) -> io::Result<()> {
+        let mut d = self.0.load(Ordering::Relaxed);
+        loop {
+            if d & VALUE >= u64::from(SEM_VALUE_MAX) {
+                return Err(io::Error::from_raw_os_error(libc::EOVERFLOW));
+            }
+            match self
+                .0
+                .compare_exchange_weak(d, d + 1, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => d = now,
+            }
+        }
+        if d >> 32 != 0 {
+            futex_wake_low(self.0, 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// glibc's flag word for a semaphore shared between processes
+/// (`FUTEX_SHARED`, which is `FUTEX_PRIVATE_FLAG`: glibc flips the bit),
+/// so that C programs using it sleep on a shared futex too.
+const SHARED: u32 = 128;
+
+/// The bytes of a fresh `sem_t` holding `value`, shared between processes.
+fn sem_bytes(value: u32) -> [u8; SEM_T] {
+    let mut b = [0u8; SEM_T];
+    b[..8].copy_from_slice(&u64::from(value).to_ne_bytes());
+    b[8..12].copy_from_slice(&SHARED.to_ne_bytes());
+    b
+}
+
+/// The semaphore word at `offset` of `region`.
+fn sem_word<'r>(region: &'r Region, offset: usize) -> io::Result<SemWord<'r>> {
+    region
+        .place::<AtomicU64>("a semaphore", offset, 8)
+        .map(SemWord)
+}
+
+fn init_word(region: &Region, offset: usize, value: u32) -> io::Result<()> {
+    region.write(offset + 8, &sem_bytes(value)[8..])?;
+    sem_word(region, offset)?
+        .0
+        .store(u64::from(value), Ordering::Release);
+    Ok(())
+}
+
 fn explain_op(e: io::Error) -> io::Error {
     match e.raw_os_error() {
         Some(libc::EOVERFLOW) => io::Error::new(
             e.kind(),
             format!("semaphore value would exceed SEM_VALUE_MAX ({SEM_VALUE_MAX})"),
-        ),
-        Some(libc::EINVAL) => io::Error::new(
-            e.kind(),
-            "not a valid semaphore (was it initialised? has another process overwritten it?)",
         ),
         _ => e,
     }
@@ -77,8 +208,8 @@ impl SemaphoreBuilder {
         self
     }
 
-    /// Permission bits for a new semaphore (default `0o600`; the umask
-    /// applies).
+    /// Permission bits for a new semaphore (default `0o600`), set exactly,
+    /// whatever the umask.
     pub fn mode(mut self, mode: u32) -> Self {
         self.mode = mode;
         self
@@ -114,7 +245,7 @@ impl SemaphoreBuilder {
     }
 
     fn open_with(self, create: libc::c_int) -> io::Result<NamedSemaphore> {
-        let cname = validate_name(&self.name)?;
+        validate_name(&self.name)?;
         if self.mode & !0o777 != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -124,14 +255,58 @@ impl SemaphoreBuilder {
                 ),
             ));
         }
-        let sem =
-            NamedSem::open(&cname, create, self.mode, self.value).map_err(|e| self.explain(e))?;
-        Ok(NamedSemaphore {
-            sem,
+        let path = PathBuf::from(format!("{SEM_DIR}/sem.{}", &self.name[1..]));
+        let file = if create != 0 {
+            self.create_file(&path)
+        } else {
+            // Opened once, without following a symlink; then checked on
+            // the descriptor.
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+        }
+        .map_err(|e| self.explain(e))?;
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() || meta.len() < SEM_T as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} is not a POSIX semaphore (not a regular file of at least {SEM_T} bytes)",
+                    path.display()
+                ),
+            ));
+        }
+        let region = Region::new(Mapping::map(file.as_fd(), 0, SEM_T, true)?);
+        let sem = NamedSemaphore {
+            id: FileId::of(&meta),
+            region,
             unlink_on_drop: create != 0 && !self.keep,
             name: self.name,
-            cname,
-        })
+            path,
+        };
+        // Placing the word checks the mapping once: every later use of it
+        // cannot fail.
+        sem.word()?;
+        Ok(sem)
+    }
+
+    /// Makes the semaphore's file complete before it has a name (as glibc
+    /// does): an anonymous file in `/dev/shm` with the exact mode and the
+    /// initial value, then linked to its name, which fails if the name
+    /// exists.
+    fn create_file(&self, path: &std::path::Path) -> io::Result<File> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(self.mode)
+            .open(SEM_DIR)?;
+        file.set_permissions(std::fs::Permissions::from_mode(self.mode))?;
+        file.write_all(&sem_bytes(self.value))?;
+        sys::fd::link_anonymous(file.as_fd(), path)?;
+        Ok(file)
     }
 
     fn explain(&self, e: io::Error) -> io::Error {
@@ -144,6 +319,10 @@ impl SemaphoreBuilder {
                  /dev/shm/sem.{}",
                 &name[1..]
             ),
+            Some(libc::ELOOP) => format!(
+                "/dev/shm/sem.{} is a symbolic link, not POSIX semaphore {name}: refused",
+                &name[1..]
+            ),
             _ => {
                 return io::Error::new(e.kind(), format!("cannot open POSIX semaphore {name}: {e}"))
             }
@@ -152,16 +331,22 @@ impl SemaphoreBuilder {
     }
 }
 
-/// A POSIX named semaphore (`sem_open(3)`), shared by every process that
-/// opens the same name.
+/// A POSIX named semaphore, shared by every process that opens the same
+/// name: the file `/dev/shm/sem.NAME` that `sem_open(3)` uses, so C
+/// programs and ipckit share named semaphores.
 ///
-/// The creator unlinks the name on drop (unless kept); processes that have
-/// it open keep using it until they close it.
+/// The file is opened once without following symbolic links and checked on
+/// the descriptor; the semaphore itself is ipckit's futex code, safe
+/// against whatever another process writes into the file (see the module
+/// source). The creator unlinks the name on drop (unless kept), and only if
+/// the name still leads to the file it created; processes that have it
+/// open keep using it until they drop it.
 #[derive(Debug)]
 pub struct NamedSemaphore {
-    sem: NamedSem,
+    region: Region,
+    id: FileId,
     name: String,
-    cname: CString,
+    path: PathBuf,
     unlink_on_drop: bool,
 }
 
@@ -186,47 +371,68 @@ impl NamedSemaphore {
         self.unlink_on_drop = false;
     }
 
-    /// Removes the name now (`sem_unlink(3)`); the semaphore lives on for
-    /// the processes that have it open.
+    /// Removes the name now (as `sem_unlink(3)`), if it still leads to
+    /// this semaphore; the semaphore lives on for the processes that have
+    /// it open.
     pub fn unlink(&mut self) -> io::Result<()> {
         self.unlink_on_drop = false;
-        sys::sem::unlink(&self.cname)
+        if remove_if_same(&self.path, self.id)? {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{} is no longer POSIX semaphore {} (removed or replaced): left alone",
+                    self.path.display(),
+                    self.name
+                ),
+            ))
+        }
+    }
+
+    fn word(&self) -> io::Result<SemWord<'_>> {
+        sem_word(&self.region, 0)
     }
 }
 
-impl_posix_sem_ops!(NamedSemaphore, self => self.sem.raw());
+impl_posix_sem_ops!(NamedSemaphore, self => self.word()?, self.region);
 
 impl Drop for NamedSemaphore {
     fn drop(&mut self) {
         if self.unlink_on_drop {
-            let _ = sys::sem::unlink(&self.cname);
+            let _ = remove_if_same(&self.path, self.id);
         }
     }
 }
 
-/// Removes the named semaphore `name` (`sem_unlink(3)`), as `rm
+/// Removes the named semaphore `name` (as `sem_unlink(3)`), as `rm
 /// /dev/shm/sem.NAME` would.
 pub fn unlink(name: &str) -> io::Result<()> {
-    let c = validate_name(name)?;
-    sys::sem::unlink(&c).map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOENT) => io::Error::new(e.kind(), format!("no POSIX semaphore named {name}")),
-        Some(libc::EACCES) => io::Error::new(
-            e.kind(),
-            format!("removing POSIX semaphore {name}: permission denied"),
-        ),
-        _ => io::Error::new(e.kind(), format!("removing POSIX semaphore {name}: {e}")),
+    validate_name(name)?;
+    std::fs::remove_file(format!("{SEM_DIR}/sem.{}", &name[1..])).map_err(|e| {
+        match e.raw_os_error() {
+            Some(libc::ENOENT) => {
+                io::Error::new(e.kind(), format!("no POSIX semaphore named {name}"))
+            }
+            Some(libc::EACCES) => io::Error::new(
+                e.kind(),
+                format!("removing POSIX semaphore {name}: permission denied"),
+            ),
+            _ => io::Error::new(e.kind(), format!("removing POSIX semaphore {name}: {e}")),
+        }
     })
 }
 
 /// Marks an initialised [`UnnamedSemaphore`] ("sem1").
 const MAGIC: u32 = 0x7365_6d31;
 
-/// A POSIX unnamed semaphore living inside shared memory (`sem_init(3)`
+/// A POSIX unnamed semaphore living inside shared memory (as `sem_init(3)`
 /// with `pshared` set), usable by every process that maps the region.
 ///
 /// It takes [`UnnamedSemaphore::SIZE`] bytes at an offset that is a
-/// multiple of 8: a marker word saying it was initialised, then the
-/// `sem_t`. One process calls [`init`](Self::init) once; the others
+/// multiple of 8: a marker word saying it was initialised, then the bytes
+/// of a `sem_t` (a C program may `sem_post` the `sem_t` at offset + 8).
+/// One process calls [`init`](Self::init) once; the others
 /// [`open`](Self::open) it at the same offset, which checks the marker.
 ///
 /// ```
@@ -240,18 +446,21 @@ const MAGIC: u32 = 0x7365_6d31;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 ///
-/// What another process writes over these bytes cannot harm this one's
-/// memory safety, only the semaphore's count.
+/// What another process writes over these bytes is read as some count and
+/// some number of sleepers: it can make waits succeed or time out when
+/// they should not, and posts fail with "would exceed SEM_VALUE_MAX", never
+/// crash or hang this process past a timeout.
 #[derive(Debug, Clone, Copy)]
 pub struct UnnamedSemaphore<'r> {
-    raw: &'r RawSem,
+    raw: SemWord<'r>,
+    region: &'r Region,
 }
 
 impl<'r> UnnamedSemaphore<'r> {
     /// The bytes a semaphore takes in a region.
-    pub const SIZE: usize = 8 + size_of::<libc::sem_t>();
+    pub const SIZE: usize = 8 + SEM_T;
 
-    fn slot(region: &'r Region, offset: usize) -> io::Result<(&'r AtomicU32, &'r RawSem)> {
+    fn slot(region: &'r Region, offset: usize) -> io::Result<(&'r AtomicU32, SemWord<'r>)> {
         if offset
             .checked_add(Self::SIZE)
             .is_none_or(|end| end > region.len())
@@ -267,7 +476,7 @@ impl<'r> UnnamedSemaphore<'r> {
             ));
         }
         let magic = region.place::<AtomicU32>("a semaphore", offset, 8)?;
-        let raw = region.place::<RawSem>("a semaphore", offset + 8, 8)?;
+        let raw = sem_word(region, offset + 8)?;
         Ok((magic, raw))
     }
 
@@ -278,9 +487,9 @@ impl<'r> UnnamedSemaphore<'r> {
         check_value(value)?;
         let (magic, raw) = Self::slot(region, offset)?;
         magic.store(0, Ordering::Relaxed);
-        raw.init(value)?;
+        init_word(region, offset + 8, value)?;
         magic.store(MAGIC, Ordering::Release);
-        Ok(UnnamedSemaphore { raw })
+        Ok(UnnamedSemaphore { raw, region })
     }
 
     /// The semaphore another process initialised at `offset` of `region`.
@@ -295,8 +504,8 @@ impl<'r> UnnamedSemaphore<'r> {
                 ),
             ));
         }
-        Ok(UnnamedSemaphore { raw })
+        Ok(UnnamedSemaphore { raw, region })
     }
 }
 
-impl_posix_sem_ops!(UnnamedSemaphore<'_>, self => self.raw);
+impl_posix_sem_ops!(UnnamedSemaphore<'_>, self => self.raw, self.region);

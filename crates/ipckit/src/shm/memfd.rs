@@ -60,9 +60,28 @@ pub struct Memfd {
 impl Memfd {
     /// Creates zero-filled memory of `len` bytes (reserved now, so that a
     /// lack of memory is an error here, not a crash on first write),
-    /// mapped read-write. `name` shows in `/proc/PID/fd` as `memfd:NAME`.
+    /// mapped read-write, and sealed against shrinking
+    /// ([`Seals::SHRINK`]): no process it reaches can take pages from
+    /// under another's mapping, and receivers ([`Memfd::from_fd`]) insist
+    /// on that seal. `name` shows in `/proc/PID/fd` as `memfd:NAME`.
     #[doc(alias = "memfd_create")]
     pub fn create(name: &str, len: usize) -> io::Result<Memfd> {
+        Memfd::create_with_seals(name, len, Seals::SHRINK)
+    }
+
+    /// Like [`create`](Self::create), with `seals` instead of
+    /// [`Seals::SHRINK`] ([`Seals::NONE`] for memory that may shrink, or
+    /// [`Seals::SHRINK`] `|` [`Seals::GROW`] for a fixed size). Seals that
+    /// forbid writing are refused here: add them with
+    /// [`add_seals`](Self::add_seals) once the memory is filled.
+    pub fn create_with_seals(name: &str, len: usize, seals: Seals) -> io::Result<Memfd> {
+        if seals.contains(Seals::WRITE) || seals.contains(Seals::FUTURE_WRITE) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "Memfd::create_with_seals: seal WRITE or FUTURE_WRITE after filling the memory \
+                 (Memfd::add_seals), or it could never be written",
+            ));
+        }
         if len == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -73,16 +92,45 @@ impl Memfd {
         sys::mman::truncate(fd.as_fd(), len as u64)?;
         sys::mman::allocate(fd.as_fd(), len as u64)?;
         let map = Mapping::map(fd.as_fd(), 0, len, true)?;
-        Ok(Memfd {
+        let m = Memfd {
             fd,
             region: Region::new(map),
-        })
+        };
+        if seals != Seals::NONE {
+            m.add_seals(seals)?;
+        }
+        Ok(m)
     }
 
     /// Maps memory received from another process: the whole file,
     /// read-write, or read-only if it is sealed against writing (or
     /// `read_only` is asked for).
+    ///
+    /// Refused unless the sender sealed it against shrinking
+    /// ([`Seals::SHRINK`], as [`Memfd::create`] does): otherwise the sender
+    /// could take the pages away while this process reads them. Use
+    /// [`from_fd_unsealed`](Self::from_fd_unsealed) for a sender you
+    /// trust, or one that cannot seal.
     pub fn from_fd(fd: OwnedFd, read_only: bool) -> io::Result<Memfd> {
+        let seals = sys::mman::seals(fd.as_fd())
+            .map(Seals)
+            .unwrap_or(Seals::NONE);
+        if !seals.contains(Seals::SHRINK) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "refused memory from another process that is not sealed against shrinking \
+                 (F_SEAL_SHRINK): the sender could take the pages away under this process. Seal \
+                 it (Memfd::create does), or accept it with Memfd::from_fd_unsealed",
+            ));
+        }
+        Memfd::from_fd_unsealed(fd, read_only)
+    }
+
+    /// Maps memory received from another process whether or not it is
+    /// sealed against shrinking. If the sender shrinks it, this process
+    /// does not die of `SIGBUS`: the region reads zeros and reports the
+    /// truncation ([`Region::is_truncated`]) on every operation.
+    pub fn from_fd_unsealed(fd: OwnedFd, read_only: bool) -> io::Result<Memfd> {
         let len = sys::mman::file_size(fd.as_fd())?;
         let len = usize::try_from(len).map_err(|_| io::Error::other("region too large"))?;
         if len == 0 {

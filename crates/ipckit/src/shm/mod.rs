@@ -19,9 +19,9 @@
 //! | type | what | wraps |
 //! |---|---|---|
 //! | [`Futex`] | sleep until a 32-bit word changes, wake sleepers in any process | `futex(2)` |
-//! | [`Mutex`] | a lock guarding a `T` beside it, robust: a holder's death is reported to the next locker ([`LockError::OwnerDied`]) | robust, process-shared `pthread_mutex_t` |
+//! | [`Mutex`] | a lock guarding a `T` beside it, robust: a holder's death is reported to the next locker ([`LockError::OwnerDied`]) | ipckit's own lock word on a futex (the owner's thread id), checked for a dead owner by the waiters; no glibc object, nothing another process can write crashes it |
 //! | [`Condvar`] | wait until another process changes the data behind a [`Mutex`] | a sequence number on a futex |
-//! | [`crate::sem::UnnamedSemaphore`] | P and V on a counter | `sem_init(3)` with pshared |
+//! | [`crate::sem::UnnamedSemaphore`] | P and V on a counter | ipckit's futex code on the bytes of a pshared `sem_t` |
 //!
 //! Each takes a fixed number of bytes at an offset that one process
 //! initialises (`init`) and the others open (`open`), which checks a marker
@@ -38,6 +38,13 @@
 //! - [`Region::read`] / [`Region::write`] copy bytes out and in. If another
 //!   process writes the same bytes at the same time, the copy may be torn
 //!   (part old, part new), never undefined behaviour on this side.
+//! - If another process shrinks the object under the mapping (POSIX shared
+//!   memory, a mapped file, a memfd not sealed against it), touching the
+//!   lost pages would kill this process with `SIGBUS`. ipckit catches that
+//!   fault for its own mappings, puts zero-filled private memory in their
+//!   place, and every later operation on the region fails with an error
+//!   ([`Region::is_truncated`]). Memfds are sealed against shrinking when
+//!   created, and a received memfd is refused unless it is sealed.
 //! - Typed views ([`Region::view`], [`Region::array`]) do the same for a
 //!   `T` that is valid for every bit pattern (`bytemuck::Pod`): `load` and
 //!   `store` copy a whole `T`. The region refuses views that do not fit or
@@ -60,14 +67,15 @@
 //! let numbers = shm.view::<[i32; 10]>(0)?;
 //! numbers.store(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10])?;
 //! // Another process: Shm::builder(&name).open()?.view::<[i32; 10]>(0)?.load()
-//! assert_eq!(numbers.load()[9], 10);
+//! assert_eq!(numbers.load()?[9], 10);
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
 //! # References
 //! `shm_overview(7)`, `shm_open(3)`, `memfd_create(2)`, `mmap(2)`,
 //! `msync(2)`, `fcntl(2)` (file seals), `shmget(2)`, `shmop(2)`, `shmctl(2)`,
-//! `futex(2)`, `pthread_mutexattr_setrobust(3)`, `pthread_mutex_consistent(3)`.
+//! `futex(2)`, and for comparison `pthread_mutexattr_setrobust(3)`,
+//! `pthread_mutex_consistent(3)`.
 
 use std::fmt;
 use std::io;
@@ -158,6 +166,30 @@ impl Region {
         self.map.writable()
     }
 
+    /// Whether another process shrank the object under this mapping (for
+    /// example `truncate -s 0 /dev/shm/NAME`). Touching the lost pages would
+    /// have killed this process with `SIGBUS`; instead ipckit put private
+    /// zero-filled memory in the region's place, and every operation on it
+    /// now fails with an error that says so. The region no longer shares
+    /// anything with other processes: open the object again.
+    pub fn is_truncated(&self) -> bool {
+        self.map.truncated()
+    }
+
+    /// An error if the region was truncated (see [`Region::is_truncated`]).
+    pub(crate) fn check_intact(&self, what: &str) -> io::Result<()> {
+        if self.map.truncated() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "cannot {what}: the shared memory was truncated by another process while \
+                     mapped here (its contents are lost to this mapping; open the object again)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The first byte (for code that synchronises itself; see the module
     /// docs).
     pub fn as_ptr(&self) -> *mut u8 {
@@ -187,14 +219,14 @@ impl Region {
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
         self.check("read", offset, buf.len(), false)?;
         self.map.copy_out(offset, buf);
-        Ok(())
+        self.check_intact("read")
     }
 
     /// Copies `data` into the region at `offset`.
     pub fn write(&self, offset: usize, data: &[u8]) -> io::Result<()> {
         self.check("write", offset, data.len(), true)?;
         self.map.copy_in(offset, data);
-        Ok(())
+        self.check_intact("write")
     }
 
     /// The whole region as a byte slice.
@@ -319,9 +351,11 @@ impl<T> fmt::Debug for View<'_, T> {
 }
 
 impl<T: Pod> View<'_, T> {
-    /// Copies the value out.
-    pub fn load(&self) -> T {
-        self.region.map.read(self.offset)
+    /// Copies the value out (an error only if the memory was truncated
+    /// under it: [`Region::is_truncated`]).
+    pub fn load(&self) -> io::Result<T> {
+        let v = self.region.map.read(self.offset);
+        self.region.check_intact("load").map(|()| v)
     }
 
     /// Copies `value` in (an error on a read-only region).
@@ -329,7 +363,7 @@ impl<T: Pod> View<'_, T> {
         self.region
             .check("store", self.offset, size_of::<T>(), true)?;
         self.region.map.write(self.offset, *value);
-        Ok(())
+        self.region.check_intact("store")
     }
 
     /// A reference to the value in place.
@@ -378,27 +412,36 @@ impl<T: Pod> ArrayView<'_, T> {
         (i < self.len).then(|| self.offset + i * size_of::<T>())
     }
 
-    /// Copies element `i` out, or `None` past the end.
-    pub fn get(&self, i: usize) -> Option<T> {
-        self.at(i).map(|o| self.region.map.read(o))
-    }
-
-    /// Copies `value` into element `i`.
-    pub fn set(&self, i: usize, value: T) -> io::Result<()> {
-        let o = self.at(i).ok_or_else(|| {
+    fn index(&self, i: usize) -> io::Result<usize> {
+        self.at(i).ok_or_else(|| {
             invalid(format!(
                 "index {i} is out of range for an array of {}",
                 self.len
             ))
-        })?;
+        })
+    }
+
+    /// Copies element `i` out (an error past the end, or if the memory was
+    /// truncated under it).
+    pub fn get(&self, i: usize) -> io::Result<T> {
+        let v = self.region.map.read(self.index(i)?);
+        self.region.check_intact("load").map(|()| v)
+    }
+
+    /// Copies `value` into element `i`.
+    pub fn set(&self, i: usize, value: T) -> io::Result<()> {
+        let o = self.index(i)?;
         self.region.check("store", o, size_of::<T>(), true)?;
         self.region.map.write(o, value);
-        Ok(())
+        self.region.check_intact("store")
     }
 
     /// Copies every element out.
-    pub fn to_vec(&self) -> Vec<T> {
-        (0..self.len).filter_map(|i| self.get(i)).collect()
+    pub fn to_vec(&self) -> io::Result<Vec<T>> {
+        let v = (0..self.len)
+            .map(|i| self.region.map.read(self.offset + i * size_of::<T>()))
+            .collect();
+        self.region.check_intact("load").map(|()| v)
     }
 
     /// The elements in place.

@@ -4,11 +4,11 @@
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{Pod, Region};
-use crate::sys::sync::{futex_wait, futex_wake, Locked, RawMutex};
+use crate::sys::sync::{current_thread, futex_wait, futex_wake, thread_exited, ThreadId};
 
 /// A futex (`futex(2)`): a 32-bit word that processes sleep on until
 /// another process changes it and wakes them. The kernel keys it by the
@@ -78,8 +78,182 @@ impl<'a> Futex<'a> {
 const MUTEX_MAGIC: u32 = 0x6d74_7831;
 /// Marks an initialised [`Condvar`] ("cnd1").
 const CONDVAR_MAGIC: u32 = 0x636e_6431;
-/// Bytes before the `pthread_mutex_t`: the marker and the data size.
-const MUTEX_HEADER: usize = 8;
+/// Bytes before the data: the marker, the data size, the lock word, a
+/// reserved word and the owner's stamp.
+const MUTEX_HEADER: usize = 24;
+
+/// The lock word's bits: the owner's thread id, and whether anyone may be
+/// sleeping on the word.
+const TID_MASK: u32 = 0x3fff_ffff;
+const WAITERS: u32 = 0x8000_0000;
+/// The lock word of a mutex whose owner died and whose next owner gave up
+/// without repairing the data: no thread has this id (Linux thread ids are
+/// below 2^22).
+const NOT_RECOVERABLE: u32 = TID_MASK;
+/// How long a waiter sleeps before it first checks that the owner lives,
+/// and the longest it sleeps between checks.
+const FIRST_CHECK: Duration = Duration::from_millis(1);
+const MAX_CHECK: Duration = Duration::from_millis(100);
+/// How many times a locker looks again before it sleeps.
+const SPINS: u32 = 100;
+
+/// How a lock was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Locked {
+    /// Normally.
+    Clean,
+    /// From an owner that died holding it: the data may be half-updated.
+    OwnerDied,
+}
+
+/// The lock of a [`Mutex`]: a futex word holding the owner's thread id, and
+/// a stamp of the owner (id and start time) beside it. Every bit pattern
+/// another process can write is a state this code handles (see
+/// [`Mutex`]'s "Safe against the other process").
+#[derive(Debug, Clone, Copy)]
+struct RobustLock<'r> {
+    word: &'r AtomicU32,
+    owner: &'r AtomicU64,
+}
+
+impl RobustLock<'_> {
+    fn stamp(me: ThreadId) -> u64 {
+        u64::from(me.tid) << 32 | u64::from(me.start)
+    }
+
+    /// Records this thread as the owner once the word says so.
+    fn taken(&self, me: ThreadId, how: Locked) -> io::Result<Option<Locked>> {
+        self.owner.store(Self::stamp(me), Ordering::Relaxed);
+        Ok(Some(how))
+    }
+
+    /// Whether the thread that `word` names has exited: the start time is
+    /// compared too, if the stamp beside the word is that thread's.
+    fn owner_exited(&self, word: u32) -> bool {
+        let tid = word & TID_MASK;
+        let stamp = self.owner.load(Ordering::Relaxed);
+        let start = (stamp >> 32 == u64::from(tid)).then_some(stamp as u32);
+        thread_exited(tid, start)
+    }
+
+    /// What the word says when this thread cannot take it: an error, or
+    /// `None` to wait.
+    fn refuse(word: u32, me: ThreadId) -> io::Result<()> {
+        match word & TID_MASK {
+            NOT_RECOVERABLE => Err(io::Error::from_raw_os_error(libc::ENOTRECOVERABLE)),
+            tid if tid == me.tid => Err(io::Error::from_raw_os_error(libc::EDEADLK)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes the lock if it is free, or held by a thread that has exited.
+    fn try_lock(&self) -> io::Result<Option<Locked>> {
+        let me = current_thread();
+        let v = self.word.load(Ordering::Relaxed);
+        if v & TID_MASK == 0 {
+            if self
+                .word
+                .compare_exchange(
+                    v,
+                    me.tid | (v & WAITERS),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                return self.taken(me, Locked::Clean);
+            }
+            return Ok(None);
+        }
+        Self::refuse(v, me)?;
+        if self.owner_exited(v) && self.take_from_dead(v, me) {
+            return self.taken(me, Locked::OwnerDied);
+        }
+        Ok(None)
+    }
+
+    fn take_from_dead(&self, v: u32, me: ThreadId) -> bool {
+        self.word
+            .compare_exchange(v, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Takes the lock, sleeping while another live thread holds it; `None`
+    /// if `deadline` passes first.
+    fn lock(&self, deadline: Option<Instant>) -> io::Result<Option<Locked>> {
+        let me = current_thread();
+        if self
+            .word
+            .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return self.taken(me, Locked::Clean);
+        }
+        let mut spins = 0;
+        let mut check = FIRST_CHECK;
+        loop {
+            let v = self.word.load(Ordering::Relaxed);
+            if v & TID_MASK == 0 {
+                // Free (or a stray waiters bit): take it, keeping the bit,
+                // since others may sleep on the word.
+                if self
+                    .word
+                    .compare_exchange(v, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return self.taken(me, Locked::Clean);
+                }
+                continue;
+            }
+            Self::refuse(v, me)?;
+            if spins < SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(None);
+            }
+            if v & WAITERS == 0
+                && self
+                    .word
+                    .compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let v = v | WAITERS;
+            let until = now + check;
+            let slice = deadline.map_or(until, |d| d.min(until));
+            if !futex_wait(self.word, v, Some(slice))? && slice == until {
+                // Held for a while: is the owner still there?
+                check = (check * 2).min(MAX_CHECK);
+                if self.word.load(Ordering::Relaxed) == v
+                    && self.owner_exited(v)
+                    && self.take_from_dead(v, me)
+                {
+                    return self.taken(me, Locked::OwnerDied);
+                }
+            }
+        }
+    }
+
+    /// Releases the lock, or, for an owner that gives up on data a dead
+    /// owner left inconsistent, makes it unusable; wakes a sleeper (all of
+    /// them in the second case).
+    fn unlock(&self, inconsistent: bool) {
+        let (new, wake) = if inconsistent {
+            (NOT_RECOVERABLE, u32::MAX)
+        } else {
+            (0, 1)
+        };
+        let old = self.word.swap(new, Ordering::Release);
+        if old & WAITERS != 0 || inconsistent {
+            let _ = futex_wake(self.word, wake);
+        }
+    }
+}
 
 fn not_initialised(what: &str, offset: usize, init: &str) -> io::Error {
     io::Error::new(
@@ -110,14 +284,39 @@ fn fits(region: &Region, what: &str, offset: usize, size: usize) -> io::Result<(
 /// the next one to lock learns so ([`LockError::OwnerDied`]) and can repair
 /// the data, instead of everyone waiting forever.
 ///
-/// Built on a robust, process-shared, error-checking pthread mutex
-/// (`pthread_mutexattr_setrobust(3)`): no system call when uncontended, and
-/// the kernel marks the lock when its owner dies (the robust futex list).
+/// No system call when uncontended: one compare-and-swap on a futex word
+/// that holds the owner's thread id (`futex(2)`). A locker that finds the
+/// lock held spins briefly, then sleeps on the word, waking now and then
+/// (after 1 ms, then at most every 100 ms) to check that the owner still
+/// lives; when the owner has exited, the locker takes the lock over and
+/// gets [`LockError::OwnerDied`]. A blocked locker learns of an owner's
+/// death within about 100 ms.
 ///
 /// Layout: [`Mutex::SIZE`] bytes at an offset that is a multiple of 8 and
-/// of `T`'s alignment: a marker, the `pthread_mutex_t`, then `T`. One
+/// of `T`'s alignment: a marker, `T`'s size, the lock word, a reserved
+/// word, the owner's stamp (thread id and start time), then `T`. One
 /// process calls [`init`](Self::init) once; the others
 /// [`open`](Self::open) it at the same offset and with the same `T`.
+///
+/// # Safe against the other process
+/// Any process that maps the region can write any bytes over the mutex.
+/// Nothing in it is a pointer or a glibc object (glibc's robust mutexes
+/// keep list pointers inside the mutex, which the kernel and glibc write
+/// through: a peer could crash the owner or make it write where the peer
+/// chose). Here every bit pattern is a state this code handles without
+/// undefined behaviour: zero is free; a thread id is a holder; an id of a
+/// thread that does not exist (or is a zombie, or started after the stamp
+/// beside the word says) is a dead holder, so the next locker gets
+/// [`LockError::OwnerDied`]; the id of a live thread is a holder to wait
+/// for (a timed lock times out); this thread's own id is "already held by
+/// this thread"; the top bit only causes a wake-up call. The owner's id
+/// is checked with `kill(2)` (signal 0, which sends nothing) and
+/// `/proc/TID/stat`. A hostile writer can therefore deny the lock, or
+/// declare its owner dead, as it could by writing the data itself; it
+/// cannot crash, hang past a timeout, or corrupt this process.
+///
+/// Processes that share a mutex must be in the same PID namespace: thread
+/// ids are compared as this process sees them.
 ///
 /// ```
 /// use ipckit::shm::{Memfd, Mutex};
@@ -148,7 +347,7 @@ fn fits(region: &Region, what: &str, offset: usize, size: usize) -> io::Result<(
 /// [`update`]: MutexGuard::update
 pub struct Mutex<'r, T> {
     region: &'r Region,
-    raw: &'r RawMutex,
+    raw: RobustLock<'r>,
     data: usize,
     _t: PhantomData<T>,
 }
@@ -166,8 +365,7 @@ impl<T> fmt::Debug for Mutex<'_, T> {
 
 impl<'r, T: Pod> Mutex<'r, T> {
     /// Where `T` starts, from the mutex's offset.
-    const DATA: usize =
-        (MUTEX_HEADER + size_of::<libc::pthread_mutex_t>()).next_multiple_of(align_of::<T>());
+    const DATA: usize = MUTEX_HEADER.next_multiple_of(align_of::<T>());
 
     /// The bytes a `Mutex<T>` takes in a region.
     pub const SIZE: usize = Self::DATA + size_of::<T>();
@@ -178,7 +376,10 @@ impl<'r, T: Pod> Mutex<'r, T> {
         let align = align_of::<T>().max(8);
         let magic = region.place::<AtomicU32>(&what, offset, align)?;
         let size = region.place::<AtomicU32>(&what, offset + 4, 4)?;
-        let raw = region.place::<RawMutex>(&what, offset + MUTEX_HEADER, 8)?;
+        let raw = RobustLock {
+            word: region.place::<AtomicU32>(&what, offset + 8, 4)?,
+            owner: region.place::<AtomicU64>(&what, offset + 16, 8)?,
+        };
         Ok((
             magic,
             size,
@@ -198,7 +399,8 @@ impl<'r, T: Pod> Mutex<'r, T> {
         let (magic, size, m) = Self::slot(region, offset)?;
         magic.store(0, Ordering::Relaxed);
         m.region.map.write(m.data, value);
-        m.raw.init()?;
+        m.raw.word.store(0, Ordering::Relaxed);
+        m.raw.owner.store(0, Ordering::Relaxed);
         size.store(size_of::<T>() as u32, Ordering::Relaxed);
         magic.store(MUTEX_MAGIC, Ordering::Release);
         Ok(m)
@@ -227,7 +429,7 @@ impl<'r, T: Pod> Mutex<'r, T> {
 
     fn outcome(
         &self,
-        r: io::Result<Locked>,
+        r: io::Result<Option<Locked>>,
     ) -> Result<Option<MutexGuard<'_, T>>, LockError<'_, T>> {
         acquired(self.region, self.raw, self.data, r)
     }
@@ -254,26 +456,22 @@ impl<'r, T: Pod> Mutex<'r, T> {
 }
 
 /// The result of a lock attempt on `raw`: a guard, `None` if the lock is
-/// held (`EBUSY`) or the time ran out (`ETIMEDOUT`), or why not.
+/// held or the time ran out, or why not.
 fn acquired<'a, T>(
     region: &'a Region,
-    raw: &'a RawMutex,
+    raw: RobustLock<'a>,
     data: usize,
-    r: io::Result<Locked>,
+    r: io::Result<Option<Locked>>,
 ) -> Result<Option<MutexGuard<'a, T>>, LockError<'a, T>> {
     let how = match r {
-        Ok(how) => how,
+        Ok(Some(how)) => how,
+        Ok(None) => return Ok(None),
         Err(e) => {
             return match e.raw_os_error() {
-                Some(libc::EBUSY) | Some(libc::ETIMEDOUT) => Ok(None),
                 Some(libc::ENOTRECOVERABLE) => Err(LockError::NotRecoverable),
                 Some(libc::EDEADLK) => Err(LockError::Io(io::Error::new(
                     io::ErrorKind::WouldBlock,
                     "this thread already holds the mutex (locking it again would deadlock)",
-                ))),
-                Some(libc::EINVAL) => Err(LockError::Io(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "the mutex's bytes are not a valid mutex (overwritten by another process?)",
                 ))),
                 _ => Err(LockError::Io(e)),
             }
@@ -286,6 +484,10 @@ fn acquired<'a, T>(
         inconsistent: how == Locked::OwnerDied,
         _not_send: PhantomData,
     };
+    if let Err(e) = region.check_intact("lock the mutex") {
+        drop(g);
+        return Err(LockError::Io(e));
+    }
     match how {
         Locked::Clean => Ok(Some(g)),
         Locked::OwnerDied => Err(LockError::OwnerDied(g)),
@@ -296,7 +498,7 @@ fn acquired<'a, T>(
 /// holds the lock, and only it may release it.
 pub struct MutexGuard<'a, T> {
     region: &'a Region,
-    raw: &'a RawMutex,
+    raw: RobustLock<'a>,
     data: usize,
     inconsistent: bool,
     _not_send: PhantomData<*const T>,
@@ -355,34 +557,31 @@ impl<T: Pod> MutexGuard<'_, T> {
         self.inconsistent
     }
 
-    /// Declares the data repaired after [`LockError::OwnerDied`]
-    /// (`pthread_mutex_consistent(3)`). Without it, unlocking leaves the
+    /// Declares the data repaired after [`LockError::OwnerDied`] (as
+    /// `pthread_mutex_consistent(3)` does). Without it, unlocking leaves the
     /// mutex permanently unusable ([`LockError::NotRecoverable`] for every
     /// later lock), so that no one goes on with broken data.
     pub fn make_consistent(&mut self) -> io::Result<()> {
-        if self.inconsistent {
-            self.raw.consistent()?;
-            self.inconsistent = false;
-        }
+        self.inconsistent = false;
         Ok(())
     }
 }
 
 impl<T> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
-        let _ = self.raw.unlock();
+        self.raw.unlock(self.inconsistent);
     }
 }
 
 /// Why a [`Mutex`] could not simply be locked.
 pub enum LockError<'a, T> {
-    /// The previous owner died holding the lock (`EOWNERDEAD`). The lock is
+    /// The previous owner died holding the lock (as `EOWNERDEAD`). The lock is
     /// now yours, in this guard; the data may be half-updated. Repair it
     /// and call [`MutexGuard::make_consistent`], or drop the guard to make
     /// the mutex unusable for everyone.
     OwnerDied(MutexGuard<'a, T>),
     /// An owner died and the next one dropped the lock without repairing
-    /// the data (`ENOTRECOVERABLE`): the mutex cannot be locked again until
+    /// the data (as `ENOTRECOVERABLE`): the mutex cannot be locked again until
     /// it is initialised anew.
     NotRecoverable,
     /// Any other failure, such as this thread already holding the lock.

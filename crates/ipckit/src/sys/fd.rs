@@ -154,3 +154,21 @@ pub(crate) fn open(path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: open succeeded, so `fd` is a fresh descriptor we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Gives the anonymous file `fd` (opened with `O_TMPFILE`) the name `path`
+/// (`linkat(2)` through `/proc/self/fd` with `AT_SYMLINK_FOLLOW`, which
+/// needs no privilege). Fails with `EEXIST` if `path` exists: the file
+/// appears under its name complete, or not at all.
+pub(crate) fn link_anonymous(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    let from = cstr(Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())))?;
+    let to = cstr(path)?;
+    // SAFETY: both are NUL-terminated strings that live across the call.
+    syscall!(linkat(
+        libc::AT_FDCWD,
+        from.as_ptr(),
+        libc::AT_FDCWD,
+        to.as_ptr(),
+        libc::AT_SYMLINK_FOLLOW
+    ))?;
+    Ok(())
+}

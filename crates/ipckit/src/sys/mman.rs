@@ -97,6 +97,10 @@ pub(crate) struct Mapping {
     writable: bool,
     /// Attached with `shmat` (detached with `shmdt`), not `mmap`ed.
     sysv: bool,
+    /// Turns a `SIGBUS` from a file that shrank under the mapping into
+    /// [`Mapping::truncated`] (`None` for System V segments, which cannot
+    /// shrink).
+    guard: Option<super::sigbus::Guard>,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; shared access
@@ -142,12 +146,15 @@ impl Mapping {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Mapping {
+        let mut map = Mapping {
             ptr,
             len,
             writable,
             sysv: false,
-        })
+            guard: None,
+        };
+        map.guard = Some(super::sigbus::Guard::register(map.as_ptr(), len)?);
+        Ok(map)
     }
 
     /// `shmat(2)` of System V segment `id`, whose size is `len`, at an
@@ -166,6 +173,7 @@ impl Mapping {
             len,
             writable,
             sysv: true,
+            guard: None,
         })
     }
 
@@ -179,6 +187,12 @@ impl Mapping {
 
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
+    }
+
+    /// Whether the file behind the mapping shrank under an access (see
+    /// `sys::sigbus`): the mapping then holds private zeros.
+    pub(crate) fn truncated(&self) -> bool {
+        self.guard.as_ref().is_some_and(|g| g.truncated())
     }
 
     fn check(&self, offset: usize, len: usize, write: bool) {
@@ -319,6 +333,8 @@ pub(crate) fn page_size() -> usize {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        // Unguard before unmapping: the addresses may be reused at once.
+        drop(self.guard.take());
         if self.sysv {
             // SAFETY: `ptr` is an attachment this value made and that
             // nothing borrows any more (borrows are tied to `&self`).

@@ -17,6 +17,7 @@ pub(crate) mod mq;
 pub(crate) mod msg;
 pub(crate) mod process;
 pub(crate) mod sem;
+pub(crate) mod sigbus;
 pub(crate) mod signal;
 pub(crate) mod socket;
 pub(crate) mod sync;
@@ -65,7 +66,7 @@ pub(crate) fn timespec(d: std::time::Duration) -> libc::timespec {
 }
 
 /// `deadline` as an absolute `CLOCK_MONOTONIC` time, for the calls that take
-/// one (`sem_clockwait`, `pthread_mutex_clocklock`, `FUTEX_WAIT_BITSET`).
+/// one (`FUTEX_WAIT_BITSET`).
 /// `Instant` uses the same clock, but does not expose its value.
 // time_t and c_long are i64 here but narrower on 32-bit targets.
 #[allow(clippy::unnecessary_cast)]

@@ -1,23 +1,17 @@
-//! Process-shared synchronisation: futexes (`futex(2)`) and robust,
-//! process-shared pthread mutexes (`pthread_mutexattr_setrobust(3)`,
-//! `pthread_mutexattr_setpshared(3)`).
+//! Process-shared synchronisation: futexes (`futex(2)`), the calling
+//! thread's identity, and whether another thread still lives.
+//!
+//! Nothing here keeps a pointer or a glibc object in shared memory: the
+//! words the futex calls take are plain integers that another process may
+//! set to anything, and the kernel only compares them.
 
-use std::cell::UnsafeCell;
+use std::cell::Cell;
 use std::io;
-use std::mem::MaybeUninit;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::Once;
 use std::time::Instant;
 
 use super::monotonic_at;
-
-extern "C" {
-    // glibc 2.30 and later; not (yet) declared by the libc crate.
-    fn pthread_mutex_clocklock(
-        mutex: *mut libc::pthread_mutex_t,
-        clock: libc::clockid_t,
-        abstime: *const libc::timespec,
-    ) -> libc::c_int;
-}
 
 /// `FUTEX_WAIT_BITSET` (absolute `CLOCK_MONOTONIC` deadline) on a word that
 /// may be shared with other processes (no `FUTEX_PRIVATE_FLAG`): sleeps
@@ -29,16 +23,44 @@ pub(crate) fn futex_wait(
     expected: u32,
     deadline: Option<Instant>,
 ) -> io::Result<bool> {
+    futex_wait_at(word.as_ptr(), expected, deadline)
+}
+
+/// [`futex_wait`] on the low 32 bits of a 64-bit word (the value half of a
+/// semaphore that keeps its waiter count in the high half, as glibc's
+/// `sem_t` does).
+pub(crate) fn futex_wait_low(
+    word: &AtomicU64,
+    expected: u32,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
+    futex_wait_at(low_half(word), expected, deadline)
+}
+
+/// [`futex_wake`] on the low 32 bits of a 64-bit word.
+pub(crate) fn futex_wake_low(word: &AtomicU64, n: u32) -> io::Result<usize> {
+    futex_wake_at(low_half(word), n)
+}
+
+/// The address of the less significant half of `word`: the kernel reads
+/// it; Rust code never makes a reference to it.
+fn low_half(word: &AtomicU64) -> *mut u32 {
+    let offset = if cfg!(target_endian = "little") { 0 } else { 1 };
+    word.as_ptr().cast::<u32>().wrapping_add(offset)
+}
+
+fn futex_wait_at(word: *mut u32, expected: u32, deadline: Option<Instant>) -> io::Result<bool> {
     let at = deadline.map(monotonic_at);
     let atp = at
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `word` is a valid, aligned u32 for the whole call; `atp` is
-    // null or a valid timespec; the unused uaddr2 is null.
+    // SAFETY: `word` points to an aligned u32 inside an atomic the caller
+    // borrows for the whole call (the kernel only reads it); `atp` is null
+    // or a valid timespec; the unused uaddr2 is null.
     let r = unsafe {
         libc::syscall(
             libc::SYS_futex,
-            word.as_ptr(),
+            word,
             libc::FUTEX_WAIT_BITSET,
             expected,
             atp,
@@ -60,119 +82,105 @@ pub(crate) fn futex_wait(
 /// `FUTEX_WAKE`: wakes up to `n` waiters on `word`, in any process; returns
 /// how many were woken.
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> io::Result<usize> {
+    futex_wake_at(word.as_ptr(), n)
+}
+
+fn futex_wake_at(word: *mut u32, n: u32) -> io::Result<usize> {
     let n = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE reads nothing else.
-    let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+    // SAFETY: `word` points to an aligned u32 inside an atomic the caller
+    // borrows; FUTEX_WAKE only uses its address as a key.
+    let r = unsafe { libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAKE, n) };
     if r == -1 {
         return Err(io::Error::last_os_error());
     }
     Ok(r as usize)
 }
 
-/// A `pthread_mutex_t` in shared memory, initialised robust, process-shared
-/// and error-checking by [`RawMutex::init`].
-#[repr(transparent)]
-pub(crate) struct RawMutex(UnsafeCell<libc::pthread_mutex_t>);
-
-// SAFETY: the pthread_mutex_* functions are thread-safe; this type is only
-// accessed through them.
-unsafe impl Sync for RawMutex {}
-
-// SAFETY: a glibc pthread_mutex_t is integers (lock word, owner tid,
-// counters, kind) and the robust-list links, which are only followed by the
-// owning thread and by the kernel in the owner's address space. Garbage
-// written by another process can make a lock fail (EINVAL) or misbehave for
-// the processes sharing it, but glibc validates the kind before use.
-unsafe impl super::mman::InPlace for RawMutex {}
-
-/// How a lock was taken.
+/// The calling thread: its id (`gettid(2)`) and a stamp of its start time,
+/// so that a thread id the kernel has given to a new thread since is not
+/// taken for the old one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Locked {
-    /// Normally.
-    Clean,
-    /// The previous owner died holding it (`EOWNERDEAD`): the data may be
-    /// half-updated; `consistent` must be called before unlocking, or the
-    /// mutex becomes unusable (`ENOTRECOVERABLE`).
-    OwnerDied,
+pub(crate) struct ThreadId {
+    pub tid: u32,
+    pub start: u32,
 }
 
-fn check(r: libc::c_int) -> io::Result<()> {
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(r))
-    }
+thread_local! {
+    static ME: Cell<Option<ThreadId>> = const { Cell::new(None) };
 }
 
-fn locked(r: libc::c_int) -> io::Result<Locked> {
-    match r {
-        0 => Ok(Locked::Clean),
-        libc::EOWNERDEAD => Ok(Locked::OwnerDied),
-        e => Err(io::Error::from_raw_os_error(e)),
-    }
+/// After `fork`, the child's only thread has a new id: forget the cached
+/// one.
+extern "C" fn forget_after_fork() {
+    ME.with(|me| me.set(None));
 }
 
-impl RawMutex {
-    fn ptr(&self) -> *mut libc::pthread_mutex_t {
-        self.0.get()
-    }
-
-    /// `pthread_mutex_init` with the robust, process-shared and
-    /// error-checking attributes.
-    pub(crate) fn init(&self) -> io::Result<()> {
-        let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-        // SAFETY: `attr` is writable; init fills it.
-        check(unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) })?;
-        let attr_ptr = attr.as_mut_ptr();
-        let r = (|| {
-            // SAFETY: `attr` was initialised above.
-            check(unsafe { libc::pthread_mutexattr_setpshared(attr_ptr, 1) })?;
-            // SAFETY: as above.
-            check(unsafe {
-                libc::pthread_mutexattr_setrobust(attr_ptr, libc::PTHREAD_MUTEX_ROBUST)
-            })?;
-            // SAFETY: as above.
-            check(unsafe {
-                libc::pthread_mutexattr_settype(attr_ptr, libc::PTHREAD_MUTEX_ERRORCHECK)
-            })?;
-            // SAFETY: the mutex lies in mapped memory (type invariant) and is
-            // initialised before anyone uses it (the caller's protocol).
-            check(unsafe { libc::pthread_mutex_init(self.ptr(), attr_ptr) })
-        })();
-        // SAFETY: `attr` was initialised above and is not used again.
-        unsafe { libc::pthread_mutexattr_destroy(attr_ptr) };
-        r
-    }
-
-    /// `pthread_mutex_lock`, or `pthread_mutex_clocklock` on
-    /// `CLOCK_MONOTONIC` with a deadline (`ETIMEDOUT` then).
-    pub(crate) fn lock(&self, deadline: Option<Instant>) -> io::Result<Locked> {
-        match deadline {
-            // SAFETY: a mapped mutex (type invariant).
-            None => locked(unsafe { libc::pthread_mutex_lock(self.ptr()) }),
-            Some(d) => {
-                let at = monotonic_at(d);
-                // SAFETY: a mapped mutex (type invariant); `at` is valid.
-                locked(unsafe { pthread_mutex_clocklock(self.ptr(), libc::CLOCK_MONOTONIC, &at) })
-            }
+/// The calling thread's id and start stamp, cached per thread (a fork
+/// clears the cache in the child).
+pub(crate) fn current_thread() -> ThreadId {
+    static AT_FORK: Once = Once::new();
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a handler that only resets a thread-local
+        // cell, which is async-signal-safe and valid in the forked child.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_after_fork)) };
+    });
+    ME.with(|me| {
+        if let Some(id) = me.get() {
+            return id;
         }
-    }
+        // SAFETY: gettid has no preconditions and cannot fail.
+        let tid = unsafe { libc::gettid() } as u32;
+        let start = thread_stat(tid).map_or(0, |s| s.start);
+        let id = ThreadId { tid, start };
+        me.set(Some(id));
+        id
+    })
+}
 
-    /// `pthread_mutex_trylock` (`EBUSY` when held).
-    pub(crate) fn try_lock(&self) -> io::Result<Locked> {
-        // SAFETY: a mapped mutex (type invariant).
-        locked(unsafe { libc::pthread_mutex_trylock(self.ptr()) })
-    }
+/// What `/proc/TID/stat` says of a thread.
+struct ThreadStat {
+    /// Exited (a zombie, or dead and not yet reaped).
+    exited: bool,
+    /// Its start time in clock ticks since boot, truncated to 32 bits.
+    start: u32,
+}
 
-    /// `pthread_mutex_consistent`: the data was repaired after `OwnerDied`.
-    pub(crate) fn consistent(&self) -> io::Result<()> {
-        // SAFETY: a mapped mutex (type invariant), held by this thread.
-        check(unsafe { libc::pthread_mutex_consistent(self.ptr()) })
-    }
+fn thread_stat(tid: u32) -> Option<ThreadStat> {
+    let text = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and ')': skip past the
+    // last ')'. Field 3 is the state, field 22 the start time.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    let start: u64 = fields.nth(18)?.parse().ok()?;
+    Some(ThreadStat {
+        exited: matches!(state, "Z" | "X" | "x"),
+        start: start as u32,
+    })
+}
 
-    /// `pthread_mutex_unlock`.
-    pub(crate) fn unlock(&self) -> io::Result<()> {
-        // SAFETY: a mapped mutex (type invariant), held by this thread.
-        check(unsafe { libc::pthread_mutex_unlock(self.ptr()) })
+/// Whether thread `tid` has certainly exited: no such thread (`kill(2)`
+/// with signal 0 says `ESRCH`), or it is a zombie, or a thread with a
+/// different start time holds the id now (when `start` is known).
+///
+/// Never claims a live thread exited: where the answer cannot be read
+/// (`/proc` hidden, another user's thread), the thread counts as alive.
+/// Thread ids are those of this process's PID namespace.
+pub(crate) fn thread_exited(tid: u32, start: Option<u32>) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(tid) else {
+        return true; // no thread has such an id
+    };
+    if pid <= 0 {
+        return false; // not a thread id; kill would reach a group
+    }
+    // SAFETY: signal 0 sends nothing; it only checks that `pid` exists.
+    if unsafe { libc::kill(pid, 0) } == -1
+        && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    {
+        return true;
+    }
+    match thread_stat(tid) {
+        Some(s) => s.exited || start.is_some_and(|st| st != 0 && s.start != 0 && st != s.start),
+        None => false,
     }
 }

@@ -108,6 +108,15 @@ pub fn unique_key() -> ipckit::sysv::Key {
     ipckit::sysv::Key::new((0x4000_0000 | (std::process::id() & 0x3f_ffff) << 8 | n) as i32)
 }
 
+/// This test binary, to run as a peer: the environment variable `var`
+/// names its role and argument (`role:arg`); standard input is null.
+pub fn peer_command(var: &str, role: &str, arg: &str) -> io::Result<Command> {
+    let mut c = Command::new(std::env::current_exe()?);
+    c.env(var, format!("{role}:{arg}"))
+        .stdin(std::process::Stdio::null());
+    Ok(c)
+}
+
 /// A peer role: what a re-executed test binary does with its argument.
 pub type Role = fn(&str) -> io::Result<()>;
 
