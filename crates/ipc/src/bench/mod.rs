@@ -925,12 +925,15 @@ fn run_point(
     let lossy = mech == Mech::Udp;
     let (mut ep, peer) = ctx.connect(mech, Role::Echo, size, wait)?;
     let (rtt, samples) = latency(ep.as_mut(), size, d, lossy)?;
-    drop(ep);
+    // The peer exits on the end marker: wait for that before dropping this
+    // end, which removes what it created (a System V set the peer may still
+    // be posting to).
     peer.finish()?;
+    drop(ep);
     let (mut ep, peer) = ctx.connect(mech, Role::Sink, size, wait)?;
     let tp = throughput(ep.as_mut(), size, d, lossy)?;
-    drop(ep);
     peer.finish()?;
+    drop(ep);
     Ok(Row {
         mechanism: mech.name(),
         size,
