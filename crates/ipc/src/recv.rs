@@ -1,15 +1,15 @@
 //! `ipc recv ADDR [-n N] [--timeout SECS] [--lines]`
 
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ipckit::fifo::Fifo;
 use ipckit::frame::Framing;
+use ipckit::named::CreatedPath;
 use ipckit::socket::inet::{TcpListener, UdpSocket};
-use ipckit::socket::unix::{SeqpacketListener, UnixAddr, UnixDatagram, UnixListener};
+use ipckit::socket::unix::{SeqpacketListener, UnixDatagram, UnixListener};
 use ipckit::{Deadline, MessageReceiver, RecvTimeoutError};
 
 use crate::addr::{resolve, Addr, FORMS};
@@ -52,8 +52,10 @@ pub struct Args {
     show_type: bool,
 }
 
-/// Paths this process created and must remove even when interrupted.
-static CLEANUP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Paths this process created and must remove even when interrupted: each
+/// is removed only while it still is the file created (a file put there in
+/// the meantime stays).
+static CLEANUP: Mutex<Vec<CreatedPath>> = Mutex::new(Vec::new());
 
 /// On SIGINT, SIGTERM or SIGHUP, removes the paths registered with
 /// [`remove_on_signal`] and exits with the conventional status 128 + signal.
@@ -64,7 +66,7 @@ fn install_cleanup() -> Result<()> {
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             for p in CLEANUP.lock().expect("cleanup list").iter() {
-                let _ = std::fs::remove_file(p);
+                let _ = p.remove();
             }
             std::process::exit(128 + sig);
         }
@@ -72,8 +74,10 @@ fn install_cleanup() -> Result<()> {
     Ok(())
 }
 
-fn remove_on_signal(path: PathBuf) {
-    CLEANUP.lock().expect("cleanup list").push(path);
+fn remove_on_signal(created: Option<CreatedPath>) {
+    if let Some(c) = created {
+        CLEANUP.lock().expect("cleanup list").push(c);
+    }
 }
 
 /// Why a receive loop on one endpoint stopped.
@@ -157,12 +161,6 @@ impl Printer {
     }
 }
 
-fn watch_unix(a: &UnixAddr) {
-    if let UnixAddr::Path(p) = a {
-        remove_on_signal(p.clone());
-    }
-}
-
 pub fn run(args: Args) -> Result<()> {
     args.addr.check_channel()?;
     let timeout = secs(args.timeout)?;
@@ -193,7 +191,7 @@ pub fn run(args: Args) -> Result<()> {
         Addr::Fifo(path) => {
             let fifo = Fifo::builder(path).create_or_open()?;
             if fifo.removes_on_drop() {
-                remove_on_signal(path.clone());
+                remove_on_signal(fifo.created_path());
             }
             // Each writer that comes and goes is like one connection.
             serve(
@@ -204,7 +202,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         Addr::Unix(a) => {
             let l = UnixListener::bind(a)?;
-            watch_unix(a);
+            remove_on_signal(l.created_path());
             serve(
                 &mut p,
                 |t| timed(t, |t| l.accept_timeout(t), || l.accept()),
@@ -213,7 +211,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         Addr::UnixSeq(a) => {
             let l = SeqpacketListener::bind(a)?;
-            watch_unix(a);
+            remove_on_signal(l.created_path());
             serve(
                 &mut p,
                 |t| timed(t, |t| l.accept_timeout(t), || l.accept()),
@@ -230,7 +228,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         Addr::UnixDgram(a) => {
             let mut s = UnixDatagram::bind(a)?;
-            watch_unix(a);
+            remove_on_signal(s.created_path());
             p.drain(&mut s)?;
         }
         Addr::Udp(hp) => {

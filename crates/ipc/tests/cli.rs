@@ -2,100 +2,11 @@
 //! kernel objects, every wait bounded.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const T: Duration = Duration::from_secs(20);
-
-fn ipc() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ipc"));
-    c.stdin(Stdio::null());
-    c
-}
-
-fn unique(tag: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "ipc-cli-{}-{}-{tag}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Starts `ipc recv ARGS…` with captured output.
-fn recv(args: &[&str]) -> Child {
-    ipc()
-        .arg("recv")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ipc recv")
-}
-
-/// Waits for a child at most `T`, killing it if it hangs.
-fn finish(mut child: Child) -> Output {
-    let end = Instant::now() + T;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > end {
-            child.kill().ok();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "timed out; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.wait_with_output().expect("output")
-}
-
-fn run(cmd: &mut Command) -> Output {
-    finish(
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn"),
-    )
-}
-
-/// `ipc send`, retried while the receiver is not there yet.
-fn send(addr: &str, msgs: &[&str]) {
-    let end = Instant::now() + T;
-    loop {
-        let out = run(ipc()
-            .arg("send")
-            .arg(addr)
-            .args(msgs)
-            .args(["--timeout", "5"]));
-        if out.status.success() {
-            return;
-        }
-        assert!(
-            Instant::now() < end,
-            "send never got through: {}",
-            stderr(&out)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
-    let end = Instant::now() + T;
-    while !cond() {
-        assert!(Instant::now() < end, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+mod common;
+use common::*;
 
 /// Whether something is bound to UDP `port` (readiness without a probe
 /// message, which the receiver would count).
@@ -279,14 +190,6 @@ fn broken_stdout_is_a_normal_exit() {
     assert!(stderr(&res).is_empty(), "{}", stderr(&res));
 }
 
-fn fails_with(cmd: &mut Command, text: &str) {
-    let out = run(cmd);
-    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
-    let err = stderr(&out);
-    assert!(err.contains(text), "expected {text:?} in {err:?}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
-}
-
 #[test]
 fn bad_addresses_are_refused_clearly() {
     fails_with(ipc().args(["send", "nothing", "x"]), "not an address");
@@ -380,13 +283,6 @@ fn permission_denied() {
         "2",
     ]);
     fails_with(&mut cmd, "ermission denied");
-}
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
 }
 
 #[test]

@@ -40,12 +40,15 @@
 //! # References
 //! `mkfifo(3)`, `fifo(7)`, `open(2)`, `pipe(7)` (`PIPE_BUF`).
 
+use std::fs::{File, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileTypeExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use crate::named::{remove_if_same, CreatedPath, FileId};
 use crate::pipe::{self, PipeReader, PipeWriter};
 use crate::sys;
 
@@ -53,10 +56,13 @@ use crate::sys;
 pub const DEFAULT_MODE: u32 = 0o600;
 
 /// A FIFO in the filesystem. If this value created it, dropping it removes
-/// the path (unless [`Fifo::keep`] was called).
+/// the path (unless [`Fifo::keep`] was called), and only if the path still
+/// is the FIFO it created.
 #[derive(Debug)]
 pub struct Fifo {
     path: PathBuf,
+    /// The FIFO this value created, if it did.
+    created: Option<FileId>,
     remove_on_drop: bool,
 }
 
@@ -85,7 +91,7 @@ impl FifoBuilder {
     pub fn create(self) -> io::Result<Fifo> {
         validate(&self.path)?;
         sys::fd::mkfifo(&self.path, self.mode).map_err(|e| {
-            let what = describe(&self.path);
+            let what = describe_path(&self.path);
             match e.kind() {
                 io::ErrorKind::AlreadyExists => io::Error::new(
                     e.kind(),
@@ -100,17 +106,20 @@ impl FifoBuilder {
                 ),
             }
         })?;
+        let created = FileId::of_path(&self.path)?;
         Ok(Fifo {
             path: self.path,
+            created: Some(created),
             remove_on_drop: !self.keep,
         })
     }
 
     /// Opens an existing FIFO; it is not removed on drop.
     pub fn open(self) -> io::Result<Fifo> {
-        check_is_fifo(&self.path)?;
+        open_path(&self.path)?;
         Ok(Fifo {
             path: self.path,
+            created: None,
             remove_on_drop: false,
         })
     }
@@ -159,6 +168,14 @@ impl Fifo {
         self
     }
 
+    /// The path and the FIFO this value created there, for removing it
+    /// from elsewhere (a signal handler thread): `None` if it opened an
+    /// existing FIFO.
+    pub fn created_path(&self) -> Option<CreatedPath> {
+        self.created
+            .map(|id| CreatedPath::new(self.path.clone(), id))
+    }
+
     /// Opens the read end; see [`open_reader`].
     pub fn open_reader(&self, timeout: Option<Duration>) -> io::Result<PipeReader> {
         open_reader(&self.path, timeout)
@@ -182,8 +199,8 @@ impl Fifo {
 
 impl Drop for Fifo {
     fn drop(&mut self) {
-        if self.remove_on_drop {
-            let _ = remove(&self.path);
+        if let (true, Some(id)) = (self.remove_on_drop, self.created) {
+            let _ = remove_if_same(&self.path, id);
         }
     }
 }
@@ -198,62 +215,93 @@ fn validate(path: &Path) -> io::Result<()> {
     sys::cstr(path).map(drop)
 }
 
-/// What is at `path`, in words, for error messages.
-fn describe(path: &Path) -> &'static str {
-    match std::fs::symlink_metadata(path) {
-        Err(_) => "nothing",
-        Ok(m) => {
-            let t = m.file_type();
-            if t.is_fifo() {
-                "a FIFO"
-            } else if t.is_file() {
-                "a regular file"
-            } else if t.is_dir() {
-                "a directory"
-            } else if t.is_socket() {
-                "a socket"
-            } else if t.is_symlink() {
-                "a symbolic link"
-            } else {
-                "a device or other special file"
-            }
-        }
+/// What a file is, in words, for error messages.
+fn describe(m: &Metadata) -> &'static str {
+    let t = m.file_type();
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a device or other special file"
     }
 }
 
-/// Fails with a clear error unless `path` is a FIFO.
-fn check_is_fifo(path: &Path) -> io::Result<()> {
+/// What is at `path` (not following a symlink), in words.
+fn describe_path(path: &Path) -> &'static str {
+    std::fs::symlink_metadata(path).map_or("nothing", |m| describe(&m))
+}
+
+/// Opens the FIFO at `path` itself, once: `O_PATH` (which reads and writes
+/// nothing) with `O_NOFOLLOW`, then checks on the descriptor that it is a
+/// FIFO. A symbolic link, or anything else, is refused; the ends are then
+/// opened through this descriptor, so the path cannot be swapped in
+/// between.
+fn open_path(path: &Path) -> io::Result<(File, Metadata)> {
     validate(path)?;
-    match std::fs::metadata(path) {
-        Ok(m) if m.file_type().is_fifo() => Ok(()),
-        Ok(_) => Err(io::Error::new(
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => io::Error::new(
+                e.kind(),
+                format!(
+                    "no FIFO at {} (create one with mkfifo or Fifo::create)",
+                    path.display()
+                ),
+            ),
+            _ => io::Error::new(
+                e.kind(),
+                format!("cannot open FIFO {}: {e}", path.display()),
+            ),
+        })?;
+    let m = f.metadata()?;
+    if m.file_type().is_symlink() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a symbolic link, not a FIFO: refused (links are not followed, as one in \
+                 a shared directory could point anywhere; use the FIFO's own path)",
+                path.display()
+            ),
+        ));
+    }
+    if !m.file_type().is_fifo() {
+        return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
                 "{} exists but is not a FIFO (it is {}); remove it or choose another path",
                 path.display(),
-                describe(path)
+                describe(&m)
             ),
-        )),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!(
-                "no FIFO at {} (create one with mkfifo or Fifo::create)",
-                path.display()
-            ),
-        )),
-        Err(e) => Err(io::Error::new(
-            e.kind(),
-            format!("cannot inspect {}: {e}", path.display()),
-        )),
+        ));
     }
+    Ok((f, m))
 }
 
-/// Removes the FIFO at `path`; anything else there is left alone and
-/// reported.
+/// Removes the FIFO at `path`. A symbolic link (even to a FIFO) or
+/// anything else there is left alone and reported.
 pub fn remove(path: impl AsRef<Path>) -> io::Result<()> {
     let path = path.as_ref();
-    check_is_fifo(path)?;
-    std::fs::remove_file(path)
+    let (_, m) = open_path(path)?;
+    if remove_if_same(path, FileId::of(&m))? {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "the FIFO at {} was removed or replaced while being removed; left alone",
+                path.display()
+            ),
+        ))
+    }
 }
 
 /// Opens the FIFO's read end, waiting for a writer at most `timeout`
@@ -282,29 +330,29 @@ pub fn open_sender(path: impl AsRef<Path>, timeout: Option<Duration>) -> io::Res
 }
 
 /// Adds the FIFO's owner and mode to a permission error.
-fn explain_open(e: io::Error, path: &Path) -> io::Error {
-    use std::os::unix::fs::MetadataExt;
+fn explain_open(e: io::Error, path: &Path, m: &Metadata) -> io::Error {
     if e.kind() != io::ErrorKind::PermissionDenied {
-        return e;
-    }
-    match std::fs::metadata(path) {
-        Ok(m) => io::Error::new(
+        return io::Error::new(
             e.kind(),
-            format!(
-                "permission denied opening FIFO {}: it has mode {:04o}, owner uid {} gid {}, \
-                 and this process runs as uid {}",
-                path.display(),
-                m.mode() & 0o7777,
-                m.uid(),
-                m.gid(),
-                std::fs::metadata("/proc/self").map_or(u32::MAX, |p| p.uid()),
-            ),
-        ),
-        Err(_) => e,
+            format!("cannot open FIFO {}: {e}", path.display()),
+        );
     }
+    io::Error::new(
+        e.kind(),
+        format!(
+            "permission denied opening FIFO {}: it has mode {:04o}, owner uid {} gid {}, and this \
+             process runs as uid {}",
+            path.display(),
+            m.mode() & 0o7777,
+            m.uid(),
+            m.gid(),
+            sys::process::euid(),
+        ),
+    )
 }
 
-/// A blocking `open` bounded by a timeout.
+/// A blocking `open` bounded by a timeout, of the FIFO that [`open_path`]
+/// found (reopened through `/proc/self/fd`, so it is that FIFO).
 ///
 /// The blocking open runs on a helper thread. If the timeout passes first,
 /// this thread opens the opposite end itself (non-blocking, which always
@@ -317,29 +365,32 @@ fn open_end(
     opposite: libc::c_int,
     timeout: Option<Duration>,
 ) -> io::Result<std::os::fd::OwnedFd> {
-    check_is_fifo(path)?;
+    let (fifo, meta) = open_path(path)?;
+    let fifo = Arc::new(fifo);
+    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", fifo.as_raw_fd()));
     let role = if flags == libc::O_RDONLY {
         "writer"
     } else {
         "reader"
     };
     let Some(timeout) = timeout else {
-        return sys::fd::open(path, flags).map_err(|e| explain_open(e, path));
+        return sys::fd::open(&by_fd, flags).map_err(|e| explain_open(e, path, &meta));
     };
     let (tx, rx) = mpsc::channel();
-    let owned = path.to_owned();
+    let (held, helper_path) = (Arc::clone(&fifo), by_fd.clone());
     let helper = std::thread::Builder::new()
         .name("ipckit-fifo-open".into())
         .spawn(move || {
-            let _ = tx.send(sys::fd::open(&owned, flags));
+            let _ = tx.send(sys::fd::open(&helper_path, flags));
+            drop(held);
         })?;
     match rx.recv_timeout(timeout) {
         Ok(res) => {
             let _ = helper.join();
-            res.map_err(|e| explain_open(e, path))
+            res.map_err(|e| explain_open(e, path, &meta))
         }
         Err(_) => {
-            match sys::fd::open(path, opposite | libc::O_NONBLOCK) {
+            match sys::fd::open(&by_fd, opposite | libc::O_NONBLOCK) {
                 Ok(release) => {
                     let _ = helper.join();
                     drop(release);

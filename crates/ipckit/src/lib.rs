@@ -76,7 +76,7 @@ pub mod fifo;
 pub mod frame;
 pub mod message;
 pub mod mq;
-mod named;
+pub mod named;
 pub mod pipe;
 pub mod process;
 pub mod sem;

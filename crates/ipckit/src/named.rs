@@ -1,6 +1,12 @@
-//! What every named object shares (queues, shared memory, semaphores,
-//! FIFOs, socket files): `create_or_open`, and removing exactly the object
-//! one made.
+//! Named objects in the filesystem (FIFOs, socket files, semaphore files):
+//! removing exactly the one you made.
+//!
+//! A path in a shared directory such as `/tmp` can be replaced between the
+//! moment a program creates an object there and the moment it removes it.
+//! [`CreatedPath`] remembers which file was made (device and inode, read
+//! when it was made) and removes the path only while it still is that file,
+//! looked at without following symbolic links: whatever was put there
+//! since is left alone.
 
 use std::fmt::Display;
 use std::io;
@@ -44,6 +50,38 @@ impl FileId {
             dev: meta.dev(),
             ino: meta.ino(),
         }
+    }
+
+    /// The file at `path` itself (a symbolic link is not followed).
+    pub(crate) fn of_path(path: &Path) -> io::Result<FileId> {
+        std::fs::symlink_metadata(path).map(|m| FileId::of(&m))
+    }
+}
+
+/// A path and the file this process created there: removing it removes
+/// that file only (see the module docs). Cheap to clone, so that a signal
+/// handler thread can hold one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedPath {
+    path: std::path::PathBuf,
+    id: FileId,
+}
+
+impl CreatedPath {
+    pub(crate) fn new(path: std::path::PathBuf, id: FileId) -> CreatedPath {
+        CreatedPath { path, id }
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the path if it still is the file created there; returns
+    /// whether it did (false: removed already, or replaced by something
+    /// else, which is left alone).
+    pub fn remove(&self) -> io::Result<bool> {
+        remove_if_same(&self.path, self.id)
     }
 }
 

@@ -17,11 +17,14 @@
 //! abstract name written `@name`, which lives in the network namespace, not
 //! on disk, and disappears with its last socket.
 //!
-//! Binding a path that holds a socket file left behind by a dead server
-//! replaces the stale file; binding a path where a server is still listening
-//! fails with `AddrInUse`, and a path that holds anything other than a
-//! socket is never touched. A bound path is removed again when its socket is
-//! dropped (if it is still the same file).
+//! Binding a path that holds a socket file left behind by a dead server of
+//! the same user replaces the stale file; binding a path where a server is
+//! still listening fails with `AddrInUse`, and a path that holds anything
+//! other than a socket, or another user's socket file, is never touched.
+//! Socket files are created with mode 0600 whatever the umask (the socket
+//! is `fchmod`ed before `bind`, so the file is never more open). A bound
+//! path is removed again when its socket is dropped, if it is still the
+//! same file.
 //!
 //! # Example
 //!
@@ -47,8 +50,8 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::PathBuf;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -57,6 +60,7 @@ use crate::error::RecvTimeoutError;
 use crate::fdio::{FdIo, Kind};
 use crate::frame::Stream;
 use crate::message::Deadline;
+use crate::named::{remove_if_same, CreatedPath, FileId};
 use crate::sys::socket::{self as sock, SockAddrUn};
 use crate::{RecvError, SendError, SendTimeoutError};
 
@@ -142,21 +146,20 @@ fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
 #[derive(Debug)]
 struct Bound {
     fd: OwnedFd,
-    /// (path, device, inode) of the socket file we created.
-    file: Option<(PathBuf, u64, u64)>,
+    /// The socket file we created.
+    file: Option<CreatedPath>,
 }
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        if let Some((path, dev, ino)) = &self.file {
-            if let Ok(m) = std::fs::symlink_metadata(path) {
-                if m.dev() == *dev && m.ino() == *ino {
-                    let _ = std::fs::remove_file(path);
-                }
-            }
+        if let Some(f) = &self.file {
+            let _ = f.remove();
         }
     }
 }
+
+/// The mode of every socket file ipckit creates, whatever the umask.
+const SOCKET_MODE: u32 = 0o600;
 
 fn kind_name(ty: libc::c_int) -> &'static str {
     match ty {
@@ -166,10 +169,14 @@ fn kind_name(ty: libc::c_int) -> &'static str {
     }
 }
 
-/// Binds a new socket of type `ty`, replacing a stale socket file.
+/// Binds a new socket of type `ty`, replacing a stale socket file of our
+/// own user. The file gets mode 0600 whatever the umask, with no moment
+/// in which it is more open.
 fn bind(ty: libc::c_int, addr: &UnixAddr) -> io::Result<Bound> {
     let sa = addr.sockaddr()?;
     let fd = sock::socket(libc::AF_UNIX, ty)?;
+    // The file takes the socket's mode less the umask: never above 0600.
+    crate::sys::fd::fchmod(fd.as_fd(), SOCKET_MODE)?;
     match sock::bind(fd.as_fd(), &sa) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => match addr {
@@ -180,51 +187,91 @@ fn bind(ty: libc::c_int, addr: &UnixAddr) -> io::Result<Bound> {
                 ))
             }
             UnixAddr::Path(path) => {
-                let meta = std::fs::symlink_metadata(path)?;
-                if !meta.file_type().is_socket() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        format!(
-                            "{addr} exists and is not a socket; refusing to replace it \
-                             (remove it yourself or choose another path)"
-                        ),
-                    ));
-                }
-                // Live or stale? Ask it, without blocking on a full backlog.
-                let probe = sock::socket(libc::AF_UNIX, ty | libc::SOCK_NONBLOCK)?;
-                match sock::connect(probe.as_fd(), &sa) {
-                    Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                        std::fs::remove_file(path)?;
-                        sock::bind(fd.as_fd(), &sa).map_err(|e| context(e, "bind", addr))?;
-                    }
-                    Err(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::AddrInUse,
-                            format!("{addr} is in use by a live socket of another type"),
-                        ))
-                    }
-                    _ => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::AddrInUse,
-                            format!(
-                                "{addr} is in use by a running {} server; not replacing it",
-                                kind_name(ty)
-                            ),
-                        ))
-                    }
-                }
+                replace_stale(ty, addr, path, &sa)?;
+                sock::bind(fd.as_fd(), &sa).map_err(|e| context(e, "bind", addr))?;
             }
         },
         Err(e) => return Err(context(e, "bind", addr)),
     }
     let file = match addr {
         UnixAddr::Path(path) => {
-            let m = std::fs::symlink_metadata(path)?;
-            Some((path.clone(), m.dev(), m.ino()))
+            let created = CreatedPath::new(path.clone(), FileId::of_path(path)?);
+            let mode = std::fs::symlink_metadata(path)?.permissions().mode() & 0o777;
+            if mode != SOCKET_MODE {
+                // A umask above 077 took bits from 0600: give them back,
+                // on the file we made only.
+                restore_mode(path, &created)?;
+            }
+            Some(created)
         }
         UnixAddr::Abstract(_) => None,
     };
     Ok(Bound { fd, file })
+}
+
+/// Removes the socket file at `path` if it is stale (nothing accepts
+/// connections on it) and ours: another user's socket file, or anything
+/// that is not a socket, is never touched.
+fn replace_stale(ty: libc::c_int, addr: &UnixAddr, path: &Path, sa: &SockAddrUn) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{addr} exists and is not a socket; refusing to replace it \
+                 (remove it yourself or choose another path)"
+            ),
+        ));
+    }
+    let me = crate::sys::process::euid();
+    if meta.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{addr} is a socket file of another user (uid {}; this process runs as uid {me}): \
+                 not replacing it, live or not (choose another path)",
+                meta.uid()
+            ),
+        ));
+    }
+    // Live or stale? Ask it, without blocking on a full backlog.
+    let probe = sock::socket(libc::AF_UNIX, ty | libc::SOCK_NONBLOCK)?;
+    match sock::connect(probe.as_fd(), sa) {
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            remove_if_same(path, FileId::of(&meta))?;
+            Ok(())
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{addr} is in use by a live socket of another type"),
+        )),
+        _ => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{addr} is in use by a running {} server; not replacing it",
+                kind_name(ty)
+            ),
+        )),
+    }
+}
+
+/// Sets the socket file we created to mode 0600, through a descriptor of
+/// the file itself (`O_PATH | O_NOFOLLOW`, checked to be the file created).
+fn restore_mode(path: &Path, created: &CreatedPath) -> io::Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(path)?;
+    if CreatedPath::new(path.to_owned(), FileId::of(&f.metadata()?)) != *created {
+        return Err(io::Error::other(format!(
+            "{} was replaced right after bind: not changing its mode",
+            path.display()
+        )));
+    }
+    std::fs::set_permissions(
+        format!("/proc/self/fd/{}", f.as_raw_fd()),
+        std::fs::Permissions::from_mode(SOCKET_MODE),
+    )
 }
 
 fn context(e: io::Error, what: &str, addr: &UnixAddr) -> io::Error {
@@ -310,6 +357,13 @@ macro_rules! listener {
             /// Keeps the socket file when this listener is dropped.
             pub fn keep(&mut self) {
                 self.bound.file = None;
+            }
+
+            /// The socket file this listener created (to remove it from a
+            /// signal handler thread, say); `None` for an abstract name or
+            /// after [`keep`](Self::keep).
+            pub fn created_path(&self) -> Option<CreatedPath> {
+                self.bound.file.clone()
             }
         }
 
@@ -535,6 +589,13 @@ impl UnixDatagram {
         let bound = bind(libc::SOCK_DGRAM, addr)?;
         let fd = bound.fd.try_clone()?;
         Self::new(fd, Some(bound))
+    }
+
+    /// The socket file [`bind`](Self::bind) created (to remove it from a
+    /// signal handler thread, say); `None` for an abstract name or an
+    /// unbound socket.
+    pub fn created_path(&self) -> Option<CreatedPath> {
+        self._bound.as_ref().and_then(|b| b.file.clone())
     }
 
     /// An unbound datagram socket (it can send; replies need a bound one).

@@ -172,3 +172,11 @@ pub(crate) fn link_anonymous(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> 
     ))?;
     Ok(())
 }
+
+/// `fchmod(2)`. On a socket before `bind(2)`, this sets the mode its file
+/// gets (less the umask), so the file is never more open than asked.
+pub(crate) fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    syscall!(fchmod(fd.as_raw_fd(), mode as libc::mode_t))?;
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! `ipc` attacked by another user of the same machine: paths swapped in a
+//! shared directory, files planted where the CLI cleans up, sockets that
+//! belong to someone else, a hostile umask. Each test is named after the
+//! attack it stops. As root, the attacker runs as `nobody`.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+mod common;
+use common::*;
+
+/// A sticky, world-writable directory, like `/tmp`, for this test alone.
+fn shared_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o1777)).unwrap();
+    dir
+}
+
+/// `sh -c script` as another user (`nobody`) when the tests run as root,
+/// else as this user.
+fn as_other_user(script: &str) -> Command {
+    let mut c = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    };
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// Kills the attacker when the test ends, however it ends.
+struct Attacker(Child);
+
+impl Drop for Attacker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Another user flips PATH between a FIFO and a symlink to a root-owned
+/// file while `ipc send fifo:PATH` runs again and again: the file is never
+/// written (the path is opened once, without following links, and checked
+/// on the descriptor).
+#[test]
+fn fifo_swap_race_never_writes_through_a_symlink() {
+    let dir = shared_dir();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::fs::set_permissions(&victim, PermissionsExt::from_mode(0o644)).unwrap();
+    let p = dir.path().join("p");
+    let d = dir.path().display();
+    let _attacker = Attacker(
+        as_other_user(&format!(
+            "cd {d} && while [ ! -e stop ]; do \
+               mkfifo -m 666 f.new 2>/dev/null; mv -f f.new p; \
+               ln -sfn {d}/victim l.new; mv -f l.new p; \
+             done"
+        ))
+        .spawn()
+        .unwrap(),
+    );
+    wait_for(|| p.exists() || p.is_symlink(), "the attacker to start");
+    let addr = format!("fifo:{}", p.display());
+    for _ in 0..15 {
+        let out = run(ipc().args(["send", &addr, "--timeout", "0.2", "OVERWRITTEN"]));
+        assert!(
+            !out.status.success(),
+            "a send without a reader succeeded: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            std::fs::read(&victim).unwrap(),
+            b"precious",
+            "ipc send wrote through the symlink"
+        );
+    }
+    std::fs::write(dir.path().join("stop"), b"").unwrap();
+}
+
+/// While `ipc recv` runs, someone replaces its FIFO or socket file with a
+/// regular file; on SIGINT (and on a normal exit) the CLI removes only
+/// what it created, so the planted file stays.
+#[test]
+fn cleanup_deletes_only_what_it_created() {
+    for how in ["signal", "exit"] {
+        let dir = shared_dir();
+        for kind in ["fifo", "unix", "unix-dgram", "unix-seq"] {
+            let path = dir.path().join(kind);
+            let addr = format!("{kind}:{}", path.display());
+            let timeout = if how == "exit" { "1" } else { "20" };
+            let r = recv(&[&addr, "--timeout", timeout]);
+            wait_for(|| path.exists(), "the receiver's file");
+            std::fs::remove_file(&path).unwrap();
+            std::fs::write(&path, b"someone else's").unwrap();
+            if how == "signal" {
+                let k = run(Command::new("kill").arg("-INT").arg(r.id().to_string()));
+                assert!(k.status.success());
+            }
+            let out = finish(r);
+            assert!(!out.status.success(), "{how} {addr}: {}", stderr(&out));
+            assert_eq!(
+                std::fs::read(&path).ok().as_deref(),
+                Some(&b"someone else's"[..]),
+                "{how} on {addr} removed a file it did not create"
+            );
+        }
+    }
+}
+
+/// A socket file of user `nobody`, bound but with nothing listening (so it
+/// looks stale), is not removed and replaced by root's `ipc recv`; the
+/// error says whose it is.
+#[test]
+fn another_users_socket_is_not_taken_over() {
+    if !is_root() {
+        eprintln!("needs root to make a file of another user: not run");
+        return;
+    }
+    let dir = shared_dir();
+    let path = dir.path().join("s");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    fails_with(
+        ipc().args([
+            "recv",
+            &format!("unix:{}", path.display()),
+            "--timeout",
+            "1",
+        ]),
+        "another user (uid 65534",
+    );
+    let m = std::fs::symlink_metadata(&path).unwrap();
+    assert!(
+        m.file_type().is_socket() && m.uid() == 65534,
+        "nobody's socket was replaced"
+    );
+}
+
+/// Under `umask 000`, every socket file the CLI binds is 0600 (and never
+/// more open: the mode is set on the socket before bind).
+#[test]
+fn socket_files_are_0600_under_umask_000() {
+    let dir = shared_dir();
+    for kind in ["unix", "unix-dgram", "unix-seq"] {
+        let path = dir.path().join(kind);
+        let r = Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "umask 000; exec {} recv {kind}:{} --timeout 20",
+                    env!("CARGO_BIN_EXE_ipc"),
+                    path.display()
+                ),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let r = Attacker(r);
+        wait_for(|| path.exists(), "the socket file");
+        let mode = std::fs::symlink_metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{kind} socket file has mode {mode:o}");
+        drop(r);
+    }
+}
+
+/// `ipc rm fifo:LINK` on a symlink to a FIFO removes nothing and says so
+/// (it used to remove the link, leave the FIFO and exit 0).
+#[test]
+fn rm_fifo_refuses_a_symlink() {
+    let dir = shared_dir();
+    let fifo = dir.path().join("f");
+    let link = dir.path().join("l");
+    assert!(run(Command::new("mkfifo").arg(&fifo)).status.success());
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    fails_with(
+        ipc().args(["rm", &format!("fifo:{}", link.display())]),
+        "symbolic link",
+    );
+    assert!(link.is_symlink() && is_fifo(&fifo), "something was removed");
+}
+
+/// A dangling symlink at a `fifo:` path is named as such, not reported as
+/// "kept appearing and disappearing".
+#[test]
+fn dangling_symlink_at_a_fifo_path_is_named() {
+    let dir = shared_dir();
+    let link = dir.path().join("l");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
+    let addr = format!("fifo:{}", link.display());
+    fails_with(
+        ipc().args(["send", &addr, "x", "--timeout", "1"]),
+        "symbolic link",
+    );
+    fails_with(
+        ipc().args(["recv", &addr, "--timeout", "1"]),
+        "symbolic link",
+    );
+    assert!(link.is_symlink() && !dir.path().join("nowhere").exists());
+}
+
+fn is_fifo(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_fifo())
+}

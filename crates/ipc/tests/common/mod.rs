@@ -1,0 +1,115 @@
+//! Helpers shared by the `ipc` binary's test files.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const T: Duration = Duration::from_secs(20);
+
+pub fn ipc() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ipc"));
+    c.stdin(Stdio::null());
+    c
+}
+
+pub fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "ipc-cli-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Starts `ipc recv ARGS…` with captured output.
+pub fn recv(args: &[&str]) -> Child {
+    ipc()
+        .arg("recv")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ipc recv")
+}
+
+/// Waits for a child at most `T`, killing it if it hangs.
+pub fn finish(mut child: Child) -> Output {
+    let end = Instant::now() + T;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > end {
+            child.kill().ok();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "timed out; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().expect("output")
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    finish(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    )
+}
+
+/// `ipc send`, retried while the receiver is not there yet.
+pub fn send(addr: &str, msgs: &[&str]) {
+    let end = Instant::now() + T;
+    loop {
+        let out = run(ipc()
+            .arg("send")
+            .arg(addr)
+            .args(msgs)
+            .args(["--timeout", "5"]));
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "send never got through: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    let end = Instant::now() + T;
+    while !cond() {
+        assert!(Instant::now() < end, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// Runs `cmd`, which must fail with status 2 and `text` in its one-line error.
+pub fn fails_with(cmd: &mut Command, text: &str) {
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(text), "expected {text:?} in {err:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+}
