@@ -390,6 +390,10 @@ fn main() {
         Duration::from_secs(120),
     );
     common::run_cases(vec![
+        (
+            "posix::drop_removes_only_the_object_it_created",
+            drop_removes_only_its_own,
+        ),
         ("posix::data_across_processes", posix_across_processes),
         ("posix::names_sizes_and_removal", posix_names_and_sizes),
         ("views::refuse_what_does_not_fit", views_refused),
@@ -402,4 +406,20 @@ fn main() {
         ("sysv::removal_while_attached", sysv_removal_while_attached),
         ("sysv::errors_and_rules", sysv_errors_and_rules),
     ]);
+}
+
+/// The creator's drop removes /dev/shm/NAME only while it is the object
+/// it created: one made anew under the same name (by anyone) stays.
+fn drop_removes_only_its_own() -> Result<(), Failed> {
+    let name = format!("/{}", unique("replaced"));
+    let shm = Shm::builder(&name).size(4096).create()?;
+    ipckit::shm::unlink(&name)?;
+    let other = Shm::builder(&name).size(4096).keep(true).create()?;
+    drop(shm);
+    let still = Shm::builder(&name).open().is_ok();
+    drop(other);
+    ipckit::shm::unlink(&name)?;
+    ensure(still, || {
+        "the first creator removed the second object".into()
+    })
 }

@@ -48,6 +48,7 @@ impl MappedFile {
             .mode(0o600)
             .open(path)
             .map_err(|e| explain(e, path))?;
+        let id = crate::named::FileId::of(&file.metadata()?);
         let made = (|| {
             file.set_len(len as u64)?;
             sys::mman::allocate(file.as_fd(), len as u64)?;
@@ -60,7 +61,7 @@ impl MappedFile {
                 region: Region::new(map),
             }),
             Err(e) => {
-                let _ = std::fs::remove_file(path);
+                let _ = crate::named::remove_if_same(path, id);
                 Err(explain(e, path))
             }
         }

@@ -239,7 +239,18 @@ impl_region_object!(Shm => fd);
 impl Drop for Shm {
     fn drop(&mut self) {
         if self.unlink_on_drop {
-            let _ = sys::mman::shm_unlink(&self.cname);
+            // Only the object this value created: /dev/shm/NAME may have
+            // been removed and made anew by someone else since.
+            let ours = std::fs::File::from(match self.fd.try_clone() {
+                Ok(fd) => fd,
+                Err(_) => return,
+            })
+            .metadata()
+            .map(|m| crate::named::FileId::of(&m));
+            if let Ok(id) = ours {
+                let path = format!("/dev/shm{}", self.name);
+                let _ = crate::named::remove_if_same(std::path::Path::new(&path), id);
+            }
         }
     }
 }
