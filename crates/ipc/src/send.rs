@@ -41,6 +41,38 @@ pub struct Args {
     mtype: Option<i64>,
 }
 
+/// The longest line of standard input `ipc send` takes as one message: the
+/// largest message a framed stream carries by default.
+const MAX_LINE: usize = ipckit::frame::DEFAULT_MAX_MESSAGE_SIZE;
+
+/// Reads one line (without its newline) into `line`; false at the end of
+/// input. Stops reading, with an error, as soon as a line is longer than
+/// `max`: nothing more is read or kept.
+fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> Result<bool> {
+    line.clear();
+    loop {
+        let buf = input.fill_buf().context("reading standard input")?;
+        if buf.is_empty() {
+            return Ok(!line.is_empty());
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > max {
+            anyhow::bail!(
+                "a line of standard input is longer than {max} bytes, the largest message ipc \
+                 send takes: stopped reading there, and nothing of that line was sent"
+            );
+        }
+        line.extend_from_slice(&buf[..take]);
+        input.consume(take + usize::from(done));
+        if done {
+            return Ok(true);
+        }
+    }
+}
+
 /// Opens (creating if needed, mode 0600) a POSIX queue that stays after exit.
 pub fn open_queue(name: &str, access: ipckit::mq::Access) -> Result<ipckit::mq::PosixQueue> {
     Ok(ipckit::mq::PosixQueue::builder(name)
@@ -163,14 +195,19 @@ pub fn run(args: Args) -> Result<()> {
                     msg.len()
                 ))
                 .into()),
+                // Time ran out in the middle of a message on a byte stream.
+                Err(SendTimeoutError::Io(e, ())) if e.kind() == io::ErrorKind::TimedOut => {
+                    Err(TimedOut(format!("sending to {}: {e}", args.addr)).into())
+                }
                 Err(e) => Err(anyhow::Error::new(io::Error::from(e))
                     .context(format!("sending to {}", args.addr))),
             }
         };
     if args.messages.is_empty() {
-        let stdin = io::stdin().lock();
-        for line in stdin.split(b'\n') {
-            send(&line.context("reading standard input")?)?;
+        let mut stdin = io::stdin().lock();
+        let mut line = Vec::new();
+        while read_line(&mut stdin, &mut line, MAX_LINE)? {
+            send(&line)?;
         }
     } else {
         for m in &args.messages {

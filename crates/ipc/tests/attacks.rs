@@ -218,3 +218,131 @@ fn dangling_symlink_at_a_fifo_path_is_named() {
 fn is_fifo(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_fifo())
 }
+
+/// `ipc send --timeout 2` to a receiver that stopped reading (SIGSTOP) in
+/// the middle of a large message: it exits 1 within its timeout, saying
+/// the rest was abandoned; it used to hang forever in the stream's drop.
+#[test]
+fn send_timeout_bounds_a_half_written_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for addr in [
+        format!("unix:{}", dir.path().join("s").display()),
+        format!("fifo:{}", dir.path().join("f").display()),
+        format!("tcp:127.0.0.1:{port}"),
+    ] {
+        let r = recv(&[&addr, "-n", "2", "--timeout", "30"]);
+        let stopped = Stopped(r.id());
+        // A small message gets through first: the receiver is there.
+        send(&addr, &["hello"]);
+        let r = Attacker(r);
+        let mut s = ipc()
+            .args(["send", &addr, "--timeout", "2"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The sender connects (or opens the FIFO) before it reads its
+        // input: stop the receiver once they are connected, then feed a
+        // message far larger than what the kernel buffers.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        stopped.stop();
+        let mut input = s.stdin.take().unwrap();
+        let feeder = std::thread::spawn(move || {
+            use std::io::Write;
+            let line = vec![b'x'; 8 << 20];
+            let _ = input.write_all(&line).and_then(|()| input.write_all(b"\n"));
+        });
+        let t0 = std::time::Instant::now();
+        let out = finish(s);
+        let took = t0.elapsed();
+        stopped.resume();
+        drop(r);
+        let _ = feeder.join();
+        assert_eq!(out.status.code(), Some(1), "{addr}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("abandoned"),
+            "{addr}: {}",
+            stderr(&out)
+        );
+        assert!(
+            took < std::time::Duration::from_secs(6),
+            "{addr}: took {took:?}"
+        );
+    }
+}
+
+/// A process stopped with SIGSTOP, resumed (SIGCONT) when dropped.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(&self) {
+        assert!(
+            run(Command::new("kill").args(["-STOP", &self.0.to_string()]))
+                .status
+                .success()
+        );
+    }
+
+    fn resume(&self) {
+        let _ = run(Command::new("kill").args(["-CONT", &self.0.to_string()]));
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.resume();
+    }
+}
+
+/// `head -c 300000000 /dev/zero | ipc send unix:…`: one line far over the
+/// 16 MiB message limit. ipc stops reading at the limit (it used to read
+/// 277 MB first) and says so.
+#[test]
+fn stdin_stops_at_the_message_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut s = ipc()
+        .args([
+            "send",
+            &format!("unix:{}", path.display()),
+            "--timeout",
+            "10",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = s.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        let chunk = vec![0u8; 1 << 20];
+        let mut fed = 0usize;
+        while fed < 300_000_000 {
+            match input.write(&chunk) {
+                Ok(n) => fed += n,
+                Err(_) => break,
+            }
+        }
+        fed
+    });
+    let out = finish(s);
+    let fed = feeder.join().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("longer than 16777216"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        fed < 20 << 20,
+        "ipc read {fed} bytes of a line it could never send"
+    );
+}

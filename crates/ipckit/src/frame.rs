@@ -22,18 +22,23 @@
 //! - A send writes the whole frame with one `writev`. On a pipe, a frame of
 //!   at most `PIPE_BUF` (4096) bytes, header included, is written
 //!   atomically, so several writers never interleave such messages.
-//! - A send with a deadline either does not start (and hands the message
-//!   back as `Full`/`Timeout`) or commits the whole frame: if the deadline
-//!   passes after part of a frame was written, the rest is kept and written
-//!   before the next message (or by `flush`, or on drop), because a
-//!   half-written frame would corrupt the stream.
+//! - No deadline is overrun, and dropping a stream never blocks. A send
+//!   either does not start (and hands the message back as
+//!   `Full`/`Timeout`) or writes the whole frame. If a timed send runs out
+//!   of time after part of a frame was written, the rest is abandoned with
+//!   an error that says so, and the stream is closed (a socket is shut
+//!   down): a half-written frame would corrupt everything after it, and
+//!   the peer reads the message cut short, then end-of-file. Only a
+//!   non-blocking send (`try_send`) keeps the tail of a frame it started;
+//!   the next send (or `flush`) finishes it first, and a tail still
+//!   unwritten at drop is abandoned.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use crate::error::{classify, Failure, MessageTooLarge, RecvTimeoutError, SendTimeoutError};
-use crate::fdio::FdIo;
+use crate::fdio::{FdIo, Kind};
 use crate::message::Deadline;
 use crate::sys::fd::Interest;
 use crate::wait::{wait_io, WaitError, WaitStrategy};
@@ -120,10 +125,21 @@ fn progress(got: usize, of: usize) -> String {
 }
 
 /// The sending half of a framed stream.
+///
+/// A frame is sent whole or the stream is given up: when a send with a
+/// deadline (or none) cannot finish a frame it started, the rest is
+/// abandoned, the stream is marked broken (and a socket shut down, so the
+/// peer reads end-of-file mid-message), and every later send fails saying
+/// why. Only a non-blocking send (`try_send`, [`Deadline::Now`]) keeps the
+/// tail of a frame it started, for the next operation to finish first; a
+/// tail still unwritten when the stream is dropped is abandoned too. So no
+/// deadline is ever overrun, and dropping never blocks.
 #[derive(Debug)]
 pub(crate) struct FrameWriter {
-    /// The unwritten tail of a frame whose deadline passed mid-write.
+    /// The unwritten tail of a frame a non-blocking send started.
     pending: Vec<u8>,
+    /// Why the stream can no longer carry whole messages.
+    broken: Option<String>,
     pub(crate) max: usize,
     pub(crate) framing: Framing,
 }
@@ -132,9 +148,28 @@ impl FrameWriter {
     pub(crate) fn new() -> Self {
         FrameWriter {
             pending: Vec::new(),
+            broken: None,
             max: DEFAULT_MAX_MESSAGE_SIZE,
             framing: Framing::LengthPrefixed,
         }
+    }
+
+    /// Gives the stream up after a frame was cut short: later sends fail,
+    /// and a socket is shut down so that the peer learns at once.
+    fn abandon(&mut self, io: &mut FdIo, why: String) -> SendTimeoutError<()> {
+        self.pending.clear();
+        if io.kind() != Kind::Pipe {
+            let _ = crate::sys::socket::shutdown_both(io.fd());
+        }
+        let e = io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "{why}: the rest of the message was abandoned and the connection closed (a byte \
+                 stream cannot carry part of a message)"
+            ),
+        );
+        self.broken = Some(e.to_string());
+        SendTimeoutError::Io(e, ())
     }
 
     /// Writes the pending tail, if any, before `deadline`.
@@ -146,11 +181,26 @@ impl FrameWriter {
     ) -> Result<(), SendTimeoutError<()>> {
         while !self.pending.is_empty() {
             let pending = &self.pending;
-            let n = wait_io(io, Interest::Write, strategy, deadline, |io, mode| {
+            match wait_io(io, Interest::Write, strategy, deadline, |io, mode| {
                 io.writev(&[IoSlice::new(pending)], &[], mode)
-            })
-            .map_err(send_failure)?;
-            self.pending.drain(..n);
+            }) {
+                Ok(n) => drop(self.pending.drain(..n)),
+                // Still pending: a non-blocking call may try again later.
+                Err(WaitError::Timeout) if deadline == Deadline::Now => {
+                    return Err(SendTimeoutError::Timeout(()))
+                }
+                Err(WaitError::Timeout) => {
+                    let left = self.pending.len();
+                    return Err(self.abandon(
+                        io,
+                        format!(
+                            "timed out with {left} bytes of an earlier message (started by a \
+                             non-blocking send) still unwritten"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(send_failure(e)),
+            }
         }
         Ok(())
     }
@@ -170,6 +220,15 @@ impl FrameWriter {
         strategy: WaitStrategy,
         deadline: Deadline,
     ) -> Result<(), SendTimeoutError<()>> {
+        if let Some(why) = &self.broken {
+            return Err(SendTimeoutError::Io(
+                io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    format!("this stream can no longer carry whole messages ({why})"),
+                ),
+                (),
+            ));
+        }
         check_send_len(msg.len(), self.max)?;
         let header = (msg.len() as u32).to_le_bytes();
         let parts: [&[u8]; 3] = match self.framing {
@@ -197,12 +256,21 @@ impl FrameWriter {
             });
             match res {
                 Ok(n) => written += n,
-                Err(WaitError::Timeout) if written > 0 => {
-                    // Committed: keep the tail for the next write.
+                Err(WaitError::Timeout) if written > 0 && deadline == Deadline::Now => {
+                    // A non-blocking send started the frame: keep the tail
+                    // for the next operation.
                     for part in remaining(&parts, written) {
                         self.pending.extend_from_slice(&part);
                     }
                     return Ok(());
+                }
+                Err(WaitError::Timeout) if written > 0 => {
+                    return Err(self.abandon(
+                        io,
+                        format!(
+                            "timed out after writing {written} of the {total} bytes of a message"
+                        ),
+                    ));
                 }
                 Err(e) => {
                     let err = send_failure(e);
@@ -225,6 +293,13 @@ impl FrameWriter {
             }
         }
         Ok(())
+    }
+
+    /// On drop: one non-blocking attempt to finish a pending tail; what
+    /// cannot be written at once is abandoned (the peer reads a message cut
+    /// short, then end-of-file).
+    fn finish_without_waiting(&mut self, io: &mut FdIo, strategy: WaitStrategy) {
+        let _ = self.flush_until(io, strategy, Deadline::Now);
     }
 }
 
@@ -572,8 +647,8 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        // Like std's BufWriter: finish a frame a timed-out send committed.
-        let _ = self.flush();
+        // Never blocks: see FrameWriter.
+        self.tx.finish_without_waiting(&mut self.io, self.wait);
     }
 }
 
@@ -646,23 +721,53 @@ mod tests {
         }
     }
 
-    /// A send whose deadline passes mid-frame commits the frame: the rest is
-    /// written before the next message, so the stream stays parseable.
+    /// A send whose deadline passes mid-frame abandons the rest, says so,
+    /// and refuses further sends: the reader sees the message cut short,
+    /// never a corrupt stream.
     #[test]
-    fn a_deadline_send_never_leaves_half_a_frame() {
+    fn a_deadline_send_cut_short_breaks_the_stream() {
         let (r, w) = pipe::pipe().unwrap();
         let cap = w.capacity().unwrap();
         let mut tx = pipe::Sender::new(w).unwrap();
         let big = vec![9u8; cap * 2];
-        // Only `cap` bytes fit: the deadline passes mid-frame, yet it is Ok.
-        tx.send_timeout(&big, Duration::from_millis(20)).unwrap();
+        let t0 = std::time::Instant::now();
+        let e = tx
+            .send_timeout(&big, Duration::from_millis(20))
+            .unwrap_err();
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "overran its deadline"
+        );
+        assert!(e.to_string().contains("abandoned"), "{e}");
+        let e = tx.send(b"next").unwrap_err();
+        assert!(
+            e.to_string().contains("no longer carry whole messages"),
+            "{e}"
+        );
+        drop(tx);
+        let mut rx = pipe::Receiver::new(r).unwrap();
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Err(RecvTimeoutError::Io(e)) => assert!(e.to_string().contains("payload"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A non-blocking send keeps the tail of a frame it started; the next
+    /// send finishes it first, so the stream stays whole.
+    #[test]
+    fn a_try_send_tail_is_finished_by_the_next_send() {
+        let (r, w) = pipe::pipe().unwrap();
+        let cap = w.capacity().unwrap();
+        let mut tx = pipe::Sender::new(w).unwrap();
+        let big = vec![7u8; cap * 2];
+        tx.try_send(big.clone()).unwrap();
         let reader = std::thread::spawn(move || {
             let mut rx = pipe::Receiver::new(r).unwrap();
             let a = rx.recv_timeout(Duration::from_secs(10)).unwrap();
             let b = rx.recv_timeout(Duration::from_secs(10)).unwrap();
             (a, b)
         });
-        tx.send(b"next").unwrap(); // flushes the committed tail first
+        tx.send(b"next").unwrap();
         let (a, b) = reader.join().unwrap();
         assert_eq!(a, big);
         assert_eq!(b, b"next");

@@ -215,7 +215,7 @@ impl Sender {
         self.s.wait = strategy;
     }
 
-    /// Blocks until the rest of a frame committed by a timed-out send is
+    /// Blocks until the rest of a frame a non-blocking send started is
     /// written (see [`crate::frame`]).
     pub fn flush(&mut self) -> io::Result<()> {
         self.s.flush()

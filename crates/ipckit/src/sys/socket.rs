@@ -144,6 +144,13 @@ pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// `shutdown(2)` of both directions: the peer reads end-of-file.
+pub(crate) fn shutdown_both(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: no pointers.
+    syscall!(shutdown(fd.as_raw_fd(), libc::SHUT_RDWR))?;
+    Ok(())
+}
+
 /// `sendmsg(2)` of several slices with optional descriptors (`SCM_RIGHTS`).
 /// `MSG_NOSIGNAL` is always added: a closed peer is an error, not a signal.
 pub(crate) fn sendmsg(
