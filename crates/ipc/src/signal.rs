@@ -19,6 +19,8 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 enum Command {
     /// Send SIGNAL to process PID: kill(2), or sigqueue(3) with --value.
+    /// Realtime signals always go with sigqueue (value 0 without --value),
+    /// so that a full queue of pending signals is an error, not a loss.
     Send {
         /// The process to signal.
         #[arg(value_name = "PID")]

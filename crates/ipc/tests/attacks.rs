@@ -346,3 +346,84 @@ fn stdin_stops_at_the_message_limit() {
         "ipc read {fed} bytes of a line it could never send"
     );
 }
+
+/// A realtime signal sent without a value to a process whose queue of
+/// pending signals is full is an error, not a silent loss: `ipc signal
+/// send` uses sigqueue (value 0) for realtime signals. With kill(2), three
+/// sends returned 0 and one signal arrived.
+#[test]
+fn realtime_signal_without_a_value_reports_a_full_queue() {
+    use std::os::unix::process::CommandExt;
+    let sig = ipckit::signal::Signal::realtime(1).unwrap();
+    let n = sig.number();
+    let mut cmd = Command::new("sleep");
+    cmd.arg("20").stdin(Stdio::null());
+    // SAFETY: between fork and exec the closure only calls async-signal-
+    // safe functions (sigemptyset, sigaddset, sigprocmask) on local data.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, n);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let target = Attacker(cmd.spawn().unwrap());
+    let pid = target.0.id().to_string();
+    let status = || std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    wait_for(|| status().contains("Name:\tsleep"), "the target to exec");
+    // The limit counts every signal queued to this user: allow one more
+    // than are queued now ("SigQ: queued/limit").
+    let queued: u64 = status()
+        .lines()
+        .find_map(|l| l.strip_prefix("SigQ:\t"))
+        .and_then(|q| q.split('/').next()?.parse().ok())
+        .unwrap();
+    let limit = libc::rlimit {
+        rlim_cur: queued + 1,
+        rlim_max: queued + 1,
+    };
+    // SAFETY: `limit` is a valid rlimit; a null old-limit pointer is allowed.
+    let r = unsafe {
+        libc::prlimit(
+            target.0.id() as libc::pid_t,
+            libc::RLIMIT_SIGPENDING,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let outs: Vec<_> = (0..3)
+        .map(|_| run(ipc().args(["signal", "send", &pid, "SIGRTMIN+1"])))
+        .collect();
+    assert!(outs[0].status.success(), "{}", stderr(&outs[0]));
+    for o in &outs[1..] {
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "a lost signal was reported as sent"
+        );
+        assert!(stderr(o).contains("full"), "{}", stderr(o));
+    }
+    let status = status();
+    let shdpnd = status
+        .lines()
+        .find_map(|l| l.strip_prefix("ShdPnd:\t"))
+        .unwrap();
+    assert_ne!(shdpnd.trim_start_matches('0'), "", "nothing pending");
+}
+
+/// Malformed realtime offsets are refused, not read as other signals
+/// (`RTMAX--5` used to become signal 69, shown as SIGRTMIN+35).
+#[test]
+fn malformed_realtime_offsets_are_refused() {
+    // A pid no process has: were a string wrongly accepted, nothing would
+    // be signalled (init, for one, takes some realtime signals as orders).
+    for bad in ["RTMAX--5", "RTMIN++1", "RTMAX-+1", "SIGRTMIN+-2"] {
+        fails_with(
+            ipc().args(["signal", "send", "2147483647", bad]),
+            "unknown signal",
+        );
+    }
+}

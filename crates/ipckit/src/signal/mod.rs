@@ -59,7 +59,9 @@ pub const VALUE_SIZE: usize = 4;
 
 /// Sends one signal per message to a process: a 4-byte message is the
 /// value of a `sigqueue` (little-endian `i32`), an empty one a plain
-/// `kill`; anything longer is refused. Implements [`MessageSender`]:
+/// `kill` (standard signals only: a realtime signal always carries its
+/// value, since `kill` loses it silently when the receiver's queue is
+/// full); anything longer is refused. Implements [`MessageSender`]:
 /// a full queue of pending signals (`EAGAIN`) is "full" (retried until
 /// the deadline), a process that no longer exists is "disconnected".
 ///
@@ -95,6 +97,11 @@ impl MessageSender for SignalSender {
         };
         let sig = self.signal;
         let attempt = || match *msg {
+            [] if sig.is_realtime() => Err(invalid(format!(
+                "{sig} is a realtime signal: send its {VALUE_SIZE}-byte value (an empty message \
+                 would go with kill(2), which loses the signal without an error when the \
+                 receiver's queue is full)"
+            ))),
             [] => sys::signal::kill(pid, sig.0),
             [a, b, c, d] => sys::signal::queue(pid, sig.0, i32::from_le_bytes([a, b, c, d])),
             _ => Err(invalid(format!(
@@ -295,6 +302,10 @@ impl FromStr for Signal {
                 (1, b'+') | (-1, b'-') => &rest[1..],
                 _ => return Err(unknown(s)),
             };
+            // Digits only: "RTMAX--5" or "RTMIN++1" are not offsets.
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(unknown(s));
+            }
             digits.parse::<i32>().map_err(|_| unknown(s))
         };
         if let Some(rest) = name.strip_prefix("RTMIN") {
@@ -348,9 +359,19 @@ fn pid_arg(pid: u32, what: &str) -> io::Result<i32> {
 }
 
 /// Sends `sig` to process `pid` (`kill(2)`).
+///
+/// A realtime signal goes with `sigqueue(3)` and the value 0 instead:
+/// `kill` reports success even when the receiver's queue of pending
+/// signals is full and the signal is lost, `sigqueue` says so (the
+/// receiver then sees [`Code::Queue`] and a value of 0).
 pub fn kill(pid: u32, sig: Signal) -> io::Result<()> {
     let p = pid_arg(pid, "process")?;
-    sys::signal::kill(p, sig.0).map_err(|e| explain_send(e, &format!("process {pid}"), sig))
+    let sent = if sig.is_realtime() {
+        sys::signal::queue(p, sig.0, 0)
+    } else {
+        sys::signal::kill(p, sig.0)
+    };
+    sent.map_err(|e| explain_send(e, &format!("process {pid}"), sig))
 }
 
 /// Sends `sig` to every process of group `pgid` (`kill(2)` with `-pgid`).
@@ -586,7 +607,21 @@ mod tests {
         assert_eq!(Signal::USR1.to_string(), "SIGUSR1");
         assert_eq!(Signal::new(max).unwrap().to_string(), "SIGRTMAX");
         for bad in [
-            "", "0", "65", "-1", "SIGFOO", "RTMIN+99", "RTMIN-1", "RTMAX+1", "RTMIN+x",
+            "",
+            "0",
+            "65",
+            "-1",
+            "SIGFOO",
+            "RTMIN+99",
+            "RTMIN-1",
+            "RTMAX+1",
+            "RTMIN+x",
+            "RTMAX--5",
+            "RTMIN++1",
+            "RTMAX-+1",
+            "SIGRTMIN+-1",
+            "RTMIN+ 1",
+            "RTMIN+",
         ] {
             let e = bad.parse::<Signal>().unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad}: {e}");
