@@ -103,12 +103,52 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<StdoutClosed>().is_some() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ipc: {e:#}");
+            eprintln!("ipc: {e:#}{}", hint(&e));
             if e.downcast_ref::<TimedOut>().is_some() {
                 ExitCode::from(1)
             } else {
                 ExitCode::from(2)
             }
         }
+    }
+}
+
+/// What to do about an error whose cause is a process limit, in shell
+/// terms: appended to the error line.
+fn hint(e: &anyhow::Error) -> String {
+    // The errno, as a raw OS error, or in the text of an error that added
+    // context to one (io::Error's text always ends in "(os error N)").
+    let text = format!("{e:#}");
+    let errno = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<std::io::Error>()?.raw_os_error())
+        .or_else(|| {
+            ["(os error 24)", "(os error 23)"]
+                .iter()
+                .find(|t| text.contains(*t))
+                .map(|t| if t.contains("24") { 24 } else { 23 })
+        });
+    match errno {
+        Some(24) => {
+            // EMFILE: this process's own limit; say what it is, if there is
+            // a descriptor left to read it with.
+            let soft = std::fs::read_to_string("/proc/self/limits")
+                .ok()
+                .and_then(|l| {
+                    l.lines()
+                        .find(|l| l.starts_with("Max open files"))
+                        .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+                });
+            let limit = soft.map_or_else(
+                || "has as many open files as its limit allows".into(),
+                |n| format!("may have at most {n} open files"),
+            );
+            format!(" (this process {limit}: raise the limit with `ulimit -n 1024` in the shell that runs ipc)")
+        }
+        // ENFILE: the whole system's table.
+        Some(23) => " (the system-wide limit on open files is reached: see \
+                      /proc/sys/fs/file-max and what holds so many files)"
+            .into(),
+        _ => String::new(),
     }
 }

@@ -80,6 +80,28 @@ fn remove_on_signal(created: Option<CreatedPath>) {
     }
 }
 
+/// A message over the limit, in the words of `ipc recv`.
+fn too_large(big: &ipckit::MessageTooLarge) -> String {
+    let max = big.max;
+    match big.unit {
+        ipckit::Unit::Line => format!(
+            "no newline in the first {} bytes: ipc recv --lines takes lines of at most {max} \
+             bytes (does the peer end each message with a newline?)",
+            big.len
+        ),
+        ipckit::Unit::Frame => format!(
+            "a message announced as {} bytes, over ipc recv's limit of {max}: is the peer \
+             speaking ipc's framing (a 4-byte little-endian length, then the payload)? For \
+             newline-separated text, use --lines",
+            big.len
+        ),
+        ipckit::Unit::Message => format!(
+            "a message of {} bytes, over ipc recv's limit of {max}",
+            big.len
+        ),
+    }
+}
+
 /// Why a receive loop on one endpoint stopped.
 enum Stop {
     /// The requested number of messages arrived.
@@ -131,7 +153,12 @@ impl Printer {
                 Err(RecvTimeoutError::Disconnected) => return Ok(Stop::PeerClosed),
                 Err(RecvTimeoutError::Timeout) => return Err(self.timed_out()),
                 Err(RecvTimeoutError::Io(e)) => {
-                    return Err(anyhow::Error::new(e).context(format!("receiving on {}", self.addr)))
+                    if let Some(big) = ipckit::MessageTooLarge::find(&e) {
+                        anyhow::bail!("receiving on {}: {}", self.addr, too_large(big));
+                    }
+                    return Err(
+                        anyhow::Error::new(e).context(format!("receiving on {}", self.addr))
+                    );
                 }
             }
         }
@@ -180,7 +207,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         Framing::LengthPrefixed
     };
-    install_cleanup()?;
+    install_cleanup().context("setting up the cleanup on SIGINT, SIGTERM and SIGHUP")?;
     let mut p = Printer {
         out: io::stdout().lock(),
         left: args.count,

@@ -17,7 +17,12 @@ use crate::TimedOut;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Where to send.
-    #[arg(value_name = "ADDR", long_help = format!("Where to send: {FORMS}"))]
+    #[arg(value_name = "ADDR", long_help = format!(
+        "Where to send: {FORMS}. Several processes may write to one FIFO, but \
+         only writes of at most PIPE_BUF ({PIPE_BUF}) bytes are atomic: larger \
+         messages from several writers interleave and corrupt the stream, so \
+         ipc send warns about them (give each writer its own FIFO, or use \
+         unix-dgram: or mq: for many writers)."))]
     addr: Addr,
     /// Messages to send, one message each; with none, each line of standard
     /// input is one message.
@@ -40,6 +45,9 @@ pub struct Args {
     #[arg(long = "type", value_name = "T", allow_negative_numbers = true)]
     mtype: Option<i64>,
 }
+
+/// The largest write to a pipe or FIFO that is atomic (`pipe(7)`).
+const PIPE_BUF: usize = 4096;
 
 /// The longest line of standard input `ipc send` takes as one message: the
 /// largest message a framed stream carries by default.
@@ -71,6 +79,26 @@ fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> Result
             return Ok(true);
         }
     }
+}
+
+/// Warns (and returns true) if a message to a FIFO is too large to be
+/// written atomically: several writers' messages could interleave.
+fn warn_if_not_atomic(addr: &Addr, len: usize, lines: bool) -> bool {
+    // The header (4 bytes) or the newline goes in the same write.
+    let (extra, what) = if lines {
+        (1, "newline")
+    } else {
+        (4, "4-byte header")
+    };
+    if !matches!(addr, Addr::Fifo(_)) || len + extra <= PIPE_BUF {
+        return false;
+    }
+    eprintln!(
+        "ipc: warning: a message of {len} bytes is over PIPE_BUF ({PIPE_BUF}) with its {what}: \
+         if other processes write to {addr} at the same time, the messages can interleave and \
+         the reader gets garbage (one FIFO per writer, or unix-dgram: or mq:, avoids that)"
+    );
+    true
 }
 
 /// Opens (creating if needed, mode 0600) a POSIX queue that stays after exit.
@@ -185,8 +213,12 @@ pub fn run(args: Args) -> Result<()> {
         (_, Some(_)) => anyhow::bail!("--priority applies to POSIX queues (mq:/NAME) only"),
         _ => open(&args.addr, args.lines, timeout)?,
     };
+    let mut warned = false;
     let mut send =
         |msg: &[u8]| -> Result<()> {
+            if !warned {
+                warned = warn_if_not_atomic(&args.addr, msg.len(), args.lines);
+            }
             match tx.send_until(msg, deadline) {
                 Ok(()) => Ok(()),
                 Err(SendTimeoutError::Timeout(())) => Err(TimedOut(format!(

@@ -427,3 +427,88 @@ fn malformed_realtime_offsets_are_refused() {
         );
     }
 }
+
+/// A line over the limit with `--lines` is called a line with no newline,
+/// in ipc's words; it used to suggest checking ipckit's framing.
+#[test]
+fn over_long_line_is_named_as_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let addr = format!("unix:{}", path.display());
+    let r = recv(&[&addr, "--lines", "--timeout", "20"]);
+    wait_for(|| path.exists(), "the receiver");
+    let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..17 {
+            if c.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let out = finish(r);
+    let _ = writer.join();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no newline") && err.contains("--lines") && !err.contains("framing"),
+        "{err}"
+    );
+}
+
+/// With `ulimit -n 5`, the error says which limit and how to raise it
+/// (it used to be a bare "Too many open files").
+#[test]
+fn too_many_open_files_names_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in ["unix", "fifo"] {
+        let path = dir.path().join(kind);
+        let out = run(Command::new("sh").args([
+            "-c",
+            &format!(
+                "ulimit -n 5; exec {} recv {kind}:{} --timeout 1",
+                env!("CARGO_BIN_EXE_ipc"),
+                path.display()
+            ),
+        ]));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("ulimit -n") && err.contains(&path.display().to_string()),
+            "{kind}: {err}"
+        );
+    }
+}
+
+/// A FIFO message that cannot be written atomically (over PIPE_BUF with
+/// its header) is sent with a warning that says what can go wrong; one
+/// that fits is not. Several such writers used to corrupt the stream
+/// silently ("incoming message of 1886417008 bytes").
+#[test]
+fn fifo_message_over_pipe_buf_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("fifo:{}", dir.path().join("f").display());
+    for (len, warns) in [(4092, false), (4093, true)] {
+        let r = recv(&[&addr, "-n", "1", "--timeout", "20"]);
+        let msg = "m".repeat(len);
+        let end = std::time::Instant::now() + T;
+        let out = loop {
+            let out = run(ipc().args(["send", &addr, &msg, "--timeout", "5"]));
+            if out.status.success() || std::time::Instant::now() > end {
+                break out;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            stderr(&out).contains("over PIPE_BUF (4096)"),
+            warns,
+            "{len} bytes: {}",
+            stderr(&out)
+        );
+        assert!(finish(r).status.success());
+    }
+    let help = run(ipc().args(["send", "--help"]));
+    assert!(stdout(&help).contains("PIPE_BUF"), "{}", stdout(&help));
+}

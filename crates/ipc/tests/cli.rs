@@ -303,7 +303,7 @@ fn an_oversized_frame_is_refused() {
     let out = finish(r);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("exceeds the limit of 16777216 bytes"),
+        stderr(&out).contains("announced as 4294967295 bytes, over ipc recv's limit of 16777216"),
         "{}",
         stderr(&out)
     );

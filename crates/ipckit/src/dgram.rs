@@ -135,6 +135,7 @@ impl DgramIo {
                     MessageTooLarge {
                         len: len as u64,
                         max,
+                        unit: crate::error::Unit::Message,
                     }
                     .into_io(),
                 ));
@@ -157,6 +158,7 @@ impl DgramIo {
                 MessageTooLarge {
                     len: chunk.len as u64,
                     max,
+                    unit: crate::error::Unit::Message,
                 }
                 .into_io(),
             ));

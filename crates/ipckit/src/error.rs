@@ -38,10 +38,26 @@ pub(crate) fn classify(err: io::Error) -> Failure {
 /// [`io::ErrorKind::InvalidData`]; see [`MessageTooLarge::find`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageTooLarge {
-    /// The length the peer announced, or the datagram's real length.
+    /// The length the peer announced, the datagram's real length, or for a
+    /// line, how far the receiver read without finding its end.
     pub len: u64,
     /// The limit in force (`max_message_size`).
     pub max: usize,
+    /// What was too large.
+    pub unit: Unit,
+}
+
+/// What a [`MessageTooLarge`] was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// A length-prefixed frame on a byte stream: its header announced the
+    /// length (a peer that does not speak the framing looks like this).
+    Frame,
+    /// A line ([`crate::frame::Framing::Lines`]): no newline within the
+    /// limit.
+    Line,
+    /// A datagram or a queue message.
+    Message,
 }
 
 impl MessageTooLarge {
@@ -57,13 +73,26 @@ impl MessageTooLarge {
 
 impl fmt::Display for MessageTooLarge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "incoming message of {} bytes exceeds the limit of {} bytes; raise it with \
-             set_max_message_size, or check that the peer speaks ipckit framing \
-             (a 4-byte little-endian length, then the payload)",
-            self.len, self.max
-        )
+        let (len, max) = (self.len, self.max);
+        match self.unit {
+            Unit::Frame => write!(
+                f,
+                "incoming message of {len} bytes exceeds the limit of {max} bytes; raise it with \
+                 set_max_message_size, or check that the peer speaks ipckit framing (a 4-byte \
+                 little-endian length, then the payload)"
+            ),
+            Unit::Line => write!(
+                f,
+                "incoming line is longer than the limit of {max} bytes (no newline in the first \
+                 {len}); raise it with set_max_message_size, or check that the peer ends each \
+                 message with a newline"
+            ),
+            Unit::Message => write!(
+                f,
+                "incoming message of {len} bytes exceeds the limit of {max} bytes; raise it with \
+                 set_max_message_size"
+            ),
+        }
     }
 }
 

@@ -449,6 +449,7 @@ impl FrameReader {
                 let e = MessageTooLarge {
                     len: len as u64,
                     max: self.max,
+                    unit: crate::error::Unit::Frame,
                 }
                 .into_io();
                 return Err(self.break_with(e));
@@ -528,6 +529,7 @@ impl FrameReader {
                 let e = MessageTooLarge {
                     len: scanned as u64,
                     max: self.max,
+                    unit: crate::error::Unit::Line,
                 }
                 .into_io();
                 return Err(self.break_with(e));

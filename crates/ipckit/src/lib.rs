@@ -93,7 +93,7 @@ pub mod wait;
 pub use dgram::DIRECT_LIMIT;
 pub use error::{
     MessageTooLarge, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
-    TrySendError,
+    TrySendError, Unit,
 };
 pub use message::{Deadline, MessageReceiver, MessageSender};
 pub use wait::WaitStrategy;

@@ -386,7 +386,12 @@ impl PosixQueue {
             let len = buf.len() as u64;
             buf.clear();
             return Err(RecvTimeoutError::Io(
-                MessageTooLarge { len, max: self.max }.into_io(),
+                MessageTooLarge {
+                    len,
+                    max: self.max,
+                    unit: crate::error::Unit::Message,
+                }
+                .into_io(),
             ));
         }
         Ok(prio)

@@ -174,7 +174,7 @@ fn kind_name(ty: libc::c_int) -> &'static str {
 /// in which it is more open.
 fn bind(ty: libc::c_int, addr: &UnixAddr) -> io::Result<Bound> {
     let sa = addr.sockaddr()?;
-    let fd = sock::socket(libc::AF_UNIX, ty)?;
+    let fd = sock::socket(libc::AF_UNIX, ty).map_err(|e| context(e, "make a socket for", addr))?;
     // The file takes the socket's mode less the umask: never above 0600.
     crate::sys::fd::fchmod(fd.as_fd(), SOCKET_MODE)?;
     match sock::bind(fd.as_fd(), &sa) {
@@ -296,7 +296,7 @@ fn context(e: io::Error, what: &str, addr: &UnixAddr) -> io::Error {
 
 fn connect(ty: libc::c_int, addr: &UnixAddr) -> io::Result<OwnedFd> {
     let sa = addr.sockaddr()?;
-    let fd = sock::socket(libc::AF_UNIX, ty)?;
+    let fd = sock::socket(libc::AF_UNIX, ty).map_err(|e| context(e, "make a socket for", addr))?;
     match sock::connect(fd.as_fd(), &sa) {
         Ok(()) => Ok(fd),
         // The connection goes on after EINTR; wait for it to finish.

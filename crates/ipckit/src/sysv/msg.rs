@@ -507,6 +507,7 @@ impl MessageQueue {
                     MessageTooLarge {
                         len: n as u64,
                         max: self.max,
+                        unit: crate::error::Unit::Message,
                     }
                     .into_io(),
                 ));
