@@ -388,18 +388,83 @@ fn truncated_reader(name: &str) -> io::Result<()> {
     read_until_truncated(&shm)
 }
 
+/// Where the truncation tests put a mutex, a semaphore and a typed value.
+const T_MUTEX: usize = 0;
+const T_SEM: usize = 4096;
+const T_VIEW: usize = 8192;
+
+/// Puts the objects the truncated reader uses into a fresh region.
+fn init_truncation_targets(region: &Region) -> io::Result<()> {
+    Mutex::init(region, T_MUTEX, 0u64)?;
+    UnnamedSemaphore::init(region, T_SEM, 0)?;
+    region.view::<[u64; 8]>(T_VIEW)?.store(&[7; 8])
+}
+
+/// Uses every kind of object in `region` in turn until another process
+/// truncates it; then checks that each operation reports the truncation
+/// as an error (atomics cannot: they go on, on private zeros, and
+/// `is_truncated` says so).
 fn read_until_truncated(region: &Region) -> io::Result<()> {
+    let mutex = Mutex::<u64>::open(region, T_MUTEX)?;
+    let sem = UnnamedSemaphore::open(region, T_SEM)?;
+    let view = region.view::<[u64; 8]>(T_VIEW)?;
+    let counter = region.atomic_u64(T_VIEW + 64)?;
     println!("ready");
     let mut buf = vec![0u8; region.len()];
     let end = Instant::now() + T;
-    while Instant::now() < end {
-        if let Err(e) = region.read(0, &mut buf) {
-            println!("read error: {e}");
-            return Ok(());
+    let mut i = 0u64;
+    loop {
+        if Instant::now() > end {
+            return Err(io::Error::other("the truncation was never reported"));
+        }
+        i += 1;
+        let r = match i % 4 {
+            0 => region.read(0, &mut buf),
+            1 => view.load().map(drop),
+            2 => match mutex.lock_timeout(Duration::from_millis(5)) {
+                Ok(g) => g
+                    .map(drop)
+                    .ok_or_else(|| io::Error::other("lock timed out")),
+                Err(e) => Err(io::Error::from(e)),
+            },
+            _ => sem
+                .post()
+                .and_then(|()| sem.wait_timeout(Duration::from_millis(5)).map(drop)),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = r {
+            if !region.is_truncated() {
+                return Err(e);
+            }
+            break;
         }
         std::thread::yield_now();
     }
-    Err(io::Error::other("the truncation was never reported"))
+    let lock = mutex
+        .lock_timeout(Duration::from_millis(5))
+        .map(drop)
+        .map_err(io::Error::from);
+    let results = [
+        ("read", region.read(0, &mut buf)),
+        ("load", view.load().map(drop)),
+        ("store", view.store(&[1; 8])),
+        ("lock", lock),
+        ("post", sem.post()),
+        ("wait", sem.wait_timeout(Duration::from_millis(5)).map(drop)),
+    ];
+    for (what, r) in &results {
+        match r {
+            Err(e) if e.to_string().contains("truncated") => {}
+            other => {
+                return Err(io::Error::other(format!(
+                    "{what} after truncation: {other:?}"
+                )))
+            }
+        }
+    }
+    counter.fetch_add(1, Ordering::Relaxed);
+    println!("every operation reported the truncation ({i} operations before it)");
+    Ok(())
 }
 
 fn peer_main(spec: &str) -> io::Result<()> {
@@ -462,6 +527,28 @@ fn peer_main(spec: &str) -> io::Result<()> {
             Ok(())
         }
         "shm-reader" => truncated_reader(arg),
+        // Posts and waits on named semaphore NAME until its file is
+        // truncated under it: then each call must say so.
+        "named-sem-user" => {
+            let sem = NamedSemaphore::builder(arg).open()?;
+            println!("ready");
+            let end = Instant::now() + T;
+            while Instant::now() < end {
+                let r = sem
+                    .post()
+                    .and_then(|()| sem.wait_timeout(Duration::from_millis(5)));
+                match r {
+                    Ok(_) => std::thread::yield_now(),
+                    Err(e) if e.to_string().contains("truncated") => {
+                        let again = sem.value().map(drop).unwrap_err();
+                        println!("every operation reported the truncation: {again}");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(io::Error::other("the truncation was never reported"))
+        }
         "memfd-reader" => {
             let fd = io::stdin().as_fd().try_clone_to_owned()?;
             if arg == "expect-refusal" {
@@ -603,6 +690,7 @@ fn ready(child: &mut Child) -> Result<(), Failed> {
 fn sigbus_posix_shm_truncated_under_reader() -> Result<(), Failed> {
     let name = format!("/{}", unique("trunc"));
     let shm = Shm::builder(&name).size(64 << 10).create()?;
+    init_truncation_targets(&shm)?;
     let mut reader = peer_cmd("shm-reader", &name)?.spawn()?;
     ready(&mut reader)?;
     std::thread::sleep(Duration::from_millis(20));
@@ -612,7 +700,30 @@ fn sigbus_posix_shm_truncated_under_reader() -> Result<(), Failed> {
         .set_len(0)?;
     let out = finish("the reader of truncated shared memory", reader)?;
     drop(shm);
-    ensure(out.contains("truncated"), || out)
+    ensure(
+        out.contains("every operation reported the truncation"),
+        || out,
+    )
+}
+
+/// A named semaphore's file truncated under a process using it (any
+/// process that can open the semaphore can do that): errors, not SIGBUS.
+fn sigbus_named_semaphore_truncated_under_user() -> Result<(), Failed> {
+    let name = format!("/{}", unique("sem"));
+    let sem = NamedSemaphore::builder(&name).create()?;
+    let mut user = peer_cmd("named-sem-user", &name)?.spawn()?;
+    ready(&mut user)?;
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/sem.{}", &name[1..]))?
+        .set_len(0)?;
+    let out = finish("the user of a truncated named semaphore", user)?;
+    drop(sem);
+    ensure(
+        out.contains("every operation reported the truncation"),
+        || out,
+    )
 }
 
 /// A memfd is sealed against shrinking by default: a peer's `ftruncate`
@@ -632,6 +743,7 @@ fn sigbus_memfd_sealed_and_unsealed_refused() -> Result<(), Failed> {
     ensure(out.contains("refused"), || out)?;
 
     let open = Memfd::create_with_seals("open", 64 << 10, Seals::NONE)?;
+    init_truncation_targets(&open)?;
     let refused = spawn_with("memfd-reader", "expect-refusal", &open)?;
     let out = finish("a receiver of an unsealed memfd", refused)?;
     ensure(
@@ -645,7 +757,10 @@ fn sigbus_memfd_sealed_and_unsealed_refused() -> Result<(), Failed> {
     let f = std::fs::File::from(open.fd().try_clone_to_owned()?);
     f.set_len(0)?;
     let out = finish("the reader of a truncated memfd", reader)?;
-    ensure(out.contains("truncated"), || out)
+    ensure(
+        out.contains("every operation reported the truncation"),
+        || out,
+    )
 }
 
 fn main() {
@@ -686,6 +801,10 @@ fn main() {
         (
             "sigbus::posix_shm_truncated_under_reader",
             sigbus_posix_shm_truncated_under_reader,
+        ),
+        (
+            "sigbus::named_semaphore_truncated_under_user",
+            sigbus_named_semaphore_truncated_under_user,
         ),
         (
             "sigbus::memfd_sealed_and_unsealed_refused",
