@@ -198,7 +198,13 @@ impl Region {
 
     /// Checks that `len` bytes at `offset` lie inside the region (and that
     /// it is writable, for writes).
-    fn check(&self, what: &str, offset: usize, len: usize, write: bool) -> io::Result<()> {
+    fn check(
+        &self,
+        what: impl fmt::Display,
+        offset: usize,
+        len: usize,
+        write: bool,
+    ) -> io::Result<()> {
         if write && !self.is_writable() {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
@@ -253,7 +259,8 @@ impl Region {
     /// `align`, in a writable region (a store to a read-only mapping would
     /// fault).
     fn check_place(&self, what: &str, offset: usize, size: usize, align: usize) -> io::Result<()> {
-        self.check(&format!("place {what}"), offset, size, true)?;
+        // format_args!: the message is only built if the check fails.
+        self.check(format_args!("place {what}"), offset, size, true)?;
         if !offset.is_multiple_of(align) {
             return Err(invalid(format!(
                 "{what} of {size} bytes at offset {offset} is misaligned: use a multiple of {align}"
