@@ -18,6 +18,9 @@
 //! | [`socket::unix`] | Unix domain sockets: stream, datagram, seqpacket | stream (framed) or datagrams | two processes (stream) or many (datagram) |
 //! | [`socket::inet`] | TCP and UDP on loopback or a network | stream (framed) or datagrams | two processes, any host |
 //!
+//! [`named`] removes exactly the FIFO or socket file one made, even from
+//! another thread (a signal handler's), and nothing put in its place.
+//!
 //! Measure them on your machine with `ipc bench`.
 //!
 //! ```
