@@ -19,10 +19,25 @@
 //! | [`NamedSemaphore`] | POSIX named (as `sem_open(3)`), a file `/dev/shm/sem.NAME` | name (`/something`) | simple, fast (no system call when uncontended) |
 //! | [`UnnamedSemaphore`] | POSIX unnamed (as `sem_init(3)` with pshared) inside a [`crate::shm::Region`] | its offset in shared memory | the fastest: lives beside the data it guards |
 //!
-//! The two POSIX kinds are ipckit's own futex code on the bytes of a
-//! glibc `sem_t`: C programs share them with `sem_post`/`sem_wait`, and
-//! nothing another process writes there can crash this one (glibc's own
-//! functions abort the process on some values).
+//! # Safe against the other process
+//!
+//! The two POSIX kinds live in memory that other processes write: a file
+//! in `/dev/shm`, or a shared region. They are ipckit's own code on a
+//! futex, over the bytes glibc uses for a `sem_t` (a 64-bit word, the value
+//! in its low half and the number of sleepers in its high half, then a flag
+//! word), so C programs share them with `sem_post`/`sem_wait`. glibc's own
+//! functions are never called on those bytes: they abort the process when
+//! another process has written values they do not expect ("The futex
+//! facility returned an unexpected error code."). Here every bit pattern is
+//! some count and some number of sleepers: a hostile writer can make waits
+//! succeed or time out when they should not, and posts fail with "would
+//! exceed SEM_VALUE_MAX", never crash this process, make it touch memory
+//! outside the semaphore, or wait past a timeout. The value and the
+//! sleepers share one word, so a post sees in one atomic step whether
+//! anyone must be woken (no lost wake-up between two words). A named
+//! semaphore's file is opened once without following links and checked on
+//! the descriptor; if another process truncates it, every operation fails
+//! saying so instead of dying of `SIGBUS`.
 //! | [`SemaphoreSet`] | System V set (`semget(2)`) | [`crate::sysv::Key`] | N counters changed atomically together, wait-for-zero, `SEM_UNDO` (given back when a process dies) |
 //!
 //! # Example: one process waits for another

@@ -337,8 +337,8 @@ impl SemaphoreBuilder {
 ///
 /// The file is opened once without following symbolic links and checked on
 /// the descriptor; the semaphore itself is ipckit's futex code, safe
-/// against whatever another process writes into the file (see the module
-/// source). The creator unlinks the name on drop (unless kept), and only if
+/// against whatever another process writes into the file (see
+/// [the module docs](crate::sem#safe-against-the-other-process)). The creator unlinks the name on drop (unless kept), and only if
 /// the name still leads to the file it created; processes that have it
 /// open keep using it until they drop it.
 #[derive(Debug)]

@@ -632,8 +632,11 @@ impl<T> From<LockError<'_, T>> for io::Error {
 ///
 /// A sequence number on a futex: `wait` reads it while holding the lock,
 /// unlocks, and sleeps unless it changed; `notify_*` increments it and
-/// wakes. No state about waiters is kept, so a waiter that dies leaves
-/// nothing behind. As with every condition variable, wake-ups may be
+/// wakes. Only a count of sleepers is kept beside it (to skip the wake-up
+/// call when nobody sleeps), so a waiter that dies leaves nothing that
+/// matters behind. Both words are plain integers: whatever another process
+/// writes there causes at worst a spurious wake-up or a missed one (a
+/// timed wait then times out), never a crash. As with every condition variable, wake-ups may be
 /// spurious: wait in a loop on your condition.
 ///
 /// Layout: [`Condvar::SIZE`] bytes at an offset that is a multiple of 8.
