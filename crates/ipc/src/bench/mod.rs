@@ -6,8 +6,9 @@
 //! another CPU when there is one.
 //!
 //! - Floor: one cache line bounced between the two CPUs through shared
-//!   memory, timed in batches of [`FLOOR_BATCH`] round trips. No IPC
-//!   mechanism can beat it; every latency is also shown as a multiple of it.
+//!   memory, every round trip timed on its own (as every other row). No
+//!   IPC mechanism can beat it; every latency is also shown as a multiple
+//!   of it.
 //! - Latency: ping-pong of one message of SIZE bytes; after a warm-up, every
 //!   round trip goes into an HDR histogram.
 //! - Throughput: one-way stream of numbered messages; the receiver checks
@@ -49,8 +50,6 @@ use shm::{ShmChannel, Turns};
 // The table's shared-memory rows say "8 slots each way".
 const _: () = assert!(shm::SLOTS == 8);
 
-/// Round trips timed together when measuring the floor.
-const FLOOR_BATCH: u64 = 1000;
 /// How long setup steps (connect, accept, FIFO open) may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one message may take before a run is declared stuck.
@@ -264,6 +263,9 @@ pub struct PeerArgs {
     wait: WaitStrategy,
     #[arg(long)]
     cpu: Option<usize>,
+    /// The two processes share one CPU: spin loops yield it.
+    #[arg(long)]
+    shared_cpu: bool,
     /// Mechanism-specific rendezvous: a path, an abstract name or a port.
     #[arg(long)]
     addr: Option<String>,
@@ -305,6 +307,9 @@ impl Peer {
 
 struct Ctx {
     cpus: Option<(usize, usize)>,
+    /// Whether both processes run on one CPU (decided before pinning: a
+    /// pinned process sees only its own CPU).
+    shared_cpu: bool,
     tmp: tempfile::TempDir,
     counter: u64,
 }
@@ -316,6 +321,9 @@ impl Ctx {
             .arg(format!("{role:?}").to_lowercase());
         if let Some((_, b)) = self.cpus {
             cmd.arg("--cpu").arg(b.to_string());
+        }
+        if self.shared_cpu {
+            cmd.arg("--shared-cpu");
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null());
         Ok(cmd)
@@ -424,7 +432,7 @@ impl Ctx {
             }
             Mech::ShmSpin | Mech::ShmFutex | Mech::ShmSem | Mech::SysvSem => {
                 let turns = mech.turns().expect("a shared-memory mechanism");
-                let ch = ShmChannel::create(turns, size)?;
+                let ch = ShmChannel::create(turns, size, self.shared_cpu)?;
                 cmd.stdin(Stdio::from(ch.region().fd().try_clone_to_owned()?));
                 if let Some(id) = ch.set_id() {
                     cmd.arg("--addr").arg(id.to_string());
@@ -499,7 +507,7 @@ fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
                 None => None,
             };
             let fd = io::stdin().as_fd().try_clone_to_owned()?;
-            Box::new(ShmChannel::open(turns, a.size, fd, set_id)?)
+            Box::new(ShmChannel::open(turns, a.size, fd, set_id, a.shared_cpu)?)
         }
         Mech::Signal => bail!("the signal bench has its own protocol (bench/signal.rs)"),
         Mech::Udp => {
@@ -546,7 +554,7 @@ pub fn peer(a: PeerArgs) -> Result<()> {
         ipckit::process::pin_to_cpu(cpu)?;
     }
     if a.role == Role::Floor {
-        return peer_floor();
+        return peer_floor(a.shared_cpu);
     }
     if a.mech == Some(Mech::Signal) {
         return signal::peer(a.role, a.wait);
@@ -623,10 +631,9 @@ fn spin_until(mut cond: impl FnMut() -> bool, single_cpu: bool) -> Result<()> {
     Ok(())
 }
 
-fn peer_floor() -> Result<()> {
+fn peer_floor(single: bool) -> Result<()> {
     let region = Memfd::from_fd(io::stdin().as_fd().try_clone_to_owned()?, false)?;
     let word = region.atomic_u64(0)?;
-    let single = single_cpu();
     let mut seen = 0;
     loop {
         spin_until(
@@ -643,10 +650,6 @@ fn peer_floor() -> Result<()> {
         seen = v + 1;
         word.store(seen, Ordering::Release);
     }
-}
-
-fn single_cpu() -> bool {
-    ipckit::process::allowed_cpus().map_or(true, |c| c.len() < 2)
 }
 
 fn new_hist() -> Histogram<u64> {
@@ -682,23 +685,23 @@ fn measure_floor(ctx: &Ctx, duration: Duration) -> Result<Stats> {
     cmd.stdin(Stdio::from(region.fd().try_clone_to_owned()?));
     let peer = Peer(cmd.spawn()?);
     let word: &AtomicU64 = region.atomic_u64(0)?;
-    let single = single_cpu();
     let mut h = new_hist();
     let mut v = 0u64;
-    let end = Instant::now() + duration;
-    let warm = Instant::now() + duration / 5;
-    let mut batch = 0u64;
-    while Instant::now() < end {
+    let start = Instant::now();
+    let (warm, end) = (start + duration / 5, start + duration);
+    loop {
+        // One round trip per sample, like every other row: a preemption
+        // spoils one sample, not a batch.
         let t0 = Instant::now();
-        for _ in 0..FLOOR_BATCH {
-            word.store(v + 1, Ordering::Release);
-            spin_until(|| word.load(Ordering::Acquire) == v + 2, single)?;
-            v += 2;
+        word.store(v + 1, Ordering::Release);
+        spin_until(|| word.load(Ordering::Acquire) == v + 2, ctx.shared_cpu)?;
+        let t1 = Instant::now();
+        v += 2;
+        if t0 >= warm {
+            h.record((t1 - t0).as_nanos().max(1) as u64)?;
         }
-        let per = (t0.elapsed().as_nanos() as u64 / FLOOR_BATCH).max(1);
-        batch += 1;
-        if Instant::now() > warm || batch < 3 {
-            h.record(per)?;
+        if t1 >= end {
+            break;
         }
     }
     word.store(u64::MAX, Ordering::Release);
@@ -1048,6 +1051,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut ctx = Ctx {
         cpus,
+        shared_cpu: cpus.is_none(),
         tmp: tempfile::Builder::new().prefix("ipc-bench-").tempdir()?,
         counter: 0,
     };

@@ -65,6 +65,7 @@ pub struct ShmChannel {
     tail: usize,
     wait: WaitStrategy,
     max: usize,
+    /// Both processes share one CPU: spinning yields it to the other.
     single_cpu: bool,
 }
 
@@ -88,7 +89,7 @@ fn full(dir: usize) -> usize {
 impl ShmChannel {
     /// Creates the region (and the semaphore set) for messages of up to
     /// `size` bytes; the creator sends on direction 0.
-    pub fn create(turns: Turns, size: usize) -> io::Result<ShmChannel> {
+    pub fn create(turns: Turns, size: usize, shared_cpu: bool) -> io::Result<ShmChannel> {
         let slot = size.max(MIN_SLOT);
         let shm = Memfd::create("ipc-bench-slots", region_len(slot))?;
         let initial = |sem: usize| {
@@ -116,11 +117,17 @@ impl ShmChannel {
                 set = Some(SemaphoreSet::private().values(&values).create()?);
             }
         }
-        Ok(Self::new(shm, set, turns, slot, 0))
+        Ok(Self::new(shm, set, turns, slot, 0, shared_cpu))
     }
 
     /// The peer's end: the region from `fd`, the set by id.
-    pub fn open(turns: Turns, size: usize, fd: OwnedFd, set_id: Option<i32>) -> io::Result<Self> {
+    pub fn open(
+        turns: Turns,
+        size: usize,
+        fd: OwnedFd,
+        set_id: Option<i32>,
+        shared_cpu: bool,
+    ) -> io::Result<Self> {
         let slot = size.max(MIN_SLOT);
         let shm = Memfd::from_fd(fd, false)?;
         if shm.len() < region_len(slot) {
@@ -131,7 +138,7 @@ impl ShmChannel {
             (Turns::SysvSem, None) => return Err(io::Error::other("no semaphore set id")),
             _ => None,
         };
-        Ok(Self::new(shm, set, turns, slot, 1))
+        Ok(Self::new(shm, set, turns, slot, 1, shared_cpu))
     }
 
     fn new(
@@ -140,6 +147,7 @@ impl ShmChannel {
         turns: Turns,
         slot: usize,
         me: usize,
+        shared_cpu: bool,
     ) -> ShmChannel {
         ShmChannel {
             shm,
@@ -152,7 +160,7 @@ impl ShmChannel {
             tail: 0,
             wait: WaitStrategy::Block,
             max: usize::MAX,
-            single_cpu: ipckit::process::allowed_cpus().map_or(true, |c| c.len() < 2),
+            single_cpu: shared_cpu,
         }
     }
 
@@ -393,9 +401,9 @@ mod tests {
     /// Two ends over one region (in one process: this checks the slot
     /// logic, the multi-process runs are `ipc bench` itself).
     fn pair(turns: Turns) -> (ShmChannel, ShmChannel) {
-        let a = ShmChannel::create(turns, 100).unwrap();
+        let a = ShmChannel::create(turns, 100, false).unwrap();
         let fd = a.region().as_fd().try_clone_to_owned().unwrap();
-        let b = ShmChannel::open(turns, 100, fd, a.set_id()).unwrap();
+        let b = ShmChannel::open(turns, 100, fd, a.set_id(), false).unwrap();
         (a, b)
     }
 
