@@ -339,6 +339,7 @@ fn a_peer_dying_mid_message_is_reported() {
 /// Runs `ipc bench ARGS… --json FILE`, checks it succeeded, and returns
 /// the table it printed and the JSON report.
 fn bench_json(args: &[&str]) -> (String, serde_json::Value) {
+    let _one_at_a_time = bench_lock();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("b.json");
     let out = run(ipc().arg("bench").args(args).arg("--json").arg(&json));
@@ -857,5 +858,138 @@ fn bench_signal_measures_a_realtime_signal_with_a_value() {
         assert!(r.get("skipped").is_none(), "{r}");
         assert!(r["rtt_ns"]["p50"].as_u64().unwrap() > 0, "{r}");
         assert!(r["throughput"]["msgs_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}
+
+/// Peer processes of a bench whose temporary directory is `tmp` (they
+/// inherit its TMPDIR).
+fn bench_peers(tmp: &std::path::Path) -> Vec<u32> {
+    let marker = format!("TMPDIR={}", tmp.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            env.split(|&b| b == 0).any(|v| v == marker.as_bytes())
+                && cmd.windows(12).any(|w| w == b"__bench-peer")
+        })
+        .collect()
+}
+
+/// The ids of private (key 0) System V objects of `kind` ("msg", "sem").
+fn private_ids(kind: &str) -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string(format!("/proc/sysvipc/{kind}"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&"0")).then(|| f.get(1).map(|s| s.to_string()))?
+        })
+        .collect()
+}
+
+/// Benches run one at a time in this test binary: the interrupted-bench
+/// test compares the private System V objects before and after.
+static BENCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn bench_lock() -> std::sync::MutexGuard<'static, ()> {
+    BENCH.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A bench interrupted at several moments (SIGINT, SIGTERM, SIGHUP)
+/// removes what it made: its temporary directory, private System V queues
+/// and semaphore sets, POSIX queues, and its peer processes; killed with
+/// SIGKILL, its peers still exit by themselves.
+#[test]
+fn an_interrupted_bench_leaves_nothing_behind() {
+    for (sig, after_ms) in [
+        ("INT", 300),
+        ("TERM", 700),
+        ("HUP", 1200),
+        ("INT", 1800),
+        ("KILL", 900),
+    ] {
+        let _one_at_a_time = bench_lock();
+        let tmp = tempfile::tempdir().unwrap();
+        let before = (private_ids("msg"), private_ids("sem"));
+        let b = ipc()
+            .args([
+                "bench",
+                "sysv-mq",
+                "sysv-sem",
+                "mq",
+                "fifo",
+                "unix",
+                "shm-sem",
+                "--sizes",
+                "64",
+                "--duration-ms",
+                "150",
+            ])
+            .env("TMPDIR", tmp.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = b.id();
+        std::thread::sleep(Duration::from_millis(after_ms));
+        let peers = bench_peers(tmp.path());
+        assert!(run(Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string()))
+        .status
+        .success());
+        let out = finish(b);
+        if sig != "KILL" {
+            assert_eq!(
+                out.status.code(),
+                Some(
+                    128 + match sig {
+                        "INT" => 2,
+                        "TERM" => 15,
+                        _ => 1,
+                    }
+                ),
+                "SIG{sig}: {}",
+                stderr(&out)
+            );
+        }
+        wait_for(|| bench_peers(tmp.path()).is_empty(), "the peers to exit");
+        assert!(
+            !peers.is_empty(),
+            "SIG{sig} at {after_ms} ms: no peer was running"
+        );
+        if sig == "KILL" {
+            // No handler runs on SIGKILL: only the peers' exit is promised.
+            for (kind, ids) in [("msg", &before.0), ("sem", &before.1)] {
+                for id in private_ids(kind).difference(ids) {
+                    let _ = run(Command::new("ipcrm")
+                        .arg(if kind == "msg" { "-q" } else { "-s" })
+                        .arg(id));
+                }
+            }
+            continue;
+        }
+        for (kind, ids) in [("msg", &before.0), ("sem", &before.1)] {
+            let left: Vec<_> = private_ids(kind).difference(ids).cloned().collect();
+            assert!(
+                left.is_empty(),
+                "SIG{sig} at {after_ms} ms left System V {kind} {left:?}"
+            );
+        }
+        for n in 1..200 {
+            for dir in ["a2b", "b2a"] {
+                let name = format!("/ipckit-bench-{pid}-{n}-mq-{dir}");
+                assert!(
+                    ipckit::mq::PosixQueue::builder(&name).open().is_err(),
+                    "SIG{sig}: {name} left"
+                );
+            }
+        }
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+        assert!(left.is_empty(), "SIG{sig} at {after_ms} ms left {left:?}");
     }
 }

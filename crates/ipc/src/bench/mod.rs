@@ -43,6 +43,7 @@ use ipckit::sysv::{MessageQueue, Selector};
 use ipckit::{MessageReceiver, MessageSender, RecvTimeoutError, WaitStrategy};
 use serde::Serialize;
 
+mod cleanup;
 mod shm;
 mod signal;
 use shm::{ShmChannel, Turns};
@@ -266,6 +267,9 @@ pub struct PeerArgs {
     /// The two processes share one CPU: spin loops yield it.
     #[arg(long)]
     shared_cpu: bool,
+    /// The bench's pid: the peer exits when that process does.
+    #[arg(long)]
+    parent: Option<u32>,
     /// Mechanism-specific rendezvous: a path, an abstract name or a port.
     #[arg(long)]
     addr: Option<String>,
@@ -287,13 +291,30 @@ impl Drop for Peer {
 }
 
 impl Peer {
-    /// Waits for the peer to exit on its own, then checks its status.
+    /// Starts `cmd` (from [`Ctx::peer_cmd`]) and registers it for the
+    /// cleanup of an interrupted bench.
+    fn spawn(cmd: &mut Command) -> Result<Peer> {
+        let child = cmd.spawn().context("starting the peer process")?;
+        cleanup::peer(child.id());
+        Ok(Peer(child))
+    }
+
+    /// Waits for the peer to exit on its own, then checks its status; a
+    /// failure carries the peer's own error message.
     fn finish(mut self) -> Result<()> {
         let end = Instant::now() + MSG_TIMEOUT;
         loop {
             if let Some(st) = self.0.try_wait()? {
                 if !st.success() {
-                    bail!("the peer process failed ({st})");
+                    let mut why = String::new();
+                    if let Some(mut e) = self.0.stderr.take() {
+                        let _ = io::Read::read_to_string(&mut e, &mut why);
+                    }
+                    let why = why.trim().trim_start_matches("ipc: ");
+                    if why.is_empty() {
+                        bail!("the peer process failed ({st})");
+                    }
+                    bail!("the peer process failed ({st}): {why}");
                 }
                 return Ok(());
             }
@@ -325,7 +346,11 @@ impl Ctx {
         if self.shared_cpu {
             cmd.arg("--shared-cpu");
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        cmd.arg("--parent").arg(std::process::id().to_string());
+        // stderr is kept: a failed row says why the peer failed.
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         Ok(cmd)
     }
 
@@ -361,7 +386,7 @@ impl Ctx {
                 let (from_child_r, from_child_w) = pipe::pipe()?;
                 cmd.stdin(Stdio::from(to_child_r))
                     .stdout(Stdio::from(from_child_w));
-                peer = Peer(cmd.spawn()?);
+                peer = Peer::spawn(&mut cmd)?;
                 ep = Box::new(pipe::Duplex::new(from_child_r, to_child_w)?);
             }
             Mech::Fifo => {
@@ -371,7 +396,7 @@ impl Ctx {
                 let a2b = Fifo::create(dir.join("a2b"))?;
                 let b2a = Fifo::create(dir.join("b2a"))?;
                 cmd.arg("--addr").arg(&dir);
-                peer = Peer(cmd.spawn()?);
+                peer = Peer::spawn(&mut cmd)?;
                 let tx = a2b.open_sender(Some(SETUP_TIMEOUT))?;
                 let rx = b2a.open_receiver(Some(SETUP_TIMEOUT))?;
                 ep = Box::new(pipe::Duplex { tx, rx });
@@ -382,11 +407,11 @@ impl Ctx {
                 cmd.arg("--addr").arg(&name);
                 if mech == Mech::Unix {
                     let l = UnixListener::bind(&addr)?;
-                    peer = Peer(cmd.spawn()?);
+                    peer = Peer::spawn(&mut cmd)?;
                     ep = Box::new(l.accept_timeout(SETUP_TIMEOUT)?);
                 } else {
                     let l = SeqpacketListener::bind(&addr)?;
-                    peer = Peer(cmd.spawn()?);
+                    peer = Peer::spawn(&mut cmd)?;
                     ep = Box::new(l.accept_timeout(SETUP_TIMEOUT)?);
                 }
             }
@@ -394,7 +419,7 @@ impl Ctx {
                 let name = format!("@{}", self.unique("dgram"));
                 let mut s = UnixDatagram::bind(&name.parse()?)?;
                 cmd.arg("--addr").arg(&name);
-                peer = Peer(cmd.spawn()?);
+                peer = Peer::spawn(&mut cmd)?;
                 // The peer binds NAME-peer and says hello from there.
                 let hello = s
                     .recv_timeout(SETUP_TIMEOUT)
@@ -406,7 +431,7 @@ impl Ctx {
             Mech::Tcp => {
                 let l = TcpListener::bind("127.0.0.1:0")?;
                 cmd.arg("--addr").arg(l.local_addr()?.port().to_string());
-                peer = Peer(cmd.spawn()?);
+                peer = Peer::spawn(&mut cmd)?;
                 ep = Box::new(l.accept_timeout(SETUP_TIMEOUT)?);
             }
             Mech::Mq => {
@@ -416,35 +441,41 @@ impl Ctx {
                         .capacity(10, size)
                         .create()
                 };
+                cleanup::mqueue(&format!("{base}-a2b"));
+                cleanup::mqueue(&format!("{base}-b2a"));
                 let (tx, rx) = (q("a2b")?, q("b2a")?);
                 cmd.arg("--addr").arg(&base);
-                peer = Peer(cmd.spawn()?);
+                peer = Peer::spawn(&mut cmd)?;
                 ep = Box::new(MqDuplex { tx, rx });
             }
             Mech::SysvMq => {
                 // One private queue: type 1 to the peer, type 2 back.
                 let mut q = MessageQueue::private().create()?;
+                cleanup::sysv_queue(q.id());
                 q.set_default_type(1)?;
                 q.set_default_selector(Selector::Type(2))?;
                 cmd.arg("--addr").arg(q.id().to_string());
-                peer = Peer(cmd.spawn()?);
+                peer = Peer::spawn(&mut cmd)?;
                 ep = Box::new(q);
             }
             Mech::ShmSpin | Mech::ShmFutex | Mech::ShmSem | Mech::SysvSem => {
                 let turns = mech.turns().expect("a shared-memory mechanism");
                 let ch = ShmChannel::create(turns, size, self.shared_cpu)?;
+                if let Some(id) = ch.set_id() {
+                    cleanup::sysv_set(id);
+                }
                 cmd.stdin(Stdio::from(ch.region().fd().try_clone_to_owned()?));
                 if let Some(id) = ch.set_id() {
                     cmd.arg("--addr").arg(id.to_string());
                 }
-                peer = Peer(cmd.spawn()?);
+                peer = Peer::spawn(&mut cmd)?;
                 ep = Box::new(ch);
             }
             Mech::Signal => bail!("the signal bench has its own protocol (bench/signal.rs)"),
             Mech::Udp => {
                 let mut s = UdpSocket::bind("127.0.0.1:0")?;
                 cmd.arg("--addr").arg(s.local_addr()?.port().to_string());
-                peer = Peer(cmd.spawn()?);
+                peer = Peer::spawn(&mut cmd)?;
                 let hello = s
                     .recv_timeout(SETUP_TIMEOUT)
                     .context("waiting for the peer")?;
@@ -550,6 +581,9 @@ fn seq_mask(size: usize) -> u64 {
 }
 
 pub fn peer(a: PeerArgs) -> Result<()> {
+    if let Some(parent) = a.parent {
+        ipckit::process::exit_with_parent(parent)?;
+    }
     if let Some(cpu) = a.cpu {
         ipckit::process::pin_to_cpu(cpu)?;
     }
@@ -683,7 +717,7 @@ fn measure_floor(ctx: &Ctx, duration: Duration) -> Result<Stats> {
     let region = Memfd::create("ipc-bench-floor", 4096)?;
     let mut cmd = ctx.peer_cmd(Role::Floor)?;
     cmd.stdin(Stdio::from(region.fd().try_clone_to_owned()?));
-    let peer = Peer(cmd.spawn()?);
+    let peer = Peer::spawn(&mut cmd)?;
     let word: &AtomicU64 = region.atomic_u64(0)?;
     let mut h = new_hist();
     let mut v = 0u64;
@@ -1044,6 +1078,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         None
     };
+    cleanup::install()?;
     let cpus = choose_cpus(args.cpus.clone())?;
     let m = machine(cpus); // before pinning narrows the allowed set
     if let Some((a, _)) = cpus {
@@ -1055,6 +1090,7 @@ pub fn run(args: Args) -> Result<()> {
         tmp: tempfile::Builder::new().prefix("ipc-bench-").tempdir()?,
         counter: 0,
     };
+    cleanup::tmp(ctx.tmp.path().to_owned());
     let mut points: Vec<(Mech, usize, WaitStrategy)> = Vec::new();
     for &m in &mechs {
         // A signal carries one 32-bit value: measured at that size only.
@@ -1077,6 +1113,7 @@ pub fn run(args: Args) -> Result<()> {
     bar.set_message("floor: cache line between the two CPUs");
     let floor =
         measure_floor(&ctx, d.min(Duration::from_millis(300))).context("measuring the floor")?;
+    cleanup::point_done();
     bar.inc(1);
     let mut rows = Vec::new();
     for (mech, size, wait) in points {
@@ -1085,6 +1122,7 @@ pub fn run(args: Args) -> Result<()> {
             Some(why) => Err(anyhow!(why)),
             None => run_point(&mut ctx, mech, size, wait, d, signals.as_ref()),
         };
+        cleanup::point_done();
         rows.push(row.unwrap_or_else(|e| Row {
             mechanism: mech.name(),
             size,

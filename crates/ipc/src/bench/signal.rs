@@ -75,7 +75,7 @@ fn next(rx: &SignalReceiver, wait: WaitStrategy, timeout: Duration) -> Result<i3
 
 fn start(cmd: Command, rx: &SignalReceiver, wait: WaitStrategy) -> Result<Peer> {
     let mut cmd = cmd;
-    let peer = Peer(cmd.spawn()?);
+    let peer = Peer::spawn(&mut cmd)?;
     match next(rx, wait, SETUP_TIMEOUT).context("waiting for the peer")? {
         READY => Ok(peer),
         v => bail!("the peer said {v} instead of ready"),

@@ -1,0 +1,108 @@
+//! What a bench makes, so that an interrupted one (SIGINT, SIGTERM,
+//! SIGHUP) removes it all before it exits: its temporary directory (FIFOs,
+//! socket files), System V queues and semaphore sets (private ones, which
+//! `ipc rm` cannot name), POSIX queues, and its peer processes.
+//!
+//! Objects are registered when made and forgotten once the measurement
+//! that made them has removed them (so that an id reused by someone else
+//! later is never touched). A peer also dies by itself if the bench does
+//! (`ipckit::process::exit_with_parent`), for the one signal no handler
+//! sees: SIGKILL.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use anyhow::Result;
+
+struct Made {
+    tmp: Option<PathBuf>,
+    sysv_queues: Vec<i32>,
+    sysv_sets: Vec<i32>,
+    mqueues: Vec<String>,
+    peers: Vec<u32>,
+}
+
+static MADE: Mutex<Made> = Mutex::new(Made {
+    tmp: None,
+    sysv_queues: Vec::new(),
+    sysv_sets: Vec::new(),
+    mqueues: Vec::new(),
+    peers: Vec::new(),
+});
+
+fn made(f: impl FnOnce(&mut Made)) {
+    // A poisoned lock still holds the list: use it.
+    f(&mut MADE.lock().unwrap_or_else(|e| e.into_inner()));
+}
+
+/// The bench's temporary directory.
+pub fn tmp(path: PathBuf) {
+    made(|m| m.tmp = Some(path));
+}
+
+/// A System V message queue, by id.
+pub fn sysv_queue(id: i32) {
+    made(|m| m.sysv_queues.push(id));
+}
+
+/// A System V semaphore set, by id.
+pub fn sysv_set(id: i32) {
+    made(|m| m.sysv_sets.push(id));
+}
+
+/// A POSIX message queue, by name.
+pub fn mqueue(name: &str) {
+    made(|m| m.mqueues.push(name.to_owned()));
+}
+
+/// A peer process.
+pub fn peer(pid: u32) {
+    made(|m| m.peers.push(pid));
+}
+
+/// The measurement is over and removed what it made: forget it.
+pub fn point_done() {
+    made(|m| {
+        m.sysv_queues.clear();
+        m.sysv_sets.clear();
+        m.mqueues.clear();
+        m.peers.clear();
+    });
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: kills the peers, removes everything
+/// registered, and exits with status 128 + signal. Installed before
+/// anything is made.
+pub fn install() -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("ipc-bench-cleanup".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                remove_all();
+                std::process::exit(128 + sig);
+            }
+        })?;
+    Ok(())
+}
+
+fn remove_all() {
+    made(|m| {
+        for &pid in &m.peers {
+            let _ = ipckit::signal::kill(pid, ipckit::signal::Signal::KILL);
+        }
+        for &id in &m.sysv_queues {
+            let _ = ipckit::sysv::MessageQueue::open_id(id).and_then(|q| q.remove());
+        }
+        for &id in &m.sysv_sets {
+            let _ = ipckit::sem::SemaphoreSet::open_id(id).and_then(|s| s.remove());
+        }
+        for name in &m.mqueues {
+            let _ = ipckit::mq::unlink(name);
+        }
+        if let Some(dir) = &m.tmp {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    });
+}
