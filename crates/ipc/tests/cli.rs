@@ -419,6 +419,22 @@ fn bench_refuses_bad_arguments() {
     let out = run(ipc().args(["bench", "--sizes", "0"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("sizes start at 1 byte"));
+    // These panicked ("capacity overflow", exit 101) and aborted (exit 134),
+    // leaving their temporary directory.
+    for huge in [
+        "18446744073709551615",
+        "1000000000000",
+        "99999999999999999999999",
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        fails_with(
+            ipc()
+                .args(["bench", "pipe", "--sizes", huge])
+                .env("TMPDIR", tmp.path()),
+            "up to 1 GiB",
+        );
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "{huge}");
+    }
 }
 
 #[test]

@@ -282,7 +282,29 @@ impl Duplex {
 }
 
 impl_message_sender!(Duplex => tx.s);
-impl_message_receiver!(Duplex => rx.s);
+
+/// Receives on `rx`; the largest message size applies both ways, as on a
+/// two-way socket (a send checks that the peer would accept it).
+impl crate::MessageReceiver for Duplex {
+    fn recv_until(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: crate::Deadline,
+    ) -> Result<(), crate::RecvTimeoutError> {
+        self.rx.s.recv(buf, None, deadline)
+    }
+    fn max_message_size(&self) -> usize {
+        self.rx.s.max()
+    }
+    fn set_max_message_size(&mut self, max: usize) {
+        self.rx.s.set_max(max);
+        self.tx.s.set_max(max);
+    }
+    fn set_wait_strategy(&mut self, strategy: crate::WaitStrategy) {
+        self.rx.s.wait = strategy;
+        self.tx.s.wait = strategy;
+    }
+}
 
 /// Two connected duplex endpoints (two pipes): whatever one side sends, the
 /// other receives.

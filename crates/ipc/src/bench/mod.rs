@@ -53,6 +53,9 @@ const _: () = assert!(shm::SLOTS == 8);
 
 /// How long setup steps (connect, accept, FIFO open) may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Round trips (and one-way messages) a run measures at the least, however
+/// long they take (up to [`MSG_TIMEOUT`] past the duration).
+const MIN_SAMPLES: u64 = 3;
 /// How long one message may take before a run is declared stuck.
 const MSG_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -121,6 +124,27 @@ impl Mech {
             Mech::SysvSem => Some(Turns::SysvSem),
             _ => None,
         }
+    }
+
+    /// Refuses a size whose copies (the sender's message and the
+    /// receiver's buffer in each process; the slots of the shared-memory
+    /// entries) would take more than half the memory available.
+    fn too_big_for_memory(self, size: usize) -> Option<String> {
+        let copies = if self.turns().is_some() {
+            2 * shm::SLOTS as u64 + 4
+        } else {
+            4
+        };
+        let need = copies.saturating_mul(size as u64);
+        let avail = memory_available()?;
+        (need > avail / 2).then(|| {
+            format!(
+                "{size}-byte messages need about {} MiB here ({copies} copies), more than half \
+                 of the {} MiB of memory available",
+                need >> 20,
+                avail >> 20
+            )
+        })
     }
 
     /// The notes' comparison table: data abstraction, participants, direction.
@@ -199,6 +223,7 @@ impl Mech {
             }
             _ => None,
         }
+        .or_else(|| self.too_big_for_memory(size))
     }
 }
 
@@ -231,14 +256,36 @@ pub struct Args {
     json: Option<PathBuf>,
 }
 
+/// The largest message size `ipc bench` measures.
+const MAX_SIZE: usize = 1 << 30;
+
 fn parse_size(s: &str) -> Result<usize, String> {
-    let n: usize = s
+    let n: u128 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a size in bytes"))?;
     if n == 0 {
         return Err("sizes start at 1 byte".into());
     }
-    Ok(n)
+    if n > MAX_SIZE as u128 {
+        return Err(format!(
+            "{s} bytes is too large: ipc bench measures messages of up to 1 GiB ({MAX_SIZE} bytes)"
+        ));
+    }
+    Ok(n as usize)
+}
+
+/// Memory available for new allocations (`MemAvailable`), in bytes.
+fn memory_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// The peer's part.
@@ -760,7 +807,9 @@ fn latency(
     let mut samples = 0;
     loop {
         let now = Instant::now();
-        if now >= end {
+        // Large messages: go on past the duration until a few round trips
+        // are in (bounded), rather than report none.
+        if now >= end && (samples >= MIN_SAMPLES || now >= end + MSG_TIMEOUT) {
             break;
         }
         put_seq(&mut msg, seq);
@@ -816,9 +865,12 @@ fn throughput(
     let mut msg = vec![0xA5u8; size];
     let end = Instant::now() + duration;
     let mut seq = 0u64;
-    while Instant::now() < end {
-        // Check the clock every 64 messages: it is cheap, but not free.
-        for _ in 0..64 {
+    // Check the clock every few messages (it is cheap, but not free): 64
+    // small ones, or about a MiB's worth, or every large one.
+    let batch = (1 << 20) / size.max(1);
+    let batch = batch.clamp(1, 64);
+    while Instant::now() < end || seq < MIN_SAMPLES {
+        for _ in 0..batch {
             put_seq(&mut msg, seq);
             ep.send_until(&msg, ipckit::Deadline::Never)
                 .map_err(io::Error::from)?;
