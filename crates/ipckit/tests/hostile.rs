@@ -685,44 +685,42 @@ fn ready(child: &mut Child) -> Result<(), Failed> {
     Ok(())
 }
 
-/// `truncate -s 0 /dev/shm/NAME` under a reader: the reader gets an error,
-/// not SIGBUS.
-fn sigbus_posix_shm_truncated_under_reader() -> Result<(), Failed> {
-    let name = format!("/{}", unique("trunc"));
-    let shm = Shm::builder(&name).size(64 << 10).create()?;
-    init_truncation_targets(&shm)?;
-    let mut reader = peer_cmd("shm-reader", &name)?.spawn()?;
-    ready(&mut reader)?;
+/// Starts peer `role` on `arg`, waits until it is using the object, then
+/// truncates `file` under it (as `truncate -s 0 FILE` would): the peer
+/// must report the truncation on every operation, not die of SIGBUS.
+fn truncate_under(role: &str, arg: &str, file: &str) -> Result<(), Failed> {
+    let mut peer = peer_cmd(role, arg)?.spawn()?;
+    ready(&mut peer)?;
     std::thread::sleep(Duration::from_millis(20));
     std::fs::OpenOptions::new()
         .write(true)
-        .open(format!("/dev/shm{name}"))?
+        .open(file)?
         .set_len(0)?;
-    let out = finish("the reader of truncated shared memory", reader)?;
-    drop(shm);
+    let out = finish(&format!("{role}, after {file} was truncated"), peer)?;
     ensure(
         out.contains("every operation reported the truncation"),
         || out,
     )
 }
 
+/// `truncate -s 0 /dev/shm/NAME` under a reader: the reader gets errors,
+/// not SIGBUS.
+fn sigbus_posix_shm_truncated_under_reader() -> Result<(), Failed> {
+    let name = format!("/{}", unique("trunc"));
+    let shm = Shm::builder(&name).size(64 << 10).create()?;
+    init_truncation_targets(&shm)?;
+    truncate_under("shm-reader", &name, &format!("/dev/shm{name}"))
+}
+
 /// A named semaphore's file truncated under a process using it (any
 /// process that can open the semaphore can do that): errors, not SIGBUS.
 fn sigbus_named_semaphore_truncated_under_user() -> Result<(), Failed> {
     let name = format!("/{}", unique("sem"));
-    let sem = NamedSemaphore::builder(&name).create()?;
-    let mut user = peer_cmd("named-sem-user", &name)?.spawn()?;
-    ready(&mut user)?;
-    std::thread::sleep(Duration::from_millis(20));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/dev/shm/sem.{}", &name[1..]))?
-        .set_len(0)?;
-    let out = finish("the user of a truncated named semaphore", user)?;
-    drop(sem);
-    ensure(
-        out.contains("every operation reported the truncation"),
-        || out,
+    let _sem = NamedSemaphore::builder(&name).create()?;
+    truncate_under(
+        "named-sem-user",
+        &name,
+        &format!("/dev/shm/sem.{}", &name[1..]),
     )
 }
 
