@@ -342,7 +342,12 @@ fn bench_json(args: &[&str]) -> (String, serde_json::Value) {
     let _one_at_a_time = bench_lock();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("b.json");
-    let out = run(ipc().arg("bench").args(args).arg("--json").arg(&json));
+    let out = run(ipc()
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .env_remove("COLUMNS"));
     assert!(out.status.success(), "{}", stderr(&out));
     let v = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     (stdout(&out), v)
@@ -367,7 +372,9 @@ fn bench_writes_the_documented_json() {
         "udp",
         "byte stream",
         "floor",
-        "p50 / floor",
+        "× floor",
+        "rtt p99.9 µs",
+        "lowest latency",
     ] {
         assert!(table.contains(m), "{m} missing from\n{table}");
     }
@@ -403,6 +410,9 @@ fn bench_writes_the_documented_json() {
             assert!(r["rtt_ns"][k].as_u64().unwrap() > 0, "{k} in {r}");
         }
         assert!(r["samples"].as_u64().unwrap() > 0);
+        assert_eq!(r["spread"]["rounds"], 3, "{r}");
+        assert!(r["spread"]["rtt_p50_pct"].as_f64().unwrap() >= 0.0);
+        assert!(r["spread"]["msgs_per_s_pct"].as_f64().unwrap() >= 0.0);
         assert!(r["throughput"]["msgs_per_s"].as_f64().unwrap() > 0.0);
         let bps = r["throughput"]["bytes_per_s"].as_f64().unwrap();
         let mps = r["throughput"]["msgs_per_s"].as_f64().unwrap();
@@ -1008,4 +1018,74 @@ fn an_interrupted_bench_leaves_nothing_behind() {
         let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
         assert!(left.is_empty(), "SIG{sig} at {after_ms} ms left {left:?}");
     }
+}
+
+/// The table fits an 80-column terminal (least important columns left
+/// out; --wide shows them), one unit per column, the static columns as a
+/// legend once, a recommendation, and a comparison with a saved run.
+#[test]
+fn bench_report_fits_and_compares() {
+    let _one_at_a_time = bench_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("base.json");
+    let args = [
+        "bench",
+        "pipe",
+        "shm-spin",
+        "--sizes",
+        "64,4096",
+        "--duration-ms",
+        "30",
+    ];
+    let out = run(ipc()
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .env("COLUMNS", "80"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let table: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(['┌', '│', '╞', '└']))
+        .collect();
+    assert!(table.len() >= 6, "{text}");
+    for l in &table {
+        assert!(
+            l.chars().count() <= 80,
+            "{} columns: {l}",
+            l.chars().count()
+        );
+    }
+    assert!(
+        !text.contains("rtt p99.9 µs") && text.contains("rtt p50 µs"),
+        "{text}"
+    );
+    assert!(text.contains("spin (always)"), "shm-spin's wait: {text}");
+    assert_eq!(
+        text.matches("kernel: ").count(),
+        2,
+        "one legend line each: {text}"
+    );
+    assert!(
+        text.contains("lowest latency without burning a core: pipe"),
+        "{text}"
+    );
+    let wide = run(ipc().args(args).arg("--wide").env("COLUMNS", "80"));
+    assert!(stdout(&wide).contains("rtt p99.9 µs"), "{}", stdout(&wide));
+
+    let again = run(ipc()
+        .args(args)
+        .arg("--baseline")
+        .arg(&json)
+        .env("COLUMNS", "80"));
+    let text = stdout(&again);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        text.contains(&format!("Against {}", json.display())),
+        "{text}"
+    );
+    assert_eq!(text.matches("msgs/s ×").count(), 4, "{text}");
+
+    std::fs::write(&json, b"not json").unwrap();
+    fails_with(ipc().args(args).arg("--baseline").arg(&json), "--baseline");
 }

@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use ipckit::fifo::Fifo;
@@ -44,6 +43,7 @@ use ipckit::{MessageReceiver, MessageSender, RecvTimeoutError, WaitStrategy};
 use serde::Serialize;
 
 mod cleanup;
+mod report;
 mod shm;
 mod signal;
 use shm::{ShmChannel, Turns};
@@ -148,6 +148,60 @@ impl Mech {
     }
 
     /// The notes' comparison table: data abstraction, participants, direction.
+    fn by_name(name: &str) -> Mech {
+        *Mech::ALL
+            .iter()
+            .find(|m| m.name() == name)
+            .expect("a mechanism's own name")
+    }
+
+    /// How the kernel carries it (the notes' "kernel implementation").
+    fn kernel(self) -> &'static str {
+        match self {
+            Mech::Pipe => "a pipe buffer (pipefs), 64 KiB unless resized",
+            Mech::Fifo => "the same pipe buffer, found by a path",
+            Mech::Unix => "AF_UNIX socket buffers, copied once into the peer's queue",
+            Mech::UnixDgram => "AF_UNIX datagrams queued on the receiving socket",
+            Mech::UnixSeq => "AF_UNIX packets on a connection",
+            Mech::Tcp => "the TCP/IP stack over loopback",
+            Mech::Udp => "the UDP/IP stack over loopback; dropped when buffers fill",
+            Mech::Mq => "the mqueue filesystem; messages kept in kernel memory",
+            Mech::SysvMq => "a System V msg_queue in kernel memory (per IPC namespace)",
+            Mech::ShmSpin => "shared pages (memfd); no kernel on the data path",
+            Mech::ShmFutex => "shared pages; futex(2) to sleep and wake",
+            Mech::ShmSem => "shared pages; POSIX semaphores (futex underneath)",
+            Mech::SysvSem => "shared pages; a System V semaphore set (semop(2) each time)",
+            Mech::Signal => "the receiver's queue of pending realtime signals",
+        }
+    }
+
+    /// Why it does well when it wins a category, in one line.
+    fn why_fast(self) -> &'static str {
+        match self {
+            Mech::Pipe | Mech::Fifo => {
+                "the cheapest path through the kernel; one read returns many framed messages"
+            }
+            Mech::Unix | Mech::UnixDgram | Mech::UnixSeq => {
+                "no network stack, one copy into the peer's socket"
+            }
+            Mech::Tcp | Mech::Udp => "the loopback network stack",
+            Mech::Mq | Mech::SysvMq => "one system call per message, the kernel keeps the queue",
+            Mech::ShmSpin | Mech::ShmFutex | Mech::ShmSem | Mech::SysvSem => {
+                "the data never crosses the kernel; only the turn-taking does"
+            }
+            Mech::Signal => "a signal carries only 4 bytes",
+        }
+    }
+
+    /// The wait strategy as it really is for this mechanism: shm-spin
+    /// always busy-polls, whatever `--wait` says.
+    fn wait_name(self, wait: WaitStrategy) -> String {
+        match self {
+            Mech::ShmSpin => "spin (always)".into(),
+            _ => wait.to_string(),
+        }
+    }
+
     fn traits(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Mech::Pipe => (
@@ -254,6 +308,14 @@ pub struct Args {
     /// Also write the results as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Show every column, however wide the table gets (by default the
+    /// least important ones are left out to fit the terminal).
+    #[arg(long)]
+    wide: bool,
+    /// Compare with a saved run (the --json of an earlier ipc bench): the
+    /// ratio of this run's round trips and messages per second to it.
+    #[arg(long, value_name = "OLD.json")]
+    baseline: Option<PathBuf>,
 }
 
 /// The largest message size `ipc bench` measures.
@@ -685,8 +747,8 @@ pub fn peer(a: PeerArgs) -> Result<()> {
             let report = format!("{count} {lost} {errors} {elapsed}");
             ep.send_until(report.as_bytes(), ipckit::Deadline::Never)
                 .map_err(io::Error::from)?;
-            // Stay until the parent has read the report (it closes or the
-            // timeout passes), so a closing socket cannot discard it.
+            // Stay until the parent has read the report (it says so, closes,
+            // or the time passes), so a closing socket cannot discard it.
             let _ = ep.recv_timeout_into(&mut buf, Duration::from_millis(500));
             Ok(())
         }
@@ -795,7 +857,7 @@ fn latency(
     size: usize,
     duration: Duration,
     lossy: bool,
-) -> Result<(Stats, u64)> {
+) -> Result<(Histogram<u64>, u64)> {
     let mut msg = vec![0x5Au8; size];
     let mut buf = Vec::with_capacity(size);
     let mut h = new_hist();
@@ -845,7 +907,7 @@ fn latency(
     if samples == 0 {
         bail!("no round trip completed");
     }
-    Ok((Stats::of(&h), samples))
+    Ok((h, samples))
 }
 
 #[derive(Serialize, Clone, Copy, Debug)]
@@ -888,7 +950,12 @@ fn throughput(
             MSG_TIMEOUT
         };
         match ep.recv_timeout_into(&mut buf, wait) {
-            Ok(()) => break String::from_utf8(buf.clone())?,
+            Ok(()) => {
+                // Tell the peer it was read, so it exits now (shared memory
+                // and queues have no hang-up to wait for). Lossy: best effort.
+                let _ = ep.send_until(b"read", ipckit::Deadline::after(MSG_TIMEOUT));
+                break String::from_utf8(buf.clone())?;
+            }
             Err(RecvTimeoutError::Timeout) if lossy => continue,
             Err(e) => return Err(e).context("waiting for the receiver's report"),
         }
@@ -925,8 +992,40 @@ struct Row {
     samples: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     throughput: Option<Throughput>,
+    /// How much the figure moved between the measuring rounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spread: Option<Spread>,
     #[serde(skip_serializing_if = "Option::is_none")]
     skipped: Option<String>,
+}
+
+/// Rounds each point is measured in: the spread between them says how
+/// far to trust the figure.
+const ROUNDS: u32 = 3;
+
+/// Half the range of a figure across the rounds, in percent of its median
+/// (10 means ±10 %).
+#[derive(Serialize, Clone, Copy, Debug, PartialEq)]
+struct Spread {
+    rounds: u32,
+    rtt_p50_pct: f64,
+    msgs_per_s_pct: f64,
+}
+
+fn spread_pct(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let median = values[values.len() / 2];
+    let range = values[values.len() - 1] - values[0];
+    if median > 0.0 {
+        (range / 2.0 / median * 100.0 * 10.0).round() / 10.0
+    } else {
+        0.0
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 #[derive(Serialize, Debug)]
@@ -986,6 +1085,14 @@ fn choose_cpus(asked: Option<Vec<usize>>) -> Result<Option<(usize, usize)>> {
     }
 }
 
+/// One round of a point: the round trips' histogram, their number, and
+/// the one-way throughput.
+struct Round {
+    hist: Histogram<u64>,
+    samples: u64,
+    tp: Throughput,
+}
+
 fn run_point(
     ctx: &mut Ctx,
     mech: Mech,
@@ -994,26 +1101,68 @@ fn run_point(
     d: Duration,
     signals: Option<&ipckit::signal::SignalReceiver>,
 ) -> Result<Row> {
+    let mut rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        rounds.push(measure_round(ctx, mech, size, wait, d / ROUNDS, signals)?);
+    }
+    let mut hist = new_hist();
+    for r in &rounds {
+        hist.add(&r.hist)?;
+    }
+    let mut p50s: Vec<f64> = rounds
+        .iter()
+        .map(|r| r.hist.value_at_quantile(0.5) as f64)
+        .collect();
+    let mut rates: Vec<f64> = rounds.iter().map(|r| r.tp.msgs_per_s).collect();
+    let size = if mech == Mech::Signal {
+        signal::SIZE
+    } else {
+        size
+    };
+    let msgs_per_s = median(&mut rates.clone());
+    Ok(Row {
+        mechanism: mech.name(),
+        size,
+        wait: mech.wait_name(wait),
+        rtt_ns: Some(Stats::of(&hist)),
+        samples: rounds.iter().map(|r| r.samples).sum(),
+        throughput: Some(Throughput {
+            msgs_per_s,
+            bytes_per_s: msgs_per_s * size as f64,
+            lost: rounds
+                .iter()
+                .map(|r| r.tp.lost)
+                .try_fold(0, |a, l| l.map(|l| a + l)),
+        }),
+        spread: Some(Spread {
+            rounds: ROUNDS,
+            rtt_p50_pct: spread_pct(&mut p50s),
+            msgs_per_s_pct: spread_pct(&mut rates),
+        }),
+        skipped: None,
+    })
+}
+
+fn measure_round(
+    ctx: &mut Ctx,
+    mech: Mech,
+    size: usize,
+    wait: WaitStrategy,
+    d: Duration,
+    signals: Option<&ipckit::signal::SignalReceiver>,
+) -> Result<Round> {
     if let (Mech::Signal, Some(rx)) = (mech, signals) {
         let cmd = |role| -> Result<Command> {
             let mut c = ctx.peer_cmd(role)?;
             c.args(["--mech", "signal", "--wait", &wait.to_string()]);
             Ok(c)
         };
-        let (rtt, samples, tp) = signal::measure(cmd(Role::Echo)?, cmd(Role::Sink)?, rx, wait, d)?;
-        return Ok(Row {
-            mechanism: mech.name(),
-            size: signal::SIZE,
-            wait: wait.to_string(),
-            rtt_ns: Some(rtt),
-            samples,
-            throughput: Some(tp),
-            skipped: None,
-        });
+        let (hist, samples, tp) = signal::measure(cmd(Role::Echo)?, cmd(Role::Sink)?, rx, wait, d)?;
+        return Ok(Round { hist, samples, tp });
     }
     let lossy = mech == Mech::Udp;
     let (mut ep, peer) = ctx.connect(mech, Role::Echo, size, wait)?;
-    let (rtt, samples) = latency(ep.as_mut(), size, d, lossy)?;
+    let (hist, samples) = latency(ep.as_mut(), size, d, lossy)?;
     // The peer exits on the end marker: wait for that before dropping this
     // end, which removes what it created (a System V set the peer may still
     // be posting to).
@@ -1023,15 +1172,7 @@ fn run_point(
     let tp = throughput(ep.as_mut(), size, d, lossy)?;
     peer.finish()?;
     drop(ep);
-    Ok(Row {
-        mechanism: mech.name(),
-        size,
-        wait: wait.to_string(),
-        rtt_ns: Some(rtt),
-        samples,
-        throughput: Some(tp),
-        skipped: None,
-    })
+    Ok(Round { hist, samples, tp })
 }
 
 fn ns(v: u64) -> String {
@@ -1040,77 +1181,6 @@ fn ns(v: u64) -> String {
         10_000..=9_999_999 => format!("{:.1} µs", v as f64 / 1e3),
         _ => format!("{:.1} ms", v as f64 / 1e6),
     }
-}
-
-fn si(v: f64, unit: &str) -> String {
-    if v >= 1e9 {
-        format!("{:.2} G{unit}", v / 1e9)
-    } else if v >= 1e6 {
-        format!("{:.2} M{unit}", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.1} k{unit}", v / 1e3)
-    } else {
-        format!("{v:.0} {unit}")
-    }
-}
-
-fn table(floor: &Stats, rows: &[Row]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(vec![
-        "mechanism",
-        "data",
-        "participants",
-        "direction",
-        "size",
-        "wait",
-        "rtt p50",
-        "rtt p99",
-        "rtt p99.9",
-        "p50 / floor",
-        "msgs/s",
-        "bytes/s",
-    ]);
-    for r in rows {
-        let mech = Mech::ALL
-            .iter()
-            .find(|m| m.name() == r.mechanism)
-            .expect("known mechanism");
-        let (data, who, dir) = mech.traits();
-        let mut cells = vec![
-            Cell::new(r.mechanism),
-            Cell::new(data),
-            Cell::new(who),
-            Cell::new(dir),
-            Cell::new(r.size).set_alignment(CellAlignment::Right),
-            Cell::new(&r.wait),
-        ];
-        match (&r.rtt_ns, &r.throughput, &r.skipped) {
-            (Some(s), Some(tp), _) => {
-                let mut rate = si(tp.msgs_per_s, "");
-                if let Some(lost) = tp.lost.filter(|&l| l > 0) {
-                    rate.push_str(&format!(" ({lost} lost)"));
-                }
-                for c in [
-                    ns(s.p50),
-                    ns(s.p99),
-                    ns(s.p999),
-                    format!("{:.1}×", s.p50 as f64 / floor.p50.max(1) as f64),
-                    rate,
-                    si(tp.bytes_per_s, "B"),
-                ] {
-                    cells.push(Cell::new(c).set_alignment(CellAlignment::Right));
-                }
-            }
-            (_, _, reason) => {
-                let _ = reason;
-                cells.push(Cell::new("skipped (see below)"));
-                cells.extend((0..5).map(|_| Cell::new("-")));
-            }
-        }
-        t.add_row(cells);
-    }
-    t
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -1123,6 +1193,19 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--duration-ms must be at least 1");
     }
     let d = Duration::from_millis(args.duration_ms);
+    let baseline: Option<serde_json::Value> = match &args.baseline {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("--baseline: reading {}", p.display()))?;
+            Some(serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "--baseline: {} is not the JSON of ipc bench --json",
+                    p.display()
+                )
+            })?)
+        }
+        None => None,
+    };
     // Blocked before any thread or peer starts (they inherit the mask), so
     // the signal can only be read, never delivered with its default action.
     let signals = if mechs.contains(&Mech::Signal) {
@@ -1133,6 +1216,7 @@ pub fn run(args: Args) -> Result<()> {
     cleanup::install()?;
     let cpus = choose_cpus(args.cpus.clone())?;
     let m = machine(cpus); // before pinning narrows the allowed set
+    let noise_before = report::Noise::sample(m.cpus_allowed);
     if let Some((a, _)) = cpus {
         ipckit::process::pin_to_cpu(a)?;
     }
@@ -1182,11 +1266,13 @@ pub fn run(args: Args) -> Result<()> {
             rtt_ns: None,
             samples: 0,
             throughput: None,
+            spread: None,
             skipped: Some(format!("{e:#}")),
         }));
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let noise_after = report::Noise::sample(m.cpus_allowed);
     println!(
         "ipc bench: {} on {} CPUs, kernel {}; {}",
         m.cpu_model,
@@ -1202,7 +1288,12 @@ pub fn run(args: Args) -> Result<()> {
         ns(floor.p50),
         ns(floor.min)
     );
-    println!("{}", table(&floor, &rows));
+    let width = if args.wide {
+        None
+    } else {
+        report::terminal_width()
+    };
+    println!("{}", report::table(&rows, &floor, width));
     for r in rows.iter().filter(|r| r.skipped.is_some()) {
         println!(
             "skipped {} {} B {}: {}",
@@ -1212,11 +1303,32 @@ pub fn run(args: Args) -> Result<()> {
             r.skipped.as_deref().unwrap_or_default()
         );
     }
-    println!(
-        "rtt: round trip of one message (ping-pong), {} per run; msgs/s and bytes/s: one way, \
-         counted by the receiver.",
-        humantime(d)
+    let say = |text: &str, indent: usize| println!("{}", report::wrap(text, width, indent));
+    say(
+        &format!(
+            "rtt: round trip of one message (ping-pong); ±: half the range of the figure across \
+             its {ROUNDS} rounds ({} each); msgs/s and MB/s: one way, counted by the receiver.",
+            humantime(d / ROUNDS)
+        ),
+        0,
     );
+    println!("What they are:");
+    for l in report::legend(&rows) {
+        say(&l, 13);
+    }
+    for w in report::warnings(&rows, &noise_before, &noise_after) {
+        say(&format!("warning: {w}"), 2);
+    }
+    println!("On this machine, from this run:");
+    for l in report::recommend(&rows) {
+        say(&format!("- {l}"), 2);
+    }
+    if let (Some(base), Some(path)) = (&baseline, &args.baseline) {
+        println!("Against {} (now / then):", path.display());
+        for l in report::compare(&rows, &floor, base) {
+            println!("{l}");
+        }
+    }
     if let Some(path) = &args.json {
         let report = Report {
             machine: m,

@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use ipckit::signal::{self, Signal, SignalReceiver};
 use ipckit::WaitStrategy;
 
-use super::{new_hist, Peer, Role, Stats, Throughput, MSG_TIMEOUT, SETUP_TIMEOUT};
+use super::{new_hist, Peer, Role, Throughput, MSG_TIMEOUT, SETUP_TIMEOUT};
 
 /// The bytes one signal carries.
 pub const SIZE: usize = 4;
@@ -89,7 +89,7 @@ pub fn measure(
     rx: &SignalReceiver,
     wait: WaitStrategy,
     d: Duration,
-) -> Result<(Stats, u64, Throughput)> {
+) -> Result<(Histogram<u64>, u64, Throughput)> {
     let peer = start(echo, rx, wait)?;
     let pid = peer.0.id();
     let mut h: Histogram<u64> = new_hist();
@@ -134,7 +134,7 @@ pub fn measure(
     }
     let msgs_per_s = f64::from(count - 1) * 1e6 / f64::from(micros);
     Ok((
-        Stats::of(&h),
+        h,
         samples,
         Throughput {
             msgs_per_s,
