@@ -1089,3 +1089,87 @@ fn bench_report_fits_and_compares() {
     std::fs::write(&json, b"not json").unwrap();
     fails_with(ipc().args(args).arg("--baseline").arg(&json), "--baseline");
 }
+
+/// `ipc bench --html` writes one self-contained page (nothing fetched when
+/// viewed, no script) with the notes' comparison table and the charts; a
+/// real headless Chromium renders it to a screenshot without a single
+/// console message. CI installs Chromium (.ci/run); elsewhere, without
+/// it, only the page itself is checked.
+#[test]
+fn bench_html_report_renders_in_chromium() {
+    let _one_at_a_time = bench_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("report.html");
+    let out = run(ipc()
+        .args([
+            "bench", "pipe", "unix", "shm-spin", "signal", "--sizes", "64,4096",
+        ])
+        .args(["--duration-ms", "30", "--html"])
+        .arg(&page));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let html = std::fs::read_to_string(&page).unwrap();
+    for want in [
+        "各种进程间通信方式优劣比较",
+        "kernel implementation",
+        "strengths",
+        "Round-trip latency percentiles",
+        "Throughput against message size",
+        "<svg",
+        "shm-spin",
+        "signal",
+    ] {
+        assert!(html.contains(want), "{want} missing");
+    }
+    for never in ["<script", "src=", "href=", "@import", "url("] {
+        assert!(
+            !html.contains(never),
+            "the page fetches or runs something: {never}"
+        );
+    }
+    let browser = ["chromium", "chromium-browser"].into_iter().find(|b| {
+        Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(browser) = browser else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have Chromium (.ci/run installs it)"
+        );
+        eprintln!("no chromium here: the page was checked, not rendered");
+        return;
+    };
+    let shot = dir.path().join("report.png");
+    let r = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .args([
+            "--window-size=1280,2000",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.path().join("profile").display()
+        ))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", page.display()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "chromium failed: {log}");
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:?}");
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "screenshot of {} bytes",
+        png.len()
+    );
+}

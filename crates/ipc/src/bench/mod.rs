@@ -43,6 +43,7 @@ use ipckit::{MessageReceiver, MessageSender, RecvTimeoutError, WaitStrategy};
 use serde::Serialize;
 
 mod cleanup;
+mod html;
 mod report;
 mod shm;
 mod signal;
@@ -312,6 +313,11 @@ pub struct Args {
     /// least important ones are left out to fit the terminal).
     #[arg(long)]
     wide: bool,
+    /// Also write the results as a self-contained HTML page to PATH: the
+    /// notes' comparison table with these figures, latency-percentile and
+    /// throughput charts (inline SVG; nothing is fetched when it is viewed).
+    #[arg(long, value_name = "PATH")]
+    html: Option<PathBuf>,
     /// Compare with a saved run (the --json of an earlier ipc bench): the
     /// ratio of this run's round trips and messages per second to it.
     #[arg(long, value_name = "OLD.json")]
@@ -1328,6 +1334,10 @@ pub fn run(args: Args) -> Result<()> {
         for l in report::compare(&rows, &floor, base) {
             println!("{l}");
         }
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, html::page(&m, &floor, &rows, args.duration_ms))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.json {
         let report = Report {
