@@ -34,11 +34,19 @@ pub fn recv(args: &[&str]) -> Child {
         .expect("spawn ipc recv")
 }
 
-/// Waits for a child at most `T`, killing it if it hangs.
+/// Waits for a child at most `T`; one that hangs gets SIGTERM (so that
+/// `ipc` removes what it made), then SIGKILL two seconds later.
 pub fn finish(mut child: Child) -> Output {
     let end = Instant::now() + T;
     while child.try_wait().expect("try_wait").is_none() {
         if Instant::now() > end {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let grace = Instant::now() + Duration::from_secs(2);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < grace {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             child.kill().ok();
             let out = child.wait_with_output().expect("output");
             panic!(
