@@ -2,26 +2,58 @@
 //! (`SOCK_DGRAM`, `SOCK_SEQPACKET`, UDP).
 //!
 //! A receive learns the datagram's real length with `MSG_TRUNC` and never
-//! truncates silently:
-//! - when `max_message_size` is at most [`DIRECT_LIMIT`], one `recvmsg`
-//!   reads straight into a buffer of that size; a longer datagram is
-//!   reported as [`MessageTooLarge`] (and is gone, as the kernel dropped it);
-//! - otherwise the length is peeked first (`MSG_PEEK | MSG_TRUNC`), checked
-//!   against the limit, and only then is room made for it. A refused
-//!   datagram is discarded, and the next receive gets the next one.
+//! truncates silently. It takes one `recvmsg` when it can:
+//! - the buffer read into is as large as the smaller of
+//!   `max_message_size` and the largest datagram the kernel delivers on
+//!   this kind of socket (UDP: 65 535 bytes; `AF_UNIX`: the sender's send
+//!   buffer, at most twice `net.core.wmem_max`), so every datagram that
+//!   can arrive fits. It is a buffer of the socket's own, reused, copied
+//!   into the caller's `Vec` unless that already has the room; so `recv`
+//!   never hands out a `Vec` with a large unused capacity;
+//! - a datagram over `max_message_size` is reported as
+//!   [`MessageTooLarge`] (it is gone: the kernel dropped what did not fit),
+//!   and the next receive gets the next one;
+//! - when that buffer would be larger than [`DIRECT_LIMIT`] (a much
+//!   raised `wmem_max`), the length is peeked first (`MSG_PEEK | MSG_TRUNC`),
+//!   checked against the limit, and only then is room made for it: two
+//!   system calls.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::OnceLock;
 
 use crate::error::{MessageTooLarge, RecvTimeoutError, SendTimeoutError};
-use crate::fdio::FdIo;
+use crate::fdio::{FdIo, Kind};
 use crate::frame::{recv_failure, send_failure, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::message::Deadline;
 use crate::sys::fd::Interest;
 use crate::wait::{wait_io, Mode, WaitStrategy};
 
-/// Limits up to which a receive reads directly, in one system call.
-pub const DIRECT_LIMIT: usize = 64 << 10;
+/// The largest receive buffer a datagram socket reads into directly, in
+/// one system call (see the module docs); above it, receives peek first.
+/// The buffer is address space: only the bytes datagrams fill are ever
+/// touched, so a socket costs memory for what it receives, not for this.
+pub const DIRECT_LIMIT: usize = 16 << 20;
+
+/// The largest datagram the kernel delivers on sockets of `kind`, as a
+/// receiver can know it: UDP's 65 535 bytes; for `AF_UNIX`, the sender's
+/// send buffer, which `SO_SNDBUF` sets to at most twice
+/// `net.core.wmem_max` (a privileged sender's `SO_SNDBUFFORCE` can go
+/// further: such a datagram is reported, not cut silently).
+fn largest_datagram(kind: Kind) -> usize {
+    static UNIX: OnceLock<usize> = OnceLock::new();
+    match kind {
+        Kind::InetSocket => 65_535,
+        Kind::UnixSocket => *UNIX.get_or_init(|| {
+            let wmem = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .unwrap_or(212_992);
+            wmem.saturating_mul(2)
+        }),
+        Kind::Pipe => usize::MAX,
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct DgramIo {
@@ -31,6 +63,8 @@ pub(crate) struct DgramIo {
     /// `SOCK_SEQPACKET`: an empty read is the end of the connection, so an
     /// empty message cannot be sent.
     pub(crate) seqpacket: bool,
+    /// The receive buffer, reused (see the module docs).
+    rbuf: Vec<u8>,
 }
 
 impl DgramIo {
@@ -40,6 +74,7 @@ impl DgramIo {
             max: DEFAULT_MAX_MESSAGE_SIZE,
             wait: WaitStrategy::default(),
             seqpacket,
+            rbuf: Vec::new(),
         }
     }
 
@@ -109,24 +144,21 @@ impl DgramIo {
     ) -> Result<(), RecvTimeoutError> {
         let max = self.max;
         out.clear();
-        let direct = max <= DIRECT_LIMIT;
-        // First call: the real read (direct) or the peek (otherwise).
+        let cap = max.min(largest_datagram(self.io.kind()));
+        if cap <= DIRECT_LIMIT {
+            return self.recv_direct(out, fds, cap, deadline);
+        }
+        // A buffer that large is not kept around: peek at the length first.
         let first = wait_io(
             &mut self.io,
             Interest::Read,
             self.wait,
             deadline,
-            |io, mode| {
-                if direct {
-                    io.recv_datagram(out, max, false, mode)
-                } else {
-                    io.recv_datagram(out, 0, true, mode)
-                }
-            },
+            |io, mode| io.recv_datagram(out, 0, true, mode),
         )
         .map_err(recv_failure)?;
         let mut chunk = first;
-        if !direct {
+        {
             let len = chunk.len;
             if len > max {
                 // Discard it: a zero-length read consumes the datagram.
@@ -165,6 +197,61 @@ impl DgramIo {
         }
         if self.seqpacket && chunk.len == 0 {
             return Err(RecvTimeoutError::Disconnected);
+        }
+        if let Some(dst) = fds {
+            dst.extend(chunk.fds);
+        }
+        Ok(())
+    }
+
+    /// One `recvmsg` into a buffer of `cap` bytes: the caller's if it has
+    /// the room, else the socket's own, then copied.
+    fn recv_direct(
+        &mut self,
+        out: &mut Vec<u8>,
+        fds: Option<&mut Vec<OwnedFd>>,
+        cap: usize,
+        deadline: Deadline,
+    ) -> Result<(), RecvTimeoutError> {
+        let into_out = out.capacity() >= cap;
+        let buf = if into_out { &mut *out } else { &mut self.rbuf };
+        buf.clear();
+        let chunk = wait_io(
+            &mut self.io,
+            Interest::Read,
+            self.wait,
+            deadline,
+            |io, mode| io.recv_datagram(buf, cap, false, mode),
+        )
+        .map_err(recv_failure)?;
+        let len = chunk.len;
+        if len > self.max {
+            out.clear();
+            return Err(RecvTimeoutError::Io(
+                MessageTooLarge {
+                    len: len as u64,
+                    max: self.max,
+                    unit: crate::error::Unit::Message,
+                }
+                .into_io(),
+            ));
+        }
+        if len > cap {
+            out.clear();
+            return Err(RecvTimeoutError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a datagram of {len} bytes arrived, more than a socket of this kind sends \
+                     unless forced ({cap} bytes, twice net.core.wmem_max): it was cut and is \
+                     lost; raise /proc/sys/net/core/wmem_max"
+                ),
+            )));
+        }
+        if self.seqpacket && len == 0 {
+            return Err(RecvTimeoutError::Disconnected);
+        }
+        if !into_out {
+            out.extend_from_slice(&self.rbuf[..len]);
         }
         if let Some(dst) = fds {
             dst.extend(chunk.fds);
