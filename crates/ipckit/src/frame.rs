@@ -41,7 +41,7 @@ use crate::error::{classify, Failure, MessageTooLarge, RecvTimeoutError, SendTim
 use crate::fdio::{FdIo, Kind};
 use crate::message::Deadline;
 use crate::sys::fd::Interest;
-use crate::wait::{wait_io, WaitError, WaitStrategy};
+use crate::wait::{immediate_mode, wait_io, wait_io_again, SpinBudget, WaitError, WaitStrategy};
 
 /// The default largest message: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
@@ -124,6 +124,10 @@ fn progress(got: usize, of: usize) -> String {
     }
 }
 
+/// Frames up to this size are copied into one buffer and written with one
+/// `write` (at most `PIPE_BUF`, so that they stay atomic on a pipe).
+const SMALL_FRAME: usize = 4096;
+
 /// The sending half of a framed stream.
 ///
 /// A frame is sent whole or the stream is given up: when a send with a
@@ -138,6 +142,8 @@ fn progress(got: usize, of: usize) -> String {
 pub(crate) struct FrameWriter {
     /// The unwritten tail of a frame a non-blocking send started.
     pending: Vec<u8>,
+    /// A small frame, assembled to go in one `write`.
+    scratch: Vec<u8>,
     /// Why the stream can no longer carry whole messages.
     broken: Option<String>,
     pub(crate) max: usize,
@@ -148,6 +154,7 @@ impl FrameWriter {
     pub(crate) fn new() -> Self {
         FrameWriter {
             pending: Vec::new(),
+            scratch: Vec::new(),
             broken: None,
             max: DEFAULT_MAX_MESSAGE_SIZE,
             framing: Framing::LengthPrefixed,
@@ -246,14 +253,47 @@ impl FrameWriter {
                 [&[], msg, b"\n"]
             }
         };
-        self.flush_until(io, strategy, deadline)?;
         let total = parts.iter().map(|p| p.len()).sum::<usize>();
         let mut written = 0;
+        // The common case first: nothing pending, no descriptors: one
+        // writev without the waiting machinery; if it could not start,
+        // the loop below waits before trying again.
+        let mut missed = false;
+        if self.pending.is_empty() && fds.is_empty() {
+            let mode = immediate_mode(strategy, deadline);
+            let res = if total <= SMALL_FRAME {
+                // One contiguous buffer and one write: copying a small
+                // frame costs less than the kernel's handling of slices.
+                self.scratch.clear();
+                for p in parts {
+                    self.scratch.extend_from_slice(p);
+                }
+                io.write(&self.scratch, mode)
+            } else {
+                let slices = [
+                    IoSlice::new(parts[0]),
+                    IoSlice::new(parts[1]),
+                    IoSlice::new(parts[2]),
+                ];
+                io.writev(&slices, &[], mode)
+            };
+            match res {
+                Ok(n) if n == total => return Ok(()),
+                Ok(n) => written = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => missed = true,
+                Err(e) => return Err(send_failure(WaitError::Io(e))),
+            }
+        } else {
+            self.flush_until(io, strategy, deadline)?;
+        }
         while written < total {
             let attach = if written == 0 { fds } else { &[] };
-            let res = wait_io(io, Interest::Write, strategy, deadline, |io, mode| {
-                io.writev(&remaining(&parts, written), attach, mode)
-            });
+            let write = |io: &mut FdIo, mode| io.writev(&remaining(&parts, written), attach, mode);
+            let res = if std::mem::take(&mut missed) {
+                wait_io_again(io, Interest::Write, strategy, deadline, write)
+            } else {
+                wait_io(io, Interest::Write, strategy, deadline, write)
+            };
             match res {
                 Ok(n) => written += n,
                 Err(WaitError::Timeout) if written > 0 && deadline == Deadline::Now => {
@@ -328,6 +368,10 @@ pub(crate) struct FrameReader {
     fds: VecDeque<(u64, Vec<OwnedFd>)>,
     /// Set once the stream cannot be parsed any more.
     broken: Option<(io::ErrorKind, String)>,
+    /// A direct read just found nothing: the next read waits first.
+    missed: bool,
+    /// The direct path spun an adaptive wait's window: block from here.
+    spun: bool,
     pub(crate) max: usize,
     pub(crate) framing: Framing,
 }
@@ -342,6 +386,8 @@ impl FrameReader {
             read_end: 0,
             fds: VecDeque::new(),
             broken: None,
+            missed: false,
+            spun: false,
             max: DEFAULT_MAX_MESSAGE_SIZE,
             framing: Framing::LengthPrefixed,
         }
@@ -369,9 +415,28 @@ impl FrameReader {
             Dst::Buf => &mut self.buf,
             Dst::Large => &mut self.large.as_mut().expect("large frame in progress").0,
         };
-        let chunk = wait_io(io, Interest::Read, strategy, deadline, |io, mode| {
-            io.read_spare(v, want, mode)
-        });
+        // After a direct attempt that found nothing, wait before trying.
+        let chunk = if std::mem::take(&mut self.missed) {
+            wait_io_again(io, Interest::Read, strategy, deadline, |io, mode| {
+                io.read_spare(v, want, mode)
+            })
+        } else {
+            wait_io(io, Interest::Read, strategy, deadline, |io, mode| {
+                io.read_spare(v, want, mode)
+            })
+        };
+        self.after_read(chunk, got, of)
+    }
+
+    /// The bookkeeping after a read: the stream's end, descriptors that
+    /// came with the bytes, and what an error or an end-of-file means
+    /// `got` bytes into a frame of `of`.
+    fn after_read(
+        &mut self,
+        chunk: Result<crate::fdio::Chunk, WaitError>,
+        got: usize,
+        of: usize,
+    ) -> Result<(), RecvTimeoutError> {
         let mid_frame = got > 0;
         match chunk {
             Ok(c) if c.len == 0 => {
@@ -409,6 +474,82 @@ impl FrameReader {
         }
     }
 
+    /// The common case without the general machinery: a length-prefixed
+    /// frame that fits the read-ahead buffer, no descriptors pending. Takes
+    /// it from the buffer, or after one read in [`immediate_mode`]; `None`
+    /// hands over to the general path (which then waits first if that read
+    /// found nothing).
+    fn recv_direct(
+        &mut self,
+        io: &mut FdIo,
+        out: &mut Vec<u8>,
+        strategy: WaitStrategy,
+        deadline: Deadline,
+    ) -> Option<Result<(), RecvTimeoutError>> {
+        if self.large.is_some() || !self.fds.is_empty() {
+            return None;
+        }
+        if self.buffered() < HEADER_LEN {
+            self.make_room(HEADER_LEN);
+            let want = self.buf.capacity() - self.buf.len();
+            let got = self.buffered();
+            let mode = immediate_mode(strategy, deadline);
+            // Spinning strategies spin right here, on the bare read.
+            let budget = SpinBudget::new(strategy, deadline);
+            loop {
+                match io.read_spare(&mut self.buf, want, mode) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Some(b) = budget {
+                            if b.more() {
+                                std::hint::spin_loop();
+                                continue;
+                            }
+                            if strategy == WaitStrategy::Spin {
+                                return Some(Err(RecvTimeoutError::Timeout));
+                            }
+                            // Adaptive: the spin window is over; block.
+                            self.spun = true;
+                        }
+                        self.missed = true;
+                        return None;
+                    }
+                    // Bytes and no descriptors: all there is to note.
+                    Ok(c) if c.len > 0 && c.fds.is_empty() => {
+                        self.read_end += c.len as u64;
+                        break;
+                    }
+                    r => {
+                        if let Err(e) = self.after_read(r.map_err(WaitError::Io), got, HEADER_LEN) {
+                            return Some(Err(e));
+                        }
+                        if !self.fds.is_empty() {
+                            return None;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        if self.buffered() < HEADER_LEN {
+            return None;
+        }
+        let h = &self.buf[self.start..self.start + HEADER_LEN];
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let total = HEADER_LEN + len;
+        if len > self.max || total > READ_BUF || self.buffered() < total {
+            return None;
+        }
+        out.clear();
+        out.extend_from_slice(&self.buf[self.start + HEADER_LEN..self.start + total]);
+        self.start += total;
+        self.pos += total as u64;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        Some(Ok(()))
+    }
+
     fn buffered(&self) -> usize {
         self.buf.len() - self.start
     }
@@ -435,6 +576,15 @@ impl FrameReader {
         if self.framing == Framing::Lines {
             return self.recv_line(io, out, fds, strategy, deadline);
         }
+        if let Some(done) = self.recv_direct(io, out, strategy, deadline) {
+            return done;
+        }
+        // An adaptive wait that already spun its window now blocks.
+        let strategy = if std::mem::take(&mut self.spun) {
+            WaitStrategy::Block
+        } else {
+            strategy
+        };
         if self.large.is_none() {
             // The header.
             while self.buffered() < HEADER_LEN {

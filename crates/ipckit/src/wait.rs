@@ -228,3 +228,82 @@ pub(crate) fn wait_call<T>(
         }
     }
 }
+
+/// The mode of a first attempt that must not wait longer than `strategy`
+/// and `deadline` allow: blocking only for a blocking wait without a
+/// deadline.
+pub(crate) fn immediate_mode(strategy: WaitStrategy, deadline: Deadline) -> Mode {
+    match (strategy, deadline) {
+        (WaitStrategy::Block, Deadline::Never) => Mode::Blocking,
+        _ => Mode::NonBlocking,
+    }
+}
+
+/// [`wait_io`] after the caller's own attempt in [`immediate_mode`] found
+/// nothing to do (`WouldBlock`): waits first, so that a miss costs no
+/// second attempt before the wait.
+pub(crate) fn wait_io_again<S: AsFd, T>(
+    io: &mut S,
+    interest: Interest,
+    strategy: WaitStrategy,
+    deadline: Deadline,
+    mut attempt: impl FnMut(&mut S, Mode) -> io::Result<T>,
+) -> Result<T, WaitError> {
+    let end = match (strategy, deadline) {
+        (_, Deadline::Now) => return Err(WaitError::Timeout),
+        // Spinning repeats attempts anyway: the usual path.
+        (WaitStrategy::Spin | WaitStrategy::Adaptive { .. }, _) => {
+            return wait_io(io, interest, strategy, deadline, attempt)
+        }
+        (WaitStrategy::Block, Deadline::Never) => None,
+        (WaitStrategy::Block, Deadline::At(t)) => Some(t),
+    };
+    loop {
+        if !poll(io.as_fd(), interest, end).map_err(WaitError::Io)? {
+            return Err(WaitError::Timeout);
+        }
+        let mode = if end.is_none() {
+            Mode::Blocking
+        } else {
+            Mode::NonBlocking
+        };
+        match attempt(io, mode) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            r => return r.map_err(WaitError::Io),
+        }
+    }
+}
+
+/// How long a caller that makes its own attempts may keep spinning: until
+/// the deadline for [`WaitStrategy::Spin`], for the spin window (or the
+/// deadline, if sooner) for [`WaitStrategy::Adaptive`]; `None` for
+/// [`WaitStrategy::Block`]. With no end, checking costs no clock read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpinBudget {
+    end: Option<Instant>,
+}
+
+impl SpinBudget {
+    pub(crate) fn new(strategy: WaitStrategy, deadline: Deadline) -> Option<SpinBudget> {
+        let end = match deadline {
+            Deadline::Never => None,
+            Deadline::Now => Some(Instant::now()),
+            Deadline::At(t) => Some(t),
+        };
+        match strategy {
+            WaitStrategy::Block => None,
+            WaitStrategy::Spin => Some(SpinBudget { end }),
+            WaitStrategy::Adaptive { spin_for } => {
+                let t = Instant::now() + spin_for;
+                Some(SpinBudget {
+                    end: Some(end.map_or(t, |e| e.min(t))),
+                })
+            }
+        }
+    }
+
+    /// Whether there is time for another attempt.
+    pub(crate) fn more(&self) -> bool {
+        self.end.is_none_or(|t| Instant::now() < t)
+    }
+}

@@ -873,8 +873,10 @@ fn latency(
     let end = warmup + duration;
     let mut seq = 0u64;
     let mut samples = 0;
+    // Two clock reads per round trip, as in tools/pingpong.c: the end of
+    // one round trip is also the time checked against the duration.
+    let mut now = start;
     loop {
-        let now = Instant::now();
         // Large messages: go on past the duration until a few round trips
         // are in (bounded), rather than report none.
         if now >= end && (samples >= MIN_SAMPLES || now >= end + MSG_TIMEOUT) {
@@ -901,7 +903,8 @@ fn latency(
                 Err(e) => return Err(e.into()),
             }
         }
-        let rtt = t0.elapsed().as_nanos() as u64;
+        now = Instant::now();
+        let rtt = (now - t0).as_nanos() as u64;
         if t0 >= warmup && buf.len() == size && get_seq(&buf) == seq & mask {
             h.record(rtt.max(1))?;
             samples += 1;

@@ -151,6 +151,18 @@ pub(crate) fn shutdown_both(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// `send(2)` of one buffer; `MSG_NOSIGNAL` is always added.
+pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: `buf` is valid and readable for its length for the whole call.
+    let n = syscall!(send(
+        fd.as_raw_fd(),
+        buf.as_ptr().cast(),
+        buf.len(),
+        flags | libc::MSG_NOSIGNAL
+    ))?;
+    Ok(n as usize)
+}
+
 /// `sendmsg(2)` of several slices with optional descriptors (`SCM_RIGHTS`).
 /// `MSG_NOSIGNAL` is always added: a closed peer is an error, not a signal.
 pub(crate) fn sendmsg(
@@ -242,7 +254,9 @@ unsafe fn recvmsg_raw(
 ) -> io::Result<Received> {
     // SAFETY: CMSG_SPACE is a pure size computation.
     let space = unsafe { libc::CMSG_SPACE((MAX_FDS * mem::size_of::<RawFd>()) as u32) } as usize;
-    let mut control = [0u64; 136];
+    // Not zeroed (a kilobyte per receive): the kernel writes the first
+    // `msg_controllen` bytes it reports, and only those are read below.
+    let mut control = mem::MaybeUninit::<[u64; 136]>::uninit();
     debug_assert!(space <= mem::size_of_val(&control));
     let mut iov = libc::iovec {
         iov_base: ptr.cast(),
@@ -256,7 +270,8 @@ unsafe fn recvmsg_raw(
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = space;
     }
-    // SAFETY: `msg` points at a live, writable iovec and control buffer.
+    // SAFETY: `msg` points at a live, writable iovec and control buffer
+    // (uninitialised memory the kernel only writes).
     let n = syscall!(recvmsg(
         fd.as_raw_fd(),
         &mut msg,
@@ -264,7 +279,8 @@ unsafe fn recvmsg_raw(
     ))?;
     let mut fds = Vec::new();
     // SAFETY: the kernel filled `msg_control` with `msg_controllen` bytes of
-    // well-formed cmsg headers; CMSG_FIRSTHDR/NXTHDR stay inside them, and
+    // well-formed cmsg headers (and set it to 0 when it wrote none, or when
+    // no control buffer was given); CMSG_FIRSTHDR/NXTHDR stay inside them, and
     // each SCM_RIGHTS payload holds `(cmsg_len - CMSG_LEN(0)) / 4` fresh
     // descriptors that now belong to this process.
     unsafe {
