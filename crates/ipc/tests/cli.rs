@@ -953,7 +953,7 @@ fn an_interrupted_bench_leaves_nothing_behind() {
                 "--sizes",
                 "64",
                 "--duration-ms",
-                "150",
+                "600",
             ])
             .env("TMPDIR", tmp.path())
             .stdout(Stdio::null())
@@ -962,6 +962,11 @@ fn an_interrupted_bench_leaves_nothing_behind() {
             .unwrap();
         let pid = b.id();
         std::thread::sleep(Duration::from_millis(after_ms));
+        // Interrupt it in the middle of a measurement, with a peer running.
+        wait_for(
+            || !bench_peers(tmp.path()).is_empty(),
+            "a peer to be running",
+        );
         let peers = bench_peers(tmp.path());
         assert!(run(Command::new("kill")
             .arg(format!("-{sig}"))
@@ -1172,4 +1177,43 @@ fn bench_html_report_renders_in_chromium() {
         "screenshot of {} bytes",
         png.len()
     );
+}
+
+/// `--raw` measures each kernel mechanism's round trip again with bare
+/// system calls, in the same rounds, and reports the ratio (table and
+/// JSON); the queues have no bare twin and say so with a dash.
+#[test]
+fn bench_raw_twins_give_the_library_cost() {
+    let (table, v) = bench_json(&[
+        "pipe",
+        "unix-seq",
+        "udp",
+        "mq",
+        "--sizes",
+        "64",
+        "--wait",
+        "block,spin",
+        "--duration-ms",
+        "30",
+        "--raw",
+    ]);
+    assert!(
+        table.contains("× raw") && table.contains("raw p50 µs"),
+        "{table}"
+    );
+    for r in v["results"].as_array().unwrap() {
+        let mech = r["mechanism"].as_str().unwrap();
+        assert!(r.get("skipped").is_none(), "{r}");
+        if mech == "mq" {
+            assert!(
+                r.get("raw_rtt_ns").is_none() && r.get("vs_raw").is_none(),
+                "{r}"
+            );
+            continue;
+        }
+        assert!(r["raw_rtt_ns"]["p50"].as_u64().unwrap() > 0, "{r}");
+        let ratio = r["vs_raw"].as_f64().unwrap();
+        let want = r["rtt_ns"]["p50"].as_f64().unwrap() / r["raw_rtt_ns"]["p50"].as_f64().unwrap();
+        assert!((ratio - want).abs() < 1e-9 && ratio > 0.0, "{r}");
+    }
 }

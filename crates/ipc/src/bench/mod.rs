@@ -44,6 +44,7 @@ use serde::Serialize;
 
 mod cleanup;
 mod html;
+mod raw;
 mod report;
 mod shm;
 mod signal;
@@ -318,6 +319,12 @@ pub struct Args {
     /// throughput charts (inline SVG; nothing is fetched when it is viewed).
     #[arg(long, value_name = "PATH")]
     html: Option<PathBuf>,
+    /// Also measure each kernel mechanism's round trip with bare system
+    /// calls (std's read/write, send/recv; fixed size, no framing, no
+    /// checks), round for round with ipckit's, and show the ratio: what the
+    /// library costs. Not for the queues (see tools/pingpong.c).
+    #[arg(long)]
+    raw: bool,
     /// Compare with a saved run (the --json of an earlier ipc bench): the
     /// ratio of this run's round trips and messages per second to it.
     #[arg(long, value_name = "OLD.json")]
@@ -385,6 +392,9 @@ pub struct PeerArgs {
     /// The bench's pid: the peer exits when that process does.
     #[arg(long)]
     parent: Option<u32>,
+    /// Echo with bare system calls (`ipc bench --raw`).
+    #[arg(long)]
+    raw: bool,
     /// Mechanism-specific rendezvous: a path, an abstract name or a port.
     #[arg(long)]
     addr: Option<String>,
@@ -708,6 +718,9 @@ pub fn peer(a: PeerArgs) -> Result<()> {
     if a.mech == Some(Mech::Signal) {
         return signal::peer(a.role, a.wait);
     }
+    if a.raw {
+        return raw::peer(&a);
+    }
     let mut ep = peer_connect(&a)?;
     let mut buf = Vec::new();
     match a.role {
@@ -1004,6 +1017,12 @@ struct Row {
     /// How much the figure moved between the measuring rounds.
     #[serde(skip_serializing_if = "Option::is_none")]
     spread: Option<Spread>,
+    /// `--raw`: the same round trip with bare system calls, and ipckit's
+    /// rtt p50 divided by it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_rtt_ns: Option<Stats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vs_raw: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     skipped: Option<String>,
 }
@@ -1102,6 +1121,7 @@ struct Round {
     tp: Throughput,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_point(
     ctx: &mut Ctx,
     mech: Mech,
@@ -1109,11 +1129,20 @@ fn run_point(
     wait: WaitStrategy,
     d: Duration,
     signals: Option<&ipckit::signal::SignalReceiver>,
+    with_raw: bool,
 ) -> Result<Row> {
     let mut rounds = Vec::new();
+    let with_raw = with_raw && raw::supported(mech);
+    let mut raw_hist = new_hist();
     for _ in 0..ROUNDS {
         rounds.push(measure_round(ctx, mech, size, wait, d / ROUNDS, signals)?);
+        // Round for round, so that both see the same machine.
+        if with_raw {
+            let h = raw::measure(ctx, mech, size, wait, d / ROUNDS).context("--raw")?;
+            raw_hist.add(&h)?;
+        }
     }
+    let raw_rtt_ns = with_raw.then(|| Stats::of(&raw_hist));
     let mut hist = new_hist();
     for r in &rounds {
         hist.add(&r.hist)?;
@@ -1129,11 +1158,12 @@ fn run_point(
         size
     };
     let msgs_per_s = median(&mut rates.clone());
+    let rtt_ns = Stats::of(&hist);
     Ok(Row {
         mechanism: mech.name(),
         size,
         wait: mech.wait_name(wait),
-        rtt_ns: Some(Stats::of(&hist)),
+        rtt_ns: Some(rtt_ns),
         samples: rounds.iter().map(|r| r.samples).sum(),
         throughput: Some(Throughput {
             msgs_per_s,
@@ -1148,6 +1178,8 @@ fn run_point(
             rtt_p50_pct: spread_pct(&mut p50s),
             msgs_per_s_pct: spread_pct(&mut rates),
         }),
+        raw_rtt_ns,
+        vs_raw: raw_rtt_ns.map(|r| rtt_ns.p50 as f64 / r.p50.max(1) as f64),
         skipped: None,
     })
 }
@@ -1265,7 +1297,7 @@ pub fn run(args: Args) -> Result<()> {
         bar.set_message(format!("{mech} {size} B {wait}"));
         let row = match mech.cannot_carry(size) {
             Some(why) => Err(anyhow!(why)),
-            None => run_point(&mut ctx, mech, size, wait, d, signals.as_ref()),
+            None => run_point(&mut ctx, mech, size, wait, d, signals.as_ref(), args.raw),
         };
         cleanup::point_done();
         rows.push(row.unwrap_or_else(|e| Row {
@@ -1276,6 +1308,8 @@ pub fn run(args: Args) -> Result<()> {
             samples: 0,
             throughput: None,
             spread: None,
+            raw_rtt_ns: None,
+            vs_raw: None,
             skipped: Some(format!("{e:#}")),
         }));
         bar.inc(1);

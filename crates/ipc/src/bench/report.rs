@@ -61,6 +61,16 @@ const COLUMNS: &[Column] = &[
         cell: |r, _| spread_cell(r.spread.map(|s| s.rtt_p50_pct)),
     },
     Column {
+        header: "raw p50 µs",
+        drop_order: 0,
+        cell: |r, _| r.raw_rtt_ns.map_or_else(|| "—".into(), |s| micros(s.p50)),
+    },
+    Column {
+        header: "× raw",
+        drop_order: 0,
+        cell: |r, _| r.vs_raw.map_or_else(|| "—".into(), |v| format!("{v:.2}")),
+    },
+    Column {
         header: "rtt p99 µs",
         drop_order: 3,
         cell: |r, _| micros(rtt(r).p99),
@@ -181,13 +191,18 @@ pub fn terminal_width() -> Option<usize> {
 /// The table of results, dropping the least important columns until it
 /// fits in `width` (all of them when `width` is `None`).
 pub fn table(rows: &[Row], floor: &Stats, width: Option<usize>) -> Table {
-    let mut keep = vec![true; COLUMNS.len()];
+    // The --raw columns only when there is something in them.
+    let raw = rows.iter().any(|r| r.raw_rtt_ns.is_some());
+    let mut keep: Vec<bool> = COLUMNS
+        .iter()
+        .map(|c| raw || !matches!(c.header, "raw p50 µs" | "× raw"))
+        .collect();
     let mut t = build(rows, floor, &keep);
     let Some(width) = width else {
         return t;
     };
     let mut order: Vec<usize> = (0..COLUMNS.len())
-        .filter(|&i| COLUMNS[i].drop_order > 0)
+        .filter(|&i| COLUMNS[i].drop_order > 0 && keep[i])
         .collect();
     order.sort_by_key(|&i| std::cmp::Reverse(COLUMNS[i].drop_order));
     for i in order {
