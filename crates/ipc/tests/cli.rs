@@ -963,11 +963,14 @@ fn an_interrupted_bench_leaves_nothing_behind() {
         let pid = b.id();
         std::thread::sleep(Duration::from_millis(after_ms));
         // Interrupt it in the middle of a measurement, with a peer running.
+        let mut peers = Vec::new();
         wait_for(
-            || !bench_peers(tmp.path()).is_empty(),
+            || {
+                peers = bench_peers(tmp.path());
+                !peers.is_empty()
+            },
             "a peer to be running",
         );
-        let peers = bench_peers(tmp.path());
         assert!(run(Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(pid.to_string()))

@@ -10,7 +10,7 @@
 //! sees: SIGKILL.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use anyhow::Result;
 
@@ -30,29 +30,46 @@ static MADE: Mutex<Made> = Mutex::new(Made {
     peers: Vec::new(),
 });
 
-fn made(f: impl FnOnce(&mut Made)) {
+fn lock() -> MutexGuard<'static, Made> {
     // A poisoned lock still holds the list: use it.
-    f(&mut MADE.lock().unwrap_or_else(|e| e.into_inner()));
+    MADE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn made(f: impl FnOnce(&mut Made)) {
+    f(&mut lock());
+}
+
+/// Records what a `making` call made.
+pub struct Registrar<'a>(MutexGuard<'a, Made>);
+
+impl Registrar<'_> {
+    /// A System V message queue, by id.
+    pub fn sysv_queue(&mut self, id: i32) {
+        self.0.sysv_queues.push(id);
+    }
+
+    /// A System V semaphore set, by id.
+    pub fn sysv_set(&mut self, id: i32) {
+        self.0.sysv_sets.push(id);
+    }
+
+    /// A POSIX message queue, by name.
+    pub fn mqueue(&mut self, name: &str) {
+        self.0.mqueues.push(name.to_owned());
+    }
+}
+
+/// Makes kernel objects and registers them under one lock, which the
+/// cleanup on a signal holds until the process has exited: nothing can be
+/// made after the cleanup ran, or between being made and being
+/// registered.
+pub fn making<T>(f: impl FnOnce(&mut Registrar<'_>) -> Result<T>) -> Result<T> {
+    f(&mut Registrar(lock()))
 }
 
 /// The bench's temporary directory.
 pub fn tmp(path: PathBuf) {
     made(|m| m.tmp = Some(path));
-}
-
-/// A System V message queue, by id.
-pub fn sysv_queue(id: i32) {
-    made(|m| m.sysv_queues.push(id));
-}
-
-/// A System V semaphore set, by id.
-pub fn sysv_set(id: i32) {
-    made(|m| m.sysv_sets.push(id));
-}
-
-/// A POSIX message queue, by name.
-pub fn mqueue(name: &str) {
-    made(|m| m.mqueues.push(name.to_owned()));
 }
 
 /// A peer process.
@@ -80,15 +97,17 @@ pub fn install() -> Result<()> {
         .name("ipc-bench-cleanup".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
-                remove_all();
+                // Held until the exit: nothing more is made meanwhile.
+                let m = lock();
+                remove_all(&m);
                 std::process::exit(128 + sig);
             }
         })?;
     Ok(())
 }
 
-fn remove_all() {
-    made(|m| {
+fn remove_all(m: &Made) {
+    {
         for &pid in &m.peers {
             let _ = ipckit::signal::kill(pid, ipckit::signal::Signal::KILL);
         }
@@ -104,5 +123,5 @@ fn remove_all() {
         if let Some(dir) = &m.tmp {
             let _ = std::fs::remove_dir_all(dir);
         }
-    });
+    }
 }

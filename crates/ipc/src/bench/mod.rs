@@ -566,17 +566,22 @@ impl Ctx {
                         .capacity(10, size)
                         .create()
                 };
-                cleanup::mqueue(&format!("{base}-a2b"));
-                cleanup::mqueue(&format!("{base}-b2a"));
-                let (tx, rx) = (q("a2b")?, q("b2a")?);
+                let (tx, rx) = cleanup::making(|r| {
+                    r.mqueue(&format!("{base}-a2b"));
+                    r.mqueue(&format!("{base}-b2a"));
+                    Ok((q("a2b")?, q("b2a")?))
+                })?;
                 cmd.arg("--addr").arg(&base);
                 peer = Peer::spawn(&mut cmd)?;
                 ep = Box::new(MqDuplex { tx, rx });
             }
             Mech::SysvMq => {
                 // One private queue: type 1 to the peer, type 2 back.
-                let mut q = MessageQueue::private().create()?;
-                cleanup::sysv_queue(q.id());
+                let mut q = cleanup::making(|r| {
+                    let q = MessageQueue::private().create()?;
+                    r.sysv_queue(q.id());
+                    Ok(q)
+                })?;
                 q.set_default_type(1)?;
                 q.set_default_selector(Selector::Type(2))?;
                 cmd.arg("--addr").arg(q.id().to_string());
@@ -585,10 +590,13 @@ impl Ctx {
             }
             Mech::ShmSpin | Mech::ShmFutex | Mech::ShmSem | Mech::SysvSem => {
                 let turns = mech.turns().expect("a shared-memory mechanism");
-                let ch = ShmChannel::create(turns, size, self.shared_cpu)?;
-                if let Some(id) = ch.set_id() {
-                    cleanup::sysv_set(id);
-                }
+                let ch = cleanup::making(|r| {
+                    let ch = ShmChannel::create(turns, size, self.shared_cpu)?;
+                    if let Some(id) = ch.set_id() {
+                        r.sysv_set(id);
+                    }
+                    Ok(ch)
+                })?;
                 cmd.stdin(Stdio::from(ch.region().fd().try_clone_to_owned()?));
                 if let Some(id) = ch.set_id() {
                     cmd.arg("--addr").arg(id.to_string());
