@@ -107,7 +107,13 @@ impl DgramIo {
             Interest::Write,
             self.wait,
             deadline,
-            |io, mode| io.writev(&[IoSlice::new(msg)], fds, mode),
+            |io, mode| {
+                if fds.is_empty() {
+                    io.write(msg, mode) // send: no msghdr to build and copy in
+                } else {
+                    io.writev(&[IoSlice::new(msg)], fds, mode)
+                }
+            },
         );
         match res {
             Ok(_) => Ok(()),
@@ -216,12 +222,15 @@ impl DgramIo {
         let into_out = out.capacity() >= cap;
         let buf = if into_out { &mut *out } else { &mut self.rbuf };
         buf.clear();
+        // Each datagram stands alone: a caller that takes no descriptors
+        // needs no control buffer (the kernel closes any that came).
+        let with_fds = fds.is_some();
         let chunk = wait_io(
             &mut self.io,
             Interest::Read,
             self.wait,
             deadline,
-            |io, mode| io.recv_datagram(buf, cap, false, mode),
+            |io, mode| io.recv_datagram_fds(buf, cap, false, mode, with_fds),
         )
         .map_err(recv_failure)?;
         let len = chunk.len;

@@ -96,9 +96,16 @@ impl FdIo {
                     fds: Vec::new(),
                 })
             }
-            Kind::UnixSocket | Kind::InetSocket => {
-                let fds = self.kind == Kind::UnixSocket;
-                let r = sys::socket::recvmsg_spare(self.fd.as_fd(), v, want, dontwait(mode), fds)?;
+            Kind::InetSocket => {
+                // TCP carries no descriptors: plain recv, no msghdr.
+                let len = sys::socket::recv_spare(self.fd.as_fd(), v, want, dontwait(mode))?;
+                Ok(Chunk {
+                    len,
+                    fds: Vec::new(),
+                })
+            }
+            Kind::UnixSocket => {
+                let r = sys::socket::recvmsg_spare(self.fd.as_fd(), v, want, dontwait(mode), true)?;
                 if r.fds_truncated {
                     return Err(io::Error::other(format!(
                         "the peer sent more descriptors than one message may carry ({}); \
@@ -123,11 +130,33 @@ impl FdIo {
         peek: bool,
         mode: Mode,
     ) -> io::Result<Chunk> {
+        self.recv_datagram_fds(v, want, peek, mode, true)
+    }
+
+    /// [`recv_datagram`](Self::recv_datagram); without `with_fds` no
+    /// control buffer is given, and the kernel closes descriptors that came
+    /// with the datagram (cheaper, for callers that would close them).
+    pub(crate) fn recv_datagram_fds(
+        &mut self,
+        v: &mut Vec<u8>,
+        want: usize,
+        peek: bool,
+        mode: Mode,
+        with_fds: bool,
+    ) -> io::Result<Chunk> {
         let mut flags = libc::MSG_TRUNC | dontwait(mode);
         if peek {
             flags |= libc::MSG_PEEK;
         }
-        let fds = self.kind == Kind::UnixSocket;
+        if !with_fds || self.kind != Kind::UnixSocket {
+            // No descriptors wanted or possible: plain recv, no msghdr.
+            let len = sys::socket::recv_spare(self.fd.as_fd(), v, want, flags)?;
+            return Ok(Chunk {
+                len,
+                fds: Vec::new(),
+            });
+        }
+        let fds = true;
         let r = sys::socket::recvmsg_spare(self.fd.as_fd(), v, want, flags, fds)?;
         Ok(Chunk {
             len: r.len,

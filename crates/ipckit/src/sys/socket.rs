@@ -151,6 +151,30 @@ pub(crate) fn shutdown_both(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// `recv(2)` appending up to `want` bytes to `v`; returns what the call
+/// returned (with `MSG_TRUNC` on a datagram socket: the datagram's real
+/// length, which may exceed `want`).
+pub(crate) fn recv_spare(
+    fd: BorrowedFd<'_>,
+    v: &mut Vec<u8>,
+    want: usize,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    v.reserve(want);
+    let old = v.len();
+    // SAFETY: `reserve` made room for `want` bytes past `len`; the kernel
+    // writes at most `want` bytes there.
+    let n = syscall!(recv(
+        fd.as_raw_fd(),
+        v.as_mut_ptr().add(old).cast(),
+        want,
+        flags
+    ))? as usize;
+    // SAFETY: the first `min(n, want)` spare bytes were written by the kernel.
+    unsafe { v.set_len(old + n.min(want)) };
+    Ok(n)
+}
+
 /// `send(2)` of one buffer; `MSG_NOSIGNAL` is always added.
 pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: `buf` is valid and readable for its length for the whole call.
