@@ -174,7 +174,24 @@ pub(crate) fn wait_io<S: AsFd, T>(
         Spun::Done(r) => return r,
         Spun::Block(end) => end,
     };
+    block(io, interest, end, false, attempt)
+}
+
+/// The blocking phase: attempts (blocking without a deadline) and polls
+/// until one succeeds or `end` passes; `poll_first` after an attempt the
+/// caller already made.
+fn block<S: AsFd, T>(
+    io: &mut S,
+    interest: Interest,
+    end: Option<Instant>,
+    mut poll_first: bool,
+    mut attempt: impl FnMut(&mut S, Mode) -> io::Result<T>,
+) -> Result<T, WaitError> {
     loop {
+        if poll_first && !poll(io.as_fd(), interest, end).map_err(WaitError::Io)? {
+            return Err(WaitError::Timeout);
+        }
+        poll_first = true;
         let mode = if end.is_none() {
             Mode::Blocking
         } else {
@@ -183,9 +200,6 @@ pub(crate) fn wait_io<S: AsFd, T>(
         match attempt(io, mode) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             r => return r.map_err(WaitError::Io),
-        }
-        if !poll(io.as_fd(), interest, end).map_err(WaitError::Io)? {
-            return Err(WaitError::Timeout);
         }
     }
 }
@@ -247,7 +261,7 @@ pub(crate) fn wait_io_again<S: AsFd, T>(
     interest: Interest,
     strategy: WaitStrategy,
     deadline: Deadline,
-    mut attempt: impl FnMut(&mut S, Mode) -> io::Result<T>,
+    attempt: impl FnMut(&mut S, Mode) -> io::Result<T>,
 ) -> Result<T, WaitError> {
     let end = match (strategy, deadline) {
         (_, Deadline::Now) => return Err(WaitError::Timeout),
@@ -258,20 +272,7 @@ pub(crate) fn wait_io_again<S: AsFd, T>(
         (WaitStrategy::Block, Deadline::Never) => None,
         (WaitStrategy::Block, Deadline::At(t)) => Some(t),
     };
-    loop {
-        if !poll(io.as_fd(), interest, end).map_err(WaitError::Io)? {
-            return Err(WaitError::Timeout);
-        }
-        let mode = if end.is_none() {
-            Mode::Blocking
-        } else {
-            Mode::NonBlocking
-        };
-        match attempt(io, mode) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            r => return r.map_err(WaitError::Io),
-        }
-    }
+    block(io, interest, end, true, attempt)
 }
 
 /// How long a caller that makes its own attempts may keep spinning: until
