@@ -219,6 +219,7 @@ impl FrameWriter {
     }
 
     /// Sends one frame, with `fds` attached to its first byte.
+    #[inline]
     pub(crate) fn send(
         &mut self,
         io: &mut FdIo,
@@ -226,6 +227,41 @@ impl FrameWriter {
         fds: &[BorrowedFd<'_>],
         strategy: WaitStrategy,
         deadline: Deadline,
+    ) -> Result<(), SendTimeoutError<()>> {
+        // The common case first: a small length-prefixed frame, nothing
+        // pending, no descriptors: assembled in one buffer (copying it costs
+        // less than the kernel's handling of slices) and one write.
+        if self.framing == Framing::LengthPrefixed
+            && fds.is_empty()
+            && self.pending.is_empty()
+            && self.broken.is_none()
+            && msg.len() <= SMALL_FRAME - HEADER_LEN
+            && msg.len() <= self.max
+        {
+            self.scratch.clear();
+            self.scratch
+                .extend_from_slice(&(msg.len() as u32).to_le_bytes());
+            self.scratch.extend_from_slice(msg);
+            let first = io.write(&self.scratch, immediate_mode(strategy, deadline));
+            if matches!(first, Ok(n) if n == msg.len() + HEADER_LEN) {
+                return Ok(());
+            }
+            return self.send_general(io, msg, fds, strategy, deadline, Some(first));
+        }
+        self.send_general(io, msg, fds, strategy, deadline, None)
+    }
+
+    /// [`send`](Self::send) in general; `first` is the result of the fast
+    /// path's write, if it made one.
+    #[inline(never)]
+    fn send_general(
+        &mut self,
+        io: &mut FdIo,
+        msg: &[u8],
+        fds: &[BorrowedFd<'_>],
+        strategy: WaitStrategy,
+        deadline: Deadline,
+        first: Option<io::Result<usize>>,
     ) -> Result<(), SendTimeoutError<()>> {
         if let Some(why) = &self.broken {
             return Err(SendTimeoutError::Io(
@@ -255,15 +291,15 @@ impl FrameWriter {
         };
         let total = parts.iter().map(|p| p.len()).sum::<usize>();
         let mut written = 0;
-        // The common case first: nothing pending, no descriptors: one
-        // writev without the waiting machinery; if it could not start,
+        // Nothing pending, no descriptors: one attempt without the waiting
+        // machinery (unless the fast path made it); if it could not start,
         // the loop below waits before trying again.
         let mut missed = false;
         if self.pending.is_empty() && fds.is_empty() {
             let mode = immediate_mode(strategy, deadline);
-            let res = if total <= SMALL_FRAME {
-                // One contiguous buffer and one write: copying a small
-                // frame costs less than the kernel's handling of slices.
+            let res = if let Some(res) = first {
+                res
+            } else if total <= SMALL_FRAME {
                 self.scratch.clear();
                 for p in parts {
                     self.scratch.extend_from_slice(p);
@@ -437,21 +473,8 @@ impl FrameReader {
         got: usize,
         of: usize,
     ) -> Result<(), RecvTimeoutError> {
-        let mid_frame = got > 0;
         match chunk {
-            Ok(c) if c.len == 0 => {
-                if mid_frame {
-                    let progress = progress(got, of);
-                    Err(self.break_with(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "the peer closed the stream in the middle of a message ({progress})"
-                        ),
-                    )))
-                } else {
-                    Err(RecvTimeoutError::Disconnected)
-                }
-            }
+            Ok(c) if c.len == 0 => Err(self.end_of_stream_at(got, of)),
             Ok(c) => {
                 self.read_end += c.len as u64;
                 if !c.fds.is_empty() {
@@ -459,26 +482,60 @@ impl FrameReader {
                 }
                 Ok(())
             }
-            Err(e) => match recv_failure(e) {
-                RecvTimeoutError::Disconnected if mid_frame => {
-                    Err(self.break_with(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "the connection was reset in the middle of a message ({})",
-                            progress(got, of)
-                        ),
-                    )))
-                }
-                other => Err(other),
-            },
+            Err(e) => Err(self.failed_at(e, got, of)),
+        }
+    }
+
+    /// End of stream while reading the first `of` bytes of a frame.
+    #[cold]
+    fn end_of_stream(&mut self, of: usize) -> RecvTimeoutError {
+        let got = self.buffered();
+        self.end_of_stream_at(got, of)
+    }
+
+    /// End of stream `got` bytes into a frame of `of`: a clean end between
+    /// frames, a broken stream in the middle of one.
+    #[cold]
+    fn end_of_stream_at(&mut self, got: usize, of: usize) -> RecvTimeoutError {
+        if got == 0 {
+            return RecvTimeoutError::Disconnected;
+        }
+        let progress = progress(got, of);
+        self.break_with(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the peer closed the stream in the middle of a message ({progress})"),
+        ))
+    }
+
+    /// A failed read while reading the first `of` bytes of a frame.
+    #[cold]
+    fn failed(&mut self, e: WaitError, of: usize) -> RecvTimeoutError {
+        let got = self.buffered();
+        self.failed_at(e, got, of)
+    }
+
+    /// A failed read `got` bytes into a frame of `of`.
+    #[cold]
+    fn failed_at(&mut self, e: WaitError, got: usize, of: usize) -> RecvTimeoutError {
+        match recv_failure(e) {
+            RecvTimeoutError::Disconnected if got > 0 => self.break_with(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the connection was reset in the middle of a message ({})",
+                    progress(got, of)
+                ),
+            )),
+            other => other,
         }
     }
 
     /// The common case without the general machinery: a length-prefixed
-    /// frame that fits the read-ahead buffer, no descriptors pending. Takes
-    /// it from the buffer, or after one read in [`immediate_mode`]; `None`
-    /// hands over to the general path (which then waits first if that read
-    /// found nothing).
+    /// frame that fits the read-ahead buffer, no descriptors pending or
+    /// possible. Takes it from the buffer, or after one read in
+    /// [`immediate_mode`] (spinning strategies spin right here, on the bare
+    /// read); `None` hands over to the general path (which then waits first
+    /// if that read found nothing).
+    #[inline]
     fn recv_direct(
         &mut self,
         io: &mut FdIo,
@@ -486,52 +543,50 @@ impl FrameReader {
         strategy: WaitStrategy,
         deadline: Deadline,
     ) -> Option<Result<(), RecvTimeoutError>> {
-        if self.large.is_some() || !self.fds.is_empty() {
+        if self.large.is_some() || !self.fds.is_empty() || io.recv_fds() {
             return None;
         }
         if self.buffered() < HEADER_LEN {
             self.make_room(HEADER_LEN);
             let want = self.buf.capacity() - self.buf.len();
-            let got = self.buffered();
             let mode = immediate_mode(strategy, deadline);
-            // Spinning strategies spin right here, on the bare read.
-            let budget = SpinBudget::new(strategy, deadline);
+            // The spin window starts at the first miss: a hit reads no clock.
+            let mut budget: Option<SpinBudget> = None;
             loop {
-                match io.read_spare(&mut self.buf, want, mode) {
+                match io.read_plain(&mut self.buf, want, mode) {
+                    Ok(n) if n > 0 => {
+                        self.read_end += n as u64;
+                        break;
+                    }
+                    Ok(_) => return Some(Err(self.end_of_stream(HEADER_LEN))),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if let Some(b) = budget {
-                            if b.more() {
-                                std::hint::spin_loop();
-                                continue;
+                        match strategy {
+                            WaitStrategy::Block => {}
+                            _ => {
+                                let b = budget.get_or_insert_with(|| {
+                                    SpinBudget::new(strategy, deadline)
+                                        .expect("spinning strategies have a budget")
+                                });
+                                if b.more() {
+                                    std::hint::spin_loop();
+                                    continue;
+                                }
+                                if strategy == WaitStrategy::Spin {
+                                    return Some(Err(RecvTimeoutError::Timeout));
+                                }
+                                // Adaptive: the spin window is over; block.
+                                self.spun = true;
                             }
-                            if strategy == WaitStrategy::Spin {
-                                return Some(Err(RecvTimeoutError::Timeout));
-                            }
-                            // Adaptive: the spin window is over; block.
-                            self.spun = true;
                         }
                         self.missed = true;
                         return None;
                     }
-                    // Bytes and no descriptors: all there is to note.
-                    Ok(c) if c.len > 0 && c.fds.is_empty() => {
-                        self.read_end += c.len as u64;
-                        break;
-                    }
-                    r => {
-                        if let Err(e) = self.after_read(r.map_err(WaitError::Io), got, HEADER_LEN) {
-                            return Some(Err(e));
-                        }
-                        if !self.fds.is_empty() {
-                            return None;
-                        }
-                        break;
-                    }
+                    Err(e) => return Some(Err(self.failed(WaitError::Io(e), HEADER_LEN))),
                 }
             }
-        }
-        if self.buffered() < HEADER_LEN {
-            return None;
+            if self.buffered() < HEADER_LEN {
+                return None;
+            }
         }
         let h = &self.buf[self.start..self.start + HEADER_LEN];
         let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
@@ -556,6 +611,7 @@ impl FrameReader {
 
     /// Receives one frame into `out`; descriptors that arrived with it are
     /// appended to `fds` (or closed when `fds` is `None`).
+    #[inline]
     pub(crate) fn recv(
         &mut self,
         io: &mut FdIo,
@@ -563,6 +619,29 @@ impl FrameReader {
         fds: Option<&mut Vec<OwnedFd>>,
         strategy: WaitStrategy,
         deadline: Deadline,
+    ) -> Result<(), RecvTimeoutError> {
+        let direct = self.broken.is_none()
+            && self.framing == Framing::LengthPrefixed
+            && self.buf.capacity() != 0;
+        if direct {
+            if let Some(done) = self.recv_direct(io, out, strategy, deadline) {
+                return done;
+            }
+        }
+        self.recv_general(io, out, fds, strategy, deadline, direct)
+    }
+
+    /// [`recv`](Self::recv) in general; `tried` when the direct path has
+    /// already had its go.
+    #[inline(never)]
+    fn recv_general(
+        &mut self,
+        io: &mut FdIo,
+        out: &mut Vec<u8>,
+        fds: Option<&mut Vec<OwnedFd>>,
+        strategy: WaitStrategy,
+        deadline: Deadline,
+        tried: bool,
     ) -> Result<(), RecvTimeoutError> {
         if let Some((kind, text)) = &self.broken {
             return Err(RecvTimeoutError::Io(io::Error::new(
@@ -576,8 +655,10 @@ impl FrameReader {
         if self.framing == Framing::Lines {
             return self.recv_line(io, out, fds, strategy, deadline);
         }
-        if let Some(done) = self.recv_direct(io, out, strategy, deadline) {
-            return done;
+        if !tried {
+            if let Some(done) = self.recv_direct(io, out, strategy, deadline) {
+                return done;
+            }
         }
         // An adaptive wait that already spun its window now blocks.
         let strategy = if std::mem::take(&mut self.spun) {
@@ -760,6 +841,7 @@ impl Stream {
         }
     }
 
+    #[inline]
     pub(crate) fn send(
         &mut self,
         msg: &[u8],
@@ -769,13 +851,31 @@ impl Stream {
         self.tx.send(&mut self.io, msg, fds, self.wait, deadline)
     }
 
+    #[inline]
     pub(crate) fn recv(
         &mut self,
         out: &mut Vec<u8>,
         fds: Option<&mut Vec<OwnedFd>>,
         deadline: Deadline,
     ) -> Result<(), RecvTimeoutError> {
+        if fds.is_some() && !self.io.recv_fds() && self.io.kind() == Kind::UnixSocket {
+            self.start_recv_fds()?;
+        }
         self.rx.recv(&mut self.io, out, fds, self.wait, deadline)
+    }
+
+    /// The first receive that asks for descriptors switches reads to
+    /// `recvmsg`, if no read without it has taken bytes not yet handed
+    /// out: descriptors that came with those were closed by the kernel.
+    fn start_recv_fds(&mut self) -> Result<(), RecvTimeoutError> {
+        if self.rx.buffered() > 0 || self.rx.large.is_some() {
+            return Err(RecvTimeoutError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "descriptor passing was switched on after reads without it had already taken                  bytes of later messages, so descriptors sent with them may have been closed by                  the kernel: call UnixStream::set_receive_fds(true) before the first receive on a                  stream that carries descriptors",
+            )));
+        }
+        self.io.set_recv_fds(true);
+        Ok(())
     }
 
     pub(crate) fn flush(&mut self) -> io::Result<()> {

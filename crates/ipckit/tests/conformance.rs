@@ -21,8 +21,8 @@ use ipckit::socket::unix::{
 };
 use ipckit::sysv::{self, Key, MessageQueue, Selector};
 use ipckit::{
-    MessageReceiver, MessageSender, MessageTooLarge, RecvTimeoutError, SendError, TryRecvError,
-    TrySendError,
+    MessageReceiver, MessageSender, MessageTooLarge, RecvError, RecvTimeoutError, SendError,
+    TryRecvError, TrySendError,
 };
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -565,12 +565,67 @@ fn fd_passing() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A stream protocol that mixes messages with and without descriptors:
+/// plain receives read ahead without `recvmsg`, so the first
+/// `recv_with_fds` after bytes were read ahead refuses (the kernel may have
+/// closed descriptors), and `set_receive_fds(true)` up front makes it work.
+fn fd_passing_mixed_stream() -> Result<(), Failed> {
+    for opt_in in [false, true] {
+        let dir = tempfile::tempdir()?;
+        let addr = UnixAddr::path(dir.path().join("s"));
+        let l = UnixListener::bind(&addr)?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .env(
+                "IPCKIT_PEER_FD",
+                format!("stream-mixed:{}", dir.path().join("s").display()),
+            )
+            .stdin(Stdio::null())
+            .spawn()?;
+        let mut c = l.accept_timeout(T)?;
+        c.set_receive_fds(opt_in);
+        // Both messages are queued before the first read takes them.
+        ensure(child.wait()?.success(), || "peer failed".into())?;
+        let first = c.recv_timeout(T)?;
+        ensure(first == b"plain", || format!("first message {first:?}"))?;
+        let mut buf = Vec::new();
+        match (opt_in, c.recv_with_fds(&mut buf)) {
+            (true, Ok(fds)) => {
+                ensure(buf == b"fd" && fds.len() == 1, || {
+                    format!("{buf:?} with {} descriptors", fds.len())
+                })?;
+                let mut s = String::new();
+                PipeReader::from(fds.into_iter().next().unwrap()).read_to_string(&mut s)?;
+                ensure(s == "via-stream-mixed", || format!("read {s:?}"))?;
+            }
+            (false, Err(RecvError::Io(e))) => {
+                ensure(
+                    e.kind() == io::ErrorKind::InvalidInput
+                        && e.to_string().contains("set_receive_fds(true)"),
+                    || format!("unexpected error: {e}"),
+                )?;
+                // Nothing was lost: the message is still there.
+                let second = c.recv_timeout(T)?;
+                ensure(second == b"fd", || format!("second message {second:?}"))?;
+            }
+            (_, r) => return Err(format!("opt-in {opt_in}: {r:?}").into()),
+        }
+    }
+    Ok(())
+}
+
 fn peer_fd(spec: &str) -> io::Result<()> {
     let (ty, path) = spec.split_once(':').expect("type:path");
     let addr = UnixAddr::path(path);
     let (r, mut w) = pipe::pipe()?;
     w.write_all(format!("via-{ty}").as_bytes())?;
     drop(w);
+    if ty == "stream-mixed" {
+        let mut s = UnixStream::connect(&addr)?;
+        s.send(b"plain").map_err(io::Error::from)?;
+        return s
+            .send_with_fds(b"fd", &[r.as_fd()])
+            .map_err(io::Error::from);
+    }
     let end = Instant::now() + T;
     // The parent binds after spawning us: retry until it is there.
     loop {
@@ -1447,8 +1502,9 @@ fn main() {
         }
     }
     type Specific = fn() -> Result<(), Failed>;
-    let specific: [(&str, Specific); 20] = [
+    let specific: [(&str, Specific); 21] = [
         ("unix::fd_passing_and_credentials", fd_passing),
+        ("unix::fd_passing_mixed_stream", fd_passing_mixed_stream),
         ("pipe::eof_and_epipe", pipe_eof_and_epipe),
         ("pipe::popen_both_ways", popen_both_ways),
         ("pipe::capacity", pipe_capacity),

@@ -16,6 +16,7 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// `read(2)` appending up to `want` bytes to `v` (no zero-filling).
+#[inline]
 pub(crate) fn read_spare(fd: BorrowedFd<'_>, v: &mut Vec<u8>, want: usize) -> io::Result<usize> {
     v.reserve(want);
     let old = v.len();
@@ -38,6 +39,7 @@ pub(crate) fn writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usi
 }
 
 /// `write(2)` of one buffer.
+#[inline]
 pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid and readable for its length for the whole call.
     let n = syscall!(write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()))?;

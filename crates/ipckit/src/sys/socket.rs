@@ -154,6 +154,7 @@ pub(crate) fn shutdown_both(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// `recv(2)` appending up to `want` bytes to `v`; returns what the call
 /// returned (with `MSG_TRUNC` on a datagram socket: the datagram's real
 /// length, which may exceed `want`).
+#[inline]
 pub(crate) fn recv_spare(
     fd: BorrowedFd<'_>,
     v: &mut Vec<u8>,
@@ -176,6 +177,7 @@ pub(crate) fn recv_spare(
 }
 
 /// `send(2)` of one buffer; `MSG_NOSIGNAL` is always added.
+#[inline]
 pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: `buf` is valid and readable for its length for the whole call.
     let n = syscall!(send(
