@@ -10,6 +10,7 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use crate::sys;
 use crate::wait::Mode;
@@ -35,14 +36,23 @@ pub(crate) struct FdIo {
     /// Whether stream reads take descriptors (`recvmsg` with a control
     /// buffer, about 150 ns more per read than `recv`; Unix sockets only).
     recv_fds: bool,
+    /// The socket's `SO_RCVTIMEO` as last set here (zero: none).
+    rcvtimeo: Duration,
 }
 
+/// The flag for a socket call that has no timeout of its own (sends).
 fn dontwait(mode: Mode) -> libc::c_int {
-    match mode {
-        Mode::Blocking => 0,
-        Mode::NonBlocking => libc::MSG_DONTWAIT,
+    if mode.nonblocking() {
+        libc::MSG_DONTWAIT
+    } else {
+        0
     }
 }
+
+/// The kernel rounds `SO_RCVTIMEO` up to a clock tick (10 ms at `HZ=100`,
+/// the coarsest): the socket's timeout is set a tick short of the
+/// deadline, so that a receive never wakes late; short waits go to `poll`.
+const TICK: Duration = Duration::from_millis(10);
 
 /// Bytes and descriptors from one read.
 pub(crate) struct Chunk {
@@ -63,6 +73,7 @@ impl FdIo {
             nonblocking: nonblocking && kind == Kind::Pipe,
             guard_sigpipe: kind == Kind::Pipe && sys::process::sigpipe_is_default(),
             recv_fds: false,
+            rcvtimeo: Duration::ZERO,
         })
     }
 
@@ -85,9 +96,44 @@ impl FdIo {
         self.recv_fds = on && self.kind == Kind::UnixSocket;
     }
 
+    /// The flags for a socket receive in `mode`: blocking ones sleep in the
+    /// kernel, for a deadline with `SO_RCVTIMEO` (`socket(7)`) set at most
+    /// to it, so that the whole wait is one system call. The timeout is
+    /// set again only when it would wake late or much too early, so that a
+    /// run of receives with the same timeout sets it once.
+    #[inline]
+    fn recv_flags(&mut self, mode: Mode) -> io::Result<libc::c_int> {
+        match mode {
+            Mode::NonBlocking => Ok(libc::MSG_DONTWAIT),
+            Mode::Blocking => {
+                if !self.rcvtimeo.is_zero() {
+                    sys::socket::set_rcvtimeo(self.fd.as_fd(), Duration::ZERO)?;
+                    self.rcvtimeo = Duration::ZERO;
+                }
+                Ok(0)
+            }
+            Mode::Until(t) => {
+                let left = t.saturating_duration_since(Instant::now());
+                let Some(most) = left.checked_sub(TICK).filter(|m| *m >= TICK) else {
+                    return Ok(libc::MSG_DONTWAIT);
+                };
+                let cur = self.rcvtimeo;
+                if cur.is_zero() || cur > most || cur + 2 * TICK < most {
+                    // Whole ticks, rounded down: a next receive with the
+                    // same timeout finds it still fits.
+                    let ticks = most.as_millis() / TICK.as_millis();
+                    let set = TICK * ticks as u32;
+                    sys::socket::set_rcvtimeo(self.fd.as_fd(), set)?;
+                    self.rcvtimeo = set;
+                }
+                Ok(0)
+            }
+        }
+    }
+
     #[inline]
     fn pipe_mode(&mut self, mode: Mode) -> io::Result<()> {
-        let want = mode == Mode::NonBlocking;
+        let want = mode.nonblocking();
         if self.nonblocking != want {
             sys::fd::set_nonblocking(self.fd.as_fd(), want)?;
             self.nonblocking = want;
@@ -112,7 +158,8 @@ impl FdIo {
                 sys::fd::read_spare(self.fd.as_fd(), v, want)
             }
             Kind::InetSocket | Kind::UnixSocket => {
-                sys::socket::recv_spare(self.fd.as_fd(), v, want, dontwait(mode))
+                let flags = self.recv_flags(mode)?;
+                sys::socket::recv_spare(self.fd.as_fd(), v, want, flags)
             }
         }
     }
@@ -133,7 +180,8 @@ impl FdIo {
             }),
             // A Unix socket taking descriptors.
             _ => {
-                let r = sys::socket::recvmsg_spare(self.fd.as_fd(), v, want, dontwait(mode), true)?;
+                let flags = self.recv_flags(mode)?;
+                let r = sys::socket::recvmsg_spare(self.fd.as_fd(), v, want, flags, true)?;
                 if r.fds_truncated {
                     return Err(io::Error::other(format!(
                         "the peer sent more descriptors than one message may carry ({}); \
@@ -172,7 +220,7 @@ impl FdIo {
         mode: Mode,
         with_fds: bool,
     ) -> io::Result<Chunk> {
-        let mut flags = libc::MSG_TRUNC | dontwait(mode);
+        let mut flags = libc::MSG_TRUNC | self.recv_flags(mode)?;
         if peek {
             flags |= libc::MSG_PEEK;
         }

@@ -39,6 +39,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
 
 use crate::error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError};
 use crate::frame::{recv_failure, send_failure};
@@ -47,6 +48,21 @@ use crate::sys;
 use crate::sys::fd::Interest;
 use crate::wait::{wait_io, Mode, WaitStrategy};
 use crate::MessageTooLarge;
+
+/// The queue calls' own timeout for one attempt. A wait until an instant
+/// is made at most one second at a time: `mq_timedreceive` counts on the
+/// wall clock, so a clock stepped back cannot stretch a wait by more than
+/// that (the rest is waited in `poll`, on the monotonic clock).
+fn queue_wait(mode: Mode) -> sys::mq::Wait {
+    match mode {
+        Mode::Blocking => None,
+        Mode::NonBlocking => Some(Duration::ZERO),
+        Mode::Until(t) => Some(
+            t.saturating_duration_since(std::time::Instant::now())
+                .min(Duration::from_secs(1)),
+        ),
+    }
+}
 
 /// Default permission bits of a new queue: owner read and write.
 pub const DEFAULT_MODE: u32 = 0o600;
@@ -338,7 +354,7 @@ impl PosixQueue {
             Interest::Write,
             self.wait,
             deadline,
-            |fd, mode| sys::mq::send(fd.as_fd(), msg, priority, mode == Mode::NonBlocking),
+            |fd, mode| sys::mq::send(fd.as_fd(), msg, priority, queue_wait(mode)),
         )
         .map_err(send_failure)
         .map_err(|e| match e {
@@ -379,7 +395,7 @@ impl PosixQueue {
             Interest::Read,
             self.wait,
             deadline,
-            |fd, mode| sys::mq::receive(fd.as_fd(), buf, msgsize, mode == Mode::NonBlocking),
+            |fd, mode| sys::mq::receive(fd.as_fd(), buf, msgsize, queue_wait(mode)),
         )
         .map_err(recv_failure)?;
         if buf.len() > self.max {

@@ -1,8 +1,12 @@
 //! How a receive (or a send on a full channel) waits.
 //!
-//! - [`WaitStrategy::Block`]: let the kernel put the thread to sleep
-//!   (a blocking `read`, or `poll(2)` when there is a deadline). Costs no CPU
-//!   while waiting, but each wake-up goes through the scheduler.
+//! - [`WaitStrategy::Block`]: let the kernel put the thread to sleep. Costs
+//!   no CPU while waiting, but each wake-up goes through the scheduler.
+//!   Without a deadline it is one blocking call. With one, a socket
+//!   receive is one blocking call too, under `SO_RCVTIMEO` (`socket(7)`; set
+//!   on the socket, so other holders of the same descriptor see it), a
+//!   POSIX queue's one `mq_timedreceive`/`mq_timedsend`; everything else
+//!   makes a non-blocking attempt and then sleeps in `poll(2)`.
 //! - [`WaitStrategy::Spin`]: retry the non-blocking call in a loop. Lowest
 //!   latency when the peer runs on another core, at the price of a core
 //!   spent at 100% while waiting. Never use it on an overloaded machine.
@@ -98,6 +102,21 @@ impl FromStr for WaitStrategy {
 pub(crate) enum Mode {
     Blocking,
     NonBlocking,
+    /// May sleep in the kernel until about this instant, never later, if
+    /// the call has a timeout of its own (a socket's `SO_RCVTIMEO`,
+    /// `mq_timedreceive`): one system call instead of an attempt, a
+    /// `poll` and another attempt. Calls without one (a pipe's `read`,
+    /// every send) treat it as [`Mode::NonBlocking`]; a `WouldBlock` from
+    /// either leaves the rest of the wait to `poll`.
+    Until(Instant),
+}
+
+impl Mode {
+    /// Whether the attempt must return at once when it cannot proceed (for
+    /// calls without a timeout of their own).
+    pub(crate) fn nonblocking(self) -> bool {
+        self != Mode::Blocking
+    }
 }
 
 /// Why [`wait_io`] stopped without a result.
@@ -161,8 +180,9 @@ fn spin<T>(
 /// tries as `strategy` says, and gives up at `deadline`.
 ///
 /// `attempt(io, Mode::Blocking)` may sleep in the kernel (used only when
-/// there is no deadline); `attempt(io, Mode::NonBlocking)` must not. With a
-/// deadline, the blocking phase sleeps in `poll(2)` on `io`.
+/// there is no deadline); `attempt(io, Mode::NonBlocking)` must not;
+/// `attempt(io, Mode::Until(t))` may until `t`. With a deadline, the
+/// blocking phase sleeps in `poll(2)` on `io` when an attempt could not.
 pub(crate) fn wait_io<S: AsFd, T>(
     io: &mut S,
     interest: Interest,
@@ -192,10 +212,9 @@ fn block<S: AsFd, T>(
             return Err(WaitError::Timeout);
         }
         poll_first = true;
-        let mode = if end.is_none() {
-            Mode::Blocking
-        } else {
-            Mode::NonBlocking
+        let mode = match end {
+            None => Mode::Blocking,
+            Some(t) => Mode::Until(t),
         };
         match attempt(io, mode) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -244,11 +263,13 @@ pub(crate) fn wait_call<T>(
 }
 
 /// The mode of a first attempt that must not wait longer than `strategy`
-/// and `deadline` allow: blocking only for a blocking wait without a
-/// deadline.
+/// and `deadline` allow: blocking for a blocking wait, until the deadline
+/// if there is one.
+#[inline]
 pub(crate) fn immediate_mode(strategy: WaitStrategy, deadline: Deadline) -> Mode {
     match (strategy, deadline) {
         (WaitStrategy::Block, Deadline::Never) => Mode::Blocking,
+        (WaitStrategy::Block, Deadline::At(t)) => Mode::Until(t),
         _ => Mode::NonBlocking,
     }
 }

@@ -273,6 +273,15 @@ fn peer_main(spec: &str) -> io::Result<()> {
         "echo" => loop {
             match ep.recv_timeout_into(&mut buf, T) {
                 Ok(()) if buf == b"quit" => return Ok(()),
+                // "later:MS": echo it after MS milliseconds.
+                Ok(()) if buf.starts_with(b"later:") => {
+                    let ms = std::str::from_utf8(&buf[6..])
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| io::Error::other("bad later:MS"))?;
+                    std::thread::sleep(Duration::from_millis(ms));
+                    ep.send(&buf).map_err(io::Error::from)?;
+                }
                 Ok(()) => ep.send(&buf).map_err(io::Error::from)?,
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
                 Err(e) => return Err(e.into()),
@@ -401,12 +410,31 @@ fn empty_and_timeout(mech: Mech) -> Result<(), Failed> {
         other => return Err(format!("recv_timeout: {other:?}").into()),
     }
     let took = t0.elapsed();
-    ensure(took >= Duration::from_millis(150) && took < T, || {
-        format!("timed out after {took:?}")
-    })?;
+    // Never early; late only by scheduling (the bound is loose for a busy
+    // machine, tight enough to catch a wait that overruns its deadline).
+    ensure(
+        took >= Duration::from_millis(150) && took < Duration::from_millis(650),
+        || format!("timed out after {took:?}"),
+    )?;
     // Still usable afterwards.
     ep.send(b"x")?;
     ensure(ep.recv_timeout(T)? == b"x", || "echo after timeout".into())?;
+    // A wait longer than a second (POSIX queues wait in one-second steps)
+    // gets a message that comes after one.
+    let t0 = Instant::now();
+    ep.send(b"later:1100")?;
+    ensure(
+        ep.recv_timeout(Duration::from_secs(3))? == b"later:1100",
+        || "a late echo".into(),
+    )?;
+    ensure(t0.elapsed() >= Duration::from_millis(1100), || {
+        "the late echo came early".into()
+    })?;
+    // A receive without a deadline after timed ones waits as long as it takes.
+    ep.send(b"later:300")?;
+    ensure(ep.recv()? == b"later:300", || {
+        "echo after timed waits".into()
+    })?;
     ep.send(b"quit")?;
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::ffi::CStr;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 
 use super::syscall;
 
@@ -69,17 +70,42 @@ pub(crate) fn getattr(fd: BorrowedFd<'_>) -> io::Result<(i64, i64, i64, i64)> {
     ))
 }
 
-/// `mq_send(3)`, or with `nonblocking` an `mq_timedsend` that fails with
-/// `WouldBlock` at once on a full queue.
-pub(crate) fn send(fd: BorrowedFd<'_>, msg: &[u8], prio: u32, nonblocking: bool) -> io::Result<()> {
-    let res = if nonblocking {
-        // SAFETY: `msg` is readable for its length; PAST is a valid timespec.
+/// How long a queue call may wait: `None` for as long as it takes,
+/// `Some(ZERO)` not at all, `Some(d)` at most about `d`.
+pub(crate) type Wait = Option<Duration>;
+
+/// The absolute `CLOCK_REALTIME` time the timed calls take, `d` from now
+/// (the past for zero: they fail at once, without touching `O_NONBLOCK`).
+fn abs_time(d: Duration) -> io::Result<libc::timespec> {
+    if d.is_zero() {
+        return Ok(PAST);
+    }
+    let mut now = MaybeUninit::<libc::timespec>::uninit();
+    // SAFETY: `now` is writable.
+    syscall!(clock_gettime(libc::CLOCK_REALTIME, now.as_mut_ptr()))?;
+    // SAFETY: filled by clock_gettime.
+    let now = unsafe { now.assume_init() };
+    let nsec = now.tv_nsec as u64 + u64::from(d.subsec_nanos());
+    Ok(libc::timespec {
+        tv_sec: now.tv_sec
+            + d.as_secs().min(i32::MAX as u64) as libc::time_t
+            + (nsec / 1_000_000_000) as libc::time_t,
+        tv_nsec: (nsec % 1_000_000_000) as _,
+    })
+}
+
+/// `mq_send(3)`, or `mq_timedsend` waiting at most as `wait` says (for a
+/// zero wait it fails with `WouldBlock` at once on a full queue).
+pub(crate) fn send(fd: BorrowedFd<'_>, msg: &[u8], prio: u32, wait: Wait) -> io::Result<()> {
+    let res = if let Some(d) = wait {
+        let at = abs_time(d)?;
+        // SAFETY: `msg` is readable for its length; `at` is a valid timespec.
         syscall!(mq_timedsend(
             fd.as_raw_fd(),
             msg.as_ptr().cast(),
             msg.len(),
             prio,
-            &PAST
+            &at
         ))
     } else {
         // SAFETY: `msg` is readable for its length.
@@ -94,26 +120,28 @@ pub(crate) fn send(fd: BorrowedFd<'_>, msg: &[u8], prio: u32, nonblocking: bool)
 }
 
 /// `mq_receive(3)` appending to `v` (which gets room for `msgsize` bytes);
-/// returns the message priority. Non-blocking as for [`send`].
+/// returns the message priority. Waits as for [`send`].
 pub(crate) fn receive(
     fd: BorrowedFd<'_>,
     v: &mut Vec<u8>,
     msgsize: usize,
-    nonblocking: bool,
+    wait: Wait,
 ) -> io::Result<u32> {
     v.reserve(msgsize);
     let old = v.len();
     let mut prio: libc::c_uint = 0;
     // SAFETY: `reserve` made room for `msgsize` bytes past `len`.
     let dst: *mut libc::c_char = unsafe { v.as_mut_ptr().add(old) }.cast();
-    let n = if nonblocking {
-        // SAFETY: `dst` is writable for `msgsize` bytes; `prio` is writable.
+    let n = if let Some(d) = wait {
+        let at = abs_time(d)?;
+        // SAFETY: `dst` is writable for `msgsize` bytes; `prio` is writable;
+        // `at` is a valid timespec.
         syscall!(mq_timedreceive(
             fd.as_raw_fd(),
             dst,
             msgsize,
             &mut prio,
-            &PAST
+            &at
         ))
     } else {
         // SAFETY: as above.

@@ -176,6 +176,24 @@ pub(crate) fn recv_spare(
     Ok(n)
 }
 
+/// Sets `SO_RCVTIMEO` (`socket(7)`): how long a blocking receive sleeps
+/// before failing with `EAGAIN`; zero for no limit.
+pub(crate) fn set_rcvtimeo(fd: BorrowedFd<'_>, d: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_usec: d.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: `tv` is a valid timeval for the length given.
+    syscall!(setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVTIMEO,
+        (&tv as *const libc::timeval).cast(),
+        std::mem::size_of::<libc::timeval>() as libc::socklen_t
+    ))?;
+    Ok(())
+}
+
 /// `send(2)` of one buffer; `MSG_NOSIGNAL` is always added.
 #[inline]
 pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {

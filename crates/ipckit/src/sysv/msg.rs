@@ -623,7 +623,8 @@ impl MessageQueue {
 fn nowait(mode: Mode) -> libc::c_int {
     match mode {
         Mode::Blocking => 0,
-        Mode::NonBlocking => libc::IPC_NOWAIT,
+        // msgrcv has no timeout: wait_call never asks for one.
+        Mode::NonBlocking | Mode::Until(_) => libc::IPC_NOWAIT,
     }
 }
 
