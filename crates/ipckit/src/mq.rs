@@ -49,11 +49,16 @@ use crate::sys::fd::Interest;
 use crate::wait::{wait_io, Mode, WaitStrategy};
 use crate::MessageTooLarge;
 
-/// The queue calls' own timeout for one attempt. A wait until an instant
+/// The queue calls' own timeout for one attempt on a descriptor in
+/// `nonblocking` mode or not. A wait until an instant
 /// is made at most one second at a time: `mq_timedreceive` counts on the
 /// wall clock, so a clock stepped back cannot stretch a wait by more than
 /// that (the rest is waited in `poll`, on the monotonic clock).
-fn queue_wait(mode: Mode) -> sys::mq::Wait {
+fn queue_wait(mode: Mode, nonblocking: bool) -> sys::mq::Wait {
+    if nonblocking {
+        // Every call returns at once; waits are left to poll.
+        return None;
+    }
     match mode {
         Mode::Blocking => None,
         Mode::NonBlocking => Some(Duration::ZERO),
@@ -170,7 +175,8 @@ impl QueueBuilder {
     /// Opens the descriptor in non-blocking mode (`O_NONBLOCK`), as an event
     /// loop needs it (default: blocking). ipckit's own blocking and timed
     /// calls still wait, by polling the descriptor; only other users of the
-    /// descriptor see the difference.
+    /// descriptor see the difference. (A spinning wait strategy also sets
+    /// `O_NONBLOCK`, for as long as it is in force.)
     pub fn nonblocking(mut self, nonblocking: bool) -> Self {
         self.nonblocking = nonblocking;
         self
@@ -230,6 +236,8 @@ impl QueueBuilder {
             wait: WaitStrategy::default(),
             max: msgsize as usize,
             priority: 0,
+            asked_nonblocking: self.nonblocking,
+            nonblocking: self.nonblocking,
         })
     }
 
@@ -283,9 +291,26 @@ pub struct PosixQueue {
     wait: WaitStrategy,
     max: usize,
     priority: u32,
+    /// `O_NONBLOCK` as the builder asked for it, and as it is now.
+    asked_nonblocking: bool,
+    nonblocking: bool,
 }
 
 impl PosixQueue {
+    /// Puts the descriptor in `O_NONBLOCK` mode while a spinning wait
+    /// strategy is set (a failed `mq_receive` on it returns at once, where
+    /// an `mq_timedreceive` with a past deadline first queues the caller as
+    /// a waiter, which each send must then deal with), and back when
+    /// blocking again unless the builder asked for it. Returns the mode.
+    fn sync_nonblocking(&mut self) -> io::Result<bool> {
+        let want = self.asked_nonblocking || self.wait != WaitStrategy::Block;
+        if want != self.nonblocking {
+            sys::mq::set_nonblocking(self.fd.as_fd(), want)?;
+            self.nonblocking = want;
+        }
+        Ok(want)
+    }
+
     /// A builder for the queue called `name` (`/something`).
     pub fn builder(name: impl Into<String>) -> QueueBuilder {
         QueueBuilder {
@@ -349,12 +374,15 @@ impl PosixQueue {
                 (),
             ));
         }
+        let nonblocking = self
+            .sync_nonblocking()
+            .map_err(|e| SendTimeoutError::Io(e, ()))?;
         wait_io(
             &mut self.fd,
             Interest::Write,
             self.wait,
             deadline,
-            |fd, mode| sys::mq::send(fd.as_fd(), msg, priority, queue_wait(mode)),
+            |fd, mode| sys::mq::send(fd.as_fd(), msg, priority, queue_wait(mode, nonblocking)),
         )
         .map_err(send_failure)
         .map_err(|e| match e {
@@ -390,12 +418,13 @@ impl PosixQueue {
     ) -> Result<u32, RecvTimeoutError> {
         buf.clear();
         let msgsize = self.msgsize;
+        let nonblocking = self.sync_nonblocking().map_err(RecvTimeoutError::Io)?;
         let prio = wait_io(
             &mut self.fd,
             Interest::Read,
             self.wait,
             deadline,
-            |fd, mode| sys::mq::receive(fd.as_fd(), buf, msgsize, queue_wait(mode)),
+            |fd, mode| sys::mq::receive(fd.as_fd(), buf, msgsize, queue_wait(mode, nonblocking)),
         )
         .map_err(recv_failure)?;
         if buf.len() > self.max {

@@ -183,7 +183,26 @@ fn spin<T>(
 /// there is no deadline); `attempt(io, Mode::NonBlocking)` must not;
 /// `attempt(io, Mode::Until(t))` may until `t`. With a deadline, the
 /// blocking phase sleeps in `poll(2)` on `io` when an attempt could not.
+#[inline]
 pub(crate) fn wait_io<S: AsFd, T>(
+    io: &mut S,
+    interest: Interest,
+    strategy: WaitStrategy,
+    deadline: Deadline,
+    mut attempt: impl FnMut(&mut S, Mode) -> io::Result<T>,
+) -> Result<T, WaitError> {
+    // The common case first, with nothing else around it: the call can
+    // proceed (or, blocking, waits in the kernel by itself).
+    match attempt(io, immediate_mode(strategy, deadline)) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        r => return r.map_err(WaitError::Io),
+    }
+    wait_io_again(io, interest, strategy, deadline, attempt)
+}
+
+/// [`wait_io`] after its first attempt: spinning, then blocking.
+#[inline(never)]
+fn wait_io_slow<S: AsFd, T>(
     io: &mut S,
     interest: Interest,
     strategy: WaitStrategy,
@@ -230,11 +249,37 @@ fn block<S: AsFd, T>(
 /// returns `Interrupted` when a signal arrives. With a deadline, an
 /// [`Alarm`] interrupts it then; the thread sleeps until a result or the
 /// deadline, without polling.
+#[inline]
 pub(crate) fn wait_call<T>(
     strategy: WaitStrategy,
     deadline: Deadline,
     mut attempt: impl FnMut(Mode) -> io::Result<T>,
 ) -> Result<T, WaitError> {
+    // The common case first: the call proceeds (or, blocking without a
+    // deadline, waits in the kernel by itself).
+    let mode = match (strategy, deadline) {
+        (WaitStrategy::Block, Deadline::Never) => Mode::Blocking,
+        _ => Mode::NonBlocking,
+    };
+    match attempt(mode) {
+        Err(e)
+            if e.kind() == io::ErrorKind::Interrupted
+                || (e.kind() == io::ErrorKind::WouldBlock && mode == Mode::NonBlocking) => {}
+        r => return r.map_err(WaitError::Io),
+    }
+    wait_call_slow(strategy, deadline, attempt)
+}
+
+/// [`wait_call`] after a first non-blocking attempt found nothing.
+#[inline(never)]
+fn wait_call_slow<T>(
+    strategy: WaitStrategy,
+    deadline: Deadline,
+    mut attempt: impl FnMut(Mode) -> io::Result<T>,
+) -> Result<T, WaitError> {
+    if deadline == Deadline::Now {
+        return Err(WaitError::Timeout);
+    }
     let end = match spin(strategy, deadline, &mut attempt) {
         Spun::Done(r) => return r,
         Spun::Block(end) => end,
@@ -288,7 +333,7 @@ pub(crate) fn wait_io_again<S: AsFd, T>(
         (_, Deadline::Now) => return Err(WaitError::Timeout),
         // Spinning repeats attempts anyway: the usual path.
         (WaitStrategy::Spin | WaitStrategy::Adaptive { .. }, _) => {
-            return wait_io(io, interest, strategy, deadline, attempt)
+            return wait_io_slow(io, interest, strategy, deadline, attempt)
         }
         (WaitStrategy::Block, Deadline::Never) => None,
         (WaitStrategy::Block, Deadline::At(t)) => Some(t),

@@ -1139,7 +1139,40 @@ fn mq_nonblocking_descriptor() -> Result<(), Failed> {
         .spawn()?;
     let mut buf = Vec::new();
     q.recv_priority_until(&mut buf, ipckit::Deadline::after(T))?;
-    ensure(child.wait()?.success(), || "sender failed".into())
+    ensure(child.wait()?.success(), || "sender failed".into())?;
+    while q.try_recv().is_ok() {}
+    // A spinning strategy puts a blocking descriptor in O_NONBLOCK while it
+    // is in force, and only then; one the builder made non-blocking stays so.
+    let mut b = PosixQueue::builder(format!("/{}", unique("nb2")))
+        .capacity(10, 64)
+        .create()?;
+    for (strategy, nonblocking_b, nonblocking_q) in [
+        (ipckit::WaitStrategy::Spin, true, true),
+        (ipckit::WaitStrategy::Block, false, true),
+        (ipckit::WaitStrategy::ADAPTIVE, true, true),
+        (ipckit::WaitStrategy::Block, false, true),
+    ] {
+        for (queue, want) in [(&mut b, nonblocking_b), (&mut q, nonblocking_q)] {
+            queue.set_wait_strategy(strategy);
+            queue.send(b"x")?;
+            ensure(queue.recv_timeout(T)? == b"x", || {
+                format!("{strategy}: echo")
+            })?;
+            let t0 = Instant::now();
+            match queue.recv_timeout(Duration::from_millis(30)) {
+                Err(RecvTimeoutError::Timeout) => {}
+                other => return Err(format!("{strategy}: {other:?}").into()),
+            }
+            ensure(t0.elapsed() >= Duration::from_millis(30), || {
+                format!("{strategy}: early timeout")
+            })?;
+            let now = queue.attributes()?.nonblocking;
+            ensure(now == want, || {
+                format!("{strategy}: O_NONBLOCK is {now}, expected {want}")
+            })?;
+        }
+    }
+    Ok(())
 }
 
 // ---- System V message queues ---------------------------------------------

@@ -53,6 +53,17 @@ pub(crate) fn unlink(name: &CStr) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets or clears `O_NONBLOCK` on the queue descriptor (`mq_setattr(3)`;
+/// the only attribute it changes).
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: mq_attr is plain data; all zeroes is valid.
+    let mut a: libc::mq_attr = unsafe { std::mem::zeroed() };
+    a.mq_flags = if on { libc::O_NONBLOCK as _ } else { 0 };
+    // SAFETY: `a` is a valid attribute struct; the old one is not asked for.
+    syscall!(mq_setattr(fd.as_raw_fd(), &a, std::ptr::null_mut()))?;
+    Ok(())
+}
+
 /// `mq_getattr(3)`: (flags, max messages, max message size, current messages).
 // `c_long` is i64 here but i32 on 32-bit targets: the conversion is needed there.
 #[allow(clippy::useless_conversion)]
@@ -76,6 +87,7 @@ pub(crate) type Wait = Option<Duration>;
 
 /// The absolute `CLOCK_REALTIME` time the timed calls take, `d` from now
 /// (the past for zero: they fail at once, without touching `O_NONBLOCK`).
+#[cold]
 fn abs_time(d: Duration) -> io::Result<libc::timespec> {
     if d.is_zero() {
         return Ok(PAST);
@@ -96,6 +108,7 @@ fn abs_time(d: Duration) -> io::Result<libc::timespec> {
 
 /// `mq_send(3)`, or `mq_timedsend` waiting at most as `wait` says (for a
 /// zero wait it fails with `WouldBlock` at once on a full queue).
+#[inline]
 pub(crate) fn send(fd: BorrowedFd<'_>, msg: &[u8], prio: u32, wait: Wait) -> io::Result<()> {
     let res = if let Some(d) = wait {
         let at = abs_time(d)?;
@@ -121,6 +134,7 @@ pub(crate) fn send(fd: BorrowedFd<'_>, msg: &[u8], prio: u32, wait: Wait) -> io:
 
 /// `mq_receive(3)` appending to `v` (which gets room for `msgsize` bytes);
 /// returns the message priority. Waits as for [`send`].
+#[inline]
 pub(crate) fn receive(
     fd: BorrowedFd<'_>,
     v: &mut Vec<u8>,
