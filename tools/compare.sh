@@ -3,13 +3,17 @@
 #
 #   tools/compare.sh [REPEATS] [DURATION_MS]      (defaults: 5 and 300)
 #
-# For each repeat and each wait strategy (block, spin), runs
-#   ipc bench MECHS --sizes 64 --raw --wait W --json ...
-# (ipckit and std's bare calls, round for round) and then tools/pingpong.c
-# (plain C, written without ipckit) for each mechanism, so every figure of
-# one repeat comes from the same few seconds. Prints, per mechanism and
+# For each repeat, each wait strategy (block, spin) and each mechanism, runs
+# tools/pingpong.c (plain C, written without ipckit), then
+#   ipc bench MECH --sizes 64 --raw --wait W --json ...
+# (ipckit and std's bare calls, round for round), then the C program again,
+# so that each bench figure has C figures from the seconds around it: the
+# VM this was written on switches between a fast and a slow state every few
+# seconds (a 64-byte pipe round trip of 1.0 or 2.2 us), and only figures
+# taken that close together can be compared. Prints, per mechanism and
 # wait, the medians over the repeats of the 64-byte round trip p50 and of
-# the ratios ipckit/raw and ipckit/C, with the range of the ratios.
+# the ratios ipckit/raw (same rounds) and ipckit/C (the mean of the C runs
+# before and after), with the range of the ratios.
 #
 # Not run by CI: it needs a quiet machine and a few minutes. Needs cc and
 # python3.
@@ -26,14 +30,16 @@ trap 'rm -rf "$work"' EXIT
 cc -O2 -o "$work/pingpong" "$root/tools/pingpong.c"
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p ipc
 ipc=$root/target/release/ipc
-secs=$(python3 -c "print($duration_ms * 3 / 1000)")
+secs=$(python3 -c "print($duration_ms / 1000)")
 
 for r in $(seq "$repeats"); do
     for wait in block spin; do
-        "$ipc" bench "${mechs[@]}" --sizes 64 --raw --wait "$wait" \
-            --duration-ms "$duration_ms" --json "$work/ipc-$wait-$r.json" >/dev/null
         for m in "${mechs[@]}"; do
-            "$work/pingpong" "$m" "$wait" 64 "$secs" >>"$work/c-$wait-$r.txt"
+            c1=$("$work/pingpong" "$m" "$wait" 64 "$secs")
+            "$ipc" bench "$m" --sizes 64 --raw --wait "$wait" \
+                --duration-ms "$duration_ms" --json "$work/ipc-$wait-$m-$r.json" >/dev/null
+            c2=$("$work/pingpong" "$m" "$wait" 64 "$secs")
+            printf '%s\n%s\n' "$c1" "$c2" >>"$work/c-$wait-$m-$r.txt"
         done
     done
     echo "repeat $r of $repeats done" >&2
@@ -45,24 +51,25 @@ import json, re, statistics, sys
 work, repeats, mechs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 rows = {}  # (mech, wait) -> lists
 for wait in ("block", "spin"):
-    for r in range(1, repeats + 1):
-        d = json.load(open(f"{work}/ipc-{wait}-{r}.json"))
-        c = {}
-        for line in open(f"{work}/c-{wait}-{r}.txt"):
-            m = re.match(r"(\S+) 64 B \S+ \(C\): .* p50 (\d+) ns", line)
-            if m:
-                c[m.group(1)] = int(m.group(2))
-        for res in d["results"]:
-            key = (res["mechanism"], wait)
-            row = rows.setdefault(key, {"ipc": [], "raw": [], "c": [], "vs_raw": [], "vs_c": []})
-            p50 = res["rtt_ns"]["p50"]
-            row["ipc"].append(p50)
-            if res.get("raw_rtt_ns"):
-                row["raw"].append(res["raw_rtt_ns"]["p50"])
-                row["vs_raw"].append(res["vs_raw"])
-            if res["mechanism"] in c:
-                row["c"].append(c[res["mechanism"]])
-                row["vs_c"].append(p50 / c[res["mechanism"]])
+    for m in mechs:
+        for r in range(1, repeats + 1):
+            d = json.load(open(f"{work}/ipc-{wait}-{m}-{r}.json"))
+            c = []
+            for line in open(f"{work}/c-{wait}-{m}-{r}.txt"):
+                hit = re.match(r"(\S+) 64 B \S+ \(C\): .* p50 (\d+) ns", line)
+                if hit:
+                    c.append(int(hit.group(2)))
+            for res in d["results"]:
+                row = rows.setdefault((m, wait), {"ipc": [], "raw": [], "c": [], "vs_raw": [], "vs_c": []})
+                p50 = res["rtt_ns"]["p50"]
+                row["ipc"].append(p50)
+                if res.get("raw_rtt_ns"):
+                    row["raw"].append(res["raw_rtt_ns"]["p50"])
+                    row["vs_raw"].append(res["vs_raw"])
+                if c:
+                    mean_c = sum(c) / len(c)
+                    row["c"].append(mean_c)
+                    row["vs_c"].append(p50 / mean_c)
 
 def med(v, fmt):
     return fmt % statistics.median(v) if v else "-"

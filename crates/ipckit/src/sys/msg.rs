@@ -54,6 +54,7 @@ impl MsgBuf {
     }
 
     /// The first `len` payload bytes of a received message.
+    #[inline]
     pub(crate) fn payload(&self, len: usize) -> &[u8] {
         let avail = self.words.len().saturating_sub(1) * WORD;
         assert!(len <= avail, "payload length beyond the buffer");
@@ -69,6 +70,7 @@ impl MsgBuf {
     }
 
     /// Puts a message of type `mtype` in the buffer, ready for [`snd`].
+    #[inline]
     pub(crate) fn load(&mut self, mtype: libc::c_long, payload: &[u8]) {
         self.reserve(payload.len());
         self.words[0] = mtype;
@@ -77,6 +79,7 @@ impl MsgBuf {
 }
 
 /// One `msgsnd(2)` of the first `len` payload bytes of `buf`.
+#[inline]
 pub(crate) fn snd(id: libc::c_int, buf: &MsgBuf, len: usize, flags: libc::c_int) -> io::Result<()> {
     assert!(
         len <= (buf.words.len() - 1) * WORD,
@@ -95,6 +98,7 @@ pub(crate) fn snd(id: libc::c_int, buf: &MsgBuf, len: usize, flags: libc::c_int)
 /// returns the payload length (the type is [`MsgBuf::mtype`]). An empty
 /// queue under `IPC_NOWAIT` (`ENOMSG`) is reported as `WouldBlock`, like a
 /// full one for [`snd`] (`EAGAIN`).
+#[inline]
 pub(crate) fn rcv(
     id: libc::c_int,
     buf: &mut MsgBuf,

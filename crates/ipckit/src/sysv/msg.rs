@@ -101,6 +101,7 @@ impl Selector {
     }
 
     /// `(msgtyp, flags)` for msgrcv.
+    #[inline]
     fn raw(self) -> io::Result<(libc::c_long, libc::c_int)> {
         let (t, flags) = match self {
             Selector::Any => return Ok((0, 0)),
@@ -108,16 +109,24 @@ impl Selector {
             Selector::NotType(t) => (t, libc::MSG_EXCEPT),
             Selector::UpTo(t) => (t, 0),
         };
-        let t = mtype(t).map_err(|_| {
-            invalid(format!(
-                "{self:?}: the type must be from 1 to {}",
-                libc::c_long::MAX
-            ))
-        })?;
+        let t = match libc::c_long::try_from(t) {
+            Ok(v) if v > 0 => v,
+            _ => return Err(self.bad_type()),
+        };
         Ok(match self {
             Selector::UpTo(_) => (-t, flags),
             _ => (t, flags),
         })
+    }
+}
+
+impl Selector {
+    #[cold]
+    fn bad_type(self) -> io::Error {
+        invalid(format!(
+            "{self:?}: the type must be from 1 to {}",
+            libc::c_long::MAX
+        ))
     }
 }
 
