@@ -568,7 +568,8 @@ impl FrameReader {
                                         .expect("spinning strategies have a budget")
                                 });
                                 if b.more() {
-                                    std::hint::spin_loop();
+                                    // Each attempt is a system call: no
+                                    // pause instruction needed.
                                     continue;
                                 }
                                 if strategy == WaitStrategy::Spin {

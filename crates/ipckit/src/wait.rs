@@ -138,7 +138,7 @@ enum Spun<T> {
 fn spin<T>(
     strategy: WaitStrategy,
     deadline: Deadline,
-    attempt: &mut dyn FnMut(Mode) -> io::Result<T>,
+    attempt: &mut impl FnMut(Mode) -> io::Result<T>,
 ) -> Spun<T> {
     let would_block = |e: &io::Error| e.kind() == io::ErrorKind::WouldBlock;
     let end = match deadline {
@@ -167,7 +167,8 @@ fn spin<T>(
         if spin_end.is_some_and(|t| Instant::now() >= t) {
             break;
         }
-        std::hint::spin_loop();
+        // No pause instruction: each attempt is a system call, long
+        // enough, and a pause would only delay noticing the peer.
     }
     if strategy == WaitStrategy::Spin {
         Spun::Done(Err(WaitError::Timeout))
