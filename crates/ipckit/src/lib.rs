@@ -17,6 +17,7 @@
 //! | [`signal`] | signals (`signal(7)`): `kill`, `sigqueue` with a value, masks, a `signalfd` receiver | a signal number (+ an integer for realtime signals) | any process of the same user |
 //! | [`socket::unix`] | Unix domain sockets: stream, datagram, seqpacket | stream (framed) or datagrams | two processes (stream) or many (datagram) |
 //! | [`socket::inet`] | TCP and UDP on loopback or a network | stream (framed) or datagrams | two processes, any host |
+//! | [`ring`] | a ring of message slots in shared memory (POSIX or memfd), futex wake-ups | messages | one or many senders and receivers |
 //!
 //! [`named`] removes exactly the FIFO or socket file one made, even from
 //! another thread (a signal handler's), and nothing put in its place.
@@ -82,6 +83,7 @@ pub mod mq;
 pub mod named;
 pub mod pipe;
 pub mod process;
+pub mod ring;
 pub mod sem;
 // Views into mapped memory: thin `unsafe` accessors over `sys::mman`.
 #[allow(unsafe_code)]

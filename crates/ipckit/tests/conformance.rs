@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use ipckit::fifo::Fifo;
 use ipckit::mq::{Duplex as MqDuplex, PosixQueue};
 use ipckit::pipe::{self, PipeReader, PipeWriter};
+use ipckit::ring::{Duplex as RingDuplex, Ring};
 use ipckit::socket::inet::{TcpListener, TcpStream, UdpSocket};
 use ipckit::socket::unix::{
     SeqpacketListener, SeqpacketStream, UnixAddr, UnixDatagram, UnixListener, UnixStream,
@@ -41,9 +42,10 @@ enum Mech {
     Udp,
     PosixMq,
     SysvMq,
+    Ring,
 }
 
-const MECHS: [Mech; 9] = [
+const MECHS: [Mech; 10] = [
     Mech::Pipe,
     Mech::Fifo,
     Mech::Unix,
@@ -53,6 +55,7 @@ const MECHS: [Mech; 9] = [
     Mech::Udp,
     Mech::PosixMq,
     Mech::SysvMq,
+    Mech::Ring,
 ];
 
 impl Mech {
@@ -67,6 +70,7 @@ impl Mech {
             Mech::Udp => "udp",
             Mech::PosixMq => "posix_mq",
             Mech::SysvMq => "sysv_mq",
+            Mech::Ring => "ring",
         }
     }
 
@@ -81,7 +85,7 @@ impl Mech {
     fn connected(self) -> bool {
         matches!(
             self,
-            Mech::Pipe | Mech::Fifo | Mech::Unix | Mech::UnixSeq | Mech::Tcp
+            Mech::Pipe | Mech::Fifo | Mech::Unix | Mech::UnixSeq | Mech::Tcp | Mech::Ring
         )
     }
 
@@ -186,6 +190,20 @@ fn start(mech: Mech, role: &str) -> Result<(Box<dyn Endpoint>, Peer), Failed> {
             let child = peer_cmd(mech, role, &q.id().to_string()).spawn()?;
             (Box::new(q), child)
         }
+        Mech::Ring => {
+            // Two rings, one each way; the peer opens them by name.
+            let base = unique("ring");
+            let ring = |dir: &str| {
+                Ring::builder(format!("{base}-{dir}"))
+                    .capacity(8)
+                    .max_message_size(1 << 20)
+                    .create()
+            };
+            let (a2b, b2a) = (ring("a2b")?, ring("b2a")?);
+            let (tx, rx) = (a2b.sender()?, b2a.receiver()?);
+            let child = peer_cmd(mech, role, &base).spawn()?;
+            (Box::new(RingDuplex { tx, rx }), child)
+        }
         Mech::Udp => {
             let mut s = UdpSocket::bind("[::1]:0")?;
             let port = s.local_addr()?.port().to_string();
@@ -229,6 +247,10 @@ fn peer_connect(mech: Mech, addr: &str) -> io::Result<Box<dyn Endpoint>> {
             q.set_default_selector(Selector::Type(1))?;
             Box::new(q)
         }
+        Mech::Ring => Box::new(RingDuplex {
+            rx: Ring::builder(format!("{addr}-a2b")).open()?.receiver()?,
+            tx: Ring::builder(format!("{addr}-b2a")).open()?.sender()?,
+        }),
         Mech::Udp => {
             let mut s = UdpSocket::bind("[::1]:0")?;
             s.connect(format!("[::1]:{addr}"))?;

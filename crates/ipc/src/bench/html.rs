@@ -74,12 +74,17 @@ fn strengths_and_limits(m: Mech) -> (&'static str, &'static str) {
             "wakes or notifies any process; realtime signals queue with a value",
             "4 bytes at most; not a data channel",
         ),
+        Mech::Ring | Mech::RingMpmc => (
+            "shared-memory speed behind the message API; no system call while busy; \
+             many senders and receivers (ring-mpmc)",
+            "fixed slot size (the largest message); local processes only",
+        ),
     }
 }
 
-const PALETTE: [&str; 14] = [
+const PALETTE: [&str; 16] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39",
+    "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#e7ba52", "#5254a3",
 ];
 
 /// One line of a chart: its label and its points (x index or value, y).

@@ -33,6 +33,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ipckit::fifo::Fifo;
 use ipckit::mq::{Duplex as MqDuplex, PosixQueue};
 use ipckit::pipe::{self, PipeReader, PipeWriter};
+use ipckit::ring::{Duplex as RingDuplex, Ring};
 use ipckit::shm::Memfd;
 use ipckit::socket::inet::{TcpListener, TcpStream, UdpSocket};
 use ipckit::socket::unix::{
@@ -78,10 +79,12 @@ pub enum Mech {
     ShmSem,
     SysvSem,
     Signal,
+    Ring,
+    RingMpmc,
 }
 
 impl Mech {
-    const ALL: [Mech; 14] = [
+    const ALL: [Mech; 16] = [
         Mech::Pipe,
         Mech::Fifo,
         Mech::Unix,
@@ -96,6 +99,8 @@ impl Mech {
         Mech::ShmSem,
         Mech::SysvSem,
         Mech::Signal,
+        Mech::Ring,
+        Mech::RingMpmc,
     ];
 
     fn name(self) -> &'static str {
@@ -114,6 +119,8 @@ impl Mech {
             Mech::ShmSem => "shm-sem",
             Mech::SysvSem => "sysv-sem",
             Mech::Signal => "signal",
+            Mech::Ring => "ring",
+            Mech::RingMpmc => "ring-mpmc",
         }
     }
 
@@ -134,6 +141,8 @@ impl Mech {
     fn too_big_for_memory(self, size: usize) -> Option<String> {
         let copies = if self.turns().is_some() {
             2 * shm::SLOTS as u64 + 4
+        } else if self.is_ring() {
+            2 * ring_capacity(size) as u64 + 4
         } else {
             4
         };
@@ -174,6 +183,9 @@ impl Mech {
             Mech::ShmSem => "shared pages; POSIX semaphores (futex underneath)",
             Mech::SysvSem => "shared pages; a System V semaphore set (semop(2) each time)",
             Mech::Signal => "the receiver's queue of pending realtime signals",
+            Mech::Ring | Mech::RingMpmc => {
+                "shared pages (memfd); ipckit's ring, futex only to sleep and wake"
+            }
         }
     }
 
@@ -192,6 +204,9 @@ impl Mech {
                 "the data never crosses the kernel; only the turn-taking does"
             }
             Mech::Signal => "a signal carries only 4 bytes",
+            Mech::Ring | Mech::RingMpmc => {
+                "one copy in, one copy out, and no system call while both sides are busy"
+            }
         }
     }
 
@@ -256,7 +271,21 @@ impl Mech {
                 "processes of the same user",
                 "two-way (sigqueue each way)",
             ),
+            Mech::Ring => (
+                "message (slots in shared memory)",
+                "2 processes (one sender, one receiver per ring)",
+                "one-way (2 rings here)",
+            ),
+            Mech::RingMpmc => (
+                "message (slots in shared memory)",
+                "many senders and receivers",
+                "one-way (2 rings here)",
+            ),
         }
+    }
+
+    fn is_ring(self) -> bool {
+        matches!(self, Mech::Ring | Mech::RingMpmc)
     }
 
     /// Why this mechanism cannot carry `size`-byte messages, if it cannot.
@@ -605,6 +634,23 @@ impl Ctx {
                 ep = Box::new(ch);
             }
             Mech::Signal => bail!("the signal bench has its own protocol (bench/signal.rs)"),
+            Mech::Ring | Mech::RingMpmc => {
+                // Two anonymous rings, one each way: the peer gets them as
+                // its standard input (ours to it) and output (its to us).
+                let ring = || {
+                    Ring::anonymous()
+                        .capacity(ring_capacity(size))
+                        .max_message_size(size)
+                        .multi(mech == Mech::RingMpmc)
+                        .create()
+                };
+                let (a2b, b2a) = (ring()?, ring()?);
+                cmd.stdin(Stdio::from(a2b.fd().try_clone_to_owned()?))
+                    .stdout(Stdio::from(b2a.fd().try_clone_to_owned()?));
+                let (tx, rx) = (a2b.sender()?, b2a.receiver()?);
+                peer = Peer::spawn(&mut cmd)?;
+                ep = Box::new(RingDuplex { tx, rx });
+            }
             Mech::Udp => {
                 let mut s = UdpSocket::bind("127.0.0.1:0")?;
                 cmd.arg("--addr").arg(s.local_addr()?.port().to_string());
@@ -674,6 +720,14 @@ fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
             Box::new(ShmChannel::open(turns, a.size, fd, set_id, a.shared_cpu)?)
         }
         Mech::Signal => bail!("the signal bench has its own protocol (bench/signal.rs)"),
+        Mech::Ring | Mech::RingMpmc => {
+            let a2b = Ring::from_fd(io::stdin().as_fd().try_clone_to_owned()?)?;
+            let b2a = Ring::from_fd(io::stdout().as_fd().try_clone_to_owned()?)?;
+            Box::new(RingDuplex {
+                rx: a2b.receiver()?,
+                tx: b2a.sender()?,
+            })
+        }
         Mech::Udp => {
             let mut s = UdpSocket::bind("127.0.0.1:0")?;
             s.connect(format!("127.0.0.1:{}", addr()?))?;
@@ -685,6 +739,12 @@ fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
     ep.set_wait_strategy(a.wait);
     ep.set_max_message_size(a.size.max(ipckit::frame::DEFAULT_MAX_MESSAGE_SIZE));
     Ok(ep)
+}
+
+/// Slots per ring for `size`-byte messages: enough to stream, at most about
+/// 64 MiB of slots.
+fn ring_capacity(size: usize) -> usize {
+    ((64 << 20) / (size + 64)).clamp(2, 256)
 }
 
 /// A marker message that ends a run: any length other than the run's size.

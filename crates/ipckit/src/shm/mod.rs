@@ -151,6 +151,11 @@ impl Region {
         Region { map }
     }
 
+    /// The mapping, for ipckit's own protocols in shared memory.
+    pub(crate) fn mapping(&self) -> &Mapping {
+        &self.map
+    }
+
     /// The region's size in bytes.
     pub fn len(&self) -> usize {
         self.map.len()

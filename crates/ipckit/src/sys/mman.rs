@@ -215,6 +215,22 @@ impl Mapping {
         unsafe { ptr::copy_nonoverlapping(self.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) }
     }
 
+    /// Appends `len` bytes from `offset` of the mapping to `v` (no
+    /// zero-filling of `v` first).
+    pub(crate) fn append_to(&self, offset: usize, len: usize, v: &mut Vec<u8>) {
+        self.check(offset, len, false);
+        v.reserve(len);
+        let old = v.len();
+        // SAFETY: the source range is inside the mapping (checked); `reserve`
+        // made room for `len` bytes past `old` in `v`, a Rust-owned buffer
+        // that cannot overlap the mapping. Torn bytes from a concurrent
+        // writer are still bytes.
+        unsafe {
+            ptr::copy_nonoverlapping(self.as_ptr().add(offset), v.as_mut_ptr().add(old), len);
+            v.set_len(old + len);
+        }
+    }
+
     /// Copies `src` into the mapping at `offset`.
     pub(crate) fn copy_in(&self, offset: usize, src: &[u8]) {
         self.check(offset, src.len(), true);

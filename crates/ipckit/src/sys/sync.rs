@@ -137,6 +137,12 @@ pub(crate) fn current_thread() -> ThreadId {
     })
 }
 
+/// The start time of process (or thread) `pid`, in clock ticks since boot
+/// truncated to 32 bits, as [`thread_exited`] compares it; 0 if unknown.
+pub(crate) fn start_time(pid: u32) -> u32 {
+    thread_stat(pid).map_or(0, |s| s.start)
+}
+
 /// What `/proc/TID/stat` says of a thread.
 struct ThreadStat {
     /// Exited (a zombie, or dead and not yet reaped).

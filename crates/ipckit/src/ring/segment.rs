@@ -1,0 +1,1074 @@
+//! The ring in its shared segment: layout, opening and checking, the
+//! processes attached to it, and the sending and receiving ends.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::core::{self, Corrupt, Layout, Signal};
+use crate::error::{MessageTooLarge, RecvTimeoutError, SendTimeoutError, Unit};
+use crate::message::Deadline;
+use crate::shm::{Memfd, Region, Shm};
+use crate::sys::mman::Mapping;
+use crate::wait::WaitStrategy;
+
+// ---- Layout --------------------------------------------------------------
+//
+// Line 0, written once by the creator:
+//   0 magic u64 | 8 version u32 | 12 flags u32 | 16 capacity u32 |
+//   20 slot size u32 | 24 max message u32 | 28 ready u32 |
+//   32 creator pid u32 | 36 creator start u32 | 40 creator closed u32
+// Each counter and futex word pair on its own line (no false sharing):
+//   64 tail u64 (producers) | 128 head u64 (consumers)
+//   192 data word, waiters | 256 space word, waiters
+//   320 generation u32 (bumped on every attach and detach) |
+//       324 senders ever u32 | 328 receivers ever u32
+// 384..1408: MAX_PEERS entries of 16 bytes: pid u32, role u32, start u32.
+// 2048..: the slots, each: stamp u64 | length u32 | 4 spare | payload.
+
+const MAGIC: u64 = u64::from_le_bytes(*b"ipckring");
+const VERSION: u32 = 1;
+const READY: u32 = 0x5245_4459;
+const FLAG_MULTI: u32 = 1;
+
+const OFF_MAGIC: usize = 0;
+const OFF_VERSION: usize = 8;
+const OFF_FLAGS: usize = 12;
+const OFF_CAPACITY: usize = 16;
+const OFF_SLOT_SIZE: usize = 20;
+const OFF_MAX_MESSAGE: usize = 24;
+const OFF_READY: usize = 28;
+const OFF_CREATOR_PID: usize = 32;
+const OFF_CREATOR_START: usize = 36;
+const OFF_CREATOR_CLOSED: usize = 40;
+const OFF_TAIL: usize = 64;
+const OFF_HEAD: usize = 128;
+const OFF_DATA: usize = 192;
+const OFF_SPACE: usize = 256;
+const OFF_GENERATION: usize = 320;
+const OFF_SENDERS_EVER: usize = 324;
+const OFF_RECEIVERS_EVER: usize = 328;
+const OFF_PEERS: usize = 384;
+const PEER_SIZE: usize = 16;
+/// How many processes may be attached at once.
+const MAX_PEERS: usize = 64;
+const OFF_SLOTS: usize = 2048;
+const SLOT_HEADER: usize = 16;
+const LINE: usize = 64;
+
+/// The largest slot count a ring may have.
+const MAX_CAPACITY: usize = 1 << 20;
+/// The largest message a ring may be made for (1 GiB).
+const MAX_MESSAGE: usize = 1 << 30;
+/// The default slot count and largest message.
+const DEFAULT_CAPACITY: usize = 256;
+const DEFAULT_MAX_MESSAGE: usize = 4096 - SLOT_HEADER;
+
+/// How often a waiting side looks at the processes on the other side.
+const CHECK_PEERS: Duration = Duration::from_millis(50);
+/// How long `open` waits for a creator to finish setting a ring up.
+const SETUP_WAIT: Duration = Duration::from_secs(2);
+
+const ROLE_SENDER: u32 = 1;
+const ROLE_RECEIVER: u32 = 2;
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+fn corrupt(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// Checks a ring name: 1 to 200 bytes of ASCII letters, digits, `.`, `_`
+/// and `-`, not starting with `.` (it becomes part of a file name in
+/// `/dev/shm`).
+pub fn validate_name(name: &str) -> io::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "invalid ring name {name:?}: use 1 to 200 letters, digits, '.', '_' or '-' \
+             (not starting with '.')"
+        )))
+    }
+}
+
+/// The POSIX shared memory name of the ring called `name`
+/// (`/ipckit-ring.NAME`, the file `/dev/shm/ipckit-ring.NAME`).
+pub fn shm_name(name: &str) -> String {
+    format!("/ipckit-ring.{name}")
+}
+
+/// Removes the ring called `name` (processes that have it open keep using
+/// it; new ones can no longer open it).
+pub fn unlink(name: &str) -> io::Result<()> {
+    validate_name(name)?;
+    crate::shm::unlink(&shm_name(name)).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            io::Error::new(e.kind(), format!("no ring named {name}"))
+        } else {
+            e
+        }
+    })
+}
+
+/// Where the segment comes from.
+#[derive(Debug)]
+enum Backing {
+    Named(Shm),
+    Anonymous(Memfd),
+}
+
+impl Backing {
+    fn region(&self) -> &Region {
+        match self {
+            Backing::Named(s) => s.region(),
+            Backing::Anonymous(m) => m.region(),
+        }
+    }
+}
+
+/// The mapped segment and its geometry, as checked when it was opened.
+#[derive(Debug)]
+struct Segment {
+    backing: Backing,
+    name: Option<String>,
+    capacity: u64,
+    slot_size: usize,
+    max_message: usize,
+    multi: bool,
+    /// Made by this process: on drop it marks the ring closed by its
+    /// creator (as opposed to left behind by one that died).
+    created: bool,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.created {
+            self.u32_at(OFF_CREATOR_CLOSED).store(1, Ordering::Release);
+        }
+    }
+}
+
+/// Geometry for a new ring.
+fn geometry(capacity: usize, max_message: usize) -> io::Result<(usize, usize)> {
+    if capacity == 0 || capacity > MAX_CAPACITY {
+        return Err(invalid(format!(
+            "a ring's capacity must be 1 to {MAX_CAPACITY} slots, not {capacity}"
+        )));
+    }
+    if max_message > MAX_MESSAGE {
+        return Err(invalid(format!(
+            "a ring's largest message can be at most {MAX_MESSAGE} bytes, not {max_message}"
+        )));
+    }
+    // At least two slots: with one, a stamp could not tell a full slot
+    // from a free one (see `core`).
+    let capacity = capacity.max(2).next_power_of_two();
+    let slot_size = (SLOT_HEADER + max_message).div_ceil(LINE) * LINE;
+    let total = capacity
+        .checked_mul(slot_size)
+        .and_then(|s| s.checked_add(OFF_SLOTS))
+        .filter(|t| *t <= isize::MAX as usize)
+        .ok_or_else(|| {
+            invalid(format!(
+                "a ring of {capacity} slots of {slot_size} bytes is too large"
+            ))
+        })?;
+    Ok((capacity, total))
+}
+
+impl Segment {
+    fn map(&self) -> &Mapping {
+        self.backing.region().mapping()
+    }
+
+    fn u32_at(&self, off: usize) -> &AtomicU32 {
+        self.map().place(off)
+    }
+
+    fn slot(&self, pos: u64) -> usize {
+        OFF_SLOTS + (pos & (self.capacity - 1)) as usize * self.slot_size
+    }
+
+    /// Writes the header and the initial stamps of a new segment.
+    fn init(region: &Region, capacity: usize, max_message: usize, multi: bool) {
+        let m = region.mapping();
+        let slot_size = (SLOT_HEADER + max_message).div_ceil(LINE) * LINE;
+        m.write(OFF_MAGIC, MAGIC);
+        m.write(OFF_VERSION, VERSION);
+        m.write(OFF_FLAGS, if multi { FLAG_MULTI } else { 0 });
+        m.write(OFF_CAPACITY, capacity as u32);
+        m.write(OFF_SLOT_SIZE, slot_size as u32);
+        m.write(OFF_MAX_MESSAGE, max_message as u32);
+        let pid = std::process::id();
+        m.write(OFF_CREATOR_PID, pid);
+        m.write(OFF_CREATOR_START, crate::sys::sync::start_time(pid));
+        for i in 0..capacity {
+            m.place::<AtomicU64>(OFF_SLOTS + i * slot_size)
+                .store(i as u64, Ordering::Relaxed);
+        }
+        // Last: openers wait for this, and then see everything above.
+        m.place::<AtomicU32>(OFF_READY)
+            .store(READY, Ordering::Release);
+    }
+
+    /// Checks the header of a mapped segment and takes its geometry.
+    fn open(backing: Backing, name: Option<String>, what: &str) -> io::Result<Segment> {
+        let region = backing.region();
+        let len = region.len();
+        if len < OFF_SLOTS || !region.is_writable() {
+            return Err(corrupt(format!(
+                "{what} is not a ring: {len} bytes{}",
+                if region.is_writable() {
+                    ""
+                } else {
+                    ", read-only"
+                }
+            )));
+        }
+        let m = region.mapping();
+        let until = Instant::now() + SETUP_WAIT;
+        while m.place::<AtomicU32>(OFF_READY).load(Ordering::Acquire) != READY {
+            if Instant::now() >= until {
+                return Err(corrupt(format!(
+                    "{what} is not a ring, or its creator died while setting it up \
+                     (no ready mark after {SETUP_WAIT:?}; remove it with ipc rm)"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let magic: u64 = m.read(OFF_MAGIC);
+        let version: u32 = m.read(OFF_VERSION);
+        if magic != MAGIC || version != VERSION {
+            return Err(corrupt(format!(
+                "{what} is not a ring of this version (magic {magic:#x}, version {version}; \
+                 this is version {VERSION})"
+            )));
+        }
+        let flags: u32 = m.read(OFF_FLAGS);
+        let capacity = m.read::<u32>(OFF_CAPACITY) as usize;
+        let slot_size = m.read::<u32>(OFF_SLOT_SIZE) as usize;
+        let max_message = m.read::<u32>(OFF_MAX_MESSAGE) as usize;
+        let sane = capacity.is_power_of_two()
+            && (2..=MAX_CAPACITY).contains(&capacity)
+            && max_message <= MAX_MESSAGE
+            && slot_size == (SLOT_HEADER + max_message).div_ceil(LINE) * LINE
+            && flags & !FLAG_MULTI == 0;
+        let total = geometry(capacity.max(1), max_message).map(|(_, t)| t);
+        match total {
+            Ok(total) if sane && total <= len => {}
+            _ => {
+                return Err(corrupt(format!(
+                    "{what} has an impossible geometry: {capacity} slots of {slot_size} bytes \
+                     for messages up to {max_message} bytes, flags {flags:#x}, in {len} bytes"
+                )))
+            }
+        }
+        Ok(Segment {
+            backing,
+            name,
+            capacity: capacity as u64,
+            slot_size,
+            max_message,
+            multi: flags & FLAG_MULTI != 0,
+            created: false,
+        })
+    }
+
+    fn describe(&self) -> String {
+        match &self.name {
+            Some(n) => format!("ring {n}"),
+            None => "the anonymous ring".to_string(),
+        }
+    }
+
+    fn peer_words(&self, k: usize) -> (&AtomicU32, &AtomicU32, &AtomicU32) {
+        let off = OFF_PEERS + k * PEER_SIZE;
+        (self.u32_at(off), self.u32_at(off + 4), self.u32_at(off + 8))
+    }
+
+    /// Records this process in the table as `role`; returns its entry.
+    fn attach(&self, role: u32) -> io::Result<usize> {
+        let pid = std::process::id();
+        let start = crate::sys::sync::start_time(pid);
+        for pass in 0..2 {
+            for k in 0..MAX_PEERS {
+                let (p, r, s) = self.peer_words(k);
+                if p.compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    s.store(start, Ordering::Relaxed);
+                    r.store(role, Ordering::Release);
+                    let ever = match role {
+                        ROLE_SENDER => OFF_SENDERS_EVER,
+                        _ => OFF_RECEIVERS_EVER,
+                    };
+                    self.u32_at(ever).fetch_add(1, Ordering::AcqRel);
+                    self.changed();
+                    return Ok(k);
+                }
+            }
+            if pass == 0 {
+                // Full: make room from processes that died attached.
+                self.live(ROLE_SENDER);
+                self.live(ROLE_RECEIVER);
+            }
+        }
+        Err(io::Error::other(format!(
+            "{} already has {MAX_PEERS} processes attached",
+            self.describe()
+        )))
+    }
+
+    fn detach(&self, k: usize) {
+        let (p, r, _) = self.peer_words(k);
+        r.store(0, Ordering::Relaxed);
+        p.store(0, Ordering::Release);
+        self.changed();
+    }
+
+    /// Tells waiting processes that the set of attached ones changed.
+    fn changed(&self) {
+        self.u32_at(OFF_GENERATION).fetch_add(1, Ordering::AcqRel);
+        for s in [self.data(), self.space()] {
+            s.word.fetch_add(1, Ordering::Release);
+            self.unpark(s.word);
+        }
+    }
+
+    fn generation(&self) -> u32 {
+        self.u32_at(OFF_GENERATION).load(Ordering::Acquire)
+    }
+
+    /// How many processes attached as `role` are alive, and how many were
+    /// found dead (their entries are freed).
+    fn live(&self, role: u32) -> (usize, usize) {
+        let (mut live, mut died) = (0, 0);
+        for k in 0..MAX_PEERS {
+            let (p, r, s) = self.peer_words(k);
+            let pid = p.load(Ordering::Acquire);
+            if pid == 0 || r.load(Ordering::Acquire) != role {
+                continue;
+            }
+            let start = s.load(Ordering::Relaxed);
+            if crate::sys::sync::thread_exited(pid, Some(start)) {
+                if p.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    died += 1;
+                }
+            } else {
+                live += 1;
+            }
+        }
+        (live, died)
+    }
+
+    fn ever(&self, role: u32) -> u32 {
+        let off = match role {
+            ROLE_SENDER => OFF_SENDERS_EVER,
+            _ => OFF_RECEIVERS_EVER,
+        };
+        self.u32_at(off).load(Ordering::Acquire)
+    }
+
+    /// Whether the creator died (without closing it) and no process is
+    /// attached: the ring is left over and may be replaced. A ring its
+    /// creator closed and kept is not.
+    fn abandoned(&self) -> bool {
+        let m = self.map();
+        let pid: u32 = m.read(OFF_CREATOR_PID);
+        let start: u32 = m.read(OFF_CREATOR_START);
+        self.u32_at(OFF_CREATOR_CLOSED).load(Ordering::Acquire) == 0
+            && crate::sys::sync::thread_exited(pid, Some(start))
+            && self.live(ROLE_SENDER).0 == 0
+            && self.live(ROLE_RECEIVER).0 == 0
+    }
+
+    fn corrupt_error(&self, c: Corrupt) -> io::Error {
+        corrupt(format!(
+            "{} is in a state no honest ring can be in (slot stamp {} at position {}): another \
+             process wrote into its memory",
+            self.describe(),
+            c.stamp,
+            c.pos
+        ))
+    }
+
+    fn check_intact(&self, what: &str) -> io::Result<()> {
+        self.backing.region().check_intact(what)
+    }
+}
+
+impl Layout for Segment {
+    #[inline]
+    fn capacity(&self) -> u64 {
+        self.capacity
+    }
+    #[inline]
+    fn stamp(&self, i: u64) -> &AtomicU64 {
+        self.map().place(OFF_SLOTS + i as usize * self.slot_size)
+    }
+    #[inline]
+    fn tail(&self) -> &AtomicU64 {
+        self.map().place(OFF_TAIL)
+    }
+    #[inline]
+    fn head(&self) -> &AtomicU64 {
+        self.map().place(OFF_HEAD)
+    }
+    #[inline]
+    fn data(&self) -> Signal<'_> {
+        Signal {
+            word: self.u32_at(OFF_DATA),
+            waiters: self.u32_at(OFF_DATA + 4),
+        }
+    }
+    #[inline]
+    fn space(&self) -> Signal<'_> {
+        Signal {
+            word: self.u32_at(OFF_SPACE),
+            waiters: self.u32_at(OFF_SPACE + 4),
+        }
+    }
+    fn park(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) {
+        // Errors (EINTR, EAGAIN) only mean "look again", as a wake does.
+        let _ = crate::sys::sync::futex_wait(word, expected, deadline);
+    }
+    fn unpark(&self, word: &AtomicU32) {
+        let _ = crate::sys::sync::futex_wake(word, u32::MAX);
+    }
+}
+
+// ---- Builder and handle --------------------------------------------------
+
+/// Makes or opens a ring: [`Ring::builder`] for a named one,
+/// [`Ring::anonymous`] for one in a memfd.
+#[derive(Debug, Clone)]
+pub struct RingBuilder {
+    name: Option<String>,
+    capacity: usize,
+    max_message: usize,
+    multi: bool,
+    mode: u32,
+    keep: bool,
+}
+
+impl RingBuilder {
+    /// How many messages the ring holds (default 256; rounded up to a power
+    /// of two, at least 2).
+    pub fn capacity(mut self, slots: usize) -> Self {
+        self.capacity = slots;
+        self
+    }
+
+    /// The largest message, in bytes (default 4080, so that a slot is 4
+    /// KiB). Every slot has room for it: the segment is about
+    /// `capacity × (max + 16)` bytes, and pages are only used once touched.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message = bytes;
+        self
+    }
+
+    /// Allows several senders and several receivers at once (default: one
+    /// of each, which saves an atomic compare-and-swap per message).
+    pub fn multi(mut self, multi: bool) -> Self {
+        self.multi = multi;
+        self
+    }
+
+    /// Permission bits of a new named ring (default `0o600`, whatever the
+    /// umask).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Leaves a named ring in place when the [`Ring`] that created it is
+    /// dropped (default: it is removed).
+    pub fn keep(mut self, keep: bool) -> Self {
+        self.keep = keep;
+        self
+    }
+
+    /// Creates a new ring; a named one fails if the name is taken.
+    pub fn create(self) -> io::Result<Ring> {
+        if let Some(name) = &self.name {
+            validate_name(name)?;
+        }
+        let (capacity, total) = geometry(self.capacity, self.max_message)?;
+        let backing = match &self.name {
+            Some(name) => Backing::Named(
+                Shm::builder(shm_name(name))
+                    .size(total)
+                    .mode(self.mode)
+                    .keep(self.keep)
+                    .create()
+                    .map_err(|e| self.explain(e))?,
+            ),
+            None => Backing::Anonymous(Memfd::create("ipckit-ring", total)?),
+        };
+        Segment::init(backing.region(), capacity, self.max_message, self.multi);
+        let what = self.what();
+        let mut seg = Segment::open(backing, self.name, &what)?;
+        seg.created = true;
+        Ok(Ring { seg: Arc::new(seg) })
+    }
+
+    /// Opens an existing named ring (its geometry is the creator's).
+    pub fn open(self) -> io::Result<Ring> {
+        let Some(name) = &self.name else {
+            return Err(invalid(
+                "an anonymous ring is opened with Ring::from_fd, not by name".into(),
+            ));
+        };
+        validate_name(name)?;
+        let until = Instant::now() + SETUP_WAIT;
+        let shm = loop {
+            match Shm::builder(shm_name(name)).open() {
+                // Created but not sized yet: the creator is at work.
+                Err(e) if e.kind() == io::ErrorKind::InvalidData && Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                r => break r.map_err(|e| self.explain(e))?,
+            }
+        };
+        let what = self.what();
+        Ok(Ring {
+            seg: Arc::new(Segment::open(
+                Backing::Named(shm),
+                self.name.clone(),
+                &what,
+            )?),
+        })
+    }
+
+    /// Opens the named ring, creating it if it does not exist, or if the
+    /// one there was left behind by a creator that died with no process
+    /// attached (it is replaced, never reused with its old state). Only a
+    /// ring this call created is removed on drop.
+    pub fn create_or_open(self) -> io::Result<Ring> {
+        for _ in 0..3 {
+            match self.clone().create() {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                r => return r,
+            }
+            match self.clone().open() {
+                Ok(ring) if ring.seg.abandoned() => {
+                    drop(ring);
+                    let name = self.name.as_deref().unwrap_or_default();
+                    let _ = unlink(name);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                r => return r,
+            }
+        }
+        Err(io::Error::other(format!(
+            "{}: created and removed by other processes again and again; try later",
+            self.what()
+        )))
+    }
+
+    fn what(&self) -> String {
+        match &self.name {
+            Some(n) => format!("ring {n}"),
+            None => "the anonymous ring".into(),
+        }
+    }
+
+    fn explain(&self, e: io::Error) -> io::Error {
+        let what = self.what();
+        match e.kind() {
+            io::ErrorKind::AlreadyExists => {
+                io::Error::new(e.kind(), format!("{what} already exists"))
+            }
+            io::ErrorKind::NotFound => {
+                io::Error::new(e.kind(), format!("no {what} (create it first)"))
+            }
+            _ => io::Error::new(e.kind(), format!("{what}: {e}")),
+        }
+    }
+}
+
+/// A ring channel's segment. Make ends with [`sender`](Ring::sender) and
+/// [`receiver`](Ring::receiver); the segment stays mapped while any of
+/// them lives.
+#[derive(Debug, Clone)]
+pub struct Ring {
+    seg: Arc<Segment>,
+}
+
+impl Ring {
+    /// A builder for the ring called `name` (address `ring:NAME`).
+    pub fn builder(name: impl Into<String>) -> RingBuilder {
+        let name = name.into();
+        RingBuilder {
+            name: Some(name),
+            ..Ring::anonymous()
+        }
+    }
+
+    /// A builder for a ring in anonymous memory (a memfd sealed against
+    /// shrinking): hand [`fd`](Ring::fd) to the other process, which calls
+    /// [`from_fd`](Ring::from_fd).
+    pub fn anonymous() -> RingBuilder {
+        RingBuilder {
+            name: None,
+            capacity: DEFAULT_CAPACITY,
+            max_message: DEFAULT_MAX_MESSAGE,
+            multi: false,
+            mode: 0o600,
+            keep: false,
+        }
+    }
+
+    /// Opens an anonymous ring from its memfd (received over a Unix socket
+    /// or inherited). Refused unless the memfd is sealed against shrinking.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Ring> {
+        let memfd = Memfd::from_fd(fd, false)?;
+        Ok(Ring {
+            seg: Arc::new(Segment::open(
+                Backing::Anonymous(memfd),
+                None,
+                "the anonymous ring",
+            )?),
+        })
+    }
+
+    /// The descriptor of the segment: for an anonymous ring, the memfd to
+    /// pass to another process ([`Ring::from_fd`]); for a named one, the
+    /// shared memory object.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        match &self.seg.backing {
+            Backing::Named(s) => s.as_fd(),
+            Backing::Anonymous(m) => m.fd(),
+        }
+    }
+
+    /// The ring's name, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.seg.name.as_deref()
+    }
+
+    /// How many messages the ring holds.
+    pub fn capacity(&self) -> usize {
+        self.seg.capacity as usize
+    }
+
+    /// The largest message the ring carries.
+    pub fn max_message_size(&self) -> usize {
+        self.seg.max_message
+    }
+
+    /// Whether several senders and receivers may be attached at once.
+    pub fn is_multi(&self) -> bool {
+        self.seg.multi
+    }
+
+    /// Attaches this process as a sender. A single-producer ring refuses a
+    /// second live sender.
+    pub fn sender(&self) -> io::Result<RingSender> {
+        let entry = self.attach(ROLE_SENDER, "sender")?;
+        Ok(RingSender {
+            seg: self.seg.clone(),
+            entry,
+            wait: WaitStrategy::ADAPTIVE,
+            watch: Watch::new(&self.seg),
+        })
+    }
+
+    /// Attaches this process as a receiver. A single-consumer ring refuses
+    /// a second live receiver.
+    pub fn receiver(&self) -> io::Result<RingReceiver> {
+        let entry = self.attach(ROLE_RECEIVER, "receiver")?;
+        Ok(RingReceiver {
+            seg: self.seg.clone(),
+            entry,
+            wait: WaitStrategy::ADAPTIVE,
+            max: self.seg.max_message,
+            watch: Watch::new(&self.seg),
+            died: 0,
+        })
+    }
+
+    fn attach(&self, role: u32, what: &str) -> io::Result<usize> {
+        let seg = &self.seg;
+        let entry = seg.attach(role)?;
+        if !seg.multi && seg.live(role).0 > 1 {
+            seg.detach(entry);
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is single-producer, single-consumer and already has a {what}; make \
+                     it with RingBuilder::multi(true) for several",
+                    seg.describe()
+                ),
+            ));
+        }
+        Ok(entry)
+    }
+}
+
+// ---- Waiting -------------------------------------------------------------
+
+/// One wait for the other side: spins or parks per `strategy` until
+/// `ready` or the deadline; `Ok(false)` on timeout.
+struct Waiter {
+    strategy: WaitStrategy,
+    deadline: Deadline,
+    spin_until: Option<Instant>,
+    spins: u32,
+}
+
+/// What a wait turn found.
+enum Turn {
+    /// Look at the ring again.
+    Again,
+    /// Look at the other processes (and then at the ring again).
+    CheckPeers,
+    Timeout,
+}
+
+impl Waiter {
+    fn new(strategy: WaitStrategy, deadline: Deadline) -> Waiter {
+        Waiter {
+            strategy,
+            deadline,
+            spin_until: None,
+            spins: 0,
+        }
+    }
+
+    /// One turn of waiting, after the ring had nothing for us.
+    fn turn(&mut self, park: impl FnOnce(Option<Instant>), since_check: Instant) -> Turn {
+        let deadline = match self.deadline {
+            Deadline::Now => return Turn::Timeout,
+            Deadline::Never => None,
+            Deadline::At(t) => Some(t),
+        };
+        let spin = match self.strategy {
+            WaitStrategy::Spin => true,
+            WaitStrategy::Block => false,
+            WaitStrategy::Adaptive { spin_for } => {
+                let until = *self
+                    .spin_until
+                    .get_or_insert_with(|| Instant::now() + spin_for);
+                !self.spins.is_multiple_of(64) || Instant::now() < until
+            }
+        };
+        self.spins = self.spins.wrapping_add(1);
+        if spin {
+            std::hint::spin_loop();
+            // The clock only now and then.
+            if !self.spins.is_multiple_of(1024) {
+                return Turn::Again;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Turn::Timeout;
+            }
+            if now >= since_check + CHECK_PEERS {
+                return Turn::CheckPeers;
+            }
+            return Turn::Again;
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Turn::Timeout;
+        }
+        let wake = since_check + CHECK_PEERS;
+        if now >= wake {
+            return Turn::CheckPeers;
+        }
+        park(Some(deadline.map_or(wake, |d| d.min(wake))));
+        Turn::Again
+    }
+}
+
+/// When an end last looked at the processes on the other side, and the
+/// attach generation it saw then.
+#[derive(Debug)]
+struct Watch {
+    generation: u32,
+    checked: Instant,
+}
+
+impl Watch {
+    fn new(seg: &Segment) -> Watch {
+        Watch {
+            generation: seg.generation(),
+            checked: Instant::now(),
+        }
+    }
+
+    fn looked(&mut self, seg: &Segment) {
+        self.generation = seg.generation();
+        self.checked = Instant::now();
+    }
+
+    /// One turn of waiting, and whether to look at the other side now: at
+    /// once when a process attached or left (the generation moved), else
+    /// at least every `CHECK_PEERS`; a non-blocking call that finds nothing
+    /// looks only in those cases.
+    fn turn(
+        &self,
+        seg: &Segment,
+        waiter: &mut Waiter,
+        park: impl FnOnce(Option<Instant>),
+    ) -> (Turn, bool) {
+        let moved = seg.generation() != self.generation;
+        let turn = if moved {
+            Turn::CheckPeers
+        } else {
+            waiter.turn(park, self.checked)
+        };
+        let check = match turn {
+            Turn::Again => false,
+            Turn::CheckPeers => true,
+            Turn::Timeout => moved || self.checked.elapsed() >= CHECK_PEERS,
+        };
+        (turn, check)
+    }
+}
+
+// ---- Ends ----------------------------------------------------------------
+
+/// The sending end of a ring.
+#[derive(Debug)]
+pub struct RingSender {
+    seg: Arc<Segment>,
+    entry: usize,
+    wait: WaitStrategy,
+    watch: Watch,
+}
+
+impl RingSender {
+    /// The largest message this ring carries.
+    pub fn max_message_size(&self) -> usize {
+        self.seg.max_message
+    }
+
+    /// Sets how a send waits for a free slot (default
+    /// [`WaitStrategy::ADAPTIVE`]).
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.wait = strategy;
+    }
+
+    /// Whether every receiver has gone (at least one attached once).
+    fn gone(&mut self) -> bool {
+        let seg = &self.seg;
+        self.watch.looked(seg);
+        seg.ever(ROLE_RECEIVER) > 0 && seg.live(ROLE_RECEIVER).0 == 0
+    }
+}
+
+impl crate::MessageSender for RingSender {
+    fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError<()>> {
+        let seg = self.seg.clone();
+        let seg = &*seg;
+        if msg.len() > seg.max_message {
+            return Err(SendTimeoutError::Io(
+                invalid(format!(
+                    "a message of {} bytes is larger than {} carries ({} bytes: its slot size,                      set when it was made with RingBuilder::max_message_size)",
+                    msg.len(),
+                    seg.describe(),
+                    seg.max_message
+                )),
+                (),
+            ));
+        }
+        // A receiver that closed its end bumped the generation: look before
+        // filling a ring that nobody will read.
+        if seg.generation() != self.watch.generation && self.gone() {
+            return Err(SendTimeoutError::Disconnected(()));
+        }
+        let mut waiter = Waiter::new(self.wait, deadline);
+        loop {
+            match core::claim_send(seg, seg.multi) {
+                Ok(Some(pos)) => {
+                    let at = seg.slot(pos);
+                    let m = seg.map();
+                    m.write(at + 8, msg.len() as u32);
+                    m.copy_in(at + SLOT_HEADER, msg);
+                    core::commit_send(seg, pos);
+                    return seg
+                        .check_intact("send")
+                        .map_err(|e| SendTimeoutError::Io(e, ()));
+                }
+                Ok(None) => {}
+                Err(c) => return Err(SendTimeoutError::Io(seg.corrupt_error(c), ())),
+            }
+            let (turn, check) = self
+                .watch
+                .turn(seg, &mut waiter, |d| core::park_send(seg, d));
+            if check && self.gone() {
+                return Err(SendTimeoutError::Disconnected(()));
+            }
+            if matches!(turn, Turn::Timeout) {
+                return Err(SendTimeoutError::Timeout(()));
+            }
+        }
+    }
+}
+
+impl Drop for RingSender {
+    fn drop(&mut self) {
+        self.seg.detach(self.entry);
+    }
+}
+
+/// The receiving end of a ring.
+#[derive(Debug)]
+pub struct RingReceiver {
+    seg: Arc<Segment>,
+    entry: usize,
+    wait: WaitStrategy,
+    max: usize,
+    watch: Watch,
+    died: usize,
+}
+
+impl RingReceiver {
+    /// How many senders this receiver found dead (killed, or exited
+    /// without dropping their end) rather than closed.
+    pub fn senders_died(&self) -> usize {
+        self.died
+    }
+
+    /// Whether every sender has gone (at least one attached once).
+    fn gone(&mut self) -> bool {
+        let seg = &*self.seg;
+        self.watch.looked(seg);
+        let (live, died) = seg.live(ROLE_SENDER);
+        self.died += died;
+        seg.ever(ROLE_SENDER) > 0 && live == 0
+    }
+
+    /// Copies the message at `pos` into `buf` and frees its slot.
+    fn take(&self, pos: u64, buf: &mut Vec<u8>) -> Result<(), RecvTimeoutError> {
+        let seg = &*self.seg;
+        let at = seg.slot(pos);
+        let m = seg.map();
+        let len = m.read::<u32>(at + 8) as usize;
+        buf.clear();
+        let res = if len > seg.max_message {
+            Err(RecvTimeoutError::Io(corrupt(format!(
+                "{} holds a message of {len} bytes, more than its maximum of {}: another \
+                 process wrote into its memory (the message was dropped)",
+                seg.describe(),
+                seg.max_message
+            ))))
+        } else if len > self.max {
+            Err(RecvTimeoutError::Io(
+                MessageTooLarge {
+                    len: len as u64,
+                    max: self.max,
+                    unit: Unit::Message,
+                }
+                .into_io(),
+            ))
+        } else {
+            m.append_to(at + SLOT_HEADER, len, buf);
+            Ok(())
+        };
+        core::release_recv(seg, pos);
+        seg.check_intact("receive").map_err(RecvTimeoutError::Io)?;
+        res
+    }
+}
+
+impl crate::MessageReceiver for RingReceiver {
+    fn recv_until(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+    ) -> Result<(), RecvTimeoutError> {
+        let seg = self.seg.clone();
+        let mut waiter = Waiter::new(self.wait, deadline);
+        loop {
+            match core::claim_recv(&*seg, seg.multi) {
+                Ok(Some(pos)) => return self.take(pos, buf),
+                Ok(None) => {}
+                Err(c) => return Err(RecvTimeoutError::Io(seg.corrupt_error(c))),
+            }
+            let (turn, check) = self
+                .watch
+                .turn(&seg, &mut waiter, |d| core::park_recv(&*seg, d));
+            if check && self.gone() {
+                // Messages sent before the last sender left still count.
+                if let Ok(Some(pos)) = core::claim_recv(&*seg, seg.multi) {
+                    return self.take(pos, buf);
+                }
+                return Err(RecvTimeoutError::Disconnected);
+            }
+            if matches!(turn, Turn::Timeout) {
+                return Err(RecvTimeoutError::Timeout);
+            }
+        }
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.max
+    }
+
+    fn set_max_message_size(&mut self, max: usize) {
+        self.max = max.min(self.seg.max_message);
+    }
+
+    fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.wait = strategy;
+    }
+}
+
+impl Drop for RingReceiver {
+    fn drop(&mut self) {
+        self.seg.detach(self.entry);
+    }
+}
+
+/// A sender and a receiver used as one endpoint: for two rings, one each
+/// way (request and reply).
+#[derive(Debug)]
+pub struct Duplex {
+    /// The ring this end sends on.
+    pub tx: RingSender,
+    /// The ring this end receives from.
+    pub rx: RingReceiver,
+}
+
+impl crate::MessageSender for Duplex {
+    fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError<()>> {
+        self.tx.send_until(msg, deadline)
+    }
+}
+
+impl crate::MessageReceiver for Duplex {
+    fn recv_until(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+    ) -> Result<(), RecvTimeoutError> {
+        self.rx.recv_until(buf, deadline)
+    }
+    fn max_message_size(&self) -> usize {
+        self.rx.max_message_size()
+    }
+    fn set_max_message_size(&mut self, max: usize) {
+        self.rx.set_max_message_size(max)
+    }
+    /// Applies to both directions (a send waits on a full `tx`).
+    fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.rx.set_wait_strategy(strategy);
+        self.tx.set_wait_strategy(strategy);
+    }
+}

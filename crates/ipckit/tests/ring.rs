@@ -1,0 +1,488 @@
+//! The shared-memory ring between real processes: delivery and order,
+//! anonymous rings handed to a child, the ends noticing each other leave or
+//! die (`kill -9`), single-producer rules, many producers and consumers at
+//! once, left-over rings replaced, and segments that are not rings refused.
+//!
+//! This test binary re-executed with `IPCKIT_RING_PEER=<role>:<arg>` plays
+//! the other process.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::{Child, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ipckit::ring::{Ring, RingReceiver, RingSender};
+use ipckit::shm::Shm;
+use ipckit::{MessageReceiver, MessageSender, RecvTimeoutError, SendTimeoutError, WaitStrategy};
+use libtest_mimic::Failed;
+
+mod common;
+use common::{ensure, peer_command, unique, T};
+
+const VAR: &str = "IPCKIT_RING_PEER";
+
+/// Deterministic content for message `i`; its length varies with `i`.
+fn payload(i: u64) -> Vec<u8> {
+    let len = match i % 100 {
+        0 => 60_000,
+        1..=9 => (i % 4096) as usize,
+        _ => (i % 200) as usize,
+    };
+    (0..len).map(|j| (i as usize * 31 + j * 7) as u8).collect()
+}
+
+fn spawn(role: &str, arg: &str, stdin: Option<OwnedFd>, stdout: bool) -> io::Result<Child> {
+    let mut c = peer_command(VAR, role, arg)?;
+    if let Some(fd) = stdin {
+        c.stdin(Stdio::from(fd));
+    }
+    if stdout {
+        c.stdout(Stdio::piped());
+    }
+    c.spawn()
+}
+
+fn wait_ok(child: &mut Child, what: &str) -> Result<(), Failed> {
+    let end = Instant::now() + T;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return ensure(st.success(), || format!("{what} failed: {st}"));
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            return Err(format!("{what} did not finish in {T:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ---- Peers ---------------------------------------------------------------
+
+/// `recv:NAME:N`: receives N messages and checks each, then expects the
+/// end of the ring (every sender gone).
+fn peer_recv(arg: &str) -> io::Result<()> {
+    let (name, n) = arg.rsplit_once(':').expect("NAME:N");
+    let n: u64 = n.parse().map_err(io::Error::other)?;
+    let mut rx = Ring::builder(name).open()?.receiver()?;
+    let mut buf = Vec::new();
+    for i in 0..n {
+        rx.recv_timeout_into(&mut buf, T)?;
+        if buf != payload(i) {
+            return Err(io::Error::other(format!("message {i} differs")));
+        }
+    }
+    match rx.recv_timeout(T) {
+        Err(RecvTimeoutError::Disconnected) => Ok(()),
+        other => Err(io::Error::other(format!(
+            "after the last message: {other:?}"
+        ))),
+    }
+}
+
+/// `send-fd:N`: sends N messages on the anonymous ring on stdin, then
+/// leaves.
+fn peer_send_fd(arg: &str) -> io::Result<()> {
+    let n: u64 = arg.parse().map_err(io::Error::other)?;
+    let fd = io::stdin().as_fd().try_clone_to_owned()?;
+    let mut tx = Ring::from_fd(fd)?.sender()?;
+    for i in 0..n {
+        tx.send_timeout(payload(i), T).map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// `send-hang:NAME`: sends 10 messages, says so on stdout, then sleeps
+/// (to be killed).
+fn peer_send_hang(name: &str) -> io::Result<()> {
+    let mut tx = Ring::builder(name).open()?.sender()?;
+    for i in 0..10 {
+        tx.send_timeout(payload(i), T).map_err(io::Error::from)?;
+    }
+    println!("sent");
+    std::thread::sleep(T);
+    Ok(())
+}
+
+/// `attach-hang:NAME`: attaches a receiver, says so, then sleeps (to be
+/// killed).
+fn peer_attach_hang(name: &str) -> io::Result<()> {
+    let _rx = Ring::builder(name).open()?.receiver()?;
+    println!("attached");
+    std::thread::sleep(T);
+    Ok(())
+}
+
+/// `create-die:NAME`: creates a ring, sends two messages, and dies without
+/// cleaning up.
+fn peer_create_die(name: &str) -> io::Result<()> {
+    let ring = Ring::builder(name).capacity(4).create()?;
+    let mut tx = ring.sender()?;
+    tx.send(b"old one").map_err(io::Error::from)?;
+    tx.send(b"old two").map_err(io::Error::from)?;
+    // SIGKILL ourselves: nothing is dropped, nothing unlinked.
+    ipckit::signal::raise(ipckit::signal::Signal::KILL)?;
+    unreachable!("killed");
+}
+
+/// `produce:NAME:ID:N`: sends N messages `ID SEQ` on a multi ring.
+fn peer_produce(arg: &str) -> io::Result<()> {
+    let mut it = arg.split(':');
+    let (name, id, n) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+    let id: u64 = id.parse().map_err(io::Error::other)?;
+    let n: u64 = n.parse().map_err(io::Error::other)?;
+    let mut tx = Ring::builder(name).open()?.sender()?;
+    for seq in 0..n {
+        let mut m = [0u8; 16];
+        m[..8].copy_from_slice(&id.to_le_bytes());
+        m[8..].copy_from_slice(&seq.to_le_bytes());
+        tx.send_timeout(m, T).map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// `consume:NAME`: receives until every sender has gone and prints
+/// `ID SEQ` per message.
+fn peer_consume(name: &str) -> io::Result<()> {
+    let mut rx = Ring::builder(name).open()?.receiver()?;
+    let out = io::stdout();
+    let mut out = io::BufWriter::new(out.lock());
+    let mut buf = Vec::new();
+    loop {
+        match rx.recv_timeout_into(&mut buf, T) {
+            Ok(()) => {
+                let id = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                let seq = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+                writeln!(out, "{id} {seq}")?;
+            }
+            Err(RecvTimeoutError::Disconnected) => return out.flush(),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+// ---- Cases ---------------------------------------------------------------
+
+/// 100 000 messages of 0 to 60 000 bytes from one process to another
+/// arrive whole and in order; the receiver then learns the sender left.
+fn spsc_across_processes() -> Result<(), Failed> {
+    let name = unique("ring");
+    let n = 100_000;
+    let ring = Ring::builder(&name)
+        .capacity(64)
+        .max_message_size(64 * 1024)
+        .create()?;
+    let mut tx = ring.sender()?;
+    let mut child = spawn("recv", &format!("{name}:{n}"), None, false)?;
+    for i in 0..n {
+        tx.send_timeout(payload(i), T)
+            .map_err(|e| format!("send {i}: {e}"))?;
+    }
+    drop(tx);
+    wait_ok(&mut child, "the receiver")
+}
+
+/// An anonymous ring reaches a child as its standard input.
+fn anonymous_ring_inherited() -> Result<(), Failed> {
+    let ring = Ring::anonymous()
+        .capacity(16)
+        .max_message_size(60_000)
+        .create()?;
+    let mut rx = ring.receiver()?;
+    let mut child = spawn(
+        "send-fd",
+        "1000",
+        Some(ring.fd().try_clone_to_owned()?),
+        false,
+    )?;
+    let mut buf = Vec::new();
+    for i in 0..1000 {
+        rx.recv_timeout_into(&mut buf, T)?;
+        ensure(buf == payload(i), || format!("message {i} differs"))?;
+    }
+    match rx.recv_timeout(T) {
+        Err(RecvTimeoutError::Disconnected) => {}
+        other => return Err(format!("after the last message: {other:?}").into()),
+    }
+    ensure(rx.senders_died() == 0, || {
+        "a clean exit counted as a death".into()
+    })?;
+    wait_ok(&mut child, "the sender")
+}
+
+fn read_line(child: &mut Child) -> Result<String, Failed> {
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().ok_or("no stdout")?).read_line(&mut line)?;
+    Ok(line.trim().to_string())
+}
+
+/// A sender killed with SIGKILL: the waiting receiver gets its messages,
+/// then `Disconnected` (well before its timeout), and counts the death.
+fn killed_sender_disconnects() -> Result<(), Failed> {
+    for strategy in [
+        WaitStrategy::ADAPTIVE,
+        WaitStrategy::Spin,
+        WaitStrategy::Block,
+    ] {
+        let name = unique("ring");
+        let ring = Ring::builder(&name)
+            .capacity(16)
+            .max_message_size(64 * 1024)
+            .create()?;
+        let mut rx = ring.receiver()?;
+        rx.set_wait_strategy(strategy);
+        let mut child = spawn("send-hang", &name, None, true)?;
+        ensure(read_line(&mut child)? == "sent", || {
+            "peer did not send".into()
+        })?;
+        let mut buf = Vec::new();
+        for i in 0..10 {
+            rx.recv_timeout_into(&mut buf, T)?;
+            ensure(buf == payload(i), || format!("message {i} differs"))?;
+        }
+        child.kill()?;
+        let t0 = Instant::now();
+        match rx.recv_timeout(T) {
+            Err(RecvTimeoutError::Disconnected) => {}
+            other => return Err(format!("{strategy}: after the kill: {other:?}").into()),
+        }
+        let took = t0.elapsed();
+        child.wait()?;
+        ensure(took < T / 2, || {
+            format!("{strategy}: noticed after {took:?}")
+        })?;
+        ensure(rx.senders_died() == 1, || {
+            format!("{strategy}: {} deaths counted", rx.senders_died())
+        })?;
+    }
+    Ok(())
+}
+
+/// A receiver killed with SIGKILL while a sender waits on the full ring:
+/// the sender gets `Disconnected` instead of waiting for ever, and so does
+/// every later send.
+fn killed_receiver_disconnects_sender() -> Result<(), Failed> {
+    let name = unique("ring");
+    let ring = Ring::builder(&name).capacity(4).create()?;
+    let mut tx = ring.sender()?;
+    let mut child = spawn("attach-hang", &name, None, true)?;
+    ensure(read_line(&mut child)? == "attached", || {
+        "peer did not attach".into()
+    })?;
+    for i in 0..4 {
+        tx.send_timeout(b"x", T)
+            .map_err(|e| format!("send {i}: {e}"))?;
+    }
+    // The ring is full and the receiver reads nothing: kill it while the
+    // next send waits.
+    let pid = child.id();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        ipckit::signal::kill(pid, ipckit::signal::Signal::KILL)
+    });
+    let t0 = Instant::now();
+    let r = tx.send_timeout(b"x", T);
+    let took = t0.elapsed();
+    killer.join().map_err(|_| "killer panicked")??;
+    child.wait()?;
+    match r {
+        Err(SendTimeoutError::Disconnected(_)) => {}
+        other => return Err(format!("send on the full ring: {other:?}").into()),
+    }
+    ensure(took >= Duration::from_millis(200) && took < T / 2, || {
+        format!("disconnected after {took:?}")
+    })?;
+    match tx.send_timeout(b"x", T) {
+        Err(SendTimeoutError::Disconnected(_)) => Ok(()),
+        other => Err(format!("a later send: {other:?}").into()),
+    }
+}
+
+/// A single-producer ring refuses a second sender while the first lives,
+/// and takes one after it left.
+fn single_producer_rules() -> Result<(), Failed> {
+    let name = unique("ring");
+    let ring = Ring::builder(&name).create()?;
+    let first: RingSender = ring.sender()?;
+    let e = Ring::builder(&name).open()?.sender().unwrap_err();
+    ensure(
+        e.kind() == io::ErrorKind::AddrInUse && e.to_string().contains("multi(true)"),
+        || e.to_string(),
+    )?;
+    let _rx: RingReceiver = ring.receiver()?;
+    let e = ring.receiver().unwrap_err();
+    ensure(e.kind() == io::ErrorKind::AddrInUse, || e.to_string())?;
+    drop(first);
+    ring.sender()?;
+    Ok(())
+}
+
+/// Three producer processes and two consumer processes on one multi ring:
+/// every message arrives exactly once, and each consumer sees each
+/// producer's messages in the order they were sent.
+fn mpmc_three_producers_two_consumers() -> Result<(), Failed> {
+    let per_producer: u64 = std::env::var("IPCKIT_RING_STRESS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let name = unique("ring");
+    let ring = Ring::builder(&name)
+        .capacity(64)
+        .max_message_size(16)
+        .multi(true)
+        .create()?;
+    // Held until every producer is done, so that no consumer sees "every
+    // sender gone" before the last producer attached.
+    let hold = ring.sender()?;
+    let mut consumers = (0..2)
+        .map(|_| spawn("consume", &name, None, true))
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut producers = (0..3)
+        .map(|id| {
+            spawn(
+                "produce",
+                &format!("{name}:{id}:{per_producer}"),
+                None,
+                false,
+            )
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    // Read the consumers' output while they run (a full pipe would stall
+    // them).
+    let readers: Vec<_> = consumers
+        .iter_mut()
+        .map(|c| {
+            let out = c.stdout.take().expect("piped");
+            std::thread::spawn(move || -> io::Result<Vec<(u64, u64)>> {
+                let mut got = Vec::new();
+                for line in BufReader::new(out).lines() {
+                    let line = line?;
+                    let (a, b) = line
+                        .split_once(' ')
+                        .ok_or_else(|| io::Error::other("bad line"))?;
+                    got.push((
+                        a.parse().map_err(io::Error::other)?,
+                        b.parse().map_err(io::Error::other)?,
+                    ));
+                }
+                Ok(got)
+            })
+        })
+        .collect();
+    for p in &mut producers {
+        wait_ok(p, "a producer")?;
+    }
+    drop(hold);
+    for c in &mut consumers {
+        wait_ok(c, "a consumer")?;
+    }
+    let mut seen = vec![vec![false; per_producer as usize]; 3];
+    for r in readers {
+        let got = r.join().map_err(|_| "reader panicked")??;
+        let mut last = [None::<u64>; 3];
+        for (id, seq) in got {
+            let id = id as usize;
+            ensure(id < 3 && seq < per_producer, || {
+                format!("bad message {id} {seq}")
+            })?;
+            ensure(last[id].is_none_or(|l| seq > l), || {
+                format!("producer {id}: {seq} after {:?}", last[id])
+            })?;
+            last[id] = Some(seq);
+            ensure(!seen[id][seq as usize], || format!("{id} {seq} twice"))?;
+            seen[id][seq as usize] = true;
+        }
+    }
+    let lost: usize = seen.iter().flatten().filter(|s| !**s).count();
+    ensure(lost == 0, || format!("{lost} messages lost"))
+}
+
+/// A ring left by a creator that was killed is replaced by
+/// `create_or_open`, not reused with its old messages.
+fn stale_ring_replaced() -> Result<(), Failed> {
+    let name = unique("ring");
+    let mut child = spawn("create-die", &name, None, false)?;
+    let st = child.wait()?;
+    ensure(!st.success(), || "the creator was meant to die".into())?;
+    let ring = Ring::builder(&name).capacity(8).create_or_open()?;
+    ensure(ring.capacity() == 8, || {
+        format!("capacity {}", ring.capacity())
+    })?;
+    let mut rx = ring.receiver()?;
+    match rx.try_recv() {
+        Err(ipckit::TryRecvError::Empty) => Ok(()),
+        other => Err(format!("the old ring's state was kept: {other:?}").into()),
+    }
+}
+
+/// Bad names, sizes and messages are refused with errors that say why; a
+/// segment that is not a ring is refused on open.
+fn refusals() -> Result<(), Failed> {
+    for bad in ["", ".hidden", "a/b", "sp ace"] {
+        let e = Ring::builder(bad).create().unwrap_err();
+        ensure(e.to_string().contains("invalid ring name"), || {
+            e.to_string()
+        })?;
+    }
+    let e = Ring::anonymous().capacity(0).create().unwrap_err();
+    ensure(e.to_string().contains("capacity"), || e.to_string())?;
+    let ring = Ring::anonymous().max_message_size(100).create()?;
+    let mut tx = ring.sender()?;
+    match tx.send([0u8; 101]) {
+        Err(ipckit::SendError::Io(e, _)) => ensure(
+            e.kind() == io::ErrorKind::InvalidInput
+                && e.to_string().contains("101 bytes")
+                && e.to_string().contains("max_message_size"),
+            || e.to_string(),
+        )?,
+        other => return Err(format!("oversized send: {other:?}").into()),
+    }
+    tx.send([0u8; 100])?;
+    // A shared memory object of the ring's name that holds something else.
+    let name = unique("ring");
+    let shm = Shm::builder(ipckit::ring::shm_name(&name))
+        .size(8192)
+        .create()?;
+    shm.atomic_u32(28)?.store(0x5245_4459, Ordering::Release); // "ready", wrong magic
+    let e = Ring::builder(&name).open().unwrap_err();
+    ensure(e.kind() == io::ErrorKind::InvalidData, || e.to_string())?;
+    ensure(e.to_string().contains("not a ring"), || e.to_string())?;
+    drop(shm);
+    Ok(())
+}
+
+fn main() {
+    common::play_peer_or_arm_watchdog(
+        &[(VAR, |spec: &str| {
+            let (role, arg) = spec.split_once(':').expect("role:arg");
+            match role {
+                "recv" => peer_recv(arg),
+                "send-fd" => peer_send_fd(arg),
+                "send-hang" => peer_send_hang(arg),
+                "attach-hang" => peer_attach_hang(arg),
+                "create-die" => peer_create_die(arg),
+                "produce" => peer_produce(arg),
+                "consume" => peer_consume(arg),
+                other => Err(io::Error::other(format!("unknown role {other}"))),
+            }
+        })],
+        "ring",
+        Duration::from_secs(300),
+    );
+    common::run_cases(vec![
+        ("spsc_across_processes", spsc_across_processes),
+        ("anonymous_ring_inherited", anonymous_ring_inherited),
+        ("killed_sender_disconnects", killed_sender_disconnects),
+        (
+            "killed_receiver_disconnects_sender",
+            killed_receiver_disconnects_sender,
+        ),
+        ("single_producer_rules", single_producer_rules),
+        (
+            "mpmc_three_producers_two_consumers",
+            mpmc_three_producers_two_consumers,
+        ),
+        ("stale_ring_replaced", stale_ring_replaced),
+        ("refusals", refusals),
+    ]);
+}
