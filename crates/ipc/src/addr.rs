@@ -1,6 +1,6 @@
 //! Addresses on the command line: `fifo:PATH`, `unix:PATH` or `unix:@NAME`,
 //! `unix-dgram:…`, `unix-seq:…`, `tcp:HOST:PORT`, `udp:HOST:PORT`, `mq:/NAME`,
-//! `sysv-mq:KEY`; for `ipc rm` also `shm:/NAME`, `sysv-shm:KEY`, `sem:/NAME`,
+//! `sysv-mq:KEY`, `ring:NAME`; for `ipc rm` also `shm:/NAME`, `sysv-shm:KEY`, `sem:/NAME`,
 //! `sysv-sem:KEY`.
 
 use std::fmt;
@@ -49,6 +49,8 @@ pub enum Addr {
     Mq(String),
     /// A System V message queue: `sysv-mq:KEY` (decimal, 0x hex, PATH:PROJ).
     SysvMq(Key),
+    /// A shared-memory ring channel: `ring:NAME`.
+    Ring(String),
     /// A POSIX shared memory object: `shm:/NAME` (for `ipc rm`).
     Shm(String),
     /// A System V shared memory segment: `sysv-shm:KEY` (for `ipc rm`).
@@ -61,7 +63,7 @@ pub enum Addr {
 
 pub const FORMS: &str = "fifo:PATH, unix:PATH, unix:@NAME, unix-dgram:PATH|@NAME, \
                          unix-seq:PATH|@NAME, tcp:HOST:PORT, udp:HOST:PORT, mq:/NAME, \
-                         sysv-mq:KEY (decimal, 0x hex or PATH:PROJ)";
+                         sysv-mq:KEY (decimal, 0x hex or PATH:PROJ), ring:NAME";
 
 /// Resolves `HOST:PORT` (IPv6 as `[::1]:PORT`).
 pub fn resolve(hostport: &str) -> Result<SocketAddr> {
@@ -126,6 +128,10 @@ impl FromStr for Addr {
                 Addr::Sem(rest.to_string())
             }
             "sysv-mq" => Addr::SysvMq(public_key(rest)?),
+            "ring" => {
+                ipckit::ring::validate_name(rest)?;
+                Addr::Ring(rest.to_string())
+            }
             "sysv-shm" => Addr::SysvShm(public_key(rest)?),
             "sysv-sem" => Addr::SysvSem(public_key(rest)?),
             other => bail!("unknown mechanism {other:?}; expected one of {FORMS}"),
@@ -144,6 +150,7 @@ impl fmt::Display for Addr {
             Addr::Udp(a) => write!(f, "udp:{a}"),
             Addr::Mq(n) => write!(f, "mq:{n}"),
             Addr::SysvMq(k) => write!(f, "sysv-mq:{k}"),
+            Addr::Ring(n) => write!(f, "ring:{n}"),
             Addr::Shm(n) => write!(f, "shm:{n}"),
             Addr::SysvShm(k) => write!(f, "sysv-shm:{k}"),
             Addr::Sem(n) => write!(f, "sem:{n}"),

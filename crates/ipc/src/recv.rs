@@ -273,6 +273,19 @@ pub fn run(args: Args) -> Result<()> {
         Addr::Shm(_) | Addr::SysvShm(_) | Addr::Sem(_) | Addr::SysvSem(_) => {
             return Err(args.addr.not_a_channel())
         }
+        Addr::Ring(name) => {
+            let mut rx = crate::send::open_ring(name)?.receiver()?;
+            let stop = p.drain(&mut rx)?;
+            // Every sender has gone: say whether one died rather than closed.
+            let died = rx.senders_died();
+            if matches!(stop, Stop::PeerClosed) && died > 0 {
+                eprintln!(
+                    "ipc recv: {} of the senders on {} died without closing (killed, or \
+                     crashed); messages they were writing are lost",
+                    died, args.addr
+                );
+            }
+        }
         Addr::SysvMq(key) => {
             let mut q = open_sysv(*key, ipckit::sysv::Access::Receive)?;
             let show = args.show_type;

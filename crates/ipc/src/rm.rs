@@ -19,6 +19,7 @@ pub fn run(args: Args) -> Result<()> {
     for a in &args.addrs {
         match a {
             Addr::Mq(name) => ipckit::mq::unlink(name)?,
+            Addr::Ring(name) => ipckit::ring::unlink(name)?,
             Addr::SysvMq(key) => ipckit::sysv::remove_queue(*key)?,
             Addr::Shm(name) => ipckit::shm::unlink(name)?,
             Addr::SysvShm(key) => ipckit::shm::remove_sysv(*key)?,

@@ -109,6 +109,17 @@ pub fn open_queue(name: &str, access: ipckit::mq::Access) -> Result<ipckit::mq::
         .create_or_open()?)
 }
 
+/// Opens (creating if needed, mode 0600) a ring that stays after exit, for
+/// many senders and receivers: 64 slots for messages up to 64 KiB.
+pub fn open_ring(name: &str) -> Result<ipckit::ring::Ring> {
+    Ok(ipckit::ring::Ring::builder(name)
+        .capacity(64)
+        .max_message_size(64 * 1024)
+        .multi(true)
+        .keep(true)
+        .create_or_open()?)
+}
+
 /// Opens (creating if needed, mode 0600) a System V queue that stays after exit.
 pub fn open_sysv(
     key: ipckit::sysv::Key,
@@ -158,6 +169,7 @@ pub fn open(addr: &Addr, lines: bool, timeout: Option<Duration>) -> Result<Box<d
         }
         Addr::Mq(name) => Box::new(open_queue(name, ipckit::mq::Access::Send)?),
         Addr::SysvMq(key) => Box::new(open_sysv(*key, ipckit::sysv::Access::Send)?),
+        Addr::Ring(name) => Box::new(open_ring(name)?.sender()?),
         Addr::Shm(_) | Addr::SysvShm(_) | Addr::Sem(_) | Addr::SysvSem(_) => {
             return Err(addr.not_a_channel())
         }

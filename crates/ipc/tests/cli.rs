@@ -1220,3 +1220,130 @@ fn bench_raw_twins_give_the_library_cost() {
         assert!((ratio - want).abs() < 1e-9 && ratio > 0.0, "{r}");
     }
 }
+
+/// Removes a ring when the test ends, however it ends.
+struct RingGuard(String);
+
+impl Drop for RingGuard {
+    fn drop(&mut self) {
+        let _ = ipckit::ring::unlink(&self.0);
+    }
+}
+
+fn ring_exists(name: &str) -> bool {
+    std::path::Path::new(&format!("/dev/shm/ipckit-ring.{name}")).exists()
+}
+
+#[test]
+fn ring_many_senders_one_receiver_until_all_are_gone() {
+    let name = unique("ring");
+    let _guard = RingGuard(name.clone());
+    let addr = format!("ring:{name}");
+    let rx = recv(&[&addr]);
+    wait_for(|| ring_exists(&name), "the receiver to make the ring");
+    // Two senders at once, each with its own messages in its own order.
+    // Both attach (and wait on their input) before either sends, so that
+    // the receiver cannot see every sender gone in between.
+    let mut senders: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|_| {
+            ipc()
+                .arg("send")
+                .arg(&addr)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn ipc send")
+        })
+        .collect();
+    for s in &senders {
+        wait_for(
+            || {
+                std::fs::read_to_string(format!("/proc/{}/maps", s.id()))
+                    .is_ok_and(|m| m.contains(&format!("ipckit-ring.{name}")))
+            },
+            "a sender to attach",
+        );
+    }
+    for (s, tag) in senders.iter_mut().zip(["a", "b"]) {
+        let text: String = (0..50).map(|i| format!("{tag}{i}\n")).collect();
+        s.stdin
+            .take()
+            .expect("piped")
+            .write_all(text.as_bytes())
+            .expect("write");
+    }
+    for s in senders {
+        let out = finish(s);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // Without -n, the receiver ends once every sender has gone.
+    let out = finish(rx);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "a clean end says nothing");
+    let got = stdout(&out);
+    for tag in ["a", "b"] {
+        let mine: Vec<&str> = got.lines().filter(|l| l.starts_with(tag)).collect();
+        let want: Vec<String> = (0..50).map(|i| format!("{tag}{i}")).collect();
+        assert_eq!(mine, want, "sender {tag}'s messages, in its order");
+    }
+    // The ring stays, with what was sent while nobody received, until rm.
+    assert!(run(ipc().args(["send", &addr, "kept"])).status.success());
+    let out = run(ipc().args(["recv", &addr, "-n", "1", "--timeout", "5"]));
+    assert_eq!(stdout(&out), "kept\n", "{}", stderr(&out));
+    assert!(run(ipc().args(["rm", &addr])).status.success());
+    assert!(!ring_exists(&name));
+    fails_with(ipc().args(["rm", &addr]), "no ring named");
+}
+
+#[test]
+fn ring_receiver_says_when_a_sender_died() {
+    let name = unique("ringdie");
+    let _guard = RingGuard(name.clone());
+    let addr = format!("ring:{name}");
+    let rx = recv(&[&addr]);
+    wait_for(|| ring_exists(&name), "the receiver to make the ring");
+    // A sender that sent one line and waits on its stdin: kill it.
+    let mut tx = ipc()
+        .args(["send", &addr])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn ipc send");
+    tx.stdin
+        .as_mut()
+        .expect("piped")
+        .write_all(b"before\n")
+        .expect("write");
+    wait_for(
+        || {
+            std::fs::read_to_string(format!("/proc/{}/status", tx.id()))
+                .is_ok_and(|s| s.contains("State:\tS"))
+        },
+        "the sender to wait for input",
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    tx.kill().expect("kill");
+    tx.wait().expect("wait");
+    let out = finish(rx);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "before\n");
+    assert!(
+        stderr(&out).contains("died without closing"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn ring_bad_input() {
+    fails_with(ipc().args(["send", "ring:a/b", "x"]), "invalid ring name");
+    fails_with(ipc().args(["recv", "ring:.hidden"]), "invalid ring name");
+    let name = unique("ringbig");
+    let _guard = RingGuard(name.clone());
+    let big = "x".repeat(70_000);
+    fails_with(
+        ipc().args(["send", &format!("ring:{name}"), &big]),
+        "larger than ring",
+    );
+}

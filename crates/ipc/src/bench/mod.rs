@@ -807,15 +807,26 @@ pub fn peer(a: PeerArgs) -> Result<()> {
             let (mut count, mut lost, mut errors) = (0u64, 0u64, 0u64);
             let mut expected = 0u64;
             let mut first: Option<Instant> = None;
-            let mut last = Instant::now();
-            loop {
-                ep.recv_timeout_into(&mut buf, MSG_TIMEOUT)
+            // No clock reads per message (they cost as much as a message
+            // through the ring): the time runs from the first message to
+            // the end marker, which follows the last at once. Only a lossy
+            // mechanism waits with a timeout (its marker may be lost); the
+            // others end with the parent, which takes its peers with it.
+            let lossy = a.mech == Some(Mech::Udp);
+            let last = loop {
+                let deadline = if lossy {
+                    ipckit::Deadline::after(MSG_TIMEOUT)
+                } else {
+                    ipckit::Deadline::Never
+                };
+                ep.recv_until(&mut buf, deadline)
                     .context("waiting for the next message")?;
                 if buf.len() != a.size {
-                    break;
+                    break Instant::now();
                 }
-                last = Instant::now();
-                first.get_or_insert(last);
+                if first.is_none() {
+                    first = Some(Instant::now());
+                }
                 let seq = get_seq(&buf);
                 if seq != expected & mask {
                     // Gaps are losses (UDP); anything else is corruption.
@@ -829,7 +840,7 @@ pub fn peer(a: PeerArgs) -> Result<()> {
                 }
                 expected += 1;
                 count += 1;
-            }
+            };
             let elapsed = first.map_or(0, |f| (last - f).as_nanos() as u64);
             let report = format!("{count} {lost} {errors} {elapsed}");
             ep.send_until(report.as_bytes(), ipckit::Deadline::Never)
