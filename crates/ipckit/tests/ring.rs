@@ -161,6 +161,70 @@ fn peer_consume(name: &str) -> io::Result<()> {
     }
 }
 
+/// `victim:recv|send`: uses the anonymous ring on stdin (with short
+/// timeouts) while another process scribbles over it; any result but a
+/// crash or a hang is fine. Prints how the operations ended.
+fn peer_victim(side: &str) -> io::Result<()> {
+    let fd = io::stdin().as_fd().try_clone_to_owned()?;
+    let ring = Ring::from_fd(fd)?;
+    let (mut ok, mut errors, mut timeouts, mut gone) = (0u32, 0u32, 0u32, 0u32);
+    let mut buf = Vec::new();
+    let end = Instant::now() + Duration::from_secs(2);
+    // Attached first, then attacked (the parent waits for this line).
+    let (mut rx, mut tx) = if side == "recv" {
+        (Some(ring.receiver()?), None)
+    } else {
+        (None, Some(ring.sender()?))
+    };
+    println!("attached");
+    if let Some(rx) = rx.as_mut() {
+        while Instant::now() < end {
+            match rx.recv_timeout_into(&mut buf, Duration::from_millis(5)) {
+                Ok(()) => ok += 1,
+                Err(RecvTimeoutError::Timeout) => timeouts += 1,
+                Err(RecvTimeoutError::Disconnected) => gone += 1,
+                Err(RecvTimeoutError::Io(_)) => errors += 1,
+            }
+        }
+    } else if let Some(tx) = tx.as_mut() {
+        while Instant::now() < end {
+            match tx.send_timeout(b"victim's message", Duration::from_millis(5)) {
+                Ok(()) => ok += 1,
+                Err(SendTimeoutError::Timeout(_)) => timeouts += 1,
+                Err(SendTimeoutError::Disconnected(_)) => gone += 1,
+                Err(SendTimeoutError::Io(..)) => errors += 1,
+            }
+        }
+    }
+    println!("ok={ok} errors={errors} timeouts={timeouts} gone={gone}");
+    Ok(())
+}
+
+/// `scribble:SEED`: writes random bytes at random places of the anonymous
+/// ring on stdin (header, attach table, counters, slots) until killed.
+fn peer_scribble(seed: &str) -> io::Result<()> {
+    let fd = io::stdin().as_fd().try_clone_to_owned()?;
+    let m = ipckit::shm::Memfd::from_fd(fd, false)?;
+    let mut x: u64 = seed.parse().map_err(io::Error::other)?;
+    let mut next = move || {
+        // xorshift64*: cheap, and a fixed seed replays a failure.
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let len = m.len();
+    loop {
+        let r = next();
+        // Half the writes hit the first 4 KiB: header, table, first slots.
+        let span = if r & 1 == 0 { 4096.min(len) } else { len };
+        let at = (next() as usize % span) & !7;
+        let v = next();
+        let n = (r as usize >> 8) % 8 + 1;
+        m.write(at.min(len - n), &v.to_le_bytes()[..n])?;
+    }
+}
+
 // ---- Cases ---------------------------------------------------------------
 
 /// 100 000 messages of 0 to 60 000 bytes from one process to another
@@ -451,6 +515,64 @@ fn refusals() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A process scribbling over the ring while the other end uses it (as
+/// receiver, then as sender, with a real peer on the far side) makes the
+/// victim fail or stall, never crash or hang.
+fn scribbled_ring_fails_cleanly() -> Result<(), Failed> {
+    for (side, seed) in [("recv", 1u64), ("send", 2), ("recv", 3), ("send", 4)] {
+        let ring = Ring::anonymous()
+            .capacity(8)
+            .max_message_size(256)
+            .multi(seed > 2)
+            .create()?;
+        // The honest far end, in this process: it keeps the ring busy.
+        let mut far_tx = (side == "recv").then(|| ring.sender()).transpose()?;
+        let mut far_rx = (side == "send").then(|| ring.receiver()).transpose()?;
+        let mut victim = spawn("victim", side, Some(ring.fd().try_clone_to_owned()?), true)?;
+        let mut out = BufReader::new(victim.stdout.take().ok_or("no stdout")?);
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        ensure(line.trim() == "attached", || {
+            format!("victim said {line:?}")
+        })?;
+        let mut attacker = spawn(
+            "scribble",
+            &seed.to_string(),
+            Some(ring.fd().try_clone_to_owned()?),
+            false,
+        )?;
+        let end = Instant::now() + T;
+        let status = loop {
+            if let Some(tx) = far_tx.as_mut() {
+                let _ = tx.try_send(b"honest");
+            }
+            if let Some(rx) = far_rx.as_mut() {
+                let _ = rx.try_recv();
+            }
+            if let Some(st) = victim.try_wait()? {
+                break st;
+            }
+            if Instant::now() > end {
+                let _ = victim.kill();
+                let _ = attacker.kill();
+                return Err(format!("{side} victim (seed {seed}) hung").into());
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        };
+        attacker.kill()?;
+        attacker.wait()?;
+        let mut report = String::new();
+        out.read_line(&mut report)?;
+        let report = report.trim();
+        ensure(status.success(), || {
+            format!("{side} victim (seed {seed}) ended with {status}: {report}")
+        })?;
+        ensure(report.starts_with("ok="), || format!("report {report:?}"))?;
+        eprintln!("{side} victim, seed {seed}: {report}");
+    }
+    Ok(())
+}
+
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
@@ -463,6 +585,8 @@ fn main() {
                 "create-die" => peer_create_die(arg),
                 "produce" => peer_produce(arg),
                 "consume" => peer_consume(arg),
+                "victim" => peer_victim(arg),
+                "scribble" => peer_scribble(arg),
                 other => Err(io::Error::other(format!("unknown role {other}"))),
             }
         })],
@@ -484,5 +608,6 @@ fn main() {
         ),
         ("stale_ring_replaced", stale_ring_replaced),
         ("refusals", refusals),
+        ("scribbled_ring_fails_cleanly", scribbled_ring_fails_cleanly),
     ]);
 }
