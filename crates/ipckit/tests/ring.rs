@@ -225,6 +225,39 @@ fn peer_scribble(seed: &str) -> io::Result<()> {
     }
 }
 
+/// The size of a flood message: its copy takes long enough for a kill to
+/// land in it.
+const FLOOD: usize = 1 << 20;
+
+/// `flood:NAME`: sends 1 MiB messages starting with `B` on a multi ring
+/// until killed.
+fn peer_flood(name: &str) -> io::Result<()> {
+    let mut tx = Ring::builder(name).open()?.sender()?;
+    let mut m = vec![b'B'; FLOOD];
+    for i in 0u64.. {
+        m[1..9].copy_from_slice(&i.to_le_bytes());
+        tx.send_timeout(&m, T).map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// `steady:NAME:N`: sends N small messages `A` + sequence number, then
+/// `end`.
+fn peer_steady(arg: &str) -> io::Result<()> {
+    let (name, n) = arg.rsplit_once(':').expect("NAME:N");
+    let n: u64 = n.parse().map_err(io::Error::other)?;
+    let mut tx = Ring::builder(name).open()?.sender()?;
+    for i in 0..n {
+        let mut m = vec![b'A'];
+        m.extend_from_slice(&i.to_le_bytes());
+        tx.send_timeout(&m, T).map_err(io::Error::from)?;
+        if i % 64 == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    tx.send_timeout(b"end", T).map_err(io::Error::from)
+}
+
 // ---- Cases ---------------------------------------------------------------
 
 /// 100 000 messages of 0 to 60 000 bytes from one process to another
@@ -573,6 +606,79 @@ fn scribbled_ring_fails_cleanly() -> Result<(), Failed> {
     Ok(())
 }
 
+/// On a multi ring, senders killed with SIGKILL at random moments (most in
+/// the middle of writing a 1 MiB message) never stop the others: the
+/// receiver skips a slot whose writer died half-way, gets every message of
+/// the steady sender in order, and never a half-written one.
+fn killed_writers_leave_no_hole() -> Result<(), Failed> {
+    let name = unique("ring");
+    let ring = Ring::builder(&name)
+        .capacity(8)
+        .max_message_size(FLOOD)
+        .multi(true)
+        .create()?;
+    let mut rx = ring.receiver()?;
+    let n = 3000u64;
+    let mut steady = spawn("steady", &format!("{name}:{n}"), None, false)?;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut kills = 0;
+    let mut flood: Option<Child> = None;
+    let mut next_a = 0u64;
+    let mut buf = Vec::new();
+    let mut b_seen = 0u64;
+    let end = Instant::now() + T;
+    let mut kill_at = Instant::now();
+    loop {
+        ensure(Instant::now() < end, || {
+            format!("stuck after {next_a} of {n} steady messages and {kills} kills")
+        })?;
+        // Keep a flooding sender running; kill it at random moments.
+        if Instant::now() >= kill_at {
+            if let Some(mut f) = flood.take() {
+                f.kill()?;
+                f.wait()?;
+                kills += 1;
+            }
+            flood = Some(spawn("flood", &name, None, false)?);
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            kill_at = Instant::now() + Duration::from_micros(2_000 + x % 20_000);
+        }
+        match rx.recv_timeout_into(&mut buf, Duration::from_millis(20)) {
+            Ok(()) if buf == b"end" => break,
+            Ok(()) if buf.first() == Some(&b'A') => {
+                let i = u64::from_le_bytes(buf[1..9].try_into().unwrap());
+                ensure(i == next_a, || {
+                    format!("steady message {i}, expected {next_a}")
+                })?;
+                next_a += 1;
+            }
+            Ok(()) => {
+                // Whole: its last bytes are the last ones the sender wrote.
+                ensure(
+                    buf.len() == FLOOD && buf[FLOOD - 64..].iter().all(|b| *b == b'B'),
+                    || "a flood message arrived damaged".into(),
+                )?;
+                b_seen += 1;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(e) => return Err(format!("receive: {e}").into()),
+        }
+    }
+    if let Some(mut f) = flood.take() {
+        f.kill()?;
+        f.wait()?;
+    }
+    wait_ok(&mut steady, "the steady sender")?;
+    ensure(next_a == n, || format!("{next_a} of {n} steady messages"))?;
+    eprintln!(
+        "{kills} kills, {b_seen} whole flood messages, {} half-written ones skipped",
+        rx.messages_lost()
+    );
+    ensure(kills >= 5, || format!("only {kills} kills"))
+}
+
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
@@ -587,6 +693,8 @@ fn main() {
                 "consume" => peer_consume(arg),
                 "victim" => peer_victim(arg),
                 "scribble" => peer_scribble(arg),
+                "flood" => peer_flood(arg),
+                "steady" => peer_steady(arg),
                 other => Err(io::Error::other(format!("unknown role {other}"))),
             }
         })],
@@ -609,5 +717,6 @@ fn main() {
         ("stale_ring_replaced", stale_ring_replaced),
         ("refusals", refusals),
         ("scribbled_ring_fails_cleanly", scribbled_ring_fails_cleanly),
+        ("killed_writers_leave_no_hole", killed_writers_leave_no_hole),
     ]);
 }

@@ -26,7 +26,10 @@ use crate::wait::WaitStrategy;
 //   320 generation u32 (bumped on every attach and detach) |
 //       324 senders ever u32 | 328 receivers ever u32
 // 384..1408: MAX_PEERS entries of 16 bytes: pid u32, role u32, start u32.
-// 2048..: the slots, each: stamp u64 | length u32 | 4 spare | payload.
+// 2048..: the slots, each: stamp u64 | length u32 | writer pid u32 | payload.
+// In a multi ring a sender first puts the position (low 32 bits) in the
+// length field and its pid beside it, so that a receiver can tell a slot
+// whose writer died half-way (and skip it) from one being written.
 
 const MAGIC: u64 = u64::from_le_bytes(*b"ipckring");
 const VERSION: u32 = 1;
@@ -698,6 +701,7 @@ impl Ring {
             max: self.seg.max_message,
             watch: Watch::new(&self.seg),
             died: 0,
+            lost: 0,
         })
     }
 
@@ -902,8 +906,12 @@ impl crate::MessageSender for RingSender {
                 Ok(Some(pos)) => {
                     let at = seg.slot(pos);
                     let m = seg.map();
-                    m.write(at + 8, msg.len() as u32);
+                    if seg.multi {
+                        m.write(at + 8, pos as u32);
+                        m.write(at + 12, std::process::id());
+                    }
                     m.copy_in(at + SLOT_HEADER, msg);
+                    m.write(at + 8, msg.len() as u32);
                     core::commit_send(seg, pos);
                     return seg
                         .check_intact("send")
@@ -940,6 +948,7 @@ pub struct RingReceiver {
     max: usize,
     watch: Watch,
     died: usize,
+    lost: usize,
 }
 
 impl RingReceiver {
@@ -949,13 +958,58 @@ impl RingReceiver {
         self.died
     }
 
+    /// How many messages were dropped because their sender died while
+    /// writing them (a multi ring skips such a slot once its writer is
+    /// certainly dead; the messages behind it then arrive).
+    pub fn messages_lost(&self) -> usize {
+        self.lost
+    }
+
     /// Whether every sender has gone (at least one attached once).
     fn gone(&mut self) -> bool {
-        let seg = &*self.seg;
-        self.watch.looked(seg);
+        let seg = self.seg.clone();
+        self.watch.looked(&seg);
         let (live, died) = seg.live(ROLE_SENDER);
         self.died += died;
+        if seg.multi {
+            self.skip_dead_writes();
+        }
         seg.ever(ROLE_SENDER) > 0 && live == 0
+    }
+
+    /// Skips the slots at the head that a sender claimed and then died in
+    /// the middle of writing: claimed (the tail is past them), never
+    /// committed (the stamp still says free for this lap), tagged with
+    /// their position and a writer that has exited.
+    fn skip_dead_writes(&mut self) {
+        let seg = self.seg.clone();
+        let m = seg.map();
+        loop {
+            let pos = seg.head().load(Ordering::Relaxed);
+            let claimed = seg.tail().load(Ordering::Relaxed).wrapping_sub(pos) as i64 > 0;
+            let at = seg.slot(pos);
+            let uncommitted = seg.stamp(pos & (seg.capacity - 1)).load(Ordering::Acquire) == pos;
+            if !claimed || !uncommitted || m.read::<u32>(at + 8) != pos as u32 {
+                return;
+            }
+            let writer: u32 = m.read(at + 12);
+            if writer == 0 || !crate::sys::sync::thread_exited(writer, None) {
+                return;
+            }
+            if seg
+                .head()
+                .compare_exchange(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                core::release_recv(&*seg, pos);
+                self.lost += 1;
+            }
+        }
     }
 
     /// Copies the message at `pos` into `buf` and frees its slot.
