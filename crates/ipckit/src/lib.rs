@@ -83,6 +83,8 @@ pub mod mq;
 pub mod named;
 pub mod pipe;
 pub mod process;
+// The ring's zero-copy views into its mapped slots (`Loan`, `Sample`).
+#[allow(unsafe_code)]
 pub mod ring;
 pub mod sem;
 // Views into mapped memory: thin `unsafe` accessors over `sys::mman`.

@@ -258,6 +258,49 @@ fn peer_steady(arg: &str) -> io::Result<()> {
     tx.send_timeout(b"end", T).map_err(io::Error::from)
 }
 
+/// `in-place:NAME`: receives three messages in place: a 64 MiB one whose
+/// first and last 8 bytes say its number, a 3-byte one, and `end`; a slot
+/// its sender gave back in between must not show up.
+fn peer_in_place(name: &str) -> io::Result<()> {
+    let mut rx = Ring::builder(name).open()?.receiver()?;
+    let check = |s: &ipckit::ring::Sample<'_>, want: &[u8]| -> io::Result<()> {
+        let mut head = vec![0u8; want.len().min(8)];
+        s.read(0, &mut head)?;
+        if head != want[..head.len()] {
+            return Err(io::Error::other(format!("head {head:?}")));
+        }
+        Ok(())
+    };
+    {
+        let s = rx.recv_in_place_until(ipckit::Deadline::after(T))?;
+        if s.len() != 64 << 20 {
+            return Err(io::Error::other(format!("length {}", s.len())));
+        }
+        check(&s, b"big-one!")?;
+        let mut tail = [0u8; 8];
+        s.read(s.len() - 8, &mut tail)?;
+        if &tail != b"big-end!" {
+            return Err(io::Error::other(format!("tail {tail:?}")));
+        }
+        // Reading past the end is an error, not a fault.
+        if s.read(s.len() - 4, &mut tail).is_ok() {
+            return Err(io::Error::other("read past the end"));
+        }
+    }
+    let s = rx.recv_in_place_until(ipckit::Deadline::after(T))?;
+    check(&s, b"abc")?;
+    if s.to_vec()? != b"abc" {
+        return Err(io::Error::other("to_vec"));
+    }
+    drop(s);
+    let mut buf = Vec::new();
+    rx.recv_timeout_into(&mut buf, T)?;
+    if buf != b"end" {
+        return Err(io::Error::other(format!("then {buf:?}")));
+    }
+    Ok(())
+}
+
 // ---- Cases ---------------------------------------------------------------
 
 /// 100 000 messages of 0 to 60 000 bytes from one process to another
@@ -679,6 +722,41 @@ fn killed_writers_leave_no_hole() -> Result<(), Failed> {
     ensure(kills >= 5, || format!("only {kills} kills"))
 }
 
+/// Zero-copy between processes: a 64 MiB message written in place (only
+/// its ends touched) and read in place, a loan given back (skipped), a
+/// small one, bounds refused.
+fn zero_copy_across_processes() -> Result<(), Failed> {
+    let name = unique("ring");
+    let ring = Ring::builder(&name)
+        .capacity(2)
+        .max_message_size(64 << 20)
+        .create()?;
+    let mut tx = ring.sender()?;
+    let mut child = spawn("in-place", &name, None, false)?;
+    let mut loan = tx.loan_until(ipckit::Deadline::after(T))?;
+    ensure(loan.capacity() == 64 << 20, || "capacity".into())?;
+    loan.write(0, b"big-one!")?;
+    loan.write((64 << 20) - 8, b"big-end!")?;
+    ensure(loan.write((64 << 20) - 4, b"12345678").is_err(), || {
+        "a write past the slot was taken".into()
+    })?;
+    loan.commit(64 << 20)?;
+    // Given back: the receiver must skip it.
+    let mut back = tx.loan_until(ipckit::Deadline::after(T))?;
+    back.write(0, b"never seen")?;
+    drop(back);
+    let mut small = tx.loan_until(ipckit::Deadline::after(T))?;
+    // SAFETY: nobody else writes this ring's slots in this test.
+    unsafe { small.as_mut_slice()[..3].copy_from_slice(b"abc") };
+    small.commit(3)?;
+    let too_long = tx.loan_until(ipckit::Deadline::after(T))?;
+    ensure(too_long.commit((64 << 20) + 1).is_err(), || {
+        "a commit past the slot was taken".into()
+    })?;
+    tx.send_timeout(b"end", T)?;
+    wait_ok(&mut child, "the in-place receiver")
+}
+
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
@@ -695,6 +773,7 @@ fn main() {
                 "scribble" => peer_scribble(arg),
                 "flood" => peer_flood(arg),
                 "steady" => peer_steady(arg),
+                "in-place" => peer_in_place(arg),
                 other => Err(io::Error::other(format!("unknown role {other}"))),
             }
         })],
@@ -718,5 +797,6 @@ fn main() {
         ("refusals", refusals),
         ("scribbled_ring_fails_cleanly", scribbled_ring_fails_cleanly),
         ("killed_writers_leave_no_hole", killed_writers_leave_no_hole),
+        ("zero_copy_across_processes", zero_copy_across_processes),
     ]);
 }

@@ -59,5 +59,6 @@ mod segment;
 
 #[cfg(not(loom))]
 pub use segment::{
-    shm_name, unlink, validate_name, Duplex, Ring, RingBuilder, RingReceiver, RingSender,
+    shm_name, unlink, validate_name, Duplex, Loan, Ring, RingBuilder, RingReceiver, RingSender,
+    Sample,
 };

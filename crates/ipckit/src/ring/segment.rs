@@ -59,6 +59,9 @@ const PEER_SIZE: usize = 16;
 const MAX_PEERS: usize = 64;
 const OFF_SLOTS: usize = 2048;
 const SLOT_HEADER: usize = 16;
+/// The length of a slot its sender gave back (a dropped [`Loan`]):
+/// receivers skip it.
+const CANCELLED: u32 = u32::MAX;
 const LINE: usize = 64;
 
 /// The largest slot count a ring may have.
@@ -880,21 +883,13 @@ impl RingSender {
     }
 }
 
-impl crate::MessageSender for RingSender {
-    fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError<()>> {
+impl RingSender {
+    /// Waits until a slot is this sender's, per the wait strategy, and
+    /// returns its position. In a multi ring the slot is tagged with the
+    /// position and this process's pid first (see `skip_dead_writes`).
+    fn claim_until(&mut self, deadline: Deadline) -> Result<u64, SendTimeoutError<()>> {
         let seg = self.seg.clone();
         let seg = &*seg;
-        if msg.len() > seg.max_message {
-            return Err(SendTimeoutError::Io(
-                invalid(format!(
-                    "a message of {} bytes is larger than {} carries ({} bytes: its slot size,                      set when it was made with RingBuilder::max_message_size)",
-                    msg.len(),
-                    seg.describe(),
-                    seg.max_message
-                )),
-                (),
-            ));
-        }
         // A receiver that closed its end bumped the generation: look before
         // filling a ring that nobody will read.
         if seg.generation() != self.watch.generation && self.gone() {
@@ -904,18 +899,12 @@ impl crate::MessageSender for RingSender {
         loop {
             match core::claim_send(seg, seg.multi) {
                 Ok(Some(pos)) => {
-                    let at = seg.slot(pos);
-                    let m = seg.map();
                     if seg.multi {
-                        m.write(at + 8, pos as u32);
-                        m.write(at + 12, std::process::id());
+                        let at = seg.slot(pos);
+                        seg.map().write(at + 8, pos as u32);
+                        seg.map().write(at + 12, std::process::id());
                     }
-                    m.copy_in(at + SLOT_HEADER, msg);
-                    m.write(at + 8, msg.len() as u32);
-                    core::commit_send(seg, pos);
-                    return seg
-                        .check_intact("send")
-                        .map_err(|e| SendTimeoutError::Io(e, ()));
+                    return Ok(pos);
                 }
                 Ok(None) => {}
                 Err(c) => return Err(SendTimeoutError::Io(seg.corrupt_error(c), ())),
@@ -929,6 +918,127 @@ impl crate::MessageSender for RingSender {
             if matches!(turn, Turn::Timeout) {
                 return Err(SendTimeoutError::Timeout(()));
             }
+        }
+    }
+
+    /// Publishes the slot at `pos` holding `len` bytes (or [`CANCELLED`]).
+    fn publish(&self, pos: u64, len: u32) -> io::Result<()> {
+        let seg = &*self.seg;
+        seg.map().write(seg.slot(pos) + 8, len);
+        core::commit_send(seg, pos);
+        seg.check_intact("send")
+    }
+
+    fn too_large(&self, len: usize) -> io::Error {
+        let seg = &*self.seg;
+        invalid(format!(
+            "a message of {len} bytes is larger than {} carries ({} bytes: its slot size, set \
+             when it was made with RingBuilder::max_message_size)",
+            seg.describe(),
+            seg.max_message
+        ))
+    }
+
+    /// Borrows the next free slot to write a message in place, waiting for
+    /// one (zero-copy: see [`Loan`]).
+    pub fn loan(&mut self) -> Result<Loan<'_>, SendTimeoutError<()>> {
+        self.loan_until(Deadline::Never)
+    }
+
+    /// [`loan`](Self::loan), waiting until `deadline` at the most.
+    pub fn loan_until(&mut self, deadline: Deadline) -> Result<Loan<'_>, SendTimeoutError<()>> {
+        let pos = self.claim_until(deadline)?;
+        Ok(Loan {
+            tx: self,
+            pos,
+            done: false,
+        })
+    }
+}
+
+impl crate::MessageSender for RingSender {
+    fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError<()>> {
+        if msg.len() > self.seg.max_message {
+            return Err(SendTimeoutError::Io(self.too_large(msg.len()), ()));
+        }
+        let pos = self.claim_until(deadline)?;
+        let seg = &*self.seg;
+        seg.map().copy_in(seg.slot(pos) + SLOT_HEADER, msg);
+        self.publish(pos, msg.len() as u32)
+            .map_err(|e| SendTimeoutError::Io(e, ()))
+    }
+}
+
+/// A slot of the ring borrowed by a sender to write one message in place,
+/// from [`RingSender::loan`]: nothing is copied on the way, whatever the
+/// size. Write into it with [`write`](Loan::write) (checked, at any
+/// offset) or through [`as_mut_slice`](Loan::as_mut_slice), then
+/// [`commit`](Loan::commit) the length. Dropped without a commit, the slot
+/// is given back: receivers skip it.
+#[derive(Debug)]
+pub struct Loan<'a> {
+    tx: &'a mut RingSender,
+    pos: u64,
+    done: bool,
+}
+
+impl Loan<'_> {
+    /// How many bytes the slot holds (the ring's largest message).
+    pub fn capacity(&self) -> usize {
+        self.tx.seg.max_message
+    }
+
+    /// Copies `bytes` into the slot at `offset`.
+    pub fn write(&mut self, offset: usize, bytes: &[u8]) -> io::Result<()> {
+        let seg = &*self.tx.seg;
+        match offset.checked_add(bytes.len()) {
+            Some(end) if end <= seg.max_message => {
+                seg.map()
+                    .copy_in(seg.slot(self.pos) + SLOT_HEADER + offset, bytes);
+                seg.check_intact("write into a loaned slot")
+            }
+            _ => Err(invalid(format!(
+                "{} bytes at offset {offset} do not fit in a slot of {} bytes",
+                bytes.len(),
+                seg.max_message
+            ))),
+        }
+    }
+
+    /// The slot's bytes, to write the message in place.
+    ///
+    /// # Safety
+    /// No other process may write this slot while the slice lives. Honest
+    /// ones never do (the slot is this sender's until the commit); a
+    /// hostile process with the ring mapped could.
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        let seg = &*self.tx.seg;
+        // SAFETY: the range is this slot's payload, inside the mapping (its
+        // geometry was checked when the ring was opened); `&mut self` keeps
+        // this process from making a second slice, and the caller vouches
+        // for the other processes.
+        unsafe {
+            seg.map()
+                .get_mut::<u8>(seg.slot(self.pos) + SLOT_HEADER, seg.max_message)
+        }
+    }
+
+    /// Publishes the first `len` bytes of the slot as one message.
+    pub fn commit(mut self, len: usize) -> io::Result<()> {
+        if len > self.capacity() {
+            return Err(self.tx.too_large(len));
+        }
+        self.done = true;
+        self.tx.publish(self.pos, len as u32)
+    }
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // A claimed position cannot be handed back: publish it as a
+            // message the receivers skip.
+            let _ = self.tx.publish(self.pos, CANCELLED);
         }
     }
 }
@@ -1012,36 +1122,92 @@ impl RingReceiver {
         }
     }
 
-    /// Copies the message at `pos` into `buf` and frees its slot.
-    fn take(&self, pos: u64, buf: &mut Vec<u8>) -> Result<(), RecvTimeoutError> {
+    /// Checks the length of the message at `pos`: `Ok(Some(len))`, or
+    /// `Ok(None)` for a slot given back by its sender (freed here), or an
+    /// error (the slot freed, the message dropped).
+    fn length(&self, pos: u64) -> Result<Option<usize>, RecvTimeoutError> {
         let seg = &*self.seg;
-        let at = seg.slot(pos);
-        let m = seg.map();
-        let len = m.read::<u32>(at + 8) as usize;
-        buf.clear();
-        let res = if len > seg.max_message {
-            Err(RecvTimeoutError::Io(corrupt(format!(
+        let len = seg.map().read::<u32>(seg.slot(pos) + 8);
+        let fail = |e: io::Error| {
+            core::release_recv(seg, pos);
+            Err(RecvTimeoutError::Io(e))
+        };
+        if len == CANCELLED {
+            core::release_recv(seg, pos);
+            return Ok(None);
+        }
+        let len = len as usize;
+        if len > seg.max_message {
+            return fail(corrupt(format!(
                 "{} holds a message of {len} bytes, more than its maximum of {}: another \
                  process wrote into its memory (the message was dropped)",
                 seg.describe(),
                 seg.max_message
-            ))))
-        } else if len > self.max {
-            Err(RecvTimeoutError::Io(
+            )));
+        }
+        if len > self.max {
+            return fail(
                 MessageTooLarge {
                     len: len as u64,
                     max: self.max,
                     unit: Unit::Message,
                 }
                 .into_io(),
-            ))
-        } else {
-            m.append_to(at + SLOT_HEADER, len, buf);
-            Ok(())
-        };
-        core::release_recv(seg, pos);
-        seg.check_intact("receive").map_err(RecvTimeoutError::Io)?;
-        res
+            );
+        }
+        Ok(Some(len))
+    }
+
+    /// Waits for the next message, per the wait strategy: its position and
+    /// length (slots given back by their senders are skipped).
+    fn claim_until(&mut self, deadline: Deadline) -> Result<(u64, usize), RecvTimeoutError> {
+        let seg = self.seg.clone();
+        let mut waiter = Waiter::new(self.wait, deadline);
+        loop {
+            match core::claim_recv(&*seg, seg.multi) {
+                Ok(Some(pos)) => match self.length(pos)? {
+                    Some(len) => return Ok((pos, len)),
+                    None => continue,
+                },
+                Ok(None) => {}
+                Err(c) => return Err(RecvTimeoutError::Io(seg.corrupt_error(c))),
+            }
+            let (turn, check) = self
+                .watch
+                .turn(&seg, &mut waiter, |d| core::park_recv(&*seg, d));
+            if check && self.gone() {
+                // Messages sent before the last sender left still count.
+                loop {
+                    match core::claim_recv(&*seg, seg.multi) {
+                        Ok(Some(pos)) => match self.length(pos)? {
+                            Some(len) => return Ok((pos, len)),
+                            None => continue,
+                        },
+                        _ => return Err(RecvTimeoutError::Disconnected),
+                    }
+                }
+            }
+            if matches!(turn, Turn::Timeout) {
+                return Err(RecvTimeoutError::Timeout);
+            }
+        }
+    }
+
+    /// Receives the next message in place, waiting for one (zero-copy: see
+    /// [`Sample`]).
+    pub fn recv_in_place(&mut self) -> Result<Sample<'_>, crate::RecvError> {
+        self.recv_in_place_until(Deadline::Never)
+            .map_err(RecvTimeoutError::without_deadline)
+    }
+
+    /// [`recv_in_place`](Self::recv_in_place), waiting until `deadline` at
+    /// the most.
+    pub fn recv_in_place_until(
+        &mut self,
+        deadline: Deadline,
+    ) -> Result<Sample<'_>, RecvTimeoutError> {
+        let (pos, len) = self.claim_until(deadline)?;
+        Ok(Sample { rx: self, pos, len })
     }
 }
 
@@ -1051,28 +1217,12 @@ impl crate::MessageReceiver for RingReceiver {
         buf: &mut Vec<u8>,
         deadline: Deadline,
     ) -> Result<(), RecvTimeoutError> {
-        let seg = self.seg.clone();
-        let mut waiter = Waiter::new(self.wait, deadline);
-        loop {
-            match core::claim_recv(&*seg, seg.multi) {
-                Ok(Some(pos)) => return self.take(pos, buf),
-                Ok(None) => {}
-                Err(c) => return Err(RecvTimeoutError::Io(seg.corrupt_error(c))),
-            }
-            let (turn, check) = self
-                .watch
-                .turn(&seg, &mut waiter, |d| core::park_recv(&*seg, d));
-            if check && self.gone() {
-                // Messages sent before the last sender left still count.
-                if let Ok(Some(pos)) = core::claim_recv(&*seg, seg.multi) {
-                    return self.take(pos, buf);
-                }
-                return Err(RecvTimeoutError::Disconnected);
-            }
-            if matches!(turn, Turn::Timeout) {
-                return Err(RecvTimeoutError::Timeout);
-            }
-        }
+        let (pos, len) = self.claim_until(deadline)?;
+        let seg = &*self.seg;
+        buf.clear();
+        seg.map().append_to(seg.slot(pos) + SLOT_HEADER, len, buf);
+        core::release_recv(seg, pos);
+        seg.check_intact("receive").map_err(RecvTimeoutError::Io)
     }
 
     fn max_message_size(&self) -> usize {
@@ -1091,6 +1241,78 @@ impl crate::MessageReceiver for RingReceiver {
 impl Drop for RingReceiver {
     fn drop(&mut self) {
         self.seg.detach(self.entry);
+    }
+}
+
+/// A message read in place, from [`RingReceiver::recv_in_place`]: nothing
+/// is copied until asked for. Its slot stays the receiver's until the
+/// sample is dropped, so a sender cannot overwrite it meanwhile.
+#[derive(Debug)]
+pub struct Sample<'a> {
+    rx: &'a mut RingReceiver,
+    pos: u64,
+    len: usize,
+}
+
+impl Sample<'_> {
+    /// The message's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies `buf.len()` bytes of the message from `offset` into `buf`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
+        let seg = &*self.rx.seg;
+        match offset.checked_add(buf.len()) {
+            Some(end) if end <= self.len => {
+                seg.map()
+                    .copy_out(seg.slot(self.pos) + SLOT_HEADER + offset, buf);
+                seg.check_intact("read a received message")
+            }
+            _ => Err(invalid(format!(
+                "{} bytes at offset {offset} are beyond a message of {} bytes",
+                buf.len(),
+                self.len
+            ))),
+        }
+    }
+
+    /// The whole message, copied.
+    pub fn to_vec(&self) -> io::Result<Vec<u8>> {
+        let seg = &*self.rx.seg;
+        let mut v = Vec::new();
+        seg.map()
+            .append_to(seg.slot(self.pos) + SLOT_HEADER, self.len, &mut v);
+        seg.check_intact("read a received message")?;
+        Ok(v)
+    }
+
+    /// The message's bytes, in place.
+    ///
+    /// # Safety
+    /// No process may write this slot while the slice lives. Honest ones
+    /// never do (the slot is this receiver's until the sample is dropped);
+    /// a hostile process with the ring mapped could.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        let seg = &*self.rx.seg;
+        // SAFETY: the range is this message, inside the mapping (its length
+        // was checked against the slot size); the caller vouches that no
+        // process writes it meanwhile.
+        unsafe {
+            seg.map()
+                .get::<u8>(seg.slot(self.pos) + SLOT_HEADER, self.len)
+        }
+    }
+}
+
+impl Drop for Sample<'_> {
+    fn drop(&mut self) {
+        core::release_recv(&*self.rx.seg, self.pos);
     }
 }
 
