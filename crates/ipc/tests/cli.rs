@@ -1347,3 +1347,43 @@ fn ring_bad_input() {
         "larger than ring",
     );
 }
+
+#[test]
+fn bench_measures_the_ring_with_copies_and_zero_copy() {
+    let (table, v) = bench_json(&[
+        "ring",
+        "ring-mpmc",
+        "--sizes",
+        "64,65536",
+        "--wait",
+        "spin,adaptive,block",
+        "--duration-ms",
+        "20",
+    ]);
+    assert!(table.contains("slots in shared memory"), "{table}");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 12);
+    for r in results {
+        assert!(r.get("skipped").is_none(), "{r}");
+        assert!(r["samples"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["throughput"]["msgs_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // Zero-copy: loans and in-place receives, up to a 16 MiB message.
+    let (_, v) = bench_json(&[
+        "ring",
+        "--zero-copy",
+        "--sizes",
+        "64,16777216",
+        "--wait",
+        "spin",
+        "--duration-ms",
+        "20",
+    ]);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        assert!(r.get("skipped").is_none(), "{r}");
+        assert_eq!(r["wait"], "spin, zero-copy", "{r}");
+        assert!(r["throughput"]["msgs_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}

@@ -49,6 +49,7 @@ mod raw;
 mod report;
 mod shm;
 mod signal;
+mod zerocopy;
 use shm::{ShmChannel, Turns};
 
 // The table's shared-memory rows say "8 slots each way".
@@ -358,6 +359,11 @@ pub struct Args {
     /// ratio of this run's round trips and messages per second to it.
     #[arg(long, value_name = "OLD.json")]
     baseline: Option<PathBuf>,
+    /// For ring and ring-mpmc: send with loans and receive in place,
+    /// writing and reading only each message's first 64 bytes, so that the
+    /// size costs nothing but the transport (sizes up to 64 MiB make sense).
+    #[arg(long)]
+    zero_copy: bool,
 }
 
 /// The largest message size `ipc bench` measures.
@@ -427,6 +433,9 @@ pub struct PeerArgs {
     /// Mechanism-specific rendezvous: a path, an abstract name or a port.
     #[arg(long)]
     addr: Option<String>,
+    /// Rings: loans and in-place receives (`ipc bench --zero-copy`).
+    #[arg(long)]
+    zero_copy: bool,
 }
 
 trait Endpoint: MessageSender + MessageReceiver {}
@@ -487,6 +496,8 @@ struct Ctx {
     shared_cpu: bool,
     tmp: tempfile::TempDir,
     counter: u64,
+    /// Rings move messages with loans and in-place receives.
+    zero_copy: bool,
 }
 
 impl Ctx {
@@ -648,8 +659,15 @@ impl Ctx {
                 cmd.stdin(Stdio::from(a2b.fd().try_clone_to_owned()?))
                     .stdout(Stdio::from(b2a.fd().try_clone_to_owned()?));
                 let (tx, rx) = (a2b.sender()?, b2a.receiver()?);
+                if self.zero_copy {
+                    cmd.arg("--zero-copy");
+                }
                 peer = Peer::spawn(&mut cmd)?;
-                ep = Box::new(RingDuplex { tx, rx });
+                ep = if self.zero_copy {
+                    Box::new(zerocopy::ZeroCopy(RingDuplex { tx, rx }))
+                } else {
+                    Box::new(RingDuplex { tx, rx })
+                };
             }
             Mech::Udp => {
                 let mut s = UdpSocket::bind("127.0.0.1:0")?;
@@ -723,10 +741,15 @@ fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
         Mech::Ring | Mech::RingMpmc => {
             let a2b = Ring::from_fd(io::stdin().as_fd().try_clone_to_owned()?)?;
             let b2a = Ring::from_fd(io::stdout().as_fd().try_clone_to_owned()?)?;
-            Box::new(RingDuplex {
+            let d = RingDuplex {
                 rx: a2b.receiver()?,
                 tx: b2a.sender()?,
-            })
+            };
+            if a.zero_copy {
+                Box::new(zerocopy::ZeroCopy(d))
+            } else {
+                Box::new(d)
+            }
         }
         Mech::Udp => {
             let mut s = UdpSocket::bind("127.0.0.1:0")?;
@@ -1241,7 +1264,11 @@ fn run_point(
     Ok(Row {
         mechanism: mech.name(),
         size,
-        wait: mech.wait_name(wait),
+        wait: if ctx.zero_copy && mech.is_ring() {
+            format!("{}, zero-copy", mech.wait_name(wait))
+        } else {
+            mech.wait_name(wait)
+        },
         rtt_ns: Some(rtt_ns),
         samples: rounds.iter().map(|r| r.samples).sum(),
         throughput: Some(Throughput {
@@ -1345,6 +1372,7 @@ pub fn run(args: Args) -> Result<()> {
         shared_cpu: cpus.is_none(),
         tmp: tempfile::Builder::new().prefix("ipc-bench-").tempdir()?,
         counter: 0,
+        zero_copy: args.zero_copy,
     };
     cleanup::tmp(ctx.tmp.path().to_owned());
     let mut points: Vec<(Mech, usize, WaitStrategy)> = Vec::new();
