@@ -301,6 +301,31 @@ fn peer_in_place(name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// `grab:NAME`: takes one message in place on a multi ring, says so, and
+/// hangs holding it (to be killed).
+fn peer_grab(name: &str) -> io::Result<()> {
+    let mut rx = Ring::builder(name).open()?.receiver()?;
+    let _held = rx.recv_in_place_until(ipckit::Deadline::after(T))?;
+    println!("took");
+    std::thread::sleep(T);
+    Ok(())
+}
+
+/// `count:NAME`: receives until every sender has gone, prints how many.
+fn peer_count(name: &str) -> io::Result<()> {
+    let mut rx = Ring::builder(name).open()?.receiver()?;
+    let mut n = 0;
+    loop {
+        match rx.recv_timeout(T) {
+            Ok(_) => n += 1,
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("{n}");
+    Ok(())
+}
+
 // ---- Cases ---------------------------------------------------------------
 
 /// 100 000 messages of 0 to 60 000 bytes from one process to another
@@ -757,6 +782,42 @@ fn zero_copy_across_processes() -> Result<(), Failed> {
     wait_ok(&mut child, "the in-place receiver")
 }
 
+/// On a multi ring, a receiver killed while it holds a message (taken, not
+/// yet freed) does not stop the senders once the ring comes round to that
+/// slot: a waiting sender frees it for the dead reader.
+fn killed_reader_leaves_no_hole() -> Result<(), Failed> {
+    let name = unique("ring");
+    let ring = Ring::builder(&name).capacity(4).multi(true).create()?;
+    let mut tx = ring.sender()?;
+    let mut grab = spawn("grab", &name, None, true)?;
+    tx.send_timeout(b"grabbed", T)?;
+    ensure(read_line(&mut grab)? == "took", || {
+        "the grabber took nothing".into()
+    })?;
+    // The counting receiver attaches (its mapping of the ring shows) before
+    // the grabber dies, so that the senders never see every receiver gone.
+    let mut count = spawn("count", &name, None, true)?;
+    let shm = format!("ipckit-ring.{name}");
+    let end = Instant::now() + T;
+    while !std::fs::read_to_string(format!("/proc/{}/maps", count.id()))?.contains(&shm) {
+        ensure(Instant::now() < end, || {
+            "the receiver never attached".into()
+        })?;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    grab.kill()?;
+    grab.wait()?;
+    for i in 0..100u32 {
+        tx.send_timeout(i.to_le_bytes(), T)
+            .map_err(|e| format!("send {i}: {e}"))?;
+    }
+    drop(tx);
+    let got = read_line(&mut count)?;
+    wait_ok(&mut count, "the counting receiver")?;
+    ensure(got == "100", || format!("the receiver got {got} of 100"))
+}
+
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
@@ -774,6 +835,8 @@ fn main() {
                 "flood" => peer_flood(arg),
                 "steady" => peer_steady(arg),
                 "in-place" => peer_in_place(arg),
+                "grab" => peer_grab(arg),
+                "count" => peer_count(arg),
                 other => Err(io::Error::other(format!("unknown role {other}"))),
             }
         })],
@@ -798,5 +861,6 @@ fn main() {
         ("scribbled_ring_fails_cleanly", scribbled_ring_fails_cleanly),
         ("killed_writers_leave_no_hole", killed_writers_leave_no_hole),
         ("zero_copy_across_processes", zero_copy_across_processes),
+        ("killed_reader_leaves_no_hole", killed_reader_leaves_no_hole),
     ]);
 }

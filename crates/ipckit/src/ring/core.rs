@@ -157,6 +157,11 @@ pub(crate) fn release_recv<L: Layout>(l: &L, pos: u64) {
     notify(l, l.space());
 }
 
+/// Wakes a parked sender, for a slot freed other than by `release_recv`.
+pub(crate) fn notify_space<L: Layout>(l: &L) {
+    notify(l, l.space());
+}
+
 #[inline]
 fn notify<L: Layout>(l: &L, s: Signal<'_>) {
     // Pairs with the fence in `park_until`: either the waiter sees the new

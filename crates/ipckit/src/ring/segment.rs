@@ -29,7 +29,9 @@ use crate::wait::WaitStrategy;
 // 2048..: the slots, each: stamp u64 | length u32 | writer pid u32 | payload.
 // In a multi ring a sender first puts the position (low 32 bits) in the
 // length field and its pid beside it, so that a receiver can tell a slot
-// whose writer died half-way (and skip it) from one being written.
+// whose writer died half-way (and skip it) from one being written; a
+// receiver that takes a message puts its own pid there, with the top bit
+// set, so that a sender can free a slot whose reader died before freeing it.
 
 const MAGIC: u64 = u64::from_le_bytes(*b"ipckring");
 const VERSION: u32 = 1;
@@ -59,6 +61,9 @@ const PEER_SIZE: usize = 16;
 const MAX_PEERS: usize = 64;
 const OFF_SLOTS: usize = 2048;
 const SLOT_HEADER: usize = 16;
+/// Marks a reader's pid in a slot header (pids stay below 2^22).
+const READER: u32 = 1 << 31;
+
 /// The length of a slot its sender gave back (a dropped [`Loan`]):
 /// receivers skip it.
 const CANCELLED: u32 = u32::MAX;
@@ -879,7 +884,45 @@ impl RingSender {
     fn gone(&mut self) -> bool {
         let seg = &self.seg;
         self.watch.looked(seg);
-        seg.ever(ROLE_RECEIVER) > 0 && seg.live(ROLE_RECEIVER).0 == 0
+        let gone = seg.ever(ROLE_RECEIVER) > 0 && seg.live(ROLE_RECEIVER).0 == 0;
+        if seg.multi && !gone {
+            self.free_dead_reads();
+        }
+        gone
+    }
+
+    /// Frees the slot at the tail if a receiver took its message and died
+    /// before freeing it (a multi ring would otherwise wait at it for ever
+    /// once it came round): taken (the head is past it), not freed (the
+    /// stamp still holds last lap's message), tagged by a reader that has
+    /// exited.
+    fn free_dead_reads(&self) {
+        let seg = &*self.seg;
+        let cap = seg.capacity;
+        let pos = seg.tail().load(Ordering::Relaxed);
+        let last = pos.wrapping_sub(cap);
+        let taken = seg.head().load(Ordering::Relaxed).wrapping_sub(last) as i64 > 0;
+        let stamp = seg.stamp(pos & (cap - 1));
+        if !taken || stamp.load(Ordering::Acquire) != last.wrapping_add(1) {
+            return;
+        }
+        let reader: u32 = seg.map().read(seg.slot(pos) + 12);
+        if reader & READER == 0 || !crate::sys::sync::thread_exited(reader & !READER, None) {
+            return;
+        }
+        // As the reader would have: free for this lap's writer (a
+        // compare-and-swap, in case another sender got there first).
+        if stamp
+            .compare_exchange(
+                last.wrapping_add(1),
+                pos,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            core::notify_space(seg);
+        }
     }
 }
 
@@ -1165,10 +1208,16 @@ impl RingReceiver {
         let mut waiter = Waiter::new(self.wait, deadline);
         loop {
             match core::claim_recv(&*seg, seg.multi) {
-                Ok(Some(pos)) => match self.length(pos)? {
-                    Some(len) => return Ok((pos, len)),
-                    None => continue,
-                },
+                Ok(Some(pos)) => {
+                    if seg.multi {
+                        seg.map()
+                            .write(seg.slot(pos) + 12, std::process::id() | READER);
+                    }
+                    match self.length(pos)? {
+                        Some(len) => return Ok((pos, len)),
+                        None => continue,
+                    }
+                }
                 Ok(None) => {}
                 Err(c) => return Err(RecvTimeoutError::Io(seg.corrupt_error(c))),
             }
