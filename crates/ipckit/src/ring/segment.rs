@@ -906,7 +906,7 @@ impl RingSender {
         if !taken || stamp.load(Ordering::Acquire) != last.wrapping_add(1) {
             return;
         }
-        let reader: u32 = seg.map().read(seg.slot(pos) + 12);
+        let reader = seg.u32_at(seg.slot(pos) + 12).load(Ordering::Relaxed);
         if reader & READER == 0 || !crate::sys::sync::thread_exited(reader & !READER, None) {
             return;
         }
@@ -943,9 +943,12 @@ impl RingSender {
             match core::claim_send(seg, seg.multi) {
                 Ok(Some(pos)) => {
                     if seg.multi {
+                        // The pid first, then the tag that vouches for it
+                        // (a receiver reads them the other way round).
                         let at = seg.slot(pos);
-                        seg.map().write(at + 8, pos as u32);
-                        seg.map().write(at + 12, std::process::id());
+                        seg.u32_at(at + 12)
+                            .store(std::process::id(), Ordering::Relaxed);
+                        seg.u32_at(at + 8).store(pos as u32, Ordering::Release);
                     }
                     return Ok(pos);
                 }
@@ -967,7 +970,9 @@ impl RingSender {
     /// Publishes the slot at `pos` holding `len` bytes (or [`CANCELLED`]).
     fn publish(&self, pos: u64, len: u32) -> io::Result<()> {
         let seg = &*self.seg;
-        seg.map().write(seg.slot(pos) + 8, len);
+        // Atomic, like every header word another process may look at
+        // meanwhile; the stamp's release store publishes it.
+        seg.u32_at(seg.slot(pos) + 8).store(len, Ordering::Relaxed);
         core::commit_send(seg, pos);
         seg.check_intact("send")
     }
@@ -1136,17 +1141,20 @@ impl RingReceiver {
     /// their position and a writer that has exited.
     fn skip_dead_writes(&mut self) {
         let seg = self.seg.clone();
-        let m = seg.map();
         loop {
             let pos = seg.head().load(Ordering::Relaxed);
             let claimed = seg.tail().load(Ordering::Relaxed).wrapping_sub(pos) as i64 > 0;
             let at = seg.slot(pos);
             let uncommitted = seg.stamp(pos & (seg.capacity - 1)).load(Ordering::Acquire) == pos;
-            if !claimed || !uncommitted || m.read::<u32>(at + 8) != pos as u32 {
+            if !claimed || !uncommitted || seg.u32_at(at + 8).load(Ordering::Acquire) != pos as u32
+            {
                 return;
             }
-            let writer: u32 = m.read(at + 12);
-            if writer == 0 || !crate::sys::sync::thread_exited(writer, None) {
+            // Tagged for this position: the pid beside it is this lap's
+            // writer's (a reader's tag, with the top bit, is last lap's).
+            let writer = seg.u32_at(at + 12).load(Ordering::Relaxed);
+            if writer == 0 || writer & READER != 0 || !crate::sys::sync::thread_exited(writer, None)
+            {
                 return;
             }
             if seg
@@ -1170,7 +1178,7 @@ impl RingReceiver {
     /// error (the slot freed, the message dropped).
     fn length(&self, pos: u64) -> Result<Option<usize>, RecvTimeoutError> {
         let seg = &*self.seg;
-        let len = seg.map().read::<u32>(seg.slot(pos) + 8);
+        let len = seg.u32_at(seg.slot(pos) + 8).load(Ordering::Relaxed);
         let fail = |e: io::Error| {
             core::release_recv(seg, pos);
             Err(RecvTimeoutError::Io(e))
@@ -1210,8 +1218,8 @@ impl RingReceiver {
             match core::claim_recv(&*seg, seg.multi) {
                 Ok(Some(pos)) => {
                     if seg.multi {
-                        seg.map()
-                            .write(seg.slot(pos) + 12, std::process::id() | READER);
+                        seg.u32_at(seg.slot(pos) + 12)
+                            .store(std::process::id() | READER, Ordering::Relaxed);
                     }
                     match self.length(pos)? {
                         Some(len) => return Ok((pos, len)),
