@@ -326,6 +326,20 @@ fn peer_count(name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// `umask:NAME`: creates a ring under umask 0277 and prints the mode of
+/// its file in /dev/shm.
+fn peer_umask(name: &str) -> io::Result<()> {
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(0o277) };
+    let _ring = Ring::builder(name).create()?;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(format!("/dev/shm/{}", &ipckit::ring::shm_name(name)[1..]))?
+        .permissions()
+        .mode();
+    println!("{:o}", mode & 0o777);
+    Ok(())
+}
+
 // ---- Cases ---------------------------------------------------------------
 
 /// 100 000 messages of 0 to 60 000 bytes from one process to another
@@ -818,6 +832,15 @@ fn killed_reader_leaves_no_hole() -> Result<(), Failed> {
     ensure(got == "100", || format!("the receiver got {got} of 100"))
 }
 
+/// A named ring is created with mode 0600 whatever the umask.
+fn mode_is_0600_whatever_the_umask() -> Result<(), Failed> {
+    let name = unique("ring");
+    let mut child = spawn("umask", &name, None, true)?;
+    let mode = read_line(&mut child)?;
+    wait_ok(&mut child, "the creator")?;
+    ensure(mode == "600", || format!("mode {mode}"))
+}
+
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
@@ -836,6 +859,7 @@ fn main() {
                 "steady" => peer_steady(arg),
                 "in-place" => peer_in_place(arg),
                 "grab" => peer_grab(arg),
+                "umask" => peer_umask(arg),
                 "count" => peer_count(arg),
                 other => Err(io::Error::other(format!("unknown role {other}"))),
             }
@@ -862,5 +886,9 @@ fn main() {
         ("killed_writers_leave_no_hole", killed_writers_leave_no_hole),
         ("zero_copy_across_processes", zero_copy_across_processes),
         ("killed_reader_leaves_no_hole", killed_reader_leaves_no_hole),
+        (
+            "mode_is_0600_whatever_the_umask",
+            mode_is_0600_whatever_the_umask,
+        ),
     ]);
 }

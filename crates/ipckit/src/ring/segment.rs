@@ -519,14 +519,17 @@ impl RingBuilder {
         }
         let (capacity, total) = geometry(self.capacity, self.max_message)?;
         let backing = match &self.name {
-            Some(name) => Backing::Named(
-                Shm::builder(shm_name(name))
+            Some(name) => {
+                let shm = Shm::builder(shm_name(name))
                     .size(total)
                     .mode(self.mode)
                     .keep(self.keep)
                     .create()
-                    .map_err(|e| self.explain(e))?,
-            ),
+                    .map_err(|e| self.explain(e))?;
+                // The mode asked for, whatever the umask took away.
+                crate::sys::fd::fchmod(shm.as_fd(), self.mode)?;
+                Backing::Named(shm)
+            }
             None => Backing::Anonymous(Memfd::create("ipckit-ring", total)?),
         };
         Segment::init(backing.region(), capacity, self.max_message, self.multi);
