@@ -605,6 +605,23 @@ fn refusals() -> Result<(), Failed> {
     }
     let e = Ring::anonymous().capacity(0).create().unwrap_err();
     ensure(e.to_string().contains("capacity"), || e.to_string())?;
+    // In bytes: as many slots (a power of two) as fit.
+    let r = Ring::anonymous()
+        .max_message_size(1000)
+        .capacity_bytes(1 << 20)
+        .create()?;
+    // 1000 + 16 bytes round up to 1024: 1024 slots.
+    ensure(r.capacity() == 1024, || {
+        format!("{} slots in 1 MiB", r.capacity())
+    })?;
+    let e = Ring::anonymous()
+        .max_message_size(1000)
+        .capacity_bytes(2000)
+        .create()
+        .unwrap_err();
+    ensure(e.to_string().contains("fewer than the 2 slots"), || {
+        e.to_string()
+    })?;
     let ring = Ring::anonymous().max_message_size(100).create()?;
     let mut tx = ring.sender()?;
     match tx.send([0u8; 101]) {

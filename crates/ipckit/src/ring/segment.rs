@@ -469,6 +469,7 @@ impl Layout for Segment {
 pub struct RingBuilder {
     name: Option<String>,
     capacity: usize,
+    capacity_bytes: Option<usize>,
     max_message: usize,
     multi: bool,
     mode: u32,
@@ -480,6 +481,15 @@ impl RingBuilder {
     /// of two, at least 2).
     pub fn capacity(mut self, slots: usize) -> Self {
         self.capacity = slots;
+        self.capacity_bytes = None;
+        self
+    }
+
+    /// How many bytes of slots the ring may take instead: as many slots as
+    /// fit (a power of two, at least 2). A slot is the largest message plus
+    /// 16 bytes, rounded up to 64.
+    pub fn capacity_bytes(mut self, bytes: usize) -> Self {
+        self.capacity_bytes = Some(bytes);
         self
     }
 
@@ -517,7 +527,23 @@ impl RingBuilder {
         if let Some(name) = &self.name {
             validate_name(name)?;
         }
-        let (capacity, total) = geometry(self.capacity, self.max_message)?;
+        let slots = match self.capacity_bytes {
+            None => self.capacity,
+            Some(bytes) => {
+                let slot = (SLOT_HEADER + self.max_message.min(MAX_MESSAGE)).div_ceil(LINE) * LINE;
+                let fit = bytes / slot;
+                if fit < 2 {
+                    return Err(invalid(format!(
+                        "capacity_bytes({bytes}) holds fewer than the 2 slots a ring needs \
+                         ({slot} bytes each for messages of up to {} bytes)",
+                        self.max_message
+                    )));
+                }
+                // The largest power of two that fits.
+                1 << (usize::BITS - 1 - fit.leading_zeros())
+            }
+        };
+        let (capacity, total) = geometry(slots, self.max_message)?;
         let backing = match &self.name {
             Some(name) => {
                 let shm = Shm::builder(shm_name(name))
@@ -639,6 +665,7 @@ impl Ring {
         RingBuilder {
             name: None,
             capacity: DEFAULT_CAPACITY,
+            capacity_bytes: None,
             max_message: DEFAULT_MAX_MESSAGE,
             multi: false,
             mode: 0o600,
