@@ -858,6 +858,47 @@ fn mode_is_0600_whatever_the_umask() -> Result<(), Failed> {
     ensure(mode == "600", || format!("mode {mode}"))
 }
 
+/// On a single-producer ring, a sender killed at random moments (often in
+/// the middle of writing a 1 MiB message): the next sender to attach
+/// finishes for it (a half-written slot is given back, never delivered),
+/// and the receiver goes on receiving whole messages.
+fn single_producer_repaired_after_kill() -> Result<(), Failed> {
+    let name = unique("ring");
+    let ring = Ring::builder(&name)
+        .capacity(4)
+        .max_message_size(FLOOD)
+        .create()?;
+    let mut rx = ring.receiver()?;
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut buf = Vec::new();
+    for kill in 0..15 {
+        let mut flood = spawn("flood", &name, None, false)?;
+        // Something arrives from each new sender (it repaired any hole).
+        let t0 = Instant::now();
+        loop {
+            match rx.recv_timeout_into(&mut buf, Duration::from_millis(50)) {
+                Ok(()) => break,
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+                Err(e) => return Err(format!("receive: {e}").into()),
+            }
+            ensure(t0.elapsed() < T / 2, || {
+                format!("nothing from the sender started after kill {kill}")
+            })?;
+        }
+        ensure(
+            buf.len() == FLOOD && buf[FLOOD - 64..].iter().all(|b| *b == b'B'),
+            || "a damaged message".into(),
+        )?;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        std::thread::sleep(Duration::from_micros(500 + x % 5_000));
+        flood.kill()?;
+        flood.wait()?;
+    }
+    Ok(())
+}
+
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
@@ -906,6 +947,10 @@ fn main() {
         (
             "mode_is_0600_whatever_the_umask",
             mode_is_0600_whatever_the_umask,
+        ),
+        (
+            "single_producer_repaired_after_kill",
+            single_producer_repaired_after_kill,
         ),
     ]);
 }

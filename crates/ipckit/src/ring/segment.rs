@@ -757,7 +757,41 @@ impl Ring {
                 ),
             ));
         }
+        if !seg.multi {
+            seg.repair_after_dead(role);
+        }
         Ok(entry)
+    }
+}
+
+impl Segment {
+    /// The one sender (or receiver) of a single-producer ring attaches, so
+    /// the one before it is gone: if it died between taking a position and
+    /// finishing with it, finish for it. A slot claimed and never published
+    /// is published as given back (receivers skip it); a message taken and
+    /// never freed is freed.
+    fn repair_after_dead(&self, role: u32) {
+        let cap = self.capacity;
+        if role == ROLE_SENDER {
+            let pos = self.tail().load(Ordering::Relaxed).wrapping_sub(1);
+            let stamp = self.stamp(pos & (cap - 1));
+            let head = self.head().load(Ordering::Relaxed);
+            // Claimed (the tail is past it), not published, not consumed.
+            if head.wrapping_sub(pos) as i64 <= 0 && stamp.load(Ordering::Acquire) == pos {
+                self.u32_at(self.slot(pos) + 8)
+                    .store(CANCELLED, Ordering::Relaxed);
+                core::commit_send(self, pos);
+            }
+        } else {
+            let pos = self.head().load(Ordering::Relaxed).wrapping_sub(1);
+            let stamp = self.stamp(pos & (cap - 1));
+            // Taken (the head is past it), never freed.
+            if self.tail().load(Ordering::Relaxed).wrapping_sub(pos) as i64 > 0
+                && stamp.load(Ordering::Acquire) == pos.wrapping_add(1)
+            {
+                core::release_recv(self, pos);
+            }
+        }
     }
 }
 
