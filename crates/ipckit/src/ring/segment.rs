@@ -723,6 +723,7 @@ impl Ring {
         Ok(RingSender {
             seg: self.seg.clone(),
             entry,
+            pid: std::process::id(),
             wait: WaitStrategy::ADAPTIVE,
             watch: Watch::new(&self.seg),
         })
@@ -735,6 +736,7 @@ impl Ring {
         Ok(RingReceiver {
             seg: self.seg.clone(),
             entry,
+            pid: std::process::id(),
             wait: WaitStrategy::ADAPTIVE,
             max: self.seg.max_message,
             watch: Watch::new(&self.seg),
@@ -928,6 +930,8 @@ impl Watch {
 pub struct RingSender {
     seg: Arc<Segment>,
     entry: usize,
+    /// This process's id, for the slot tags (`getpid` is a system call).
+    pid: u32,
     wait: WaitStrategy,
     watch: Watch,
 }
@@ -1010,8 +1014,7 @@ impl RingSender {
                         // The pid first, then the tag that vouches for it
                         // (a receiver reads them the other way round).
                         let at = seg.slot(pos);
-                        seg.u32_at(at + 12)
-                            .store(std::process::id(), Ordering::Relaxed);
+                        seg.u32_at(at + 12).store(self.pid, Ordering::Relaxed);
                         seg.u32_at(at + 8).store(pos as u32, Ordering::Release);
                     }
                     return Ok(pos);
@@ -1166,6 +1169,8 @@ impl Drop for RingSender {
 pub struct RingReceiver {
     seg: Arc<Segment>,
     entry: usize,
+    /// This process's id, for the slot tags (`getpid` is a system call).
+    pid: u32,
     wait: WaitStrategy,
     max: usize,
     watch: Watch,
@@ -1283,7 +1288,7 @@ impl RingReceiver {
                 Ok(Some(pos)) => {
                     if seg.multi {
                         seg.u32_at(seg.slot(pos) + 12)
-                            .store(std::process::id() | READER, Ordering::Relaxed);
+                            .store(self.pid | READER, Ordering::Relaxed);
                     }
                     match self.length(pos)? {
                         Some(len) => return Ok((pos, len)),
