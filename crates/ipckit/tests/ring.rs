@@ -6,7 +6,7 @@
 //! This test binary re-executed with `IPCKIT_RING_PEER=<role>:<arg>` plays
 //! the other process.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Child, Stdio};
 use std::sync::atomic::Ordering;
@@ -338,6 +338,28 @@ fn peer_umask(name: &str) -> io::Result<()> {
         .mode();
     println!("{:o}", mode & 0o777);
     Ok(())
+}
+
+/// `trickle:NAME`: sends `one`, `two`, `three` 150 ms apart, then leaves.
+fn peer_trickle(name: &str) -> io::Result<()> {
+    let mut tx = Ring::builder(name).open()?.sender()?;
+    for m in ["one", "two", "three"] {
+        std::thread::sleep(Duration::from_millis(150));
+        tx.send_timeout(m, T).map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Whether `fd` is readable within `ms` milliseconds (`poll(2)`).
+fn readable(fd: std::os::fd::BorrowedFd<'_>, ms: i32) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut p, 1, ms) == 1 }
 }
 
 // ---- Cases ---------------------------------------------------------------
@@ -899,6 +921,43 @@ fn single_producer_repaired_after_kill() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A receiver's eventfd becomes readable when a message waits (and not
+/// before), so poll and epoll users can wait on the ring; it stays quiet
+/// once the ring is drained.
+fn notify_fd_for_poll() -> Result<(), Failed> {
+    let name = unique("ring");
+    let ring = Ring::builder(&name).capacity(8).create()?;
+    let mut rx = ring.receiver()?;
+    let fd = rx.notify_fd()?.try_clone_to_owned()?;
+    ensure(!readable(fd.as_fd(), 50), || {
+        "readable with nothing sent".into()
+    })?;
+    let mut child = spawn("trickle", &name, None, false)?;
+    let mut got = Vec::new();
+    let end = Instant::now() + T;
+    while got.len() < 3 {
+        ensure(Instant::now() < end, || format!("only {got:?} in time"))?;
+        if !readable(fd.as_fd(), 1000) {
+            continue;
+        }
+        let mut counter = [0u8; 8];
+        std::fs::File::from(fd.try_clone()?).read_exact(&mut counter)?;
+        loop {
+            match rx.try_recv() {
+                Ok(m) => got.push(String::from_utf8(m)?),
+                // Drained (the sender may have left after the last one).
+                Err(ipckit::TryRecvError::Empty | ipckit::TryRecvError::Disconnected) => break,
+                Err(e) => return Err(format!("try_recv: {e}").into()),
+            }
+        }
+    }
+    ensure(got == ["one", "two", "three"], || format!("{got:?}"))?;
+    wait_ok(&mut child, "the sender")?;
+    ensure(!readable(fd.as_fd(), 200), || {
+        "readable again with the ring empty".into()
+    })
+}
+
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
@@ -918,6 +977,7 @@ fn main() {
                 "in-place" => peer_in_place(arg),
                 "grab" => peer_grab(arg),
                 "umask" => peer_umask(arg),
+                "trickle" => peer_trickle(arg),
                 "count" => peer_count(arg),
                 other => Err(io::Error::other(format!("unknown role {other}"))),
             }
@@ -952,5 +1012,6 @@ fn main() {
             "single_producer_repaired_after_kill",
             single_producer_repaired_after_kill,
         ),
+        ("notify_fd_for_poll", notify_fd_for_poll),
     ]);
 }

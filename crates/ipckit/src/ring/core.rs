@@ -186,6 +186,29 @@ fn could_proceed<L: Layout>(l: &L, side: Side) -> bool {
     stamp.wrapping_sub(side.ready(pos)) as i64 >= 0
 }
 
+/// Whether a message waits at the consumers' position (or the state is
+/// corrupt, which a claim will report).
+pub(crate) fn message_waiting<L: Layout>(l: &L) -> bool {
+    could_proceed(l, Side::Recv)
+}
+
+/// Parks on the space signal (bumped when a slot is freed, if anyone
+/// waits) while `still()` holds, or until `deadline`.
+pub(crate) fn park_space_while<L: Layout>(
+    l: &L,
+    still: impl Fn() -> bool,
+    deadline: Option<std::time::Instant>,
+) {
+    let s = l.space();
+    let seq = s.word.load(Ordering::Acquire);
+    s.waiters.fetch_add(1, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    if still() {
+        l.park(s.word, seq, deadline);
+    }
+    s.waiters.fetch_sub(1, Ordering::SeqCst);
+}
+
 /// Parks a receiver until a message may be there, or `deadline`.
 pub(crate) fn park_recv<L: Layout>(l: &L, deadline: Option<std::time::Instant>) {
     park_until(l, Side::Recv, l.data(), deadline)

@@ -16,7 +16,8 @@
 //! | segment | a named POSIX shared memory object (`/dev/shm/ipckit-ring.NAME`, mode 0600, address `ring:NAME`), or an anonymous memfd sealed against shrinking, inherited by a child or passed over a Unix socket |
 //! | queue | Vyukov's bounded MPMC queue: a sequence stamp per slot (see the `core` module); a plain store instead of a compare-and-swap when the ring is single-producer, single-consumer |
 //! | messages | any length up to the ring's maximum, one per slot; a slot is the maximum plus a 16-byte header, rounded up to a cache line |
-//! | waiting | [`WaitStrategy::Adaptive`](crate::WaitStrategy::Adaptive) by default: spin for the window, then park on a futex; `Spin` never parks; `Block` parks at once |
+//! | waiting | [`WaitStrategy::Adaptive`](crate::WaitStrategy::Adaptive) by default: spin for the window, then park on a futex; `Spin` never parks; `Block` parks at once; [`RingReceiver::notify_fd`] gives an eventfd for `poll`/`epoll` |
+//! | zero-copy | [`RingSender::loan`] writes a message in its slot, [`RingReceiver::recv_in_place`] reads it there |
 //! | ends | a receiver gets `Disconnected` once every sender has gone (closed, or died: each side records its pid and start time, and a waiting side checks on the others at least every 50 ms); a sender gets it once every receiver has gone |
 //!
 //! # Example

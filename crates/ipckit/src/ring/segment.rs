@@ -736,6 +736,7 @@ impl Ring {
         Ok(RingReceiver {
             seg: self.seg.clone(),
             entry,
+            notifier: None,
             pid: std::process::id(),
             wait: WaitStrategy::ADAPTIVE,
             max: self.seg.max_message,
@@ -1169,6 +1170,8 @@ impl Drop for RingSender {
 pub struct RingReceiver {
     seg: Arc<Segment>,
     entry: usize,
+    /// The eventfd and its signalling thread, once asked for.
+    notifier: Option<Notifier>,
     /// This process's id, for the slot tags (`getpid` is a system call).
     pid: u32,
     wait: WaitStrategy,
@@ -1319,6 +1322,24 @@ impl RingReceiver {
         }
     }
 
+    /// An eventfd (`eventfd(2)`) that becomes readable when a message
+    /// waits in the ring, for `poll`, `epoll` or an async runtime: when it
+    /// is, read it (8 bytes) and take messages with `try_recv` until the
+    /// ring is empty.
+    ///
+    /// A thread of this process does the signalling: it sleeps on the
+    /// ring's futex like a receiver, so senders need no descriptor of
+    /// this process and pay nothing more than for any sleeping receiver;
+    /// while a signalled message waits to be taken, each message taken
+    /// costs this receiver one futex wake. The thread ends with the
+    /// receiver.
+    pub fn notify_fd(&mut self) -> io::Result<BorrowedFd<'_>> {
+        if self.notifier.is_none() {
+            self.notifier = Some(Notifier::start(&self.seg)?);
+        }
+        Ok(self.notifier.as_ref().expect("just made").fd.as_fd())
+    }
+
     /// Receives the next message in place, waiting for one (zero-copy: see
     /// [`Sample`]).
     pub fn recv_in_place(&mut self) -> Result<Sample<'_>, crate::RecvError> {
@@ -1366,7 +1387,66 @@ impl crate::MessageReceiver for RingReceiver {
 
 impl Drop for RingReceiver {
     fn drop(&mut self) {
+        if let Some(n) = self.notifier.take() {
+            n.stop(&self.seg);
+        }
         self.seg.detach(self.entry);
+    }
+}
+
+/// A receiver's eventfd, and the thread of this process that signals it.
+#[derive(Debug)]
+struct Notifier {
+    fd: OwnedFd,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Notifier {
+    fn start(seg: &Arc<Segment>) -> io::Result<Notifier> {
+        let fd = crate::sys::fd::eventfd()?;
+        let theirs = fd.try_clone()?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seg, flag) = (seg.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("ipckit-ring-notify".into())
+            .spawn(move || notify_loop(&seg, &theirs, &flag))?;
+        Ok(Notifier {
+            fd,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(mut self, seg: &Segment) {
+        self.stop.store(true, Ordering::Release);
+        for s in [seg.data(), seg.space()] {
+            s.word.fetch_add(1, Ordering::Release);
+            seg.unpark(s.word);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Signals `fd` whenever a message waits at the head: then waits until a
+/// receiver takes it (the head moves) before looking again; with nothing
+/// there, parks like a receiver (a sender wakes it).
+fn notify_loop(seg: &Segment, fd: &OwnedFd, stop: &std::sync::atomic::AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        let deadline = Some(Instant::now() + CHECK_PEERS);
+        let head = seg.head().load(Ordering::Relaxed);
+        if core::message_waiting(seg) {
+            let _ = crate::sys::fd::eventfd_signal(fd.as_fd());
+            core::park_space_while(
+                seg,
+                || !stop.load(Ordering::Acquire) && seg.head().load(Ordering::Relaxed) == head,
+                deadline,
+            );
+        } else {
+            core::park_recv(seg, deadline);
+        }
     }
 }
 

@@ -189,3 +189,19 @@ pub(crate) fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     syscall!(fchmod(fd.as_raw_fd(), mode as libc::mode_t))?;
     Ok(())
 }
+
+/// `eventfd(2)`, non-blocking and close-on-exec, starting at 0.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointers.
+    let fd = syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
+    // SAFETY: a fresh descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds 1 to an eventfd's counter (`write(2)` of a `u64`).
+pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: `one` is 8 readable bytes.
+    syscall!(write(fd.as_raw_fd(), one.as_ptr().cast(), 8))?;
+    Ok(())
+}
