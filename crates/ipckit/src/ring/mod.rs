@@ -48,6 +48,19 @@
 //! [`crate::shm`]. The worst another process can do is stall the ring or
 //! make it fail with an error that says so.
 //!
+//! # When a process dies
+//!
+//! A message is never delivered half-written. A sender or receiver killed
+//! in the middle of its work leaves a slot the others must not wait at for
+//! ever, and they do not: in a single-producer ring the next sender (or
+//! receiver) to attach finishes for the dead one; in a multi ring each
+//! slot carries its writer's and then its reader's pid, and the others
+//! skip or free a slot whose owner has exited
+//! ([`RingReceiver::messages_lost`] counts skipped messages). One window
+//! remains in a multi ring: a sender killed in the few instructions between
+//! winning a position and tagging its slot leaves that slot unowned, and
+//! receivers wait at it until every sender has gone.
+//!
 //! # References
 //! `shm_overview(7)`, `memfd_create(2)`, `futex(2)`; D. Vyukov, "Bounded
 //! MPMC queue" (1024cores.net).
