@@ -452,6 +452,7 @@ fn killed_sender_disconnects() -> Result<(), Failed> {
         ensure(took < T / 2, || {
             format!("{strategy}: noticed after {took:?}")
         })?;
+        eprintln!("{strategy}: the receiver noticed the kill after {took:?}");
         ensure(rx.senders_died() == 1, || {
             format!("{strategy}: {} deaths counted", rx.senders_died())
         })?;
