@@ -17,6 +17,7 @@
 //! | [`signal`] | signals (`signal(7)`): `kill`, `sigqueue` with a value, masks, a `signalfd` receiver | a signal number (+ an integer for realtime signals) | any process of the same user |
 //! | [`socket::unix`] | Unix domain sockets: stream, datagram, seqpacket | stream (framed) or datagrams | two processes (stream) or many (datagram) |
 //! | [`socket::inet`] | TCP and UDP on loopback or a network | stream (framed) or datagrams | two processes, any host |
+//! | [`typed`] | typed messages over any of them (postcard or JSON), with iterators | values of a `serde` type | as the mechanism underneath |
 //! | [`ring`] | a ring of message slots in shared memory (POSIX or memfd), futex wake-ups | messages | one or many senders and receivers |
 //!
 //! [`named`] removes exactly the FIFO or socket file one made, even from
@@ -95,6 +96,7 @@ pub mod socket;
 #[allow(unsafe_code)]
 mod sys;
 pub mod sysv;
+pub mod typed;
 pub mod wait;
 
 pub use dgram::DIRECT_LIMIT;

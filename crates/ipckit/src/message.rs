@@ -172,27 +172,36 @@ pub trait MessageReceiver {
     }
 }
 
-impl<T: MessageSender + ?Sized> MessageSender for Box<T> {
-    fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError<()>> {
-        (**self).send_until(msg, deadline)
-    }
+/// Endpoints behind a `Box` or a `&mut` (for example a typed sender and a
+/// typed receiver over one two-way endpoint) are endpoints too.
+macro_rules! forward_endpoint {
+    ($($ptr:tt)*) => {
+        impl<T: MessageSender + ?Sized> MessageSender for $($ptr)* {
+            fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError<()>> {
+                (**self).send_until(msg, deadline)
+            }
+        }
+
+        impl<T: MessageReceiver + ?Sized> MessageReceiver for $($ptr)* {
+            fn recv_until(
+                &mut self,
+                buf: &mut Vec<u8>,
+                deadline: Deadline,
+            ) -> Result<(), RecvTimeoutError> {
+                (**self).recv_until(buf, deadline)
+            }
+            fn max_message_size(&self) -> usize {
+                (**self).max_message_size()
+            }
+            fn set_max_message_size(&mut self, max: usize) {
+                (**self).set_max_message_size(max)
+            }
+            fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+                (**self).set_wait_strategy(strategy)
+            }
+        }
+    };
 }
 
-impl<T: MessageReceiver + ?Sized> MessageReceiver for Box<T> {
-    fn recv_until(
-        &mut self,
-        buf: &mut Vec<u8>,
-        deadline: Deadline,
-    ) -> Result<(), RecvTimeoutError> {
-        (**self).recv_until(buf, deadline)
-    }
-    fn max_message_size(&self) -> usize {
-        (**self).max_message_size()
-    }
-    fn set_max_message_size(&mut self, max: usize) {
-        (**self).set_max_message_size(max)
-    }
-    fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        (**self).set_wait_strategy(strategy)
-    }
-}
+forward_endpoint!(Box<T>);
+forward_endpoint!(&mut T);
