@@ -12,7 +12,7 @@ use ipckit::socket::inet::{TcpListener, UdpSocket};
 use ipckit::socket::unix::{SeqpacketListener, UnixDatagram, UnixListener};
 use ipckit::{Deadline, MessageReceiver, RecvTimeoutError};
 
-use crate::addr::{resolve, Addr, FORMS};
+use crate::addr::{resolve, Addr, AddrExt, FORMS};
 use crate::send::{open_queue, open_sysv, secs};
 use crate::{StdoutClosed, TimedOut};
 

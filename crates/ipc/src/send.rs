@@ -11,7 +11,7 @@ use ipckit::socket::inet::{TcpStream, UdpSocket};
 use ipckit::socket::unix::{SeqpacketStream, UnixDatagram, UnixStream};
 use ipckit::{fifo, Deadline, MessageSender, SendTimeoutError};
 
-use crate::addr::{resolve, Addr, FORMS};
+use crate::addr::{resolve, Addr, AddrExt, FORMS};
 use crate::TimedOut;
 
 #[derive(clap::Args, Debug)]

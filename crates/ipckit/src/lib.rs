@@ -74,6 +74,7 @@ macro_rules! impl_message_receiver {
     };
 }
 
+pub mod address;
 mod dgram;
 pub mod error;
 mod fdio;
@@ -99,6 +100,7 @@ pub mod sysv;
 pub mod typed;
 pub mod wait;
 
+pub use address::Address;
 pub use dgram::DIRECT_LIMIT;
 pub use error::{
     MessageTooLarge, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
