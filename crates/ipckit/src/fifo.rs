@@ -156,6 +156,12 @@ impl Fifo {
         &self.path
     }
 
+    /// Whether this value made the FIFO (`create`, or a `create_or_open`
+    /// that found none).
+    pub fn created(&self) -> bool {
+        self.created.is_some()
+    }
+
     /// Whether dropping this value removes the FIFO (it created it and
     /// was not told to keep it).
     pub fn removes_on_drop(&self) -> bool {

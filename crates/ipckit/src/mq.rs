@@ -238,6 +238,7 @@ impl QueueBuilder {
             priority: 0,
             asked_nonblocking: self.nonblocking,
             nonblocking: self.nonblocking,
+            created: create != 0,
         })
     }
 
@@ -294,6 +295,7 @@ pub struct PosixQueue {
     /// `O_NONBLOCK` as the builder asked for it, and as it is now.
     asked_nonblocking: bool,
     nonblocking: bool,
+    created: bool,
 }
 
 impl PosixQueue {
@@ -321,6 +323,13 @@ impl PosixQueue {
             keep: false,
             nonblocking: false,
         }
+    }
+
+    /// Whether this handle made the object (`create`, or a
+    /// `create_or_open` that found none): the creator initialises it, the
+    /// others wait for that.
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     /// The queue's name.

@@ -711,6 +711,12 @@ impl Ring {
         self.seg.max_message
     }
 
+    /// Whether this handle made the ring (`create`, or a `create_or_open`
+    /// that found none or replaced a stale one).
+    pub fn created(&self) -> bool {
+        self.seg.created
+    }
+
     /// Whether several senders and receivers may be attached at once.
     pub fn is_multi(&self) -> bool {
         self.seg.multi

@@ -283,6 +283,7 @@ impl SemaphoreBuilder {
             id: FileId::of(&meta),
             region,
             unlink_on_drop: create != 0 && !self.keep,
+            created: create != 0,
             name: self.name,
             path,
         };
@@ -348,6 +349,7 @@ pub struct NamedSemaphore {
     name: String,
     path: PathBuf,
     unlink_on_drop: bool,
+    created: bool,
 }
 
 impl NamedSemaphore {
@@ -359,6 +361,13 @@ impl NamedSemaphore {
             mode: DEFAULT_MODE,
             keep: false,
         }
+    }
+
+    /// Whether this handle made the object (`create`, or a
+    /// `create_or_open` that found none): the creator initialises it, the
+    /// others wait for that.
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     /// The semaphore's name.

@@ -95,6 +95,7 @@ impl ShmBuilder {
             fd,
             region: Region::new(map),
             unlink_on_drop: !self.keep,
+            created: true,
             name: self.name,
             cname,
         })
@@ -138,6 +139,7 @@ impl ShmBuilder {
             fd,
             region: Region::new(map),
             unlink_on_drop: false,
+            created: false,
             name: self.name,
             cname,
         })
@@ -202,6 +204,7 @@ pub struct Shm {
     name: String,
     cname: CString,
     unlink_on_drop: bool,
+    created: bool,
 }
 
 impl Shm {
@@ -214,6 +217,13 @@ impl Shm {
             read_only: false,
             keep: false,
         }
+    }
+
+    /// Whether this handle made the object (`create`, or a
+    /// `create_or_open` that found none): the creator initialises it, the
+    /// others wait for that.
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     /// The object's name.
