@@ -131,10 +131,31 @@ pub use posix::{unlink, validate_name, Shm, ShmBuilder};
 pub use sync::{Condvar, Futex, LockError, Mutex, MutexGuard};
 pub use sysv::{remove_sysv, SysvShm, SysvShmBuilder, SysvShmStatus};
 
-/// Plain data that may live in shared memory: re-exported from `bytemuck`.
-/// Derive it with `#[derive(bytemuck::Pod, bytemuck::Zeroable)]` on a
-/// `#[repr(C)]` struct without padding.
-pub use bytemuck::Pod;
+/// Plain data that may live in shared memory, and its derive macros:
+/// re-exported from `bytemuck`, so that no dependency of your own is
+/// needed. Derive both on a `#[repr(C)]` struct without padding, and tell
+/// the derive where bytemuck is:
+///
+/// ```
+/// use ipckit::shm::{Memfd, Pod, Zeroable};
+///
+/// #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+/// #[bytemuck(crate = "ipckit::shm::bytemuck")]
+/// #[repr(C)]
+/// struct Point {
+///     x: i32,
+///     y: i32,
+/// }
+///
+/// let m = Memfd::create("points", 4096)?;
+/// m.view::<Point>(0)?.store(&Point { x: 1, y: 2 })?;
+/// assert_eq!(m.view::<Point>(0)?.load()?, Point { x: 1, y: 2 });
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub use bytemuck::{Pod, Zeroable};
+
+/// The `bytemuck` crate itself, for the derives' `crate` attribute.
+pub use bytemuck;
 
 /// Mapped shared bytes: the part every shared-memory object has in common.
 #[derive(Debug)]
