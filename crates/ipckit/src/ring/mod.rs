@@ -72,7 +72,33 @@ mod core;
 mod segment;
 
 #[cfg(not(loom))]
-pub use segment::{
-    shm_name, unlink, validate_name, Duplex, Loan, Ring, RingBuilder, RingReceiver, RingSender,
-    Sample,
-};
+pub use segment::{unlink, Duplex, Loan, Ring, RingBuilder, RingReceiver, RingSender, Sample};
+
+/// Checks a ring name: 1 to 200 bytes of ASCII letters, digits, `.`, `_`
+/// and `-`, not starting with `.` (it becomes part of a file name in
+/// `/dev/shm`).
+pub fn validate_name(name: &str) -> std::io::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "invalid ring name {name:?}: use 1 to 200 letters, digits, '.', '_' or '-' \
+             (not starting with '.')"
+            ),
+        ))
+    }
+}
+
+/// The POSIX shared memory name of the ring called `name`
+/// (`/ipckit-ring.NAME`, the file `/dev/shm/ipckit-ring.NAME`).
+pub fn shm_name(name: &str) -> String {
+    format!("/ipckit-ring.{name}")
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::core::{self, Corrupt, Layout, Signal};
+use super::{shm_name, validate_name};
 use crate::error::{MessageTooLarge, RecvTimeoutError, SendTimeoutError, Unit};
 use crate::message::Deadline;
 use crate::shm::{Memfd, Region, Shm};
@@ -91,32 +92,6 @@ fn invalid(msg: String) -> io::Error {
 
 fn corrupt(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
-}
-
-/// Checks a ring name: 1 to 200 bytes of ASCII letters, digits, `.`, `_`
-/// and `-`, not starting with `.` (it becomes part of a file name in
-/// `/dev/shm`).
-pub fn validate_name(name: &str) -> io::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(format!(
-            "invalid ring name {name:?}: use 1 to 200 letters, digits, '.', '_' or '-' \
-             (not starting with '.')"
-        )))
-    }
-}
-
-/// The POSIX shared memory name of the ring called `name`
-/// (`/ipckit-ring.NAME`, the file `/dev/shm/ipckit-ring.NAME`).
-pub fn shm_name(name: &str) -> String {
-    format!("/ipckit-ring.{name}")
 }
 
 /// Removes the ring called `name` (processes that have it open keep using
