@@ -7,6 +7,7 @@
 //! plays a racer.
 
 use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::AsFd;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -14,11 +15,11 @@ use ipckit::fifo::Fifo;
 use ipckit::mq::PosixQueue;
 use ipckit::ring::Ring;
 use ipckit::sem::NamedSemaphore;
-use ipckit::shm::Shm;
+use ipckit::shm::{Condvar, Memfd, Mutex, Shm};
 use libtest_mimic::Failed;
 
 mod common;
-use common::{ensure, peer_command, unique};
+use common::{ensure, peer_command, unique, T};
 
 const VAR: &str = "IPCKIT_NAMED_PEER";
 
@@ -26,6 +27,9 @@ const VAR: &str = "IPCKIT_NAMED_PEER";
 /// closes.
 fn racer(spec: &str) -> io::Result<()> {
     let (kind, name) = spec.split_once(':').expect("kind:name");
+    if kind == "init" {
+        return init_racer(name);
+    }
     let created = match kind {
         "shm" => keep_until_eof(Shm::builder(name).size(4096).create_or_open()?.created()),
         "mq" => keep_until_eof(
@@ -49,6 +53,68 @@ fn keep_until_eof(created: bool) -> io::Result<()> {
     println!("{}", if created { "created" } else { "opened" });
     let _ = io::stdin().read_to_end(&mut Vec::new());
     Ok(())
+}
+
+/// `init:N`: on the memfd on stdin, `init_or_open` a mutex (value: this
+/// pid) and a condition variable, add 1 to the value N times under the
+/// lock, and say which of the two this process created.
+fn init_racer(n: &str) -> io::Result<()> {
+    let n: u64 = n.parse().map_err(io::Error::other)?;
+    let m = Memfd::from_fd(io::stdin().as_fd().try_clone_to_owned()?, false)?;
+    let init = Mutex::<u64>::init_or_open(&m, 0, u64::from(std::process::id()), T)?;
+    let created = init.created();
+    let mutex = init.into_inner();
+    let cv_created = Condvar::init_or_open(&m, 1024, T)?.created();
+    for _ in 0..n {
+        let mut g = mutex.lock().map_err(|e| io::Error::other(e.to_string()))?;
+        let v = g.get();
+        g.set(v + 1);
+    }
+    println!("{created} {cv_created}");
+    Ok(())
+}
+
+/// Six processes `init_or_open` one mutex and one condition variable in a
+/// fresh region at once: exactly one initialises each, nobody sees a half
+/// made one, and every increment counts from the creator's value.
+fn init_or_open_between_processes() -> Result<(), Failed> {
+    let m = Memfd::create("init-race", 4096)?;
+    let n = 1000u64;
+    let racers = (0..6)
+        .map(|_| {
+            peer_command(VAR, "init", &n.to_string()).and_then(|mut c| {
+                c.stdin(Stdio::from(m.fd().try_clone_to_owned()?))
+                    .stdout(Stdio::piped())
+                    .spawn()
+            })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut creator = None;
+    let mut cv_creators = 0;
+    for r in racers {
+        let pid = r.id();
+        let out = r.wait_with_output()?;
+        ensure(out.status.success(), || "a racer failed".into())?;
+        let text = String::from_utf8(out.stdout)?;
+        let mut it = text.split_whitespace();
+        if it.next() == Some("true") {
+            ensure(creator.replace(pid).is_none(), || {
+                "two created the mutex".into()
+            })?;
+        }
+        if it.next() == Some("true") {
+            cv_creators += 1;
+        }
+    }
+    let creator = creator.ok_or("nobody created the mutex")?;
+    ensure(cv_creators == 1, || {
+        format!("{cv_creators} created the condvar")
+    })?;
+    let mutex = Mutex::<u64>::open(&m, 0)?;
+    let v = mutex.lock().map_err(|e| e.to_string())?.get();
+    ensure(v == u64::from(creator) + 6 * n, || {
+        format!("value {v}, expected {} + {}", creator, 6 * n)
+    })
 }
 
 fn race(kind: &str, name: &str) -> Result<(), Failed> {
@@ -83,8 +149,14 @@ fn create_or_open_says_who_created() -> Result<(), Failed> {
 
 fn main() {
     common::play_peer_or_arm_watchdog(&[(VAR, racer)], "named", Duration::from_secs(120));
-    common::run_cases(vec![(
-        "create_or_open_says_who_created",
-        create_or_open_says_who_created,
-    )]);
+    common::run_cases(vec![
+        (
+            "create_or_open_says_who_created",
+            create_or_open_says_who_created,
+        ),
+        (
+            "init_or_open_between_processes",
+            init_or_open_between_processes,
+        ),
+    ]);
 }

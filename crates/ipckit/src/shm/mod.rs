@@ -128,7 +128,7 @@ mod sysv;
 pub use file::MappedFile;
 pub use memfd::{Memfd, Seals};
 pub use posix::{unlink, validate_name, Shm, ShmBuilder};
-pub use sync::{Condvar, Futex, LockError, Mutex, MutexGuard};
+pub use sync::{Condvar, Futex, Init, LockError, Mutex, MutexGuard};
 pub use sysv::{remove_sysv, SysvShm, SysvShmBuilder, SysvShmStatus};
 
 /// Plain data that may live in shared memory, and its derive macros:

@@ -255,11 +255,95 @@ impl RobustLock<'_> {
     }
 }
 
+/// The error for an object not (yet) initialised: kind `WouldBlock`, so
+/// that a caller can tell "try again later" from other failures (or use
+/// `init_or_open`, which waits).
 fn not_initialised(what: &str, offset: usize, init: &str) -> io::Error {
     io::Error::new(
-        io::ErrorKind::InvalidData,
+        io::ErrorKind::WouldBlock,
         format!("no {what} at offset {offset} of this region: {init} has not run there (yet)"),
     )
+}
+
+/// How a shared object came to be in `init_or_open`: made by this call,
+/// or found made by another process.
+#[derive(Debug)]
+pub enum Init<T> {
+    /// This call initialised it.
+    Created(T),
+    /// Another process had (or was just finishing).
+    Opened(T),
+}
+
+impl<T> Init<T> {
+    /// Whether this call initialised the object.
+    pub fn created(&self) -> bool {
+        matches!(self, Init::Created(_))
+    }
+
+    /// The object, however it came to be.
+    pub fn into_inner(self) -> T {
+        match self {
+            Init::Created(t) | Init::Opened(t) => t,
+        }
+    }
+}
+
+/// The marker of an object one process is initialising right now.
+const INITIALISING: u32 = 0x696e_6974;
+
+/// Decides who initialises the object whose marker is `magic` (`done`
+/// once ready): `Ok(true)` for the one caller that moved it from zero (a
+/// fresh region) to [`INITIALISING`], `Ok(false)` once it is `done`,
+/// waiting up to `timeout` for an initialisation under way. Anything else
+/// there is an error: not this kind of object.
+fn claim_init(
+    magic: &AtomicU32,
+    done: u32,
+    what: &str,
+    offset: usize,
+    timeout: Duration,
+) -> io::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match magic.compare_exchange(0, INITIALISING, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Ok(true),
+            Err(v) if v == done => return Ok(false),
+            Err(INITIALISING) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "another process has been initialising the {what} at offset \
+                             {offset} for over {timeout:?}: it may have died half-way \
+                             ({what} init overwrites it)"
+                        ),
+                    ));
+                }
+                let _ = futex_wait(
+                    magic,
+                    INITIALISING,
+                    Some(deadline.min(now + Duration::from_millis(10))),
+                );
+            }
+            Err(other) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "offset {offset} of this region holds something other than a {what} \
+                         (marker {other:#x}); init_or_open needs zeroed memory or a {what}"
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// Marks an object `done` after `claim_init` and wakes those waiting.
+fn finish_init(magic: &AtomicU32, done: u32) {
+    magic.store(done, Ordering::Release);
+    let _ = futex_wake(magic, u32::MAX);
 }
 
 fn fits(region: &Region, what: &str, offset: usize, size: usize) -> io::Result<()> {
@@ -398,12 +482,35 @@ impl<'r, T: Pod> Mutex<'r, T> {
     pub fn init(region: &'r Region, offset: usize, value: T) -> io::Result<Self> {
         let (magic, size, m) = Self::slot(region, offset)?;
         magic.store(0, Ordering::Relaxed);
-        m.region.map.write(m.data, value);
-        m.raw.word.store(0, Ordering::Relaxed);
-        m.raw.owner.store(0, Ordering::Relaxed);
-        size.store(size_of::<T>() as u32, Ordering::Relaxed);
+        m.fill(size, value);
         magic.store(MUTEX_MAGIC, Ordering::Release);
         Ok(m)
+    }
+
+    fn fill(&self, size: &AtomicU32, value: T) {
+        self.region.map.write(self.data, value);
+        self.raw.word.store(0, Ordering::Relaxed);
+        self.raw.owner.store(0, Ordering::Relaxed);
+        size.store(size_of::<T>() as u32, Ordering::Relaxed);
+    }
+
+    /// Initialises the mutex if no process has, or opens it if one has,
+    /// race-free between processes that call this at once on a fresh
+    /// (zeroed) region: exactly one gets [`Init::Created`] and puts
+    /// `value` in; the others wait (up to `timeout`) for it to finish.
+    pub fn init_or_open(
+        region: &'r Region,
+        offset: usize,
+        value: T,
+        timeout: Duration,
+    ) -> io::Result<Init<Self>> {
+        let (magic, size, m) = Self::slot(region, offset)?;
+        if claim_init(magic, MUTEX_MAGIC, "Mutex", offset, timeout)? {
+            m.fill(size, value);
+            finish_init(magic, MUTEX_MAGIC);
+            return Ok(Init::Created(m));
+        }
+        Self::open(region, offset).map(Init::Opened)
     }
 
     /// The mutex another process initialised at `offset` of `region`, with
@@ -691,6 +798,23 @@ impl<'r> Condvar<'r> {
         c.waiters.store(0, Ordering::Relaxed);
         magic.store(CONDVAR_MAGIC, Ordering::Release);
         Ok(c)
+    }
+
+    /// Initialises the condition variable if no process has, or opens it,
+    /// race-free like [`Mutex::init_or_open`].
+    pub fn init_or_open(
+        region: &'r Region,
+        offset: usize,
+        timeout: Duration,
+    ) -> io::Result<Init<Self>> {
+        let (magic, c) = Self::slot(region, offset)?;
+        if claim_init(magic, CONDVAR_MAGIC, "Condvar", offset, timeout)? {
+            c.seq.store(0, Ordering::Relaxed);
+            c.waiters.store(0, Ordering::Relaxed);
+            finish_init(magic, CONDVAR_MAGIC);
+            return Ok(Init::Created(c));
+        }
+        Self::open(region, offset).map(Init::Opened)
     }
 
     /// The condition variable another process initialised at `offset`.
