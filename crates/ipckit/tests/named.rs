@@ -16,6 +16,8 @@ use ipckit::mq::PosixQueue;
 use ipckit::ring::Ring;
 use ipckit::sem::NamedSemaphore;
 use ipckit::shm::{Condvar, Memfd, Mutex, Shm};
+use ipckit::socket::unix::UnixStream;
+use ipckit::{MessageReceiver, MessageSender};
 use libtest_mimic::Failed;
 
 mod common;
@@ -29,6 +31,9 @@ fn racer(spec: &str) -> io::Result<()> {
     let (kind, name) = spec.split_once(':').expect("kind:name");
     if kind == "init" {
         return init_racer(name);
+    }
+    if kind == "child" {
+        return child_with_fds();
     }
     let created = match kind {
         "shm" => keep_until_eof(Shm::builder(name).size(4096).create_or_open()?.created()),
@@ -117,6 +122,57 @@ fn init_or_open_between_processes() -> Result<(), Failed> {
     })
 }
 
+/// The child of `descriptors_beyond_stdio`: takes the ring and the socket
+/// its parent passed by name, and uses both.
+fn child_with_fds() -> io::Result<()> {
+    use ipckit::process::inherited_fd;
+    let ring = Ring::from_fd(inherited_fd("jobs")?)?;
+    let mut sock = UnixStream::from_owned_fd(inherited_fd("sock")?)?;
+    let again = inherited_fd("jobs").unwrap_err();
+    if again.kind() != io::ErrorKind::AlreadyExists {
+        return Err(io::Error::other(format!("taken twice: {again}")));
+    }
+    let none = inherited_fd("nope").unwrap_err();
+    if none.kind() != io::ErrorKind::NotFound {
+        return Err(io::Error::other(format!("unknown name: {none}")));
+    }
+    ring.sender()?.send(b"hello").map_err(io::Error::from)?;
+    if sock.recv_timeout(T)? != b"ping" {
+        return Err(io::Error::other("no ping"));
+    }
+    sock.send(b"pong").map_err(io::Error::from)
+}
+
+/// A parent hands a child a ring's memfd and one end of a socket pair as
+/// descriptors 10 and 11, by name; the child takes them (once each, and
+/// only those) and uses them.
+fn descriptors_beyond_stdio() -> Result<(), Failed> {
+    let ring = Ring::anonymous().capacity(4).create()?;
+    let mut rx = ring.receiver()?;
+    let (mut mine, theirs) = UnixStream::pair()?;
+    let mut cmd = peer_command(VAR, "child", "-")?;
+    ipckit::process::pass_fds(
+        &mut cmd,
+        [
+            ("jobs", ring.fd().try_clone_to_owned()?, 10),
+            ("sock", theirs.as_fd().try_clone_to_owned()?, 11),
+        ],
+    )?;
+    let mut child = cmd.spawn()?;
+    drop(theirs);
+    ensure(rx.recv_timeout(T)? == b"hello", || {
+        "nothing on the ring".into()
+    })?;
+    mine.send(b"ping")?;
+    ensure(mine.recv_timeout(T)? == b"pong", || "no pong".into())?;
+    ensure(child.wait()?.success(), || "the child failed".into())?;
+    // Bad requests are refused before anything starts.
+    let mut cmd = peer_command(VAR, "child", "-")?;
+    let e = ipckit::process::pass_fds(&mut cmd, [("x", ring.fd().try_clone_to_owned()?, 1)])
+        .unwrap_err();
+    ensure(e.to_string().contains("3 or above"), || e.to_string())
+}
+
 fn race(kind: &str, name: &str) -> Result<(), Failed> {
     let mut racers = (0..6)
         .map(|_| {
@@ -158,5 +214,6 @@ fn main() {
             "init_or_open_between_processes",
             init_or_open_between_processes,
         ),
+        ("descriptors_beyond_stdio", descriptors_beyond_stdio),
     ]);
 }

@@ -205,3 +205,42 @@ pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
     syscall!(write(fd.as_raw_fd(), one.as_ptr().cast(), 8))?;
     Ok(())
 }
+
+/// The device and inode of what `fd` refers to, if it is open.
+pub(crate) fn identity(fd: RawFd) -> Option<(u64, u64)> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a stat into `st`; a closed `fd` only fails.
+    let r = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: filled by a successful fstat.
+    let st = unsafe { st.assume_init() };
+    Some((st.st_dev, st.st_ino))
+}
+
+/// Takes ownership of descriptor `fd`, inherited from the parent, if it
+/// still refers to the file `(dev, ino)` the parent passed; marks it
+/// close-on-exec. The caller makes sure this happens once per descriptor.
+pub(crate) fn claim_inherited(fd: RawFd, dev: u64, ino: u64) -> io::Result<OwnedFd> {
+    match identity(fd) {
+        Some(id) if id == (dev, ino) => {}
+        Some(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("descriptor {fd} is no longer the file the parent passed"),
+            ))
+        }
+        None => {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("descriptor {fd} is not open in this process"),
+            ))
+        }
+    }
+    // SAFETY: F_SETFD with an integer flag; `fd` is open (checked).
+    syscall!(fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC))?;
+    // SAFETY: the parent passed this descriptor for us to own (checked by
+    // its identity above), and the caller claims each one only once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
