@@ -15,10 +15,11 @@ use ipckit::fifo::Fifo;
 use ipckit::mq::PosixQueue;
 use ipckit::ring::Ring;
 use ipckit::sem::NamedSemaphore;
-use ipckit::shm::{Condvar, Memfd, Mutex, Shm};
+use ipckit::shm::{Condvar, HoldsRegion, Layout, Memfd, Mutex, OwnedMutex, Shm};
 use ipckit::socket::unix::UnixStream;
 use ipckit::{MessageReceiver, MessageSender};
 use libtest_mimic::Failed;
+use std::sync::Arc;
 
 mod common;
 use common::{ensure, peer_command, unique, T};
@@ -66,10 +67,18 @@ fn keep_until_eof(created: bool) -> io::Result<()> {
 fn init_racer(n: &str) -> io::Result<()> {
     let n: u64 = n.parse().map_err(io::Error::other)?;
     let m = Memfd::from_fd(io::stdin().as_fd().try_clone_to_owned()?, false)?;
-    let init = Mutex::<u64>::init_or_open(&m, 0, u64::from(std::process::id()), T)?;
+    let (mutex_at, condvar_at) = race_layout();
+    let region: Arc<dyn HoldsRegion> = Arc::new(m);
+    let init = OwnedMutex::<u64>::init_or_open(
+        region.clone(),
+        mutex_at,
+        u64::from(std::process::id()),
+        T,
+    )?;
     let created = init.created();
-    let mutex = init.into_inner();
-    let cv_created = Condvar::init_or_open(&m, 1024, T)?.created();
+    let owned = init.into_inner();
+    let mutex = owned.get()?;
+    let cv_created = Condvar::init_or_open(region.region(), condvar_at, T)?.created();
     for _ in 0..n {
         let mut g = mutex.lock().map_err(|e| io::Error::other(e.to_string()))?;
         let v = g.get();
@@ -77,6 +86,13 @@ fn init_racer(n: &str) -> io::Result<()> {
     }
     println!("{created} {cv_created}");
     Ok(())
+}
+
+/// Where the racers put their mutex and condition variable: computed the
+/// same way in every process.
+fn race_layout() -> (usize, usize) {
+    let mut l = Layout::new();
+    (l.mutex::<u64>(), l.condvar())
 }
 
 /// Six processes `init_or_open` one mutex and one condition variable in a
@@ -115,7 +131,7 @@ fn init_or_open_between_processes() -> Result<(), Failed> {
     ensure(cv_creators == 1, || {
         format!("{cv_creators} created the condvar")
     })?;
-    let mutex = Mutex::<u64>::open(&m, 0)?;
+    let mutex = Mutex::<u64>::open(&m, race_layout().0)?;
     let v = mutex.lock().map_err(|e| e.to_string())?.get();
     ensure(v == u64::from(creator) + 6 * n, || {
         format!("value {v}, expected {} + {}", creator, 6 * n)

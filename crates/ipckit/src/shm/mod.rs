@@ -120,12 +120,14 @@ macro_rules! impl_region_object {
 }
 
 mod file;
+mod layout;
 mod memfd;
 mod posix;
 mod sync;
 mod sysv;
 
 pub use file::MappedFile;
+pub use layout::{HoldsRegion, Layout, OwnedMutex};
 pub use memfd::{Memfd, Seals};
 pub use posix::{unlink, validate_name, Shm, ShmBuilder};
 pub use sync::{Condvar, Futex, Init, LockError, Mutex, MutexGuard};
