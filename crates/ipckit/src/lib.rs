@@ -10,8 +10,8 @@
 //! |---|---|---|---|
 //! | [`pipe`] | anonymous pipes (`pipe(2)`) | byte stream, framed | related processes |
 //! | [`fifo`] | named pipes (`mkfifo(3)`) | byte stream, framed | any process that can open the path |
-//! | [`mq`] | POSIX message queues (`mq_overview(7)`) | messages with priorities | many processes, by name |
-//! | [`sysv`] | System V message queues (`msgop(2)`) | messages with types, selective receive | many processes, by key |
+//! | [`mq`] | message queues: POSIX (`mq_overview(7)`) and System V ([`mq::sysv`], `msgop(2)`) | messages with priorities; with types and selective receive | many processes, by name or key |
+//! | [`sysv`] | System V keys (`ftok(3)`) and limits; the System V queue re-exported | — | — |
 //! | [`shm`] | shared memory: POSIX (`shm_open(3)`), System V (`shmget(2)`), memfd, mapped files; futexes, a robust mutex and a condition variable inside it | raw bytes, typed views, atomics | any process that maps it |
 //! | [`sem`] | semaphores: POSIX named and unnamed (`sem_overview(7)`), System V sets (`semop(2)`) | a counter (P and V) | any process that opens it |
 //! | [`signal`] | signals (`signal(7)`): `kill`, `sigqueue` with a value, masks, a `signalfd` receiver | a signal number (+ an integer for realtime signals) | any process of the same user |

@@ -1,5 +1,6 @@
-//! System V IPC: keys, and message queues (`msgop(2)`, `msgctl(2)`).
-//! System V shared memory is [`crate::shm::SysvShm`].
+//! System V IPC: keys and what they share. The queues live with the POSIX
+//! ones in [`crate::mq::sysv`] (re-exported here), shared memory in
+//! [`crate::shm::SysvShm`], semaphore sets in [`crate::sem`].
 //!
 //! System V objects are named by a numeric [`Key`] instead of a path: an
 //! agreed number, a key derived from an existing file with [`Key::ftok`],
@@ -20,10 +21,10 @@ use std::str::FromStr;
 
 use crate::sys;
 
-mod msg;
-
+/// The System V message queue, which lives with the POSIX one in
+/// [`crate::mq::sysv`]; re-exported here with the keys it is found by.
+pub use crate::mq::sysv::{remove_queue, MessageQueue, QueueBuilder, Selector, Status};
 pub use crate::mq::Access;
-pub use msg::{remove_queue, MessageQueue, QueueBuilder, Selector, Status};
 
 /// Default permission bits of a new object: owner read and write.
 pub const DEFAULT_MODE: u32 = 0o600;

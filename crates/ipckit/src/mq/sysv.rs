@@ -40,7 +40,7 @@
 //!
 //! A message holds at most `msgmax` bytes (`/proc/sys/kernel/msgmax`, 8192
 //! by default) and a queue at most `msg_qbytes` bytes in all (`msgmnb` by
-//! default, 16384); see [`super::limits`]. A receive reserves `msgmax`
+//! default, 16384); see [`crate::sysv::limits`]. A receive reserves `msgmax`
 //! bytes once per queue handle, so a message of any size the system allows
 //! can be taken off the queue and, if larger than the receiver's
 //! [`max_message_size`](crate::MessageReceiver::max_message_size), refused
@@ -57,12 +57,13 @@
 use std::io;
 use std::time::SystemTime;
 
-use super::{pid, time, Access, Key, Perm, DEFAULT_MODE};
+use super::Access;
 use crate::error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError};
 use crate::frame::{recv_failure, send_failure};
 use crate::message::Deadline;
 use crate::sys;
 use crate::sys::msg::MsgBuf;
+use crate::sysv::{pid, time, Key, Perm, DEFAULT_MODE};
 use crate::wait::{wait_call, Mode, WaitError, WaitStrategy};
 use crate::MessageTooLarge;
 
@@ -235,7 +236,7 @@ impl QueueBuilder {
     /// a queue this call created is removed on drop.
     pub fn create_or_open(self) -> io::Result<MessageQueue> {
         let key = self.key;
-        super::create_or_open(
+        crate::sysv::create_or_open(
             "System V queue",
             key,
             || self.clone().create(),
@@ -286,7 +287,7 @@ impl QueueBuilder {
                 "System V queue limit: msgmni is {} queues and that many exist (see \
                  /proc/sys/kernel/msgmni; raise with sysctl kernel.msgmni=N, or remove unused \
                  queues listed by ipcs -q)",
-                super::limits().map_or("unknown".into(), |l| l.max_queues.to_string())
+                crate::sysv::limits().map_or("unknown".into(), |l| l.max_queues.to_string())
             ),
             _ => return io::Error::new(e.kind(), format!("cannot open System V queue {key}: {e}")),
         };
@@ -365,7 +366,7 @@ impl MessageQueue {
             sbuf: MsgBuf::default(),
             rbuf: MsgBuf::default(),
         };
-        q.msgmax = super::limits()?.max_message_size;
+        q.msgmax = crate::sysv::limits()?.max_message_size;
         q.max = q.msgmax;
         Ok(q)
     }
@@ -418,7 +419,7 @@ impl MessageQueue {
     ) -> Result<(), SendTimeoutError<()>> {
         let t = self::mtype(mtype).map_err(|e| SendTimeoutError::Io(e, ()))?;
         if msg.len() > self.msgmax {
-            self.msgmax = super::limits()
+            self.msgmax = crate::sysv::limits()
                 .map_err(|e| SendTimeoutError::Io(e, ()))?
                 .max_message_size;
             if msg.len() > self.msgmax {
@@ -495,7 +496,7 @@ impl MessageQueue {
                 Ok(n) => n,
                 Err(WaitError::Io(e)) if e.raw_os_error() == Some(libc::E2BIG) => {
                     // Larger than msgmax was: it was raised. Read it again.
-                    let now = super::limits().map_err(RecvTimeoutError::Io)?;
+                    let now = crate::sysv::limits().map_err(RecvTimeoutError::Io)?;
                     if now.max_message_size > self.msgmax {
                         self.msgmax = now.max_message_size;
                         continue;
@@ -556,7 +557,8 @@ impl MessageQueue {
             if e.raw_os_error() != Some(libc::EPERM) || !self.owned() {
                 return self.explain_io(e, "changing the byte limit of");
             }
-            let mnb = super::limits().map_or("unknown".into(), |l| l.max_queue_bytes.to_string());
+            let mnb =
+                crate::sysv::limits().map_or("unknown".into(), |l| l.max_queue_bytes.to_string());
             io::Error::new(
                 e.kind(),
                 format!(
