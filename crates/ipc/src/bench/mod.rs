@@ -18,9 +18,7 @@
 //! `sysv-sem`) carry the same messages through a bounded buffer in a memfd
 //! handed to the peer: see [`shm`].
 
-use std::fmt;
 use std::io;
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
@@ -32,25 +30,28 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use ipckit::fifo::Fifo;
 use ipckit::mq::{Duplex as MqDuplex, PosixQueue};
-use ipckit::pipe::{self, PipeReader, PipeWriter};
+use ipckit::pipe;
 use ipckit::ring::{Duplex as RingDuplex, Ring};
 use ipckit::shm::Memfd;
-use ipckit::socket::inet::{TcpListener, TcpStream, UdpSocket};
-use ipckit::socket::unix::{
-    SeqpacketListener, SeqpacketStream, UnixAddr, UnixDatagram, UnixListener, UnixStream,
-};
+use ipckit::socket::inet::{TcpListener, UdpSocket};
+use ipckit::socket::unix::{SeqpacketListener, UnixAddr, UnixDatagram, UnixListener};
 use ipckit::sysv::{MessageQueue, Selector};
 use ipckit::{MessageReceiver, MessageSender, RecvTimeoutError, WaitStrategy};
 use serde::Serialize;
 
 mod cleanup;
 mod html;
+mod mechs;
+mod peer;
 mod raw;
 mod report;
 mod shm;
 mod signal;
 mod zerocopy;
-use shm::{ShmChannel, Turns};
+use mechs::ring_capacity;
+pub use mechs::Mech;
+pub use peer::{peer, PeerArgs, Role};
+use shm::ShmChannel;
 
 // The table's shared-memory rows say "8 slots each way".
 const _: () = assert!(shm::SLOTS == 8);
@@ -62,262 +63,6 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_SAMPLES: u64 = 3;
 /// How long one message may take before a run is declared stuck.
 const MSG_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The mechanisms `ipc bench` knows, in the notes' order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mech {
-    Pipe,
-    Fifo,
-    Unix,
-    UnixDgram,
-    UnixSeq,
-    Tcp,
-    Udp,
-    Mq,
-    SysvMq,
-    ShmSpin,
-    ShmFutex,
-    ShmSem,
-    SysvSem,
-    Signal,
-    Ring,
-    RingMpmc,
-}
-
-impl Mech {
-    const ALL: [Mech; 16] = [
-        Mech::Pipe,
-        Mech::Fifo,
-        Mech::Unix,
-        Mech::UnixDgram,
-        Mech::UnixSeq,
-        Mech::Tcp,
-        Mech::Udp,
-        Mech::Mq,
-        Mech::SysvMq,
-        Mech::ShmSpin,
-        Mech::ShmFutex,
-        Mech::ShmSem,
-        Mech::SysvSem,
-        Mech::Signal,
-        Mech::Ring,
-        Mech::RingMpmc,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Mech::Pipe => "pipe",
-            Mech::Fifo => "fifo",
-            Mech::Unix => "unix",
-            Mech::UnixDgram => "unix-dgram",
-            Mech::UnixSeq => "unix-seq",
-            Mech::Tcp => "tcp",
-            Mech::Udp => "udp",
-            Mech::Mq => "mq",
-            Mech::SysvMq => "sysv-mq",
-            Mech::ShmSpin => "shm-spin",
-            Mech::ShmFutex => "shm-futex",
-            Mech::ShmSem => "shm-sem",
-            Mech::SysvSem => "sysv-sem",
-            Mech::Signal => "signal",
-            Mech::Ring => "ring",
-            Mech::RingMpmc => "ring-mpmc",
-        }
-    }
-
-    /// How the processes take turns, for the shared-memory entries.
-    fn turns(self) -> Option<Turns> {
-        match self {
-            Mech::ShmSpin => Some(Turns::Spin),
-            Mech::ShmFutex => Some(Turns::Futex),
-            Mech::ShmSem => Some(Turns::PosixSem),
-            Mech::SysvSem => Some(Turns::SysvSem),
-            _ => None,
-        }
-    }
-
-    /// Refuses a size whose copies (the sender's message and the
-    /// receiver's buffer in each process; the slots of the shared-memory
-    /// entries) would take more than half the memory available.
-    fn too_big_for_memory(self, size: usize) -> Option<String> {
-        let copies = if self.turns().is_some() {
-            2 * shm::SLOTS as u64 + 4
-        } else if self.is_ring() {
-            2 * ring_capacity(size) as u64 + 4
-        } else {
-            4
-        };
-        let need = copies.saturating_mul(size as u64);
-        let avail = memory_available()?;
-        (need > avail / 2).then(|| {
-            format!(
-                "{size}-byte messages need about {} MiB here ({copies} copies), more than half \
-                 of the {} MiB of memory available",
-                need >> 20,
-                avail >> 20
-            )
-        })
-    }
-
-    /// The notes' comparison table: data abstraction, participants, direction.
-    fn by_name(name: &str) -> Mech {
-        *Mech::ALL
-            .iter()
-            .find(|m| m.name() == name)
-            .expect("a mechanism's own name")
-    }
-
-    /// How the kernel carries it (the notes' "kernel implementation").
-    fn kernel(self) -> &'static str {
-        match self {
-            Mech::Pipe => "a pipe buffer (pipefs), 64 KiB unless resized",
-            Mech::Fifo => "the same pipe buffer, found by a path",
-            Mech::Unix => "AF_UNIX socket buffers, copied once into the peer's queue",
-            Mech::UnixDgram => "AF_UNIX datagrams queued on the receiving socket",
-            Mech::UnixSeq => "AF_UNIX packets on a connection",
-            Mech::Tcp => "the TCP/IP stack over loopback",
-            Mech::Udp => "the UDP/IP stack over loopback; dropped when buffers fill",
-            Mech::Mq => "the mqueue filesystem; messages kept in kernel memory",
-            Mech::SysvMq => "a System V msg_queue in kernel memory (per IPC namespace)",
-            Mech::ShmSpin => "shared pages (memfd); no kernel on the data path",
-            Mech::ShmFutex => "shared pages; futex(2) to sleep and wake",
-            Mech::ShmSem => "shared pages; POSIX semaphores (futex underneath)",
-            Mech::SysvSem => "shared pages; a System V semaphore set (semop(2) each time)",
-            Mech::Signal => "the receiver's queue of pending realtime signals",
-            Mech::Ring | Mech::RingMpmc => {
-                "shared pages (memfd); ipckit's ring, futex only to sleep and wake"
-            }
-        }
-    }
-
-    /// Why it does well when it wins a category, in one line.
-    fn why_fast(self) -> &'static str {
-        match self {
-            Mech::Pipe | Mech::Fifo => {
-                "the cheapest path through the kernel; one read returns many framed messages"
-            }
-            Mech::Unix | Mech::UnixDgram | Mech::UnixSeq => {
-                "no network stack, one copy into the peer's socket"
-            }
-            Mech::Tcp | Mech::Udp => "the loopback network stack",
-            Mech::Mq | Mech::SysvMq => "one system call per message, the kernel keeps the queue",
-            Mech::ShmSpin | Mech::ShmFutex | Mech::ShmSem | Mech::SysvSem => {
-                "the data never crosses the kernel; only the turn-taking does"
-            }
-            Mech::Signal => "a signal carries only 4 bytes",
-            Mech::Ring | Mech::RingMpmc => {
-                "one copy in, one copy out, and no system call while both sides are busy"
-            }
-        }
-    }
-
-    /// The wait strategy as it really is for this mechanism: shm-spin
-    /// always busy-polls, whatever `--wait` says.
-    fn wait_name(self, wait: WaitStrategy) -> String {
-        match self {
-            Mech::ShmSpin => "spin (always)".into(),
-            _ => wait.to_string(),
-        }
-    }
-
-    fn traits(self) -> (&'static str, &'static str, &'static str) {
-        match self {
-            Mech::Pipe => (
-                "byte stream",
-                "2 related processes",
-                "one-way (2 pipes here)",
-            ),
-            Mech::Fifo => (
-                "byte stream",
-                "any processes, by path",
-                "one-way (2 FIFOs here)",
-            ),
-            Mech::Unix => ("byte stream", "2 processes", "two-way"),
-            Mech::UnixDgram => ("datagram", "many processes", "two-way"),
-            Mech::UnixSeq => ("datagram, connected", "2 processes", "two-way"),
-            Mech::Tcp => ("byte stream", "2 processes, any host", "two-way"),
-            Mech::Udp => ("datagram, lossy", "many processes, any host", "two-way"),
-            Mech::Mq => (
-                "message + priority",
-                "many processes, by name",
-                "one-way (2 queues here)",
-            ),
-            Mech::SysvMq => (
-                "message + type",
-                "many processes, by key",
-                "two-way (1 queue, 2 types)",
-            ),
-            Mech::ShmSpin => (
-                "shared bytes + busy-waited flag",
-                "processes mapping it",
-                "two-way (8 slots each way)",
-            ),
-            Mech::ShmFutex => (
-                "shared bytes + futex",
-                "processes mapping it",
-                "two-way (8 slots each way)",
-            ),
-            Mech::ShmSem => (
-                "shared bytes + POSIX semaphores",
-                "processes mapping it",
-                "two-way (8 slots each way)",
-            ),
-            Mech::SysvSem => (
-                "shared bytes + System V semaphores",
-                "processes mapping it",
-                "two-way (8 slots each way)",
-            ),
-            Mech::Signal => (
-                "one 32-bit value (realtime signal)",
-                "processes of the same user",
-                "two-way (sigqueue each way)",
-            ),
-            Mech::Ring => (
-                "message (slots in shared memory)",
-                "2 processes (one sender, one receiver per ring)",
-                "one-way (2 rings here)",
-            ),
-            Mech::RingMpmc => (
-                "message (slots in shared memory)",
-                "many senders and receivers",
-                "one-way (2 rings here)",
-            ),
-        }
-    }
-
-    fn is_ring(self) -> bool {
-        matches!(self, Mech::Ring | Mech::RingMpmc)
-    }
-
-    /// Why this mechanism cannot carry `size`-byte messages, if it cannot.
-    fn cannot_carry(self, size: usize) -> Option<String> {
-        match self {
-            Mech::Udp => (size > UdpSocket::MAX_DATAGRAM).then(|| {
-                format!(
-                    "UDP carries at most {} bytes per datagram",
-                    UdpSocket::MAX_DATAGRAM
-                )
-            }),
-            Mech::SysvMq => {
-                let max = ipckit::sysv::limits().map_or(0, |l| l.max_message_size);
-                (size > max).then(|| {
-                    format!(
-                        "System V queues carry at most {max} bytes per message (msgmax, \
-                         /proc/sys/kernel/msgmax)"
-                    )
-                })
-            }
-            _ => None,
-        }
-        .or_else(|| self.too_big_for_memory(size))
-    }
-}
-
-impl fmt::Display for Mech {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -382,60 +127,6 @@ fn parse_size(s: &str) -> Result<usize, String> {
         ));
     }
     Ok(n as usize)
-}
-
-/// Memory available for new allocations (`MemAvailable`), in bytes.
-fn memory_available() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
-/// The peer's part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    /// Send every message back.
-    Echo,
-    /// Count and check numbered messages, then report.
-    Sink,
-    /// Bounce the shared cache line.
-    Floor,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct PeerArgs {
-    #[arg(value_enum)]
-    role: Role,
-    #[arg(long, value_enum)]
-    mech: Option<Mech>,
-    #[arg(long, default_value_t = 1)]
-    size: usize,
-    #[arg(long, default_value = "block")]
-    wait: WaitStrategy,
-    #[arg(long)]
-    cpu: Option<usize>,
-    /// The two processes share one CPU: spin loops yield it.
-    #[arg(long)]
-    shared_cpu: bool,
-    /// The bench's pid: the peer exits when that process does.
-    #[arg(long)]
-    parent: Option<u32>,
-    /// Echo with bare system calls (`ipc bench --raw`).
-    #[arg(long)]
-    raw: bool,
-    /// Mechanism-specific rendezvous: a path, an abstract name or a port.
-    #[arg(long)]
-    addr: Option<String>,
-    /// Rings: loans and in-place receives (`ipc bench --zero-copy`).
-    #[arg(long)]
-    zero_copy: bool,
 }
 
 trait Endpoint: MessageSender + MessageReceiver {}
@@ -686,90 +377,6 @@ impl Ctx {
     }
 }
 
-/// The peer's side of [`Ctx::connect`].
-fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
-    let mech = a.mech.ok_or_else(|| anyhow!("--mech is required"))?;
-    let addr = || a.addr.clone().ok_or_else(|| anyhow!("--addr is required"));
-    let mut ep: Box<dyn Endpoint> = match mech {
-        Mech::Pipe => {
-            let r = PipeReader::from(io::stdin().as_fd().try_clone_to_owned()?);
-            let w = PipeWriter::from(io::stdout().as_fd().try_clone_to_owned()?);
-            // Leave fds 0 and 1 pointing at /dev/null-like ends: nothing
-            // else may write to the data pipe.
-            Box::new(pipe::Duplex::new(r, w)?)
-        }
-        Mech::Fifo => {
-            let dir = PathBuf::from(addr()?);
-            let rx = ipckit::fifo::open_receiver(dir.join("a2b"), Some(SETUP_TIMEOUT))?;
-            let tx = ipckit::fifo::open_sender(dir.join("b2a"), Some(SETUP_TIMEOUT))?;
-            Box::new(pipe::Duplex { tx, rx })
-        }
-        Mech::Unix => Box::new(UnixStream::connect(&addr()?.parse()?)?),
-        Mech::UnixSeq => Box::new(SeqpacketStream::connect(&addr()?.parse()?)?),
-        Mech::UnixDgram => {
-            let theirs = addr()?;
-            let mine = format!("{theirs}-peer");
-            let mut s = UnixDatagram::bind(&mine.parse()?)?;
-            s.connect(&theirs.parse()?)?;
-            s.send(mine.as_bytes()).map_err(io::Error::from)?;
-            Box::new(s)
-        }
-        Mech::Tcp => Box::new(TcpStream::connect(format!("127.0.0.1:{}", addr()?))?),
-        Mech::Mq => {
-            let base = addr()?;
-            Box::new(MqDuplex {
-                tx: PosixQueue::builder(format!("{base}-b2a")).open()?,
-                rx: PosixQueue::builder(format!("{base}-a2b")).open()?,
-            })
-        }
-        Mech::SysvMq => {
-            let mut q = MessageQueue::open_id(addr()?.parse().context("--addr is a queue id")?)?;
-            q.set_default_type(2)?;
-            q.set_default_selector(Selector::Type(1))?;
-            Box::new(q)
-        }
-        Mech::ShmSpin | Mech::ShmFutex | Mech::ShmSem | Mech::SysvSem => {
-            let turns = mech.turns().expect("a shared-memory mechanism");
-            let set_id = match &a.addr {
-                Some(id) => Some(id.parse().context("--addr is a semaphore set id")?),
-                None => None,
-            };
-            let fd = io::stdin().as_fd().try_clone_to_owned()?;
-            Box::new(ShmChannel::open(turns, a.size, fd, set_id, a.shared_cpu)?)
-        }
-        Mech::Signal => bail!("the signal bench has its own protocol (bench/signal.rs)"),
-        Mech::Ring | Mech::RingMpmc => {
-            let a2b = Ring::from_fd(io::stdin().as_fd().try_clone_to_owned()?)?;
-            let b2a = Ring::from_fd(io::stdout().as_fd().try_clone_to_owned()?)?;
-            let d = RingDuplex {
-                rx: a2b.receiver()?,
-                tx: b2a.sender()?,
-            };
-            if a.zero_copy {
-                Box::new(zerocopy::ZeroCopy(d))
-            } else {
-                Box::new(d)
-            }
-        }
-        Mech::Udp => {
-            let mut s = UdpSocket::bind("127.0.0.1:0")?;
-            s.connect(format!("127.0.0.1:{}", addr()?))?;
-            let port = s.local_addr()?.port().to_string();
-            s.send(port.as_bytes()).map_err(io::Error::from)?;
-            Box::new(s)
-        }
-    };
-    ep.set_wait_strategy(a.wait);
-    ep.set_max_message_size(a.size.max(ipckit::frame::DEFAULT_MAX_MESSAGE_SIZE));
-    Ok(ep)
-}
-
-/// Slots per ring for `size`-byte messages: enough to stream, at most about
-/// 64 MiB of slots.
-fn ring_capacity(size: usize) -> usize {
-    ((64 << 20) / (size + 64)).clamp(2, 256)
-}
-
 /// A marker message that ends a run: any length other than the run's size.
 fn end_marker(size: usize) -> Vec<u8> {
     vec![0xEE; if size == 1 { 2 } else { 1 }]
@@ -796,87 +403,6 @@ fn seq_mask(size: usize) -> u64 {
     }
 }
 
-pub fn peer(a: PeerArgs) -> Result<()> {
-    if let Some(parent) = a.parent {
-        ipckit::process::exit_with_parent(parent)?;
-    }
-    if let Some(cpu) = a.cpu {
-        ipckit::process::pin_to_cpu(cpu)?;
-    }
-    if a.role == Role::Floor {
-        return peer_floor(a.shared_cpu);
-    }
-    if a.mech == Some(Mech::Signal) {
-        return signal::peer(a.role, a.wait);
-    }
-    if a.raw {
-        return raw::peer(&a);
-    }
-    let mut ep = peer_connect(&a)?;
-    let mut buf = Vec::new();
-    match a.role {
-        Role::Echo => loop {
-            match ep.recv_timeout_into(&mut buf, MSG_TIMEOUT) {
-                Ok(()) if buf.len() == a.size => {
-                    ep.send_until(&buf, ipckit::Deadline::Never)
-                        .map_err(io::Error::from)?;
-                }
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
-        },
-        Role::Sink => {
-            let mask = seq_mask(a.size);
-            let (mut count, mut lost, mut errors) = (0u64, 0u64, 0u64);
-            let mut expected = 0u64;
-            let mut first: Option<Instant> = None;
-            // No clock reads per message (they cost as much as a message
-            // through the ring): the time runs from the first message to
-            // the end marker, which follows the last at once. Only a lossy
-            // mechanism waits with a timeout (its marker may be lost); the
-            // others end with the parent, which takes its peers with it.
-            let lossy = a.mech == Some(Mech::Udp);
-            let last = loop {
-                let deadline = if lossy {
-                    ipckit::Deadline::after(MSG_TIMEOUT)
-                } else {
-                    ipckit::Deadline::Never
-                };
-                ep.recv_until(&mut buf, deadline)
-                    .context("waiting for the next message")?;
-                if buf.len() != a.size {
-                    break Instant::now();
-                }
-                if first.is_none() {
-                    first = Some(Instant::now());
-                }
-                let seq = get_seq(&buf);
-                if seq != expected & mask {
-                    // Gaps are losses (UDP); anything else is corruption.
-                    let gap = seq.wrapping_sub(expected) & mask;
-                    if gap < mask / 2 {
-                        lost += gap;
-                        expected += gap;
-                    } else {
-                        errors += 1;
-                    }
-                }
-                expected += 1;
-                count += 1;
-            };
-            let elapsed = first.map_or(0, |f| (last - f).as_nanos() as u64);
-            let report = format!("{count} {lost} {errors} {elapsed}");
-            ep.send_until(report.as_bytes(), ipckit::Deadline::Never)
-                .map_err(io::Error::from)?;
-            // Stay until the parent has read the report (it says so, closes,
-            // or the time passes), so a closing socket cannot discard it.
-            let _ = ep.recv_timeout_into(&mut buf, Duration::from_millis(500));
-            Ok(())
-        }
-        Role::Floor => unreachable!("handled above"),
-    }
-}
-
 /// Spins until `cond` holds, for at most [`MSG_TIMEOUT`].
 fn spin_until(mut cond: impl FnMut() -> bool, single_cpu: bool) -> Result<()> {
     let start = Instant::now();
@@ -893,27 +419,6 @@ fn spin_until(mut cond: impl FnMut() -> bool, single_cpu: bool) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn peer_floor(single: bool) -> Result<()> {
-    let region = Memfd::from_fd(io::stdin().as_fd().try_clone_to_owned()?, false)?;
-    let word = region.atomic_u64(0)?;
-    let mut seen = 0;
-    loop {
-        spin_until(
-            || {
-                let v = word.load(Ordering::Acquire);
-                v != seen && (v % 2 == 1 || v == u64::MAX)
-            },
-            single,
-        )?;
-        let v = word.load(Ordering::Acquire);
-        if v == u64::MAX {
-            return Ok(());
-        }
-        seen = v + 1;
-        word.store(seen, Ordering::Release);
-    }
 }
 
 fn new_hist() -> Histogram<u64> {

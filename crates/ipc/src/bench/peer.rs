@@ -1,0 +1,245 @@
+//! The peer process's side of `ipc bench` (`ipc __bench-peer`): it
+//! connects to what the bench made and echoes, counts, or bounces the
+//! floor's cache line.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use ipckit::mq::{Duplex as MqDuplex, PosixQueue};
+use ipckit::pipe::{self, PipeReader, PipeWriter};
+use ipckit::ring::{Duplex as RingDuplex, Ring};
+use ipckit::shm::Memfd;
+use ipckit::socket::inet::{TcpStream, UdpSocket};
+use ipckit::socket::unix::{SeqpacketStream, UnixDatagram, UnixStream};
+use ipckit::sysv::{MessageQueue, Selector};
+use ipckit::{MessageReceiver, MessageSender, RecvTimeoutError, WaitStrategy};
+
+use super::shm::ShmChannel;
+use super::{
+    get_seq, raw, seq_mask, signal, spin_until, zerocopy, Endpoint, Mech, MSG_TIMEOUT,
+    SETUP_TIMEOUT,
+};
+
+/// The peer's part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Send every message back.
+    Echo,
+    /// Count and check numbered messages, then report.
+    Sink,
+    /// Bounce the shared cache line.
+    Floor,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PeerArgs {
+    #[arg(value_enum)]
+    pub(super) role: Role,
+    #[arg(long, value_enum)]
+    pub(super) mech: Option<Mech>,
+    #[arg(long, default_value_t = 1)]
+    pub(super) size: usize,
+    #[arg(long, default_value = "block")]
+    pub(super) wait: WaitStrategy,
+    #[arg(long)]
+    pub(super) cpu: Option<usize>,
+    /// The two processes share one CPU: spin loops yield it.
+    #[arg(long)]
+    pub(super) shared_cpu: bool,
+    /// The bench's pid: the peer exits when that process does.
+    #[arg(long)]
+    pub(super) parent: Option<u32>,
+    /// Echo with bare system calls (`ipc bench --raw`).
+    #[arg(long)]
+    pub(super) raw: bool,
+    /// Mechanism-specific rendezvous: a path, an abstract name or a port.
+    #[arg(long)]
+    pub(super) addr: Option<String>,
+    /// Rings: loans and in-place receives (`ipc bench --zero-copy`).
+    #[arg(long)]
+    pub(super) zero_copy: bool,
+}
+
+/// The peer's side of [`Ctx::connect`].
+fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
+    let mech = a.mech.ok_or_else(|| anyhow!("--mech is required"))?;
+    let addr = || a.addr.clone().ok_or_else(|| anyhow!("--addr is required"));
+    let mut ep: Box<dyn Endpoint> = match mech {
+        Mech::Pipe => {
+            let r = PipeReader::from(io::stdin().as_fd().try_clone_to_owned()?);
+            let w = PipeWriter::from(io::stdout().as_fd().try_clone_to_owned()?);
+            // Leave fds 0 and 1 pointing at /dev/null-like ends: nothing
+            // else may write to the data pipe.
+            Box::new(pipe::Duplex::new(r, w)?)
+        }
+        Mech::Fifo => {
+            let dir = PathBuf::from(addr()?);
+            let rx = ipckit::fifo::open_receiver(dir.join("a2b"), Some(SETUP_TIMEOUT))?;
+            let tx = ipckit::fifo::open_sender(dir.join("b2a"), Some(SETUP_TIMEOUT))?;
+            Box::new(pipe::Duplex { tx, rx })
+        }
+        Mech::Unix => Box::new(UnixStream::connect(&addr()?.parse()?)?),
+        Mech::UnixSeq => Box::new(SeqpacketStream::connect(&addr()?.parse()?)?),
+        Mech::UnixDgram => {
+            let theirs = addr()?;
+            let mine = format!("{theirs}-peer");
+            let mut s = UnixDatagram::bind(&mine.parse()?)?;
+            s.connect(&theirs.parse()?)?;
+            s.send(mine.as_bytes()).map_err(io::Error::from)?;
+            Box::new(s)
+        }
+        Mech::Tcp => Box::new(TcpStream::connect(format!("127.0.0.1:{}", addr()?))?),
+        Mech::Mq => {
+            let base = addr()?;
+            Box::new(MqDuplex {
+                tx: PosixQueue::builder(format!("{base}-b2a")).open()?,
+                rx: PosixQueue::builder(format!("{base}-a2b")).open()?,
+            })
+        }
+        Mech::SysvMq => {
+            let mut q = MessageQueue::open_id(addr()?.parse().context("--addr is a queue id")?)?;
+            q.set_default_type(2)?;
+            q.set_default_selector(Selector::Type(1))?;
+            Box::new(q)
+        }
+        Mech::ShmSpin | Mech::ShmFutex | Mech::ShmSem | Mech::SysvSem => {
+            let turns = mech.turns().expect("a shared-memory mechanism");
+            let set_id = match &a.addr {
+                Some(id) => Some(id.parse().context("--addr is a semaphore set id")?),
+                None => None,
+            };
+            let fd = io::stdin().as_fd().try_clone_to_owned()?;
+            Box::new(ShmChannel::open(turns, a.size, fd, set_id, a.shared_cpu)?)
+        }
+        Mech::Signal => bail!("the signal bench has its own protocol (bench/signal.rs)"),
+        Mech::Ring | Mech::RingMpmc => {
+            let a2b = Ring::from_fd(io::stdin().as_fd().try_clone_to_owned()?)?;
+            let b2a = Ring::from_fd(io::stdout().as_fd().try_clone_to_owned()?)?;
+            let d = RingDuplex {
+                rx: a2b.receiver()?,
+                tx: b2a.sender()?,
+            };
+            if a.zero_copy {
+                Box::new(zerocopy::ZeroCopy(d))
+            } else {
+                Box::new(d)
+            }
+        }
+        Mech::Udp => {
+            let mut s = UdpSocket::bind("127.0.0.1:0")?;
+            s.connect(format!("127.0.0.1:{}", addr()?))?;
+            let port = s.local_addr()?.port().to_string();
+            s.send(port.as_bytes()).map_err(io::Error::from)?;
+            Box::new(s)
+        }
+    };
+    ep.set_wait_strategy(a.wait);
+    ep.set_max_message_size(a.size.max(ipckit::frame::DEFAULT_MAX_MESSAGE_SIZE));
+    Ok(ep)
+}
+
+pub fn peer(a: PeerArgs) -> Result<()> {
+    if let Some(parent) = a.parent {
+        ipckit::process::exit_with_parent(parent)?;
+    }
+    if let Some(cpu) = a.cpu {
+        ipckit::process::pin_to_cpu(cpu)?;
+    }
+    if a.role == Role::Floor {
+        return peer_floor(a.shared_cpu);
+    }
+    if a.mech == Some(Mech::Signal) {
+        return signal::peer(a.role, a.wait);
+    }
+    if a.raw {
+        return raw::peer(&a);
+    }
+    let mut ep = peer_connect(&a)?;
+    let mut buf = Vec::new();
+    match a.role {
+        Role::Echo => loop {
+            match ep.recv_timeout_into(&mut buf, MSG_TIMEOUT) {
+                Ok(()) if buf.len() == a.size => {
+                    ep.send_until(&buf, ipckit::Deadline::Never)
+                        .map_err(io::Error::from)?;
+                }
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        },
+        Role::Sink => {
+            let mask = seq_mask(a.size);
+            let (mut count, mut lost, mut errors) = (0u64, 0u64, 0u64);
+            let mut expected = 0u64;
+            let mut first: Option<Instant> = None;
+            // No clock reads per message (they cost as much as a message
+            // through the ring): the time runs from the first message to
+            // the end marker, which follows the last at once. Only a lossy
+            // mechanism waits with a timeout (its marker may be lost); the
+            // others end with the parent, which takes its peers with it.
+            let lossy = a.mech == Some(Mech::Udp);
+            let last = loop {
+                let deadline = if lossy {
+                    ipckit::Deadline::after(MSG_TIMEOUT)
+                } else {
+                    ipckit::Deadline::Never
+                };
+                ep.recv_until(&mut buf, deadline)
+                    .context("waiting for the next message")?;
+                if buf.len() != a.size {
+                    break Instant::now();
+                }
+                if first.is_none() {
+                    first = Some(Instant::now());
+                }
+                let seq = get_seq(&buf);
+                if seq != expected & mask {
+                    // Gaps are losses (UDP); anything else is corruption.
+                    let gap = seq.wrapping_sub(expected) & mask;
+                    if gap < mask / 2 {
+                        lost += gap;
+                        expected += gap;
+                    } else {
+                        errors += 1;
+                    }
+                }
+                expected += 1;
+                count += 1;
+            };
+            let elapsed = first.map_or(0, |f| (last - f).as_nanos() as u64);
+            let report = format!("{count} {lost} {errors} {elapsed}");
+            ep.send_until(report.as_bytes(), ipckit::Deadline::Never)
+                .map_err(io::Error::from)?;
+            // Stay until the parent has read the report (it says so, closes,
+            // or the time passes), so a closing socket cannot discard it.
+            let _ = ep.recv_timeout_into(&mut buf, Duration::from_millis(500));
+            Ok(())
+        }
+        Role::Floor => unreachable!("handled above"),
+    }
+}
+
+fn peer_floor(single: bool) -> Result<()> {
+    let region = Memfd::from_fd(io::stdin().as_fd().try_clone_to_owned()?, false)?;
+    let word = region.atomic_u64(0)?;
+    let mut seen = 0;
+    loop {
+        spin_until(
+            || {
+                let v = word.load(Ordering::Acquire);
+                v != seen && (v % 2 == 1 || v == u64::MAX)
+            },
+            single,
+        )?;
+        let v = word.load(Ordering::Acquire);
+        if v == u64::MAX {
+            return Ok(());
+        }
+        seen = v + 1;
+        word.store(seen, Ordering::Release);
+    }
+}
