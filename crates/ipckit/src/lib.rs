@@ -76,6 +76,7 @@ macro_rules! impl_message_receiver {
 
 pub mod address;
 mod dgram;
+pub mod endpoint;
 pub mod error;
 mod fdio;
 pub mod fifo;
@@ -102,6 +103,7 @@ pub mod wait;
 
 pub use address::Address;
 pub use dgram::DIRECT_LIMIT;
+pub use endpoint::{connect, connect_timeout, listen, Connection, Listener};
 pub use error::{
     MessageTooLarge, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError, Unit,

@@ -1,0 +1,355 @@
+//! Any mechanism from an address: [`connect`] to send (and receive, where
+//! the mechanism goes both ways) and [`listen`] to receive, so that
+//! changing the mechanism means changing a string.
+//!
+//! | address | [`connect`] gives | [`listen`] gives, per [`Listener::accept`] |
+//! |---|---|---|
+//! | `unix:`, `unix-seq:`, `tcp:` | a two-way connection | each client's two-way connection, one after another |
+//! | `udp:` | a two-way socket (bound to any port, connected) | the bound socket, once |
+//! | `unix-dgram:` | a sending socket (unbound: no replies) | the bound socket, once |
+//! | `fifo:` | the writing end (waits for a reader) | the reading end for each writer in turn (the FIFO is made if missing) |
+//! | `mq:`, `sysv-mq:`, `ring:` | the sending side | the receiving side, once (made if missing) |
+//!
+//! Using a one-way end the wrong way is an `InvalidInput` error that says
+//! which way it goes.
+//!
+//! ```
+//! use ipckit::{connect, listen, Address, MessageReceiver, MessageSender};
+//! use std::time::Duration;
+//!
+//! let addr: Address = format!("unix:@ipckit-doc-endpoint-{}", std::process::id()).parse()?;
+//! let server = listen(&addr)?;
+//! let mut client = connect(&addr)?;
+//! client.send(b"hi")?;
+//! let mut conn = server.accept_timeout(Duration::from_secs(5))?;
+//! assert_eq!(conn.recv()?, b"hi");
+//! conn.send(b"hello")?;
+//! assert_eq!(client.recv()?, b"hello");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use crate::address::{resolve, Address};
+use crate::error::{RecvTimeoutError, SendTimeoutError};
+use crate::fifo::Fifo;
+use crate::message::{Deadline, MessageReceiver, MessageSender};
+use crate::socket::inet::{TcpListener, TcpStream, UdpSocket};
+use crate::socket::unix::{
+    SeqpacketListener, SeqpacketStream, UnixDatagram, UnixListener, UnixStream,
+};
+use crate::wait::WaitStrategy;
+
+/// Both message traits, for boxing.
+trait TwoWay: MessageSender + MessageReceiver + Send {}
+impl<T: MessageSender + MessageReceiver + Send> TwoWay for T {}
+
+enum Way {
+    Both(Box<dyn TwoWay>),
+    Send(Box<dyn MessageSender + Send>),
+    Recv(Box<dyn MessageReceiver + Send>),
+}
+
+/// An endpoint of any mechanism, from [`connect`] or [`Listener::accept`]:
+/// it implements both message traits; a one-way end refuses the other way
+/// with an error that says so.
+pub struct Connection {
+    way: Way,
+    addr: Address,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let way = match self.way {
+            Way::Both(_) => "two-way",
+            Way::Send(_) => "sending",
+            Way::Recv(_) => "receiving",
+        };
+        write!(f, "Connection({way}, {})", self.addr)
+    }
+}
+
+impl Connection {
+    /// The address it was made for.
+    pub fn address(&self) -> &Address {
+        &self.addr
+    }
+
+    /// Whether it can send.
+    pub fn can_send(&self) -> bool {
+        !matches!(self.way, Way::Recv(_))
+    }
+
+    /// Whether it can receive.
+    pub fn can_receive(&self) -> bool {
+        !matches!(self.way, Way::Send(_))
+    }
+
+    fn wrong_way(&self, doing: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} carries messages one way, and this end {}: cannot {doing} (connect to \
+                 send, listen to receive)",
+                self.addr,
+                if self.can_send() { "sends" } else { "receives" }
+            ),
+        )
+    }
+}
+
+impl MessageSender for Connection {
+    fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError<()>> {
+        match &mut self.way {
+            Way::Both(e) => e.send_until(msg, deadline),
+            Way::Send(e) => e.send_until(msg, deadline),
+            Way::Recv(_) => Err(SendTimeoutError::Io(self.wrong_way("send"), ())),
+        }
+    }
+}
+
+impl MessageReceiver for Connection {
+    fn recv_until(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+    ) -> Result<(), RecvTimeoutError> {
+        match &mut self.way {
+            Way::Both(e) => e.recv_until(buf, deadline),
+            Way::Recv(e) => e.recv_until(buf, deadline),
+            Way::Send(_) => Err(RecvTimeoutError::Io(self.wrong_way("receive"))),
+        }
+    }
+    fn max_message_size(&self) -> usize {
+        match &self.way {
+            Way::Both(e) => e.max_message_size(),
+            Way::Recv(e) => e.max_message_size(),
+            Way::Send(_) => 0,
+        }
+    }
+    fn set_max_message_size(&mut self, max: usize) {
+        match &mut self.way {
+            Way::Both(e) => e.set_max_message_size(max),
+            Way::Recv(e) => e.set_max_message_size(max),
+            Way::Send(_) => {}
+        }
+    }
+    fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        match &mut self.way {
+            Way::Both(e) => e.set_wait_strategy(strategy),
+            Way::Recv(e) => e.set_wait_strategy(strategy),
+            Way::Send(_) => {}
+        }
+    }
+}
+
+fn not_a_channel(addr: &Address) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{addr} is an object, not a message channel: it cannot be connected to or listened on"
+        ),
+    )
+}
+
+/// Connects to `addr`, waiting as long as a FIFO needs for its reader.
+pub fn connect(addr: &Address) -> io::Result<Connection> {
+    connect_timeout(addr, None)
+}
+
+/// Connects to `addr`; with a `timeout`, keeps trying while the other side
+/// is not there yet (a server still starting) until it passes.
+pub fn connect_timeout(addr: &Address, timeout: Option<Duration>) -> io::Result<Connection> {
+    let until = timeout.map(|t| Instant::now() + t);
+    loop {
+        match connect_once(addr, timeout) {
+            Err(e)
+                if until.is_some_and(|u| Instant::now() < u)
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    ) =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn connect_once(addr: &Address, timeout: Option<Duration>) -> io::Result<Connection> {
+    let way = match addr {
+        Address::Unix(a) => Way::Both(Box::new(UnixStream::connect(a)?)),
+        Address::UnixSeq(a) => Way::Both(Box::new(SeqpacketStream::connect(a)?)),
+        Address::UnixDgram(a) => Way::Send(Box::new(UnixDatagram::connect_to(a)?)),
+        Address::Tcp(hp) => {
+            let sa = resolve(hp)?;
+            Way::Both(Box::new(match timeout {
+                Some(t) => TcpStream::connect_timeout(&sa, t)?,
+                None => TcpStream::connect(sa)?,
+            }))
+        }
+        Address::Udp(hp) => {
+            let sa = resolve(hp)?;
+            let any = if sa.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+            let s = UdpSocket::bind(any)?;
+            s.connect(sa)?;
+            Way::Both(Box::new(s))
+        }
+        Address::Fifo(path) => Way::Send(Box::new(crate::fifo::open_sender(path, timeout)?)),
+        Address::Mq(name) => Way::Send(Box::new(
+            crate::mq::PosixQueue::builder(name)
+                .access(crate::mq::Access::Send)
+                .open()?,
+        )),
+        Address::SysvMq(key) => Way::Send(Box::new(
+            crate::sysv::MessageQueue::builder(*key)
+                .access(crate::mq::Access::Send)
+                .open()?,
+        )),
+        Address::Ring(name) => {
+            Way::Send(Box::new(crate::ring::Ring::builder(name).open()?.sender()?))
+        }
+        Address::Shm(_) | Address::SysvShm(_) | Address::Sem(_) | Address::SysvSem(_) => {
+            return Err(not_a_channel(addr))
+        }
+    };
+    Ok(Connection {
+        way,
+        addr: addr.clone(),
+    })
+}
+
+enum Serving {
+    Unix(UnixListener),
+    Seq(SeqpacketListener),
+    Tcp(TcpListener),
+    Fifo(Fifo),
+    /// Connectionless: one receiving end, handed out by the first accept.
+    Once(std::sync::Mutex<Option<Connection>>),
+}
+
+/// Where connections (or messages) come in, from [`listen`].
+pub struct Listener {
+    serving: Serving,
+    addr: Address,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Listener({})", self.addr)
+    }
+}
+
+/// Listens on `addr` (see the module docs for what each mechanism gives).
+/// A socket file, FIFO, queue or ring this call made is removed when the
+/// listener is dropped; queues and rings that existed are opened.
+pub fn listen(addr: &Address) -> io::Result<Listener> {
+    let once = |way: Way| {
+        Serving::Once(std::sync::Mutex::new(Some(Connection {
+            way,
+            addr: addr.clone(),
+        })))
+    };
+    let serving = match addr {
+        Address::Unix(a) => Serving::Unix(UnixListener::bind(a)?),
+        Address::UnixSeq(a) => Serving::Seq(SeqpacketListener::bind(a)?),
+        Address::Tcp(hp) => Serving::Tcp(TcpListener::bind(resolve(hp)?)?),
+        Address::Fifo(path) => Serving::Fifo(Fifo::builder(path).create_or_open()?),
+        Address::UnixDgram(a) => once(Way::Both(Box::new(UnixDatagram::bind(a)?))),
+        Address::Udp(hp) => once(Way::Both(Box::new(UdpSocket::bind(resolve(hp)?)?))),
+        Address::Mq(name) => once(Way::Recv(Box::new(
+            crate::mq::PosixQueue::builder(name)
+                .access(crate::mq::Access::Receive)
+                .create_or_open()?,
+        ))),
+        Address::SysvMq(key) => once(Way::Recv(Box::new(
+            crate::sysv::MessageQueue::builder(*key)
+                .access(crate::mq::Access::Receive)
+                .create_or_open()?,
+        ))),
+        Address::Ring(name) => once(Way::Recv(Box::new(
+            crate::ring::Ring::builder(name)
+                .multi(true)
+                .create_or_open()?
+                .receiver()?,
+        ))),
+        Address::Shm(_) | Address::SysvShm(_) | Address::Sem(_) | Address::SysvSem(_) => {
+            return Err(not_a_channel(addr))
+        }
+    };
+    Ok(Listener {
+        serving,
+        addr: addr.clone(),
+    })
+}
+
+impl Listener {
+    /// The address it listens on, as given (a TCP port 0 stays 0: see
+    /// [`local_address`](Self::local_address)).
+    pub fn address(&self) -> &Address {
+        &self.addr
+    }
+
+    /// The address clients connect to: for TCP the port actually bound
+    /// (when port 0 asked the system to choose one).
+    pub fn local_address(&self) -> io::Result<Address> {
+        match &self.serving {
+            Serving::Tcp(l) => Ok(Address::Tcp(l.local_addr()?.to_string())),
+            _ => Ok(self.addr.clone()),
+        }
+    }
+
+    /// The next connection (or, for a connectionless mechanism, the one
+    /// receiving end), waiting for it.
+    pub fn accept(&self) -> io::Result<Connection> {
+        self.accept_inner(None)
+    }
+
+    /// [`accept`](Self::accept), waiting at most `timeout`.
+    pub fn accept_timeout(&self, timeout: Duration) -> io::Result<Connection> {
+        self.accept_inner(Some(timeout))
+    }
+
+    /// The connections as they come (until an error).
+    pub fn incoming(&self) -> impl Iterator<Item = io::Result<Connection>> + '_ {
+        std::iter::repeat_with(move || self.accept())
+    }
+
+    fn accept_inner(&self, timeout: Option<Duration>) -> io::Result<Connection> {
+        let wrap = |way: Way| Connection {
+            way,
+            addr: self.addr.clone(),
+        };
+        Ok(match &self.serving {
+            Serving::Unix(l) => wrap(Way::Both(Box::new(match timeout {
+                Some(t) => l.accept_timeout(t)?,
+                None => l.accept()?,
+            }))),
+            Serving::Seq(l) => wrap(Way::Both(Box::new(match timeout {
+                Some(t) => l.accept_timeout(t)?,
+                None => l.accept()?,
+            }))),
+            Serving::Tcp(l) => wrap(Way::Both(Box::new(match timeout {
+                Some(t) => l.accept_timeout(t)?,
+                None => l.accept()?,
+            }))),
+            Serving::Fifo(f) => wrap(Way::Recv(Box::new(f.open_receiver(timeout)?))),
+            Serving::Once(c) => c
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "{} has no connections: its one receiving end was handed out by \
+                             the first accept, and it receives from every sender",
+                            self.addr
+                        ),
+                    )
+                })?,
+        })
+    }
+}
