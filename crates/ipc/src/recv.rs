@@ -275,15 +275,30 @@ pub fn run(args: Args) -> Result<()> {
         }
         Addr::Ring(name) => {
             let mut rx = crate::send::open_ring(name)?.receiver()?;
-            let stop = p.drain(&mut rx)?;
-            // Every sender has gone: say whether one died rather than closed.
-            let died = rx.senders_died();
-            if matches!(stop, Stop::PeerClosed) && died > 0 {
-                eprintln!(
-                    "ipc recv: {} of the senders on {} died without closing (killed, or \
-                     crashed); messages they were writing are lost",
-                    died, args.addr
-                );
+            let mut told = 0;
+            loop {
+                let stop = p.drain(&mut rx)?;
+                // Every sender has gone: say whether one died rather than
+                // closed (once per death).
+                let died = rx.senders_died();
+                if matches!(stop, Stop::PeerClosed) && died > told {
+                    eprintln!(
+                        "ipc recv: {} of the senders on {} died without closing (killed, or \
+                         crashed); messages they were writing are lost",
+                        died - told,
+                        args.addr
+                    );
+                    told = died;
+                }
+                // With -n not reached, wait for the next sender, as for a
+                // FIFO's next writer.
+                if !p.again(stop) {
+                    break;
+                }
+                if p.remaining() == Some(Duration::ZERO) {
+                    return Err(p.timed_out());
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
         Addr::SysvMq(key) => {

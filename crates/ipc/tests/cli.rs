@@ -1387,3 +1387,28 @@ fn bench_measures_the_ring_with_copies_and_zero_copy() {
         assert!(r["throughput"]["msgs_per_s"].as_f64().unwrap() > 0.0, "{r}");
     }
 }
+
+#[test]
+fn ring_recv_with_n_waits_for_the_next_sender() {
+    let name = unique("ringn");
+    let _guard = RingGuard(name.clone());
+    let addr = format!("ring:{name}");
+    let rx = recv(&[&addr, "-n", "2", "--timeout", "10"]);
+    wait_for(|| ring_exists(&name), "the receiver to make the ring");
+    // One sender comes and goes; the receiver wants two messages, so it
+    // waits for the next one rather than ending.
+    assert!(run(ipc().args(["send", &addr, "first"])).status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(run(ipc().args(["send", &addr, "second"])).status.success());
+    let out = finish(rx);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "first\nsecond\n");
+}
+
+#[test]
+fn bench_zero_copy_needs_a_ring() {
+    fails_with(
+        ipc().args(["bench", "pipe", "--zero-copy", "--duration-ms", "5"]),
+        "--zero-copy applies to ring",
+    );
+}

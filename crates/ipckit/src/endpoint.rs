@@ -53,7 +53,10 @@ enum Way {
 
 /// An endpoint of any mechanism, from [`connect`] or [`Listener::accept`]:
 /// it implements both message traits; a one-way end refuses the other way
-/// with an error that says so.
+/// with an error that says so ([`can_send`](Connection::can_send),
+/// [`can_receive`](Connection::can_receive) tell beforehand; a sending-only
+/// end's `max_message_size` is 0, and setting it or the wait strategy does
+/// nothing).
 pub struct Connection {
     way: Way,
     addr: Address,

@@ -844,6 +844,9 @@ pub fn run(args: Args) -> Result<()> {
     if args.duration_ms == 0 {
         bail!("--duration-ms must be at least 1");
     }
+    if args.zero_copy && !mechs.iter().any(|m| m.is_ring()) {
+        bail!("--zero-copy applies to ring and ring-mpmc only: add one of them");
+    }
     let d = Duration::from_millis(args.duration_ms);
     let baseline: Option<serde_json::Value> = match &args.baseline {
         Some(p) => {
