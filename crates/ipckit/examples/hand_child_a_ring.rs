@@ -9,10 +9,10 @@
 use std::io;
 use std::process::Command;
 
+use ipckit::prelude::*;
 use ipckit::process::{inherited_fd, pass_fds};
 use ipckit::ring::Ring;
 use ipckit::shm::Memfd;
-use ipckit::{MessageReceiver, MessageSender};
 
 fn main() -> io::Result<()> {
     if std::env::var_os("HAND_CHILD_A_RING_CHILD").is_some() {

@@ -14,7 +14,7 @@
 //! which way it goes.
 //!
 //! ```
-//! use ipckit::{connect, listen, Address, MessageReceiver, MessageSender};
+//! use ipckit::{connect, listen, Address, MessageReceiver, MessageSender, MessageSenderExt};
 //! use std::time::Duration;
 //!
 //! let addr: Address = format!("unix:@ipckit-doc-endpoint-{}", std::process::id()).parse()?;

@@ -21,7 +21,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use ipckit::{fifo::Fifo, MessageReceiver, MessageSender};
+//! use ipckit::{fifo::Fifo, MessageReceiver, MessageSender, MessageSenderExt};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let fifo = Fifo::create(dir.path().join("jobs"))?; // removed on drop

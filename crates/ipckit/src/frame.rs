@@ -911,7 +911,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::pipe::{self, PipeWriter};
-    use crate::{MessageReceiver, MessageSender, RecvTimeoutError};
+    use crate::{MessageReceiver, MessageSenderExt, RecvTimeoutError};
 
     fn frame(msg: &[u8]) -> Vec<u8> {
         let mut f = (msg.len() as u32).to_le_bytes().to_vec();

@@ -26,7 +26,7 @@
 //! Measure them on your machine with `ipc bench`.
 //!
 //! ```
-//! use ipckit::{MessageReceiver, MessageSender};
+//! use ipckit::prelude::*;
 //!
 //! let (mut tx, mut rx) = ipckit::pipe::channel()?;
 //! tx.send(b"hello")?;
@@ -111,8 +111,13 @@ pub use error::{
     MessageTooLarge, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError, Unit,
 };
-pub use message::{Deadline, MessageReceiver, MessageSender};
+pub use message::{Deadline, MessageReceiver, MessageSender, MessageSenderExt};
 pub use wait::WaitStrategy;
+
+/// The traits that give every endpoint its methods: `use ipckit::prelude::*;`.
+pub mod prelude {
+    pub use crate::message::{MessageReceiver, MessageSender, MessageSenderExt};
+}
 
 /// The README's examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -67,27 +67,40 @@ impl Deadline {
 }
 
 /// An endpoint that sends whole messages of bytes.
+///
+/// The convenience forms (`send`, `try_send`, `send_timeout`) take any
+/// `AsRef<[u8]>` and hand it back on failure; being generic, they live in
+/// [`MessageSenderExt`], implemented for every sender including
+/// `dyn MessageSender`. Import both (or [`crate::prelude`]).
 pub trait MessageSender {
     /// Sends one message, waiting until `deadline` at the most.
     ///
     /// The one method an implementation writes. `Err(Timeout(()))` is only
     /// returned when the deadline is not [`Deadline::Never`].
     fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError<()>>;
+}
 
+/// The blocking, non-blocking and timed forms of [`MessageSender::send_until`],
+/// for every sender, trait objects included.
+///
+/// ```
+/// use ipckit::prelude::*;
+///
+/// let (tx, mut rx) = ipckit::pipe::channel()?;
+/// let mut boxed: Box<dyn MessageSender + Send> = Box::new(tx);
+/// boxed.send(b"through a trait object")?;
+/// assert_eq!(rx.recv()?, b"through a trait object");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub trait MessageSenderExt: MessageSender {
     /// Sends one message, blocking until the channel takes it.
-    fn send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>>
-    where
-        Self: Sized,
-    {
+    fn send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
         self.send_until(msg.as_ref(), Deadline::Never)
             .map_err(|e| e.without_deadline(msg))
     }
 
     /// Sends one message if the channel can take it now, without blocking.
-    fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), TrySendError<M>>
-    where
-        Self: Sized,
-    {
+    fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), TrySendError<M>> {
         match self.send_until(msg.as_ref(), Deadline::Now) {
             Ok(()) => Ok(()),
             Err(SendTimeoutError::Timeout(())) => Err(TrySendError::Full(msg)),
@@ -101,14 +114,13 @@ pub trait MessageSender {
         &mut self,
         msg: M,
         timeout: Duration,
-    ) -> Result<(), SendTimeoutError<M>>
-    where
-        Self: Sized,
-    {
+    ) -> Result<(), SendTimeoutError<M>> {
         self.send_until(msg.as_ref(), Deadline::after(timeout))
             .map_err(|e| e.map(|()| msg))
     }
 }
+
+impl<T: MessageSender + ?Sized> MessageSenderExt for T {}
 
 /// An endpoint that receives whole messages of bytes.
 pub trait MessageReceiver {

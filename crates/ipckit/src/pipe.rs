@@ -27,7 +27,7 @@
 //! # Example
 //!
 //! ```
-//! use ipckit::{pipe, MessageReceiver, MessageSender};
+//! use ipckit::{pipe, MessageReceiver, MessageSender, MessageSenderExt};
 //!
 //! let (mut a, mut b) = pipe::duplex()?;
 //! a.send(b"ping")?;

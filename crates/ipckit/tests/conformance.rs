@@ -22,8 +22,8 @@ use ipckit::socket::unix::{
 };
 use ipckit::sysv::{self, Key, MessageQueue, Selector};
 use ipckit::{
-    MessageReceiver, MessageSender, MessageTooLarge, RecvError, RecvTimeoutError, SendError,
-    TryRecvError, TrySendError,
+    MessageReceiver, MessageSender, MessageSenderExt, MessageTooLarge, RecvError, RecvTimeoutError,
+    SendError, TryRecvError, TrySendError,
 };
 use libtest_mimic::{Arguments, Failed, Trial};
 

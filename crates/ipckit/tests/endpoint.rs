@@ -8,7 +8,9 @@
 use std::io;
 use std::time::Duration;
 
-use ipckit::{connect_timeout, listen, Address, MessageReceiver, MessageSender, RecvTimeoutError};
+use ipckit::{
+    connect_timeout, listen, Address, MessageReceiver, MessageSenderExt, RecvTimeoutError,
+};
 use libtest_mimic::Failed;
 
 mod common;

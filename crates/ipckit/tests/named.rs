@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use ipckit::fifo::Fifo;
 use ipckit::mq::PosixQueue;
+use ipckit::prelude::*;
 use ipckit::ring::Ring;
 use ipckit::sem::NamedSemaphore;
 use ipckit::shm::{Condvar, HoldsRegion, Layout, Memfd, Mutex, OwnedMutex, Shm};
 use ipckit::socket::unix::UnixStream;
-use ipckit::{MessageReceiver, MessageSender};
 use libtest_mimic::Failed;
 use std::sync::Arc;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ipckit::ring::{Ring, RingReceiver, RingSender};
 use ipckit::shm::Shm;
-use ipckit::{MessageReceiver, MessageSender, RecvTimeoutError, SendTimeoutError, WaitStrategy};
+use ipckit::{MessageReceiver, MessageSenderExt, RecvTimeoutError, SendTimeoutError, WaitStrategy};
 use libtest_mimic::Failed;
 
 mod common;

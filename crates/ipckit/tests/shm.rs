@@ -83,7 +83,7 @@ fn peer_main(spec: &str) -> io::Result<()> {
             }
             denied(m.write(0, b"x").unwrap_err())?;
             // The writer keeps its mapping: it sees the sealed data too.
-            ipckit::MessageSender::send(&mut s, buf).map_err(io::Error::from)?;
+            ipckit::MessageSenderExt::send(&mut s, buf).map_err(io::Error::from)?;
             Ok(())
         }
         // Write into a mapped file and flush it.

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ipckit::signal::{self, Code, Signal, SignalReceiver, SignalSender, SignalSet};
-use ipckit::{MessageReceiver, MessageSender, SendTimeoutError};
+use ipckit::{MessageReceiver, MessageSenderExt, SendTimeoutError};
 use libtest_mimic::Failed;
 
 mod common;

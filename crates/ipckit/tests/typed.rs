@@ -16,7 +16,7 @@ use ipckit::pipe::{self, PipeReader, PipeWriter};
 use ipckit::ring::{Duplex as RingDuplex, Ring};
 use ipckit::socket::unix::{UnixAddr, UnixListener, UnixStream};
 use ipckit::typed::{DecodeError, Duplex, Json, Receiver, Sender};
-use ipckit::{MessageReceiver, MessageSender, RecvError, RecvTimeoutError};
+use ipckit::{MessageReceiver, MessageSender, MessageSenderExt, RecvError, RecvTimeoutError};
 use libtest_mimic::Failed;
 use serde::{Deserialize, Serialize};
 

@@ -16,7 +16,7 @@ use ipckit::shm::Memfd;
 use ipckit::socket::inet::{TcpStream, UdpSocket};
 use ipckit::socket::unix::{SeqpacketStream, UnixDatagram, UnixStream};
 use ipckit::sysv::{MessageQueue, Selector};
-use ipckit::{MessageReceiver, MessageSender, RecvTimeoutError, WaitStrategy};
+use ipckit::{MessageReceiver, MessageSender, MessageSenderExt, RecvTimeoutError, WaitStrategy};
 
 use super::shm::ShmChannel;
 use super::{

@@ -396,6 +396,7 @@ impl MessageReceiver for ShmChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipckit::MessageSenderExt;
     use std::os::fd::AsFd;
 
     /// Two ends over one region (in one process: this checks the slot

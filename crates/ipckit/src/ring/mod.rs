@@ -24,7 +24,7 @@
 //!
 //! ```
 //! use ipckit::ring::Ring;
-//! use ipckit::{MessageReceiver, MessageSender};
+//! use ipckit::prelude::*;
 //!
 //! let name = format!("doc-{}", std::process::id());
 //! let ring = Ring::builder(&name).capacity(64).max_message_size(1024).create()?;

@@ -67,7 +67,7 @@ pub const VALUE_SIZE: usize = 4;
 ///
 /// ```
 /// use ipckit::signal::{Signal, SignalReceiver, SignalSender};
-/// use ipckit::{MessageReceiver, MessageSender};
+/// use ipckit::prelude::*;
 ///
 /// let sig = Signal::realtime(2)?;
 /// let mut rx = SignalReceiver::new(&[sig])?;

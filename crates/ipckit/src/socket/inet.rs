@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use ipckit::socket::inet::{TcpListener, TcpStream};
-//! use ipckit::{MessageReceiver, MessageSender};
+//! use ipckit::prelude::*;
 //!
 //! let listener = TcpListener::bind("127.0.0.1:0")?;
 //! let mut client = TcpStream::connect(listener.local_addr()?)?;

@@ -30,7 +30,7 @@
 //!
 //! ```
 //! use ipckit::socket::unix::{UnixAddr, UnixListener, UnixStream};
-//! use ipckit::{MessageReceiver, MessageSender};
+//! use ipckit::prelude::*;
 //!
 //! let addr: UnixAddr = format!("@ipckit-doc-{}", std::process::id()).parse()?;
 //! let listener = UnixListener::bind(&addr)?;
