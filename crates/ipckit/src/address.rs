@@ -110,6 +110,15 @@ fn public_key(s: &str) -> io::Result<Key> {
 }
 
 impl Address {
+    /// Whether clients make connections, each a two-way channel of its own
+    /// (`unix:`, `unix-seq:`, `tcp:`).
+    pub fn is_connection(&self) -> bool {
+        matches!(
+            self,
+            Address::Unix(_) | Address::UnixSeq(_) | Address::Tcp(_)
+        )
+    }
+
     /// Whether the address names a message channel (not shared memory or a
     /// semaphore).
     pub fn is_channel(&self) -> bool {

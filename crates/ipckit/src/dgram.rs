@@ -78,6 +78,19 @@ impl DgramIo {
         }
     }
 
+    /// A sending and a receiving half over one socket (see
+    /// `FdIo::try_clone_socket`).
+    pub(crate) fn split(self) -> io::Result<(DgramIo, DgramIo)> {
+        let sending = DgramIo {
+            io: self.io.try_clone_socket()?,
+            max: self.max,
+            wait: self.wait,
+            seqpacket: self.seqpacket,
+            rbuf: Vec::new(),
+        };
+        Ok((sending, self))
+    }
+
     pub(crate) fn max(&self) -> usize {
         self.max
     }

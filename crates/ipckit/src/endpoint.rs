@@ -41,14 +41,37 @@ use crate::socket::unix::{
 };
 use crate::wait::WaitStrategy;
 
-/// Both message traits, for boxing.
-trait TwoWay: MessageSender + MessageReceiver + Send {}
-impl<T: MessageSender + MessageReceiver + Send> TwoWay for T {}
+type BoxSender = Box<dyn MessageSender + Send>;
+type BoxReceiver = Box<dyn MessageReceiver + Send>;
+
+/// Both message traits, for boxing, and a split into one end per way.
+trait TwoWay: MessageSender + MessageReceiver + Send {
+    fn split(self: Box<Self>) -> io::Result<(BoxSender, BoxReceiver)>;
+}
+
+macro_rules! two_way {
+    ($($ty:ty),*) => {$(
+        impl TwoWay for $ty {
+            fn split(self: Box<Self>) -> io::Result<(BoxSender, BoxReceiver)> {
+                let (tx, rx) = (*self).split()?;
+                Ok((Box::new(tx), Box::new(rx)))
+            }
+        }
+    )*};
+}
+
+two_way!(
+    UnixStream,
+    SeqpacketStream,
+    UnixDatagram,
+    TcpStream,
+    UdpSocket
+);
 
 enum Way {
     Both(Box<dyn TwoWay>),
-    Send(Box<dyn MessageSender + Send>),
-    Recv(Box<dyn MessageReceiver + Send>),
+    Send(BoxSender),
+    Recv(BoxReceiver),
 }
 
 /// An endpoint of any mechanism, from [`connect`] or [`Listener::accept`]:
@@ -89,12 +112,59 @@ impl Connection {
         !matches!(self.way, Way::Send(_))
     }
 
+    /// Splits a two-way connection into a sending and a receiving one, so
+    /// that one thread can wait for messages while another sends (both
+    /// are halves of one socket: it closes when both are dropped; pending
+    /// bytes of a non-blocking send go with the sending half, messages
+    /// read ahead with the receiving one). A one-way end is an
+    /// `InvalidInput` error.
+    ///
+    /// ```
+    /// use ipckit::prelude::*;
+    /// use std::time::Duration;
+    ///
+    /// let addr: ipckit::Address = format!("unix-seq:@ipckit-doc-split-{}", std::process::id()).parse()?;
+    /// let server = ipckit::listen(&addr)?;
+    /// let (mut tx, mut rx) = ipckit::connect(&addr)?.split()?;
+    /// let waiting = std::thread::spawn(move || rx.recv());
+    /// let mut conn = server.accept_timeout(Duration::from_secs(5))?;
+    /// tx.send(b"ping")?;
+    /// assert_eq!(conn.recv()?, b"ping");
+    /// conn.send(b"pong")?;
+    /// assert_eq!(waiting.join().unwrap()?, b"pong");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn split(self) -> io::Result<(Connection, Connection)> {
+        match self.way {
+            Way::Both(e) => {
+                let (tx, rx) = e.split()?;
+                Ok((
+                    Connection {
+                        way: Way::Send(tx),
+                        addr: self.addr.clone(),
+                    },
+                    Connection {
+                        way: Way::Recv(rx),
+                        addr: self.addr,
+                    },
+                ))
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} carries messages one way: only a two-way connection splits",
+                    self.addr
+                ),
+            )),
+        }
+    }
+
     fn wrong_way(&self, doing: &str) -> io::Error {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "{} carries messages one way, and this end {}: cannot {doing} (connect to \
-                 send, listen to receive)",
+                "this end of {} only {}, so it cannot {doing} (a mechanism that goes one way: connect \
+                 to send, listen to receive; a split connection: use the other half)",
                 self.addr,
                 if self.can_send() { "sends" } else { "receives" }
             ),
@@ -237,6 +307,8 @@ enum Serving {
 pub struct Listener {
     serving: Serving,
     addr: Address,
+    /// The address clients use (the port bound for TCP and UDP port 0).
+    local: Address,
 }
 
 impl std::fmt::Debug for Listener {
@@ -249,6 +321,18 @@ impl std::fmt::Debug for Listener {
 /// A socket file, FIFO, queue or ring this call made is removed when the
 /// listener is dropped; queues and rings that existed are opened.
 pub fn listen(addr: &Address) -> io::Result<Listener> {
+    listen_with(addr, false)
+}
+
+/// [`listen`], but a FIFO, queue or ring that already exists is an
+/// `AlreadyExists` error rather than opened (a private inbox nobody else
+/// made).
+pub(crate) fn listen_new(addr: &Address) -> io::Result<Listener> {
+    listen_with(addr, true)
+}
+
+fn listen_with(addr: &Address, new: bool) -> io::Result<Listener> {
+    let mut local = None;
     let once = |way: Way| {
         Serving::Once(std::sync::Mutex::new(Some(Connection {
             way,
@@ -258,32 +342,59 @@ pub fn listen(addr: &Address) -> io::Result<Listener> {
     let serving = match addr {
         Address::Unix(a) => Serving::Unix(UnixListener::bind(a)?),
         Address::UnixSeq(a) => Serving::Seq(SeqpacketListener::bind(a)?),
-        Address::Tcp(hp) => Serving::Tcp(TcpListener::bind(resolve(hp)?)?),
-        Address::Fifo(path) => Serving::Fifo(Fifo::builder(path).create_or_open()?),
+        Address::Tcp(hp) => {
+            let l = TcpListener::bind(resolve(hp)?)?;
+            local = Some(Address::Tcp(l.local_addr()?.to_string()));
+            Serving::Tcp(l)
+        }
+        Address::Fifo(path) => {
+            let b = Fifo::builder(path);
+            Serving::Fifo(if new {
+                b.create()?
+            } else {
+                b.create_or_open()?
+            })
+        }
         Address::UnixDgram(a) => once(Way::Both(Box::new(UnixDatagram::bind(a)?))),
-        Address::Udp(hp) => once(Way::Both(Box::new(UdpSocket::bind(resolve(hp)?)?))),
-        Address::Mq(name) => once(Way::Recv(Box::new(
-            crate::mq::PosixQueue::builder(name)
-                .access(crate::mq::Access::Receive)
-                .create_or_open()?,
-        ))),
-        Address::SysvMq(key) => once(Way::Recv(Box::new(
-            crate::sysv::MessageQueue::builder(*key)
-                .access(crate::mq::Access::Receive)
-                .create_or_open()?,
-        ))),
-        Address::Ring(name) => once(Way::Recv(Box::new(
-            crate::ring::Ring::builder(name)
-                .multi(true)
-                .create_or_open()?
+        Address::Udp(hp) => {
+            let s = UdpSocket::bind(resolve(hp)?)?;
+            local = Some(Address::Udp(s.local_addr()?.to_string()));
+            once(Way::Both(Box::new(s)))
+        }
+        Address::Mq(name) => {
+            let b = crate::mq::PosixQueue::builder(name).access(crate::mq::Access::Receive);
+            once(Way::Recv(Box::new(if new {
+                b.create()?
+            } else {
+                b.create_or_open()?
+            })))
+        }
+        Address::SysvMq(key) => {
+            let b = crate::sysv::MessageQueue::builder(*key).access(crate::mq::Access::Receive);
+            once(Way::Recv(Box::new(if new {
+                b.create()?
+            } else {
+                b.create_or_open()?
+            })))
+        }
+        Address::Ring(name) => {
+            let b = crate::ring::Ring::builder(name).multi(true);
+            once(Way::Recv(Box::new(
+                if new {
+                    b.create()?
+                } else {
+                    b.create_or_open()?
+                }
                 .receiver()?,
-        ))),
+            )))
+        }
         Address::Shm(_) | Address::SysvShm(_) | Address::Sem(_) | Address::SysvSem(_) => {
             return Err(not_a_channel(addr))
         }
     };
     Ok(Listener {
         serving,
+        local: local.unwrap_or_else(|| addr.clone()),
         addr: addr.clone(),
     })
 }
@@ -295,13 +406,17 @@ impl Listener {
         &self.addr
     }
 
-    /// The address clients connect to: for TCP the port actually bound
-    /// (when port 0 asked the system to choose one).
+    /// The address clients connect to: for TCP and UDP the port actually
+    /// bound (when port 0 asked the system to choose one).
     pub fn local_address(&self) -> io::Result<Address> {
-        match &self.serving {
-            Serving::Tcp(l) => Ok(Address::Tcp(l.local_addr()?.to_string())),
-            _ => Ok(self.addr.clone()),
-        }
+        Ok(self.local.clone())
+    }
+
+    /// Whether clients connect one by one ( `unix:`, `unix-seq:`, `tcp:`,
+    /// and `fifo:`, whose writers come in turn); `false` when the first
+    /// [`accept`](Self::accept) hands out the one receiving end.
+    pub fn has_connections(&self) -> bool {
+        !matches!(self.serving, Serving::Once(_))
     }
 
     /// The next connection (or, for a connectionless mechanism, the one

@@ -77,6 +77,22 @@ impl FdIo {
         })
     }
 
+    /// A second `FdIo` on a duplicate of a socket's descriptor (`dup(2)`),
+    /// for the other direction when a connection is split into halves.
+    /// Sockets take per-call flags, so the two share no mode state; the
+    /// socket's `SO_RCVTIMEO` is only ever set by the receiving half.
+    pub(crate) fn try_clone_socket(&self) -> io::Result<Self> {
+        debug_assert!(self.kind != Kind::Pipe, "O_NONBLOCK would be shared");
+        Ok(FdIo {
+            fd: self.fd.try_clone()?,
+            kind: self.kind,
+            nonblocking: false,
+            guard_sigpipe: false,
+            recv_fds: false,
+            rcvtimeo: Duration::ZERO,
+        })
+    }
+
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }

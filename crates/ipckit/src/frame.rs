@@ -883,6 +883,23 @@ impl Stream {
         self.tx.flush(&mut self.io, self.wait)
     }
 
+    /// A sending and a receiving stream over one socket: the writer (and
+    /// any bytes a non-blocking send left pending) goes with the first, the
+    /// reader (and its read-ahead) stays with the second.
+    pub(crate) fn split(mut self) -> io::Result<(Stream, Stream)> {
+        let io = self.io.try_clone_socket()?;
+        let mut writer = FrameWriter::new();
+        writer.max = self.tx.max;
+        writer.framing = self.tx.framing;
+        let tx = std::mem::replace(&mut self.tx, writer);
+        let mut sending = Stream::new(io);
+        sending.tx = tx;
+        sending.wait = self.wait;
+        sending.rx.max = self.rx.max;
+        sending.rx.framing = self.rx.framing;
+        Ok((sending, self))
+    }
+
     pub(crate) fn max(&self) -> usize {
         self.rx.max
     }

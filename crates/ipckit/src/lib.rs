@@ -91,6 +91,8 @@ pub mod process;
 // The ring's zero-copy views into its mapped slots (`Loan`, `Sample`).
 #[allow(unsafe_code)]
 pub mod ring;
+#[cfg(not(loom))]
+pub mod rpc;
 pub mod sem;
 // Views into mapped memory: thin `unsafe` accessors over `sys::mman`.
 #[allow(unsafe_code)]

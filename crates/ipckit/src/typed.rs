@@ -125,7 +125,11 @@ fn encode_failed(codec: &str, type_name: &str, why: String) -> io::Error {
 }
 
 /// Encodes `value` into `buf` (cleared first).
-fn encode<T: Serialize, C: Codec>(codec: &C, value: &T, buf: &mut Vec<u8>) -> io::Result<()> {
+pub(crate) fn encode<T: Serialize, C: Codec>(
+    codec: &C,
+    value: &T,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
     buf.clear();
     codec
         .encode(value, buf)
@@ -133,7 +137,7 @@ fn encode<T: Serialize, C: Codec>(codec: &C, value: &T, buf: &mut Vec<u8>) -> io
 }
 
 /// Decodes one `T` from `buf`.
-fn decode<T: DeserializeOwned, C: Codec>(codec: &C, buf: &[u8]) -> io::Result<T> {
+pub(crate) fn decode<T: DeserializeOwned, C: Codec>(codec: &C, buf: &[u8]) -> io::Result<T> {
     codec.decode(buf).map_err(|reason| {
         io::Error::new(
             io::ErrorKind::InvalidData,

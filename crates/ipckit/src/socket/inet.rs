@@ -131,6 +131,21 @@ impl TcpStream {
         self.s.set_max(max);
     }
 
+    /// A sending and a receiving stream over this socket.
+    pub(crate) fn split(self) -> io::Result<(Self, Self)> {
+        let (tx, rx) = self.s.split()?;
+        Ok((
+            TcpStream {
+                s: tx,
+                peer: self.peer,
+            },
+            TcpStream {
+                s: rx,
+                peer: self.peer,
+            },
+        ))
+    }
+
     /// Closes the writing direction; the peer reads end-of-file.
     pub fn shutdown_write(&mut self) -> io::Result<()> {
         self.s.flush()?;
@@ -178,6 +193,19 @@ impl UdpSocket {
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
+    }
+
+    /// A sending and a receiving half over this socket.
+    pub(crate) fn split(self) -> io::Result<(Self, Self)> {
+        let inner = self.inner.try_clone()?;
+        let (tx, rx) = self.d.split()?;
+        Ok((
+            UdpSocket { inner, d: tx },
+            UdpSocket {
+                inner: self.inner,
+                d: rx,
+            },
+        ))
     }
 
     /// Sends one datagram to `addr`.

@@ -421,6 +421,12 @@ impl UnixStream {
         Self::from_fd(fd)
     }
 
+    /// A sending and a receiving stream over this socket.
+    pub(crate) fn split(self) -> io::Result<(Self, Self)> {
+        let (tx, rx) = self.s.split()?;
+        Ok((UnixStream { s: tx }, UnixStream { s: rx }))
+    }
+
     /// The credentials of the peer process.
     pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
         peer_credentials(self.s.io.fd())
@@ -580,6 +586,12 @@ impl SeqpacketStream {
         let (a, b) = sock::socketpair(libc::SOCK_SEQPACKET)?;
         Ok((Self::from_fd(a)?, Self::from_fd(b)?))
     }
+
+    /// A sending and a receiving half over this socket.
+    pub(crate) fn split(self) -> io::Result<(Self, Self)> {
+        let (tx, rx) = self.d.split()?;
+        Ok((SeqpacketStream { d: tx }, SeqpacketStream { d: rx }))
+    }
 }
 
 packet_socket_common!(SeqpacketStream);
@@ -634,6 +646,22 @@ impl UnixDatagram {
     pub fn connect(&mut self, addr: &UnixAddr) -> io::Result<()> {
         let sa = addr.sockaddr()?;
         sock::connect(self.d.io.fd(), &sa).map_err(|e| context(e, "connect to", addr))
+    }
+
+    /// A sending and a receiving half over this socket; the receiving one
+    /// keeps the bound name (removed when it is dropped).
+    pub(crate) fn split(self) -> io::Result<(Self, Self)> {
+        let (tx, rx) = self.d.split()?;
+        Ok((
+            UnixDatagram {
+                d: tx,
+                _bound: None,
+            },
+            UnixDatagram {
+                d: rx,
+                _bound: self._bound,
+            },
+        ))
     }
 
     /// An unbound datagram socket connected to `addr`.

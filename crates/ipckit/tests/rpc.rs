@@ -1,0 +1,282 @@
+//! Request/reply between processes: a server process on every address
+//! kind, many threads calling through one client at once (each gets its
+//! own reply although the server answers out of order), errors from the
+//! server, timeouts with late replies, a server that dies, and a hostile
+//! client that sends garbage or names someone else's queue as its inbox.
+//!
+//! This test binary re-executed with `IPCKIT_RPC_PEER=<role>:<arg>` plays
+//! the server (or the hostile client).
+
+use std::io::{self, BufRead};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipckit::rpc::{CallError, Client, Server};
+use ipckit::{listen, Address, MessageReceiver, MessageSenderExt, RecvTimeoutError};
+use libtest_mimic::Failed;
+use serde::{Deserialize, Serialize};
+
+mod common;
+use common::{ensure, peer_command, unique, T};
+
+const VAR: &str = "IPCKIT_RPC_PEER";
+
+#[derive(Serialize, Deserialize, Debug)]
+enum Req {
+    /// Answered with `(caller, seq, server pid)` after `delay_ms`.
+    Echo {
+        caller: u32,
+        seq: u32,
+        delay_ms: u32,
+    },
+    /// Makes the handler panic.
+    Panic,
+}
+
+type Resp = (u32, u32, u32);
+
+fn handle(req: Req) -> Resp {
+    match req {
+        Req::Echo {
+            caller,
+            seq,
+            delay_ms,
+        } => {
+            std::thread::sleep(Duration::from_millis(delay_ms.into()));
+            (caller, seq, std::process::id())
+        }
+        Req::Panic => panic!("asked to panic"),
+    }
+}
+
+/// `serve:ADDR`: listens, prints the address clients use, serves forever.
+fn serve(addr: &str) -> io::Result<()> {
+    let listener = listen(&addr.parse()?)?;
+    println!("{}", listener.local_address()?);
+    Server::new(listener).workers(4).serve(handle)
+}
+
+/// Starts a server process on `addr` and returns it with the address to
+/// call.
+fn start_server(addr: &str) -> Result<(Child, Address), Failed> {
+    let mut child = peer_command(VAR, "serve", addr)?
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let out = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = io::BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(T).map_err(|_| "the server did not start")?;
+    let addr: Address = line
+        .trim()
+        .parse()
+        .map_err(|e| format!("server said {line:?}: {e}"))?;
+    Ok((child, addr))
+}
+
+/// Stops a server process and removes what it made (killed, it cannot).
+fn stop_server(mut child: Child, addr: &Address) {
+    let _ = child.kill();
+    let _ = child.wait();
+    match addr {
+        Address::Ring(name) => {
+            let _ = ipckit::ring::unlink(name);
+        }
+        Address::Mq(name) => {
+            let _ = ipckit::mq::unlink(name);
+        }
+        Address::Fifo(path) => {
+            let _ = std::fs::remove_file(path);
+        }
+        _ => {}
+    }
+}
+
+fn every_address() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let addrs = [
+        format!("unix:@{}", unique("rpc")),
+        format!("unix-seq:@{}", unique("rpc")),
+        "tcp:127.0.0.1:0".to_string(),
+        "udp:127.0.0.1:0".to_string(),
+        format!("unix-dgram:@{}", unique("rpc")),
+        format!("mq:/{}", unique("rpc")),
+        format!("ring:{}", unique("rpc")),
+        format!("fifo:{}", dir.path().join("svc").display()),
+    ];
+    for text in addrs {
+        let (server, addr) = start_server(&text)?;
+        let result = concurrent_callers(&addr, server.id());
+        stop_server(server, &addr);
+        result.map_err(|e| format!("{text}: {}", e.message().unwrap_or("failed")))?;
+    }
+    Ok(())
+}
+
+/// Eight threads call through one client; the server's four workers
+/// answer requests that take different times, so replies come back out
+/// of order and each caller must still get its own.
+fn concurrent_callers(addr: &Address, server_pid: u32) -> Result<(), Failed> {
+    let client = Arc::new(Client::<Req, Resp>::connect_timeout(addr, T)?);
+    let threads: Vec<_> = (0..8u32)
+        .map(|caller| {
+            let client = client.clone();
+            std::thread::spawn(move || -> Result<(), String> {
+                for seq in 0..25u32 {
+                    let delay_ms = (caller * 7 + seq * 3) % 4;
+                    let req = Req::Echo {
+                        caller,
+                        seq,
+                        delay_ms,
+                    };
+                    let got = client.call(&req, T).map_err(|e| e.to_string())?;
+                    if got != (caller, seq, server_pid) {
+                        return Err(format!("{req:?} answered with {got:?}"));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| "a caller panicked")??;
+    }
+    Ok(())
+}
+
+/// A handler that panics answers that one call with an error; the server
+/// goes on. A request of the wrong type is an error naming the type.
+fn server_errors() -> Result<(), Failed> {
+    let (server, addr) = start_server(&format!("unix:@{}", unique("err")))?;
+    let result = (|| -> Result<(), Failed> {
+        let client = Client::<Req, Resp>::connect_timeout(&addr, T)?;
+        match client.call(&Req::Panic, T) {
+            Err(CallError::Remote(why)) => ensure(
+                why.contains("panicked") && why.contains("asked to panic"),
+                || why.clone(),
+            )?,
+            other => return Err(format!("a panicking handler: {other:?}").into()),
+        }
+        let echo = Req::Echo {
+            caller: 1,
+            seq: 2,
+            delay_ms: 0,
+        };
+        ensure(client.call(&echo, T)?.1 == 2, || "after a panic".into())?;
+        let wrong = Client::<String, Resp>::connect_timeout(&addr, T)?;
+        match wrong.call(&"x".repeat(40), T) {
+            Err(CallError::Remote(why)) => ensure(why.contains("Req"), || why.clone())?,
+            other => return Err(format!("a request of the wrong type: {other:?}").into()),
+        }
+        Ok(())
+    })();
+    stop_server(server, &addr);
+    result
+}
+
+/// A call that times out gets `Timeout`; its reply, coming later, is not
+/// taken by the next call. A server that dies is `Disconnected`, at once.
+fn timeouts_and_death() -> Result<(), Failed> {
+    let (server, addr) = start_server(&format!("unix-seq:@{}", unique("late")))?;
+    let pid = server.id();
+    let client = Client::<Req, Resp>::connect_timeout(&addr, T)?;
+    let slow = Req::Echo {
+        caller: 9,
+        seq: 1,
+        delay_ms: 300,
+    };
+    let result = (|| -> Result<(), Failed> {
+        match client.call(&slow, Duration::from_millis(50)) {
+            Err(CallError::Timeout) => {}
+            other => return Err(format!("a slow call: {other:?}").into()),
+        }
+        let next = Req::Echo {
+            caller: 9,
+            seq: 2,
+            delay_ms: 0,
+        };
+        let got = client.call(&next, T)?;
+        ensure(got == (9, 2, pid), || format!("the next call got {got:?}"))?;
+        Ok(())
+    })();
+    stop_server(server, &addr);
+    result?;
+    let start = Instant::now();
+    match client.call(&slow, T) {
+        Err(CallError::Disconnected) | Err(CallError::Io(_)) => {}
+        other => return Err(format!("a call to a dead server: {other:?}").into()),
+    }
+    ensure(start.elapsed() < Duration::from_secs(2), || {
+        format!("noticed the death after {:?}", start.elapsed())
+    })
+}
+
+/// `hostile:ADDR|VICTIM`: sends garbage, then a well-formed request whose
+/// reply address is the victim queue.
+fn hostile(arg: &str) -> io::Result<()> {
+    let (addr, victim) = arg.split_once('|').expect("ADDR|VICTIM");
+    let mut c = ipckit::connect_timeout(&addr.parse()?, Some(T))?;
+    for junk in [&b""[..], b"\x01", &[0xff; 9], &[0xff; 64]] {
+        c.send_timeout(junk, T).map_err(io::Error::from)?;
+    }
+    let mut msg = 7u64.to_le_bytes().to_vec();
+    msg.extend_from_slice(&(victim.len() as u16).to_le_bytes());
+    msg.extend_from_slice(victim.as_bytes());
+    msg.extend_from_slice(b"\x00\x01\x02\x00");
+    c.send_timeout(msg, T).map_err(io::Error::from)?;
+    Ok(())
+}
+
+/// Garbage does not stop the server, and it does not send replies to an
+/// address that is not an inbox of its own.
+fn hostile_client() -> Result<(), Failed> {
+    let service = format!("mq:/{}", unique("svc"));
+    let victim: Address = format!("mq:/{}", unique("victim")).parse()?;
+    let victim_listener = listen(&victim)?;
+    let mut victim_rx = victim_listener.accept()?;
+    let (server, addr) = start_server(&service)?;
+    let result = (|| -> Result<(), Failed> {
+        let out = peer_command(VAR, "hostile", &format!("{addr}|{victim}"))?.output()?;
+        ensure(out.status.success(), || {
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        })?;
+        let client = Client::<Req, Resp>::connect_timeout(&addr, T)?;
+        let echo = Req::Echo {
+            caller: 3,
+            seq: 4,
+            delay_ms: 0,
+        };
+        ensure(client.call(&echo, T)?.1 == 4, || "after garbage".into())?;
+        match victim_rx.recv_timeout(Duration::from_millis(200)) {
+            Err(RecvTimeoutError::Timeout) => Ok(()),
+            other => Err(format!("the server wrote to the victim: {other:?}").into()),
+        }
+    })();
+    stop_server(server, &addr);
+    result
+}
+
+fn main() {
+    common::play_peer_or_arm_watchdog(
+        &[(VAR, |spec: &str| {
+            let (role, arg) = spec.split_once(':').expect("role:arg");
+            match role {
+                "serve" => serve(arg),
+                "hostile" => hostile(arg),
+                other => Err(io::Error::other(format!("unknown role {other}"))),
+            }
+        })],
+        "rpc",
+        Duration::from_secs(120),
+    );
+    common::run_cases(vec![
+        ("every_address", every_address),
+        ("server_errors", server_errors),
+        ("timeouts_and_death", timeouts_and_death),
+        ("hostile_client", hostile_client),
+    ]);
+}
