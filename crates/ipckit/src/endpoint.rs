@@ -35,6 +35,7 @@ use crate::address::{resolve, Address};
 use crate::error::{RecvTimeoutError, SendTimeoutError};
 use crate::fifo::Fifo;
 use crate::message::{Deadline, MessageReceiver, MessageSender};
+use crate::select::{Readiness, Selectable};
 use crate::socket::inet::{TcpListener, TcpStream, UdpSocket};
 use crate::socket::unix::{
     SeqpacketListener, SeqpacketStream, UnixDatagram, UnixListener, UnixStream,
@@ -42,10 +43,14 @@ use crate::socket::unix::{
 use crate::wait::WaitStrategy;
 
 type BoxSender = Box<dyn MessageSender + Send>;
-type BoxReceiver = Box<dyn MessageReceiver + Send>;
+type BoxReceiver = Box<dyn RecvEnd>;
+
+/// A receiving end, for boxing.
+trait RecvEnd: MessageReceiver + Selectable + Send {}
+impl<T: MessageReceiver + Selectable + Send> RecvEnd for T {}
 
 /// Both message traits, for boxing, and a split into one end per way.
-trait TwoWay: MessageSender + MessageReceiver + Send {
+trait TwoWay: MessageSender + MessageReceiver + Selectable + Send {
     fn split(self: Box<Self>) -> io::Result<(BoxSender, BoxReceiver)>;
 }
 
@@ -213,6 +218,24 @@ impl MessageReceiver for Connection {
             Way::Both(e) => e.set_wait_strategy(strategy),
             Way::Recv(e) => e.set_wait_strategy(strategy),
             Way::Send(_) => {}
+        }
+    }
+}
+
+/// Ready when a message waits (see [`crate::select`]); a sending-only end
+/// is an `InvalidInput` error.
+impl Selectable for Connection {
+    fn readiness(&mut self) -> io::Result<Readiness<'_>> {
+        match &mut self.way {
+            Way::Both(e) => e.readiness(),
+            Way::Recv(e) => e.readiness(),
+            Way::Send(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "this end of {} only sends: there is nothing to select on",
+                    self.addr
+                ),
+            )),
         }
     }
 }
@@ -397,6 +420,36 @@ fn listen_with(addr: &Address, new: bool) -> io::Result<Listener> {
         local: local.unwrap_or_else(|| addr.clone()),
         addr: addr.clone(),
     })
+}
+
+/// Ready when a client waits to be accepted (`unix:`, `unix-seq:`,
+/// `tcp:`). A FIFO's writer cannot be seen before opening it, and a
+/// connectionless listener's end is selected on as the [`Connection`]
+/// `accept` gives: both are errors.
+impl Selectable for Listener {
+    fn readiness(&mut self) -> io::Result<Readiness<'_>> {
+        match &mut self.serving {
+            Serving::Unix(l) => l.readiness(),
+            Serving::Seq(l) => l.readiness(),
+            Serving::Tcp(l) => l.readiness(),
+            Serving::Fifo(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{}: a FIFO shows no writer before it is opened; accept() and select on the \
+                     connection it gives",
+                    self.addr
+                ),
+            )),
+            Serving::Once(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} has no connections to wait for: select on the receiving end accept() \
+                     gives",
+                    self.addr
+                ),
+            )),
+        }
+    }
 }
 
 impl Listener {

@@ -36,6 +36,8 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::error::{classify, Failure, MessageTooLarge, RecvTimeoutError, SendTimeoutError};
 use crate::fdio::{FdIo, Kind};
@@ -610,6 +612,30 @@ impl FrameReader {
         self.buf.len() - self.start
     }
 
+    /// Whether a receive would return at once without reading: a whole
+    /// message (or a line) is buffered, or the next one is refused, or the
+    /// stream is broken.
+    pub(crate) fn message_ready(&self) -> bool {
+        if self.broken.is_some() {
+            return true;
+        }
+        if self.large.is_some() {
+            return false;
+        }
+        let pending = &self.buf[self.start..];
+        match self.framing {
+            Framing::Lines => pending.contains(&b'\n') || pending.len() > self.max,
+            Framing::LengthPrefixed => {
+                if pending.len() < HEADER_LEN {
+                    return false;
+                }
+                let len = u32::from_le_bytes([pending[0], pending[1], pending[2], pending[3]]);
+                let len = len as usize;
+                len > self.max || pending.len() >= HEADER_LEN + len
+            }
+        }
+    }
+
     /// Receives one frame into `out`; descriptors that arrived with it are
     /// appended to `fds` (or closed when `fds` is `None`).
     #[inline]
@@ -830,6 +856,9 @@ pub(crate) struct Stream {
     pub(crate) rx: FrameReader,
     pub(crate) tx: FrameWriter,
     pub(crate) wait: WaitStrategy,
+    /// Set after each receive while a whole message waits in the read-ahead
+    /// buffer, once a selector asked (see `crate::select`).
+    ready: Option<Arc<AtomicBool>>,
 }
 
 impl Stream {
@@ -839,7 +868,18 @@ impl Stream {
             rx: FrameReader::new(),
             tx: FrameWriter::new(),
             wait: WaitStrategy::default(),
+            ready: None,
         }
+    }
+
+    /// The descriptor and read-ahead flag a selector waits on.
+    pub(crate) fn readiness(&mut self) -> crate::select::Readiness<'_> {
+        let flag = self
+            .ready
+            .get_or_insert_with(|| Arc::new(AtomicBool::new(false)))
+            .clone();
+        flag.store(self.rx.message_ready(), Ordering::Release);
+        crate::select::Readiness::read_ahead(self.io.fd(), flag)
     }
 
     #[inline]
@@ -862,7 +902,11 @@ impl Stream {
         if fds.is_some() && !self.io.recv_fds() && self.io.kind() == Kind::UnixSocket {
             self.start_recv_fds()?;
         }
-        self.rx.recv(&mut self.io, out, fds, self.wait, deadline)
+        let r = self.rx.recv(&mut self.io, out, fds, self.wait, deadline);
+        if let Some(flag) = &self.ready {
+            flag.store(self.rx.message_ready(), Ordering::Release);
+        }
+        r
     }
 
     /// The first receive that asks for descriptors switches reads to

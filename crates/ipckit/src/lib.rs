@@ -93,6 +93,7 @@ pub mod process;
 pub mod ring;
 #[cfg(not(loom))]
 pub mod rpc;
+pub mod select;
 pub mod sem;
 // Views into mapped memory: thin `unsafe` accessors over `sys::mman`.
 #[allow(unsafe_code)]

@@ -249,6 +249,18 @@ impl Receiver {
 impl_message_sender!(Sender => s);
 impl_message_receiver!(Receiver => s);
 
+impl crate::select::Selectable for Receiver {
+    fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
+        Ok(self.s.readiness())
+    }
+}
+
+impl crate::select::Selectable for Duplex {
+    fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
+        Ok(self.rx.s.readiness())
+    }
+}
+
 /// Creates a pipe and frames messages over it.
 pub fn channel() -> io::Result<(Sender, Receiver)> {
     let (r, w) = pipe()?;

@@ -407,3 +407,15 @@ impl<Out, In, E, C> std::ops::DerefMut for Duplex<Out, In, E, C> {
         &mut self.rx
     }
 }
+
+impl<T, R: crate::select::Selectable, C> crate::select::Selectable for Receiver<T, R, C> {
+    fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
+        self.inner.readiness()
+    }
+}
+
+impl<Out, In, E: crate::select::Selectable, C> crate::select::Selectable for Duplex<Out, In, E, C> {
+    fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
+        self.inner.readiness()
+    }
+}

@@ -535,6 +535,14 @@ impl AsFd for PosixQueue {
     }
 }
 
+/// Ready when a message waits (a queue descriptor is pollable on Linux:
+/// `mq_overview(7)`).
+impl crate::select::Selectable for PosixQueue {
+    fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
+        Ok(crate::select::Readiness::descriptor(self.fd.as_fd()))
+    }
+}
+
 impl Drop for PosixQueue {
     fn drop(&mut self) {
         if self.unlink_on_drop {

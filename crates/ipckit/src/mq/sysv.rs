@@ -671,6 +671,18 @@ impl crate::MessageSender for MessageQueue {
     }
 }
 
+/// Not yet: a System V queue has no descriptor to wait on (see
+/// [`crate::select`]); registering one is an `Unsupported` error.
+impl crate::select::Selectable for MessageQueue {
+    fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a System V message queue has no descriptor to select on (a helper thread per \
+             queue is planned); use a POSIX queue (mq:) to wait on several endpoints",
+        ))
+    }
+}
+
 impl crate::MessageReceiver for MessageQueue {
     /// Receives with the default selector ([`MessageQueue::set_default_selector`]).
     fn recv_until(

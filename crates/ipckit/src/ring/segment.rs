@@ -1339,6 +1339,19 @@ impl RingReceiver {
     }
 }
 
+/// Ready when a message waits in the ring, through
+/// [`notify_fd`](RingReceiver::notify_fd).
+impl crate::select::Selectable for RingReceiver {
+    fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
+        let seg = self.seg.clone();
+        let check: crate::select::Check = Arc::new(move || core::message_waiting(&*seg));
+        Ok(crate::select::Readiness::signalled(
+            self.notify_fd()?,
+            check,
+        ))
+    }
+}
+
 impl crate::MessageReceiver for RingReceiver {
     fn recv_until(
         &mut self,

@@ -173,6 +173,13 @@ impl AsFd for SignalReceiver {
     }
 }
 
+/// Ready when a signal is pending (its `signalfd(2)`).
+impl crate::select::Selectable for SignalReceiver {
+    fn readiness(&mut self) -> std::io::Result<crate::select::Readiness<'_>> {
+        Ok(crate::select::Readiness::descriptor(self.fd.as_fd()))
+    }
+}
+
 impl MessageReceiver for SignalReceiver {
     fn recv_until(
         &mut self,

@@ -162,6 +162,18 @@ impl AsFd for TcpStream {
 impl_message_sender!(TcpStream => s);
 impl_message_receiver!(TcpStream => s);
 
+impl crate::select::Selectable for TcpStream {
+    fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
+        Ok(self.s.readiness())
+    }
+}
+
+impl crate::select::Selectable for TcpListener {
+    fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
+        Ok(crate::select::Readiness::descriptor(AsFd::as_fd(&*self)))
+    }
+}
+
 /// A UDP socket. The message traits send to the connected peer
 /// ([`UdpSocket::connect`]) and receive from anyone.
 #[derive(Debug)]
@@ -224,3 +236,9 @@ impl AsFd for UdpSocket {
 
 impl_message_sender!(UdpSocket => d);
 impl_message_receiver!(UdpSocket => d);
+
+impl crate::select::Selectable for UdpSocket {
+    fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
+        Ok(crate::select::Readiness::descriptor(AsFd::as_fd(&*self)))
+    }
+}

@@ -372,6 +372,13 @@ macro_rules! listener {
                 self.bound.fd.as_fd()
             }
         }
+
+        /// Ready when a connection waits to be accepted.
+        impl crate::select::Selectable for $name {
+            fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
+                Ok(crate::select::Readiness::descriptor(self.bound.fd.as_fd()))
+            }
+        }
     };
 }
 
@@ -495,6 +502,12 @@ impl AsRawFd for UnixStream {
 impl_message_sender!(UnixStream => s);
 impl_message_receiver!(UnixStream => s);
 
+impl crate::select::Selectable for UnixStream {
+    fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
+        Ok(self.s.readiness())
+    }
+}
+
 fn check_type(fd: BorrowedFd<'_>, want: libc::c_int) -> io::Result<()> {
     let ty = sock::socket_type(fd)?;
     if ty != want {
@@ -553,6 +566,12 @@ macro_rules! packet_socket_common {
         impl AsFd for $name {
             fn as_fd(&self) -> BorrowedFd<'_> {
                 self.d.io.fd()
+            }
+        }
+
+        impl crate::select::Selectable for $name {
+            fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
+                Ok(crate::select::Readiness::descriptor(self.d.io.fd()))
             }
         }
 

@@ -11,6 +11,7 @@
 //!   ipckit's message errors only in [`crate::error`].
 
 pub(crate) mod alarm;
+pub(crate) mod epoll;
 pub(crate) mod fd;
 pub(crate) mod mman;
 pub(crate) mod mq;
