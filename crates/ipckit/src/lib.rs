@@ -88,6 +88,7 @@ pub mod mq;
 pub mod named;
 pub mod pipe;
 pub mod process;
+pub mod registry;
 // The ring's zero-copy views into its mapped slots (`Loan`, `Sample`).
 #[allow(unsafe_code)]
 pub mod ring;
