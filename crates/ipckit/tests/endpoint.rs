@@ -14,7 +14,7 @@ use ipckit::{
 use libtest_mimic::Failed;
 
 mod common;
-use common::{ensure, peer_command, unique, unique_key, T};
+use common::{ensure, peer_command, unique, T};
 
 const VAR: &str = "IPCKIT_ENDPOINT_PEER";
 
