@@ -2,7 +2,7 @@
 //! ([`ipckit::Address`]); here only what the CLI says about them.
 
 use anyhow::anyhow;
-pub use ipckit::address::{resolve, FORMS};
+pub use ipckit::address::FORMS;
 pub use ipckit::Address as Addr;
 
 /// The CLI's words for addresses that name no message channel.

@@ -5,14 +5,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ipckit::fifo::Fifo;
 use ipckit::frame::Framing;
 use ipckit::named::CreatedPath;
-use ipckit::socket::inet::{TcpListener, UdpSocket};
-use ipckit::socket::unix::{SeqpacketListener, UnixDatagram, UnixListener};
 use ipckit::{Deadline, MessageReceiver, RecvTimeoutError};
 
-use crate::addr::{resolve, Addr, AddrExt, FORMS};
+use crate::addr::{Addr, AddrExt, FORMS};
 use crate::send::{open_queue, open_sysv, secs};
 use crate::{StdoutClosed, TimedOut};
 
@@ -215,52 +212,23 @@ pub fn run(args: Args) -> Result<()> {
         addr: args.addr.to_string(),
     };
     match &args.addr {
-        Addr::Fifo(path) => {
-            let fifo = Fifo::builder(path).create_or_open()?;
-            if fifo.removes_on_drop() {
-                remove_on_signal(fifo.created_path());
+        Addr::Fifo(_)
+        | Addr::Unix(_)
+        | Addr::UnixSeq(_)
+        | Addr::Tcp(_)
+        | Addr::UnixDgram(_)
+        | Addr::Udp(_) => {
+            // What it makes (a socket file, a FIFO) goes when it exits.
+            let opts = ipckit::endpoint::Options::new().framing(framing);
+            let l = ipckit::listen_with(&args.addr, &opts)?;
+            remove_on_signal(l.created_path());
+            if l.has_connections() {
+                // Connections, or a FIFO's writers as they come and go,
+                // one after another.
+                serve(&mut p, |t| timed(t, |t| l.accept_timeout(t), || l.accept()))?;
+            } else {
+                p.drain(&mut l.accept()?)?;
             }
-            // Each writer that comes and goes is like one connection.
-            serve(
-                &mut p,
-                |t| fifo.open_receiver(t),
-                |rx| rx.set_framing(framing),
-            )?;
-        }
-        Addr::Unix(a) => {
-            let l = UnixListener::bind(a)?;
-            remove_on_signal(l.created_path());
-            serve(
-                &mut p,
-                |t| timed(t, |t| l.accept_timeout(t), || l.accept()),
-                |c| c.set_framing(framing),
-            )?;
-        }
-        Addr::UnixSeq(a) => {
-            let l = SeqpacketListener::bind(a)?;
-            remove_on_signal(l.created_path());
-            serve(
-                &mut p,
-                |t| timed(t, |t| l.accept_timeout(t), || l.accept()),
-                |_| {},
-            )?;
-        }
-        Addr::Tcp(hp) => {
-            let l = TcpListener::bind(resolve(hp)?)?;
-            serve(
-                &mut p,
-                |t| timed(t, |t| l.accept_timeout(t), || l.accept()),
-                |c| c.set_framing(framing),
-            )?;
-        }
-        Addr::UnixDgram(a) => {
-            let mut s = UnixDatagram::bind(a)?;
-            remove_on_signal(s.created_path());
-            p.drain(&mut s)?;
-        }
-        Addr::Udp(hp) => {
-            let mut s = UdpSocket::bind(resolve(hp)?)?;
-            p.drain(&mut s)?;
         }
         Addr::Mq(name) => {
             let mut q = open_queue(name, ipckit::mq::Access::Receive)?;
@@ -319,11 +287,9 @@ pub fn run(args: Args) -> Result<()> {
 fn serve<C: MessageReceiver>(
     p: &mut Printer,
     mut open: impl FnMut(Option<Duration>) -> io::Result<C>,
-    mut prepare: impl FnMut(&mut C),
 ) -> Result<()> {
     loop {
         let mut c = open(p.remaining()).map_err(|e| p.accept_err(e))?;
-        prepare(&mut c);
         let stop = p.drain(&mut c)?;
         if !p.again(stop) {
             return Ok(());

@@ -7,11 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ipckit::frame::Framing;
-use ipckit::socket::inet::{TcpStream, UdpSocket};
-use ipckit::socket::unix::{SeqpacketStream, UnixDatagram, UnixStream};
-use ipckit::{fifo, Deadline, MessageSender, SendTimeoutError};
+use ipckit::{Deadline, MessageSender, SendTimeoutError};
 
-use crate::addr::{resolve, Addr, AddrExt, FORMS};
+use crate::addr::{Addr, AddrExt, FORMS};
 use crate::TimedOut;
 
 #[derive(clap::Args, Debug)]
@@ -109,15 +107,35 @@ pub fn open_queue(name: &str, access: ipckit::mq::Access) -> Result<ipckit::mq::
         .create_or_open()?)
 }
 
-/// Opens (creating if needed, mode 0600) a ring that stays after exit, for
-/// many senders and receivers: 64 slots for messages up to 64 KiB.
+/// Rings `ipc` makes: 64 slots for messages up to 64 KiB, for many
+/// senders and receivers.
+const RING_SLOTS: usize = 64;
+const RING_MAX_MESSAGE: usize = 64 * 1024;
+
+/// Opens (creating if needed, mode 0600) a ring that stays after exit.
 pub fn open_ring(name: &str) -> Result<ipckit::ring::Ring> {
     Ok(ipckit::ring::Ring::builder(name)
-        .capacity(64)
-        .max_message_size(64 * 1024)
+        .capacity(RING_SLOTS)
+        .max_message_size(RING_MAX_MESSAGE)
         .multi(true)
         .keep(true)
         .create_or_open()?)
+}
+
+/// How `ipc` opens what it sends to: queues and rings are made if missing
+/// (mode 0600) and stay for the next command.
+pub fn options(lines: bool, timeout: Option<Duration>) -> ipckit::endpoint::Options {
+    ipckit::endpoint::Options::new()
+        .framing(if lines {
+            Framing::Lines
+        } else {
+            Framing::LengthPrefixed
+        })
+        .create(true)
+        .keep(true)
+        .timeout(timeout)
+        .ring_capacity(RING_SLOTS)
+        .ring_max_message_size(RING_MAX_MESSAGE)
 }
 
 /// Opens (creating if needed, mode 0600) a System V queue that stays after exit.
@@ -140,47 +158,9 @@ pub fn secs(s: Option<f64>) -> Result<Option<Duration>> {
 
 /// Opens a sending endpoint for `addr`.
 pub fn open(addr: &Addr, lines: bool, timeout: Option<Duration>) -> Result<Box<dyn MessageSender>> {
-    let framing = if lines {
-        Framing::Lines
-    } else {
-        Framing::LengthPrefixed
-    };
-    Ok(match addr {
-        Addr::Fifo(path) => {
-            let mut tx = fifo::open_sender(path, timeout).map_err(|e| timeout_or(e, addr))?;
-            tx.set_framing(framing);
-            Box::new(tx)
-        }
-        Addr::Unix(a) => {
-            let mut s = UnixStream::connect(a)?;
-            s.set_framing(framing);
-            Box::new(s)
-        }
-        Addr::UnixSeq(a) => Box::new(SeqpacketStream::connect(a)?),
-        Addr::UnixDgram(a) => Box::new(UnixDatagram::connect_to(a)?),
-        Addr::Tcp(hp) => {
-            let sa = resolve(hp)?;
-            let mut s = match timeout {
-                Some(t) => TcpStream::connect_timeout(&sa, t)?,
-                None => TcpStream::connect(sa)?,
-            };
-            s.set_framing(framing);
-            Box::new(s)
-        }
-        Addr::Mq(name) => Box::new(open_queue(name, ipckit::mq::Access::Send)?),
-        Addr::SysvMq(key) => Box::new(open_sysv(*key, ipckit::sysv::Access::Send)?),
-        Addr::Ring(name) => Box::new(open_ring(name)?.sender()?),
-        Addr::Shm(_) | Addr::SysvShm(_) | Addr::Sem(_) | Addr::SysvSem(_) => {
-            return Err(addr.not_a_channel())
-        }
-        Addr::Udp(hp) => {
-            let sa = resolve(hp)?;
-            let any = if sa.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
-            let s = UdpSocket::bind(any)?;
-            s.connect(sa)?;
-            Box::new(s)
-        }
-    })
+    let conn =
+        ipckit::connect_with(addr, &options(lines, timeout)).map_err(|e| timeout_or(e, addr))?;
+    Ok(Box::new(conn))
 }
 
 fn timeout_or(e: io::Error, addr: &Addr) -> anyhow::Error {

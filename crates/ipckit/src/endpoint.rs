@@ -34,7 +34,9 @@ use std::time::{Duration, Instant};
 use crate::address::{resolve, Address};
 use crate::error::{RecvTimeoutError, SendTimeoutError};
 use crate::fifo::Fifo;
+use crate::frame::Framing;
 use crate::message::{Deadline, MessageReceiver, MessageSender};
+use crate::named::CreatedPath;
 use crate::select::{Readiness, Selectable};
 use crate::socket::inet::{TcpListener, TcpStream, UdpSocket};
 use crate::socket::unix::{
@@ -249,17 +251,124 @@ fn not_a_channel(addr: &Address) -> io::Error {
     )
 }
 
+/// How [`connect_with`] and [`listen_with`] open an endpoint, beyond the
+/// address; the defaults are what [`connect`] and [`listen`] do.
+///
+/// ```
+/// use ipckit::endpoint::Options;
+/// use ipckit::frame::Framing;
+/// use std::time::Duration;
+///
+/// // What `ipc send` does: lines for text tools, queues made if missing
+/// // and left for the next command.
+/// let opts = Options::new()
+///     .framing(Framing::Lines)
+///     .create(true)
+///     .keep(true)
+///     .timeout(Some(Duration::from_secs(5)));
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone)]
+pub struct Options {
+    framing: Framing,
+    create: bool,
+    keep: bool,
+    timeout: Option<Duration>,
+    ring_capacity: Option<usize>,
+    ring_max_message_size: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::new()
+    }
+}
+
+impl Options {
+    /// The defaults: length-prefixed frames, nothing made by `connect`,
+    /// what `listen` made removed when dropped, no time limit.
+    pub fn new() -> Self {
+        Options {
+            framing: Framing::LengthPrefixed,
+            create: false,
+            keep: false,
+            timeout: None,
+            ring_capacity: None,
+            ring_max_message_size: None,
+        }
+    }
+
+    /// How messages are delimited on byte streams (`fifo:`, `unix:`,
+    /// `tcp:`): [`Framing::Lines`] to talk with `cat`, `socat` or `nc`.
+    pub fn framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
+    }
+
+    /// `connect` makes a queue or ring that does not exist yet (mode
+    /// 0600), so that a sender can start before any receiver.
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// Leaves the queue, ring, FIFO or socket file this call makes in
+    /// place when the endpoint is dropped (for a shell, where the next
+    /// command uses it).
+    pub fn keep(mut self, keep: bool) -> Self {
+        self.keep = keep;
+        self
+    }
+
+    /// `connect`: how long to keep trying while the other side is not
+    /// there yet (a server still starting; a FIFO's reader).
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// A ring this call makes: how many slots (see
+    /// [`RingBuilder::capacity`](crate::ring::RingBuilder::capacity)).
+    pub fn ring_capacity(mut self, slots: usize) -> Self {
+        self.ring_capacity = Some(slots);
+        self
+    }
+
+    /// A ring this call makes: the largest message (see
+    /// [`RingBuilder::max_message_size`](crate::ring::RingBuilder::max_message_size)).
+    pub fn ring_max_message_size(mut self, max: usize) -> Self {
+        self.ring_max_message_size = Some(max);
+        self
+    }
+
+    fn ring(&self, name: &str) -> crate::ring::RingBuilder {
+        let mut b = crate::ring::Ring::builder(name).multi(true).keep(self.keep);
+        if let Some(n) = self.ring_capacity {
+            b = b.capacity(n);
+        }
+        if let Some(m) = self.ring_max_message_size {
+            b = b.max_message_size(m);
+        }
+        b
+    }
+}
+
 /// Connects to `addr`, waiting as long as a FIFO needs for its reader.
 pub fn connect(addr: &Address) -> io::Result<Connection> {
-    connect_timeout(addr, None)
+    connect_with(addr, &Options::new())
 }
 
 /// Connects to `addr`; with a `timeout`, keeps trying while the other side
 /// is not there yet (a server still starting) until it passes.
 pub fn connect_timeout(addr: &Address, timeout: Option<Duration>) -> io::Result<Connection> {
-    let until = timeout.map(|t| Instant::now() + t);
+    connect_with(addr, &Options::new().timeout(timeout))
+}
+
+/// Connects to `addr` as `opts` say.
+pub fn connect_with(addr: &Address, opts: &Options) -> io::Result<Connection> {
+    let until = opts.timeout.map(|t| Instant::now() + t);
     loop {
-        match connect_once(addr, timeout) {
+        match connect_once(addr, opts) {
             Err(e)
                 if until.is_some_and(|u| Instant::now() < u)
                     && matches!(
@@ -274,17 +383,24 @@ pub fn connect_timeout(addr: &Address, timeout: Option<Duration>) -> io::Result<
     }
 }
 
-fn connect_once(addr: &Address, timeout: Option<Duration>) -> io::Result<Connection> {
+fn connect_once(addr: &Address, opts: &Options) -> io::Result<Connection> {
+    let timeout = opts.timeout;
     let way = match addr {
-        Address::Unix(a) => Way::Both(Box::new(UnixStream::connect(a)?)),
+        Address::Unix(a) => {
+            let mut s = UnixStream::connect(a)?;
+            s.set_framing(opts.framing);
+            Way::Both(Box::new(s))
+        }
         Address::UnixSeq(a) => Way::Both(Box::new(SeqpacketStream::connect(a)?)),
         Address::UnixDgram(a) => Way::Send(Box::new(UnixDatagram::connect_to(a)?)),
         Address::Tcp(hp) => {
             let sa = resolve(hp)?;
-            Way::Both(Box::new(match timeout {
+            let mut s = match timeout {
                 Some(t) => TcpStream::connect_timeout(&sa, t)?,
                 None => TcpStream::connect(sa)?,
-            }))
+            };
+            s.set_framing(opts.framing);
+            Way::Both(Box::new(s))
         }
         Address::Udp(hp) => {
             let sa = resolve(hp)?;
@@ -293,19 +409,39 @@ fn connect_once(addr: &Address, timeout: Option<Duration>) -> io::Result<Connect
             s.connect(sa)?;
             Way::Both(Box::new(s))
         }
-        Address::Fifo(path) => Way::Send(Box::new(crate::fifo::open_sender(path, timeout)?)),
-        Address::Mq(name) => Way::Send(Box::new(
-            crate::mq::PosixQueue::builder(name)
+        Address::Fifo(path) => {
+            let mut tx = crate::fifo::open_sender(path, timeout)?;
+            tx.set_framing(opts.framing);
+            Way::Send(Box::new(tx))
+        }
+        Address::Mq(name) => {
+            let b = crate::mq::PosixQueue::builder(name)
                 .access(crate::mq::Access::Send)
-                .open()?,
-        )),
-        Address::SysvMq(key) => Way::Send(Box::new(
-            crate::sysv::MessageQueue::builder(*key)
+                .keep(opts.keep);
+            Way::Send(Box::new(if opts.create {
+                b.create_or_open()?
+            } else {
+                b.open()?
+            }))
+        }
+        Address::SysvMq(key) => {
+            let b = crate::sysv::MessageQueue::builder(*key)
                 .access(crate::mq::Access::Send)
-                .open()?,
-        )),
+                .keep(opts.keep);
+            Way::Send(Box::new(if opts.create {
+                b.create_or_open()?
+            } else {
+                b.open()?
+            }))
+        }
         Address::Ring(name) => {
-            Way::Send(Box::new(crate::ring::Ring::builder(name).open()?.sender()?))
+            let b = opts.ring(name);
+            let ring = if opts.create {
+                b.create_or_open()?
+            } else {
+                b.open()?
+            };
+            Way::Send(Box::new(ring.sender()?))
         }
         Address::Shm(_) | Address::SysvShm(_) | Address::Sem(_) | Address::SysvSem(_) => {
             return Err(not_a_channel(addr))
@@ -332,6 +468,11 @@ pub struct Listener {
     addr: Address,
     /// The address clients use (the port bound for TCP and UDP port 0).
     local: Address,
+    /// For accepted streams.
+    framing: Framing,
+    /// The socket file or FIFO this listener made, removed when it is
+    /// dropped.
+    created: Option<CreatedPath>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -344,18 +485,25 @@ impl std::fmt::Debug for Listener {
 /// A socket file, FIFO, queue or ring this call made is removed when the
 /// listener is dropped; queues and rings that existed are opened.
 pub fn listen(addr: &Address) -> io::Result<Listener> {
-    listen_with(addr, false)
+    listen_with(addr, &Options::new())
+}
+
+/// [`listen`] as `opts` say (framing of accepted streams, keeping what it
+/// makes, the geometry of a ring it makes).
+pub fn listen_with(addr: &Address, opts: &Options) -> io::Result<Listener> {
+    listen_inner(addr, opts, false)
 }
 
 /// [`listen`], but a FIFO, queue or ring that already exists is an
 /// `AlreadyExists` error rather than opened (a private inbox nobody else
 /// made).
 pub(crate) fn listen_new(addr: &Address) -> io::Result<Listener> {
-    listen_with(addr, true)
+    listen_inner(addr, &Options::new(), true)
 }
 
-fn listen_with(addr: &Address, new: bool) -> io::Result<Listener> {
+fn listen_inner(addr: &Address, opts: &Options, new: bool) -> io::Result<Listener> {
     let mut local = None;
+    let mut created = None;
     let once = |way: Way| {
         Serving::Once(std::sync::Mutex::new(Some(Connection {
             way,
@@ -363,29 +511,55 @@ fn listen_with(addr: &Address, new: bool) -> io::Result<Listener> {
         })))
     };
     let serving = match addr {
-        Address::Unix(a) => Serving::Unix(UnixListener::bind(a)?),
-        Address::UnixSeq(a) => Serving::Seq(SeqpacketListener::bind(a)?),
+        Address::Unix(a) => {
+            let mut l = UnixListener::bind(a)?;
+            if opts.keep {
+                l.keep();
+            }
+            created = l.created_path();
+            Serving::Unix(l)
+        }
+        Address::UnixSeq(a) => {
+            let mut l = SeqpacketListener::bind(a)?;
+            if opts.keep {
+                l.keep();
+            }
+            created = l.created_path();
+            Serving::Seq(l)
+        }
         Address::Tcp(hp) => {
             let l = TcpListener::bind(resolve(hp)?)?;
             local = Some(Address::Tcp(l.local_addr()?.to_string()));
             Serving::Tcp(l)
         }
         Address::Fifo(path) => {
-            let b = Fifo::builder(path);
-            Serving::Fifo(if new {
+            let b = Fifo::builder(path).keep(opts.keep);
+            let f = if new {
                 b.create()?
             } else {
                 b.create_or_open()?
-            })
+            };
+            if f.removes_on_drop() {
+                created = f.created_path();
+            }
+            Serving::Fifo(f)
         }
-        Address::UnixDgram(a) => once(Way::Both(Box::new(UnixDatagram::bind(a)?))),
+        Address::UnixDgram(a) => {
+            let s = UnixDatagram::bind(a)?;
+            if !opts.keep {
+                created = s.created_path();
+            }
+            once(Way::Both(Box::new(s)))
+        }
         Address::Udp(hp) => {
             let s = UdpSocket::bind(resolve(hp)?)?;
             local = Some(Address::Udp(s.local_addr()?.to_string()));
             once(Way::Both(Box::new(s)))
         }
         Address::Mq(name) => {
-            let b = crate::mq::PosixQueue::builder(name).access(crate::mq::Access::Receive);
+            let b = crate::mq::PosixQueue::builder(name)
+                .access(crate::mq::Access::Receive)
+                .keep(opts.keep);
             once(Way::Recv(Box::new(if new {
                 b.create()?
             } else {
@@ -393,7 +567,9 @@ fn listen_with(addr: &Address, new: bool) -> io::Result<Listener> {
             })))
         }
         Address::SysvMq(key) => {
-            let b = crate::sysv::MessageQueue::builder(*key).access(crate::mq::Access::Receive);
+            let b = crate::sysv::MessageQueue::builder(*key)
+                .access(crate::mq::Access::Receive)
+                .keep(opts.keep);
             once(Way::Recv(Box::new(if new {
                 b.create()?
             } else {
@@ -401,7 +577,7 @@ fn listen_with(addr: &Address, new: bool) -> io::Result<Listener> {
             })))
         }
         Address::Ring(name) => {
-            let b = crate::ring::Ring::builder(name).multi(true);
+            let b = opts.ring(name);
             once(Way::Recv(Box::new(
                 if new {
                     b.create()?
@@ -419,6 +595,8 @@ fn listen_with(addr: &Address, new: bool) -> io::Result<Listener> {
         serving,
         local: local.unwrap_or_else(|| addr.clone()),
         addr: addr.clone(),
+        framing: opts.framing,
+        created,
     })
 }
 
@@ -465,6 +643,13 @@ impl Listener {
         Ok(self.local.clone())
     }
 
+    /// The socket file or FIFO this listener made (to remove it from a
+    /// signal handler's thread, say, with [`crate::named`]); `None` when it
+    /// made none or keeps it.
+    pub fn created_path(&self) -> Option<CreatedPath> {
+        self.created.clone()
+    }
+
     /// Whether clients connect one by one ( `unix:`, `unix-seq:`, `tcp:`,
     /// and `fifo:`, whose writers come in turn); `false` when the first
     /// [`accept`](Self::accept) hands out the one receiving end.
@@ -494,19 +679,31 @@ impl Listener {
             addr: self.addr.clone(),
         };
         Ok(match &self.serving {
-            Serving::Unix(l) => wrap(Way::Both(Box::new(match timeout {
-                Some(t) => l.accept_timeout(t)?,
-                None => l.accept()?,
-            }))),
+            Serving::Unix(l) => {
+                let mut c = match timeout {
+                    Some(t) => l.accept_timeout(t)?,
+                    None => l.accept()?,
+                };
+                c.set_framing(self.framing);
+                wrap(Way::Both(Box::new(c)))
+            }
             Serving::Seq(l) => wrap(Way::Both(Box::new(match timeout {
                 Some(t) => l.accept_timeout(t)?,
                 None => l.accept()?,
             }))),
-            Serving::Tcp(l) => wrap(Way::Both(Box::new(match timeout {
-                Some(t) => l.accept_timeout(t)?,
-                None => l.accept()?,
-            }))),
-            Serving::Fifo(f) => wrap(Way::Recv(Box::new(f.open_receiver(timeout)?))),
+            Serving::Tcp(l) => {
+                let mut c = match timeout {
+                    Some(t) => l.accept_timeout(t)?,
+                    None => l.accept()?,
+                };
+                c.set_framing(self.framing);
+                wrap(Way::Both(Box::new(c)))
+            }
+            Serving::Fifo(f) => {
+                let mut rx = f.open_receiver(timeout)?;
+                rx.set_framing(self.framing);
+                wrap(Way::Recv(Box::new(rx)))
+            }
             Serving::Once(c) => c
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

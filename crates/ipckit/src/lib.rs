@@ -110,7 +110,9 @@ pub mod wait;
 pub use address::Address;
 pub use dgram::DIRECT_LIMIT;
 #[cfg(not(loom))]
-pub use endpoint::{connect, connect_timeout, listen, Connection, Listener};
+pub use endpoint::{
+    connect, connect_timeout, connect_with, listen, listen_with, Connection, Listener,
+};
 pub use error::{
     MessageTooLarge, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError, Unit,
