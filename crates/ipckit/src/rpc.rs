@@ -122,7 +122,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// writer comes, and again if the server closes its end).
 enum Inbox {
     Ready(Box<dyn MessageReceiver + Send>),
-    Fifo(Listener, Option<Box<dyn MessageReceiver + Send>>),
+    Fifo(Box<Listener>, Option<Box<dyn MessageReceiver + Send>>),
 }
 
 struct State {
@@ -212,7 +212,7 @@ impl<Req: Serialize, Resp: DeserializeOwned, C: Codec> Client<Req, Resp, C> {
         } else {
             let (reply_to, listener) = make_inbox(addr)?;
             let inbox = if listener.has_connections() {
-                Inbox::Fifo(listener, None)
+                Inbox::Fifo(Box::new(listener), None)
             } else {
                 Inbox::Ready(Box::new(listener.accept()?))
             };
