@@ -47,7 +47,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -437,6 +437,7 @@ struct Shared<C, F> {
     own: Address,
     reply_timeout: Duration,
     inboxes: Mutex<HashMap<String, Arc<Mutex<Connection>>>>,
+    stop: Arc<AtomicBool>,
 }
 
 /// The most client inboxes a server keeps open (connections to them are
@@ -482,21 +483,48 @@ where
         self
     }
 
-    /// Serves requests until accepting a connection fails (for a
-    /// connectionless mechanism: until its one receiving end fails).
+    /// Serves requests on this thread until accepting a connection fails
+    /// (for a connectionless mechanism: until its one receiving end
+    /// fails).
     pub fn serve<F>(self, handler: F) -> io::Result<()>
     where
         F: Fn(Req) -> Resp + Send + Sync + 'static,
     {
+        self.run(handler, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// Serves requests on threads of its own until
+    /// [`ServerHandle::stop`]: then the listener is dropped, removing what
+    /// it made (a queue, a ring, a socket file).
+    pub fn spawn<F>(self, handler: F) -> io::Result<ServerHandle>
+    where
+        F: Fn(Req) -> Resp + Send + Sync + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let main = std::thread::Builder::new()
+            .name("ipckit-rpc-server".into())
+            .spawn(move || self.run(handler, flag))?;
+        Ok(ServerHandle {
+            stop,
+            main: Some(main),
+        })
+    }
+
+    fn run<F>(self, handler: F, stop: Arc<AtomicBool>) -> io::Result<()>
+    where
+        F: Fn(Req) -> Resp + Send + Sync + 'static,
+    {
         let own = self.listener.local_address()?;
-        let own_kind = own.clone();
         let shared = Arc::new(Shared {
             codec: self.codec,
             handler,
-            own,
+            own: own.clone(),
             reply_timeout: self.reply_timeout,
             inboxes: Mutex::new(HashMap::new()),
+            stop,
         });
+        let mut threads = Vec::new();
         let jobs = if self.workers == 0 {
             None
         } else {
@@ -504,35 +532,82 @@ where
             let rx = Arc::new(Mutex::new(rx));
             for _ in 0..self.workers {
                 let (rx, shared) = (rx.clone(), shared.clone());
-                std::thread::Builder::new()
-                    .name("ipckit-rpc-worker".into())
-                    .spawn(move || loop {
-                        let job = match lock(&rx).recv() {
-                            Ok(job) => job,
-                            Err(_) => return,
-                        };
-                        shared.answer(job);
-                    })?;
+                threads.push(
+                    std::thread::Builder::new()
+                        .name("ipckit-rpc-worker".into())
+                        .spawn(move || loop {
+                            let job = match lock(&rx).recv() {
+                                Ok(job) => job,
+                                Err(_) => return,
+                            };
+                            shared.answer(job);
+                        })?,
+                );
             }
             Some(tx)
         };
         let max = REQUEST_HEADER + u16::MAX as usize + self.max_request;
-        if !self.listener.has_connections() {
+        let result = if !self.listener.has_connections() {
             let mut conn = self.listener.accept()?;
             conn.set_max_message_size(max);
-            return read_requests(&mut conn, None, &shared, jobs.as_ref());
+            read_requests(&mut conn, None, &shared, jobs.as_ref())
+        } else {
+            accept_loop(
+                &self.listener,
+                &own,
+                &shared,
+                jobs.as_ref(),
+                max,
+                &mut threads,
+            )
+        };
+        // Readers end within a tick of the stop; then the workers, once
+        // the last sender of jobs is gone.
+        drop(jobs);
+        for t in threads {
+            let _ = t.join();
         }
-        if matches!(own_kind, Address::Fifo(_)) {
-            // One reader at a time: the writers that come share it.
-            loop {
-                let mut conn = self.listener.accept()?;
-                conn.set_max_message_size(max);
-                read_requests(&mut conn, None, &shared, jobs.as_ref())?;
+        result
+    }
+}
+
+/// Accepts connections until the stop, a reading thread each (a FIFO's
+/// writers share one reader, on this thread).
+fn accept_loop<Req, Resp, C, F>(
+    listener: &Listener,
+    own: &Address,
+    shared: &Arc<Shared<C, F>>,
+    jobs: Option<&mpsc::Sender<Job>>,
+    max: usize,
+    threads: &mut Vec<std::thread::JoinHandle<()>>,
+) -> io::Result<()>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    C: Codec + Send + Sync + 'static,
+    F: Fn(Req) -> Resp + Send + Sync + 'static,
+{
+    loop {
+        let conn = match listener.accept_timeout(TICK) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                if shared.stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                continue;
             }
+            Err(e) => return Err(e),
+        };
+        if matches!(own, Address::Fifo(_)) {
+            // One reader at a time: the writers that come share it.
+            let mut conn = conn;
+            conn.set_max_message_size(max);
+            read_requests(&mut conn, None, shared, jobs)?;
+            continue;
         }
-        loop {
-            let conn = self.listener.accept()?;
-            let (shared, jobs) = (shared.clone(), jobs.clone());
+        let (shared, jobs) = (shared.clone(), jobs.cloned());
+        threads.retain(|t| !t.is_finished());
+        threads.push(
             std::thread::Builder::new()
                 .name("ipckit-rpc-conn".into())
                 .spawn(move || {
@@ -551,8 +626,42 @@ where
                     };
                     rx.set_max_message_size(max);
                     let _ = read_requests(&mut rx, reply, &shared, jobs.as_ref());
-                })?;
+                })?,
+        );
+    }
+}
+
+/// How often idle server threads look whether they should stop.
+const TICK: Duration = Duration::from_millis(200);
+
+/// A server running on its own threads, from [`Server::spawn`].
+#[derive(Debug)]
+pub struct ServerHandle {
+    stop: Arc<AtomicBool>,
+    main: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl ServerHandle {
+    /// Stops the server: requests being handled are answered, the
+    /// threads end (within 200 ms of being idle) and the listener is
+    /// dropped. Returns why the server had stopped by itself, if it had.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.stop_now()
+    }
+
+    fn stop_now(&mut self) -> io::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.main.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the server thread panicked")),
+            None => Ok(()),
         }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        let _ = self.stop_now();
     }
 }
 
@@ -572,10 +681,15 @@ where
 {
     let mut buf = Vec::new();
     loop {
-        match rx.recv_until(&mut buf, Deadline::Never) {
+        match rx.recv_until(&mut buf, Deadline::after(TICK)) {
             Ok(()) => {}
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
-            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Timeout) => {
+                if shared.stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                continue;
+            }
             // A datagram over the limit was refused and skipped: go on (a
             // stream cannot find the next message after one: it ends).
             Err(RecvTimeoutError::Io(e))

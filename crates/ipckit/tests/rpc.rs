@@ -269,6 +269,62 @@ fn hostile_client() -> Result<(), Failed> {
     result
 }
 
+/// `call:ADDR`: ten calls, each checked.
+fn call_ten(addr: &str) -> io::Result<()> {
+    let client = Client::<Req, Resp>::connect_timeout(&addr.parse()?, T)?;
+    for seq in 0..10 {
+        let req = Req::Echo {
+            caller: 7,
+            seq,
+            delay_ms: 0,
+        };
+        let (c, s, _) = client.call(&req, T)?;
+        if (c, s) != (7, seq) {
+            return Err(io::Error::other(format!("{req:?} answered with {c} {s}")));
+        }
+    }
+    Ok(())
+}
+
+/// A server on its own threads answers a client process, then stops at
+/// once when told and removes what it made.
+fn spawned_server_stops_and_cleans_up() -> Result<(), Failed> {
+    for m in ipckit::registry::MECHANISMS {
+        if NO_REPLY_PATH.contains(&m.scheme) {
+            continue;
+        }
+        let addr = m.scratch_address(&unique("stop"));
+        let listener = listen(&addr)?;
+        let target = listener.local_address()?;
+        let server = Server::new(listener).workers(2).spawn(handle)?;
+        let out = peer_command(VAR, "call", &target.to_string())?.output()?;
+        ensure(out.status.success(), || {
+            format!("{target}: {}", String::from_utf8_lossy(&out.stderr))
+        })?;
+        let start = Instant::now();
+        server.stop()?;
+        ensure(start.elapsed() < Duration::from_secs(2), || {
+            format!("{target}: stopping took {:?}", start.elapsed())
+        })?;
+        let gone = match &addr {
+            Address::Mq(name) => ipckit::mq::PosixQueue::builder(name).open().is_err(),
+            Address::Ring(name) => ipckit::ring::Ring::builder(name).open().is_err(),
+            Address::Fifo(path) => !path.exists(),
+            _ => {
+                ipckit::connect(&target)
+                    .and_then(|mut c| {
+                        c.send_timeout(b"x", Duration::from_millis(100))
+                            .map_err(io::Error::from)
+                    })
+                    .is_err()
+                    || matches!(addr, Address::Udp(_) | Address::UnixDgram(_))
+            }
+        };
+        ensure(gone, || format!("{target}: still there after stop"))?;
+    }
+    Ok(())
+}
+
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
@@ -276,6 +332,7 @@ fn main() {
             match role {
                 "serve" => serve(arg),
                 "hostile" => hostile(arg),
+                "call" => call_ten(arg),
                 other => Err(io::Error::other(format!("unknown role {other}"))),
             }
         })],
@@ -287,5 +344,9 @@ fn main() {
         ("server_errors", server_errors),
         ("timeouts_and_death", timeouts_and_death),
         ("hostile_client", hostile_client),
+        (
+            "spawned_server_stops_and_cleans_up",
+            spawned_server_stops_and_cleans_up,
+        ),
     ]);
 }
