@@ -45,6 +45,7 @@ mod mechs;
 mod peer;
 mod raw;
 mod report;
+mod rpc;
 mod shm;
 mod signal;
 mod zerocopy;
@@ -677,6 +678,7 @@ struct Report {
     machine: Machine,
     floor_rtt_ns: Stats,
     results: Vec<Row>,
+    request_reply: Vec<rpc::RpcRow>,
 }
 
 fn machine(cpus: Option<(usize, usize)>) -> Machine {
@@ -897,7 +899,12 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
     }
-    let bar = ProgressBar::new(points.len() as u64 + 1);
+    // Request/reply over the registry's mechanisms (those asked for).
+    let rpc_mechs: Vec<&'static ipckit::registry::Mechanism> = ipckit::registry::MECHANISMS
+        .iter()
+        .filter(|m| args.mechanisms.is_empty() || mechs.iter().any(|x| x.name() == m.scheme))
+        .collect();
+    let bar = ProgressBar::new(points.len() as u64 + rpc_mechs.len() as u64 + 1);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
             .expect("valid progress template"),
@@ -927,6 +934,13 @@ pub fn run(args: Args) -> Result<()> {
             vs_raw: None,
             skipped: Some(format!("{e:#}")),
         }));
+        bar.inc(1);
+    }
+    let mut rpc_rows = Vec::new();
+    for m in rpc_mechs {
+        bar.set_message(format!("request/reply over {}", m.scheme));
+        rpc_rows.push(rpc::measure(&mut ctx, m, d));
+        cleanup::point_done();
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -970,6 +984,14 @@ pub fn run(args: Args) -> Result<()> {
         ),
         0,
     );
+    if !rpc_rows.is_empty() {
+        println!(
+            "Request/reply (ipckit::rpc: typed {}-byte requests and replies with correlation ids; \
+             each mechanism's default wait, so the ring spins briefly before sleeping):",
+            rpc::SIZE
+        );
+        println!("{}", rpc::table(&rpc_rows));
+    }
     println!("What they are:");
     for l in report::legend(&rows) {
         say(&l, 13);
@@ -996,6 +1018,7 @@ pub fn run(args: Args) -> Result<()> {
             machine: m,
             floor_rtt_ns: floor,
             results: rows,
+            request_reply: rpc_rows,
         };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -33,6 +33,8 @@ pub enum Role {
     Sink,
     /// Bounce the shared cache line.
     Floor,
+    /// Call a request/reply server (`--addr`), measuring.
+    Rpc,
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,6 +64,9 @@ pub struct PeerArgs {
     /// Rings: loans and in-place receives (`ipc bench --zero-copy`).
     #[arg(long)]
     pub(super) zero_copy: bool,
+    /// How long to measure (request/reply).
+    #[arg(long, default_value_t = 400)]
+    pub(super) duration_ms: u64,
 }
 
 /// The peer's side of [`Ctx::connect`].
@@ -152,6 +157,13 @@ pub fn peer(a: PeerArgs) -> Result<()> {
     if a.role == Role::Floor {
         return peer_floor(a.shared_cpu);
     }
+    if a.role == Role::Rpc {
+        let addr = a
+            .addr
+            .as_deref()
+            .ok_or_else(|| anyhow!("--addr is required"))?;
+        return super::rpc::peer(addr, a.size, Duration::from_millis(a.duration_ms));
+    }
     if a.mech == Some(Mech::Signal) {
         return signal::peer(a.role, a.wait);
     }
@@ -219,7 +231,7 @@ pub fn peer(a: PeerArgs) -> Result<()> {
             let _ = ep.recv_timeout_into(&mut buf, Duration::from_millis(500));
             Ok(())
         }
-        Role::Floor => unreachable!("handled above"),
+        Role::Floor | Role::Rpc => unreachable!("handled above"),
     }
 }
 

@@ -174,6 +174,6 @@ pub fn peer(role: Role, wait: WaitStrategy) -> Result<()> {
             send(parent, count)?;
             send(parent, i32::try_from(micros).unwrap_or(i32::MAX))
         }
-        Role::Floor => bail!("the signal bench has no floor role"),
+        Role::Floor | Role::Rpc => bail!("the signal bench has no {role:?} role"),
     }
 }
