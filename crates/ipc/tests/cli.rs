@@ -420,6 +420,44 @@ fn bench_writes_the_documented_json() {
     }
 }
 
+/// The request/reply table covers the registry's mechanisms among those
+/// asked for, with figures, and says why one has none.
+#[test]
+fn bench_measures_request_reply_over_the_registry() {
+    let (table, v) = bench_json(&[
+        "unix",
+        "mq",
+        "sysv-mq",
+        "ring",
+        "--sizes",
+        "64",
+        "--duration-ms",
+        "30",
+    ]);
+    assert!(table.contains("Request/reply"), "{table}");
+    let rows = v["request_reply"].as_array().unwrap();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["mechanism"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["unix", "mq", "sysv-mq", "ring"]);
+    for r in rows {
+        if r["mechanism"] == "sysv-mq" {
+            assert!(
+                r["skipped"].as_str().unwrap().contains("no reply path"),
+                "{r}"
+            );
+            continue;
+        }
+        assert!(r["skipped"].is_null(), "{r}");
+        let (p50, p99) = (r["p50_ns"].as_u64().unwrap(), r["p99_ns"].as_u64().unwrap());
+        assert!(p50 > 0 && p99 >= p50, "{r}");
+        assert!(r["calls"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["calls_per_s_1"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["calls_per_s_4"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}
+
 #[test]
 fn bench_refuses_bad_arguments() {
     fails_with(
