@@ -4,7 +4,61 @@
 //! keeps what is special about each one, plus shared traits
 //! ([`MessageSender`], [`MessageReceiver`]) so that any message-capable
 //! mechanism moves whole messages the same way: blocking, non-blocking
-//! (`try_`) or with a timeout.
+//! (`try_`) or with a timeout; typed ([`typed`]), as request/reply
+//! ([`rpc`]), and many at once ([`select`]).
+//!
+//! ## Choose a mechanism
+//!
+//! | you need | use | address |
+//! |---|---|---|
+//! | the fastest messages between processes on one machine | [`ring`]: slots in shared memory, no system call while both sides are busy | `ring:NAME` |
+//! | a server that many clients connect to | Unix stream sockets ([`socket::unix`]); TCP past one machine | `unix:@NAME`, `unix:PATH`, `tcp:HOST:PORT` |
+//! | messages that keep their boundaries, many senders, one receiver | Unix datagrams; POSIX queues (with priorities, persistent, by name) | `unix-dgram:@NAME`, `mq:/NAME` |
+//! | to talk to shell tools (`cat`, `echo`, `nc`) | a FIFO or a socket with line framing ([`endpoint::Options::framing`]) | `fifo:PATH` |
+//! | a child process's input and output | anonymous pipes ([`pipe`], [`process`] to hand it more descriptors) | — |
+//! | shared state (counters, buffers) with a lock | [`shm`]: memory, a robust mutex and a condition variable inside it | `shm:/NAME`, `sysv-shm:KEY` |
+//! | a counter to take turns (P and V) | [`sem`] | `sem:/NAME`, `sysv-sem:KEY` |
+//! | to poke a process, with a value | [`signal`]: realtime signals carry an integer | — |
+//! | System V's selective receive by type | [`mq::sysv`] | `sysv-mq:KEY` |
+//!
+//! `ipc bench` measures them all on your machine, and [`registry`] lists
+//! what each message mechanism is (the notes' comparison table).
+//!
+//! ## One address, any mechanism
+//!
+//! An [`Address`] names an endpoint of any mechanism; [`connect`] and
+//! [`listen`] open it, so changing the mechanism means changing a string:
+//!
+//! ```text
+//! fifo:PATH                    a named pipe
+//! unix:PATH | unix:@NAME       a Unix stream socket (a path, or an abstract name)
+//! unix-dgram:PATH | :@NAME     a Unix datagram socket
+//! unix-seq:PATH | :@NAME       a Unix seqpacket socket
+//! tcp:HOST:PORT                TCP (IPv6 as [::1]:PORT)
+//! udp:HOST:PORT                UDP
+//! mq:/NAME                     a POSIX message queue
+//! sysv-mq:KEY                  a System V message queue (decimal, 0x hex, or PATH:PROJ for ftok)
+//! ring:NAME                    a shared-memory ring
+//! shm:/NAME  sysv-shm:KEY  sem:/NAME  sysv-sem:KEY   objects (not message channels)
+//! ```
+//!
+//! ```
+//! use ipckit::prelude::*;
+//! use std::time::Duration;
+//!
+//! # let me = std::process::id();
+//! for text in [format!("unix:@doc-{me}"), format!("mq:/doc-{me}"), format!("ring:doc-{me}")] {
+//!     let addr: ipckit::Address = text.parse()?;
+//!     let listener = ipckit::listen(&addr)?;
+//!     let mut tx = ipckit::connect(&addr)?;
+//!     tx.send(b"the same code")?;
+//!     let mut rx = listener.accept_timeout(Duration::from_secs(5))?;
+//!     assert_eq!(rx.recv()?, b"the same code");
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! ## The modules
 //!
 //! | module | mechanism | data | participants |
 //! |---|---|---|---|
@@ -17,13 +71,14 @@
 //! | [`signal`] | signals (`signal(7)`): `kill`, `sigqueue` with a value, masks, a `signalfd` receiver | a signal number (+ an integer for realtime signals) | any process of the same user |
 //! | [`socket::unix`] | Unix domain sockets: stream, datagram, seqpacket | stream (framed) or datagrams | two processes (stream) or many (datagram) |
 //! | [`socket::inet`] | TCP and UDP on loopback or a network | stream (framed) or datagrams | two processes, any host |
-//! | [`typed`] | typed messages over any of them (postcard or JSON), with iterators | values of a `serde` type | as the mechanism underneath |
 //! | [`ring`] | a ring of message slots in shared memory (POSIX or memfd), futex wake-ups | messages | one or many senders and receivers |
+//! | [`endpoint`] | [`connect`] and [`listen`]: any of the message mechanisms above from an [`Address`] | messages | as the mechanism |
+//! | [`typed`] | typed messages over any of them (postcard or JSON), with iterators | values of a `serde` type | as the mechanism underneath |
+//! | [`rpc`] | request/reply with correlation ids, a threaded server | typed requests and responses | many callers, one server |
+//! | [`select`] | waiting on many receivers and listeners at once (`epoll(7)`) | readiness | — |
 //!
 //! [`named`] removes exactly the FIFO or socket file one made, even from
 //! another thread (a signal handler's), and nothing put in its place.
-//!
-//! Measure them on your machine with `ipc bench`.
 //!
 //! ```
 //! use ipckit::prelude::*;
