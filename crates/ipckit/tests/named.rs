@@ -16,7 +16,7 @@ use ipckit::mq::PosixQueue;
 use ipckit::prelude::*;
 use ipckit::ring::Ring;
 use ipckit::sem::NamedSemaphore;
-use ipckit::shm::{Condvar, HoldsRegion, Layout, Memfd, Mutex, OwnedMutex, Shm};
+use ipckit::shm::{HoldsRegion, Layout, Memfd, Mutex, OwnedCondvar, OwnedMutex, Shm};
 use ipckit::socket::unix::UnixStream;
 use libtest_mimic::Failed;
 use std::sync::Arc;
@@ -78,11 +78,15 @@ fn init_racer(n: &str) -> io::Result<()> {
     let created = init.created();
     let owned = init.into_inner();
     let mutex = owned.get()?;
-    let cv_created = Condvar::init_or_open(region.region(), condvar_at, T)?.created();
+    let cv = OwnedCondvar::init_or_open(region.clone(), condvar_at, T)?;
+    let cv_created = cv.created();
+    let cv = cv.into_inner();
     for _ in 0..n {
         let mut g = mutex.lock().map_err(|e| io::Error::other(e.to_string()))?;
         let v = g.get();
         g.set(v + 1);
+        drop(g);
+        cv.get()?.notify_all()?;
     }
     println!("{created} {cv_created}");
     Ok(())

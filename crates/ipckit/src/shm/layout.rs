@@ -168,3 +168,75 @@ impl<T: Pod> OwnedMutex<T> {
         Mutex::open(self.region.region(), self.offset)
     }
 }
+
+/// A [`Condvar`] together with a shared handle on its region, to sit next
+/// to an [`OwnedMutex`] in a struct of one's own.
+///
+/// ```
+/// use std::sync::Arc;
+/// use ipckit::shm::{Layout, Memfd, OwnedCondvar, OwnedMutex};
+///
+/// struct Queue {
+///     len: OwnedMutex<u32>,
+///     grew: OwnedCondvar,
+/// }
+///
+/// let mut l = Layout::new();
+/// let (m, c) = (l.mutex::<u32>(), l.condvar());
+/// let region = Arc::new(Memfd::create("queue", l.size())?);
+/// let q = Queue {
+///     len: OwnedMutex::init(region.clone(), m, 0)?,
+///     grew: OwnedCondvar::init(region, c)?,
+/// };
+/// let mutex = q.len.get()?;
+/// let mut g = mutex.lock().unwrap();
+/// g.update(|n| *n += 1);
+/// q.grew.get()?.notify_all()?;
+/// assert_eq!(g.get(), 1);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct OwnedCondvar {
+    region: Arc<dyn HoldsRegion>,
+    offset: usize,
+}
+
+impl std::fmt::Debug for OwnedCondvar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OwnedCondvar (offset {})", self.offset)
+    }
+}
+
+impl OwnedCondvar {
+    /// Initialises a condition variable at `offset` of `region`.
+    pub fn init(region: Arc<dyn HoldsRegion>, offset: usize) -> io::Result<Self> {
+        Condvar::init(region.region(), offset)?;
+        Ok(OwnedCondvar { region, offset })
+    }
+
+    /// Opens the condition variable another process initialised at `offset`.
+    pub fn open(region: Arc<dyn HoldsRegion>, offset: usize) -> io::Result<Self> {
+        Condvar::open(region.region(), offset)?;
+        Ok(OwnedCondvar { region, offset })
+    }
+
+    /// [`Condvar::init_or_open`], owned.
+    pub fn init_or_open(
+        region: Arc<dyn HoldsRegion>,
+        offset: usize,
+        timeout: std::time::Duration,
+    ) -> io::Result<Init<Self>> {
+        let made = Condvar::init_or_open(region.region(), offset, timeout)?.created();
+        let me = OwnedCondvar { region, offset };
+        Ok(if made {
+            Init::Created(me)
+        } else {
+            Init::Opened(me)
+        })
+    }
+
+    /// The condition variable, borrowing this handle.
+    pub fn get(&self) -> io::Result<Condvar<'_>> {
+        Condvar::open(self.region.region(), self.offset)
+    }
+}

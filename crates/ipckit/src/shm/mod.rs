@@ -127,7 +127,7 @@ mod sync;
 mod sysv;
 
 pub use file::MappedFile;
-pub use layout::{HoldsRegion, Layout, OwnedMutex};
+pub use layout::{HoldsRegion, Layout, OwnedCondvar, OwnedMutex};
 pub use memfd::{Memfd, Seals};
 pub use posix::{unlink, validate_name, Shm, ShmBuilder};
 pub use sync::{Condvar, Futex, Init, LockError, Mutex, MutexGuard};
