@@ -130,6 +130,10 @@ macro_rules! impl_message_receiver {
 }
 
 pub mod address;
+// Registers descriptors with tokio's reactor (an `unsafe` contract).
+#[cfg(all(feature = "tokio", not(loom)))]
+#[allow(unsafe_code)]
+pub mod aio;
 mod dgram;
 // Uses the ring's segment, which the loom build (ring protocol only) leaves out.
 #[cfg(not(loom))]

@@ -140,18 +140,63 @@ impl<T: Selectable + ?Sized> Selectable for &mut T {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Token(u64);
 
-struct Registration {
+/// What a registration watches, owned: the descriptor number, our own
+/// duplicate of a signalled eventfd, and what else to look at. Shared by
+/// [`Selector`] and the async wrappers.
+pub(crate) struct Watch {
     /// The descriptor number watched (for `EPOLL_CTL_DEL`).
-    fd: RawFd,
+    pub(crate) fd: RawFd,
     /// An eventfd of our own, duplicated, for `Signalled`.
     eventfd: Option<OwnedFd>,
     how: How,
 }
 
+impl Watch {
+    pub(crate) fn new(r: Readiness<'_>) -> io::Result<Watch> {
+        Ok(match r.how {
+            How::Signalled(_) => {
+                // Our own copy: emptied here, and alive as long as we are.
+                let own = r.fd.try_clone_to_owned()?;
+                Watch {
+                    fd: own.as_raw_fd(),
+                    eventfd: Some(own),
+                    how: r.how,
+                }
+            }
+            _ => Watch {
+                fd: r.fd.as_raw_fd(),
+                eventfd: None,
+                how: r.how,
+            },
+        })
+    }
+
+    /// Whether a message waits where the descriptor does not show it.
+    pub(crate) fn ready_now(&self) -> bool {
+        match &self.how {
+            How::Descriptor => false,
+            How::ReadAhead(flag) => flag.load(Ordering::Acquire),
+            How::Signalled(check) => check(),
+        }
+    }
+
+    /// After the descriptor was readable: whether a message may be there
+    /// (a signalled eventfd is emptied and the check asked).
+    pub(crate) fn after_wake(&self) -> io::Result<bool> {
+        match (&self.how, &self.eventfd) {
+            (How::Signalled(check), Some(efd)) => {
+                sys::epoll::eventfd_drain(efd.as_fd())?;
+                Ok(check())
+            }
+            _ => Ok(true),
+        }
+    }
+}
+
 /// Waits on many endpoints (see the module docs).
 pub struct Selector {
     epoll: OwnedFd,
-    regs: HashMap<u64, Registration>,
+    regs: HashMap<u64, Watch>,
     next: u64,
     events: Vec<u64>,
 }
@@ -179,16 +224,9 @@ impl Selector {
     pub fn register<S: Selectable + ?Sized>(&mut self, endpoint: &mut S) -> io::Result<Token> {
         let r = endpoint.readiness()?;
         let key = self.next;
-        let (fd, eventfd) = match r.how {
-            How::Signalled(_) => {
-                // Our own copy: emptied by `select`, and alive as long as
-                // the registration.
-                let own = r.fd.try_clone_to_owned()?;
-                (own.as_raw_fd(), Some(own))
-            }
-            _ => (r.fd.as_raw_fd(), None),
-        };
-        let watched = eventfd.as_ref().map_or(r.fd, |e| e.as_fd());
+        let own = r.fd;
+        let watch = Watch::new(r)?;
+        let watched = watch.eventfd.as_ref().map_or(own, |e| e.as_fd());
         sys::epoll::add(self.epoll.as_fd(), watched, key).map_err(|e| {
             if e.raw_os_error() == Some(libc::EEXIST) {
                 io::Error::new(
@@ -200,14 +238,7 @@ impl Selector {
             }
         })?;
         self.next += 1;
-        self.regs.insert(
-            key,
-            Registration {
-                fd,
-                eventfd,
-                how: r.how,
-            },
-        );
+        self.regs.insert(key, watch);
         Ok(Token(key))
     }
 
@@ -254,13 +285,8 @@ impl Selector {
         ready.clear();
         let until = timeout.map(|t| Instant::now().checked_add(t));
         loop {
-            for (key, reg) in &self.regs {
-                let now = match &reg.how {
-                    How::Descriptor => false,
-                    How::ReadAhead(flag) => flag.load(Ordering::Acquire),
-                    How::Signalled(check) => check(),
-                };
-                if now {
+            for (key, watch) in &self.regs {
+                if watch.ready_now() {
                     ready.push(Token(*key));
                 }
             }
@@ -275,17 +301,10 @@ impl Selector {
             self.events.clear();
             sys::epoll::wait(self.epoll.as_fd(), &mut self.events, self.regs.len(), wait)?;
             for key in &self.events {
-                let Some(reg) = self.regs.get(key) else {
+                let Some(watch) = self.regs.get(key) else {
                     continue;
                 };
-                let now = match (&reg.how, &reg.eventfd) {
-                    (How::Signalled(check), Some(efd)) => {
-                        sys::epoll::eventfd_drain(efd.as_fd())?;
-                        check()
-                    }
-                    _ => true,
-                };
-                if now {
+                if watch.after_wake()? {
                     ready.push(Token(*key));
                 }
             }

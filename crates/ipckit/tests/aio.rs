@@ -1,0 +1,276 @@
+//! Async receive and send between processes (feature `tokio`): one
+//! thread's runtime waits on an end of every mechanism at once; a
+//! cancelled receive loses nothing; messages read ahead come at once; a
+//! send into a full ring waits without blocking the runtime's thread.
+//!
+//! This test binary re-executed with `IPCKIT_AIO_PEER=<role>:<arg>` plays
+//! the other process.
+
+use std::io::{self, BufRead};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use ipckit::aio::{AsyncReceiver, AsyncSender};
+use ipckit::prelude::*;
+use ipckit::{listen, Address, Connection};
+use libtest_mimic::Failed;
+
+mod common;
+use common::{ensure, peer_command, unique, T};
+
+const VAR: &str = "IPCKIT_AIO_PEER";
+
+/// Mechanisms with nothing to wait on yet (see `ipckit::select`).
+const NOT_SELECTABLE: &[&str] = &["sysv-mq"];
+
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// `send:DELAY_MS|N|ADDR`: connects, waits, sends `m0`..`m{N-1}`, stays a
+/// moment (so a stream's reader sees messages, not the end).
+fn client_send(arg: &str) -> io::Result<()> {
+    let mut it = arg.splitn(3, '|');
+    let delay: u64 = it.next().and_then(|d| d.parse().ok()).expect("DELAY");
+    let n: usize = it.next().and_then(|d| d.parse().ok()).expect("N");
+    let addr: Address = it.next().expect("ADDR").parse()?;
+    let mut c = ipckit::connect_timeout(&addr, Some(T))?;
+    std::thread::sleep(Duration::from_millis(delay));
+    for i in 0..n {
+        c.send_timeout(format!("m{i}"), T)
+            .map_err(io::Error::from)?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(())
+}
+
+fn spawn_send(delay_ms: u64, n: usize, addr: &Address) -> io::Result<Child> {
+    peer_command(VAR, "send", &format!("{delay_ms}|{n}|{addr}"))?.spawn()
+}
+
+/// The receiving end of `listener` once a client process is there.
+fn end_for(listener: &ipckit::Listener) -> io::Result<Connection> {
+    listener.accept_timeout(T)
+}
+
+/// One runtime thread waits on every mechanism's end at once; the clients
+/// send at different times; every message arrives.
+fn every_mechanism_at_once() -> Result<(), Failed> {
+    let rt = runtime()?;
+    let mut listeners = Vec::new();
+    let mut children = Vec::new();
+    for (i, m) in ipckit::registry::MECHANISMS.iter().enumerate() {
+        let addr = m.scratch_address(&unique("aio"));
+        let l = listen(&addr)?;
+        if NOT_SELECTABLE.contains(&m.scheme) {
+            let e = wrap_error(&rt, l.accept()?);
+            ensure(e.kind() == io::ErrorKind::Unsupported, || e.to_string())?;
+            continue;
+        }
+        let target = l.local_address()?;
+        children.push(spawn_send(50 * i as u64, 1, &target)?);
+        listeners.push((m.scheme, l));
+    }
+    let ends = listeners
+        .iter()
+        .map(|(s, l)| Ok((*s, end_for(l)?)))
+        .collect::<io::Result<Vec<_>>>()?;
+    let got = rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for (scheme, end) in ends {
+            let mut rx = AsyncReceiver::new(end)?;
+            set.spawn(async move { (scheme, rx.recv().await.map_err(|e| e.to_string())) });
+        }
+        tokio::time::timeout(T, async {
+            let mut got = Vec::new();
+            while let Some(r) = set.join_next().await {
+                got.push(r.map_err(|e| io::Error::other(e.to_string()))?);
+            }
+            Ok::<_, io::Error>(got)
+        })
+        .await
+        .map_err(|_| io::Error::other("not every message came"))?
+    });
+    let got = got?;
+    for (scheme, msg) in &got {
+        ensure(msg.as_deref() == Ok(&b"m0"[..]), || {
+            format!("{scheme}: {msg:?}")
+        })?;
+    }
+    ensure(got.len() == listeners.len(), || format!("{got:?}"))?;
+    for mut c in children {
+        ensure(c.wait()?.success(), || "a client failed".into())?;
+    }
+    Ok(())
+}
+
+/// Wrapping an end a runtime cannot wait on: the error.
+fn wrap_error(rt: &tokio::runtime::Runtime, end: Connection) -> io::Error {
+    let _guard = rt.enter();
+    AsyncReceiver::new(end).unwrap_err()
+}
+
+/// A receive cancelled by `select!` takes nothing; three messages read
+/// ahead in one go come one after another without waiting.
+fn cancel_safe_and_read_ahead() -> Result<(), Failed> {
+    let rt = runtime()?;
+    let addr: Address = format!("unix:@{}", unique("cancel")).parse()?;
+    let l = listen(&addr)?;
+    let mut child = spawn_send(300, 3, &addr)?;
+    let end = end_for(&l)?;
+    rt.block_on(async {
+        let mut rx = AsyncReceiver::new(end)?;
+        // Nothing before 300 ms: the timer wins and the receive is dropped.
+        tokio::select! {
+            m = rx.recv() => return Err(format!("early: {m:?}").into()),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        for i in 0..3 {
+            let m = tokio::time::timeout(T, rx.recv())
+                .await
+                .map_err(|_| format!("message {i} never came"))??;
+            ensure(m == format!("m{i}").as_bytes(), || format!("{m:?}"))?;
+        }
+        Ok::<(), Failed>(())
+    })?;
+    ensure(child.wait()?.success(), || "client".into())
+}
+
+/// `slowring:NAME`: makes a two-slot ring, says so, waits 300 ms, then
+/// receives `m0`..`m9` in order.
+fn slow_ring(name: &str) -> io::Result<()> {
+    let addr: Address = format!("ring:{name}").parse()?;
+    let opts = ipckit::endpoint::Options::new().ring_capacity(2);
+    let l = ipckit::listen_with(&addr, &opts)?;
+    let mut rx = l.accept()?;
+    println!("ready");
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..10 {
+        let m = rx.recv_timeout(T).map_err(io::Error::from)?;
+        if m != format!("m{i}").as_bytes() {
+            return Err(io::Error::other(format!("message {i}: {m:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// Ten sends into a two-slot ring whose reader starts late: the sends
+/// wait on the blocking pool while the runtime's one thread keeps
+/// running other tasks (a ticker).
+fn full_send_does_not_block_the_runtime() -> Result<(), Failed> {
+    let rt = runtime()?;
+    let name = unique("full");
+    let mut child = peer_command(VAR, "slowring", &name)?
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    ensure(line.trim() == "ready", || line.clone())?;
+    let addr: Address = format!("ring:{name}").parse()?;
+    let conn = ipckit::connect_timeout(&addr, Some(T))?;
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = ticks.clone();
+    let waited = rt.block_on(async {
+        let ticker = tokio::spawn(async move {
+            let mut iv = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                iv.tick().await;
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let mut tx = AsyncSender::new(conn);
+        let start = tokio::time::Instant::now();
+        for i in 0..10 {
+            tokio::time::timeout(T, tx.send(format!("m{i}").into_bytes()))
+                .await
+                .map_err(|_| "a send never finished")?
+                .map_err(|e| e.to_string())?;
+        }
+        let waited = start.elapsed();
+        ticker.abort();
+        Ok::<_, Failed>(waited)
+    })?;
+    ensure(waited >= Duration::from_millis(200), || {
+        format!("the sends did not wait for the late reader: {waited:?}")
+    })?;
+    // The runtime's one thread ticked every 20 ms meanwhile.
+    let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    ensure(ticks >= 5, || format!("only {ticks} ticks in {waited:?}"))?;
+    ensure(child.wait()?.success(), || "the reader failed".into())
+}
+
+/// A waiting receive leaves the runtime's one thread free: a task on the
+/// same thread sends the message it waits for (a receive that blocked the
+/// thread would wait for ever). Every selectable mechanism.
+fn recv_leaves_the_thread_free() -> Result<(), Failed> {
+    for m in ipckit::registry::MECHANISMS {
+        if NOT_SELECTABLE.contains(&m.scheme) {
+            continue;
+        }
+        let addr = m.scratch_address(&unique("free"));
+        let l = listen(&addr)?;
+        let target = l.local_address()?;
+        let (tx, end) = if l.has_connections() {
+            // A FIFO's writer and reader open together: from two threads.
+            let t = target.clone();
+            let h = std::thread::spawn(move || ipckit::connect_timeout(&t, Some(T)));
+            let end = l.accept_timeout(T)?;
+            (h.join().map_err(|_| "connect panicked")??, end)
+        } else {
+            let end = l.accept()?;
+            (ipckit::connect_timeout(&target, Some(T))?, end)
+        };
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let scheme = m.scheme;
+        std::thread::spawn(move || {
+            let r = runtime().and_then(|rt| {
+                rt.block_on(async move {
+                    let mut rx = AsyncReceiver::new(end)?;
+                    let mut tx = tx;
+                    let sender = tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        tx.send(b"from the same thread").map_err(io::Error::from)?;
+                        Ok::<_, io::Error>(tx)
+                    });
+                    let got = rx.recv().await.map_err(io::Error::from)?;
+                    let _tx = sender.await.map_err(io::Error::other)??;
+                    Ok(got)
+                })
+            });
+            let _ = done_tx.send(r);
+        });
+        let got = done_rx
+            .recv_timeout(T)
+            .map_err(|_| format!("{scheme}: the receive blocked the runtime's thread"))??;
+        ensure(got == b"from the same thread", || {
+            format!("{scheme}: {got:?}")
+        })?;
+    }
+    Ok(())
+}
+
+fn main() {
+    common::play_peer_or_arm_watchdog(
+        &[(VAR, |spec: &str| {
+            let (role, arg) = spec.split_once(':').expect("role:arg");
+            match role {
+                "send" => client_send(arg),
+                "slowring" => slow_ring(arg),
+                other => Err(io::Error::other(format!("unknown role {other}"))),
+            }
+        })],
+        "aio",
+        Duration::from_secs(120),
+    );
+    common::run_cases(vec![
+        ("every_mechanism_at_once", every_mechanism_at_once),
+        ("cancel_safe_and_read_ahead", cancel_safe_and_read_ahead),
+        ("recv_leaves_the_thread_free", recv_leaves_the_thread_free),
+        (
+            "full_send_does_not_block_the_runtime",
+            full_send_does_not_block_the_runtime,
+        ),
+    ]);
+}
