@@ -33,14 +33,20 @@
 
 use std::fmt;
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
 use crate::error::{RecvError, SendError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::message::{Deadline, MessageReceiver, MessageSender, MessageSenderExt};
 use crate::select::{Selectable, Watch};
+use crate::typed::{self, Codec, Postcard};
 
 /// The descriptor number tokio watches; the endpoint that owns it outlives
 /// the registration (field order in [`AsyncReceiver`]).
@@ -84,18 +90,37 @@ impl<R: MessageReceiver + Selectable> AsyncReceiver<R> {
     /// Receives one message into `buf` (replacing its contents), waiting
     /// for one without blocking the thread.
     pub async fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<(), RecvError> {
+        std::future::poll_fn(|cx| self.poll_recv_into(cx, buf)).await
+    }
+
+    /// The poll form of [`recv_into`](Self::recv_into), for hand-written
+    /// futures: `Pending` means the task is woken when a message may be
+    /// there.
+    pub fn poll_recv_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<Result<(), RecvError>> {
         loop {
             match self.inner.try_recv_into(buf) {
-                Ok(()) => return Ok(()),
-                Err(TryRecvError::Disconnected) => return Err(RecvError::Disconnected),
-                Err(TryRecvError::Io(e)) => return Err(RecvError::Io(e)),
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(TryRecvError::Disconnected) => {
+                    return Poll::Ready(Err(RecvError::Disconnected))
+                }
+                Err(TryRecvError::Io(e)) => return Poll::Ready(Err(RecvError::Io(e))),
                 Err(TryRecvError::Empty) => {}
             }
             if self.watch.ready_now() {
                 continue;
             }
-            let mut guard = self.afd.readable().await.map_err(RecvError::Io)?;
-            self.watch.after_wake().map_err(RecvError::Io)?;
+            let mut guard = match self.afd.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(RecvError::Io(e))),
+                Poll::Ready(Ok(g)) => g,
+            };
+            if let Err(e) = self.watch.after_wake() {
+                return Poll::Ready(Err(RecvError::Io(e)));
+            }
             // Anything that came before this point is found by the next
             // try; anything after makes the descriptor ready again.
             guard.clear_ready();
@@ -228,5 +253,139 @@ impl<S: MessageSender + Send + 'static> AsyncSender<S> {
     pub async fn into_inner(mut self) -> io::Result<S> {
         self.settle().await?;
         Ok(self.inner.take().expect("settled"))
+    }
+}
+
+/// The messages as they come, until every sender is gone; an I/O error is
+/// an item of its own (the stream goes on after it).
+impl<R: MessageReceiver + Selectable + Unpin> futures_core::Stream for AsyncReceiver<R> {
+    type Item = io::Result<Vec<u8>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let me = self.get_mut();
+        let mut buf = Vec::new();
+        match me.poll_recv_into(cx, &mut buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(buf))),
+            Poll::Ready(Err(RecvError::Disconnected)) => Poll::Ready(None),
+            Poll::Ready(Err(RecvError::Io(e))) => Poll::Ready(Some(Err(e))),
+        }
+    }
+}
+
+/// Typed messages over an [`AsyncReceiver`] (see [`crate::typed`]).
+pub struct TypedReceiver<T, R, C = Postcard> {
+    rx: AsyncReceiver<R>,
+    codec: C,
+    buf: Vec<u8>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T, R, C> fmt::Debug for TypedReceiver<T, R, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "TypedReceiver<{}>({:?})",
+            std::any::type_name::<T>(),
+            self.rx
+        )
+    }
+}
+
+impl<T: DeserializeOwned, R: MessageReceiver + Selectable> TypedReceiver<T, R, Postcard> {
+    /// Wraps `rx`; values in postcard.
+    pub fn new(rx: AsyncReceiver<R>) -> Self {
+        Self::with_codec(rx, Postcard)
+    }
+}
+
+impl<T: DeserializeOwned, R: MessageReceiver + Selectable, C: Codec> TypedReceiver<T, R, C> {
+    /// Wraps `rx` with another codec.
+    pub fn with_codec(rx: AsyncReceiver<R>, codec: C) -> Self {
+        TypedReceiver {
+            rx,
+            codec,
+            buf: Vec::new(),
+            _t: PhantomData,
+        }
+    }
+
+    /// Receives and decodes one value; one that does not decode is an
+    /// `InvalidData` error carrying a [`crate::typed::DecodeError`], and
+    /// the next receive goes on.
+    pub async fn recv(&mut self) -> Result<T, RecvError> {
+        self.rx.recv_into(&mut self.buf).await?;
+        typed::decode(&self.codec, &self.buf).map_err(RecvError::Io)
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, RecvError>> {
+        match self.rx.poll_recv_into(cx, &mut self.buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => {
+                Poll::Ready(typed::decode(&self.codec, &self.buf).map_err(RecvError::Io))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// The values as they come, until every sender is gone.
+impl<T: DeserializeOwned, R: MessageReceiver + Selectable + Unpin, C: Codec + Unpin>
+    futures_core::Stream for TypedReceiver<T, R, C>
+{
+    type Item = io::Result<T>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut().poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(v)) => Poll::Ready(Some(Ok(v))),
+            Poll::Ready(Err(RecvError::Disconnected)) => Poll::Ready(None),
+            Poll::Ready(Err(RecvError::Io(e))) => Poll::Ready(Some(Err(e))),
+        }
+    }
+}
+
+/// Typed messages over an [`AsyncSender`].
+pub struct TypedSender<T, S, C = Postcard> {
+    tx: AsyncSender<S>,
+    codec: C,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T, S, C> fmt::Debug for TypedSender<T, S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "TypedSender<{}>({:?})",
+            std::any::type_name::<T>(),
+            self.tx
+        )
+    }
+}
+
+impl<T: Serialize, S: MessageSender + Send + 'static> TypedSender<T, S, Postcard> {
+    /// Wraps `tx`; values in postcard.
+    pub fn new(tx: AsyncSender<S>) -> Self {
+        Self::with_codec(tx, Postcard)
+    }
+}
+
+impl<T: Serialize, S: MessageSender + Send + 'static, C: Codec> TypedSender<T, S, C> {
+    /// Wraps `tx` with another codec.
+    pub fn with_codec(tx: AsyncSender<S>, codec: C) -> Self {
+        TypedSender {
+            tx,
+            codec,
+            _t: PhantomData,
+        }
+    }
+
+    /// Encodes and sends one value; errors hand it back.
+    pub async fn send(&mut self, value: T) -> Result<(), SendError<T>> {
+        let mut bytes = Vec::new();
+        if let Err(e) = typed::encode(&self.codec, &value, &mut bytes) {
+            return Err(SendError::Io(e, value));
+        }
+        self.tx.send(bytes).await.map_err(|e| e.map(|_| value))
     }
 }

@@ -251,6 +251,43 @@ fn recv_leaves_the_thread_free() -> Result<(), Failed> {
     Ok(())
 }
 
+/// `typed:ADDR`: sends five `(u32, String)` values, then closes.
+fn typed_sender(addr: &str) -> io::Result<()> {
+    let c = ipckit::connect_timeout(&addr.parse()?, Some(T))?;
+    let mut tx = ipckit::typed::Sender::<(u32, String), _>::new(c);
+    for i in 0..5 {
+        tx.send((i, format!("value {i}")))
+            .map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Typed values from another process, as a `Stream` that ends when the
+/// sender closes.
+fn typed_stream_until_the_end() -> Result<(), Failed> {
+    use futures_core::Stream;
+    let rt = runtime()?;
+    let addr: Address = format!("unix:@{}", unique("typed")).parse()?;
+    let l = listen(&addr)?;
+    let mut child = peer_command(VAR, "typed", &addr.to_string())?.spawn()?;
+    let end = end_for(&l)?;
+    let got = rt.block_on(async {
+        let mut rx = ipckit::aio::TypedReceiver::<(u32, String), _>::new(AsyncReceiver::new(end)?);
+        let mut got = Vec::new();
+        loop {
+            let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut rx).poll_next(cx));
+            match tokio::time::timeout(T, next).await {
+                Err(_) => return Err(io::Error::other("the stream stalled")),
+                Ok(None) => return Ok(got),
+                Ok(Some(v)) => got.push(v?),
+            }
+        }
+    })?;
+    let want: Vec<(u32, String)> = (0..5).map(|i| (i, format!("value {i}"))).collect();
+    ensure(got == want, || format!("{got:?}"))?;
+    ensure(child.wait()?.success(), || "the sender failed".into())
+}
+
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
@@ -258,6 +295,7 @@ fn main() {
             match role {
                 "send" => client_send(arg),
                 "slowring" => slow_ring(arg),
+                "typed" => typed_sender(arg),
                 other => Err(io::Error::other(format!("unknown role {other}"))),
             }
         })],
@@ -268,6 +306,7 @@ fn main() {
         ("every_mechanism_at_once", every_mechanism_at_once),
         ("cancel_safe_and_read_ahead", cancel_safe_and_read_ahead),
         ("recv_leaves_the_thread_free", recv_leaves_the_thread_free),
+        ("typed_stream_until_the_end", typed_stream_until_the_end),
         (
             "full_send_does_not_block_the_runtime",
             full_send_does_not_block_the_runtime,
