@@ -76,6 +76,7 @@
 //! | [`typed`] | typed messages over any of them (postcard or JSON), with iterators | values of a `serde` type | as the mechanism underneath |
 //! | [`rpc`] | request/reply with correlation ids, a threaded server | typed requests and responses | many callers, one server |
 //! | [`select`] | waiting on many receivers and listeners at once (`epoll(7)`) | readiness | — |
+//! | `aio` (Cargo feature `tokio`) | async receive and send on a tokio runtime: any selectable end, typed, as a `Stream` | messages, values | as the mechanism |
 //!
 //! [`named`] removes exactly the FIFO or socket file one made, even from
 //! another thread (a signal handler's), and nothing put in its place.
