@@ -205,18 +205,10 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp, Postcard> {
 impl<Req: Serialize, Resp: DeserializeOwned, C: Codec> Client<Req, Resp, C> {
     /// Connects with another codec (the server must use the same).
     pub fn connect_with(addr: &Address, timeout: Option<Duration>, codec: C) -> io::Result<Self> {
-        let conn = endpoint::connect_timeout(addr, timeout)?;
-        let (tx, inbox, reply_to) = if conn.address().is_connection() {
-            let (tx, rx) = conn.split()?;
-            (tx, Inbox::Ready(Box::new(rx)), String::new())
-        } else {
-            let (reply_to, listener) = make_inbox(addr)?;
-            let inbox = if listener.has_connections() {
-                Inbox::Fifo(Box::new(listener), None)
-            } else {
-                Inbox::Ready(Box::new(listener.accept()?))
-            };
-            (conn, inbox, reply_to)
+        let (tx, from, reply_to) = open_client(addr, timeout)?;
+        let inbox = match from {
+            ReplyFrom::Ready(rx) => Inbox::Ready(Box::new(rx)),
+            ReplyFrom::Fifo(l) => Inbox::Fifo(Box::new(l), None),
         };
         Ok(Client {
             tx: Mutex::new(Box::new(tx)),
@@ -250,26 +242,14 @@ impl<Req: Serialize, Resp: DeserializeOwned, C: Codec> Client<Req, Resp, C> {
     pub fn call(&self, req: &Req, timeout: Duration) -> Result<Resp, CallError> {
         let deadline = Deadline::after(timeout);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut msg = Vec::with_capacity(64);
-        msg.extend_from_slice(&id.to_le_bytes());
-        msg.extend_from_slice(&(self.reply_to.len() as u16).to_le_bytes());
-        msg.extend_from_slice(self.reply_to.as_bytes());
-        let mut body = Vec::new();
-        typed::encode(&self.codec, req, &mut body).map_err(CallError::Io)?;
-        msg.extend_from_slice(&body);
+        let msg = request_message(&self.codec, id, &self.reply_to, req)?;
 
         lock(&self.state).waiting.insert(id, None);
         let result = self.send_and_wait(id, &msg, deadline);
         let mut st = lock(&self.state);
         st.waiting.remove(&id);
         drop(st);
-        let reply = result?;
-        match reply[0] {
-            STATUS_OK => typed::decode(&self.codec, &reply[1..]).map_err(CallError::Io),
-            _ => Err(CallError::Remote(
-                String::from_utf8_lossy(&reply[1..]).into_owned(),
-            )),
-        }
+        finish_reply(&self.codec, &result?)
     }
 
     /// Sends the request, then reads replies (or waits for another caller
@@ -373,13 +353,126 @@ impl<Req: Serialize, Resp: DeserializeOwned, C: Codec> Client<Req, Resp, C> {
             }
             Err(RecvTimeoutError::Io(e)) => return Err(CallError::Io(e)),
         }
-        if buf.len() < REPLY_HEADER {
-            return Ok(None);
-        }
-        let rid = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
-        buf.drain(..8);
-        Ok(Some((rid, buf)))
+        Ok(split_reply(buf))
     }
+}
+
+/// Where a client's replies come from.
+pub(crate) enum ReplyFrom {
+    /// The receiving half of the connection, or the client's inbox.
+    Ready(Connection),
+    /// A FIFO inbox: its reading end opens when the server's writer does.
+    Fifo(Listener),
+}
+
+/// Connects a client to `addr`: the sending end, where replies come
+/// from, and the reply address to put in requests (empty on a
+/// connection).
+pub(crate) fn open_client(
+    addr: &Address,
+    timeout: Option<Duration>,
+) -> io::Result<(Connection, ReplyFrom, String)> {
+    let conn = endpoint::connect_timeout(addr, timeout)?;
+    if conn.address().is_connection() {
+        let (tx, rx) = conn.split()?;
+        return Ok((tx, ReplyFrom::Ready(rx), String::new()));
+    }
+    let (reply_to, listener) = make_inbox(addr)?;
+    let from = if listener.has_connections() {
+        ReplyFrom::Fifo(listener)
+    } else {
+        ReplyFrom::Ready(listener.accept()?)
+    };
+    Ok((conn, from, reply_to))
+}
+
+/// A request on the wire (see the module docs).
+pub(crate) fn request_message<Req: Serialize, C: Codec>(
+    codec: &C,
+    id: u64,
+    reply_to: &str,
+    req: &Req,
+) -> Result<Vec<u8>, CallError> {
+    let mut msg = Vec::with_capacity(64);
+    msg.extend_from_slice(&id.to_le_bytes());
+    msg.extend_from_slice(&(reply_to.len() as u16).to_le_bytes());
+    msg.extend_from_slice(reply_to.as_bytes());
+    let mut body = Vec::new();
+    typed::encode(codec, req, &mut body).map_err(CallError::Io)?;
+    msg.extend_from_slice(&body);
+    Ok(msg)
+}
+
+/// A reply's id, and its status byte and body; `None` for a message too
+/// short to be a reply.
+pub(crate) fn split_reply(mut buf: Vec<u8>) -> Option<(u64, Vec<u8>)> {
+    if buf.len() < REPLY_HEADER {
+        return None;
+    }
+    let id = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
+    buf.drain(..8);
+    Some((id, buf))
+}
+
+/// The response a reply's status byte and body carry.
+pub(crate) fn finish_reply<Resp: DeserializeOwned, C: Codec>(
+    codec: &C,
+    reply: &[u8],
+) -> Result<Resp, CallError> {
+    match reply[0] {
+        STATUS_OK => typed::decode(codec, &reply[1..]).map_err(CallError::Io),
+        _ => Err(CallError::Remote(
+            String::from_utf8_lossy(&reply[1..]).into_owned(),
+        )),
+    }
+}
+
+/// A reply on the wire: the encoded response, or why there is none.
+pub(crate) fn reply_message(id: u64, outcome: Result<Vec<u8>, String>) -> Vec<u8> {
+    let mut reply = Vec::with_capacity(64);
+    reply.extend_from_slice(&id.to_le_bytes());
+    match outcome {
+        Ok(body) => {
+            reply.push(STATUS_OK);
+            reply.extend_from_slice(&body);
+        }
+        Err(why) => {
+            reply.push(STATUS_ERROR);
+            reply.extend_from_slice(why.as_bytes());
+        }
+    }
+    reply
+}
+
+/// A request's id, where its reply goes (`None`: on the connection) and
+/// its body; `None` for a message that is not a request, or whose reply
+/// address is not allowed.
+pub(crate) fn parse_request_parts<'m>(
+    msg: &'m [u8],
+    own: &Address,
+) -> Option<(u64, Option<&'m str>, &'m [u8])> {
+    if msg.len() < REQUEST_HEADER {
+        return None;
+    }
+    let id = u64::from_le_bytes(msg[..8].try_into().ok()?);
+    let len = u16::from_le_bytes(msg[8..10].try_into().ok()?) as usize;
+    let to = msg.get(REQUEST_HEADER..REQUEST_HEADER + len)?;
+    let body = &msg[REQUEST_HEADER + len..];
+    if to.is_empty() {
+        return Some((id, None, body));
+    }
+    let to = std::str::from_utf8(to).ok()?;
+    reply_allowed(own, to).then_some((id, Some(to), body))
+}
+
+/// What a panic carried, for the client.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    let what = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    format!("the handler panicked: {what}")
 }
 
 /// A request as the server reads it.
@@ -713,30 +806,22 @@ where
     }
 }
 
-/// The request's id, body and where its reply goes; `None` for a message
-/// that is not a request, or whose reply address is not allowed.
+/// The job for one request (see [`parse_request_parts`]).
 fn parse_request(
     msg: &[u8],
     conn_reply: Option<&Arc<Mutex<Box<dyn MessageSender + Send>>>>,
     own: &Address,
 ) -> Option<Job> {
-    if msg.len() < REQUEST_HEADER {
-        return None;
-    }
-    let id = u64::from_le_bytes(msg[..8].try_into().ok()?);
-    let len = u16::from_le_bytes(msg[8..10].try_into().ok()?) as usize;
-    let to = msg.get(REQUEST_HEADER..REQUEST_HEADER + len)?;
-    let body = msg[REQUEST_HEADER + len..].to_vec();
-    let reply = if to.is_empty() {
-        ReplyPath::Conn(conn_reply?.clone())
-    } else {
-        let to = std::str::from_utf8(to).ok()?;
-        if !reply_allowed(own, to) {
-            return None;
-        }
-        ReplyPath::To(to.to_owned())
+    let (id, to, body) = parse_request_parts(msg, own)?;
+    let reply = match to {
+        None => ReplyPath::Conn(conn_reply?.clone()),
+        Some(to) => ReplyPath::To(to.to_owned()),
     };
-    Some(Job { id, body, reply })
+    Some(Job {
+        id,
+        body: body.to_vec(),
+        reply,
+    })
 }
 
 /// Whether a server at `own` may send replies to `to`: an inbox of its
@@ -774,19 +859,11 @@ impl<C: Codec, F> Shared<C, F> {
         Resp: Serialize,
         F: Fn(Req) -> Resp,
     {
-        let mut reply = Vec::with_capacity(64);
-        reply.extend_from_slice(&job.id.to_le_bytes());
         let outcome = typed::decode::<Req, C>(&self.codec, &job.body)
             .map_err(|e| e.to_string())
             .and_then(|req| {
-                catch_unwind(AssertUnwindSafe(|| (self.handler)(req))).map_err(|p| {
-                    let what = p
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    format!("the handler panicked: {what}")
-                })
+                catch_unwind(AssertUnwindSafe(|| (self.handler)(req)))
+                    .map_err(|p| panic_message(&*p))
             })
             .and_then(|resp| {
                 let mut body = Vec::new();
@@ -794,16 +871,7 @@ impl<C: Codec, F> Shared<C, F> {
                     .map(|()| body)
                     .map_err(|e| e.to_string())
             });
-        match outcome {
-            Ok(body) => {
-                reply.push(STATUS_OK);
-                reply.extend_from_slice(&body);
-            }
-            Err(why) => {
-                reply.push(STATUS_ERROR);
-                reply.extend_from_slice(why.as_bytes());
-            }
-        }
+        let reply = reply_message(job.id, outcome);
         let deadline = Deadline::after(self.reply_timeout);
         match job.reply {
             ReplyPath::Conn(tx) => {
