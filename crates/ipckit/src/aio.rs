@@ -43,8 +43,20 @@ use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
-use crate::error::{RecvError, SendError, SendTimeoutError, TryRecvError, TrySendError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::address::Address;
+use crate::endpoint::{Connection, Listener};
+use crate::error::{
+    MessageTooLarge, RecvError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
 use crate::message::{Deadline, MessageReceiver, MessageSender, MessageSenderExt};
+use crate::rpc::{self, CallError, ReplyFrom};
 use crate::select::{Selectable, Watch};
 use crate::typed::{self, Codec, Postcard};
 
@@ -388,4 +400,177 @@ impl<T: Serialize, S: MessageSender + Send + 'static, C: Codec> TypedSender<T, S
         }
         self.tx.send(bytes).await.map_err(|e| e.map(|_| value))
     }
+}
+
+/// The calls waiting for replies, by id.
+#[derive(Default)]
+struct Pending {
+    calls: HashMap<u64, oneshot::Sender<Vec<u8>>>,
+    /// The replies stopped: no more will come.
+    closed: bool,
+}
+
+fn lock(p: &StdMutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An async request/reply client (see [`crate::rpc`] for the addresses,
+/// the wire format and the server): many tasks call through one client at
+/// once; a task of the runtime reads the replies and hands each to its
+/// caller. A call dropped before its reply (a timeout, `select!`) leaves
+/// nothing behind: its reply, if it comes, is dropped.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ipckit::aio::AsyncClient;
+/// use ipckit::rpc::Server;
+/// use std::time::Duration;
+///
+/// let addr: ipckit::Address = format!("unix:@ipckit-doc-aio-rpc-{}", std::process::id()).parse()?;
+/// let server = Server::new(ipckit::listen(&addr)?).spawn(|x: u32| x * 2)?;
+/// let client = AsyncClient::<u32, u32>::connect(&addr, Duration::from_secs(5)).await?;
+/// assert_eq!(client.call(&21, Duration::from_secs(5)).await?, 42);
+/// server.stop()?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct AsyncClient<Req, Resp, C = Postcard> {
+    tx: tokio::sync::Mutex<AsyncSender<Connection>>,
+    pending: Arc<StdMutex<Pending>>,
+    reader: JoinHandle<()>,
+    next_id: AtomicU64,
+    reply_to: String,
+    addr: Address,
+    codec: C,
+    _types: PhantomData<fn(&Req) -> Resp>,
+}
+
+impl<Req, Resp, C> fmt::Debug for AsyncClient<Req, Resp, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AsyncClient({})", self.addr)
+    }
+}
+
+impl<Req, Resp, C> Drop for AsyncClient<Req, Resp, C> {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl<Req: Serialize, Resp: DeserializeOwned> AsyncClient<Req, Resp, Postcard> {
+    /// Connects to a server at `addr`, waiting at most `timeout` for it
+    /// to be there.
+    pub async fn connect(addr: &Address, timeout: Duration) -> io::Result<Self> {
+        Self::connect_with(addr, timeout, Postcard).await
+    }
+}
+
+impl<Req: Serialize, Resp: DeserializeOwned, C: Codec> AsyncClient<Req, Resp, C> {
+    /// Connects with another codec (the server must use the same).
+    pub async fn connect_with(addr: &Address, timeout: Duration, codec: C) -> io::Result<Self> {
+        // Connecting may wait (a server still starting, a FIFO's reader).
+        let a = addr.clone();
+        let (tx, from, reply_to) =
+            tokio::task::spawn_blocking(move || rpc::open_client(&a, Some(timeout)))
+                .await
+                .map_err(io::Error::other)??;
+        let pending = Arc::new(StdMutex::new(Pending::default()));
+        let (first, fifo) = match from {
+            ReplyFrom::Ready(rx) => (Some(AsyncReceiver::new(rx)?), None),
+            ReplyFrom::Fifo(l) => (None, Some(Arc::new(l))),
+        };
+        let reader = tokio::spawn(read_replies(first, fifo, pending.clone()));
+        Ok(AsyncClient {
+            tx: tokio::sync::Mutex::new(AsyncSender::new(tx)),
+            pending,
+            reader,
+            next_id: AtomicU64::new(1),
+            reply_to,
+            addr: addr.clone(),
+            codec,
+            _types: PhantomData,
+        })
+    }
+
+    /// Sends `req` and waits at most `timeout` for its reply.
+    pub async fn call(&self, req: &Req, timeout: Duration) -> Result<Resp, CallError> {
+        let until = tokio::time::Instant::now() + timeout;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let msg = rpc::request_message(&self.codec, id, &self.reply_to, req)?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut p = lock(&self.pending);
+            if p.closed {
+                return Err(CallError::Disconnected);
+            }
+            p.calls.insert(id, tx);
+        }
+        // However this call ends (dropped too), its entry goes.
+        let _forget = Forget(&self.pending, id);
+        let sent =
+            tokio::time::timeout_at(until, async { self.tx.lock().await.send(msg).await }).await;
+        match sent {
+            Err(_) => return Err(CallError::Timeout),
+            Ok(Err(SendError::Disconnected(_))) => return Err(CallError::Disconnected),
+            Ok(Err(SendError::Io(e, _))) => return Err(CallError::Io(e)),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(until, rx).await {
+            Err(_) => Err(CallError::Timeout),
+            Ok(Err(_)) => Err(CallError::Disconnected),
+            Ok(Ok(reply)) => rpc::finish_reply(&self.codec, &reply),
+        }
+    }
+}
+
+/// Removes a call's entry when the call ends.
+struct Forget<'a>(&'a StdMutex<Pending>, u64);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(self.0).calls.remove(&self.1);
+    }
+}
+
+/// Reads replies and hands each to its caller, until the replies stop;
+/// then every waiting call learns it. A FIFO inbox is opened when the
+/// server's writer comes, and again after the server closes it.
+async fn read_replies(
+    mut rx: Option<AsyncReceiver<Connection>>,
+    fifo: Option<Arc<Listener>>,
+    pending: Arc<StdMutex<Pending>>,
+) {
+    loop {
+        let r = match &mut rx {
+            Some(r) => r,
+            None => {
+                let Some(l) = fifo.clone() else { break };
+                let opened = tokio::task::spawn_blocking(move || l.accept()).await;
+                match opened
+                    .map_err(io::Error::other)
+                    .and_then(|c| c.and_then(AsyncReceiver::new))
+                {
+                    Ok(r) => rx.insert(r),
+                    Err(_) => break,
+                }
+            }
+        };
+        match r.recv().await {
+            Ok(buf) => {
+                if let Some((id, reply)) = rpc::split_reply(buf) {
+                    if let Some(tx) = lock(&pending).calls.remove(&id) {
+                        let _ = tx.send(reply);
+                    }
+                }
+            }
+            Err(RecvError::Disconnected) if fifo.is_some() => rx = None,
+            // A reply over the limit was refused: the next one may do.
+            Err(RecvError::Io(e)) if MessageTooLarge::find(&e).is_some() => {}
+            Err(_) => break,
+        }
+    }
+    let mut p = lock(&pending);
+    p.closed = true;
+    p.calls.clear();
 }

@@ -288,6 +288,87 @@ fn typed_stream_until_the_end() -> Result<(), Failed> {
     ensure(child.wait()?.success(), || "the sender failed".into())
 }
 
+/// `serve:ADDR`: a request/reply server (`x -> 2x + 1`; 999 takes 300
+/// ms) that prints the address to call, then serves until killed.
+fn serve(addr: &str) -> io::Result<()> {
+    let l = listen(&addr.parse()?)?;
+    println!("{}", l.local_address()?);
+    ipckit::rpc::Server::new(l).workers(4).serve(|x: u32| {
+        if x == 999 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        x * 2 + 1
+    })
+}
+
+/// Mechanisms without a reply path (see `ipckit::rpc`).
+const NO_REPLY_PATH: &[&str] = &["sysv-mq"];
+
+/// Forty calls at once from one runtime thread through one async client,
+/// to a server process on every mechanism; a call that times out does not
+/// take the reply of the next.
+fn async_calls_over_every_address() -> Result<(), Failed> {
+    let rt = runtime()?;
+    for m in ipckit::registry::MECHANISMS {
+        if NO_REPLY_PATH.contains(&m.scheme) {
+            continue;
+        }
+        let mut server = peer_command(
+            VAR,
+            "serve",
+            &m.scratch_address(&unique("arpc")).to_string(),
+        )?
+        .stdout(Stdio::piped())
+        .spawn()?;
+        let mut line = String::new();
+        io::BufReader::new(server.stdout.take().expect("piped")).read_line(&mut line)?;
+        let addr: Address = line.trim().parse()?;
+        let result = rt.block_on(async {
+            let client =
+                std::sync::Arc::new(ipckit::aio::AsyncClient::<u32, u32>::connect(&addr, T).await?);
+            let mut set = tokio::task::JoinSet::new();
+            for i in 0..40u32 {
+                let c = client.clone();
+                set.spawn(async move { (i, c.call(&i, T).await) });
+            }
+            while let Some(r) = set.join_next().await {
+                let (i, got) = r.map_err(io::Error::other)?;
+                let got = got.map_err(io::Error::from)?;
+                if got != 2 * i + 1 {
+                    return Err(io::Error::other(format!("call {i} got {got}")));
+                }
+            }
+            match client.call(&999, Duration::from_millis(50)).await {
+                Err(ipckit::rpc::CallError::Timeout) => {}
+                other => return Err(io::Error::other(format!("a slow call: {other:?}"))),
+            }
+            let next = client.call(&5, T).await.map_err(io::Error::from)?;
+            if next != 11 {
+                return Err(io::Error::other(format!(
+                    "the call after a timeout got {next}"
+                )));
+            }
+            Ok(())
+        });
+        let _ = server.kill();
+        let _ = server.wait();
+        match &addr {
+            Address::Mq(name) => {
+                let _ = ipckit::mq::unlink(name);
+            }
+            Address::Ring(name) => {
+                let _ = ipckit::ring::unlink(name);
+            }
+            Address::Fifo(path) => {
+                let _ = std::fs::remove_file(path);
+            }
+            _ => {}
+        }
+        result.map_err(|e| format!("{addr}: {e}"))?;
+    }
+    Ok(())
+}
+
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
@@ -296,6 +377,7 @@ fn main() {
                 "send" => client_send(arg),
                 "slowring" => slow_ring(arg),
                 "typed" => typed_sender(arg),
+                "serve" => serve(arg),
                 other => Err(io::Error::other(format!("unknown role {other}"))),
             }
         })],
@@ -307,6 +389,10 @@ fn main() {
         ("cancel_safe_and_read_ahead", cancel_safe_and_read_ahead),
         ("recv_leaves_the_thread_free", recv_leaves_the_thread_free),
         ("typed_stream_until_the_end", typed_stream_until_the_end),
+        (
+            "async_calls_over_every_address",
+            async_calls_over_every_address,
+        ),
         (
             "full_send_does_not_block_the_runtime",
             full_send_does_not_block_the_runtime,
