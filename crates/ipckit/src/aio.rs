@@ -574,3 +574,289 @@ async fn read_replies(
     p.closed = true;
     p.calls.clear();
 }
+
+/// The async serving side of request/reply: an async handler per request,
+/// each request its own task, so a slow one holds up no other (see
+/// [`crate::rpc`] for addresses and the wire format; clients may be
+/// [`rpc::Client`] or [`AsyncClient`]).
+///
+/// Connections are accepted through the runtime's reactor; a FIFO, whose
+/// writers show no descriptor before they come, is refused (`Unsupported`:
+/// serve it with [`rpc::Server`]). [`serve`](AsyncServer::serve) runs until accepting fails;
+/// dropping its future (a `select!` with a shutdown signal, or aborting
+/// its task) stops every connection and request task it started, and
+/// drops the listener, removing what it made.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ipckit::aio::{AsyncClient, AsyncServer};
+/// use std::time::Duration;
+///
+/// let addr: ipckit::Address = format!("mq:/ipckit-doc-aio-server-{}", std::process::id()).parse()?;
+/// let server = AsyncServer::<String, usize>::new(ipckit::listen(&addr)?);
+/// let serving = tokio::spawn(server.serve(|s: String| async move { s.len() }));
+/// let client = AsyncClient::<String, usize>::connect(&addr, Duration::from_secs(5)).await?;
+/// assert_eq!(client.call(&"four".to_string(), Duration::from_secs(5)).await?, 4);
+/// serving.abort();
+/// # Ok(())
+/// # }
+/// ```
+pub struct AsyncServer<Req, Resp, C = Postcard> {
+    listener: Arc<Listener>,
+    codec: Arc<C>,
+    max_request: usize,
+    reply_timeout: Duration,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp, C> fmt::Debug for AsyncServer<Req, Resp, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AsyncServer({})", self.listener.address())
+    }
+}
+
+impl<Req, Resp> AsyncServer<Req, Resp, Postcard>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+{
+    /// A server on `listener` (from [`crate::listen`]).
+    pub fn new(listener: Listener) -> Self {
+        Self::with_codec(listener, Postcard)
+    }
+}
+
+/// Where one request's reply goes.
+enum AsyncReply {
+    Conn(Arc<tokio::sync::Mutex<AsyncSender<Connection>>>),
+    To(String),
+}
+
+/// The reply connections to client inboxes, by address.
+type Inboxes = StdMutex<HashMap<String, Arc<tokio::sync::Mutex<AsyncSender<Connection>>>>>;
+
+impl<Req, Resp, C> AsyncServer<Req, Resp, C>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    C: Codec + Send + Sync + 'static,
+{
+    /// A server with another codec (the clients must use the same).
+    pub fn with_codec(listener: Listener, codec: C) -> Self {
+        AsyncServer {
+            listener: Arc::new(listener),
+            codec: Arc::new(codec),
+            max_request: crate::frame::DEFAULT_MAX_MESSAGE_SIZE,
+            reply_timeout: Duration::from_secs(5),
+            _types: PhantomData,
+        }
+    }
+
+    /// The largest request accepted (default 16 MiB).
+    pub fn max_request_size(mut self, max: usize) -> Self {
+        self.max_request = max;
+        self
+    }
+
+    /// How long a reply may wait for a client that does not read (default
+    /// 5 s); after that it is dropped.
+    pub fn reply_timeout(mut self, timeout: Duration) -> Self {
+        self.reply_timeout = timeout;
+        self
+    }
+
+    /// Serves until accepting fails (see the type's docs for stopping).
+    pub async fn serve<F, Fut>(self, handler: F) -> io::Result<()>
+    where
+        F: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Resp> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let own = self.listener.local_address()?;
+        let inboxes: Arc<Inboxes> = Arc::default();
+        let max = self.max_request + 64 * 1024 + 16;
+        // Every task this server starts: dropped with the `serve` future.
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut accept = AsyncAccept::new(self.listener.clone())?;
+        let connections = self.listener.has_connections();
+        loop {
+            let conn = if connections {
+                accept.next().await?
+            } else {
+                self.listener.accept()?
+            };
+            let (reply, mut rx) = if conn.can_send() && own.is_connection() {
+                let (tx, rx) = conn.split()?;
+                (
+                    Some(Arc::new(tokio::sync::Mutex::new(AsyncSender::new(tx)))),
+                    rx,
+                )
+            } else {
+                (None, conn)
+            };
+            rx.set_max_message_size(max);
+            let mut rx = AsyncReceiver::new(rx)?;
+            let (handler, codec, inboxes, own) = (
+                handler.clone(),
+                self.codec.clone(),
+                inboxes.clone(),
+                own.clone(),
+            );
+            let reply_timeout = self.reply_timeout;
+            let conn_task = async move {
+                let mut requests = tokio::task::JoinSet::new();
+                loop {
+                    let buf = match rx.recv().await {
+                        Ok(b) => b,
+                        Err(RecvError::Io(e))
+                            if reply.is_none() && MessageTooLarge::find(&e).is_some() =>
+                        {
+                            continue
+                        }
+                        Err(_) => break,
+                    };
+                    let Some((id, to, body)) = rpc::parse_request_parts(&buf, &own) else {
+                        continue;
+                    };
+                    let path = match (to, &reply) {
+                        (None, Some(tx)) => AsyncReply::Conn(tx.clone()),
+                        (Some(to), _) => AsyncReply::To(to.to_owned()),
+                        (None, None) => continue,
+                    };
+                    let body = body.to_vec();
+                    let (handler, codec, inboxes) =
+                        (handler.clone(), codec.clone(), inboxes.clone());
+                    requests.spawn(async move {
+                        let outcome = match typed::decode::<Req, C>(&codec, &body) {
+                            Err(e) => Err(e.to_string()),
+                            Ok(req) => {
+                                // Its own task, so that a panic is caught.
+                                match tokio::spawn(handler(req)).await {
+                                    Ok(resp) => {
+                                        let mut out = Vec::new();
+                                        typed::encode(&*codec, &resp, &mut out)
+                                            .map(|()| out)
+                                            .map_err(|e| e.to_string())
+                                    }
+                                    Err(e) if e.is_panic() => {
+                                        Err(rpc::panic_message(&*e.into_panic()))
+                                    }
+                                    Err(e) => Err(e.to_string()),
+                                }
+                            }
+                        };
+                        let msg = rpc::reply_message(id, outcome);
+                        send_reply(path, msg, &inboxes, reply_timeout).await;
+                    });
+                    // Finished request tasks are reaped as we go.
+                    while requests.try_join_next().is_some() {}
+                }
+                while requests.join_next().await.is_some() {}
+            };
+            if !connections {
+                // The one receiving end, served in this future: dropping
+                // it drops the queue or ring at once.
+                conn_task.await;
+                return Ok(());
+            }
+            tasks.spawn(conn_task);
+            while tasks.try_join_next().is_some() {}
+        }
+    }
+}
+
+/// Sends one reply (dropped if it cannot go within `timeout`).
+async fn send_reply(path: AsyncReply, msg: Vec<u8>, inboxes: &Inboxes, timeout: Duration) {
+    let tx = match path {
+        AsyncReply::Conn(tx) => tx,
+        AsyncReply::To(to) => {
+            let known = inboxes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&to)
+                .cloned();
+            match known {
+                Some(tx) => tx,
+                None => {
+                    let Ok(addr) = to.parse::<Address>() else {
+                        return;
+                    };
+                    // Connecting may wait (a FIFO, for its reader).
+                    let conn = tokio::task::spawn_blocking(move || {
+                        crate::endpoint::connect_timeout(&addr, Some(timeout))
+                    })
+                    .await;
+                    let Ok(Ok(conn)) = conn else {
+                        return;
+                    };
+                    let tx = Arc::new(tokio::sync::Mutex::new(AsyncSender::new(conn)));
+                    let mut all = inboxes.lock().unwrap_or_else(|e| e.into_inner());
+                    if all.len() >= 256 {
+                        all.clear();
+                    }
+                    all.insert(to, tx.clone());
+                    tx
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, async { tx.lock().await.send(msg).await }).await;
+}
+
+/// Accepts connections through the reactor.
+struct AsyncAccept {
+    // Dropped first: tokio forgets the descriptor while it is still open.
+    afd: Option<AsyncFd<Fd>>,
+    listener: Arc<Listener>,
+}
+
+impl AsyncAccept {
+    fn new(listener: Arc<Listener>) -> io::Result<Self> {
+        if matches!(listener.address(), Address::Fifo(_)) {
+            // Opening a FIFO's reading end waits for a writer in the
+            // kernel: nothing a reactor can wait on or a task can cancel.
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{}: an async server cannot wait for a FIFO's writers (the open blocks); \
+                     serve it with rpc::Server, or use unix: or mq:",
+                    listener.address()
+                ),
+            ));
+        }
+        let afd = match listener.readiness_fd() {
+            Some(fd) => {
+                // SAFETY: the descriptor is the listening socket's, open as
+                // long as `listener`, which this value holds (an `Arc`) and
+                // drops after `afd` (field order).
+                Some(
+                    unsafe {
+                        AsyncFd::register_with_interest(Fd(fd), tokio::io::Interest::READABLE)
+                    }
+                    .map_err(io::Error::from)?,
+                )
+            }
+            None => None,
+        };
+        Ok(AsyncAccept { afd, listener })
+    }
+
+    async fn next(&mut self) -> io::Result<Connection> {
+        let Some(afd) = &self.afd else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "this listener has no connections to accept",
+            ));
+        };
+        loop {
+            match self.listener.accept_timeout(Duration::ZERO) {
+                Ok(c) => return Ok(c),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                Err(e) => return Err(e),
+            }
+            let mut guard = afd.readable().await?;
+            guard.clear_ready();
+        }
+    }
+}

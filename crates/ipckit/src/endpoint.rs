@@ -650,6 +650,19 @@ impl Listener {
         self.created.clone()
     }
 
+    /// The listening socket's descriptor, for a reactor (none for a FIFO
+    /// or a connectionless mechanism).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn readiness_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::{AsFd, AsRawFd};
+        match &self.serving {
+            Serving::Unix(l) => Some(l.as_fd().as_raw_fd()),
+            Serving::Seq(l) => Some(l.as_fd().as_raw_fd()),
+            Serving::Tcp(l) => Some(l.as_fd().as_raw_fd()),
+            Serving::Fifo(_) | Serving::Once(_) => None,
+        }
+    }
+
     /// Whether clients connect one by one ( `unix:`, `unix-seq:`, `tcp:`,
     /// and `fifo:`, whose writers come in turn); `false` when the first
     /// [`accept`](Self::accept) hands out the one receiving end.

@@ -369,6 +369,89 @@ fn async_calls_over_every_address() -> Result<(), Failed> {
     Ok(())
 }
 
+/// `call:ADDR`: four threads of one blocking client, twenty calls each
+/// (`x -> 3x`), then one that makes the handler panic.
+fn call_async_server(addr: &str) -> io::Result<()> {
+    let client = std::sync::Arc::new(ipckit::rpc::Client::<u32, u32>::connect_timeout(
+        &addr.parse()?,
+        T,
+    )?);
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            let c = client.clone();
+            std::thread::spawn(move || -> io::Result<()> {
+                for i in 0..20 {
+                    let x = t * 100 + i;
+                    let got = c.call(&x, T)?;
+                    if got != 3 * x {
+                        return Err(io::Error::other(format!("{x} answered with {got}")));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join()
+            .map_err(|_| io::Error::other("a caller panicked"))??;
+    }
+    match client.call(&777, T) {
+        Err(ipckit::rpc::CallError::Remote(why)) if why.contains("panicked") => Ok(()),
+        other => Err(io::Error::other(format!("a panicking handler: {other:?}"))),
+    }
+}
+
+/// An async server in this process, on every mechanism with a reply
+/// path, answers a client process's concurrent calls (handlers that take
+/// turns sleeping, and one that panics); aborting it removes what it made.
+fn async_server_over_every_address() -> Result<(), Failed> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    for m in ipckit::registry::MECHANISMS {
+        if NO_REPLY_PATH.contains(&m.scheme) {
+            continue;
+        }
+        let addr = m.scratch_address(&unique("asrv"));
+        let l = listen(&addr)?;
+        let target = l.local_address()?;
+        if m.scheme == "fifo" {
+            let s = ipckit::aio::AsyncServer::<u32, u32>::new(l);
+            let e = rt.block_on(s.serve(|x: u32| async move { x })).unwrap_err();
+            ensure(e.kind() == io::ErrorKind::Unsupported, || e.to_string())?;
+            continue;
+        }
+        let server = {
+            let _g = rt.enter();
+            let s = ipckit::aio::AsyncServer::<u32, u32>::new(l);
+            rt.spawn(s.serve(|x: u32| async move {
+                if x == 777 {
+                    panic!("asked to panic");
+                }
+                tokio::time::sleep(Duration::from_millis(u64::from(x % 3))).await;
+                3 * x
+            }))
+        };
+        let out = peer_command(VAR, "call", &target.to_string())?.output()?;
+        server.abort();
+        let _ = rt.block_on(server);
+        ensure(out.status.success(), || {
+            format!("{target}: {}", String::from_utf8_lossy(&out.stderr))
+        })?;
+        let gone = match &addr {
+            Address::Mq(name) => ipckit::mq::PosixQueue::builder(name).open().is_err(),
+            Address::Ring(name) => ipckit::ring::Ring::builder(name).open().is_err(),
+            Address::Fifo(path) => !path.exists(),
+            _ => true,
+        };
+        ensure(gone, || {
+            format!("{target}: still there after the server stopped")
+        })?;
+    }
+    Ok(())
+}
+
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
@@ -378,6 +461,7 @@ fn main() {
                 "slowring" => slow_ring(arg),
                 "typed" => typed_sender(arg),
                 "serve" => serve(arg),
+                "call" => call_async_server(arg),
                 other => Err(io::Error::other(format!("unknown role {other}"))),
             }
         })],
@@ -392,6 +476,10 @@ fn main() {
         (
             "async_calls_over_every_address",
             async_calls_over_every_address,
+        ),
+        (
+            "async_server_over_every_address",
+            async_server_over_every_address,
         ),
         (
             "full_send_does_not_block_the_runtime",
