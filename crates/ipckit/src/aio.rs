@@ -150,6 +150,15 @@ impl<R: MessageReceiver + Selectable> AsyncReceiver<R> {
         &self.inner
     }
 
+    /// The wrapped end as a sender, for a two-way end (a socket, a duplex
+    /// pair): send through it while receiving here.
+    pub fn sender(&mut self) -> &mut (dyn MessageSender + '_)
+    where
+        R: MessageSender,
+    {
+        &mut self.inner
+    }
+
     /// Receives a message if one is waiting, without waiting.
     pub fn try_recv_into(&mut self, buf: &mut Vec<u8>) -> Result<(), TryRecvError> {
         self.inner.try_recv_into(buf)

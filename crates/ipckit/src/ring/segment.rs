@@ -1526,6 +1526,13 @@ pub struct Duplex {
     pub rx: RingReceiver,
 }
 
+/// Ready when a message waits on `rx`.
+impl crate::select::Selectable for Duplex {
+    fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
+        self.rx.readiness()
+    }
+}
+
 impl crate::MessageSender for Duplex {
     fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError<()>> {
         self.tx.send_until(msg, deadline)
