@@ -684,7 +684,7 @@ where
         let handler = Arc::new(handler);
         let own = self.listener.local_address()?;
         let inboxes: Arc<Inboxes> = Arc::default();
-        let max = self.max_request + 64 * 1024 + 16;
+        let max = rpc::max_request_message(self.max_request);
         // Every task this server starts: dropped with the `serve` future.
         let mut tasks = tokio::task::JoinSet::new();
         let mut accept = AsyncAccept::new(self.listener.clone())?;
@@ -742,12 +742,7 @@ where
                             Ok(req) => {
                                 // Its own task, so that a panic is caught.
                                 match tokio::spawn(handler(req)).await {
-                                    Ok(resp) => {
-                                        let mut out = Vec::new();
-                                        typed::encode(&*codec, &resp, &mut out)
-                                            .map(|()| out)
-                                            .map_err(|e| e.to_string())
-                                    }
+                                    Ok(resp) => rpc::encode_response(&*codec, &resp),
                                     Err(e) if e.is_panic() => {
                                         Err(rpc::panic_message(&*e.into_panic()))
                                     }
@@ -801,7 +796,7 @@ async fn send_reply(path: AsyncReply, msg: Vec<u8>, inboxes: &Inboxes, timeout: 
                     };
                     let tx = Arc::new(tokio::sync::Mutex::new(AsyncSender::new(conn)));
                     let mut all = inboxes.lock().unwrap_or_else(|e| e.into_inner());
-                    if all.len() >= 256 {
+                    if all.len() >= rpc::MAX_INBOXES {
                         all.clear();
                     }
                     all.insert(to, tx.clone());

@@ -75,6 +75,54 @@ two_way!(
     UdpSocket
 );
 
+/// How a call gets a named object: `connect` opens (or, told to, makes),
+/// `listen` makes or opens, a private inbox must be new.
+#[derive(Clone, Copy)]
+enum Make {
+    Open,
+    Create,
+    CreateOrOpen,
+}
+
+/// The builders of the named objects an address can name.
+trait Named: Sized {
+    type Object;
+    fn create(self) -> io::Result<Self::Object>;
+    fn open(self) -> io::Result<Self::Object>;
+    fn create_or_open(self) -> io::Result<Self::Object>;
+    fn make(self, how: Make) -> io::Result<Self::Object> {
+        match how {
+            Make::Open => self.open(),
+            Make::Create => self.create(),
+            Make::CreateOrOpen => self.create_or_open(),
+        }
+    }
+}
+
+macro_rules! named {
+    ($($builder:ty => $object:ty),*) => {$(
+        impl Named for $builder {
+            type Object = $object;
+            fn create(self) -> io::Result<$object> {
+                <$builder>::create(self)
+            }
+            fn open(self) -> io::Result<$object> {
+                <$builder>::open(self)
+            }
+            fn create_or_open(self) -> io::Result<$object> {
+                <$builder>::create_or_open(self)
+            }
+        }
+    )*};
+}
+
+named!(
+    crate::mq::QueueBuilder => crate::mq::PosixQueue,
+    crate::sysv::QueueBuilder => crate::sysv::MessageQueue,
+    crate::ring::RingBuilder => crate::ring::Ring,
+    crate::fifo::FifoBuilder => Fifo
+);
+
 enum Way {
     Both(Box<dyn TwoWay>),
     Send(BoxSender),
@@ -385,6 +433,11 @@ pub fn connect_with(addr: &Address, opts: &Options) -> io::Result<Connection> {
 
 fn connect_once(addr: &Address, opts: &Options) -> io::Result<Connection> {
     let timeout = opts.timeout;
+    let make = if opts.create {
+        Make::CreateOrOpen
+    } else {
+        Make::Open
+    };
     let way = match addr {
         Address::Unix(a) => {
             let mut s = UnixStream::connect(a)?;
@@ -414,35 +467,19 @@ fn connect_once(addr: &Address, opts: &Options) -> io::Result<Connection> {
             tx.set_framing(opts.framing);
             Way::Send(Box::new(tx))
         }
-        Address::Mq(name) => {
-            let b = crate::mq::PosixQueue::builder(name)
+        Address::Mq(name) => Way::Send(Box::new(
+            crate::mq::PosixQueue::builder(name)
                 .access(crate::mq::Access::Send)
-                .keep(opts.keep);
-            Way::Send(Box::new(if opts.create {
-                b.create_or_open()?
-            } else {
-                b.open()?
-            }))
-        }
-        Address::SysvMq(key) => {
-            let b = crate::sysv::MessageQueue::builder(*key)
+                .keep(opts.keep)
+                .make(make)?,
+        )),
+        Address::SysvMq(key) => Way::Send(Box::new(
+            crate::sysv::MessageQueue::builder(*key)
                 .access(crate::mq::Access::Send)
-                .keep(opts.keep);
-            Way::Send(Box::new(if opts.create {
-                b.create_or_open()?
-            } else {
-                b.open()?
-            }))
-        }
-        Address::Ring(name) => {
-            let b = opts.ring(name);
-            let ring = if opts.create {
-                b.create_or_open()?
-            } else {
-                b.open()?
-            };
-            Way::Send(Box::new(ring.sender()?))
-        }
+                .keep(opts.keep)
+                .make(make)?,
+        )),
+        Address::Ring(name) => Way::Send(Box::new(opts.ring(name).make(make)?.sender()?)),
         Address::Shm(_) | Address::SysvShm(_) | Address::Sem(_) | Address::SysvSem(_) => {
             return Err(not_a_channel(addr))
         }
@@ -502,6 +539,11 @@ pub(crate) fn listen_new(addr: &Address) -> io::Result<Listener> {
 }
 
 fn listen_inner(addr: &Address, opts: &Options, new: bool) -> io::Result<Listener> {
+    let make = if new {
+        Make::Create
+    } else {
+        Make::CreateOrOpen
+    };
     let mut local = None;
     let mut created = None;
     let once = |way: Way| {
@@ -533,12 +575,7 @@ fn listen_inner(addr: &Address, opts: &Options, new: bool) -> io::Result<Listene
             Serving::Tcp(l)
         }
         Address::Fifo(path) => {
-            let b = Fifo::builder(path).keep(opts.keep);
-            let f = if new {
-                b.create()?
-            } else {
-                b.create_or_open()?
-            };
+            let f = Fifo::builder(path).keep(opts.keep).make(make)?;
             if f.removes_on_drop() {
                 created = f.created_path();
             }
@@ -556,37 +593,19 @@ fn listen_inner(addr: &Address, opts: &Options, new: bool) -> io::Result<Listene
             local = Some(Address::Udp(s.local_addr()?.to_string()));
             once(Way::Both(Box::new(s)))
         }
-        Address::Mq(name) => {
-            let b = crate::mq::PosixQueue::builder(name)
+        Address::Mq(name) => once(Way::Recv(Box::new(
+            crate::mq::PosixQueue::builder(name)
                 .access(crate::mq::Access::Receive)
-                .keep(opts.keep);
-            once(Way::Recv(Box::new(if new {
-                b.create()?
-            } else {
-                b.create_or_open()?
-            })))
-        }
-        Address::SysvMq(key) => {
-            let b = crate::sysv::MessageQueue::builder(*key)
+                .keep(opts.keep)
+                .make(make)?,
+        ))),
+        Address::SysvMq(key) => once(Way::Recv(Box::new(
+            crate::sysv::MessageQueue::builder(*key)
                 .access(crate::mq::Access::Receive)
-                .keep(opts.keep);
-            once(Way::Recv(Box::new(if new {
-                b.create()?
-            } else {
-                b.create_or_open()?
-            })))
-        }
-        Address::Ring(name) => {
-            let b = opts.ring(name);
-            once(Way::Recv(Box::new(
-                if new {
-                    b.create()?
-                } else {
-                    b.create_or_open()?
-                }
-                .receiver()?,
-            )))
-        }
+                .keep(opts.keep)
+                .make(make)?,
+        ))),
+        Address::Ring(name) => once(Way::Recv(Box::new(opts.ring(name).make(make)?.receiver()?))),
         Address::Shm(_) | Address::SysvShm(_) | Address::Sem(_) | Address::SysvSem(_) => {
             return Err(not_a_channel(addr))
         }

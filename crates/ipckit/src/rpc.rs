@@ -465,6 +465,23 @@ pub(crate) fn parse_request_parts<'m>(
     reply_allowed(own, to).then_some((id, Some(to), body))
 }
 
+/// The largest request message for requests of up to `max_request`
+/// bytes: with its header and the longest reply address.
+pub(crate) fn max_request_message(max_request: usize) -> usize {
+    REQUEST_HEADER + u16::MAX as usize + max_request
+}
+
+/// A response's encoding, or why there is none (for the reply).
+pub(crate) fn encode_response<Resp: Serialize, C: Codec>(
+    codec: &C,
+    resp: &Resp,
+) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    typed::encode(codec, resp, &mut body)
+        .map(|()| body)
+        .map_err(|e| e.to_string())
+}
+
 /// What a panic carried, for the client.
 pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     let what = p
@@ -535,7 +552,7 @@ struct Shared<C, F> {
 
 /// The most client inboxes a server keeps open (connections to them are
 /// made again when needed).
-const MAX_INBOXES: usize = 256;
+pub(crate) const MAX_INBOXES: usize = 256;
 
 impl<Req, Resp, C> Server<Req, Resp, C>
 where
@@ -639,7 +656,7 @@ where
             }
             Some(tx)
         };
-        let max = REQUEST_HEADER + u16::MAX as usize + self.max_request;
+        let max = max_request_message(self.max_request);
         let result = if !self.listener.has_connections() {
             let mut conn = self.listener.accept()?;
             conn.set_max_message_size(max);
@@ -865,12 +882,7 @@ impl<C: Codec, F> Shared<C, F> {
                 catch_unwind(AssertUnwindSafe(|| (self.handler)(req)))
                     .map_err(|p| panic_message(&*p))
             })
-            .and_then(|resp| {
-                let mut body = Vec::new();
-                typed::encode(&self.codec, &resp, &mut body)
-                    .map(|()| body)
-                    .map_err(|e| e.to_string())
-            });
+            .and_then(|resp| encode_response(&self.codec, &resp));
         let reply = reply_message(job.id, outcome);
         let deadline = Deadline::after(self.reply_timeout);
         match job.reply {

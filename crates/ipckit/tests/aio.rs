@@ -352,18 +352,7 @@ fn async_calls_over_every_address() -> Result<(), Failed> {
         });
         let _ = server.kill();
         let _ = server.wait();
-        match &addr {
-            Address::Mq(name) => {
-                let _ = ipckit::mq::unlink(name);
-            }
-            Address::Ring(name) => {
-                let _ = ipckit::ring::unlink(name);
-            }
-            Address::Fifo(path) => {
-                let _ = std::fs::remove_file(path);
-            }
-            _ => {}
-        }
+        common::remove_left_object(&addr);
         result.map_err(|e| format!("{addr}: {e}"))?;
     }
     Ok(())
@@ -439,13 +428,7 @@ fn async_server_over_every_address() -> Result<(), Failed> {
         ensure(out.status.success(), || {
             format!("{target}: {}", String::from_utf8_lossy(&out.stderr))
         })?;
-        let gone = match &addr {
-            Address::Mq(name) => ipckit::mq::PosixQueue::builder(name).open().is_err(),
-            Address::Ring(name) => ipckit::ring::Ring::builder(name).open().is_err(),
-            Address::Fifo(path) => !path.exists(),
-            _ => true,
-        };
-        ensure(gone, || {
+        ensure(!common::object_exists(&addr), || {
             format!("{target}: still there after the server stopped")
         })?;
     }
@@ -455,15 +438,16 @@ fn async_server_over_every_address() -> Result<(), Failed> {
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
-            let (role, arg) = spec.split_once(':').expect("role:arg");
-            match role {
-                "send" => client_send(arg),
-                "slowring" => slow_ring(arg),
-                "typed" => typed_sender(arg),
-                "serve" => serve(arg),
-                "call" => call_async_server(arg),
-                other => Err(io::Error::other(format!("unknown role {other}"))),
-            }
+            common::by_role(
+                spec,
+                &[
+                    ("send", client_send),
+                    ("slowring", slow_ring),
+                    ("typed", typed_sender),
+                    ("serve", serve),
+                    ("call", call_async_server),
+                ],
+            )
         })],
         "aio",
         Duration::from_secs(120),

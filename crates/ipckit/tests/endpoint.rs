@@ -63,19 +63,12 @@ fn same_code_every_address() -> Result<(), Failed> {
         ensure(child.wait()?.success(), || {
             format!("{target}: the client failed")
         })?;
-        // A queue outlives its users; remove what the listener made.
-        match &addr {
-            Address::SysvMq(key) => {
-                let _ = ipckit::sysv::remove_queue(*key);
-            }
-            Address::Ring(name) => {
-                let _ = ipckit::ring::unlink(name);
-            }
-            Address::Mq(name) => {
-                let _ = ipckit::mq::unlink(name);
-            }
-            _ => {}
-        }
+        // What the listener made goes with it.
+        drop(conn);
+        drop(listener);
+        ensure(!common::object_exists(&addr), || {
+            format!("{target}: left behind")
+        })?;
     }
     Ok(())
 }
@@ -141,12 +134,7 @@ fn wrong_way_is_clear() -> Result<(), Failed> {
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
-            let (role, arg) = spec.split_once(':').expect("role:arg");
-            match role {
-                "send" => client_send(arg),
-                "hello" => client_hello(arg),
-                other => Err(io::Error::other(format!("unknown role {other}"))),
-            }
+            common::by_role(spec, &[("send", client_send), ("hello", client_hello)])
         })],
         "endpoint",
         Duration::from_secs(120),

@@ -962,26 +962,27 @@ fn notify_fd_for_poll() -> Result<(), Failed> {
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
-            let (role, arg) = spec.split_once(':').expect("role:arg");
-            match role {
-                "recv" => peer_recv(arg),
-                "send-fd" => peer_send_fd(arg),
-                "send-hang" => peer_send_hang(arg),
-                "attach-hang" => peer_attach_hang(arg),
-                "create-die" => peer_create_die(arg),
-                "produce" => peer_produce(arg),
-                "consume" => peer_consume(arg),
-                "victim" => peer_victim(arg),
-                "scribble" => peer_scribble(arg),
-                "flood" => peer_flood(arg),
-                "steady" => peer_steady(arg),
-                "in-place" => peer_in_place(arg),
-                "grab" => peer_grab(arg),
-                "umask" => peer_umask(arg),
-                "trickle" => peer_trickle(arg),
-                "count" => peer_count(arg),
-                other => Err(io::Error::other(format!("unknown role {other}"))),
-            }
+            common::by_role(
+                spec,
+                &[
+                    ("recv", peer_recv),
+                    ("send-fd", peer_send_fd),
+                    ("send-hang", peer_send_hang),
+                    ("attach-hang", peer_attach_hang),
+                    ("create-die", peer_create_die),
+                    ("produce", peer_produce),
+                    ("consume", peer_consume),
+                    ("victim", peer_victim),
+                    ("scribble", peer_scribble),
+                    ("flood", peer_flood),
+                    ("steady", peer_steady),
+                    ("in-place", peer_in_place),
+                    ("grab", peer_grab),
+                    ("umask", peer_umask),
+                    ("trickle", peer_trickle),
+                    ("count", peer_count),
+                ],
+            )
         })],
         "ring",
         Duration::from_secs(300),

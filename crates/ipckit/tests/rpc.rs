@@ -82,21 +82,7 @@ fn start_server(addr: &str) -> Result<(Child, Address), Failed> {
 fn stop_server(mut child: Child, addr: &Address) {
     let _ = child.kill();
     let _ = child.wait();
-    match addr {
-        Address::Ring(name) => {
-            let _ = ipckit::ring::unlink(name);
-        }
-        Address::Mq(name) => {
-            let _ = ipckit::mq::unlink(name);
-        }
-        Address::Fifo(path) => {
-            let _ = std::fs::remove_file(path);
-        }
-        Address::SysvMq(key) => {
-            let _ = ipckit::sysv::remove_queue(*key);
-        }
-        _ => {}
-    }
+    common::remove_left_object(addr);
 }
 
 /// Mechanisms without a reply path yet: a client says so clearly.
@@ -306,19 +292,17 @@ fn spawned_server_stops_and_cleans_up() -> Result<(), Failed> {
         ensure(start.elapsed() < Duration::from_secs(2), || {
             format!("{target}: stopping took {:?}", start.elapsed())
         })?;
+        // A queue, ring or FIFO is removed; nobody listens on a socket
+        // (UDP cannot tell: a datagram to nobody is sent all the same).
         let gone = match &addr {
-            Address::Mq(name) => ipckit::mq::PosixQueue::builder(name).open().is_err(),
-            Address::Ring(name) => ipckit::ring::Ring::builder(name).open().is_err(),
-            Address::Fifo(path) => !path.exists(),
-            _ => {
-                ipckit::connect(&target)
-                    .and_then(|mut c| {
-                        c.send_timeout(b"x", Duration::from_millis(100))
-                            .map_err(io::Error::from)
-                    })
-                    .is_err()
-                    || matches!(addr, Address::Udp(_) | Address::UnixDgram(_))
-            }
+            Address::Mq(_) | Address::Ring(_) | Address::Fifo(_) => !common::object_exists(&addr),
+            Address::Udp(_) => true,
+            _ => ipckit::connect(&target)
+                .and_then(|mut c| {
+                    c.send_timeout(b"x", Duration::from_millis(100))
+                        .map_err(io::Error::from)
+                })
+                .is_err(),
         };
         ensure(gone, || format!("{target}: still there after stop"))?;
     }
@@ -328,13 +312,10 @@ fn spawned_server_stops_and_cleans_up() -> Result<(), Failed> {
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
-            let (role, arg) = spec.split_once(':').expect("role:arg");
-            match role {
-                "serve" => serve(arg),
-                "hostile" => hostile(arg),
-                "call" => call_ten(arg),
-                other => Err(io::Error::other(format!("unknown role {other}"))),
-            }
+            common::by_role(
+                spec,
+                &[("serve", serve), ("hostile", hostile), ("call", call_ten)],
+            )
         })],
         "rpc",
         Duration::from_secs(120),

@@ -215,11 +215,7 @@ fn unsupported_is_clear() -> Result<(), Failed> {
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
-            let (role, arg) = spec.split_once(':').expect("role:arg");
-            match role {
-                "send" => client_send(arg),
-                other => Err(io::Error::other(format!("unknown role {other}"))),
-            }
+            common::by_role(spec, &[("send", client_send)])
         })],
         "select",
         Duration::from_secs(120),

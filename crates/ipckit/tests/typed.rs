@@ -221,11 +221,7 @@ fn boxed_and_borrowed_endpoints() -> Result<(), Failed> {
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
-            let (role, arg) = spec.split_once(':').expect("role:arg");
-            match role {
-                "serve" => peer_serve(arg),
-                other => Err(io::Error::other(format!("unknown role {other}"))),
-            }
+            common::by_role(spec, &[("serve", peer_serve)])
         })],
         "typed",
         Duration::from_secs(120),

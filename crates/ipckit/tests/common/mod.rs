@@ -196,3 +196,48 @@ pub fn leftovers() -> Vec<String> {
     }
     left
 }
+
+/// Plays the role `spec` (`role:arg`) names, one of `roles`.
+pub fn by_role(spec: &str, roles: &[(&str, Role)]) -> io::Result<()> {
+    let (role, arg) = spec
+        .split_once(':')
+        .ok_or_else(|| io::Error::other(format!("{spec:?} is not role:arg")))?;
+    match roles.iter().find(|(name, _)| *name == role) {
+        Some((_, play)) => play(arg),
+        None => Err(io::Error::other(format!("unknown role {role}"))),
+    }
+}
+
+/// Removes the queue, ring or FIFO `addr` names, made by a peer that was
+/// killed and so could not (sockets go with their process).
+pub fn remove_left_object(addr: &ipckit::Address) {
+    use ipckit::Address;
+    match addr {
+        Address::Mq(name) => {
+            let _ = ipckit::mq::unlink(name);
+        }
+        Address::Ring(name) => {
+            let _ = ipckit::ring::unlink(name);
+        }
+        Address::SysvMq(key) => {
+            let _ = ipckit::sysv::remove_queue(*key);
+        }
+        Address::Fifo(path) => {
+            let _ = std::fs::remove_file(path);
+        }
+        _ => {}
+    }
+}
+
+/// Whether the queue, ring or FIFO `addr` names still exists (`false`
+/// for anything else: sockets go with their process).
+pub fn object_exists(addr: &ipckit::Address) -> bool {
+    use ipckit::Address;
+    match addr {
+        Address::Mq(name) => ipckit::mq::PosixQueue::builder(name).open().is_ok(),
+        Address::Ring(name) => ipckit::ring::Ring::builder(name).open().is_ok(),
+        Address::SysvMq(key) => ipckit::sysv::MessageQueue::builder(*key).open().is_ok(),
+        Address::Fifo(path) => path.exists(),
+        _ => false,
+    }
+}
