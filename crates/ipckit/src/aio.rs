@@ -60,6 +60,18 @@ use crate::rpc::{self, CallError, ReplyFrom};
 use crate::select::{Selectable, Watch};
 use crate::typed::{self, Codec, Postcard};
 
+/// An error, rather than tokio's panic, for a call outside a runtime.
+fn in_runtime(what: &str) -> io::Result<()> {
+    tokio::runtime::Handle::try_current()
+        .map(|_| ())
+        .map_err(|_| {
+            io::Error::other(format!(
+                "{what} needs a tokio runtime: call it inside one (#[tokio::main], \
+             Runtime::block_on or Runtime::enter)"
+            ))
+        })
+}
+
 /// The descriptor number tokio watches; the endpoint that owns it outlives
 /// the registration (field order in [`AsyncReceiver`]).
 struct Fd(RawFd);
@@ -85,8 +97,10 @@ impl<R> fmt::Debug for AsyncReceiver<R> {
 }
 
 impl<R: MessageReceiver + Selectable> AsyncReceiver<R> {
-    /// Wraps `inner`; must be called inside a tokio runtime.
+    /// Wraps `inner`; must be called inside a tokio runtime (outside one,
+    /// an error says so).
     pub fn new(mut inner: R) -> io::Result<Self> {
+        in_runtime("AsyncReceiver::new")?;
         let watch = Watch::new(inner.readiness()?)?;
         // SAFETY: the descriptor is open and stays the same file until the
         // `AsyncFd` is dropped: it belongs to `inner` (or, for a signalled
@@ -817,6 +831,7 @@ struct AsyncAccept {
 
 impl AsyncAccept {
     fn new(listener: Arc<Listener>) -> io::Result<Self> {
+        in_runtime("AsyncServer::serve")?;
         if matches!(listener.address(), Address::Fifo(_)) {
             // Opening a FIFO's reading end waits for a writer in the
             // kernel: nothing a reactor can wait on or a task can cancel.

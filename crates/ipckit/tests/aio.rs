@@ -106,6 +106,16 @@ fn every_mechanism_at_once() -> Result<(), Failed> {
     Ok(())
 }
 
+/// Outside a runtime, wrapping is an error that says what to do (not
+/// tokio's panic).
+fn outside_a_runtime_is_an_error() -> Result<(), Failed> {
+    let (_tx, rx) = ipckit::pipe::channel()?;
+    let e = AsyncReceiver::new(rx).unwrap_err();
+    ensure(e.to_string().contains("needs a tokio runtime"), || {
+        e.to_string()
+    })
+}
+
 /// Wrapping an end a runtime cannot wait on: the error.
 fn wrap_error(rt: &tokio::runtime::Runtime, end: Connection) -> io::Error {
     let _guard = rt.enter();
@@ -454,6 +464,10 @@ fn main() {
     );
     common::run_cases(vec![
         ("every_mechanism_at_once", every_mechanism_at_once),
+        (
+            "outside_a_runtime_is_an_error",
+            outside_a_runtime_is_an_error,
+        ),
         ("cancel_safe_and_read_ahead", cancel_safe_and_read_ahead),
         ("recv_leaves_the_thread_free", recv_leaves_the_thread_free),
         ("typed_stream_until_the_end", typed_stream_until_the_end),
