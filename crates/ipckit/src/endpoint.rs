@@ -682,7 +682,7 @@ impl Listener {
         }
     }
 
-    /// Whether clients connect one by one ( `unix:`, `unix-seq:`, `tcp:`,
+    /// Whether clients connect one by one (`unix:`, `unix-seq:`, `tcp:`,
     /// and `fifo:`, whose writers come in turn); `false` when the first
     /// [`accept`](Self::accept) hands out the one receiving end.
     pub fn has_connections(&self) -> bool {

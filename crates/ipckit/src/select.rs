@@ -283,6 +283,12 @@ impl Selector {
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         ready.clear();
+        if self.regs.is_empty() && timeout.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "nothing is registered with this selector: select(None) would wait for ever",
+            ));
+        }
         let until = timeout.map(|t| Instant::now().checked_add(t));
         loop {
             for (key, watch) in &self.regs {

@@ -138,7 +138,11 @@ fn every_kind() -> Result<(), Failed> {
     for t in end_tokens {
         sel.deregister(t)?;
     }
-    ensure(sel.is_empty(), || "registrations left".into())
+    ensure(sel.is_empty(), || "registrations left".into())?;
+    let e = sel.select(None).unwrap_err();
+    ensure(e.to_string().contains("nothing is registered"), || {
+        e.to_string()
+    })
 }
 
 /// Three messages from another process arrive in one read: the stream
