@@ -14,8 +14,8 @@
 //! while it waits still completes: the message is not lost, but its
 //! result (an error) is.
 //!
-//! System V queues and semaphores have no descriptor: wrapping one is the
-//! same `Unsupported` error as selecting on it.
+//! A System V queue has no descriptor: it is waited on through the same
+//! helper thread as for a selector (see [`crate::select`]).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]

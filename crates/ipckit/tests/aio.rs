@@ -20,9 +20,6 @@ use common::{ensure, peer_command, unique, T};
 
 const VAR: &str = "IPCKIT_AIO_PEER";
 
-/// Mechanisms with nothing to wait on yet (see `ipckit::select`).
-const NOT_SELECTABLE: &[&str] = &["sysv-mq"];
-
 fn runtime() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -64,11 +61,6 @@ fn every_mechanism_at_once() -> Result<(), Failed> {
     for (i, m) in ipckit::registry::MECHANISMS.iter().enumerate() {
         let addr = m.scratch_address(&unique("aio"));
         let l = listen(&addr)?;
-        if NOT_SELECTABLE.contains(&m.scheme) {
-            let e = wrap_error(&rt, l.accept()?);
-            ensure(e.kind() == io::ErrorKind::Unsupported, || e.to_string())?;
-            continue;
-        }
         let target = l.local_address()?;
         children.push(spawn_send(50 * i as u64, 1, &target)?);
         listeners.push((m.scheme, l));
@@ -114,12 +106,6 @@ fn outside_a_runtime_is_an_error() -> Result<(), Failed> {
     ensure(e.to_string().contains("needs a tokio runtime"), || {
         e.to_string()
     })
-}
-
-/// Wrapping an end a runtime cannot wait on: the error.
-fn wrap_error(rt: &tokio::runtime::Runtime, end: Connection) -> io::Error {
-    let _guard = rt.enter();
-    AsyncReceiver::new(end).unwrap_err()
 }
 
 /// A receive cancelled by `select!` takes nothing; three messages read
@@ -216,9 +202,6 @@ fn full_send_does_not_block_the_runtime() -> Result<(), Failed> {
 /// thread would wait for ever). Every selectable mechanism.
 fn recv_leaves_the_thread_free() -> Result<(), Failed> {
     for m in ipckit::registry::MECHANISMS {
-        if NOT_SELECTABLE.contains(&m.scheme) {
-            continue;
-        }
         let addr = m.scratch_address(&unique("free"));
         let l = listen(&addr)?;
         let target = l.local_address()?;

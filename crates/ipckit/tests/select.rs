@@ -1,7 +1,9 @@
 //! `Selector` between processes: one selector over endpoints of every
 //! kind, each woken by a client process in turn; messages read ahead
-//! by a stream keep it ready; a ring is reported exactly; what cannot be
-//! selected says so.
+//! by a stream keep it ready; a ring and a System V queue (through their
+//! helper threads) are reported exactly; a System V queue's messages stay
+//! queued while watched, an empty one taken ahead is delivered in order
+//! or handed back; a sending end says it cannot be selected.
 //!
 //! This test binary re-executed with `IPCKIT_SELECT_PEER=<role>:<arg>`
 //! plays the client.
@@ -39,9 +41,6 @@ fn spawn_send(n: usize, linger_ms: u64, addr: &Address) -> io::Result<std::proce
     peer_command(VAR, "send", &format!("{n}|{linger_ms}|{addr}"))?.spawn()
 }
 
-/// Mechanisms a selector cannot wait on yet.
-const NOT_SELECTABLE: &[&str] = &["sysv-mq"];
-
 /// Selects until `want` is ready, failing if anything else is.
 fn expect_ready(sel: &mut Selector, want: Token, what: &str) -> Result<(), Failed> {
     let ready = sel.select(Some(T))?;
@@ -53,20 +52,11 @@ fn expect_ready(sel: &mut Selector, want: Token, what: &str) -> Result<(), Faile
 /// One selector over a listener or receiving end of every mechanism; a
 /// client process wakes each in turn, and only that one is reported.
 fn every_kind() -> Result<(), Failed> {
-    // Every mechanism in the registry, but those that say clearly that
-    // they cannot be selected on.
-    let mut addrs = Vec::new();
-    for m in ipckit::registry::MECHANISMS {
-        let a = m.scratch_address(&unique("sel"));
-        if NOT_SELECTABLE.contains(&m.scheme) {
-            let l = listen(&a)?;
-            let mut end = l.accept()?;
-            let e = Selector::new()?.register(&mut end).unwrap_err();
-            ensure(e.kind() == io::ErrorKind::Unsupported, || e.to_string())?;
-        } else {
-            addrs.push(a.to_string());
-        }
-    }
+    // Every mechanism in the registry.
+    let addrs: Vec<String> = ipckit::registry::MECHANISMS
+        .iter()
+        .map(|m| m.scratch_address(&unique("sel")).to_string())
+        .collect();
     let mut sel = Selector::new()?;
     // Listeners (and a FIFO's) wait for clients; connectionless ends are
     // registered at once.
@@ -168,58 +158,158 @@ fn read_ahead_keeps_ready() -> Result<(), Failed> {
     ensure(child.wait()?.success(), || "client".into())
 }
 
-/// A ring is reported when a message waits and not otherwise: no
-/// spurious wake-ups from its eventfd.
-fn ring_is_exact() -> Result<(), Failed> {
-    let addr: Address = format!("ring:{}", unique("ring")).parse()?;
-    let l = listen(&addr)?;
-    let mut rx = l.accept()?;
-    let mut sel = Selector::new()?;
-    let t = sel.register(&mut rx)?;
-    for round in 0..3 {
-        let start = Instant::now();
-        let ready = sel.select(Some(Duration::from_millis(60)))?;
-        ensure(
-            ready.is_empty() && start.elapsed() >= Duration::from_millis(55),
-            || format!("round {round}: {ready:?} after {:?}", start.elapsed()),
-        )?;
-        let mut child = spawn_send(2, 0, &addr)?;
-        for i in 0..2 {
-            expect_ready(&mut sel, t, &format!("round {round} message {i}"))?;
-            ensure(rx.try_recv()? == format!("m{i}").as_bytes(), || {
-                "wrong message".into()
-            })?;
+/// A ring and a System V queue are reported when a message waits and not
+/// otherwise: no spurious wake-ups from their eventfds, through bursts.
+fn signalled_kinds_are_exact() -> Result<(), Failed> {
+    for addr in [
+        format!("ring:{}", unique("ring")),
+        format!("sysv-mq:{}", unique_key()),
+    ] {
+        let addr: Address = addr.parse()?;
+        let l = listen(&addr)?;
+        let mut rx = l.accept()?;
+        let mut sel = Selector::new()?;
+        let t = sel.register(&mut rx)?;
+        for round in 0..3 {
+            let start = Instant::now();
+            let ready = sel.select(Some(Duration::from_millis(60)))?;
+            ensure(
+                ready.is_empty() && start.elapsed() >= Duration::from_millis(55),
+                || {
+                    format!(
+                        "{addr} round {round}: {ready:?} after {:?}",
+                        start.elapsed()
+                    )
+                },
+            )?;
+            let mut child = spawn_send(2, 0, &addr)?;
+            for i in 0..2 {
+                expect_ready(&mut sel, t, &format!("{addr} round {round} message {i}"))?;
+                ensure(rx.try_recv()? == format!("m{i}").as_bytes(), || {
+                    format!("{addr}: wrong message")
+                })?;
+            }
+            ensure(child.wait()?.success(), || "client".into())?;
         }
-        ensure(child.wait()?.success(), || "client".into())?;
+        sel.deregister(t)?;
     }
     Ok(())
 }
 
-/// What cannot be selected on says why.
-fn unsupported_is_clear() -> Result<(), Failed> {
+/// Threads of this process now (`/proc/self/task`).
+fn threads() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+/// Waits up to `T` for this process to have `n` threads.
+fn threads_become(n: usize) -> Result<(), Failed> {
+    let end = Instant::now() + T;
+    while threads()? != n {
+        ensure(Instant::now() < end, || {
+            format!("{} threads, wanted {n}", threads().unwrap_or(0))
+        })?;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// A watched System V queue: a message reported ready is still in the
+/// kernel's queue (another process could take it); the helper thread
+/// ends with the handle, even while it sleeps in msgrcv.
+fn sysv_queue_keeps_messages_queued() -> Result<(), Failed> {
+    use ipckit::mq::sysv::MessageQueue;
     let key = unique_key();
-    let q: Address = format!("sysv-mq:{key}").parse()?;
-    let l = listen(&q)?;
-    let mut rx = l.accept()?;
+    let addr: Address = format!("sysv-mq:{key}").parse()?;
+    let mut owner = MessageQueue::builder(key).create()?;
+    let mut q = MessageQueue::builder(key).open()?;
+    let before = threads()?;
     let mut sel = Selector::new()?;
-    let e = sel.register(&mut rx).unwrap_err();
+    let t = sel.register(&mut q)?;
+    ensure(threads()? == before + 1, || "one helper thread".into())?;
+    let mut child = spawn_send(1, 0, &addr)?;
+    expect_ready(&mut sel, t, "sysv-mq")?;
+    ensure(child.wait()?.success(), || "client".into())?;
+    // Still queued: the other handle (standing in for any process) takes it.
+    ensure(owner.status()?.messages == 1, || "not in the queue".into())?;
+    ensure(owner.try_recv()? == b"m0", || "wrong message".into())?;
+    // The selector now finds nothing (and re-arms the helper).
     ensure(
-        e.kind() == io::ErrorKind::Unsupported && e.to_string().contains("mq:"),
-        || e.to_string(),
+        sel.select(Some(Duration::from_millis(50)))?.is_empty(),
+        || "ready with an empty queue".into(),
     )?;
+    // The helper sleeps in msgrcv; dropping the handle stops it.
+    sel.deregister(t)?;
+    drop(q);
+    threads_become(before)?;
+    ensure(owner.status()?.messages == 0, || "queue changed".into())
+}
+
+/// Empty messages fit the helper's zero-byte msgrcv and are taken: the
+/// handle's next receive returns them first, in order; one never
+/// received is handed back to the queue when the handle is dropped.
+fn sysv_empty_messages_are_held() -> Result<(), Failed> {
+    use ipckit::mq::sysv::MessageQueue;
+    let key = unique_key();
+    let mut owner = MessageQueue::builder(key).create()?;
+    let mut q = MessageQueue::builder(key).open()?;
+    let mut sel = Selector::new()?;
+    let t = sel.register(&mut q)?;
+    // Another process sends "", "", "x".
+    let addr = format!("sysv-mq:{key}");
+    let mut child = peer_command(VAR, "sysv-empty", &addr)?.spawn()?;
+    ensure(child.wait()?.success(), || "client".into())?;
+    for want in [&b""[..], b"", b"x"] {
+        expect_ready(&mut sel, t, "sysv-mq")?;
+        let got = q.try_recv()?;
+        ensure(got == want, || format!("{got:?}, wanted {want:?}"))?;
+    }
+    ensure(
+        sel.select(Some(Duration::from_millis(50)))?.is_empty(),
+        || "ready with an empty queue".into(),
+    )?;
+    // One more empty message, taken ahead and never received: back in the
+    // queue when the handle goes.
+    owner.send_type(b"", 3).map_err(io::Error::from)?;
+    expect_ready(&mut sel, t, "sysv-mq held")?;
+    sel.deregister(t)?;
+    drop(q);
+    ensure(owner.status()?.messages == 1, || {
+        "the held message was lost".into()
+    })?;
+    let mut buf = Vec::new();
+    ensure(
+        owner.recv_select(&mut buf, ipckit::mq::sysv::Selector::Any)? == 3 && buf.is_empty(),
+        || "wrong message back".into(),
+    )
+}
+
+/// `sysv-empty:ADDR`: sends "", "" and "x" to the System V queue `ADDR`.
+fn client_sysv_empty(arg: &str) -> io::Result<()> {
+    let mut q = ipckit::connect(&arg.parse()?)?;
+    for m in [&b""[..], b"", b"x"] {
+        q.send(m).map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// A sending end cannot be selected on, and says so.
+fn sending_end_is_clear() -> Result<(), Failed> {
+    let q: Address = format!("mq:/{}", unique("snd")).parse()?;
+    let l = listen(&q)?;
     let mut tx = ipckit::connect(&q)?;
-    let e = sel.register(&mut tx).unwrap_err();
+    let e = Selector::new()?.register(&mut tx).unwrap_err();
     ensure(e.to_string().contains("only sends"), || e.to_string())?;
-    // The listener made the queue; dropping its end removes it (the run
-    // checks that nothing is left).
-    drop(rx);
+    drop(l);
     Ok(())
 }
 
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
-            common::by_role(spec, &[("send", client_send)])
+            common::by_role(
+                spec,
+                &[("send", client_send), ("sysv-empty", client_sysv_empty)],
+            )
         })],
         "select",
         Duration::from_secs(120),
@@ -227,7 +317,12 @@ fn main() {
     common::run_cases(vec![
         ("every_kind", every_kind),
         ("read_ahead_keeps_ready", read_ahead_keeps_ready),
-        ("ring_is_exact", ring_is_exact),
-        ("unsupported_is_clear", unsupported_is_clear),
+        ("signalled_kinds_are_exact", signalled_kinds_are_exact),
+        (
+            "sysv_queue_keeps_messages_queued",
+            sysv_queue_keeps_messages_queued,
+        ),
+        ("sysv_empty_messages_are_held", sysv_empty_messages_are_held),
+        ("sending_end_is_clear", sending_end_is_clear),
     ]);
 }

@@ -48,6 +48,22 @@
 //! before receiving it). With [`MessageQueue::set_truncate`] (`MSG_NOERROR`)
 //! longer messages are cut to that size instead.
 //!
+//! # Waiting on it with others
+//!
+//! A queue has no descriptor, yet [`crate::select::Selector`] and the async
+//! wrappers take it: registering starts a helper thread of this process
+//! that sleeps in `msgrcv` with a zero-byte buffer and the queue's default
+//! [`Selector`]. A message of one byte or more does not fit, so the call
+//! fails with `E2BIG` and leaves the message in the queue, where any
+//! process may still take it; the thread then signals an eventfd and waits
+//! until a check finds the queue empty again (woken once per burst). An
+//! *empty* message fits the zero-byte buffer and is taken: it is held for
+//! this queue's next receive with that selector (which returns it before
+//! asking the kernel), and sent back to the queue if this handle is
+//! dropped first. Changing the default selector stops the thread (register
+//! again to watch the new one). The thread is stopped with `SIGURG` (see
+//! Timeouts) and ends with the queue handle.
+//!
 //! # Interoperability
 //!
 //! Messages are exactly what other programs see with the raw calls: the type
@@ -61,6 +77,7 @@ use super::Access;
 use crate::error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError};
 use crate::frame::{recv_failure, send_failure};
 use crate::message::Deadline;
+use crate::select::helper::{Found, Helper, Look};
 use crate::sys;
 use crate::sys::msg::MsgBuf;
 use crate::sysv::{pid, time, Key, Perm, DEFAULT_MODE};
@@ -317,6 +334,9 @@ pub struct MessageQueue {
     selector: Selector,
     sbuf: MsgBuf,
     rbuf: MsgBuf,
+    /// The helper thread a selector or async wrapper watches, and the
+    /// selector it watches with.
+    watch: Option<(Helper<QueueLook>, Selector)>,
 }
 
 impl MessageQueue {
@@ -365,6 +385,7 @@ impl MessageQueue {
             selector: Selector::Any,
             sbuf: MsgBuf::default(),
             rbuf: MsgBuf::default(),
+            watch: None,
         };
         q.msgmax = crate::sysv::limits()?.max_message_size;
         q.max = q.msgmax;
@@ -395,8 +416,14 @@ impl MessageQueue {
 
     /// Which messages the [`crate::MessageReceiver`] methods take (default
     /// [`Selector::Any`]).
+    ///
+    /// A selector or async wrapper watching the queue stops watching (and
+    /// hands back an empty message it held): register it again.
     pub fn set_default_selector(&mut self, selector: Selector) -> io::Result<()> {
         selector.raw()?;
+        if self.watch.as_ref().is_some_and(|w| w.1 != selector) {
+            self.watch = None;
+        }
         self.selector = selector;
         Ok(())
     }
@@ -482,6 +509,14 @@ impl MessageQueue {
     ) -> Result<i64, RecvTimeoutError> {
         buf.clear();
         let (msgtyp, sel_flags) = selector.raw().map_err(RecvTimeoutError::Io)?;
+        if let Some((h, watched)) = &self.watch {
+            if *watched == selector {
+                if let Some(t) = h.take_held() {
+                    // An empty message the helper took ahead, in order.
+                    return Ok(t);
+                }
+            }
+        }
         loop {
             let (size, flags) = if self.truncate {
                 (self.max, sel_flags | libc::MSG_NOERROR)
@@ -671,15 +706,75 @@ impl crate::MessageSender for MessageQueue {
     }
 }
 
-/// Not yet: a System V queue has no descriptor to wait on (see
-/// [`crate::select`]); registering one is an `Unsupported` error.
+/// Ready when a message the default selector picks is in the queue,
+/// through a helper thread (see
+/// [Waiting on it with others](self#waiting-on-it-with-others)).
 impl crate::select::Selectable for MessageQueue {
     fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "a System V message queue has no descriptor to select on (a helper thread per \
-             queue is planned); use a POSIX queue (mq:) to wait on several endpoints",
+        if self.watch.is_none() {
+            let (msgtyp, flags) = self.selector.raw()?;
+            let look = QueueLook {
+                id: self.id,
+                msgtyp,
+                flags,
+            };
+            self.watch = Some((Helper::start("ipckit-sysv-mq", look)?, self.selector));
+        }
+        let (h, _) = self.watch.as_ref().expect("just made");
+        Ok(crate::select::Readiness::signalled(
+            h.eventfd(),
+            h.checker(),
         ))
+    }
+}
+
+/// How the helper thread looks at a queue: `msgrcv` into zero bytes.
+#[derive(Debug)]
+struct QueueLook {
+    id: libc::c_int,
+    msgtyp: libc::c_long,
+    flags: libc::c_int,
+}
+
+impl QueueLook {
+    fn look(&self, flags: libc::c_int) -> Found<i64> {
+        let mut buf = MsgBuf::default();
+        match sys::msg::rcv(self.id, &mut buf, 0, self.msgtyp, self.flags | flags) {
+            // An empty message fits: it was taken, and is held.
+            Ok(_) => Found::There(Some(buf.mtype())),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::E2BIG) => Found::There(None),
+                Some(libc::EINTR) => Found::Nothing,
+                _ if e.kind() == io::ErrorKind::WouldBlock => Found::Nothing,
+                _ => Found::Gone,
+            },
+        }
+    }
+}
+
+impl Look for QueueLook {
+    type Held = i64;
+
+    fn wait(&self) -> Found<i64> {
+        self.look(0)
+    }
+
+    fn now(&self) -> Found<i64> {
+        self.look(libc::IPC_NOWAIT)
+    }
+
+    fn kick(&self, tid: libc::pid_t) {
+        let _ = sys::alarm::interrupt(tid);
+    }
+
+    fn give_back(&self, mtype: i64) {
+        // At the tail: better late than lost. Nothing to do if it fails
+        // (the queue was removed or is full).
+        let mut buf = MsgBuf::default();
+        if let Ok(t) = self::mtype(mtype) {
+            buf.load(t, &[]);
+            let _ = sys::msg::snd(self.id, &buf, 0, libc::IPC_NOWAIT);
+        }
     }
 }
 

@@ -147,3 +147,36 @@ impl Drop for Alarm {
         restore_mask(self.reblock);
     }
 }
+
+/// The calling thread's id (`gettid(2)`), for [`interrupt`].
+pub(crate) fn thread_id() -> libc::pid_t {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// Makes the calling thread one that [`interrupt`] can wake from a
+/// System V call: the handler installed, [`SIGNAL`] unblocked (a thread
+/// inherits its creator's mask).
+pub(crate) fn interruptible() -> io::Result<()> {
+    install_handler()?;
+    let set = signal_set();
+    // SAFETY: `set` is initialised; a null old set is allowed.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// Sends [`SIGNAL`] to thread `tid` of this process (`tgkill(2)`), which
+/// made itself [`interruptible`]: a `msgrcv`, `msgsnd` or `semop` it sleeps
+/// in returns `EINTR`. A signal that lands just before the thread enters
+/// the call is lost: callers repeat until the thread answers.
+pub(crate) fn interrupt(tid: libc::pid_t) -> io::Result<()> {
+    // SAFETY: plain integer arguments; the signal's handler is a no-op.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, SIGNAL) };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -14,9 +14,16 @@
 //!   [`notify_fd`](crate::ring::RingReceiver::notify_fd) eventfd (a
 //!   thread of this process sleeping on the ring's futex) stands in, and
 //!   the selector checks the ring itself, so the report is exact;
-//! - System V queues and semaphores have no descriptor and nothing that
-//!   wakes a descriptor: registering one is an `Unsupported` error for now
-//!   (a helper thread per object is the planned remedy).
+//! - System V queues and semaphores have no descriptor and nothing in the
+//!   kernel that wakes one: a *helper thread* of this process sleeps in
+//!   the object's own blocking call (`msgrcv` with a zero-byte buffer,
+//!   which fails with `E2BIG` and leaves the message queued; `semop`) and
+//!   writes an eventfd when it returns. It sleeps in the kernel all along
+//!   (no polling) and is woken once per burst, not per message: one
+//!   thread and one eventfd per registered object is the cost. Details
+//!   (what it takes ahead, how it stops) with
+//!   [`MessageQueue`](crate::mq::sysv::MessageQueue#waiting-on-it-with-others)
+//!   and [`sem::Waiter`](crate::sem::Waiter).
 //!
 //! A reported endpoint's message can still be taken by someone else first
 //! (another process on the same queue): receive with `try_recv`, and
@@ -57,6 +64,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::sys;
+
+pub(crate) mod helper;
 
 /// How a [`Selector`] learns that an endpoint is ready: a descriptor, and
 /// what else to look at (made by each endpoint's
