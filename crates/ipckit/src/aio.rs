@@ -15,7 +15,11 @@
 //! result (an error) is.
 //!
 //! A System V queue has no descriptor: it is waited on through the same
-//! helper thread as for a selector (see [`crate::select`]).
+//! helper thread as for a selector (see [`crate::select`]). Beyond
+//! messages: [`AsyncWaiter`] does a semaphore's P (POSIX named or System
+//! V) without blocking the thread, and an `AsyncReceiver` over a
+//! [`SignalReceiver`](crate::signal::SignalReceiver) gives each signal
+//! with its sender and value ([`AsyncReceiver::recv_info`]).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -82,17 +86,71 @@ impl AsRawFd for Fd {
     }
 }
 
-/// An async receiving end (see the module docs).
-pub struct AsyncReceiver<R> {
+/// A registration with tokio's reactor: the descriptor a [`Watch`] watches.
+struct Registered {
     // Dropped first: tokio forgets the descriptor while it is still open.
     afd: AsyncFd<Fd>,
     watch: Watch,
+}
+
+impl Registered {
+    /// Registers what `r` watches.
+    ///
+    /// # Safety
+    ///
+    /// The descriptor of `r` must stay open, the same file, until the
+    /// returned value is dropped: it belongs to the registration itself
+    /// (a signalled eventfd, duplicated into the watch) or to an object
+    /// the caller keeps, unmoved out of its owner, and drops after it.
+    unsafe fn new(what: &str, r: crate::select::Readiness<'_>) -> io::Result<Registered> {
+        in_runtime(what)?;
+        let watch = Watch::new(r)?;
+        // SAFETY: the caller's contract above; a watch's own eventfd lives
+        // in `watch`, dropped after `afd` (field order).
+        let afd =
+            unsafe { AsyncFd::register_with_interest(Fd(watch.fd), tokio::io::Interest::READABLE) }
+                .map_err(io::Error::from)?;
+        Ok(Registered { afd, watch })
+    }
+
+    /// Polls until `attempt` succeeds (`Some`): between attempts, waits
+    /// for the descriptor (or what else the watch looks at).
+    fn poll_until<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut attempt: impl FnMut() -> Option<T>,
+    ) -> Poll<io::Result<T>> {
+        loop {
+            if let Some(t) = attempt() {
+                return Poll::Ready(Ok(t));
+            }
+            if self.watch.ready_now() {
+                continue;
+            }
+            let mut guard = match self.afd.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(g)) => g,
+            };
+            self.watch.after_wake()?;
+            // Anything that came before this point is found by the next
+            // attempt; anything after makes the descriptor ready again.
+            guard.clear_ready();
+        }
+    }
+}
+
+/// An async receiving end (see the module docs).
+pub struct AsyncReceiver<R> {
+    // Dropped first: the registration goes while `inner` still holds the
+    // descriptor.
+    reg: Registered,
     inner: R,
 }
 
 impl<R> fmt::Debug for AsyncReceiver<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AsyncReceiver({})", self.watch.fd)
+        write!(f, "AsyncReceiver({})", self.reg.watch.fd)
     }
 }
 
@@ -100,17 +158,13 @@ impl<R: MessageReceiver + Selectable> AsyncReceiver<R> {
     /// Wraps `inner`; must be called inside a tokio runtime (outside one,
     /// an error says so).
     pub fn new(mut inner: R) -> io::Result<Self> {
-        in_runtime("AsyncReceiver::new")?;
-        let watch = Watch::new(inner.readiness()?)?;
-        // SAFETY: the descriptor is open and stays the same file until the
-        // `AsyncFd` is dropped: it belongs to `inner` (or, for a signalled
-        // eventfd, to `watch`), both owned by the value built here and
-        // dropped after `afd` (field order, and `into_inner`); `inner` is
-        // never handed out by `&mut`, so it cannot be swapped meanwhile.
-        let afd =
-            unsafe { AsyncFd::register_with_interest(Fd(watch.fd), tokio::io::Interest::READABLE) }
-                .map_err(io::Error::from)?;
-        Ok(AsyncReceiver { afd, watch, inner })
+        // SAFETY: the descriptor belongs to `inner` (or, for a signalled
+        // eventfd, to the registration), both owned by the value built
+        // here, `inner` dropped after the registration (field order, and
+        // `into_inner`); `inner` is never handed out by `&mut`, so it
+        // cannot be swapped meanwhile.
+        let reg = unsafe { Registered::new("AsyncReceiver::new", inner.readiness()?)? };
+        Ok(AsyncReceiver { reg, inner })
     }
 
     /// Receives one message into `buf` (replacing its contents), waiting
@@ -127,30 +181,15 @@ impl<R: MessageReceiver + Selectable> AsyncReceiver<R> {
         cx: &mut Context<'_>,
         buf: &mut Vec<u8>,
     ) -> Poll<Result<(), RecvError>> {
-        loop {
-            match self.inner.try_recv_into(buf) {
-                Ok(()) => return Poll::Ready(Ok(())),
-                Err(TryRecvError::Disconnected) => {
-                    return Poll::Ready(Err(RecvError::Disconnected))
-                }
-                Err(TryRecvError::Io(e)) => return Poll::Ready(Err(RecvError::Io(e))),
-                Err(TryRecvError::Empty) => {}
-            }
-            if self.watch.ready_now() {
-                continue;
-            }
-            let mut guard = match self.afd.poll_read_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(RecvError::Io(e))),
-                Poll::Ready(Ok(g)) => g,
-            };
-            if let Err(e) = self.watch.after_wake() {
-                return Poll::Ready(Err(RecvError::Io(e)));
-            }
-            // Anything that came before this point is found by the next
-            // try; anything after makes the descriptor ready again.
-            guard.clear_ready();
-        }
+        let inner = &mut self.inner;
+        self.reg
+            .poll_until(cx, || match inner.try_recv_into(buf) {
+                Ok(()) => Some(Ok(())),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => Some(Err(RecvError::Disconnected)),
+                Err(TryRecvError::Io(e)) => Some(Err(RecvError::Io(e))),
+            })
+            .map(|r| r.unwrap_or_else(|e| Err(RecvError::Io(e))))
     }
 
     /// Receives one message.
@@ -187,9 +226,103 @@ impl<R: MessageReceiver + Selectable> AsyncReceiver<R> {
 
     /// Unwraps the end (deregistered from the runtime).
     pub fn into_inner(self) -> R {
-        let AsyncReceiver { afd, watch, inner } = self;
-        drop(afd);
-        drop(watch);
+        let AsyncReceiver { reg, inner } = self;
+        drop(reg);
+        inner
+    }
+}
+
+/// Signals as values, asynchronously: the `signalfd` of a
+/// [`SignalReceiver`](crate::signal::SignalReceiver) through tokio's
+/// reactor (create the receiver before the runtime starts its threads, as
+/// its docs say, so that no thread leaves the signals unblocked).
+impl AsyncReceiver<crate::signal::SignalReceiver> {
+    /// The next signal with who sent it and its value, without blocking
+    /// the thread.
+    pub async fn recv_info(&mut self) -> io::Result<crate::signal::SignalInfo> {
+        std::future::poll_fn(|cx| {
+            let inner = &self.inner;
+            self.reg
+                .poll_until(cx, || inner.try_recv_info().transpose())
+                .map(|r| r.and_then(|r| r))
+        })
+        .await
+    }
+}
+
+/// Async P on a semaphore: a [`Waiter`](crate::sem::Waiter) through
+/// tokio's reactor (its helper thread's eventfd). Cancel-safe: an
+/// `acquire` dropped before it finished took nothing (a unit the helper
+/// took meanwhile stays held for the next `acquire`, or goes back to the
+/// semaphore with the waiter).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use std::sync::Arc;
+/// use ipckit::aio::AsyncWaiter;
+/// use ipckit::sem::{NamedSemaphore, Waiter};
+///
+/// let name = format!("/ipckit-doc-async-sem-{}", std::process::id());
+/// let sem = Arc::new(NamedSemaphore::builder(&name).value(0).create()?);
+/// let mut turn = AsyncWaiter::new(Waiter::named(sem.clone())?)?;
+/// sem.post()?; // another process's V, say
+/// turn.acquire().await?; // P, without blocking the runtime's thread
+/// assert_eq!(sem.value()?, 0);
+/// # Ok(())
+/// # }
+/// ```
+pub struct AsyncWaiter {
+    // Dropped first: the registration watches the waiter's eventfd.
+    reg: Registered,
+    inner: crate::sem::Waiter,
+}
+
+impl fmt::Debug for AsyncWaiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AsyncWaiter({:?})", self.inner)
+    }
+}
+
+impl AsyncWaiter {
+    /// Wraps `inner`; must be called inside a tokio runtime (outside one,
+    /// an error says so).
+    pub fn new(mut inner: crate::sem::Waiter) -> io::Result<Self> {
+        // SAFETY: the descriptor is the registration's own duplicate of
+        // the waiter's eventfd, dropped with it.
+        let reg = unsafe { Registered::new("AsyncWaiter::new", inner.readiness()?)? };
+        Ok(AsyncWaiter { reg, inner })
+    }
+
+    /// P: waits until the helper took a unit for this waiter (or one can
+    /// be taken at once), without blocking the thread. The unit is yours:
+    /// post it back when done.
+    pub async fn acquire(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_acquire(cx)).await
+    }
+
+    /// The poll form of [`acquire`](Self::acquire).
+    pub fn poll_acquire(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let inner = &mut self.inner;
+        self.reg
+            .poll_until(cx, || match inner.try_take() {
+                Ok(true) => Some(Ok(())),
+                Ok(false) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .map(|r| r.and_then(|r| r))
+    }
+
+    /// [`Waiter::try_take`](crate::sem::Waiter::try_take): the P without
+    /// waiting.
+    pub fn try_acquire(&mut self) -> io::Result<bool> {
+        self.inner.try_take()
+    }
+
+    /// Unwraps the waiter (deregistered from the runtime).
+    pub fn into_inner(self) -> crate::sem::Waiter {
+        let AsyncWaiter { reg, inner } = self;
+        drop(reg);
         inner
     }
 }

@@ -428,6 +428,93 @@ fn async_server_over_every_address() -> Result<(), Failed> {
     Ok(())
 }
 
+/// `post:DELAY_MS|ID`: waits, then posts semaphore 0 of System V set `ID`.
+fn post_later(arg: &str) -> io::Result<()> {
+    let (delay, id) = arg.split_once('|').expect("DELAY|ID");
+    std::thread::sleep(Duration::from_millis(delay.parse().expect("DELAY")));
+    ipckit::sem::SemaphoreSet::open_id(id.parse().expect("ID"))?.post(0)
+}
+
+/// P operations in a runtime, posted by another process: an acquire
+/// cancelled by a timeout takes nothing; one in `select!` beside a
+/// receive finishes when the other process posts; the thread stays free.
+fn semaphore_acquire_async() -> Result<(), Failed> {
+    use ipckit::aio::AsyncWaiter;
+    use ipckit::sem::{SemOp, SemaphoreSet, Waiter};
+    let rt = runtime()?;
+    let _in_rt = rt.enter();
+    let set = SemaphoreSet::private().values(&[0]).create()?;
+    let mut w = AsyncWaiter::new(Waiter::set(&set, &[SemOp::wait(0)])?)?;
+    let (_tx, rx) = ipckit::pipe::channel()?;
+    let mut rx = AsyncReceiver::new(rx)?;
+    rt.block_on(async {
+        let early = tokio::time::timeout(Duration::from_millis(50), w.acquire()).await;
+        ensure(early.is_err(), || "acquired with nothing posted".into())?;
+        let mut child = peer_command(VAR, "post", &format!("200|{}", set.id()))?.spawn()?;
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let t2 = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                t2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        tokio::select! {
+            r = w.acquire() => r?,
+            m = rx.recv() => return Err(format!("the pipe: {m:?}").into()),
+            _ = tokio::time::sleep(T) => return Err("never acquired".into()),
+        }
+        ticker.abort();
+        // The runtime's one thread ran other tasks while waiting.
+        let n = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        ensure(n >= 5, || format!("the thread was blocked: {n} ticks"))?;
+        ensure(child.wait()?.success(), || "poster".into())?;
+        ensure(set.get(0)? == 0, || "value after the P".into())?;
+        Ok::<(), Failed>(())
+    })
+}
+
+/// `signals`: receives three realtime signals through the runtime and
+/// checks their values 1, 2, 3; prints `ready` first.
+fn signals_peer(_: &str) -> io::Result<()> {
+    use ipckit::signal::{Signal, SignalReceiver};
+    use std::io::Write;
+    let sig = Signal::realtime(3)?;
+    // Before the runtime's threads exist: they inherit the mask.
+    let rx = SignalReceiver::new(&[sig])?;
+    let rt = runtime()?;
+    let _in_rt = rt.enter();
+    let mut rx = AsyncReceiver::new(rx)?;
+    println!("ready");
+    io::stdout().flush()?;
+    rt.block_on(async {
+        for want in 1..=3 {
+            let info = tokio::time::timeout(T, rx.recv_info())
+                .await
+                .map_err(|_| io::Error::other(format!("signal {want} never came")))??;
+            if info.signal != sig || info.value != Some(want) {
+                return Err(io::Error::other(format!("{info:?}, wanted value {want}")));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Signals with values from another process, received asynchronously.
+fn signals_async() -> Result<(), Failed> {
+    use ipckit::signal::Signal;
+    let mut child = peer_command(VAR, "signals", "")?
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    ensure(line.trim() == "ready", || format!("peer said {line:?}"))?;
+    for v in 1..=3 {
+        ipckit::signal::queue(child.id(), Signal::realtime(3)?, v)?;
+    }
+    ensure(child.wait()?.success(), || "the receiver failed".into())
+}
+
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
@@ -439,6 +526,8 @@ fn main() {
                     ("typed", typed_sender),
                     ("serve", serve),
                     ("call", call_async_server),
+                    ("post", post_later),
+                    ("signals", signals_peer),
                 ],
             )
         })],
@@ -466,5 +555,7 @@ fn main() {
             "full_send_does_not_block_the_runtime",
             full_send_does_not_block_the_runtime,
         ),
+        ("semaphore_acquire_async", semaphore_acquire_async),
+        ("signals_async", signals_async),
     ]);
 }

@@ -292,6 +292,113 @@ fn client_sysv_empty(arg: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// `post:named|NAME|N` or `post:set|ID|N`: posts the semaphore N times.
+/// `take:NAME`: waits for the named semaphore (P), then exits.
+fn client_post(arg: &str) -> io::Result<()> {
+    let mut it = arg.split('|');
+    let (kind, name, n) = (it.next(), it.next().expect("NAME"), it.next());
+    let n: usize = n.expect("N").parse().expect("N");
+    for _ in 0..n {
+        match kind {
+            Some("named") => ipckit::sem::NamedSemaphore::builder(name).open()?.post()?,
+            _ => ipckit::sem::SemaphoreSet::open_id(name.parse().expect("ID"))?.post(0)?,
+        }
+    }
+    Ok(())
+}
+
+fn client_take(name: &str) -> io::Result<()> {
+    let sem = ipckit::sem::NamedSemaphore::builder(name).open()?;
+    if sem.wait_timeout(T)? {
+        Ok(())
+    } else {
+        Err(io::Error::other("never got the semaphore"))
+    }
+}
+
+/// P operations in a selector beside a pipe: a POSIX named semaphore and
+/// a System V set, each posted by another process, each reported alone
+/// and exactly; the unit is taken for the waiter; one taken and never
+/// claimed goes back; the helper threads end with their waiters.
+fn semaphores_in_a_selector() -> Result<(), Failed> {
+    use ipckit::sem::{NamedSemaphore, SemOp, SemaphoreSet, Waiter};
+    use std::sync::Arc;
+    let name = format!("/{}", unique("selsem"));
+    let named = Arc::new(NamedSemaphore::builder(&name).value(0).create()?);
+    let set = SemaphoreSet::private().values(&[0]).create()?;
+    let (_tx, mut pipe) = ipckit::pipe::channel()?;
+    let before = threads()?;
+    let mut wn = Waiter::named(named.clone())?;
+    let mut ws = Waiter::set(&set, &[SemOp::wait(0).undo()])?;
+    let mut sel = Selector::new()?;
+    let tp = sel.register(&mut pipe)?;
+    let tn = sel.register(&mut wn)?;
+    let ts = sel.register(&mut ws)?;
+    ensure(
+        sel.select(Some(Duration::from_millis(50)))?.is_empty(),
+        || "ready before any post".into(),
+    )?;
+    for (t, w, arg) in [
+        (tn, &mut wn, format!("named|{name}|1")),
+        (ts, &mut ws, format!("set|{}|1", set.id())),
+    ] {
+        let mut child = peer_command(VAR, "post", &arg)?.spawn()?;
+        expect_ready(&mut sel, t, &arg)?;
+        ensure(child.wait()?.success(), || "poster".into())?;
+        ensure(w.try_take()?, || format!("{arg}: nothing to take"))?;
+        ensure(!w.try_take()?, || format!("{arg}: took twice"))?;
+        let ready = sel.select(Some(Duration::from_millis(50)))?;
+        ensure(ready.is_empty(), || format!("{arg}: then {ready:?}"))?;
+    }
+    ensure(named.value()? == 0 && set.get(0)? == 0, || "values".into())?;
+    ensure(threads()? == before + 2, || "one helper each".into())?;
+    // Taken by the helpers, never claimed: back when the waiters go.
+    named.post()?;
+    set.post(0)?;
+    // Both become ready (level-triggered: the first stays so meanwhile).
+    let end = Instant::now() + T;
+    let mut got = Vec::new();
+    while got != [tn, ts] && Instant::now() < end {
+        got = sel.select(Some(T))?;
+    }
+    ensure(got == [tn, ts], || format!("ready {got:?}"))?;
+    for t in [tp, tn, ts] {
+        sel.deregister(t)?;
+    }
+    drop((wn, ws));
+    threads_become(before)?;
+    ensure(named.value()? == 1 && set.get(0)? == 1, || {
+        "held units not given back".into()
+    })?;
+    // A waiter only waits.
+    let e = Waiter::set(&set, &[SemOp::post(0)]).unwrap_err();
+    ensure(e.to_string().contains("only waits"), || e.to_string())
+}
+
+/// The helper is one more sleeper on a POSIX semaphore, not a thief of
+/// wake-ups: another process sleeping on it is woken by the posts too.
+fn semaphore_helper_steals_no_wakeup() -> Result<(), Failed> {
+    use ipckit::sem::{NamedSemaphore, Waiter};
+    use std::sync::Arc;
+    let name = format!("/{}", unique("steal"));
+    let sem = Arc::new(NamedSemaphore::builder(&name).value(0).create()?);
+    let mut w = Waiter::named(sem.clone())?;
+    let mut sel = Selector::new()?;
+    let t = sel.register(&mut w)?;
+    let mut other = peer_command(VAR, "take", &name)?.spawn()?;
+    // Let the other process fall asleep on the semaphore too.
+    std::thread::sleep(Duration::from_millis(100));
+    sem.post()?;
+    sem.post()?;
+    ensure(other.wait()?.success(), || {
+        "the other process was never woken".into()
+    })?;
+    expect_ready(&mut sel, t, "waiter")?;
+    ensure(w.try_take()?, || "nothing for the waiter".into())?;
+    sel.deregister(t)?;
+    ensure(sem.value()? == 0, || "a unit too many".into())
+}
+
 /// A sending end cannot be selected on, and says so.
 fn sending_end_is_clear() -> Result<(), Failed> {
     let q: Address = format!("mq:/{}", unique("snd")).parse()?;
@@ -308,7 +415,12 @@ fn main() {
         &[(VAR, |spec: &str| {
             common::by_role(
                 spec,
-                &[("send", client_send), ("sysv-empty", client_sysv_empty)],
+                &[
+                    ("send", client_send),
+                    ("sysv-empty", client_sysv_empty),
+                    ("post", client_post),
+                    ("take", client_take),
+                ],
             )
         })],
         "select",
@@ -323,6 +435,11 @@ fn main() {
             sysv_queue_keeps_messages_queued,
         ),
         ("sysv_empty_messages_are_held", sysv_empty_messages_are_held),
+        ("semaphores_in_a_selector", semaphores_in_a_selector),
+        (
+            "semaphore_helper_steals_no_wakeup",
+            semaphore_helper_steals_no_wakeup,
+        ),
         ("sending_end_is_clear", sending_end_is_clear),
     ]);
 }

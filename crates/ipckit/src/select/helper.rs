@@ -187,6 +187,11 @@ impl<L: Look> Helper<L> {
     pub(crate) fn take_held(&self) -> Option<L::Held> {
         self.shared.lock().held.pop_front()
     }
+
+    /// The object's look.
+    pub(crate) fn look(&self) -> &L {
+        &self.shared.look
+    }
 }
 
 impl<L: Look> Drop for Helper<L> {

@@ -25,6 +25,10 @@
 //!   [`MessageQueue`](crate::mq::sysv::MessageQueue#waiting-on-it-with-others)
 //!   and [`sem::Waiter`](crate::sem::Waiter).
 //!
+//! Semaphores join through [`sem::Waiter`](crate::sem::Waiter) (its
+//! helper does the P and holds the unit for you), signals through a
+//! [`SignalReceiver`](crate::signal::SignalReceiver) (a `signalfd`).
+//!
 //! A reported endpoint's message can still be taken by someone else first
 //! (another process on the same queue): receive with `try_recv`, and
 //! select again on `Empty`. Registering borrows the endpoint only for the

@@ -131,8 +131,10 @@ macro_rules! impl_posix_sem_ops {
 
 mod posix;
 mod sysv;
+mod waiter;
 
 pub use posix::{
     unlink, validate_name, NamedSemaphore, SemaphoreBuilder, UnnamedSemaphore, SEM_VALUE_MAX,
 };
 pub use sysv::{remove_set, SemOp, SemaphoreSet, SemaphoreSetBuilder, SetStatus, SEMVMX};
+pub use waiter::Waiter;

@@ -106,6 +106,27 @@ impl SemWord<'_> {
         r
     }
 
+    /// Takes one, or sleeps once while the value is 0 (as a counted
+    /// sleeper, so a post wakes it) and tries again: false if it still
+    /// got none (woken for another reason). For a waiting helper thread,
+    /// which a futex wake stops.
+    fn wait_once(self) -> io::Result<bool> {
+        if self.try_wait() {
+            return Ok(true);
+        }
+        let d = self
+            .0
+            .fetch_add(SLEEPER, Ordering::Relaxed)
+            .wrapping_add(SLEEPER);
+        let r = if d & VALUE == 0 {
+            futex_wait_low(self.0, 0, None).map(drop)
+        } else {
+            Ok(())
+        };
+        self.0.fetch_sub(SLEEPER, Ordering::Relaxed);
+        r.map(|()| self.try_wait())
+    }
+
     fn post(self) -> io::Result<()> {
         let mut d = self.0.load(Ordering::Relaxed);
         loop {
@@ -405,6 +426,24 @@ impl NamedSemaphore {
 }
 
 impl_posix_sem_ops!(NamedSemaphore, self => self.word()?, self.region);
+
+impl NamedSemaphore {
+    /// For a [`super::Waiter`]'s helper: one P, sleeping once at most
+    /// (`Some(true)` took one; `None`: the file is broken, the owner's own
+    /// call says how).
+    pub(crate) fn wait_once(&self) -> Option<bool> {
+        let r = self.word().ok()?.wait_once().ok()?;
+        self.region.check_intact("wait").ok()?;
+        Some(r)
+    }
+
+    /// Wakes every thread sleeping on the semaphore (they try again).
+    pub(crate) fn wake_all(&self) {
+        if let Ok(w) = self.word() {
+            let _ = futex_wake_low(w.0, i32::MAX as u32);
+        }
+    }
+}
 
 impl Drop for NamedSemaphore {
     fn drop(&mut self) {

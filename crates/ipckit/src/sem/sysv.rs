@@ -458,6 +458,40 @@ impl SemaphoreSet {
         }
     }
 
+    /// Checks `ops` (numbers in range, not empty) without applying them.
+    pub(crate) fn check_ops(&self, ops: &[SemOp]) -> io::Result<()> {
+        self.prepare(ops, true).map(drop)
+    }
+
+    /// One `semop` of `ops` for a [`super::Waiter`]'s helper: `Some(true)`
+    /// applied, `Some(false)` would wait or was interrupted, `None` the set
+    /// is gone or refuses (the owner's own call then says why).
+    pub(crate) fn op_once(&self, ops: &[SemOp], nowait: bool) -> Option<bool> {
+        let mut b = self.prepare(ops, nowait).ok()?;
+        match sys::sem::op(self.id, &mut b, None) {
+            Ok(()) => Some(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                Some(false)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// A handle on the same set that does not remove it on drop.
+    pub(crate) fn share(&self) -> SemaphoreSet {
+        SemaphoreSet {
+            id: self.id,
+            key: self.key,
+            len: self.len,
+            remove_on_drop: false,
+        }
+    }
+
     /// P on semaphore `num`: takes one, waiting while it is 0. Not undone
     /// at exit; use [`apply`](Self::apply) with [`SemOp::undo`] for that.
     #[doc(alias = "P")]
