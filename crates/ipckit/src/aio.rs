@@ -881,8 +881,8 @@ where
                         (None, None) => continue,
                     };
                     let body = body.to_vec();
-                    let (handler, codec, inboxes) =
-                        (handler.clone(), codec.clone(), inboxes.clone());
+                    let (handler, codec, inboxes, own) =
+                        (handler.clone(), codec.clone(), inboxes.clone(), own.clone());
                     requests.spawn(async move {
                         let outcome = match typed::decode::<Req, C>(&codec, &body) {
                             Err(e) => Err(e.to_string()),
@@ -898,7 +898,7 @@ where
                             }
                         };
                         let msg = rpc::reply_message(id, outcome);
-                        send_reply(path, msg, &inboxes, reply_timeout).await;
+                        send_reply(&own, path, msg, &inboxes, reply_timeout).await;
                     });
                     // Finished request tasks are reaped as we go.
                     while requests.try_join_next().is_some() {}
@@ -918,7 +918,13 @@ where
 }
 
 /// Sends one reply (dropped if it cannot go within `timeout`).
-async fn send_reply(path: AsyncReply, msg: Vec<u8>, inboxes: &Inboxes, timeout: Duration) {
+async fn send_reply(
+    own: &Address,
+    path: AsyncReply,
+    msg: Vec<u8>,
+    inboxes: &Inboxes,
+    timeout: Duration,
+) {
     let tx = match path {
         AsyncReply::Conn(tx) => tx,
         AsyncReply::To(to) => {
@@ -930,14 +936,11 @@ async fn send_reply(path: AsyncReply, msg: Vec<u8>, inboxes: &Inboxes, timeout: 
             match known {
                 Some(tx) => tx,
                 None => {
-                    let Ok(addr) = to.parse::<Address>() else {
-                        return;
-                    };
                     // Connecting may wait (a FIFO, for its reader).
-                    let conn = tokio::task::spawn_blocking(move || {
-                        crate::endpoint::connect_timeout(&addr, Some(timeout))
-                    })
-                    .await;
+                    let (own, to2) = (own.clone(), to.clone());
+                    let conn =
+                        tokio::task::spawn_blocking(move || rpc::open_reply(&own, &to2, timeout))
+                            .await;
                     let Ok(Ok(conn)) = conn else {
                         return;
                     };

@@ -13,6 +13,12 @@
 //! Using a one-way end the wrong way is an `InvalidInput` error that says
 //! which way it goes.
 //!
+//! A `sysv-mq:` address is the conversation of message type 1 on its
+//! queue: `connect` sends type 1 and `listen` receives type 1 only, so
+//! other types on the same queue stay for other conversations (the
+//! replies of [`rpc`](crate::rpc) go there). For other types use
+//! [`crate::sysv::MessageQueue`] itself.
+//!
 //! ```
 //! use ipckit::{connect, listen, Address, MessageReceiver, MessageSender, MessageSenderExt};
 //! use std::time::Duration;
@@ -538,6 +544,43 @@ pub(crate) fn listen_new(addr: &Address) -> io::Result<Listener> {
     listen_inner(addr, &Options::new(), true)
 }
 
+/// The message type of a `sysv-mq:` connection: `connect` sends it,
+/// `listen` receives it.
+pub(crate) const SYSV_TYPE: i64 = 1;
+
+/// The receiving end of messages of type `mtype` on the existing System
+/// V queue `key` (a request/reply client's inbox), as a listener.
+pub(crate) fn sysv_inbox(key: crate::sysv::Key, mtype: i64) -> io::Result<Listener> {
+    let addr = Address::SysvMq(key);
+    let mut q = crate::sysv::MessageQueue::builder(key)
+        .access(crate::mq::Access::Receive)
+        .open()?;
+    q.set_default_selector(crate::sysv::Selector::Type(mtype))?;
+    Ok(Listener {
+        serving: Serving::Once(std::sync::Mutex::new(Some(Connection {
+            way: Way::Recv(Box::new(q)),
+            addr: addr.clone(),
+        }))),
+        local: addr.clone(),
+        addr,
+        framing: Options::new().framing,
+        created: None,
+    })
+}
+
+/// A sender of messages of type `mtype` to the System V queue `key` (a
+/// request/reply server's path to a client's inbox).
+pub(crate) fn sysv_sender(key: crate::sysv::Key, mtype: i64) -> io::Result<Connection> {
+    let mut q = crate::sysv::MessageQueue::builder(key)
+        .access(crate::mq::Access::Send)
+        .open()?;
+    q.set_default_type(mtype)?;
+    Ok(Connection {
+        way: Way::Send(Box::new(q)),
+        addr: Address::SysvMq(key),
+    })
+}
+
 fn listen_inner(addr: &Address, opts: &Options, new: bool) -> io::Result<Listener> {
     let make = if new {
         Make::Create
@@ -599,12 +642,16 @@ fn listen_inner(addr: &Address, opts: &Options, new: bool) -> io::Result<Listene
                 .keep(opts.keep)
                 .make(make)?,
         ))),
-        Address::SysvMq(key) => once(Way::Recv(Box::new(
-            crate::sysv::MessageQueue::builder(*key)
+        Address::SysvMq(key) => {
+            let mut q = crate::sysv::MessageQueue::builder(*key)
                 .access(crate::mq::Access::Receive)
                 .keep(opts.keep)
-                .make(make)?,
-        ))),
+                .make(make)?;
+            // The type `connect` sends; other types are other
+            // conversations on the queue (request/reply's replies).
+            q.set_default_selector(crate::sysv::Selector::Type(SYSV_TYPE))?;
+            once(Way::Recv(Box::new(q)))
+        }
         Address::Ring(name) => once(Way::Recv(Box::new(opts.ring(name).make(make)?.receiver()?))),
         Address::Shm(_) | Address::SysvShm(_) | Address::Sem(_) | Address::SysvSem(_) => {
             return Err(not_a_channel(addr))

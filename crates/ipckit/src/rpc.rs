@@ -13,11 +13,12 @@
 //! | `unix:`, `unix-seq:`, `tcp:` | over the connection | over the same connection |
 //! | `mq:`, `ring:`, `fifo:`, `unix-dgram:` | to the server's queue, ring, FIFO or socket | to the client's own inbox of the same kind, named `ADDRESS.reply.PID.N` (made exclusively, removed when the client is dropped) |
 //! | `udp:` | to the server's socket | to the client's own socket (bound to port 0) |
+//! | `sysv-mq:` | to the server's queue, as type 1 | to the same queue, as the client's own type (`PID << 32 \| N`), the reply address being `ADDRESS.reply.TYPE` (the classic System V pattern) |
 //!
 //! A server replies only to an inbox of its own address's kind named
 //! `ADDRESS.reply.…` (a UDP server: to an IP address, a loopback one if it
-//! listens on loopback), so a client cannot make it write elsewhere.
-//! `sysv-mq:` has no reply path yet.
+//! listens on loopback; a System V server: to its own queue, with a type
+//! above 1), so a client cannot make it write elsewhere.
 //!
 //! # Wire format
 //!
@@ -179,14 +180,42 @@ fn make_inbox(addr: &Address) -> io::Result<(String, Listener)> {
             let listener = endpoint::listen(&Address::Udp(local.to_string()))?;
             Ok((listener.local_address()?.to_string(), listener))
         }
+        Address::SysvMq(key) => {
+            let n = INBOXES.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
+            let mtype = (i64::from(std::process::id()) << 32) | n as i64;
+            let listener = endpoint::sysv_inbox(*key, mtype)?;
+            Ok((format!("{addr}.reply.{mtype}"), listener))
+        }
         _ => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!(
                 "{addr}: request/reply has no reply path over this mechanism yet; use \
-                 unix:, unix-seq:, tcp:, udp:, unix-dgram:, mq:, ring: or fifo:"
+                 unix:, unix-seq:, tcp:, udp:, unix-dgram:, mq:, ring:, fifo: or sysv-mq:"
             ),
         )),
     }
+}
+
+/// The client's type in a System V reply address `to` of a server at
+/// `own`: `Some` only for `OWN.reply.TYPE` with a type above 1 (type 1
+/// carries requests).
+fn sysv_reply_type(own: &Address, to: &str) -> Option<i64> {
+    let Address::SysvMq(_) = own else {
+        return None;
+    };
+    let t: i64 = to.strip_prefix(&format!("{own}.reply."))?.parse().ok()?;
+    // Canonical digits only ("+5" or "05" would parse too).
+    (t > endpoint::SYSV_TYPE && format!("{own}.reply.{t}") == to).then_some(t)
+}
+
+/// Opens the path to a client's inbox `to` (already allowed by
+/// [`reply_allowed`]) for a server at `own`; may wait up to `timeout` (a
+/// FIFO, for its reader).
+pub(crate) fn open_reply(own: &Address, to: &str, timeout: Duration) -> io::Result<Connection> {
+    if let (Address::SysvMq(key), Some(t)) = (own, sysv_reply_type(own, to)) {
+        return endpoint::sysv_sender(*key, t);
+    }
+    endpoint::connect_timeout(&to.parse()?, Some(timeout))
 }
 
 impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp, Postcard> {
@@ -863,6 +892,7 @@ fn reply_allowed(own: &Address, to: &str) -> bool {
                 !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit() || b == b'.')
             })
         }
+        Address::SysvMq(_) => sysv_reply_type(own, to).is_some(),
         _ => false,
     }
 }
@@ -896,11 +926,7 @@ impl<C: Codec, F> Shared<C, F> {
                     None => {
                         // Connecting may wait (a FIFO, for its reader): not
                         // under the lock.
-                        let Ok(addr) = to.parse::<Address>() else {
-                            return;
-                        };
-                        let Ok(c) = endpoint::connect_timeout(&addr, Some(self.reply_timeout))
-                        else {
+                        let Ok(c) = open_reply(&self.own, &to, self.reply_timeout) else {
                             return;
                         };
                         let c = Arc::new(Mutex::new(c));
@@ -918,5 +944,25 @@ impl<C: Codec, F> Shared<C, F> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysv_reply_addresses() {
+        let own: Address = "sysv-mq:0x1234".parse().unwrap();
+        let ok = format!("{own}.reply.{}", 7i64 << 32);
+        assert_eq!(sysv_reply_type(&own, &ok), Some(7 << 32));
+        assert!(reply_allowed(&own, &ok));
+        for bad in ["1", "0", "-5", "05", "+9", "", "9x", "99999999999999999999"] {
+            let to = format!("{own}.reply.{bad}");
+            assert_eq!(sysv_reply_type(&own, &to), None, "{to}");
+            assert!(!reply_allowed(&own, &to), "{to}");
+        }
+        assert!(!reply_allowed(&own, "sysv-mq:0x1235.reply.9"));
+        assert!(!reply_allowed(&own, "mq:/x.reply.9"));
     }
 }

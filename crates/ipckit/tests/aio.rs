@@ -294,18 +294,12 @@ fn serve(addr: &str) -> io::Result<()> {
     })
 }
 
-/// Mechanisms without a reply path (see `ipckit::rpc`).
-const NO_REPLY_PATH: &[&str] = &["sysv-mq"];
-
 /// Forty calls at once from one runtime thread through one async client,
 /// to a server process on every mechanism; a call that times out does not
 /// take the reply of the next.
 fn async_calls_over_every_address() -> Result<(), Failed> {
     let rt = runtime()?;
     for m in ipckit::registry::MECHANISMS {
-        if NO_REPLY_PATH.contains(&m.scheme) {
-            continue;
-        }
         let mut server = peer_command(
             VAR,
             "serve",
@@ -392,9 +386,6 @@ fn async_server_over_every_address() -> Result<(), Failed> {
         .enable_all()
         .build()?;
     for m in ipckit::registry::MECHANISMS {
-        if NO_REPLY_PATH.contains(&m.scheme) {
-            continue;
-        }
         let addr = m.scratch_address(&unique("asrv"));
         let l = listen(&addr)?;
         let target = l.local_address()?;

@@ -85,27 +85,12 @@ fn stop_server(mut child: Child, addr: &Address) {
     common::remove_left_object(addr);
 }
 
-/// Mechanisms without a reply path yet: a client says so clearly.
-const NO_REPLY_PATH: &[&str] = &["sysv-mq"];
-
 /// Every mechanism in the registry, a server process each.
 fn every_address() -> Result<(), Failed> {
     for m in ipckit::registry::MECHANISMS {
         let text = m.scratch_address(&unique("rpc")).to_string();
         let (server, addr) = start_server(&text)?;
-        let result = if NO_REPLY_PATH.contains(&m.scheme) {
-            match Client::<Req, Resp>::connect_timeout(&addr, T) {
-                Err(e)
-                    if e.kind() == io::ErrorKind::Unsupported
-                        && e.to_string().contains("unix:") =>
-                {
-                    Ok(())
-                }
-                other => Err(format!("{other:?}").into()),
-            }
-        } else {
-            concurrent_callers(&addr, server.id())
-        };
+        let result = concurrent_callers(&addr, server.id());
         stop_server(server, &addr);
         result.map_err(|e| format!("{text}: {}", e.message().unwrap_or("failed")))?;
     }
@@ -213,46 +198,80 @@ fn timeouts_and_death() -> Result<(), Failed> {
 /// `hostile:ADDR|VICTIM`: sends garbage, then a well-formed request whose
 /// reply address is the victim queue.
 fn hostile(arg: &str) -> io::Result<()> {
-    let (addr, victim) = arg.split_once('|').expect("ADDR|VICTIM");
+    let (addr, victims) = arg.split_once('|').expect("ADDR|VICTIM...");
     let mut c = ipckit::connect_timeout(&addr.parse()?, Some(T))?;
     for junk in [&b""[..], b"\x01", &[0xff; 9], &[0xff; 64]] {
         c.send_timeout(junk, T).map_err(io::Error::from)?;
     }
-    let mut msg = 7u64.to_le_bytes().to_vec();
-    msg.extend_from_slice(&(victim.len() as u16).to_le_bytes());
-    msg.extend_from_slice(victim.as_bytes());
-    msg.extend_from_slice(b"\x00\x01\x02\x00");
-    c.send_timeout(msg, T).map_err(io::Error::from)?;
+    for victim in victims.split('|') {
+        let mut msg = 7u64.to_le_bytes().to_vec();
+        msg.extend_from_slice(&(victim.len() as u16).to_le_bytes());
+        msg.extend_from_slice(victim.as_bytes());
+        msg.extend_from_slice(b"\x00\x01\x02\x00");
+        c.send_timeout(msg, T).map_err(io::Error::from)?;
+    }
     Ok(())
 }
 
 /// Garbage does not stop the server, and it does not send replies to an
 /// address that is not an inbox of its own.
 fn hostile_client() -> Result<(), Failed> {
-    let service = format!("mq:/{}", unique("svc"));
-    let victim: Address = format!("mq:/{}", unique("victim")).parse()?;
-    let victim_listener = listen(&victim)?;
-    let mut victim_rx = victim_listener.accept()?;
-    let (server, addr) = start_server(&service)?;
-    let result = (|| -> Result<(), Failed> {
-        let out = peer_command(VAR, "hostile", &format!("{addr}|{victim}"))?.output()?;
-        ensure(out.status.success(), || {
-            String::from_utf8_lossy(&out.stderr).into_owned()
-        })?;
-        let client = Client::<Req, Resp>::connect_timeout(&addr, T)?;
-        let echo = Req::Echo {
-            caller: 3,
-            seq: 4,
-            delay_ms: 0,
-        };
-        ensure(client.call(&echo, T)?.1 == 4, || "after garbage".into())?;
-        match victim_rx.recv_timeout(Duration::from_millis(200)) {
-            Err(RecvTimeoutError::Timeout) => Ok(()),
-            other => Err(format!("the server wrote to the victim: {other:?}").into()),
-        }
-    })();
-    stop_server(server, &addr);
-    result
+    // A POSIX queue server, and a System V one: the victim is another
+    // queue of the same kind (for System V, named as a reply address of
+    // that queue); the System V server is also asked to reply with type
+    // 1, its own requests' type.
+    let sysv_victim = common::unique_key();
+    for (service, victim, extra) in [
+        (
+            format!("mq:/{}", unique("svc")),
+            format!("mq:/{}", unique("victim")),
+            String::new(),
+        ),
+        (
+            format!("sysv-mq:{}", common::unique_key()),
+            format!("sysv-mq:{sysv_victim}"),
+            format!("|sysv-mq:{sysv_victim}.reply.4294967296"),
+        ),
+    ] {
+        let victim: Address = victim.parse()?;
+        let victim_listener = listen(&victim)?;
+        let mut victim_rx = victim_listener.accept()?;
+        let (server, addr) = start_server(&service)?;
+        let result = (|| -> Result<(), Failed> {
+            let mut victims = format!("{victim}{extra}");
+            if service.starts_with("sysv-mq:") {
+                victims.push_str(&format!("|{addr}.reply.1"));
+            }
+            let out = peer_command(VAR, "hostile", &format!("{addr}|{victims}"))?.output()?;
+            ensure(out.status.success(), || {
+                String::from_utf8_lossy(&out.stderr).into_owned()
+            })?;
+            let client = Client::<Req, Resp>::connect_timeout(&addr, T)?;
+            let echo = Req::Echo {
+                caller: 3,
+                seq: 4,
+                delay_ms: 0,
+            };
+            ensure(client.call(&echo, T)?.1 == 4, || "after garbage".into())?;
+            if let Address::SysvMq(key) = victim {
+                // Any type at all, not only what a listener takes.
+                let n = ipckit::sysv::MessageQueue::builder(key)
+                    .open()?
+                    .status()?
+                    .messages;
+                ensure(n == 0, || format!("{n} messages in the victim"))?;
+            }
+            match victim_rx.recv_timeout(Duration::from_millis(200)) {
+                Err(RecvTimeoutError::Timeout) => Ok(()),
+                other => {
+                    Err(format!("{service}: the server wrote to the victim: {other:?}").into())
+                }
+            }
+        })();
+        stop_server(server, &addr);
+        result?;
+    }
+    Ok(())
 }
 
 /// `call:ADDR`: ten calls, each checked.
@@ -276,9 +295,6 @@ fn call_ten(addr: &str) -> io::Result<()> {
 /// once when told and removes what it made.
 fn spawned_server_stops_and_cleans_up() -> Result<(), Failed> {
     for m in ipckit::registry::MECHANISMS {
-        if NO_REPLY_PATH.contains(&m.scheme) {
-            continue;
-        }
         let addr = m.scratch_address(&unique("stop"));
         let listener = listen(&addr)?;
         let target = listener.local_address()?;

@@ -22,11 +22,6 @@ pub const SIZE: usize = 64;
 /// Callers sharing one client in the second measurement.
 const CALLERS: usize = 4;
 
-/// Mechanisms the library has no reply path for yet.
-pub fn no_reply_path(m: &Mechanism) -> bool {
-    m.scheme == "sysv-mq"
-}
-
 /// One row of the table.
 #[derive(Serialize, Clone, Debug)]
 pub struct RpcRow {
@@ -62,12 +57,6 @@ pub fn measure(ctx: &mut Ctx, m: &'static Mechanism, duration: Duration) -> RpcR
             skipped: Some(format!("{e:#}")),
         },
     };
-    if no_reply_path(m) {
-        return row(Err(anyhow!(
-            "ipckit::rpc has no reply path over {} yet",
-            m.scheme
-        )));
-    }
     row(measure_inner(ctx, m, duration))
 }
 
