@@ -91,3 +91,25 @@ fn shared_counter_survives_a_dead_owner() {
     let out = run("shared_counter");
     assert!(out.contains("the counter is 30000"), "{out}");
 }
+
+#[cfg(feature = "tokio")]
+#[test]
+fn async_service_overlaps_its_handlers_and_stops() {
+    let out = run("async_service");
+    for scheme in ["unix:", "sysv-mq:"] {
+        let lines: Vec<&str> = out.lines().filter(|l| l.starts_with(scheme)).collect();
+        assert!(
+            lines.len() == 2
+                && lines[0].contains("100 calls answered")
+                && lines[1].contains("server stopped: exit status: 0"),
+            "{out}"
+        );
+        // The handlers wait concurrently: many were running at once.
+        let most: usize = lines[0]
+            .rsplit("up to ")
+            .next()
+            .and_then(|t| t.split(' ').next()?.parse().ok())
+            .unwrap_or(0);
+        assert!(most > 10, "{}", lines[0]);
+    }
+}
