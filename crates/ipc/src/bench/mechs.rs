@@ -6,6 +6,8 @@ use std::fmt;
 use ipckit::socket::inet::UdpSocket;
 use ipckit::WaitStrategy;
 
+use ipckit::registry::Mechanism;
+
 use super::shm::{self, Turns};
 
 /// The mechanisms `ipc bench` knows, in the notes' order.
@@ -112,26 +114,31 @@ impl Mech {
             .expect("a mechanism's own name")
     }
 
-    /// How the kernel carries it (the notes' "kernel implementation").
+    /// The library's registry entry for a message mechanism with an
+    /// address (`ring-mpmc` is the `ring:` entry used with many senders);
+    /// `None` for what has no address (pipe, the shared-memory turn-taking
+    /// entries, signals).
+    pub(super) fn registered(self) -> Option<&'static Mechanism> {
+        match self {
+            Mech::RingMpmc => ipckit::registry::find("ring"),
+            m => ipckit::registry::find(m.name()),
+        }
+    }
+
+    /// How the kernel carries it (the notes' "kernel implementation"): the
+    /// registry's words for what it has.
     pub(super) fn kernel(self) -> &'static str {
+        if let Some(m) = self.registered() {
+            return m.kernel;
+        }
         match self {
             Mech::Pipe => "a pipe buffer (pipefs), 64 KiB unless resized",
-            Mech::Fifo => "the same pipe buffer, found by a path",
-            Mech::Unix => "AF_UNIX socket buffers, copied once into the peer's queue",
-            Mech::UnixDgram => "AF_UNIX datagrams queued on the receiving socket",
-            Mech::UnixSeq => "AF_UNIX packets on a connection",
-            Mech::Tcp => "the TCP/IP stack over loopback",
-            Mech::Udp => "the UDP/IP stack over loopback; dropped when buffers fill",
-            Mech::Mq => "the mqueue filesystem; messages kept in kernel memory",
-            Mech::SysvMq => "a System V msg_queue in kernel memory (per IPC namespace)",
             Mech::ShmSpin => "shared pages (memfd); no kernel on the data path",
             Mech::ShmFutex => "shared pages; futex(2) to sleep and wake",
             Mech::ShmSem => "shared pages; POSIX semaphores (futex underneath)",
             Mech::SysvSem => "shared pages; a System V semaphore set (semop(2) each time)",
             Mech::Signal => "the receiver's queue of pending realtime signals",
-            Mech::Ring | Mech::RingMpmc => {
-                "shared pages (memfd); ipckit's ring, futex only to sleep and wake"
-            }
+            m => unreachable!("{m} is in the registry"),
         }
     }
 
@@ -165,69 +172,38 @@ impl Mech {
         }
     }
 
+    /// The notes' comparison columns: data abstraction and participants
+    /// (the registry's words for what it has), and the direction as the
+    /// bench uses it.
     pub(super) fn traits(self) -> (&'static str, &'static str, &'static str) {
-        match self {
-            Mech::Pipe => (
-                "byte stream",
-                "2 related processes",
-                "one-way (2 pipes here)",
-            ),
-            Mech::Fifo => (
-                "byte stream",
-                "any processes, by path",
-                "one-way (2 FIFOs here)",
-            ),
-            Mech::Unix => ("byte stream", "2 processes", "two-way"),
-            Mech::UnixDgram => ("datagram", "many processes", "two-way"),
-            Mech::UnixSeq => ("datagram, connected", "2 processes", "two-way"),
-            Mech::Tcp => ("byte stream", "2 processes, any host", "two-way"),
-            Mech::Udp => ("datagram, lossy", "many processes, any host", "two-way"),
-            Mech::Mq => (
-                "message + priority",
-                "many processes, by name",
-                "one-way (2 queues here)",
-            ),
-            Mech::SysvMq => (
-                "message + type",
-                "many processes, by key",
-                "two-way (1 queue, 2 types)",
-            ),
-            Mech::ShmSpin => (
-                "shared bytes + busy-waited flag",
-                "processes mapping it",
-                "two-way (8 slots each way)",
-            ),
-            Mech::ShmFutex => (
-                "shared bytes + futex",
-                "processes mapping it",
-                "two-way (8 slots each way)",
-            ),
-            Mech::ShmSem => (
-                "shared bytes + POSIX semaphores",
-                "processes mapping it",
-                "two-way (8 slots each way)",
-            ),
-            Mech::SysvSem => (
-                "shared bytes + System V semaphores",
-                "processes mapping it",
-                "two-way (8 slots each way)",
-            ),
+        let direction = match self {
+            Mech::Pipe => "one-way (2 pipes here)",
+            Mech::Fifo => "one-way (2 FIFOs here)",
+            Mech::Unix | Mech::UnixDgram | Mech::UnixSeq | Mech::Tcp | Mech::Udp => "two-way",
+            Mech::Mq => "one-way (2 queues here)",
+            Mech::SysvMq => "two-way (1 queue, 2 types)",
+            Mech::ShmSpin | Mech::ShmFutex | Mech::ShmSem | Mech::SysvSem => {
+                "two-way (8 slots each way)"
+            }
+            Mech::Signal => "two-way (sigqueue each way)",
+            Mech::Ring | Mech::RingMpmc => "one-way (2 rings here)",
+        };
+        if let Some(m) = self.registered() {
+            return (m.data, m.participants, direction);
+        }
+        let (data, participants) = match self {
+            Mech::Pipe => ("byte stream", "2 related processes"),
+            Mech::ShmSpin => ("shared bytes + busy-waited flag", "processes mapping it"),
+            Mech::ShmFutex => ("shared bytes + futex", "processes mapping it"),
+            Mech::ShmSem => ("shared bytes + POSIX semaphores", "processes mapping it"),
+            Mech::SysvSem => ("shared bytes + System V semaphores", "processes mapping it"),
             Mech::Signal => (
                 "one 32-bit value (realtime signal)",
                 "processes of the same user",
-                "two-way (sigqueue each way)",
             ),
-            Mech::Ring => (
-                "message (slots in shared memory)",
-                "2 processes (one sender, one receiver per ring)",
-                "one-way (2 rings here)",
-            ),
-            Mech::RingMpmc => (
-                "message (slots in shared memory)",
-                "many senders and receivers",
-                "one-way (2 rings here)",
-            ),
-        }
+            m => unreachable!("{m} is in the registry"),
+        };
+        (data, participants, direction)
     }
 
     pub(super) fn is_ring(self) -> bool {
@@ -282,4 +258,24 @@ pub(super) fn memory_available() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mechanism added to the library's registry shows in the bench:
+    /// this fails until it has an entry here.
+    #[test]
+    fn every_registered_mechanism_is_measured() {
+        for m in ipckit::registry::MECHANISMS {
+            assert!(
+                Mech::ALL
+                    .iter()
+                    .any(|b| b.registered().map(|r| r.scheme) == Some(m.scheme)),
+                "{} is in ipckit::registry but not in ipc bench",
+                m.scheme
+            );
+        }
+    }
 }
