@@ -12,7 +12,9 @@
 //! pool (`spawn_blocking`) and the task waits for it there: one pool
 //! thread per full channel, for as long as it stays full. A send dropped
 //! while it waits still completes: the message is not lost, but its
-//! result (an error) is.
+//! result (an error) is. [`AsyncSender`] and [`TypedSender`] are also
+//! `Sink`s (`futures_sink`), [`AsyncReceiver`] and [`TypedReceiver`]
+//! `Stream`s, for `forward` and the combinators of the futures crates.
 //!
 //! A System V queue has no descriptor: it is waited on through the same
 //! helper thread as for a selector (see [`crate::select`]). Beyond
@@ -36,6 +38,7 @@
 //! ```
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, RawFd};
@@ -424,6 +427,71 @@ impl<S: MessageSender + Send + 'static> AsyncSender<S> {
     }
 }
 
+impl<S: MessageSender + Send + 'static> AsyncSender<S> {
+    /// Polls a send waiting on the blocking pool to its end: the end back,
+    /// and that send's outcome (the message is lost if it failed).
+    fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(h) = self.waiting.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let done = match Pin::new(h).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(done) => done,
+        };
+        self.waiting = None;
+        let (s, _msg, r) =
+            done.map_err(|e| io::Error::other(format!("a send's blocking task failed: {e}")))?;
+        self.inner = Some(s);
+        Poll::Ready(r.map_err(|e| io::Error::from(e.without_deadline(()))))
+    }
+}
+
+/// Messages sent as a `Sink` (`SinkExt::send`, `forward` a stream into
+/// it): `poll_ready` waits while a send into a full channel is under way,
+/// `start_send` sends at once or hands the send to the blocking pool,
+/// `poll_flush` waits for it. A failed send is reported by the next
+/// `poll_ready`, `poll_flush` or `poll_close`; unlike
+/// [`send`](AsyncSender::send), it cannot hand the message back.
+impl<S: MessageSender + Send + Unpin + 'static> futures_sink::Sink<Vec<u8>> for AsyncSender<S> {
+    type Error = io::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_settle(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, msg: Vec<u8>) -> io::Result<()> {
+        let me = self.get_mut();
+        let mut s = me.inner.take().ok_or_else(|| {
+            io::Error::other("start_send before poll_ready returned Ready (Sink contract)")
+        })?;
+        match s.try_send(msg) {
+            Ok(()) => {
+                me.inner = Some(s);
+                Ok(())
+            }
+            Err(TrySendError::Full(msg)) => {
+                me.waiting = Some(tokio::task::spawn_blocking(move || {
+                    let r = s.send_until(&msg, Deadline::Never);
+                    (s, msg, r)
+                }));
+                Ok(())
+            }
+            Err(e) => {
+                me.inner = Some(s);
+                Err(io::Error::from(e.map(|_| ())))
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_settle(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_settle(cx)
+    }
+}
+
 /// The messages as they come, until every sender is gone; an I/O error is
 /// an item of its own (the stream goes on after it).
 impl<R: MessageReceiver + Selectable + Unpin> futures_core::Stream for AsyncReceiver<R> {
@@ -555,6 +623,33 @@ impl<T: Serialize, S: MessageSender + Send + 'static, C: Codec> TypedSender<T, S
             return Err(SendError::Io(e, value));
         }
         self.tx.send(bytes).await.map_err(|e| e.map(|_| value))
+    }
+}
+
+/// Values sent as a `Sink`: encoded, then as [`AsyncSender`]'s `Sink`. A
+/// value that does not encode is an error of `start_send`.
+impl<T: Serialize, S: MessageSender + Send + Unpin + 'static, C: Codec + Unpin>
+    futures_sink::Sink<T> for TypedSender<T, S, C>
+{
+    type Error = io::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().tx.poll_settle(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, value: T) -> io::Result<()> {
+        let me = self.get_mut();
+        let mut bytes = Vec::new();
+        typed::encode(&me.codec, &value, &mut bytes)?;
+        Pin::new(&mut me.tx).start_send(bytes)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().tx.poll_settle(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().tx.poll_settle(cx)
     }
 }
 

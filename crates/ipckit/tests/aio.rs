@@ -152,10 +152,29 @@ fn slow_ring(name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Ten sends into a two-slot ring whose reader starts late: the sends
-/// wait on the blocking pool while the runtime's one thread keeps
-/// running other tasks (a ticker).
+/// Ten sends into a two-slot ring whose reader starts late, with
+/// `send` and again through the `Sink`: the sends wait on the blocking
+/// pool while the runtime's one thread keeps running other tasks (a
+/// ticker).
 fn full_send_does_not_block_the_runtime() -> Result<(), Failed> {
+    for sink in [false, true] {
+        full_send(sink).map_err(|e| format!("sink {sink}: {}", e.message().unwrap_or("")))?;
+    }
+    Ok(())
+}
+
+/// Sends `msg` through the `Sink` interface, as `SinkExt::send` does.
+async fn sink_send<K: futures_sink::Sink<Vec<u8>, Error = io::Error> + Unpin>(
+    k: &mut K,
+    msg: Vec<u8>,
+) -> io::Result<()> {
+    use std::pin::Pin;
+    std::future::poll_fn(|cx| Pin::new(&mut *k).poll_ready(cx)).await?;
+    Pin::new(&mut *k).start_send(msg)?;
+    std::future::poll_fn(|cx| Pin::new(&mut *k).poll_flush(cx)).await
+}
+
+fn full_send(sink: bool) -> Result<(), Failed> {
     let rt = runtime()?;
     let name = unique("full");
     let mut child = peer_command(VAR, "slowring", &name)?
@@ -179,9 +198,13 @@ fn full_send_does_not_block_the_runtime() -> Result<(), Failed> {
         let mut tx = AsyncSender::new(conn);
         let start = tokio::time::Instant::now();
         for i in 0..10 {
-            tokio::time::timeout(T, tx.send(format!("m{i}").into_bytes()))
-                .await
-                .map_err(|_| "a send never finished")?
+            let m = format!("m{i}").into_bytes();
+            let r = if sink {
+                tokio::time::timeout(T, sink_send(&mut tx, m)).await
+            } else {
+                tokio::time::timeout(T, async { tx.send(m).await.map_err(io::Error::from) }).await
+            };
+            r.map_err(|_| "a send never finished")?
                 .map_err(|e| e.to_string())?;
         }
         let waited = start.elapsed();
