@@ -511,7 +511,7 @@ impl MessageQueue {
         let (msgtyp, sel_flags) = selector.raw().map_err(RecvTimeoutError::Io)?;
         if let Some((h, watched)) = &self.watch {
             if *watched == selector {
-                if let Some(t) = h.take_held() {
+                if let Some(t) = h.take_held().map_err(RecvTimeoutError::Io)? {
                     // An empty message the helper took ahead, in order.
                     return Ok(t);
                 }

@@ -28,7 +28,10 @@
 //!
 //! Stopping: a flag, then a *kick* repeated every [`KICK_EVERY`] until the
 //! thread answers: `SIGURG` to the thread (`msgrcv` and `semop` return
-//! `EINTR`, `signal(7)`), or a futex wake.
+//! `EINTR`, `signal(7)`), and a futex wake for a futex sleeper. A look
+//! that fails while the object may be fine ([`Found::Failed`]) is reported
+//! ready, and the owner's next take returns the error: a readiness never
+//! stays with nothing to take.
 
 use std::collections::VecDeque;
 use std::io;
@@ -51,6 +54,9 @@ pub(crate) enum Found<T> {
     /// The object is gone or failing: report it ready, so that the
     /// owner's own call returns the error. The helper thread ends.
     Gone,
+    /// The wait itself failed although the object may be fine: reported
+    /// ready, and the owner's next take returns this error.
+    Failed(String),
 }
 
 /// The blocking look (in the helper thread) and the non-blocking one (in
@@ -73,6 +79,10 @@ struct State<T> {
     stop: bool,
     exited: bool,
     gone: bool,
+    /// The thread itself could not work (its signal setup failed): said
+    /// by [`Helper::take_held`], so that the owner does not spin on a
+    /// readiness that never turns into a message.
+    failed: Option<String>,
     tid: Option<libc::pid_t>,
     held: VecDeque<T>,
 }
@@ -120,6 +130,7 @@ impl<L: Look> Helper<L> {
                 stop: false,
                 exited: false,
                 gone: false,
+                failed: None,
                 tid: None,
                 held: VecDeque::new(),
             }),
@@ -165,6 +176,11 @@ impl<L: Look> Helper<L> {
                 true
             }
             Found::Gone => true,
+            Found::Failed(why) => {
+                st.failed = Some(why);
+                st.gone = true;
+                true
+            }
             Found::Nothing => {
                 st.armed = true;
                 s.cv.notify_all();
@@ -183,9 +199,20 @@ impl<L: Look> Helper<L> {
     }
 
     /// The oldest thing a look took ahead, if any: the owner takes it
-    /// before asking the object again.
-    pub(crate) fn take_held(&self) -> Option<L::Held> {
-        self.shared.lock().held.pop_front()
+    /// before asking the object again. An error if the helper thread
+    /// could not do its work.
+    pub(crate) fn take_held(&self) -> io::Result<Option<L::Held>> {
+        let mut st = self.shared.lock();
+        if let Some(t) = st.held.pop_front() {
+            return Ok(Some(t));
+        }
+        match &st.failed {
+            Some(why) => Err(io::Error::other(format!(
+                "the helper thread that waits on this object for a selector or runtime \
+                 failed: {why}; wait on the object directly instead"
+            ))),
+            None => Ok(None),
+        }
     }
 
     /// The object's look.
@@ -227,10 +254,11 @@ fn run<L: Look>(s: &Shared<L>) {
     {
         let mut st = s.lock();
         st.tid = Some(sys::alarm::thread_id());
-        if ready.is_err() {
+        if let Err(e) = &ready {
             // Could not be stopped from a System V call: end at once and
-            // report the object ready, so its own call is used instead.
+            // report the object ready; its owner's next call says why.
             st.gone = true;
+            st.failed = Some(format!("unblocking SIGURG for it: {e}"));
         }
     }
     if ready.is_err() {
@@ -255,6 +283,11 @@ fn run<L: Look>(s: &Shared<L>) {
                 st.armed = false;
             }
             Found::Gone => {
+                st.gone = true;
+                st.armed = false;
+            }
+            Found::Failed(why) => {
+                st.failed = Some(why);
                 st.gone = true;
                 st.armed = false;
             }

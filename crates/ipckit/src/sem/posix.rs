@@ -429,12 +429,11 @@ impl_posix_sem_ops!(NamedSemaphore, self => self.word()?, self.region);
 
 impl NamedSemaphore {
     /// For a [`super::Waiter`]'s helper: one P, sleeping once at most
-    /// (`Some(true)` took one; `None`: the file is broken, the owner's own
-    /// call says how).
-    pub(crate) fn wait_once(&self) -> Option<bool> {
-        let r = self.word().ok()?.wait_once().ok()?;
-        self.region.check_intact("wait").ok()?;
-        Some(r)
+    /// (`true`: took one).
+    pub(crate) fn wait_once(&self) -> io::Result<bool> {
+        let r = self.word()?.wait_once();
+        self.region.check_intact("wait on the semaphore")?;
+        r
     }
 
     /// Wakes every thread sleeping on the semaphore (they try again).

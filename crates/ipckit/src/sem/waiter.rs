@@ -22,8 +22,10 @@ use crate::sys;
 /// call (`true`: the P is done, the unit is yours; post it back when you
 /// are finished, as after any wait). A unit the helper took and you never
 /// took is given back when the waiter is dropped. The helper sleeps in
-/// the kernel all along and stops with the waiter (a `SIGURG` to it for
-/// `semop`, a futex wake for a POSIX semaphore).
+/// the kernel all along and stops with the waiter (a `SIGURG` to it; for
+/// a POSIX semaphore a futex wake as well). If another process cuts a
+/// named semaphore's file short, [`try_take`](Self::try_take) says so and
+/// the thread still stops.
 ///
 /// Fairness as the semaphore's own: the helper queues like any other
 /// waiter.
@@ -97,7 +99,7 @@ impl Waiter {
     /// waiting: `true` if the P is done (the unit is yours), `false` if it
     /// would wait (select again).
     pub fn try_take(&mut self) -> io::Result<bool> {
-        if self.helper.take_held().is_some() {
+        if self.helper.take_held()?.is_some() {
             return Ok(true);
         }
         match self.helper.look() {
@@ -129,12 +131,13 @@ impl Look for SemLook {
     }
 
     fn kick(&self, tid: libc::pid_t) {
-        match self {
-            SemLook::Named(sem) => sem.wake_all(),
-            SemLook::Set(..) => {
-                let _ = sys::alarm::interrupt(tid);
-            }
+        if let SemLook::Named(sem) = self {
+            // A futex wake, and the signal too: if another process cut the
+            // file short, the wake cannot reach the sleeper, but the
+            // restarted wait finds the page gone and fails.
+            sem.wake_all();
         }
+        let _ = sys::alarm::interrupt(tid);
     }
 
     fn give_back(&self, (): ()) {
@@ -162,14 +165,18 @@ impl Look for SemLook {
 impl SemLook {
     fn look(&self, nowait: bool) -> Found<()> {
         let took = match self {
-            SemLook::Named(sem) if nowait => sem.try_wait().ok(),
+            SemLook::Named(sem) if nowait => sem.try_wait(),
             SemLook::Named(sem) => sem.wait_once(),
-            SemLook::Set(set, ops) => set.op_once(ops, nowait),
+            SemLook::Set(set, ops) => match set.op_once(ops, nowait) {
+                Some(t) => Ok(t),
+                // The set is gone or refuses: `try_apply` says why.
+                None => return Found::Gone,
+            },
         };
         match took {
-            Some(true) => Found::There(Some(())),
-            Some(false) => Found::Nothing,
-            None => Found::Gone,
+            Ok(true) => Found::There(Some(())),
+            Ok(false) => Found::Nothing,
+            Err(e) => Found::Failed(format!("waiting on the semaphore: {e}")),
         }
     }
 }
