@@ -15,7 +15,13 @@ fn examples_dir() -> PathBuf {
 /// Runs an example (bounded: 60 s) and returns its standard output.
 fn run(name: &str) -> String {
     let path = examples_dir().join(name);
-    assert!(path.exists(), "{} was not built", path.display());
+    assert!(
+        path.exists(),
+        "{} was not built: `cargo test` builds the examples unless a --test \
+         filter is given (then run `cargo build -p ipckit --examples`, with \
+         the same features, first)",
+        path.display()
+    );
     let mut child = Command::new(&path)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
