@@ -106,7 +106,7 @@ impl FifoBuilder {
                 ),
             }
         })?;
-        let created = FileId::of_path(&self.path)?;
+        let created = FileId::of_made(&self.path, "FIFO", FileTypeExt::is_fifo)?;
         Ok(Fifo {
             path: self.path,
             created: Some(created),

@@ -52,9 +52,28 @@ impl FileId {
         }
     }
 
-    /// The file at `path` itself (a symbolic link is not followed).
-    pub(crate) fn of_path(path: &Path) -> io::Result<FileId> {
-        std::fs::symlink_metadata(path).map(|m| FileId::of(&m))
+    /// The file this process has just made at `path` (`mkfifo`, `bind`):
+    /// read from the path (those calls give no descriptor of the file), so
+    /// it is checked to be of the kind made (`is_kind`) and this user's.
+    /// Anything else was put there in between by someone else: an error,
+    /// and no id, so nothing of theirs is ever removed as ours.
+    pub(crate) fn of_made(
+        path: &Path,
+        what: &str,
+        is_kind: fn(&std::fs::FileType) -> bool,
+    ) -> io::Result<FileId> {
+        let m = std::fs::symlink_metadata(path)?;
+        if !is_kind(&m.file_type()) || m.uid() != crate::sys::process::euid() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "the {what} just made at {} was replaced by someone else's file before \
+                     it could be recorded; that file is left alone",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(FileId::of(&m))
     }
 }
 
@@ -101,5 +120,34 @@ pub(crate) fn remove_if_same(path: &Path, id: FileId) -> io::Result<bool> {
         Ok(_) => Ok(false),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    /// What `mkfifo` or `bind` made is recorded only if it is still there:
+    /// a file of another kind put in its place is refused, with a message
+    /// that says so.
+    #[test]
+    fn made_file_replaced_in_between_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"someone else's").unwrap();
+        let e = FileId::of_made(&path, "FIFO", FileTypeExt::is_fifo).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert!(e.to_string().contains("replaced"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        crate::sys::fd::mkfifo(&path, 0o600).unwrap();
+        let id = FileId::of_made(&path, "FIFO", FileTypeExt::is_fifo).unwrap();
+        assert_eq!(id, FileId::of(&std::fs::symlink_metadata(&path).unwrap()));
+        // A FIFO of another user (root can make one to try) is not ours.
+        if crate::sys::process::euid() == 0 {
+            std::os::unix::fs::lchown(&path, Some(65534), None).unwrap();
+            let e = FileId::of_made(&path, "FIFO", FileTypeExt::is_fifo).unwrap_err();
+            assert!(e.to_string().contains("someone else's"), "{e}");
+        }
     }
 }

@@ -195,7 +195,8 @@ fn bind(ty: libc::c_int, addr: &UnixAddr) -> io::Result<Bound> {
     }
     let file = match addr {
         UnixAddr::Path(path) => {
-            let created = CreatedPath::new(path.clone(), FileId::of_path(path)?);
+            let made = FileId::of_made(path, "socket file", FileTypeExt::is_socket)?;
+            let created = CreatedPath::new(path.clone(), made);
             let mode = std::fs::symlink_metadata(path)?.permissions().mode() & 0o777;
             if mode != SOCKET_MODE {
                 // A umask above 077 took bits from 0600: give them back,
