@@ -1252,6 +1252,45 @@ fn bench_raw_twins_give_the_library_cost() {
     }
 }
 
+/// `--select` measures each message mechanism again with both processes
+/// waiting in a selector (System V queues through the helper thread),
+/// round for round, and reports the ratio; this process's waits are
+/// counted, so a run that did not go through the selector fails here.
+/// The shared-memory entries have no receiver to select on: a dash.
+#[test]
+fn bench_select_gives_the_cost_of_waiting_on_many() {
+    let (table, v) = bench_json(&[
+        "pipe",
+        "unix-dgram",
+        "sysv-mq",
+        "ring",
+        "shm-futex",
+        "--sizes",
+        "64",
+        "--duration-ms",
+        "30",
+        "--select",
+    ]);
+    assert!(
+        table.contains("select p50 µs") && table.contains("× direct"),
+        "{table}"
+    );
+    for r in v["results"].as_array().unwrap() {
+        assert!(r.get("skipped").is_none(), "{r}");
+        if r["mechanism"] == "shm-futex" {
+            assert!(r.get("select_rtt_ns").is_none(), "{r}");
+            continue;
+        }
+        assert!(r["select_rtt_ns"]["p50"].as_u64().unwrap() > 0, "{r}");
+        let ratio = r["select_vs_direct"].as_f64().unwrap();
+        let want =
+            r["select_rtt_ns"]["p50"].as_f64().unwrap() / r["rtt_ns"]["p50"].as_f64().unwrap();
+        assert!((ratio - want).abs() < 1e-9 && ratio > 0.0, "{r}");
+        // Blocking receives find nothing on the first try: they wait.
+        assert!(r["select_waits"].as_u64().unwrap() >= 3, "{r}");
+    }
+}
+
 /// Removes a ring when the test ends, however it ends.
 struct RingGuard(String);
 

@@ -46,6 +46,7 @@ mod peer;
 mod raw;
 mod report;
 mod rpc;
+mod selected;
 mod shm;
 mod signal;
 mod zerocopy;
@@ -110,6 +111,13 @@ pub struct Args {
     /// size costs nothing but the transport (sizes up to 64 MiB make sense).
     #[arg(long)]
     zero_copy: bool,
+    /// Also measure each message mechanism's round trip with both
+    /// processes waiting for every message in an `ipckit::select::Selector`
+    /// (epoll; the helper thread for System V queues, the notifying thread
+    /// for rings), round for round with the direct receive, and show the
+    /// ratio: what waiting on many endpoints costs.
+    #[arg(long)]
+    select: bool,
 }
 
 /// The largest message size `ipc bench` measures.
@@ -190,6 +198,11 @@ struct Ctx {
     counter: u64,
     /// Rings move messages with loans and in-place receives.
     zero_copy: bool,
+    /// `--select`: each point is also measured through a selector.
+    select: bool,
+    /// Both processes wait for each message in a selector (the `--select`
+    /// half of a point is being measured).
+    via_select: bool,
 }
 
 impl Ctx {
@@ -235,6 +248,10 @@ impl Ctx {
             .arg(size.to_string())
             .arg("--wait")
             .arg(wait.to_string());
+        if self.via_select {
+            cmd.arg("--select");
+        }
+        let sel = self.via_select;
         let mut ep: Box<dyn Endpoint>;
         let peer;
         match mech {
@@ -244,7 +261,7 @@ impl Ctx {
                 cmd.stdin(Stdio::from(to_child_r))
                     .stdout(Stdio::from(from_child_w));
                 peer = Peer::spawn(&mut cmd)?;
-                ep = Box::new(pipe::Duplex::new(from_child_r, to_child_w)?);
+                ep = selected::boxed(pipe::Duplex::new(from_child_r, to_child_w)?, sel)?;
             }
             Mech::Fifo => {
                 let name = self.unique("fifo");
@@ -256,7 +273,7 @@ impl Ctx {
                 peer = Peer::spawn(&mut cmd)?;
                 let tx = a2b.open_sender(Some(SETUP_TIMEOUT))?;
                 let rx = b2a.open_receiver(Some(SETUP_TIMEOUT))?;
-                ep = Box::new(pipe::Duplex { tx, rx });
+                ep = selected::boxed(pipe::Duplex { tx, rx }, sel)?;
             }
             Mech::Unix | Mech::UnixSeq => {
                 let name = format!("@{}", self.unique("listen"));
@@ -265,11 +282,11 @@ impl Ctx {
                 if mech == Mech::Unix {
                     let l = UnixListener::bind(&addr)?;
                     peer = Peer::spawn(&mut cmd)?;
-                    ep = Box::new(l.accept_timeout(SETUP_TIMEOUT)?);
+                    ep = selected::boxed(l.accept_timeout(SETUP_TIMEOUT)?, sel)?;
                 } else {
                     let l = SeqpacketListener::bind(&addr)?;
                     peer = Peer::spawn(&mut cmd)?;
-                    ep = Box::new(l.accept_timeout(SETUP_TIMEOUT)?);
+                    ep = selected::boxed(l.accept_timeout(SETUP_TIMEOUT)?, sel)?;
                 }
             }
             Mech::UnixDgram => {
@@ -283,13 +300,13 @@ impl Ctx {
                     .context("waiting for the peer")?;
                 let back: UnixAddr = String::from_utf8(hello)?.parse()?;
                 s.connect(&back)?;
-                ep = Box::new(s);
+                ep = selected::boxed(s, sel)?;
             }
             Mech::Tcp => {
                 let l = TcpListener::bind("127.0.0.1:0")?;
                 cmd.arg("--addr").arg(l.local_addr()?.port().to_string());
                 peer = Peer::spawn(&mut cmd)?;
-                ep = Box::new(l.accept_timeout(SETUP_TIMEOUT)?);
+                ep = selected::boxed(l.accept_timeout(SETUP_TIMEOUT)?, sel)?;
             }
             Mech::Mq => {
                 let base = format!("/{}", self.unique("mq"));
@@ -305,7 +322,7 @@ impl Ctx {
                 })?;
                 cmd.arg("--addr").arg(&base);
                 peer = Peer::spawn(&mut cmd)?;
-                ep = Box::new(MqDuplex { tx, rx });
+                ep = selected::boxed(MqDuplex { tx, rx }, sel)?;
             }
             Mech::SysvMq => {
                 // One private queue: type 1 to the peer, type 2 back.
@@ -318,7 +335,7 @@ impl Ctx {
                 q.set_default_selector(Selector::Type(2))?;
                 cmd.arg("--addr").arg(q.id().to_string());
                 peer = Peer::spawn(&mut cmd)?;
-                ep = Box::new(q);
+                ep = selected::boxed(q, sel)?;
             }
             Mech::ShmSpin | Mech::ShmFutex | Mech::ShmSem | Mech::SysvSem => {
                 let turns = mech.turns().expect("a shared-memory mechanism");
@@ -358,7 +375,7 @@ impl Ctx {
                 ep = if self.zero_copy {
                     Box::new(zerocopy::ZeroCopy(RingDuplex { tx, rx }))
                 } else {
-                    Box::new(RingDuplex { tx, rx })
+                    selected::boxed(RingDuplex { tx, rx }, sel)?
                 };
             }
             Mech::Udp => {
@@ -369,7 +386,7 @@ impl Ctx {
                     .recv_timeout(SETUP_TIMEOUT)
                     .context("waiting for the peer")?;
                 s.connect(format!("127.0.0.1:{}", String::from_utf8(hello)?))?;
-                ep = Box::new(s);
+                ep = selected::boxed(s, sel)?;
             }
         }
         ep.set_wait_strategy(wait);
@@ -631,6 +648,16 @@ struct Row {
     raw_rtt_ns: Option<Stats>,
     #[serde(skip_serializing_if = "Option::is_none")]
     vs_raw: Option<f64>,
+    /// `--select`: the same round trip with both processes waiting in a
+    /// selector, and its p50 divided by the direct one's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    select_rtt_ns: Option<Stats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    select_vs_direct: Option<f64>,
+    /// `--select`: how many times this process waited in its selector
+    /// during those runs (about one per message it received).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    select_waits: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     skipped: Option<String>,
 }
@@ -742,7 +769,9 @@ fn run_point(
 ) -> Result<Row> {
     let mut rounds = Vec::new();
     let with_raw = with_raw && raw::supported(mech);
-    let mut raw_hist = new_hist();
+    let with_select = ctx.select && selected::supported(mech, ctx.zero_copy);
+    let (mut raw_hist, mut select_hist) = (new_hist(), new_hist());
+    let waits_before = selected::waits();
     for _ in 0..ROUNDS {
         rounds.push(measure_round(ctx, mech, size, wait, d / ROUNDS, signals)?);
         // Round for round, so that both see the same machine.
@@ -750,8 +779,16 @@ fn run_point(
             let h = raw::measure(ctx, mech, size, wait, d / ROUNDS).context("--raw")?;
             raw_hist.add(&h)?;
         }
+        if with_select {
+            ctx.via_select = true;
+            let r = measure_round(ctx, mech, size, wait, d / ROUNDS, signals);
+            ctx.via_select = false;
+            select_hist.add(&r.context("--select")?.hist)?;
+        }
     }
     let raw_rtt_ns = with_raw.then(|| Stats::of(&raw_hist));
+    let select_rtt_ns = with_select.then(|| Stats::of(&select_hist));
+    let select_waits = with_select.then(|| selected::waits() - waits_before);
     let mut hist = new_hist();
     for r in &rounds {
         hist.add(&r.hist)?;
@@ -793,6 +830,9 @@ fn run_point(
         }),
         raw_rtt_ns,
         vs_raw: raw_rtt_ns.map(|r| rtt_ns.p50 as f64 / r.p50.max(1) as f64),
+        select_rtt_ns,
+        select_vs_direct: select_rtt_ns.map(|s| s.p50 as f64 / rtt_ns.p50.max(1) as f64),
+        select_waits,
         skipped: None,
     })
 }
@@ -883,6 +923,8 @@ pub fn run(args: Args) -> Result<()> {
         tmp: tempfile::Builder::new().prefix("ipc-bench-").tempdir()?,
         counter: 0,
         zero_copy: args.zero_copy,
+        select: args.select,
+        via_select: false,
     };
     cleanup::tmp(ctx.tmp.path().to_owned());
     let mut points: Vec<(Mech, usize, WaitStrategy)> = Vec::new();
@@ -932,6 +974,9 @@ pub fn run(args: Args) -> Result<()> {
             spread: None,
             raw_rtt_ns: None,
             vs_raw: None,
+            select_rtt_ns: None,
+            select_vs_direct: None,
+            select_waits: None,
             skipped: Some(format!("{e:#}")),
         }));
         bar.inc(1);

@@ -20,7 +20,7 @@ use ipckit::{MessageReceiver, MessageSender, MessageSenderExt, RecvTimeoutError,
 
 use super::shm::ShmChannel;
 use super::{
-    get_seq, raw, seq_mask, signal, spin_until, zerocopy, Endpoint, Mech, MSG_TIMEOUT,
+    get_seq, raw, selected, seq_mask, signal, spin_until, zerocopy, Endpoint, Mech, MSG_TIMEOUT,
     SETUP_TIMEOUT,
 };
 
@@ -64,6 +64,9 @@ pub struct PeerArgs {
     /// Rings: loans and in-place receives (`ipc bench --zero-copy`).
     #[arg(long)]
     pub(super) zero_copy: bool,
+    /// Wait for each message in a selector (`ipc bench --select`).
+    #[arg(long)]
+    pub(super) select: bool,
     /// How long to measure (request/reply).
     #[arg(long, default_value_t = 400)]
     pub(super) duration_ms: u64,
@@ -73,43 +76,45 @@ pub struct PeerArgs {
 fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
     let mech = a.mech.ok_or_else(|| anyhow!("--mech is required"))?;
     let addr = || a.addr.clone().ok_or_else(|| anyhow!("--addr is required"));
+    let sel = a.select;
     let mut ep: Box<dyn Endpoint> = match mech {
         Mech::Pipe => {
             let r = PipeReader::from(io::stdin().as_fd().try_clone_to_owned()?);
             let w = PipeWriter::from(io::stdout().as_fd().try_clone_to_owned()?);
             // Leave fds 0 and 1 pointing at /dev/null-like ends: nothing
             // else may write to the data pipe.
-            Box::new(pipe::Duplex::new(r, w)?)
+            selected::boxed(pipe::Duplex::new(r, w)?, sel)?
         }
         Mech::Fifo => {
             let dir = PathBuf::from(addr()?);
             let rx = ipckit::fifo::open_receiver(dir.join("a2b"), Some(SETUP_TIMEOUT))?;
             let tx = ipckit::fifo::open_sender(dir.join("b2a"), Some(SETUP_TIMEOUT))?;
-            Box::new(pipe::Duplex { tx, rx })
+            selected::boxed(pipe::Duplex { tx, rx }, sel)?
         }
-        Mech::Unix => Box::new(UnixStream::connect(&addr()?.parse()?)?),
-        Mech::UnixSeq => Box::new(SeqpacketStream::connect(&addr()?.parse()?)?),
+        Mech::Unix => selected::boxed(UnixStream::connect(&addr()?.parse()?)?, sel)?,
+        Mech::UnixSeq => selected::boxed(SeqpacketStream::connect(&addr()?.parse()?)?, sel)?,
         Mech::UnixDgram => {
             let theirs = addr()?;
             let mine = format!("{theirs}-peer");
             let mut s = UnixDatagram::bind(&mine.parse()?)?;
             s.connect(&theirs.parse()?)?;
             s.send(mine.as_bytes()).map_err(io::Error::from)?;
-            Box::new(s)
+            selected::boxed(s, sel)?
         }
-        Mech::Tcp => Box::new(TcpStream::connect(format!("127.0.0.1:{}", addr()?))?),
+        Mech::Tcp => selected::boxed(TcpStream::connect(format!("127.0.0.1:{}", addr()?))?, sel)?,
         Mech::Mq => {
             let base = addr()?;
-            Box::new(MqDuplex {
+            let d = MqDuplex {
                 tx: PosixQueue::builder(format!("{base}-b2a")).open()?,
                 rx: PosixQueue::builder(format!("{base}-a2b")).open()?,
-            })
+            };
+            selected::boxed(d, sel)?
         }
         Mech::SysvMq => {
             let mut q = MessageQueue::open_id(addr()?.parse().context("--addr is a queue id")?)?;
             q.set_default_type(2)?;
             q.set_default_selector(Selector::Type(1))?;
-            Box::new(q)
+            selected::boxed(q, sel)?
         }
         Mech::ShmSpin | Mech::ShmFutex | Mech::ShmSem | Mech::SysvSem => {
             let turns = mech.turns().expect("a shared-memory mechanism");
@@ -131,7 +136,7 @@ fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
             if a.zero_copy {
                 Box::new(zerocopy::ZeroCopy(d))
             } else {
-                Box::new(d)
+                selected::boxed(d, sel)?
             }
         }
         Mech::Udp => {
@@ -139,7 +144,7 @@ fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
             s.connect(format!("127.0.0.1:{}", addr()?))?;
             let port = s.local_addr()?.port().to_string();
             s.send(port.as_bytes()).map_err(io::Error::from)?;
-            Box::new(s)
+            selected::boxed(s, sel)?
         }
     };
     ep.set_wait_strategy(a.wait);

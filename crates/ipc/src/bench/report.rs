@@ -71,6 +71,22 @@ const COLUMNS: &[Column] = &[
         cell: |r, _| r.vs_raw.map_or_else(|| "—".into(), |v| format!("{v:.2}")),
     },
     Column {
+        header: "select p50 µs",
+        drop_order: 0,
+        cell: |r, _| {
+            r.select_rtt_ns
+                .map_or_else(|| "—".into(), |s| micros(s.p50))
+        },
+    },
+    Column {
+        header: "× direct",
+        drop_order: 0,
+        cell: |r, _| {
+            r.select_vs_direct
+                .map_or_else(|| "—".into(), |v| format!("{v:.2}"))
+        },
+    },
+    Column {
         header: "rtt p99 µs",
         drop_order: 3,
         cell: |r, _| micros(rtt(r).p99),
@@ -191,11 +207,16 @@ pub fn terminal_width() -> Option<usize> {
 /// The table of results, dropping the least important columns until it
 /// fits in `width` (all of them when `width` is `None`).
 pub fn table(rows: &[Row], floor: &Stats, width: Option<usize>) -> Table {
-    // The --raw columns only when there is something in them.
+    // The --raw and --select columns only when there is something in them.
     let raw = rows.iter().any(|r| r.raw_rtt_ns.is_some());
+    let select = rows.iter().any(|r| r.select_rtt_ns.is_some());
     let mut keep: Vec<bool> = COLUMNS
         .iter()
-        .map(|c| raw || !matches!(c.header, "raw p50 µs" | "× raw"))
+        .map(|c| match c.header {
+            "raw p50 µs" | "× raw" => raw,
+            "select p50 µs" | "× direct" => select,
+            _ => true,
+        })
         .collect();
     let mut t = build(rows, floor, &keep);
     let Some(width) = width else {
