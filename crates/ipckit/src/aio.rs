@@ -796,12 +796,9 @@ async fn read_replies(
         let r = match &mut rx {
             Some(r) => r,
             None => {
-                let Some(l) = fifo.clone() else { break };
-                let opened = tokio::task::spawn_blocking(move || l.accept()).await;
-                match opened
-                    .map_err(io::Error::other)
-                    .and_then(|c| c.and_then(AsyncReceiver::new))
-                {
+                let Some(l) = &fifo else { break };
+                let opened = accept_fifo(l).await.unwrap_or_else(|| l.accept());
+                match opened.and_then(AsyncReceiver::new) {
                     Ok(r) => rx.insert(r),
                     Err(_) => break,
                 }
@@ -831,9 +828,10 @@ async fn read_replies(
 /// [`crate::rpc`] for addresses and the wire format; clients may be
 /// [`rpc::Client`] or [`AsyncClient`]).
 ///
-/// Connections are accepted through the runtime's reactor; a FIFO, whose
-/// writers show no descriptor before they come, is refused (`Unsupported`:
-/// serve it with [`rpc::Server`]). [`serve`](AsyncServer::serve) runs until accepting fails;
+/// Connections are accepted through the runtime's reactor; a FIFO's
+/// writers, one after another, through its reading end opened at once
+/// and watched until a writer comes (no thread waits in `open(2)`).
+/// [`serve`](AsyncServer::serve) runs until accepting fails;
 /// dropping its future (a `select!` with a shutdown signal, or aborting
 /// its task) stops every connection and request task it started, and
 /// drops the listener, removing what it made.
@@ -931,6 +929,7 @@ where
         let mut tasks = tokio::task::JoinSet::new();
         let mut accept = AsyncAccept::new(self.listener.clone())?;
         let connections = self.listener.has_connections();
+        let fifo = matches!(self.listener.address(), Address::Fifo(_));
         loop {
             let conn = if connections {
                 accept.next().await?
@@ -1006,6 +1005,12 @@ where
                 conn_task.await;
                 return Ok(());
             }
+            if fifo {
+                // A FIFO's writers come in turn, through one reading end
+                // at a time (two would split the stream between them).
+                conn_task.await;
+                continue;
+            }
             tasks.spawn(conn_task);
             while tasks.try_join_next().is_some() {}
         }
@@ -1053,6 +1058,25 @@ async fn send_reply(
     let _ = tokio::time::timeout(timeout, async { tx.lock().await.send(msg).await }).await;
 }
 
+/// The next writer of a `fifo:` listener (`None` for other mechanisms):
+/// the reading end is opened at once and waited on through the reactor
+/// until a writer has written or come and gone, so no thread sleeps in
+/// `open(2)`, and dropping the future closes it.
+async fn accept_fifo(listener: &Listener) -> Option<io::Result<Connection>> {
+    let (conn, fd) = match listener.fifo_reader_now()? {
+        Ok(opened) => opened,
+        Err(e) => return Some(Err(e)),
+    };
+    let writer_came = async {
+        // SAFETY: `fd` is the reading end `conn` owns; `conn` is alive
+        // until after this block, where `afd` is dropped.
+        let afd = unsafe { AsyncFd::register_with_interest(Fd(fd), tokio::io::Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        afd.readable().await.map(drop)
+    };
+    Some(writer_came.await.map(|()| conn))
+}
+
 /// Accepts connections through the reactor.
 struct AsyncAccept {
     // Dropped first: tokio forgets the descriptor while it is still open.
@@ -1063,18 +1087,6 @@ struct AsyncAccept {
 impl AsyncAccept {
     fn new(listener: Arc<Listener>) -> io::Result<Self> {
         in_runtime("AsyncServer::serve")?;
-        if matches!(listener.address(), Address::Fifo(_)) {
-            // Opening a FIFO's reading end waits for a writer in the
-            // kernel: nothing a reactor can wait on or a task can cancel.
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "{}: an async server cannot wait for a FIFO's writers (the open blocks); \
-                     serve it with rpc::Server, or use unix: or mq:",
-                    listener.address()
-                ),
-            ));
-        }
         let afd = match listener.readiness_fd() {
             Some(fd) => {
                 // SAFETY: the descriptor is the listening socket's, open as
@@ -1093,6 +1105,9 @@ impl AsyncAccept {
     }
 
     async fn next(&mut self) -> io::Result<Connection> {
+        if let Some(conn) = accept_fifo(&self.listener).await {
+            return conn;
+        }
         let Some(afd) = &self.afd else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

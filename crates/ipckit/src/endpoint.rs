@@ -729,6 +729,29 @@ impl Listener {
         }
     }
 
+    /// For `fifo:`: the reading end opened at once (see
+    /// [`Fifo::open_reader_now`]) as the next connection, and its
+    /// descriptor for a reactor to wait on until a writer comes; `None`
+    /// for other mechanisms.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn fifo_reader_now(&self) -> Option<io::Result<(Connection, std::os::fd::RawFd)>> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let Serving::Fifo(f) = &self.serving else {
+            return None;
+        };
+        Some((|| {
+            let reader = f.open_reader_now()?;
+            let fd = reader.as_fd().as_raw_fd();
+            let mut rx = crate::pipe::Receiver::new(reader)?;
+            rx.set_framing(self.framing);
+            let conn = Connection {
+                way: Way::Recv(Box::new(rx)),
+                addr: self.addr.clone(),
+            };
+            Ok((conn, fd))
+        })())
+    }
+
     /// Whether clients connect one by one (`unix:`, `unix-seq:`, `tcp:`,
     /// and `fifo:`, whose writers come in turn); `false` when the first
     /// [`accept`](Self::accept) hands out the one receiving end.

@@ -192,6 +192,20 @@ impl Fifo {
         open_writer(&self.path, timeout)
     }
 
+    /// Opens the read end at once, without waiting for a writer
+    /// (`O_NONBLOCK`, then cleared), for a reactor: until a writer comes a
+    /// read sees end-of-file, but `epoll` reports nothing until a writer
+    /// has written, or come and gone (`pipe(7)`, `fifo(7)`).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn open_reader_now(&self) -> io::Result<PipeReader> {
+        let (fifo, meta) = open_path(&self.path)?;
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", fifo.as_raw_fd()));
+        let fd = sys::fd::open(&by_fd, libc::O_RDONLY | libc::O_NONBLOCK)
+            .map_err(|e| explain_open(e, &self.path, &meta))?;
+        sys::fd::set_nonblocking(std::os::fd::AsFd::as_fd(&fd), false)?;
+        Ok(PipeReader::from(fd))
+    }
+
     /// Opens the read end for framed messages.
     pub fn open_receiver(&self, timeout: Option<Duration>) -> io::Result<pipe::Receiver> {
         pipe::Receiver::new(self.open_reader(timeout)?)
