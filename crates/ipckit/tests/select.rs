@@ -302,6 +302,10 @@ fn client_post(arg: &str) -> io::Result<()> {
     for _ in 0..n {
         match kind {
             Some("named") => ipckit::sem::NamedSemaphore::builder(name).open()?.post()?,
+            Some("unnamed") => {
+                let shm = ipckit::shm::Shm::builder(name).open()?;
+                ipckit::sem::UnnamedSemaphore::open(&shm, 0)?.post()?
+            }
             _ => ipckit::sem::SemaphoreSet::open_id(name.parse().expect("ID"))?.post(0)?,
         }
     }
@@ -317,23 +321,33 @@ fn client_take(name: &str) -> io::Result<()> {
     }
 }
 
-/// P operations in a selector beside a pipe: a POSIX named semaphore and
-/// a System V set, each posted by another process, each reported alone
-/// and exactly; the unit is taken for the waiter; one taken and never
-/// claimed goes back; the helper threads end with their waiters.
+/// P operations in a selector beside a pipe: a POSIX named semaphore, one
+/// in shared memory and a System V set, each posted by another process,
+/// each reported alone and exactly; the unit is taken for the waiter; one
+/// taken and never claimed goes back; the helper threads end with their
+/// waiters.
 fn semaphores_in_a_selector() -> Result<(), Failed> {
-    use ipckit::sem::{NamedSemaphore, SemOp, SemaphoreSet, Waiter};
+    use ipckit::sem::{NamedSemaphore, SemOp, SemaphoreSet, UnnamedSemaphore, Waiter};
     use std::sync::Arc;
     let name = format!("/{}", unique("selsem"));
     let named = Arc::new(NamedSemaphore::builder(&name).value(0).create()?);
+    let shm_name = format!("/{}", unique("selshm"));
+    let shm = Arc::new(
+        ipckit::shm::Shm::builder(&shm_name)
+            .size(UnnamedSemaphore::SIZE)
+            .create()?,
+    );
+    let unnamed = UnnamedSemaphore::init(&shm, 0, 0)?;
     let set = SemaphoreSet::private().values(&[0]).create()?;
     let (_tx, mut pipe) = ipckit::pipe::channel()?;
     let before = threads()?;
     let mut wn = Waiter::named(named.clone())?;
+    let mut wu = Waiter::unnamed(shm.clone(), 0)?;
     let mut ws = Waiter::set(&set, &[SemOp::wait(0).undo()])?;
     let mut sel = Selector::new()?;
     let tp = sel.register(&mut pipe)?;
     let tn = sel.register(&mut wn)?;
+    let tu = sel.register(&mut wu)?;
     let ts = sel.register(&mut ws)?;
     ensure(
         sel.select(Some(Duration::from_millis(50)))?.is_empty(),
@@ -341,6 +355,7 @@ fn semaphores_in_a_selector() -> Result<(), Failed> {
     )?;
     for (t, w, arg) in [
         (tn, &mut wn, format!("named|{name}|1")),
+        (tu, &mut wu, format!("unnamed|{shm_name}|1")),
         (ts, &mut ws, format!("set|{}|1", set.id())),
     ] {
         let mut child = peer_command(VAR, "post", &arg)?.spawn()?;
@@ -351,26 +366,27 @@ fn semaphores_in_a_selector() -> Result<(), Failed> {
         let ready = sel.select(Some(Duration::from_millis(50)))?;
         ensure(ready.is_empty(), || format!("{arg}: then {ready:?}"))?;
     }
-    ensure(named.value()? == 0 && set.get(0)? == 0, || "values".into())?;
-    ensure(threads()? == before + 2, || "one helper each".into())?;
+    let values =
+        || -> io::Result<[u32; 3]> { Ok([named.value()?, unnamed.value()?, set.get(0)? as u32]) };
+    ensure(values()? == [0; 3], || "values".into())?;
+    ensure(threads()? == before + 3, || "one helper each".into())?;
     // Taken by the helpers, never claimed: back when the waiters go.
     named.post()?;
+    unnamed.post()?;
     set.post(0)?;
-    // Both become ready (level-triggered: the first stays so meanwhile).
+    // All become ready (level-triggered: the first stay so meanwhile).
     let end = Instant::now() + T;
     let mut got = Vec::new();
-    while got != [tn, ts] && Instant::now() < end {
+    while got != [tn, tu, ts] && Instant::now() < end {
         got = sel.select(Some(T))?;
     }
-    ensure(got == [tn, ts], || format!("ready {got:?}"))?;
-    for t in [tp, tn, ts] {
+    ensure(got == [tn, tu, ts], || format!("ready {got:?}"))?;
+    for t in [tp, tn, tu, ts] {
         sel.deregister(t)?;
     }
-    drop((wn, ws));
+    drop((wn, wu, ws));
     threads_become(before)?;
-    ensure(named.value()? == 1 && set.get(0)? == 1, || {
-        "held units not given back".into()
-    })?;
+    ensure(values()? == [1; 3], || "held units not given back".into())?;
     // A waiter only waits.
     let e = Waiter::set(&set, &[SemOp::post(0)]).unwrap_err();
     ensure(e.to_string().contains("only waits"), || e.to_string())

@@ -125,6 +125,20 @@ macro_rules! impl_posix_sem_ops {
                 $region.check_intact("read the semaphore")?;
                 Ok(r)
             }
+
+            /// For a [`Waiter`](crate::sem::Waiter)'s helper: one P,
+            /// sleeping once at most (`true`: took one).
+            pub(crate) fn wait_once(&$self) -> std::io::Result<bool> {
+                let r = $raw.wait_once();
+                $region.check_intact("wait on the semaphore")?;
+                r
+            }
+
+            /// Wakes every thread sleeping on the semaphore (they try
+            /// again).
+            pub(crate) fn wake_all(&$self) -> std::io::Result<()> {
+                $raw.wake_all()
+            }
         }
     };
 }

@@ -127,6 +127,11 @@ impl SemWord<'_> {
         r.map(|()| self.try_wait())
     }
 
+    /// Wakes every sleeper (each tries again).
+    fn wake_all(self) -> io::Result<()> {
+        futex_wake_low(self.0, i32::MAX as u32).map(drop)
+    }
+
     fn post(self) -> io::Result<()> {
         let mut d = self.0.load(Ordering::Relaxed);
         loop {
@@ -426,23 +431,6 @@ impl NamedSemaphore {
 }
 
 impl_posix_sem_ops!(NamedSemaphore, self => self.word()?, self.region);
-
-impl NamedSemaphore {
-    /// For a [`super::Waiter`]'s helper: one P, sleeping once at most
-    /// (`true`: took one).
-    pub(crate) fn wait_once(&self) -> io::Result<bool> {
-        let r = self.word()?.wait_once();
-        self.region.check_intact("wait on the semaphore")?;
-        r
-    }
-
-    /// Wakes every thread sleeping on the semaphore (they try again).
-    pub(crate) fn wake_all(&self) {
-        if let Ok(w) = self.word() {
-            let _ = futex_wake_low(w.0, i32::MAX as u32);
-        }
-    }
-}
 
 impl Drop for NamedSemaphore {
     fn drop(&mut self) {

@@ -4,9 +4,10 @@
 use std::io;
 use std::sync::Arc;
 
-use super::{NamedSemaphore, SemOp, SemaphoreSet};
+use super::{NamedSemaphore, SemOp, SemaphoreSet, UnnamedSemaphore};
 use crate::select::helper::{Found, Helper, Look};
 use crate::select::{Readiness, Selectable};
+use crate::shm::HoldsRegion;
 use crate::sys;
 
 /// A semaphore wait that a [`Selector`](crate::select::Selector) (or
@@ -57,10 +58,21 @@ pub struct Waiter {
 }
 
 /// What a waiter waits for.
-#[derive(Debug)]
 enum SemLook {
     Named(Arc<NamedSemaphore>),
+    /// An [`UnnamedSemaphore`] at an offset of a region the waiter holds.
+    Unnamed(Arc<dyn HoldsRegion>, usize),
     Set(SemaphoreSet, Vec<SemOp>),
+}
+
+impl std::fmt::Debug for SemLook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SemLook::Named(sem) => write!(f, "{sem:?}"),
+            SemLook::Unnamed(_, offset) => write!(f, "UnnamedSemaphore (offset {offset})"),
+            SemLook::Set(set, ops) => write!(f, "{set:?} {ops:?}"),
+        }
+    }
 }
 
 impl Waiter {
@@ -69,6 +81,16 @@ impl Waiter {
         sem.value()?;
         Ok(Waiter {
             helper: Helper::start("ipckit-sem-wait", SemLook::Named(sem))?,
+        })
+    }
+
+    /// Waits for P on the [`UnnamedSemaphore`] at `offset` of `region`
+    /// (one unit), holding a share of the region (as
+    /// [`OwnedMutex`](crate::shm::OwnedMutex) does) for its helper thread.
+    pub fn unnamed(region: Arc<dyn HoldsRegion>, offset: usize) -> io::Result<Waiter> {
+        UnnamedSemaphore::open(region.region(), offset)?;
+        Ok(Waiter {
+            helper: Helper::start("ipckit-sem-wait", SemLook::Unnamed(region, offset))?,
         })
     }
 
@@ -104,6 +126,9 @@ impl Waiter {
         }
         match self.helper.look() {
             SemLook::Named(sem) => sem.try_wait(),
+            SemLook::Unnamed(region, at) => {
+                UnnamedSemaphore::open(region.region(), *at)?.try_wait()
+            }
             SemLook::Set(set, ops) => set.try_apply(ops),
         }
     }
@@ -131,12 +156,16 @@ impl Look for SemLook {
     }
 
     fn kick(&self, tid: libc::pid_t) {
-        if let SemLook::Named(sem) = self {
-            // A futex wake, and the signal too: if another process cut the
-            // file short, the wake cannot reach the sleeper, but the
-            // restarted wait finds the page gone and fails.
-            sem.wake_all();
-        }
+        // A futex wake, and the signal too: if another process cut the
+        // file short, the wake cannot reach the sleeper, but the restarted
+        // wait finds the page gone and fails.
+        let _ = match self {
+            SemLook::Named(sem) => sem.wake_all(),
+            SemLook::Unnamed(region, at) => {
+                UnnamedSemaphore::open(region.region(), *at).and_then(|s| s.wake_all())
+            }
+            SemLook::Set(..) => Ok(()),
+        };
         let _ = sys::alarm::interrupt(tid);
     }
 
@@ -144,6 +173,9 @@ impl Look for SemLook {
         match self {
             SemLook::Named(sem) => {
                 let _ = sem.post();
+            }
+            SemLook::Unnamed(region, at) => {
+                let _ = UnnamedSemaphore::open(region.region(), *at).and_then(|s| s.post());
             }
             SemLook::Set(set, ops) => {
                 let back: Vec<SemOp> = ops
@@ -167,6 +199,12 @@ impl SemLook {
         let took = match self {
             SemLook::Named(sem) if nowait => sem.try_wait(),
             SemLook::Named(sem) => sem.wait_once(),
+            SemLook::Unnamed(region, at) => match UnnamedSemaphore::open(region.region(), *at) {
+                Ok(sem) if nowait => sem.try_wait(),
+                Ok(sem) => sem.wait_once(),
+                // Another process overwrote its header: try_take says so.
+                Err(_) => return Found::Gone,
+            },
             SemLook::Set(set, ops) => match set.op_once(ops, nowait) {
                 Some(t) => Ok(t),
                 // The set is gone or refuses: `try_apply` says why.
