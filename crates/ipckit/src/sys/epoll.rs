@@ -1,5 +1,11 @@
 //! `epoll(7)`, level-triggered, for [`crate::select`].
 //!
+//! Four calls, not a crate: `mio` registers edge-triggered only (the
+//! selector is level-triggered, as `select(2)` is), and `polling` (3.11),
+//! level-triggered, makes five system calls per wait where this makes one:
+//! `strace -c` of 1000 zero-timeout waits counted 2005 `epoll_ctl`, 1000
+//! `timerfd_settime`, 1005 `read` (its notifier) and 1000 `epoll_pwait`.
+//!
 //! Registering takes a borrowed descriptor only for the `epoll_ctl` call:
 //! the kernel forgets a registration when the last descriptor of its file
 //! is closed, so nothing here can outlive what it watches.
