@@ -9,13 +9,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use ipckit::mq::sysv::{MessageQueue, Selector};
 use ipckit::mq::{Duplex as MqDuplex, PosixQueue};
 use ipckit::pipe::{self, PipeReader, PipeWriter};
 use ipckit::ring::{Duplex as RingDuplex, Ring};
 use ipckit::shm::Memfd;
 use ipckit::socket::inet::{TcpStream, UdpSocket};
 use ipckit::socket::unix::{SeqpacketStream, UnixDatagram, UnixStream};
-use ipckit::sysv::{MessageQueue, Selector};
 use ipckit::{MessageReceiver, MessageSender, MessageSenderExt, RecvTimeoutError, WaitStrategy};
 
 use super::shm::ShmChannel;

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ipckit::fifo::Fifo;
+use ipckit::mq::sysv::{MessageQueue, Selector};
 use ipckit::mq::{Duplex as MqDuplex, PosixQueue};
 use ipckit::pipe;
 use ipckit::ring::{Duplex as RingDuplex, Ring};
 use ipckit::socket::inet::{TcpListener, UdpSocket};
 use ipckit::socket::unix::{SeqpacketListener, UnixAddr, UnixDatagram, UnixListener};
-use ipckit::sysv::{MessageQueue, Selector};
 use ipckit::{MessageReceiver, MessageSender, WaitStrategy};
 
 use super::mechs::ring_capacity;

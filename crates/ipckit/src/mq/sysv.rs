@@ -11,7 +11,7 @@
 //! # Example
 //!
 //! ```
-//! use ipckit::sysv::{MessageQueue, Selector};
+//! use ipckit::mq::sysv::{MessageQueue, Selector};
 //!
 //! let mut q = MessageQueue::private().create()?; // removed on drop
 //! q.send_type(b"routine", 5)?;
