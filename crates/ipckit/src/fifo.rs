@@ -396,6 +396,18 @@ fn open_end(
     let Some(timeout) = timeout else {
         return sys::fd::open(&by_fd, flags).map_err(|e| explain_open(e, path, &meta));
     };
+    if flags == libc::O_WRONLY {
+        // A reader there already: the end opens at once, without a thread
+        // (`ENXIO`: no reader, `fifo(7)`).
+        match sys::fd::open(&by_fd, flags | libc::O_NONBLOCK) {
+            Ok(fd) => {
+                sys::fd::set_nonblocking(std::os::fd::AsFd::as_fd(&fd), false)?;
+                return Ok(fd);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+            Err(e) => return Err(explain_open(e, path, &meta)),
+        }
+    }
     let (tx, rx) = mpsc::channel();
     let (held, helper_path) = (Arc::clone(&fifo), by_fd.clone());
     let helper = std::thread::Builder::new()

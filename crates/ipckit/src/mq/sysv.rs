@@ -690,6 +690,13 @@ pub fn remove_queue(key: Key) -> io::Result<()> {
     MessageQueue::with_id(id, key, false)?.remove()
 }
 
+/// Removes the System V queue with identifier `id` (as `ipcs -q` shows it),
+/// as `ipcrm -q ID` does: the only way to name a private queue (key 0)
+/// from outside.
+pub fn remove_queue_id(id: i32) -> io::Result<()> {
+    sys::msg::remove(id).map_err(|e| crate::sysv::explain_remove_id(e, "queue", id))
+}
+
 impl Drop for MessageQueue {
     fn drop(&mut self) {
         if self.remove_on_drop {

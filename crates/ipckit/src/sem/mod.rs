@@ -150,5 +150,7 @@ mod waiter;
 pub use posix::{
     unlink, validate_name, NamedSemaphore, SemaphoreBuilder, UnnamedSemaphore, SEM_VALUE_MAX,
 };
-pub use sysv::{remove_set, SemOp, SemaphoreSet, SemaphoreSetBuilder, SetStatus, SEMVMX};
+pub use sysv::{
+    remove_set, remove_set_id, SemOp, SemaphoreSet, SemaphoreSetBuilder, SetStatus, SEMVMX,
+};
 pub use waiter::Waiter;

@@ -637,3 +637,10 @@ pub fn remove_set(key: Key) -> io::Result<()> {
     };
     set.remove()
 }
+
+/// Removes the System V semaphore set with identifier `id` (as `ipcs -s`
+/// shows it), as `ipcrm -s ID` does: the only way to name a private set
+/// (key 0) from outside. Its waiters wake with an error.
+pub fn remove_set_id(id: i32) -> io::Result<()> {
+    sys::sem::remove(id).map_err(|e| crate::sysv::explain_remove_id(e, "semaphore set", id))
+}

@@ -131,7 +131,7 @@ pub use layout::{HoldsRegion, Layout, OwnedCondvar, OwnedMutex};
 pub use memfd::{Memfd, Seals};
 pub use posix::{unlink, validate_name, Shm, ShmBuilder};
 pub use sync::{Condvar, Futex, Init, LockError, Mutex, MutexGuard};
-pub use sysv::{remove_sysv, SysvShm, SysvShmBuilder, SysvShmStatus};
+pub use sysv::{remove_sysv, remove_sysv_id, SysvShm, SysvShmBuilder, SysvShmStatus};
 
 /// Plain data that may live in shared memory, and its derive macros:
 /// re-exported from `bytemuck`, so that no dependency of your own is

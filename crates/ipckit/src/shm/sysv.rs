@@ -315,3 +315,11 @@ pub fn remove_sysv(key: Key) -> io::Result<()> {
         _ => e,
     })
 }
+
+/// Marks the System V segment with identifier `id` (as `ipcs -m` shows it)
+/// for removal, as `ipcrm -m ID` does: the only way to name a private
+/// segment (key 0) from outside.
+pub fn remove_sysv_id(id: i32) -> io::Result<()> {
+    sys::mman::shm_remove(id)
+        .map_err(|e| crate::sysv::explain_remove_id(e, "shared memory segment", id))
+}

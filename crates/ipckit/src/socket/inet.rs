@@ -114,8 +114,13 @@ impl TcpStream {
         Self::from_std(s)
     }
 
-    /// Connects to `addr`, giving up after `timeout`.
+    /// Connects to `addr`, giving up after `timeout`. A zero timeout makes
+    /// one plain attempt (a port nobody listens on refuses at once; the
+    /// handshake itself is not cut short).
     pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<Self> {
+        if timeout.is_zero() {
+            return Self::connect(addr);
+        }
         let s = std::net::TcpStream::connect_timeout(addr, timeout)
             .map_err(|e| with_context(e, "connect to", addr))?;
         Self::from_std(s)

@@ -23,8 +23,24 @@ use crate::sys;
 
 /// The System V message queue, which lives with the POSIX one in
 /// [`crate::mq::sysv`]; re-exported here with the keys it is found by.
-pub use crate::mq::sysv::{remove_queue, MessageQueue, QueueBuilder, Selector, Status};
+pub use crate::mq::sysv::{
+    remove_queue, remove_queue_id, MessageQueue, QueueBuilder, Selector, Status,
+};
 pub use crate::mq::Access;
+
+/// The error of `IPC_RMID` on `what` (`"queue"`) with identifier `id`, in
+/// words: no such object, or not this user's to remove.
+pub(crate) fn explain_remove_id(e: io::Error, what: &str, id: i32) -> io::Error {
+    let why = match e.raw_os_error() {
+        Some(libc::EINVAL | libc::EIDRM) => format!("no System V {what} with id {id}"),
+        Some(libc::EPERM) => format!(
+            "System V {what} id {id} is not yours to remove: only its owner, its creator or \
+             root may"
+        ),
+        _ => format!("System V {what} id {id}: {e}"),
+    };
+    io::Error::new(e.kind(), why)
+}
 
 /// Default permission bits of a new object: owner read and write.
 pub const DEFAULT_MODE: u32 = 0o600;
@@ -108,10 +124,18 @@ impl FromStr for Key {
                 .map_err(|_| bad("not a 32-bit hex number".into()));
         }
         if let Ok(v) = s.parse::<i64>() {
-            return i32::try_from(v)
-                .or_else(|_| u32::try_from(v).map(|v| v as i32))
-                .map(Key)
-                .map_err(|_| bad("out of the 32-bit range".into()));
+            if v < 0 {
+                // key_t is a C int, but `ipcs` and ipckit show keys as
+                // unsigned hex: -5 would silently be 0xfffffffb.
+                return Err(bad(format!(
+                    "keys are not negative here; the same 32 bits as unsigned are {:#010x}, \
+                     write that if it is the key you mean",
+                    v as i32 as u32
+                )));
+            }
+            return u32::try_from(v)
+                .map(|v| Key(v as i32))
+                .map_err(|_| bad("out of the 32-bit range (0 to 4294967295)".into()));
         }
         let Some((path, proj)) = s.rsplit_once(':') else {
             return Err(bad("not a number".into()));
@@ -230,7 +254,12 @@ mod tests {
         assert_eq!("0x4d2".parse::<Key>().unwrap(), Key::new(1234));
         assert_eq!("0xffffffff".parse::<Key>().unwrap(), Key::new(-1));
         assert_eq!("4294967295".parse::<Key>().unwrap(), Key::new(-1));
-        assert_eq!("-5".parse::<Key>().unwrap(), Key::new(-5));
+        let e = "-5".parse::<Key>().unwrap_err().to_string();
+        assert!(
+            e.contains("not negative") && e.contains("0xfffffffb"),
+            "{e}"
+        );
+        assert_eq!("0xfffffffb".parse::<Key>().unwrap(), Key::new(-5));
         assert_eq!(Key::new(0x162e).to_string(), "0x0000162e");
         assert_eq!(Key::PRIVATE.to_string(), "IPC_PRIVATE");
         for bad in [
