@@ -2,9 +2,11 @@
 //!
 //! Exit status: 0 on success (also when stdout is a closed pipe, as in
 //! `ipc recv … | head -1`), 1 when a `--timeout` expired, 2 on any other
-//! error, which is printed as one line on stderr.
+//! error, which is printed as one line on stderr (a usage error as clap
+//! words it: what is wrong, a suggestion, the usage line).
 
 mod addr;
+mod args;
 mod bench;
 mod recv;
 mod rm;
@@ -35,7 +37,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Send messages: each MESSAGE argument is one message; with none, each
-    /// line of standard input is one.
+    /// line of standard input is a message.
     Send(send::Args),
     /// Receive messages and print each on its own line.
     Recv(recv::Args),
@@ -76,21 +78,24 @@ impl std::fmt::Display for StdoutClosed {
 
 impl std::error::Error for StdoutClosed {}
 
+/// A failure already reported on stderr (each on its own line, as `ipc rm`
+/// does for several objects): exit status 2, nothing more printed.
+#[derive(Debug)]
+pub struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("failed (reported above)")
+    }
+}
+
+impl std::error::Error for Reported {}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
-        Err(e) => {
-            // One line, like every other error.
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!(
-                "ipc: {} (see ipc --help)",
-                first.trim_start_matches("error: ")
-            );
-            return ExitCode::from(2);
-        }
-    };
+    // A usage error gets clap's whole message (which argument is missing,
+    // "a similar subcommand exists", the possible values, the usage line)
+    // and exit status 2; --help and --version print and exit 0.
+    let cli = Cli::parse();
     let res = match cli.command {
         Command::Send(a) => send::run(a),
         Command::Recv(a) => recv::run(a),
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<StdoutClosed>().is_some() => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Reported>().is_some() => ExitCode::from(2),
         Err(e) => {
             eprintln!("ipc: {e:#}{}", hint(&e));
             if e.downcast_ref::<TimedOut>().is_some() {

@@ -10,7 +10,7 @@ use ipckit::named::CreatedPath;
 use ipckit::{Deadline, MessageReceiver, RecvTimeoutError};
 
 use crate::addr::{Addr, AddrExt, FORMS};
-use crate::send::{open_queue, open_sysv, secs};
+use crate::send::{open_queue, open_sysv};
 use crate::{StdoutClosed, TimedOut};
 
 #[derive(clap::Args, Debug)]
@@ -22,11 +22,12 @@ pub struct Args {
          the FIFO if it is missing (and removes it on exit)."))]
     addr: Addr,
     /// Stop after N messages (default: when the peer closes; datagrams: never).
-    #[arg(short = 'n', value_name = "N")]
+    #[arg(short = 'n', value_name = "N", value_parser = crate::args::count)]
     count: Option<u64>,
-    /// Give up after SECS seconds in all, exiting with status 1.
-    #[arg(long, value_name = "SECS")]
-    timeout: Option<f64>,
+    /// Give up after SECS seconds in all, exiting with status 1 (0: take
+    /// only what is there already).
+    #[arg(long, value_name = "SECS", value_parser = crate::args::seconds, allow_negative_numbers = true)]
+    timeout: Option<Duration>,
     /// On byte streams (fifo, unix, tcp), a message is one line instead of a
     /// length-prefixed frame (for echo, cat, socat, nc).
     #[arg(long)]
@@ -187,7 +188,7 @@ impl Printer {
 
 pub fn run(args: Args) -> Result<()> {
     args.addr.check_channel()?;
-    let timeout = secs(args.timeout)?;
+    let timeout = args.timeout;
     if args.show_priority && !matches!(args.addr, Addr::Mq(_)) {
         anyhow::bail!("--show-priority applies to POSIX queues (mq:/NAME) only");
     }

@@ -1,8 +1,10 @@
-//! `ipc rm ADDR...`: remove named IPC objects.
+//! `ipc rm ADDR...`: remove named IPC objects, each on its own: a failure
+//! is reported on its own line and the others are still tried.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 
 use crate::addr::Addr;
+use crate::Reported;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -10,25 +12,93 @@ pub struct Args {
     /// queue), shm:/NAME (POSIX shared memory), sysv-shm:KEY (a System V
     /// segment, removed once detached everywhere), sem:/NAME (a POSIX named
     /// semaphore), sysv-sem:KEY (a System V semaphore set; its waiters wake
-    /// with an error) or fifo:PATH.
-    #[arg(value_name = "ADDR", required = true)]
-    addrs: Vec<Addr>,
+    /// with an error), ring:NAME or fifo:PATH. System V objects also by id,
+    /// as ipcs shows it: sysv-mq:id=ID, sysv-shm:id=ID, sysv-sem:id=ID (the
+    /// only name a private object, key 0, has).
+    #[arg(value_name = "ADDR", required = true, value_parser = parse_target)]
+    targets: Vec<Target>,
+}
+
+/// What `ipc rm` removes.
+#[derive(Debug, Clone)]
+enum Target {
+    Addr(Addr),
+    /// A System V object by identifier: its kind (`mq`, `shm`, `sem`).
+    SysvId(&'static str, i32),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Addr(a) => write!(f, "{a}"),
+            Target::SysvId(kind, id) => write!(f, "sysv-{kind}:id={id}"),
+        }
+    }
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    for kind in ["mq", "shm", "sem"] {
+        if let Some(id) = s.strip_prefix(&format!("sysv-{kind}:id=")) {
+            return match id.parse::<i32>() {
+                Ok(id) if id >= 0 => Ok(Target::SysvId(kind, id)),
+                _ => Err(format!(
+                    "{id:?} is not a System V identifier (a whole number, 0 or more, as ipcs \
+                     shows it)"
+                )),
+            };
+        }
+    }
+    for kind in ["mq", "shm", "sem"] {
+        let key = s.strip_prefix(&format!("sysv-{kind}:"));
+        if key.and_then(|k| k.parse::<ipckit::sysv::Key>().ok()) == Some(ipckit::sysv::Key::PRIVATE)
+        {
+            let flag = &kind[..1];
+            return Err(format!(
+                "key 0 is IPC_PRIVATE: a private object has no key to find it by; remove it \
+                 by id, sysv-{kind}:id=ID (ipcs -{flag} shows the ids)"
+            ));
+        }
+    }
+    let addr = s.parse::<Addr>().map_err(|e| e.to_string())?;
+    Ok(Target::Addr(addr))
 }
 
 pub fn run(args: Args) -> Result<()> {
-    for a in &args.addrs {
-        match a {
-            Addr::Mq(name) => ipckit::mq::unlink(name)?,
-            Addr::Ring(name) => ipckit::ring::unlink(name)?,
-            Addr::SysvMq(key) => ipckit::sysv::remove_queue(*key)?,
-            Addr::Shm(name) => ipckit::shm::unlink(name)?,
-            Addr::SysvShm(key) => ipckit::shm::remove_sysv(*key)?,
-            Addr::Sem(name) => ipckit::sem::unlink(name)?,
-            Addr::SysvSem(key) => ipckit::sem::remove_set(*key)?,
-            Addr::Fifo(path) => {
-                ipckit::fifo::remove(path).with_context(|| format!("cannot remove {a}"))?
-            }
-            other => bail!("{other} is not a named object ipc rm can remove (mq:/NAME, sysv-mq:KEY, shm:/NAME, sysv-shm:KEY, sem:/NAME, sysv-sem:KEY, fifo:PATH)"),
+    let mut failed = 0;
+    for t in &args.targets {
+        if let Err(e) = remove(t) {
+            eprintln!("ipc rm: {t}: {e:#}");
+            failed += 1;
+        }
+    }
+    match failed {
+        0 => Ok(()),
+        _ => Err(Reported.into()),
+    }
+}
+
+fn remove(t: &Target) -> Result<()> {
+    let a = match t {
+        Target::SysvId("mq", id) => return Ok(ipckit::sysv::remove_queue_id(*id)?),
+        Target::SysvId("shm", id) => return Ok(ipckit::shm::remove_sysv_id(*id)?),
+        Target::SysvId(_, id) => return Ok(ipckit::sem::remove_set_id(*id)?),
+        Target::Addr(a) => a,
+    };
+    match a {
+        Addr::Mq(name) => ipckit::mq::unlink(name)?,
+        Addr::Ring(name) => ipckit::ring::unlink(name)?,
+        Addr::SysvMq(key) => ipckit::sysv::remove_queue(*key)?,
+        Addr::Shm(name) => ipckit::shm::unlink(name)?,
+        Addr::SysvShm(key) => ipckit::shm::remove_sysv(*key)?,
+        Addr::Sem(name) => ipckit::sem::unlink(name)?,
+        Addr::SysvSem(key) => ipckit::sem::remove_set(*key)?,
+        Addr::Fifo(path) => ipckit::fifo::remove(path).context("cannot remove it")?,
+        other => {
+            return Err(anyhow!(
+                "{other} is not a named object ipc rm can remove (mq:/NAME, sysv-mq:KEY, \
+                 shm:/NAME, sysv-shm:KEY, sem:/NAME, sysv-sem:KEY, ring:NAME, fifo:PATH, or \
+                 sysv-mq:id=ID and the like)"
+            ))
         }
     }
     Ok(())

@@ -31,9 +31,9 @@ pub struct Args {
     #[arg(long)]
     lines: bool,
     /// Give up after SECS seconds (waiting for the peer to open, accept or
-    /// take a message).
-    #[arg(long, value_name = "SECS")]
-    timeout: Option<f64>,
+    /// take a message; 0: only if that needs no waiting).
+    #[arg(long, value_name = "SECS", value_parser = crate::args::seconds, allow_negative_numbers = true)]
+    timeout: Option<Duration>,
     /// Priority of each message on a POSIX queue (mq:), 0 to 32767;
     /// higher priorities are received first.
     #[arg(long, value_name = "P")]
@@ -149,13 +149,6 @@ pub fn open_sysv(
         .create_or_open()?)
 }
 
-pub fn secs(s: Option<f64>) -> Result<Option<Duration>> {
-    s.map(|s| {
-        Duration::try_from_secs_f64(s).context("--timeout must be a non-negative number of seconds")
-    })
-    .transpose()
-}
-
 /// Opens a sending endpoint for `addr`.
 pub fn open(addr: &Addr, lines: bool, timeout: Option<Duration>) -> Result<Box<dyn MessageSender>> {
     let conn =
@@ -173,7 +166,7 @@ fn timeout_or(e: io::Error, addr: &Addr) -> anyhow::Error {
 
 pub fn run(args: Args) -> Result<()> {
     args.addr.check_channel()?;
-    let timeout = secs(args.timeout)?;
+    let timeout = args.timeout;
     let deadline = timeout.map_or(Deadline::Never, Deadline::after);
     if args.mtype.is_some() && !matches!(args.addr, Addr::SysvMq(_)) {
         anyhow::bail!("--type applies to System V queues (sysv-mq:KEY) only");

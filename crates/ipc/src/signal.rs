@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use ipckit::signal::{self, Signal, SignalReceiver};
 
-use crate::send::secs;
 use crate::{StdoutClosed, TimedOut};
 
 #[derive(clap::Args, Debug)]
@@ -41,11 +40,13 @@ enum Command {
         #[arg(value_name = "SIGNAL", required = true, value_parser = parse_signal)]
         signals: Vec<Signal>,
         /// Stop after N deliveries (default: never).
-        #[arg(short = 'n', value_name = "N")]
+        #[arg(short = 'n', value_name = "N", value_parser = crate::args::count)]
         count: Option<u64>,
-        /// Give up after SECS seconds in all, exiting with status 1.
-        #[arg(long, value_name = "SECS")]
-        timeout: Option<f64>,
+        /// Give up after SECS seconds in all, exiting with status 1 (0: only
+        /// what is pending already).(0: take
+        /// only what is there already).
+        #[arg(long, value_name = "SECS", value_parser = crate::args::seconds, allow_negative_numbers = true)]
+        timeout: Option<Duration>,
     },
 }
 
@@ -63,7 +64,7 @@ pub fn run(args: Args) -> Result<()> {
             signals,
             count,
             timeout,
-        } => wait(&signals, count, secs(timeout)?)?,
+        } => wait(&signals, count, timeout)?,
     }
     Ok(())
 }

@@ -1482,3 +1482,138 @@ fn bench_zero_copy_needs_a_ring() {
         "--zero-copy applies to ring",
     );
 }
+
+/// A usage error keeps clap's detail (what is missing, "a similar … exists",
+/// the possible values, where to read more), with exit status 2.
+#[test]
+fn usage_errors_say_what_is_wrong_and_suggest() {
+    for (args, want) in [
+        (&["sned"][..], "a similar subcommand exists: 'send'"),
+        (&["send"], "<ADDR>"),
+        (
+            &["recv", "--timout", "1", "unix:@x"],
+            "a similar argument exists: '--timeout'",
+        ),
+        (&["bench", "pip"], "possible values: pipe,"),
+    ] {
+        let out = run(ipc().args(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("try '--help'"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+/// `--timeout 0` means "do not wait": nothing there is a timeout at once,
+/// something there is taken, a peer already waiting is reached (TCP, a
+/// FIFO's reader). Negative timeouts, `-n 0` and negative System V keys
+/// are refused with the reason.
+#[test]
+fn zero_timeouts_and_refused_values() {
+    let t0 = Instant::now();
+    let out = run(ipc().args([
+        "recv",
+        &format!("unix:@{}", unique("zero")),
+        "--timeout",
+        "0",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(t0.elapsed() < Duration::from_secs(2));
+
+    let q = format!("mq:/{}", unique("zero"));
+    send(&q, &["waiting"]);
+    let out = run(ipc().args(["recv", &q, "--timeout", "0", "-n", "1"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "waiting\n");
+    assert!(run(ipc().args(["rm", &q])).status.success());
+
+    let dir = tempfile::tempdir().unwrap();
+    for addr in [
+        format!("tcp:127.0.0.1:{}", free_port()),
+        format!("fifo:{}", dir.path().join("f").display()),
+    ] {
+        let r = recv(&[&addr, "-n", "1", "--timeout", "20"]);
+        // The receiver is listening (or its FIFO waits for a writer) when
+        // a send with no waiting at all gets through.
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = run(ipc().args(["send", &addr, "--timeout", "0", "now"]));
+            if out.status.success() {
+                break;
+            }
+            assert!(Instant::now() < end, "{addr}: {}", stderr(&out));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = finish(r);
+        assert_eq!(stdout(&out), "now\n", "{addr}: {}", stderr(&out));
+    }
+
+    fails_with(
+        ipc().args(["recv", "unix:@x", "--timeout", "-1"]),
+        "-1 is negative",
+    );
+    fails_with(
+        ipc().args(["recv", "unix:@x", "-n", "0"]),
+        "0 would take nothing",
+    );
+    fails_with(
+        ipc().args(["signal", "wait", "USR1", "-n", "0"]),
+        "0 would take nothing",
+    );
+    fails_with(ipc().args(["send", "sysv-mq:-5", "x"]), "0xfffffffb");
+}
+
+/// `ipc rm` with several objects tries each: every failure on its own
+/// line naming the object, the others removed, exit status 2. System V
+/// objects by id, the only name a private one has.
+#[test]
+fn rm_tries_each_object_and_reports_each_failure() {
+    let shm_name = format!("/{}", unique("rmmany"));
+    let shm = ipckit::shm::Shm::builder(&shm_name)
+        .size(64)
+        .keep(true)
+        .create()
+        .unwrap();
+    let q = ipckit::sysv::MessageQueue::private()
+        .keep(true)
+        .create()
+        .unwrap();
+    let set = ipckit::sem::SemaphoreSet::private()
+        .len(1)
+        .keep(true)
+        .create()
+        .unwrap();
+    let missing_q = format!("mq:/{}", unique("rmmissing"));
+    let out = run(ipc().args([
+        "rm",
+        &format!("shm:{shm_name}"),
+        &missing_q,
+        &format!("sysv-mq:id={}", q.id()),
+        "sysv-shm:id=2147483000",
+        &format!("sysv-sem:id={}", set.id()),
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("ipc rm: {missing_q}: ")),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("ipc rm: sysv-shm:id=2147483000: no System V shared memory"),
+        "{err}"
+    );
+    assert!(ipckit::shm::Shm::builder(&shm_name).open().is_err());
+    assert!(ipckit::sysv::MessageQueue::open_id(q.id()).is_err());
+    assert!(ipckit::sem::SemaphoreSet::open_id(set.id()).is_err());
+    drop((shm, q, set));
+    fails_with(ipc().args(["rm", "sysv-sem:0"]), "sysv-sem:id=ID");
+    fails_with(
+        ipc().args(["rm", "sysv-mq:id=-3"]),
+        "not a System V identifier",
+    );
+}

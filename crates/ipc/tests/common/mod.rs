@@ -113,11 +113,22 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Runs `cmd`, which must fail with status 2 and `text` in its one-line error.
+/// Runs `cmd`, which must fail with status 2 and `text` in its error: one
+/// line (`ipc: …`), or, for a usage error, clap's message (`error: …`, a
+/// tip or usage, then where to read more).
 pub fn fails_with(cmd: &mut Command, text: &str) {
     let out = run(cmd);
     assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains(text), "expected {text:?} in {err:?}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    if err.starts_with("error: ") {
+        assert!(
+            err.trim_end()
+                .ends_with("For more information, try '--help'."),
+            "a usage error as clap words it: {err:?}"
+        );
+    } else {
+        assert!(err.starts_with("ipc"), "{err:?}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    }
 }
