@@ -8,6 +8,7 @@
 mod addr;
 mod args;
 mod bench;
+mod ls;
 mod recv;
 mod rm;
 mod send;
@@ -41,6 +42,8 @@ enum Command {
     Send(send::Args),
     /// Receive messages and print each on its own line.
     Recv(recv::Args),
+    /// List every IPC object on the machine and who holds it.
+    Ls(ls::Args),
     /// Remove named IPC objects (queues, shared memory, semaphores, FIFOs).
     Rm(rm::Args),
     /// Send a signal (with a value: sigqueue), or wait for signals and
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
     let res = match cli.command {
         Command::Send(a) => send::run(a),
         Command::Recv(a) => recv::run(a),
+        Command::Ls(a) => ls::run(a),
         Command::Rm(a) => rm::run(a),
         Command::Signal(a) => signal::run(a),
         Command::Bench(a) => bench::run(a),

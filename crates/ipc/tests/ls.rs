@@ -1,0 +1,211 @@
+//! `ipc ls`: objects made between real processes are found with the right
+//! holders, ends and peers; orphans are marked; `-p` and `--kind` filter.
+
+use std::os::fd::OwnedFd;
+use std::process::{Child, Command, Stdio};
+
+mod common;
+use common::*;
+
+/// A child that sleeps holding `stdin` as its descriptor 0; killed on drop.
+struct Holder(Child);
+
+impl Holder {
+    fn new(stdin: Stdio) -> Holder {
+        Holder(
+            Command::new("sleep")
+                .arg("30")
+                .stdin(stdin)
+                .spawn()
+                .expect("spawn sleep"),
+        )
+    }
+    fn pid(&self) -> i64 {
+        i64::from(self.0.id())
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Removes POSIX shared memory when the test ends, however it ends.
+struct Unlink(String);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = ipckit::shm::unlink(&self.0);
+    }
+}
+
+fn ls(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = run(ipc().arg("ls").arg("--json").args(args));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    v["objects"].as_array().unwrap().clone()
+}
+
+fn holds(o: &serde_json::Value, pid: i64, fd: i64, end: &str) -> bool {
+    o["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["pid"].as_i64() == Some(pid) && h["fd"].as_i64() == Some(fd) && h["end"] == end)
+}
+
+/// A pipe shows both ends and both processes; a socket pair between two
+/// processes shows each end's peer (sock_diag); `-p` keeps only what a
+/// process holds.
+#[test]
+fn pipes_and_socket_peers_with_their_holders() {
+    let me = i64::from(std::process::id());
+    let (r, w) = std::io::pipe().unwrap();
+    let reader = Holder::new(Stdio::from(OwnedFd::from(r)));
+    let fd_w = {
+        use std::os::fd::AsRawFd;
+        i64::from(w.as_raw_fd())
+    };
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let peer = Holder::new(Stdio::from(OwnedFd::from(b)));
+    let fd_a = {
+        use std::os::fd::AsRawFd;
+        i64::from(a.as_raw_fd())
+    };
+
+    let all = ls(&[]);
+    let pipe = all
+        .iter()
+        .find(|o| o["kind"] == "pipe" && holds(o, reader.pid(), 0, "read"))
+        .unwrap_or_else(|| panic!("no pipe read by {}: {all:#?}", reader.pid()));
+    assert!(holds(pipe, me, fd_w, "write"), "{pipe:#}");
+    let mine = all
+        .iter()
+        .find(|o| o["kind"] == "unix" && holds(o, me, fd_a, "read-write"))
+        .unwrap_or_else(|| panic!("no socket at fd {fd_a}: {all:#?}"));
+    assert_eq!(
+        mine["peer"].as_str().unwrap(),
+        format!("sleep({}) fd 0", peer.pid()),
+        "{mine:#}"
+    );
+    assert_eq!(mine["name"], "(unnamed)");
+
+    let only = ls(&["-p", &peer.pid().to_string()]);
+    assert!(
+        !only.is_empty()
+            && only.iter().all(|o| o["holders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["pid"].as_i64() == Some(peer.pid()))),
+        "{only:#?}"
+    );
+    let kinds = ls(&["--kind", "pipe"]);
+    assert!(kinds.iter().all(|o| o["kind"] == "pipe"), "{kinds:#?}");
+    drop((w, a));
+}
+
+/// A System V queue with its key, mode, owner and fill; a private one by
+/// the id `ipc rm` takes; POSIX shared memory nobody maps is an orphan,
+/// and one a process maps is not.
+#[test]
+fn queues_and_shared_memory_with_fill_and_orphans() {
+    let key = 0x3100_0000 | (std::process::id() & 0xff_ffff);
+    let mut q = ipckit::sysv::MessageQueue::builder(ipckit::sysv::Key::new(key as i32))
+        .create()
+        .unwrap();
+    ipckit::MessageSender::send_until(&mut q, b"hello", ipckit::Deadline::Never).unwrap();
+    let private = ipckit::sysv::MessageQueue::private().create().unwrap();
+    // Made, kept and let go: nobody maps it any more.
+    let unheld = format!("/{}", unique("orphan"));
+    let _gone = Unlink(unheld.clone());
+    drop(
+        ipckit::shm::Shm::builder(&unheld)
+            .size(4096)
+            .keep(true)
+            .create()
+            .unwrap(),
+    );
+    let held = format!("/{}", unique("held"));
+    let mapped = ipckit::shm::Shm::builder(&held)
+        .size(4096)
+        .create()
+        .unwrap();
+
+    let all = ls(&["--kind", "sysv-mq,shm"]);
+    let find = |addr: &str| {
+        all.iter()
+            .find(|o| o["address"] == addr)
+            .unwrap_or_else(|| panic!("{addr} not listed: {all:#?}"))
+            .clone()
+    };
+    let o = find(&format!("sysv-mq:{key:#010x}"));
+    assert_eq!(
+        (o["messages"].as_u64(), o["bytes"].as_u64()),
+        (Some(1), Some(5))
+    );
+    assert_eq!(o["mode"], "0600");
+    assert!(!o["owner"].as_str().unwrap().is_empty(), "{o:#}");
+    find(&format!("sysv-mq:id={}", private.id()));
+    let o = find(&format!("shm:{unheld}"));
+    assert_eq!(o["orphan"], is_root(), "{o:#}"); // without root, others' holds are unseen
+    assert_eq!(o["bytes"].as_u64(), Some(4096));
+    let me = i64::from(std::process::id());
+    let o = find(&format!("shm:{held}"));
+    assert_eq!(o["orphan"], false, "{o:#}");
+    assert!(
+        o["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["pid"].as_i64() == Some(me) && h["end"] == "mapped"),
+        "{o:#}"
+    );
+    let orphans = ls(&["--orphans"]);
+    assert!(orphans.iter().all(|o| o["orphan"] == true), "{orphans:#?}");
+    assert!(orphans
+        .iter()
+        .all(|o| o["address"] != format!("shm:{held}").as_str()));
+    drop((mapped, q, private));
+}
+
+/// Without root, `ipc ls` lists what it can see and says what it could
+/// not (other users' processes); nothing is called an orphan then, since
+/// an unseen process may hold it.
+#[test]
+fn another_user_sees_less_and_is_told() {
+    if !is_root() {
+        return;
+    }
+    let unheld = format!("/{}", unique("unseen"));
+    let _gone = Unlink(unheld.clone());
+    let shm = ipckit::shm::Shm::builder(&unheld)
+        .size(4096)
+        .mode(0o644)
+        .keep(true)
+        .create()
+        .unwrap();
+    drop(shm);
+    let out = run(Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_ipc"))
+        .args(["ls", "--json", "--kind", "shm"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let unseen = v["unseen"].as_array().unwrap();
+    assert!(
+        unseen
+            .iter()
+            .any(|u| u.as_str().unwrap().contains("could not be looked into")),
+        "{v:#}"
+    );
+    let o = v["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["address"] == format!("shm:{unheld}").as_str())
+        .unwrap_or_else(|| panic!("{v:#}"));
+    assert_eq!(o["orphan"], false, "{o:#}");
+}
