@@ -134,7 +134,11 @@ fn queues_and_shared_memory_with_fill_and_orphans() {
         .create()
         .unwrap();
 
-    let all = ls(&["--kind", "sysv-mq,shm"]);
+    let seg = ipckit::shm::SysvShm::builder(ipckit::sysv::Key::PRIVATE)
+        .size(4096)
+        .create()
+        .unwrap();
+    let all = ls(&["--kind", "sysv-mq,shm,sysv-shm"]);
     let find = |addr: &str| {
         all.iter()
             .find(|o| o["address"] == addr)
@@ -163,12 +167,26 @@ fn queues_and_shared_memory_with_fill_and_orphans() {
             .any(|h| h["pid"].as_i64() == Some(me) && h["end"] == "mapped"),
         "{o:#}"
     );
+    // A segment this process has attached: its holder, by its id.
+    let o = find(&format!("sysv-shm:id={}", seg.id()));
+    assert!(
+        o["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["pid"].as_i64() == Some(me) && h["end"] == "mapped"),
+        "{o:#}"
+    );
+    assert_eq!(
+        (o["bytes"].as_u64(), &o["orphan"]),
+        (Some(4096), &serde_json::json!(false))
+    );
     let orphans = ls(&["--orphans"]);
     assert!(orphans.iter().all(|o| o["orphan"] == true), "{orphans:#?}");
     assert!(orphans
         .iter()
         .all(|o| o["address"] != format!("shm:{held}").as_str()));
-    drop((mapped, q, private));
+    drop((mapped, q, private, seg));
 }
 
 /// Without root, `ipc ls` lists what it can see and says what it could

@@ -57,7 +57,10 @@ pub struct Args {
     /// no process has open or mapped, rings nobody has mapped).
     #[arg(long)]
     orphans: bool,
-    /// Print JSON (shape in `ipc ls --help`'s long form and the README).
+    /// Print JSON: {"objects": [{"kind", "name", "address", "inode", "mode",
+    /// "owner", "bytes", "messages", "peer", "holders": [{"pid", "command",
+    /// "fd", "end"}], "orphan", "note"}], "unseen": [TEXT]} (absent fields
+    /// are unknown).
     #[arg(long)]
     json: bool,
 }

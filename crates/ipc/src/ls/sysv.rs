@@ -87,4 +87,13 @@ pub fn objects(procs: &Procs, found: &mut BTreeMap<String, Object>, unseen: &mut
             found.insert(format!("{kind}:{id}"), o);
         }
     }
+    // Segments processes map that /proc/sysvipc did not list (removed
+    // between the two reads, or the table unreadable): still named.
+    for (key, o) in found.iter_mut() {
+        if let (Some(id), "") = (key.strip_prefix("sysv-shm:"), o.kind) {
+            o.kind = "sysv-shm";
+            o.name = format!("id {id}");
+            o.address = Some(format!("sysv-shm:id={id}"));
+        }
+    }
 }
