@@ -748,7 +748,8 @@ fn killed_writers_leave_no_hole() -> Result<(), Failed> {
     let mut next_a = 0u64;
     let mut buf = Vec::new();
     let mut b_seen = 0u64;
-    let end = Instant::now() + T;
+    let mut runs = 1;
+    let end = Instant::now() + 3 * T;
     let mut kill_at = Instant::now();
     loop {
         ensure(Instant::now() < end, || {
@@ -768,7 +769,19 @@ fn killed_writers_leave_no_hole() -> Result<(), Failed> {
             kill_at = Instant::now() + Duration::from_micros(2_000 + x % 20_000);
         }
         match rx.recv_timeout_into(&mut buf, Duration::from_millis(20)) {
-            Ok(()) if buf == b"end" => break,
+            Ok(()) if buf == b"end" => {
+                // How many kills fall into one steady run depends on the
+                // machine's speed: run again (numbering from 0) until
+                // enough writers have died while the steady one wrote.
+                wait_ok(&mut steady, "the steady sender")?;
+                ensure(next_a == n, || format!("{next_a} of {n} steady messages"))?;
+                if kills >= 5 {
+                    break;
+                }
+                runs += 1;
+                next_a = 0;
+                steady = spawn("steady", &format!("{name}:{n}"), None, false)?;
+            }
             Ok(()) if buf.first() == Some(&b'A') => {
                 let i = u64::from_le_bytes(buf[1..9].try_into().unwrap());
                 ensure(i == next_a, || {
@@ -792,13 +805,12 @@ fn killed_writers_leave_no_hole() -> Result<(), Failed> {
         f.kill()?;
         f.wait()?;
     }
-    wait_ok(&mut steady, "the steady sender")?;
-    ensure(next_a == n, || format!("{next_a} of {n} steady messages"))?;
     eprintln!(
-        "{kills} kills, {b_seen} whole flood messages, {} half-written ones skipped",
+        "{kills} kills over {runs} steady runs of {n}, {b_seen} whole flood messages, \
+         {} half-written ones skipped",
         rx.messages_lost()
     );
-    ensure(kills >= 5, || format!("only {kills} kills"))
+    Ok(())
 }
 
 /// Zero-copy between processes: a 64 MiB message written in place (only
