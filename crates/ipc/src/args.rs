@@ -27,6 +27,38 @@ pub fn count(s: &str) -> Result<u64, String> {
     }
 }
 
+/// `--max-size BYTES`: a number of bytes, 1 or more, optionally with a
+/// binary suffix: `K` (KiB), `M` (MiB), `G` (GiB), as in `64K` or `16M`.
+pub fn size(s: &str) -> Result<usize, String> {
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let shift = match unit {
+        "" | "B" | "b" => 0,
+        "K" | "k" | "KiB" => 10,
+        "M" | "m" | "MiB" => 20,
+        "G" | "g" | "GiB" => 30,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a size: give bytes, like 4096, or with K, M or G (binary: 64K is \
+                 65536 bytes)"
+            ))
+        }
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size: give bytes, like 4096 or 64K"))?;
+    match n.checked_mul(1 << shift) {
+        Some(0) => Err("0 bytes would refuse every message: give 1 or more".into()),
+        Some(v) if v <= u32::MAX as usize => Ok(v),
+        _ => Err(format!(
+            "{s} is too large: a message is at most 4 GiB - 1 bytes (its length travels in 32 \
+             bits)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +73,14 @@ mod tests {
         assert_eq!(count("3"), Ok(3));
         assert!(count("0").unwrap_err().contains("take nothing"));
         assert!(count("-2").is_err());
+        assert_eq!(size("4096"), Ok(4096));
+        assert_eq!(size("64K"), Ok(65536));
+        assert_eq!(size("16M"), Ok(16 << 20));
+        assert_eq!(size("1G"), Ok(1 << 30));
+        assert!(size("0").unwrap_err().contains("refuse every"));
+        assert!(size("4G").unwrap_err().contains("too large"));
+        assert!(size("12X").unwrap_err().contains("not a size"));
+        assert!(size("-1").unwrap_err().contains("not a size"));
+        assert!(size("").unwrap_err().contains("not a size"));
     }
 }

@@ -8,6 +8,7 @@
 mod addr;
 mod args;
 mod bench;
+mod format;
 mod ls;
 mod recv;
 mod rm;

@@ -1,8 +1,8 @@
-//! `ipc recv ADDR [-n N] [--timeout SECS] [--lines]`
+//! `ipc recv ADDR [-n N] [--timeout SECS] [--lines] [-k] [--format F] [-0]`
 
-use std::io::{self, Write};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ipckit::frame::Framing;
@@ -10,6 +10,7 @@ use ipckit::named::CreatedPath;
 use ipckit::{Deadline, MessageReceiver, RecvTimeoutError};
 
 use crate::addr::{Addr, AddrExt, FORMS};
+use crate::format::{Format, Meta, Writer};
 use crate::send::{open_queue, open_sysv};
 use crate::{StdoutClosed, TimedOut};
 
@@ -17,13 +18,43 @@ use crate::{StdoutClosed, TimedOut};
 pub struct Args {
     /// Where to receive.
     #[arg(value_name = "ADDR", long_help = format!(
-        "Where to receive: {FORMS}. unix, unix-seq and tcp listen and accept \
-         connections one after another; unix-dgram and udp bind; fifo creates \
-         the FIFO if it is missing (and removes it on exit)."))]
+        "Where to receive: {FORMS}. unix, unix-seq and tcp listen, print the \
+         address they listen on (the port bound for tcp:HOST:0) and take one \
+         connection; with -n or -k the next ones, one after another. \
+         unix-dgram and udp bind; fifo creates the FIFO if it is missing (and \
+         removes it on exit) and reads one writer after another like \
+         connections; queues and rings are made if missing and kept."))]
     addr: Addr,
-    /// Stop after N messages (default: when the peer closes; datagrams: never).
+    /// Stop after N messages (default: when the peer closes; datagrams and
+    /// queues: never).
     #[arg(short = 'n', value_name = "N", value_parser = crate::args::count)]
     count: Option<u64>,
+    /// Keep going when a peer closes: take the next connection (unix, tcp,
+    /// unix-seq), the FIFO's next writer, or the ring's next sender, until
+    /// -n messages or --timeout.
+    #[arg(short = 'k', long)]
+    keep: bool,
+    /// How to print each message. text: as it is, or, if it holds a newline
+    /// or another control character, is not UTF-8 or starts with $', quoted
+    /// as bash's $'…' (pasted into bash it gives the same bytes). hex: two
+    /// hex digits per byte. raw: the bytes as they are. json: one object per
+    /// line, {"len":N,"text":"…"} (or "base64":"…" when not UTF-8), with
+    /// "priority" (mq:), "type" (sysv-mq:), "pid" and "uid" of the sender
+    /// (unix:, unix-seq:) and "conn" (which connection, from 1) where known.
+    #[arg(long, value_enum, default_value_t = Format::Text, value_name = "FORMAT")]
+    format: Format,
+    /// End each message with a NUL byte instead of a newline (for xargs -0);
+    /// newlines in a message then print as they are.
+    #[arg(short = '0', long = "null")]
+    null: bool,
+    /// The largest message to take, in bytes (default 16 MiB; a queue or
+    /// ring never carries more than its own limit). A larger one is an
+    /// error, refused before anything is allocated for it.
+    #[arg(long, value_name = "BYTES", value_parser = crate::args::size)]
+    max_size: Option<usize>,
+    /// Say nothing on stderr about where it listens or what it waits for.
+    #[arg(short, long)]
+    quiet: bool,
     /// Give up after SECS seconds in all, exiting with status 1 (0: take
     /// only what is there already).
     #[arg(long, value_name = "SECS", value_parser = crate::args::seconds, allow_negative_numbers = true)]
@@ -33,7 +64,7 @@ pub struct Args {
     #[arg(long)]
     lines: bool,
     /// On a POSIX queue (mq:), print each message's priority first,
-    /// separated from the message by a tab.
+    /// separated from the message by a tab (json always has it).
     #[arg(long)]
     show_priority: bool,
     /// On a System V queue (sysv-mq:), which messages to take, as msgrcv's
@@ -45,7 +76,7 @@ pub struct Args {
     #[arg(long)]
     except: bool,
     /// On a System V queue (sysv-mq:), print each message's type first,
-    /// separated from the message by a tab.
+    /// separated from the message by a tab (json always has it).
     #[arg(long)]
     show_type: bool,
 }
@@ -84,17 +115,18 @@ fn too_large(big: &ipckit::MessageTooLarge) -> String {
     match big.unit {
         ipckit::Unit::Line => format!(
             "no newline in the first {} bytes: ipc recv --lines takes lines of at most {max} \
-             bytes (does the peer end each message with a newline?)",
+             bytes (--max-size raises that; does the peer end each message with a newline?)",
             big.len
         ),
         ipckit::Unit::Frame => format!(
-            "a message announced as {} bytes, over ipc recv's limit of {max}: is the peer \
-             speaking ipc's framing (a 4-byte little-endian length, then the payload)? For \
-             newline-separated text, use --lines",
+            "a message announced as {} bytes, over ipc recv's limit of {max} (--max-size \
+             raises it): is the peer speaking ipc's framing (a 4-byte little-endian length, \
+             then the payload)? For newline-separated text, use --lines",
             big.len
         ),
         ipckit::Unit::Message => format!(
-            "a message of {} bytes, over ipc recv's limit of {max}",
+            "a message of {} bytes, over ipc recv's limit of {max} (--max-size raises it, up \
+             to the queue's or ring's own limit)",
             big.len
         ),
     }
@@ -108,39 +140,112 @@ enum Stop {
     PeerClosed,
 }
 
+/// What `ipc recv` is waiting for, said on stderr once a wait has lasted
+/// a second (so a silent terminal is never a mystery).
+#[derive(Clone)]
+struct Notice {
+    state: Option<Arc<Mutex<Waiting>>>,
+}
+
+struct Waiting {
+    /// What it waits for now (`None`: busy).
+    what: Option<String>,
+    since: Instant,
+    told: bool,
+}
+
+/// How long a wait lasts before ipc recv says what it is waiting for.
+const SILENCE: Duration = Duration::from_secs(1);
+
+impl Notice {
+    /// With `quiet`, says nothing (and starts no thread).
+    fn new(quiet: bool) -> Notice {
+        if quiet {
+            return Notice { state: None };
+        }
+        let state = Arc::new(Mutex::new(Waiting {
+            what: None,
+            since: Instant::now(),
+            told: false,
+        }));
+        let watched = Arc::downgrade(&state);
+        // Looks four times a second: cheaper for the receive loop than
+        // waking this thread on every message.
+        std::thread::spawn(move || loop {
+            std::thread::sleep(SILENCE / 4);
+            let Some(state) = watched.upgrade() else {
+                return;
+            };
+            let mut w = state.lock().unwrap_or_else(|e| e.into_inner());
+            if let (Some(what), false) = (&w.what, w.told) {
+                if w.since.elapsed() >= SILENCE {
+                    eprintln!("ipc recv: waiting for {what}");
+                    w.told = true;
+                }
+            }
+        });
+        Notice { state: Some(state) }
+    }
+
+    /// A wait for `what` begins (said after a second).
+    fn waiting(&self, what: impl FnOnce() -> String) {
+        if let Some(s) = &self.state {
+            let mut w = s.lock().unwrap_or_else(|e| e.into_inner());
+            w.what = Some(what());
+            w.since = Instant::now();
+            w.told = false;
+        }
+    }
+
+    /// The wait is over.
+    fn done(&self) {
+        if let Some(s) = &self.state {
+            s.lock().unwrap_or_else(|e| e.into_inner()).what = None;
+        }
+    }
+}
+
 struct Printer {
     out: io::StdoutLock<'static>,
+    writer: Writer,
+    scratch: Vec<u8>,
     left: Option<u64>,
+    keep: bool,
     deadline: Deadline,
+    /// The address as a peer would use it (the bound port for tcp:…:0).
     addr: String,
+    /// On a byte stream with length-prefixed frames (not --lines).
+    framed: bool,
+    notice: Notice,
+    /// What is known of every message on the current connection.
+    meta: Meta,
 }
 
 impl Printer {
     fn drain(&mut self, rx: &mut dyn MessageReceiver) -> Result<Stop> {
-        self.drain_with(|buf, d| rx.recv_until(buf, d).map(|()| None))
+        self.drain_with(|buf, d, _| rx.recv_until(buf, d))
     }
 
-    /// Prints what `recv` returns, with its tag (a priority or a type)
-    /// first when there is one.
+    /// Prints what `recv` returns, with what it adds to the metadata.
     fn drain_with(
         &mut self,
-        mut recv: impl FnMut(&mut Vec<u8>, Deadline) -> Result<Option<i64>, RecvTimeoutError>,
+        mut recv: impl FnMut(&mut Vec<u8>, Deadline, &mut Meta) -> Result<(), RecvTimeoutError>,
     ) -> Result<Stop> {
         let mut buf = Vec::new();
         loop {
             if self.left == Some(0) {
                 return Ok(Stop::Done);
             }
-            match recv(&mut buf, self.deadline) {
-                Ok(tag) => {
-                    let prefix = tag.map(|t| format!("{t}\t")).unwrap_or_default();
-                    let written = self
-                        .out
-                        .write_all(prefix.as_bytes())
-                        .and_then(|()| self.out.write_all(&buf))
-                        .and_then(|()| self.out.write_all(b"\n"))
-                        .and_then(|()| self.out.flush());
-                    match written {
+            let addr = &self.addr;
+            self.notice.waiting(|| format!("a message on {addr}"));
+            let got = recv(&mut buf, self.deadline, &mut self.meta);
+            self.notice.done();
+            match got {
+                Ok(()) => {
+                    match self
+                        .writer
+                        .write(&mut self.out, &mut self.scratch, &buf, &self.meta)
+                    {
                         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                             return Err(StdoutClosed.into())
                         }
@@ -150,16 +255,26 @@ impl Printer {
                 }
                 Err(RecvTimeoutError::Disconnected) => return Ok(Stop::PeerClosed),
                 Err(RecvTimeoutError::Timeout) => return Err(self.timed_out()),
-                Err(RecvTimeoutError::Io(e)) => {
-                    if let Some(big) = ipckit::MessageTooLarge::find(&e) {
-                        anyhow::bail!("receiving on {}: {}", self.addr, too_large(big));
-                    }
-                    return Err(
-                        anyhow::Error::new(e).context(format!("receiving on {}", self.addr))
-                    );
-                }
+                Err(RecvTimeoutError::Io(e)) => return Err(self.failed(e)),
             }
         }
+    }
+
+    /// A receive that failed, with what to do about it in ipc recv's terms.
+    fn failed(&self, e: io::Error) -> anyhow::Error {
+        if let Some(big) = ipckit::MessageTooLarge::find(&e) {
+            return anyhow::anyhow!("receiving on {}: {}", self.addr, too_large(big));
+        }
+        // A frame cut short: often a peer that writes text, not frames
+        // (`printf ab | nc`: "got 2 of the 4 header bytes").
+        if self.framed && e.kind() == io::ErrorKind::UnexpectedEof {
+            return anyhow::anyhow!(
+                "receiving on {}: {e} (if the peer sends lines of text, as echo, nc or socat do, \
+                 use --lines)",
+                self.addr
+            );
+        }
+        anyhow::Error::new(e).context(format!("receiving on {}", self.addr))
     }
 
     fn timed_out(&self) -> anyhow::Error {
@@ -174,12 +289,17 @@ impl Printer {
 
     /// Whether to go on with the next connection after `stop`.
     fn again(&self, stop: Stop) -> bool {
-        matches!(stop, Stop::PeerClosed) && self.left.is_some()
+        matches!(stop, Stop::PeerClosed) && (self.left.is_some() || self.keep)
     }
 
     fn accept_err(&self, e: io::Error) -> anyhow::Error {
         if e.kind() == io::ErrorKind::TimedOut {
-            self.timed_out()
+            let what = if self.addr.starts_with("fifo:") {
+                "a writer to open"
+            } else {
+                "a connection on"
+            };
+            TimedOut(format!("timed out waiting for {what} {}", self.addr)).into()
         } else {
             anyhow::Error::new(e).context(format!("accepting on {}", self.addr))
         }
@@ -208,9 +328,24 @@ pub fn run(args: Args) -> Result<()> {
     install_cleanup().context("setting up the cleanup on SIGINT, SIGTERM and SIGHUP")?;
     let mut p = Printer {
         out: io::stdout().lock(),
+        writer: Writer {
+            format: args.format,
+            end: if args.null { 0 } else { b'\n' },
+            tag: args.show_priority || args.show_type,
+        },
+        scratch: Vec::new(),
         left: args.count,
+        keep: args.keep,
         deadline: timeout.map_or(Deadline::Never, Deadline::after),
         addr: args.addr.to_string(),
+        framed: !args.lines && matches!(args.addr, Addr::Fifo(_) | Addr::Unix(_) | Addr::Tcp(_)),
+        notice: Notice::new(args.quiet),
+        meta: Meta::default(),
+    };
+    let limit = |rx: &mut dyn MessageReceiver| {
+        if let Some(max) = args.max_size {
+            rx.set_max_message_size(max);
+        }
     };
     match &args.addr {
         Addr::Fifo(_)
@@ -220,30 +355,40 @@ pub fn run(args: Args) -> Result<()> {
         | Addr::UnixDgram(_)
         | Addr::Udp(_) => {
             // What it makes (a socket file, a FIFO) goes when it exits.
-            let opts = ipckit::endpoint::Options::new().framing(framing);
+            let mut opts = ipckit::endpoint::Options::new().framing(framing);
+            if let Some(max) = args.max_size {
+                opts = opts.max_message_size(max);
+            }
             let l = ipckit::listen_with(&args.addr, &opts)?;
             remove_on_signal(l.created_path());
+            p.addr = l.local_address()?.to_string();
+            if !args.quiet {
+                eprintln!("ipc recv: listening on {}", p.addr);
+            }
             if l.has_connections() {
                 // Connections, or a FIFO's writers as they come and go,
                 // one after another.
-                serve(&mut p, |t| timed(t, |t| l.accept_timeout(t), || l.accept()))?;
+                serve(&mut p, args.lines, |t| {
+                    timed(t, |t| l.accept_timeout(t), || l.accept())
+                })?;
             } else {
                 p.drain(&mut l.accept()?)?;
             }
         }
         Addr::Mq(name) => {
             let mut q = open_queue(name, ipckit::mq::Access::Receive)?;
-            if args.show_priority {
-                p.drain_with(|buf, d| q.recv_priority_until(buf, d).map(|p| Some(p.into())))?;
-            } else {
-                p.drain(&mut q)?;
-            }
+            limit(&mut q);
+            p.drain_with(|buf, d, meta| {
+                meta.priority = Some(q.recv_priority_until(buf, d)?);
+                Ok(())
+            })?;
         }
         Addr::Shm(_) | Addr::SysvShm(_) | Addr::Sem(_) | Addr::SysvSem(_) => {
             return Err(args.addr.not_a_channel())
         }
         Addr::Ring(name) => {
             let mut rx = crate::send::open_ring(name)?.receiver()?;
+            limit(&mut rx);
             let mut told = 0;
             loop {
                 let stop = p.drain(&mut rx)?;
@@ -259,23 +404,26 @@ pub fn run(args: Args) -> Result<()> {
                     );
                     told = died;
                 }
-                // With -n not reached, wait for the next sender, as for a
-                // FIFO's next writer.
+                // With -n not reached, or -k, wait for the next sender, as
+                // for a FIFO's next writer.
                 if !p.again(stop) {
                     break;
                 }
                 if p.remaining() == Some(Duration::ZERO) {
                     return Err(p.timed_out());
                 }
+                let addr = &p.addr;
+                p.notice
+                    .waiting(|| format!("a sender on {addr} (try: ipc send {addr} hello)"));
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
         Addr::SysvMq(key) => {
             let mut q = open_sysv(*key, ipckit::sysv::Access::Receive)?;
-            let show = args.show_type;
-            p.drain_with(|buf, d| {
-                let t = q.recv_select_until(buf, selector, d)?;
-                Ok(show.then_some(t))
+            limit(&mut q);
+            p.drain_with(|buf, d, meta| {
+                meta.mtype = Some(q.recv_select_until(buf, selector, d)?);
+                Ok(())
             })?;
         }
     }
@@ -283,14 +431,34 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Takes connections one after another (`open` gets the time left) and
-/// prints their messages, until `-n` is reached or, without `-n`, the first
-/// connection ends.
-fn serve<C: MessageReceiver>(
+/// prints their messages, until `-n` is reached or, without `-n` or `-k`,
+/// the first connection ends.
+fn serve(
     p: &mut Printer,
-    mut open: impl FnMut(Option<Duration>) -> io::Result<C>,
+    lines: bool,
+    mut open: impl FnMut(Option<Duration>) -> io::Result<ipckit::Connection>,
 ) -> Result<()> {
+    let mut n = 0;
     loop {
-        let mut c = open(p.remaining()).map_err(|e| p.accept_err(e))?;
+        let addr = &p.addr;
+        p.notice.waiting(|| {
+            let what = if addr.starts_with("fifo:") {
+                "a writer to open"
+            } else {
+                "a connection on"
+            };
+            let lines = if lines { " --lines" } else { "" };
+            format!("{what} {addr} (try: ipc send{lines} {addr} hello)")
+        });
+        let opened = open(p.remaining());
+        p.notice.done();
+        let mut c = opened.map_err(|e| p.accept_err(e))?;
+        n += 1;
+        p.meta = Meta {
+            from: c.peer_credentials(),
+            conn: Some(n),
+            ..Meta::default()
+        };
         let stop = p.drain(&mut c)?;
         if !p.again(stop) {
             return Ok(());

@@ -1,8 +1,9 @@
-//! `ipc send ADDR [MESSAGE...] [--lines] [--timeout SECS]`
+//! `ipc send ADDR [MESSAGE...] [--file PATH]... [--whole | -0] [--lines] [--timeout SECS]`
 
 use std::ffi::OsString;
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Read};
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -22,10 +23,26 @@ pub struct Args {
          ipc send warns about them (give each writer its own FIFO, or use \
          unix-dgram: or mq: for many writers)."))]
     addr: Addr,
-    /// Messages to send, one message each; with none, each line of standard
-    /// input is one message.
+    /// Messages to send, one message each; with none (and no --file), each
+    /// line of standard input is one message.
     #[arg(value_name = "MESSAGE")]
     messages: Vec<OsString>,
+    /// Send the contents of the file at PATH as one message (again for
+    /// more; after the MESSAGE arguments).
+    #[arg(long = "file", value_name = "PATH")]
+    files: Vec<PathBuf>,
+    /// Standard input, all of it, is one message (newlines included).
+    #[arg(long, conflicts_with_all = ["messages", "files", "null"])]
+    whole: bool,
+    /// Messages on standard input end with a NUL byte instead of a newline
+    /// (as from find -print0), so they may contain newlines.
+    #[arg(short = '0', long = "null", conflicts_with_all = ["messages", "files"])]
+    null: bool,
+    /// The largest message to send, in bytes (default 16 MiB, as ipc recv
+    /// takes by default): a larger one is refused before anything of it is
+    /// sent. Give the receiver the same --max-size.
+    #[arg(long, value_name = "BYTES", value_parser = crate::args::size)]
+    max_size: Option<usize>,
     /// On byte streams (fifo, unix, tcp), send each message as one line
     /// instead of a length-prefixed frame (for cat, socat, nc).
     #[arg(long)]
@@ -47,28 +64,34 @@ pub struct Args {
 /// The largest write to a pipe or FIFO that is atomic (`pipe(7)`).
 const PIPE_BUF: usize = 4096;
 
-/// The longest line of standard input `ipc send` takes as one message: the
-/// largest message a framed stream carries by default.
-const MAX_LINE: usize = ipckit::frame::DEFAULT_MAX_MESSAGE_SIZE;
+/// The largest message `ipc send` takes without --max-size: the largest
+/// message a framed stream carries by default.
+const DEFAULT_MAX: usize = ipckit::frame::DEFAULT_MAX_MESSAGE_SIZE;
 
-/// Reads one line (without its newline) into `line`; false at the end of
-/// input. Stops reading, with an error, as soon as a line is longer than
-/// `max`: nothing more is read or kept.
-fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> Result<bool> {
+/// Reads one record ended by `end` (without it) into `line`; false at the
+/// end of input. Stops reading, with an error, as soon as a record is
+/// longer than `max`: nothing more is read or kept.
+fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>, end: u8, max: usize) -> Result<bool> {
     line.clear();
     loop {
         let buf = input.fill_buf().context("reading standard input")?;
         if buf.is_empty() {
             return Ok(!line.is_empty());
         }
-        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+        let (take, done) = match buf.iter().position(|&b| b == end) {
             Some(i) => (i, true),
             None => (buf.len(), false),
         };
         if line.len() + take > max {
+            let what = if end == 0 {
+                "a NUL-ended message"
+            } else {
+                "a line"
+            };
             anyhow::bail!(
-                "a line of standard input is longer than {max} bytes, the largest message ipc \
-                 send takes: stopped reading there, and nothing of that line was sent"
+                "{what} of standard input is longer than {max} bytes, the largest message ipc \
+                 send takes (--max-size raises it): stopped reading there, and nothing of it \
+                 was sent"
             );
         }
         line.extend_from_slice(&buf[..take]);
@@ -77,6 +100,63 @@ fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> Result
             return Ok(true);
         }
     }
+}
+
+/// Reads all of `input` as one message, refusing (before sending anything)
+/// more than `max` bytes; `what` names it in errors.
+fn read_whole(input: impl Read, what: &str, max: usize) -> Result<Vec<u8>> {
+    let mut msg = Vec::new();
+    input
+        .take(max as u64 + 1)
+        .read_to_end(&mut msg)
+        .with_context(|| format!("reading {what}"))?;
+    if msg.len() > max {
+        anyhow::bail!(
+            "{what} is longer than {max} bytes, the largest message ipc send takes (--max-size \
+             raises it): nothing was sent"
+        );
+    }
+    Ok(msg)
+}
+
+/// Opens the file at `path` to be sent as one message, its size checked
+/// before anything is read (and before anything is sent).
+fn open_file(path: &Path, max: usize) -> Result<(std::fs::File, String)> {
+    let f = std::fs::File::open(path)
+        .with_context(|| format!("--file {}: cannot open it", path.display()))?;
+    let what = format!("--file {}", path.display());
+    let meta = f.metadata().with_context(|| what.clone())?;
+    if meta.is_dir() {
+        anyhow::bail!("{what} is a directory: give a file");
+    }
+    if meta.is_file() && meta.len() > max as u64 {
+        anyhow::bail!(
+            "{what} has {} bytes, more than the largest message ipc send takes ({max}; \
+             --max-size raises it): nothing was sent",
+            meta.len()
+        );
+    }
+    Ok((f, what))
+}
+
+/// Refuses a message `ipc send` must not send: over the limit, or holding
+/// a newline where a newline ends messages.
+fn check(msg: &[u8], max: usize, lines: bool) -> Result<()> {
+    if msg.len() > max {
+        anyhow::bail!(
+            "a message of {} bytes is longer than {max}, the largest ipc send takes (--max-size \
+             raises it): it was not sent",
+            msg.len()
+        );
+    }
+    if lines && msg.contains(&b'\n') {
+        anyhow::bail!(
+            "a message holds a newline, and with --lines a newline ends a message: the receiver \
+             would get it in pieces, so it was not sent (leave out --lines to send it in one \
+             length-prefixed frame)"
+        );
+    }
+    Ok(())
 }
 
 /// Warns (and returns true) if a message to a FIFO is too large to be
@@ -150,9 +230,8 @@ pub fn open_sysv(
 }
 
 /// Opens a sending endpoint for `addr`.
-pub fn open(addr: &Addr, lines: bool, timeout: Option<Duration>) -> Result<Box<dyn MessageSender>> {
-    let conn =
-        ipckit::connect_with(addr, &options(lines, timeout)).map_err(|e| timeout_or(e, addr))?;
+fn open_with(addr: &Addr, opts: &ipckit::endpoint::Options) -> Result<Box<dyn MessageSender>> {
+    let conn = ipckit::connect_with(addr, opts).map_err(|e| timeout_or(e, addr))?;
     Ok(Box::new(conn))
 }
 
@@ -171,6 +250,24 @@ pub fn run(args: Args) -> Result<()> {
     if args.mtype.is_some() && !matches!(args.addr, Addr::SysvMq(_)) {
         anyhow::bail!("--type applies to System V queues (sysv-mq:KEY) only");
     }
+    // Everything that can be checked is checked before anything is opened
+    // or sent.
+    let max = args.max_size.unwrap_or(DEFAULT_MAX);
+    for m in &args.messages {
+        check(m.as_bytes(), max, args.lines)?;
+    }
+    let files = args
+        .files
+        .iter()
+        .map(|p| open_file(p, max))
+        .collect::<Result<Vec<_>>>()?;
+    let whole = if args.whole {
+        let msg = read_whole(io::stdin().lock(), "standard input", max)?;
+        check(&msg, max, args.lines)?;
+        Some(msg)
+    } else {
+        None
+    };
     let mut tx: Box<dyn MessageSender> = match (&args.addr, args.priority) {
         (Addr::SysvMq(key), None) => {
             let t = args.mtype.unwrap_or(1);
@@ -196,11 +293,18 @@ pub fn run(args: Args) -> Result<()> {
             Box::new(q)
         }
         (_, Some(_)) => anyhow::bail!("--priority applies to POSIX queues (mq:/NAME) only"),
-        _ => open(&args.addr, args.lines, timeout)?,
+        _ => {
+            let mut opts = options(args.lines, timeout);
+            if let Some(max) = args.max_size {
+                opts = opts.max_message_size(max);
+            }
+            open_with(&args.addr, &opts)?
+        }
     };
     let mut warned = false;
     let mut send =
         |msg: &[u8]| -> Result<()> {
+            check(msg, max, args.lines)?;
             if !warned {
                 warned = warn_if_not_atomic(&args.addr, msg.len(), args.lines);
             }
@@ -220,15 +324,21 @@ pub fn run(args: Args) -> Result<()> {
                     .context(format!("sending to {}", args.addr))),
             }
         };
-    if args.messages.is_empty() {
+    if let Some(msg) = whole {
+        send(&msg)?;
+    } else if args.messages.is_empty() && files.is_empty() {
         let mut stdin = io::stdin().lock();
         let mut line = Vec::new();
-        while read_line(&mut stdin, &mut line, MAX_LINE)? {
+        let end = if args.null { 0 } else { b'\n' };
+        while read_line(&mut stdin, &mut line, end, max)? {
             send(&line)?;
         }
     } else {
         for m in &args.messages {
             send(m.as_bytes())?;
+        }
+        for (f, what) in files {
+            send(&read_whole(f, &what, max)?)?;
         }
     }
     Ok(())

@@ -31,6 +31,11 @@ enum Command {
         /// queues each one, a standard signal keeps only one pending.
         #[arg(long, value_name = "N", allow_negative_numbers = true)]
         value: Option<i32>,
+        /// Signal PID even if it is init (1), the shell or process that ran
+        /// ipc, or the leader of ipc's own process group, which ipc
+        /// otherwise refuses as a likely mistake.
+        #[arg(long)]
+        force: bool,
     },
     /// Block SIGNALs and print one line per delivery: the signal, the
     /// sender's pid and uid, the value (- for none) and why it was sent.
@@ -43,8 +48,7 @@ enum Command {
         #[arg(short = 'n', value_name = "N", value_parser = crate::args::count)]
         count: Option<u64>,
         /// Give up after SECS seconds in all, exiting with status 1 (0: only
-        /// what is pending already).(0: take
-        /// only what is there already).
+        /// what is pending already).
         #[arg(long, value_name = "SECS", value_parser = crate::args::seconds, allow_negative_numbers = true)]
         timeout: Option<Duration>,
     },
@@ -56,10 +60,25 @@ fn parse_signal(s: &str) -> Result<Signal, String> {
 
 pub fn run(args: Args) -> Result<()> {
     match args.command {
-        Command::Send { pid, signal, value } => match value {
-            Some(v) => signal::queue(pid, signal, v)?,
-            None => signal::kill(pid, signal)?,
-        },
+        Command::Send {
+            pid,
+            signal,
+            value,
+            force,
+        } => {
+            if !force {
+                if let Some(who) = risky(pid) {
+                    anyhow::bail!(
+                        "process {pid} is {who}: {signal} was not sent (add --force if that is \
+                         what you mean)"
+                    );
+                }
+            }
+            match value {
+                Some(v) => signal::queue(pid, signal, v)?,
+                None => signal::kill(pid, signal)?,
+            }
+        }
         Command::Wait {
             signals,
             count,
@@ -67,6 +86,41 @@ pub fn run(args: Args) -> Result<()> {
         } => wait(&signals, count, timeout)?,
     }
     Ok(())
+}
+
+/// Why signalling `pid` is more likely a mistake than meant: init, or a
+/// process ipc runs under (the shell that ran it, as with `$$` typed for
+/// `$!`, or anything above it), or the leader of ipc's own process group
+/// (the job or script ipc belongs to).
+fn risky(pid: u32) -> Option<String> {
+    use procfs::process::Process;
+    if pid == 1 {
+        return Some("init, the first process: a signal to it can shut the system down".into());
+    }
+    let me = Process::myself().and_then(|p| p.stat()).ok()?;
+    if i64::from(pid) == i64::from(me.pgrp) {
+        return Some(
+            "the leader of ipc's own process group (the job or script ipc runs in)".into(),
+        );
+    }
+    // Up the parents (a bounded walk: a loop cannot happen, but a
+    // vanishing parent can).
+    let mut ppid = me.ppid;
+    for depth in 0..64 {
+        if ppid <= 1 {
+            break;
+        }
+        if i64::from(pid) == i64::from(ppid) {
+            let who = if depth == 0 {
+                "the process that ran ipc (your shell, or the script or program running ipc)"
+            } else {
+                "one that ipc runs under (a shell or program above the one that ran ipc)"
+            };
+            return Some(who.into());
+        }
+        ppid = Process::new(ppid).and_then(|p| p.stat()).ok()?.ppid;
+    }
+    None
 }
 
 fn wait(signals: &[Signal], count: Option<u64>, timeout: Option<Duration>) -> Result<()> {

@@ -46,7 +46,7 @@ use crate::named::CreatedPath;
 use crate::select::{Readiness, Selectable};
 use crate::socket::inet::{TcpListener, TcpStream, UdpSocket};
 use crate::socket::unix::{
-    SeqpacketListener, SeqpacketStream, UnixDatagram, UnixListener, UnixStream,
+    PeerCredentials, SeqpacketListener, SeqpacketStream, UnixDatagram, UnixListener, UnixStream,
 };
 use crate::wait::WaitStrategy;
 
@@ -60,22 +60,32 @@ impl<T: MessageReceiver + Selectable + Send> RecvEnd for T {}
 /// Both message traits, for boxing, and a split into one end per way.
 trait TwoWay: MessageSender + MessageReceiver + Selectable + Send {
     fn split(self: Box<Self>) -> io::Result<(BoxSender, BoxReceiver)>;
+    /// Who is at the other end, where the kernel tells (connected Unix
+    /// sockets).
+    fn peer_credentials(&self) -> Option<PeerCredentials> {
+        None
+    }
 }
 
 macro_rules! two_way {
-    ($($ty:ty),*) => {$(
+    ($($ty:ty $(=> $creds:ident)?),*) => {$(
         impl TwoWay for $ty {
             fn split(self: Box<Self>) -> io::Result<(BoxSender, BoxReceiver)> {
                 let (tx, rx) = (*self).split()?;
                 Ok((Box::new(tx), Box::new(rx)))
             }
+            $(
+                fn $creds(&self) -> Option<PeerCredentials> {
+                    <$ty>::peer_credentials(self).ok()
+                }
+            )?
         }
     )*};
 }
 
 two_way!(
-    UnixStream,
-    SeqpacketStream,
+    UnixStream => peer_credentials,
+    SeqpacketStream => peer_credentials,
     UnixDatagram,
     TcpStream,
     UdpSocket
@@ -161,6 +171,18 @@ impl Connection {
     /// The address it was made for.
     pub fn address(&self) -> &Address {
         &self.addr
+    }
+
+    /// Who is at the other end of a connected Unix socket (`unix:`,
+    /// `unix-seq:`, either side): the process that connected, or the one
+    /// that accepted, as the kernel recorded it then (`SO_PEERCRED`, see
+    /// `unix(7)`); `None` for every other mechanism, whose messages do not
+    /// come from one known process. Nothing the peer writes goes into it.
+    pub fn peer_credentials(&self) -> Option<PeerCredentials> {
+        match &self.way {
+            Way::Both(e) => e.peer_credentials(),
+            _ => None,
+        }
     }
 
     /// Whether it can send.
@@ -330,6 +352,7 @@ pub struct Options {
     timeout: Option<Duration>,
     ring_capacity: Option<usize>,
     ring_max_message_size: Option<usize>,
+    max_message_size: Option<usize>,
 }
 
 impl Default for Options {
@@ -349,6 +372,7 @@ impl Options {
             timeout: None,
             ring_capacity: None,
             ring_max_message_size: None,
+            max_message_size: None,
         }
     }
 
@@ -392,6 +416,17 @@ impl Options {
     /// [`RingBuilder::max_message_size`](crate::ring::RingBuilder::max_message_size)).
     pub fn ring_max_message_size(mut self, max: usize) -> Self {
         self.ring_max_message_size = Some(max);
+        self
+    }
+
+    /// The largest message the endpoints sent and received through will
+    /// take (see [`MessageReceiver::set_max_message_size`]; default 16 MiB
+    /// on byte streams and sockets): applied to what `connect` gives,
+    /// including a FIFO's writing end, and to every connection `accept`
+    /// gives. Queues and rings keep their own limit, set when they are
+    /// made.
+    pub fn max_message_size(mut self, max: usize) -> Self {
+        self.max_message_size = Some(max);
         self
     }
 
@@ -471,6 +506,9 @@ fn connect_once(addr: &Address, opts: &Options) -> io::Result<Connection> {
         Address::Fifo(path) => {
             let mut tx = crate::fifo::open_sender(path, timeout)?;
             tx.set_framing(opts.framing);
+            if let Some(max) = opts.max_message_size {
+                tx.set_max_message_size(max);
+            }
             Way::Send(Box::new(tx))
         }
         Address::Mq(name) => Way::Send(Box::new(
@@ -490,10 +528,14 @@ fn connect_once(addr: &Address, opts: &Options) -> io::Result<Connection> {
             return Err(not_a_channel(addr))
         }
     };
-    Ok(Connection {
+    let mut c = Connection {
         way,
         addr: addr.clone(),
-    })
+    };
+    if let Some(max) = opts.max_message_size {
+        c.set_max_message_size(max);
+    }
+    Ok(c)
 }
 
 enum Serving {
@@ -516,6 +558,8 @@ pub struct Listener {
     /// The socket file or FIFO this listener made, removed when it is
     /// dropped.
     created: Option<CreatedPath>,
+    /// For every connection handed out.
+    max_message_size: Option<usize>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -565,6 +609,7 @@ pub(crate) fn sysv_inbox(key: crate::sysv::Key, mtype: i64) -> io::Result<Listen
         addr,
         framing: Options::new().framing,
         created: None,
+        max_message_size: None,
     })
 }
 
@@ -663,6 +708,7 @@ fn listen_inner(addr: &Address, opts: &Options, new: bool) -> io::Result<Listene
         addr: addr.clone(),
         framing: opts.framing,
         created,
+        max_message_size: opts.max_message_size,
     })
 }
 
@@ -744,10 +790,13 @@ impl Listener {
             let fd = reader.as_fd().as_raw_fd();
             let mut rx = crate::pipe::Receiver::new(reader)?;
             rx.set_framing(self.framing);
-            let conn = Connection {
+            let mut conn = Connection {
                 way: Way::Recv(Box::new(rx)),
                 addr: self.addr.clone(),
             };
+            if let Some(max) = self.max_message_size {
+                conn.set_max_message_size(max);
+            }
             Ok((conn, fd))
         })())
     }
@@ -776,6 +825,14 @@ impl Listener {
     }
 
     fn accept_inner(&self, timeout: Option<Duration>) -> io::Result<Connection> {
+        let mut c = self.accept_way(timeout)?;
+        if let Some(max) = self.max_message_size {
+            c.set_max_message_size(max);
+        }
+        Ok(c)
+    }
+
+    fn accept_way(&self, timeout: Option<Duration>) -> io::Result<Connection> {
         let wrap = |way: Way| Connection {
             way,
             addr: self.addr.clone(),

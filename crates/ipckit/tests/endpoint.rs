@@ -39,6 +39,73 @@ fn client_hello(arg: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// `sized:ADDR`: connects with a 4 KiB limit, sends 100 bytes, then 2000
+/// (over the listener's limit); to a FIFO, with a 16-byte limit, it must
+/// refuse 17 bytes itself, then sends `ok`.
+fn client_sized(addr: &str) -> io::Result<()> {
+    let addr: Address = addr.parse()?;
+    let fifo = matches!(addr, Address::Fifo(_));
+    let max = if fifo { 16 } else { 4096 };
+    let opts = ipckit::endpoint::Options::new()
+        .timeout(Some(T))
+        .max_message_size(max);
+    let mut c = ipckit::connect_with(&addr, &opts)?;
+    if fifo {
+        match c.send_timeout([7u8; 17], T) {
+            Err(ipckit::SendTimeoutError::Io(e, _)) if e.kind() == io::ErrorKind::InvalidInput => {}
+            other => return Err(io::Error::other(format!("17 bytes over 16: {other:?}"))),
+        }
+        return c.send_timeout("ok", T).map_err(io::Error::from);
+    }
+    c.send_timeout([1u8; 100], T).map_err(io::Error::from)?;
+    c.send_timeout([2u8; 2000], T).map_err(io::Error::from)?;
+    // Stay until the server has read (or refused) it.
+    let _ = c.recv_timeout(T);
+    Ok(())
+}
+
+/// `Options::max_message_size` reaches accepted connections and a FIFO's
+/// writer; `peer_credentials` names the connecting process.
+fn limits_and_credentials() -> Result<(), Failed> {
+    let opts = ipckit::endpoint::Options::new().max_message_size(1024);
+    for text in [
+        format!("unix:@{}", unique("sized")),
+        format!("unix-seq:@{}", unique("sized")),
+    ] {
+        let addr: Address = text.parse()?;
+        let l = ipckit::listen_with(&addr, &opts)?;
+        let mut child = peer_command(VAR, "sized", &text)?.spawn()?;
+        let mut c = l.accept_timeout(T)?;
+        let who = c.peer_credentials().ok_or("no credentials")?;
+        ensure(who.pid == child.id() as i32, || {
+            format!("{text}: pid {} is not the client's {}", who.pid, child.id())
+        })?;
+        ensure(c.recv_timeout(T)?.len() == 100, || format!("{text}: 100"))?;
+        match c.recv_timeout(T) {
+            Err(RecvTimeoutError::Io(e)) => {
+                let big = ipckit::MessageTooLarge::find(&e).ok_or_else(|| format!("{e}"))?;
+                ensure(big.max == 1024, || format!("{text}: {big:?}"))?;
+            }
+            other => return Err(format!("{text}: 2000 bytes over 1024: {other:?}").into()),
+        }
+        drop(c);
+        ensure(child.wait()?.success(), || {
+            format!("{text}: the client failed")
+        })?;
+    }
+    // Other mechanisms know no single sender.
+    let q: Address = format!("mq:/{}", unique("nocreds")).parse()?;
+    let l = listen(&q)?;
+    ensure(l.accept()?.peer_credentials().is_none(), || "mq".into())?;
+    let dir = tempfile::tempdir()?;
+    let text = format!("fifo:{}", dir.path().join("f").display());
+    let l = ipckit::listen_with(&text.parse()?, &opts)?;
+    let mut child = peer_command(VAR, "sized", &text)?.spawn()?;
+    let mut c = l.accept_timeout(T)?;
+    ensure(c.recv_timeout(T)? == b"ok", || "fifo".into())?;
+    ensure(child.wait()?.success(), || "the FIFO writer failed".into())
+}
+
 /// One listener per mechanism, one client process each, the same code.
 fn same_code_every_address() -> Result<(), Failed> {
     // Every mechanism in the registry: a new one is tested here unasked.
@@ -134,7 +201,14 @@ fn wrong_way_is_clear() -> Result<(), Failed> {
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
-            common::by_role(spec, &[("send", client_send), ("hello", client_hello)])
+            common::by_role(
+                spec,
+                &[
+                    ("send", client_send),
+                    ("hello", client_hello),
+                    ("sized", client_sized),
+                ],
+            )
         })],
         "endpoint",
         Duration::from_secs(120),
@@ -143,5 +217,6 @@ fn main() {
         ("same_code_every_address", same_code_every_address),
         ("several_clients", several_clients),
         ("wrong_way_is_clear", wrong_way_is_clear),
+        ("limits_and_credentials", limits_and_credentials),
     ]);
 }
