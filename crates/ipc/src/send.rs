@@ -238,6 +238,13 @@ fn open_with(addr: &Addr, opts: &ipckit::endpoint::Options) -> Result<Box<dyn Me
 fn timeout_or(e: io::Error, addr: &Addr) -> anyhow::Error {
     if e.kind() == io::ErrorKind::TimedOut {
         TimedOut(format!("{addr}: {e}")).into()
+    } else if let (Addr::Fifo(path), io::ErrorKind::NotFound) = (addr, e.kind()) {
+        // In the shell's words rather than the library's.
+        let path = path.display();
+        anyhow::anyhow!(
+            "cannot open {addr}: there is no FIFO at {path}: start the reader first (ipc recv \
+             {addr} makes it), or make it with mkfifo {path}"
+        )
     } else {
         anyhow::Error::new(e).context(format!("cannot open {addr}"))
     }

@@ -290,3 +290,19 @@ fn signal_send_refuses_init_and_its_own_shell_without_force() {
     let out = run(std::process::Command::new("bash").arg("-c").arg(&script));
     assert_eq!(stdout(&out), "rc=2\n", "{}", stderr(&out));
 }
+
+#[test]
+fn hints_are_in_the_shells_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nobody-reads");
+    let addr = format!("fifo:{}", path.display());
+    let out = run(ipc().args(["send", &addr, "x"]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("ipc recv {addr} makes it"))
+            && err.contains(&format!("mkfifo {}", path.display())),
+        "{err}"
+    );
+    assert!(!err.contains("Fifo::") && !err.contains("set_max"), "{err}");
+}

@@ -916,7 +916,10 @@ impl Stream {
         if self.rx.buffered() > 0 || self.rx.large.is_some() {
             return Err(RecvTimeoutError::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "descriptor passing was switched on after reads without it had already taken                  bytes of later messages, so descriptors sent with them may have been closed by                  the kernel: call UnixStream::set_receive_fds(true) before the first receive on a                  stream that carries descriptors",
+                "descriptor passing was switched on after reads without it had already taken \
+                 bytes of later messages, so descriptors sent with them may have been closed by \
+                 the kernel: call UnixStream::set_receive_fds(true) before the first receive on a \
+                 stream that carries descriptors",
             )));
         }
         self.io.set_recv_fds(true);
