@@ -1,5 +1,6 @@
-//! `ipc rm ADDR...`: remove named IPC objects, each on its own: a failure
-//! is reported on its own line and the others are still tried.
+//! `ipc rm ADDR...` and `ipc rm --orphans [--dry-run]`: remove named IPC
+//! objects, each on its own: a failure is reported on its own line and the
+//! others are still tried.
 
 use anyhow::{anyhow, Context, Result};
 
@@ -14,9 +15,24 @@ pub struct Args {
     /// semaphore), sysv-sem:KEY (a System V semaphore set; its waiters wake
     /// with an error), ring:NAME or fifo:PATH. System V objects also by id,
     /// as ipcs shows it: sysv-mq:id=ID, sysv-shm:id=ID, sysv-sem:id=ID (the
-    /// only name a private object, key 0, has).
-    #[arg(value_name = "ADDR", required = true, value_parser = parse_target)]
+    /// only name a private object, key 0, has). unix:PATH removes a stale
+    /// socket file (one no socket is bound to) only.
+    #[arg(value_name = "ADDR", required_unless_present = "orphans", value_parser = parse_target)]
     targets: Vec<Target>,
+    /// Remove every orphan `ipc ls --orphans` lists (objects nobody holds
+    /// whose creator is gone, stale socket files), printing each. Nothing
+    /// is called an orphan when some processes could not be seen (run as
+    /// root to see them all). An object opened between the look and the
+    /// removal is removed all the same, as with ipcrm.
+    #[arg(long)]
+    orphans: bool,
+    /// With --orphans: only orphans of these kinds (comma-separated, as
+    /// ipc ls names them).
+    #[arg(long, requires = "orphans", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::ls::KINDS))]
+    kind: Vec<String>,
+    /// Print what would be removed, and remove nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// What `ipc rm` removes.
@@ -64,11 +80,44 @@ fn parse_target(s: &str) -> Result<Target, String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let mut targets: Vec<(Target, Option<String>)> =
+        args.targets.into_iter().map(|t| (t, None)).collect();
+    if args.orphans {
+        let found = crate::ls::list();
+        for u in &found.unseen {
+            eprintln!("ipc rm: {u}");
+        }
+        let wanted = |k: &str| args.kind.is_empty() || args.kind.iter().any(|w| w == k);
+        for o in found
+            .objects
+            .into_iter()
+            .filter(|o| o.orphan && wanted(o.kind))
+        {
+            // Every orphan ipc ls finds has an address; one without could
+            // not be removed by name.
+            let Some(a) = o.address else { continue };
+            match parse_target(&a) {
+                Ok(t) => targets.push((t, Some(o.note.unwrap_or_else(|| "orphan".into())))),
+                Err(e) => eprintln!("ipc rm: {a}: {e}"),
+            }
+        }
+    }
     let mut failed = 0;
-    for t in &args.targets {
-        if let Err(e) = remove(t) {
-            eprintln!("ipc rm: {t}: {e:#}");
-            failed += 1;
+    for (t, why) in &targets {
+        if args.dry_run {
+            println!(
+                "would remove {t}{}",
+                why.as_ref().map(|w| format!(" ({w})")).unwrap_or_default()
+            );
+            continue;
+        }
+        match remove(t) {
+            Ok(()) if why.is_some() => println!("removed {t}"),
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("ipc rm: {t}: {e:#}");
+                failed += 1;
+            }
         }
     }
     match failed {
@@ -93,11 +142,16 @@ fn remove(t: &Target) -> Result<()> {
         Addr::Sem(name) => ipckit::sem::unlink(name)?,
         Addr::SysvSem(key) => ipckit::sem::remove_set(*key)?,
         Addr::Fifo(path) => ipckit::fifo::remove(path).context("cannot remove it")?,
+        Addr::Unix(ipckit::socket::unix::UnixAddr::Path(path))
+        | Addr::UnixDgram(ipckit::socket::unix::UnixAddr::Path(path))
+        | Addr::UnixSeq(ipckit::socket::unix::UnixAddr::Path(path)) => {
+            ipckit::socket::unix::remove_stale(path)?
+        }
         other => {
             return Err(anyhow!(
                 "{other} is not a named object ipc rm can remove (mq:/NAME, sysv-mq:KEY, \
-                 shm:/NAME, sysv-shm:KEY, sem:/NAME, sysv-sem:KEY, ring:NAME, fifo:PATH, or \
-                 sysv-mq:id=ID and the like)"
+                 shm:/NAME, sysv-shm:KEY, sem:/NAME, sysv-sem:KEY, ring:NAME, fifo:PATH, a stale \
+                 socket file unix:PATH, or sysv-mq:id=ID and the like)"
             ))
         }
     }

@@ -41,6 +41,14 @@ impl Drop for Unlink {
     }
 }
 
+/// Held by the tests that make orphans or remove them: `ipc rm --orphans`
+/// removes every orphan of a kind, including another test's.
+static ORPHANS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn orphans_lock() -> std::sync::MutexGuard<'static, ()> {
+    ORPHANS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn ls(args: &[&str]) -> Vec<serde_json::Value> {
     let out = run(ipc().arg("ls").arg("--json").args(args));
     assert!(out.status.success(), "{}", stderr(&out));
@@ -112,6 +120,7 @@ fn pipes_and_socket_peers_with_their_holders() {
 /// and one a process maps is not.
 #[test]
 fn queues_and_shared_memory_with_fill_and_orphans() {
+    let _one_at_a_time = orphans_lock();
     let key = 0x3100_0000 | (std::process::id() & 0xff_ffff);
     let mut q = ipckit::sysv::MessageQueue::builder(ipckit::sysv::Key::new(key as i32))
         .create()
@@ -197,6 +206,7 @@ fn another_user_sees_less_and_is_told() {
     if !is_root() {
         return;
     }
+    let _one_at_a_time = orphans_lock();
     let unheld = format!("/{}", unique("unseen"));
     let _gone = Unlink(unheld.clone());
     let shm = ipckit::shm::Shm::builder(&unheld)
@@ -226,4 +236,127 @@ fn another_user_sees_less_and_is_told() {
         .find(|o| o["address"] == format!("shm:{unheld}").as_str())
         .unwrap_or_else(|| panic!("{v:#}"));
     assert_eq!(o["orphan"], false, "{o:#}");
+}
+
+/// A stale socket file (its server killed) is an orphan; `ipc rm --orphans
+/// --dry-run` names it and removes nothing, `ipc rm --orphans` removes it
+/// and an unmapped POSIX segment, and leaves a live socket file and a
+/// mapped segment alone. Another user's `ipc rm --orphans` cannot remove
+/// this user's stale file, and says so.
+#[test]
+fn rm_orphans_removes_only_orphans() {
+    let _one_at_a_time = orphans_lock();
+    let dir = tempfile::Builder::new()
+        .prefix("ipc-ls-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let stale = dir.path().join("stale.sock");
+    let live = dir.path().join("live.sock");
+    // A server that dies without removing its socket file.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_ipc"))
+        .args(["recv", "-q"])
+        .arg(format!("unix:{}", stale.display()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(|| stale.exists(), "the server's socket file");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(stale.exists(), "SIGKILL left no stale file");
+    let _listening =
+        ipckit::socket::unix::UnixListener::bind(&ipckit::socket::unix::UnixAddr::path(&live))
+            .unwrap();
+    let unheld = format!("/{}", unique("rm-orphan"));
+    let _gone = Unlink(unheld.clone());
+    drop(
+        ipckit::shm::Shm::builder(&unheld)
+            .size(4096)
+            .keep(true)
+            .create()
+            .unwrap(),
+    );
+    let held = format!("/{}", unique("rm-held"));
+    let _mapped = ipckit::shm::Shm::builder(&held)
+        .size(4096)
+        .create()
+        .unwrap();
+    let stale_addr = format!("unix:{}", stale.display());
+    let o = ls(&["--orphans", "--kind", "unix"]);
+    assert!(
+        o.iter().any(|o| o["address"] == stale_addr.as_str()),
+        "{o:#?}"
+    );
+    assert!(
+        !o.iter()
+            .any(|o| o["name"].as_str().unwrap_or("").contains("live.sock")),
+        "{o:#?}"
+    );
+
+    if is_root() {
+        // Another user cannot even ask (connecting needs write permission
+        // on the 0600 file): not called an orphan, and said so.
+        let out = run(Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_ipc"))
+            .args(["rm", "--orphans", "--kind", "unix"]));
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("could not be asked whether they are stale"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(stale.exists(), "nobody removed root's socket file");
+        // Named explicitly, refused as another user's.
+        let out = run(Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_ipc"))
+            .args(["rm", &stale_addr]));
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("socket file of another user"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(stale.exists(), "nobody removed root's socket file");
+    }
+
+    let out = run(ipc().args(["rm", "--orphans", "--dry-run", "--kind", "unix,shm"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains(&format!("would remove {stale_addr} (stale socket file")),
+        "{said}"
+    );
+    assert!(stale.exists(), "--dry-run removed it");
+    if is_root() {
+        assert!(
+            said.contains(&format!("would remove shm:{unheld}")),
+            "{said}"
+        );
+    }
+    assert!(!said.contains(&held), "{said}");
+
+    let out = run(ipc().args(["rm", "--orphans", "--kind", "unix,shm"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("removed {stale_addr}\n")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stale.exists(), "the stale socket file is still there");
+    assert!(live.exists(), "the live socket file was removed");
+    let shm = |name: &str| std::path::Path::new("/dev/shm").join(&name[1..]).exists();
+    assert!(shm(&held), "a mapped segment was removed");
+    // Without root other users' holds are unseen, so nothing is an orphan.
+    assert_eq!(shm(&unheld), !is_root(), "{}", stdout(&out));
+    // An explicit unix:PATH removes only a stale file.
+    let out = run(ipc().args(["rm", &format!("unix:{}", live.display())]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("is live"), "{}", stderr(&out));
+    assert!(live.exists());
 }

@@ -19,7 +19,7 @@ use ipckit::ring::{Duplex as RingDuplex, Ring};
 use ipckit::select::Selectable;
 use ipckit::socket::inet::{TcpListener, TcpStream, UdpSocket};
 use ipckit::socket::unix::{
-    SeqpacketListener, SeqpacketStream, UnixAddr, UnixDatagram, UnixListener, UnixStream,
+    self, SeqpacketListener, SeqpacketStream, UnixAddr, UnixDatagram, UnixListener, UnixStream,
 };
 use ipckit::sysv::{self, Key, MessageQueue, Selector};
 use ipckit::{
@@ -967,17 +967,43 @@ fn unix_bind_rules() -> Result<(), Failed> {
     // A socket file left by a "dead server" (std does not remove it).
     drop(std::os::unix::net::UnixListener::bind(&path)?);
     ensure(path.exists(), || "no stale file".into())?;
+    ensure(unix::is_stale(&path)?, || {
+        "a dead server's file is stale".into()
+    })?;
     let live = UnixListener::bind(&addr)?;
     let e = UnixListener::bind(&addr).unwrap_err();
     ensure(
         e.kind() == io::ErrorKind::AddrInUse && e.to_string().contains("running"),
         || e.to_string(),
     )?;
+    // Live, whatever the type: not stale, not removed.
+    ensure(!unix::is_stale(&path)?, || {
+        "a live file called stale".into()
+    })?;
+    let e = unix::remove_stale(&path).unwrap_err();
+    ensure(e.kind() == io::ErrorKind::AddrInUse, || e.to_string())?;
+    let dgram_path = dir.path().join("d");
+    let dgram = UnixDatagram::bind(&UnixAddr::path(&dgram_path))?;
+    ensure(!unix::is_stale(&dgram_path)?, || {
+        "a live datagram socket called stale".into()
+    })?;
+    drop(dgram);
     drop(live);
+    // A stale one goes.
+    let stale = dir.path().join("stale");
+    drop(std::os::unix::net::UnixListener::bind(&stale)?);
+    unix::remove_stale(&stale)?;
+    ensure(!stale.exists(), || "the stale file is still there".into())?;
     ensure(!path.exists(), || "socket file left behind".into())?;
     std::fs::write(&path, b"precious")?;
     let e = UnixListener::bind(&addr).unwrap_err();
     ensure(e.to_string().contains("not a socket"), || e.to_string())?;
+    for e in [
+        unix::is_stale(&path).unwrap_err(),
+        unix::remove_stale(&path).unwrap_err(),
+    ] {
+        ensure(e.kind() == io::ErrorKind::InvalidInput, || e.to_string())?;
+    }
     ensure(std::fs::read(&path)? == b"precious", || {
         "regular file damaged".into()
     })?;

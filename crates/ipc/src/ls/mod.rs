@@ -16,6 +16,7 @@
 
 mod procs;
 mod sockdiag;
+mod sockfiles;
 mod sysv;
 
 use std::collections::BTreeMap;
@@ -54,7 +55,8 @@ pub struct Args {
     kind: Vec<String>,
     /// Only orphans: objects nobody holds whose creator is gone (System V
     /// objects with no process attached and a dead creator, POSIX objects
-    /// no process has open or mapped, rings nobody has mapped).
+    /// no process has open or mapped, rings nobody has mapped, socket files
+    /// in /tmp, /var/tmp, /run or $XDG_RUNTIME_DIR no socket is bound to).
     #[arg(long)]
     orphans: bool,
     /// Print JSON: {"objects": [{"kind", "name", "address", "inode", "mode",
@@ -119,6 +121,7 @@ pub fn list() -> Listing {
     let procs = procs::scan(&mut unseen);
     procs::objects(&procs, &mut found, &mut unseen);
     sysv::objects(&procs, &mut found, &mut unseen);
+    sockfiles::objects(&mut found, &mut unseen);
     let mut objects: Vec<Object> = found.into_values().collect();
     for o in &mut objects {
         o.holders.sort();

@@ -176,7 +176,11 @@ pub fn owner(uid: u32) -> String {
     users.get(&uid).cloned().unwrap_or_else(|| uid.to_string())
 }
 
-fn described(kind: &'static str, name: String, meta: Option<&std::fs::Metadata>) -> Object {
+pub(super) fn described(
+    kind: &'static str,
+    name: String,
+    meta: Option<&std::fs::Metadata>,
+) -> Object {
     Object {
         kind,
         name,

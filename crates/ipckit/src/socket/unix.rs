@@ -235,18 +235,22 @@ fn replace_stale(ty: libc::c_int, addr: &UnixAddr, path: &Path, sa: &SockAddrUn)
             ),
         ));
     }
-    // Live or stale? Ask it, without blocking on a full backlog.
-    let probe = sock::socket(libc::AF_UNIX, ty | libc::SOCK_NONBLOCK)?;
-    match sock::connect(probe.as_fd(), sa) {
-        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+    let answer = probe(ty, sa).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{addr} exists and cannot be asked whether it is live ({e}); not replacing it"),
+        )
+    })?;
+    match answer {
+        Probe::Stale => {
             remove_if_same(path, FileId::of(&meta))?;
             Ok(())
         }
-        Err(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) => Err(io::Error::new(
+        Probe::OtherType => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
             format!("{addr} is in use by a live socket of another type"),
         )),
-        _ => Err(io::Error::new(
+        Probe::Live => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
             format!(
                 "{addr} is in use by a running {} server; not replacing it",
@@ -254,6 +258,111 @@ fn replace_stale(ty: libc::c_int, addr: &UnixAddr, path: &Path, sa: &SockAddrUn)
             ),
         )),
     }
+}
+
+/// What a connection attempt says about a socket file.
+enum Probe {
+    /// Refused: no socket is bound to the file any more.
+    Stale,
+    /// Bound by a socket of another type.
+    OtherType,
+    /// Something accepts (or would, once its backlog has room).
+    Live,
+}
+
+/// Asks the socket file at `sa` whether anything is bound to it, with a
+/// connection of type `ty` that never blocks on a full backlog (and is
+/// closed at once if it was accepted).
+fn probe(ty: libc::c_int, sa: &SockAddrUn) -> io::Result<Probe> {
+    let probe = sock::socket(libc::AF_UNIX, ty | libc::SOCK_NONBLOCK)?;
+    match sock::connect(probe.as_fd(), sa) {
+        Ok(()) => Ok(Probe::Live),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::ECONNREFUSED) => Ok(Probe::Stale),
+            Some(libc::EPROTOTYPE) => Ok(Probe::OtherType),
+            // A full backlog: a server that is there.
+            Some(libc::EAGAIN | libc::EINPROGRESS) => Ok(Probe::Live),
+            // No permission to connect (write permission on the file is
+            // needed), or gone meanwhile: no answer.
+            _ => Err(e),
+        },
+    }
+}
+
+/// Whether the file at `path` is a stale Unix socket file: a socket file
+/// that no socket is bound to any more (its server exited without
+/// removing it), so a connection to it is refused (`ECONNREFUSED`, see
+/// `unix(7)`). A live socket file, of any type, is not stale; a path that
+/// is not a socket file (or a symbolic link) is an `InvalidInput` error.
+///
+/// The question is asked with a connection attempt that cannot block; a
+/// server whose socket is bound but not yet listening looks stale for
+/// that moment. Connecting needs write permission on the file: without
+/// it the answer is a `PermissionDenied` error.
+pub fn is_stale(path: impl AsRef<Path>) -> io::Result<bool> {
+    let path = path.as_ref();
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.file_type().is_socket() {
+        return Err(not_a_socket_file(path));
+    }
+    let sa = UnixAddr::Path(path.to_owned()).sockaddr()?;
+    Ok(matches!(probe(libc::SOCK_STREAM, &sa)?, Probe::Stale))
+}
+
+/// Removes the stale socket file at `path` (see [`is_stale`]), the way a
+/// server replaces its own on bind: only this user's, and only the file
+/// that was found stale (a file put there since is left alone). A live
+/// socket file is an `AddrInUse` error, another user's a
+/// `PermissionDenied` one, anything but a socket file `InvalidInput`.
+pub fn remove_stale(path: impl AsRef<Path>) -> io::Result<()> {
+    let path = path.as_ref();
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.file_type().is_socket() {
+        return Err(not_a_socket_file(path));
+    }
+    let me = crate::sys::process::euid();
+    if meta.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is a socket file of another user (uid {}; this process runs as uid {me}): \
+                 left alone",
+                path.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    let sa = UnixAddr::Path(path.to_owned()).sockaddr()?;
+    if !matches!(probe(libc::SOCK_STREAM, &sa)?, Probe::Stale) {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{} is live: a socket is bound to it, so it is not removed",
+                path.display()
+            ),
+        ));
+    }
+    if remove_if_same(path, FileId::of(&meta))? {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "{} was removed or replaced while being removed; left alone",
+                path.display()
+            ),
+        ))
+    }
+}
+
+fn not_a_socket_file(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is not a socket file (symbolic links are not followed)",
+            path.display()
+        ),
+    )
 }
 
 /// Sets the socket file we created to mode 0600, through a descriptor of
