@@ -59,6 +59,16 @@ pub fn size(s: &str) -> Result<usize, String> {
     }
 }
 
+/// `--mode MODE`: permission bits in octal, like 600 or 0644.
+pub fn mode(s: &str) -> Result<u32, String> {
+    match u32::from_str_radix(s, 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(format!(
+            "{s:?} is not a mode: give permission bits in octal, like 600 or 0644"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +92,8 @@ mod tests {
         assert!(size("12X").unwrap_err().contains("not a size"));
         assert!(size("-1").unwrap_err().contains("not a size"));
         assert!(size("").unwrap_err().contains("not a size"));
+        assert_eq!(mode("600"), Ok(0o600));
+        assert_eq!(mode("0644"), Ok(0o644));
+        assert!(mode("1777").is_err() && mode("9").is_err() && mode("rw").is_err());
     }
 }

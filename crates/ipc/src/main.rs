@@ -12,7 +12,9 @@ mod format;
 mod ls;
 mod recv;
 mod rm;
+mod sem;
 mod send;
+mod shm;
 mod signal;
 
 use std::process::ExitCode;
@@ -47,6 +49,12 @@ enum Command {
     Ls(ls::Args),
     /// Remove named IPC objects (queues, shared memory, semaphores, FIFOs).
     Rm(rm::Args),
+    /// Shared memory from the shell: create, write, read and stat POSIX
+    /// (shm:/NAME) and System V (sysv-shm:KEY) objects.
+    Shm(shm::Args),
+    /// Semaphores from the shell: create, post (V), wait (P) and get POSIX
+    /// named semaphores (sem:/NAME) and System V sets (sysv-sem:KEY).
+    Sem(sem::Args),
     /// Send a signal (with a value: sigqueue), or wait for signals and
     /// print each delivery with its sender and value.
     Signal(signal::Args),
@@ -105,6 +113,8 @@ fn main() -> ExitCode {
         Command::Recv(a) => recv::run(a),
         Command::Ls(a) => ls::run(a),
         Command::Rm(a) => rm::run(a),
+        Command::Shm(a) => shm::run(a),
+        Command::Sem(a) => sem::run(a),
         Command::Signal(a) => signal::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchPeer(a) => bench::peer(a),

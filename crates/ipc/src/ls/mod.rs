@@ -21,6 +21,8 @@ mod sysv;
 
 use std::collections::BTreeMap;
 
+pub use procs::owner;
+
 use anyhow::Result;
 use serde::Serialize;
 
