@@ -8,12 +8,14 @@
 mod addr;
 mod args;
 mod bench;
+mod call;
 mod format;
 mod ls;
 mod recv;
 mod rm;
 mod sem;
 mod send;
+mod serve;
 mod shm;
 mod signal;
 
@@ -49,6 +51,12 @@ enum Command {
     Ls(ls::Args),
     /// Remove named IPC objects (queues, shared memory, semaphores, FIFOs).
     Rm(rm::Args),
+    /// Send one request and print its reply (to ipc serve, or a Rust
+    /// ipckit::rpc::Server).
+    Call(call::Args),
+    /// Answer requests by running a command for each (request on its
+    /// stdin, reply from its stdout), many at once, like inetd.
+    Serve(serve::Args),
     /// Shared memory from the shell: create, write, read and stat POSIX
     /// (shm:/NAME) and System V (sysv-shm:KEY) objects.
     Shm(shm::Args),
@@ -113,6 +121,8 @@ fn main() -> ExitCode {
         Command::Recv(a) => recv::run(a),
         Command::Ls(a) => ls::run(a),
         Command::Rm(a) => rm::run(a),
+        Command::Call(a) => call::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Shm(a) => shm::run(a),
         Command::Sem(a) => sem::run(a),
         Command::Signal(a) => signal::run(a),

@@ -89,7 +89,7 @@ static CLEANUP: Mutex<Vec<CreatedPath>> = Mutex::new(Vec::new());
 /// On SIGINT, SIGTERM or SIGHUP, removes the paths registered with
 /// [`remove_on_signal`] and exits with the conventional status 128 + signal.
 /// Installed before anything is created, so no interrupt can slip between.
-fn install_cleanup() -> Result<()> {
+pub fn install_cleanup() -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::spawn(move || {
@@ -103,7 +103,7 @@ fn install_cleanup() -> Result<()> {
     Ok(())
 }
 
-fn remove_on_signal(created: Option<CreatedPath>) {
+pub fn remove_on_signal(created: Option<CreatedPath>) {
     if let Some(c) = created {
         CLEANUP.lock().expect("cleanup list").push(c);
     }

@@ -76,7 +76,8 @@ pub enum CallError {
     /// not get more replies.
     Disconnected,
     /// The server answered with an error: the request did not decode as
-    /// its request type, or its handler panicked.
+    /// its request type, its handler panicked, or it refused the request
+    /// ([`Server::serve_fallible`]) with this reason.
     Remote(String),
     /// Sending, receiving or decoding failed (a reply that does not decode
     /// as the response type carries a [`typed::DecodeError`]).
@@ -629,6 +630,36 @@ where
     where
         F: Fn(Req) -> Resp + Send + Sync + 'static,
     {
+        self.serve_fallible(move |req| Ok(handler(req)))
+    }
+
+    /// [`serve`](Self::serve) with a handler that may refuse a request:
+    /// its `Err(reason)` reaches the caller as [`CallError::Remote`] with
+    /// that reason (as a request that did not decode does).
+    ///
+    /// ```
+    /// use ipckit::rpc::{CallError, Client, Server};
+    /// use std::time::Duration;
+    ///
+    /// let addr: ipckit::Address = format!("unix:@ipckit-doc-rpc-refuse-{}", std::process::id()).parse()?;
+    /// let listener = ipckit::listen(&addr)?;
+    /// std::thread::spawn(move || {
+    ///     Server::new(listener).serve_fallible(|(a, b): (i64, i64)| {
+    ///         a.checked_div(b).ok_or_else(|| format!("cannot divide {a} by 0"))
+    ///     })
+    /// });
+    /// let client = Client::<(i64, i64), i64>::connect_timeout(&addr, Duration::from_secs(5))?;
+    /// assert_eq!(client.call(&(6, 3), Duration::from_secs(5))?, 2);
+    /// match client.call(&(1, 0), Duration::from_secs(5)) {
+    ///     Err(CallError::Remote(why)) => assert_eq!(why, "cannot divide 1 by 0"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn serve_fallible<F>(self, handler: F) -> io::Result<()>
+    where
+        F: Fn(Req) -> Result<Resp, String> + Send + Sync + 'static,
+    {
         self.run(handler, Arc::new(AtomicBool::new(false)))
     }
 
@@ -638,6 +669,15 @@ where
     pub fn spawn<F>(self, handler: F) -> io::Result<ServerHandle>
     where
         F: Fn(Req) -> Resp + Send + Sync + 'static,
+    {
+        self.spawn_fallible(move |req| Ok(handler(req)))
+    }
+
+    /// [`spawn`](Self::spawn) with a handler that may refuse a request
+    /// (see [`serve_fallible`](Self::serve_fallible)).
+    pub fn spawn_fallible<F>(self, handler: F) -> io::Result<ServerHandle>
+    where
+        F: Fn(Req) -> Result<Resp, String> + Send + Sync + 'static,
     {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -652,7 +692,7 @@ where
 
     fn run<F>(self, handler: F, stop: Arc<AtomicBool>) -> io::Result<()>
     where
-        F: Fn(Req) -> Resp + Send + Sync + 'static,
+        F: Fn(Req) -> Result<Resp, String> + Send + Sync + 'static,
     {
         let own = self.listener.local_address()?;
         let shared = Arc::new(Shared {
@@ -724,7 +764,7 @@ where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
     C: Codec + Send + Sync + 'static,
-    F: Fn(Req) -> Resp + Send + Sync + 'static,
+    F: Fn(Req) -> Result<Resp, String> + Send + Sync + 'static,
 {
     loop {
         let conn = match listener.accept_timeout(TICK) {
@@ -816,7 +856,7 @@ where
     Req: DeserializeOwned,
     Resp: Serialize,
     C: Codec,
-    F: Fn(Req) -> Resp,
+    F: Fn(Req) -> Result<Resp, String>,
 {
     let mut buf = Vec::new();
     loop {
@@ -904,13 +944,14 @@ impl<C: Codec, F> Shared<C, F> {
     where
         Req: DeserializeOwned,
         Resp: Serialize,
-        F: Fn(Req) -> Resp,
+        F: Fn(Req) -> Result<Resp, String>,
     {
         let outcome = typed::decode::<Req, C>(&self.codec, &job.body)
             .map_err(|e| e.to_string())
             .and_then(|req| {
                 catch_unwind(AssertUnwindSafe(|| (self.handler)(req)))
                     .map_err(|p| panic_message(&*p))
+                    .and_then(|r| r)
             })
             .and_then(|resp| encode_response(&self.codec, &resp));
         let reply = reply_message(job.id, outcome);
