@@ -9,6 +9,7 @@ mod addr;
 mod args;
 mod bench;
 mod call;
+mod completions;
 mod format;
 mod ls;
 mod recv;
@@ -35,7 +36,7 @@ use clap::{Parser, Subcommand};
                   sysv-shm:KEY, sem:/NAME, sysv-sem:KEY\n\
                   Exit status: 0 done (also when stdout was closed early), 1 timed out, 2 error."
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -68,9 +69,11 @@ enum Command {
     Signal(signal::Args),
     /// Measure every mechanism between two real processes.
     Bench(bench::Args),
-    /// The other process of `ipc bench` (internal).
-    #[command(name = "__bench-peer", hide = true)]
-    BenchPeer(bench::PeerArgs),
+    /// Print a completion script: ipc completions bash >
+    /// ~/.local/share/bash-completion/completions/ipc (zsh, fish too).
+    Completions(completions::Args),
+    /// Print the man page (ipc.1), or write one per subcommand with --dir.
+    Man(completions::ManArgs),
 }
 
 /// A `--timeout` that expired: exit status 1.
@@ -111,23 +114,28 @@ impl std::fmt::Display for Reported {
 
 impl std::error::Error for Reported {}
 
+/// The other process of `ipc bench`, `ipc __bench-peer …`: internal, so
+/// parsed apart from the user's commands (and absent from their help,
+/// completions and man pages).
+#[derive(Parser, Debug)]
+#[command(name = "ipc __bench-peer")]
+struct BenchPeer {
+    #[command(flatten)]
+    args: bench::PeerArgs,
+}
+
+/// The name the bench re-executes `ipc` with for its peer.
+pub const BENCH_PEER: &str = "__bench-peer";
+
 fn main() -> ExitCode {
     // A usage error gets clap's whole message (which argument is missing,
     // "a similar subcommand exists", the possible values, the usage line)
     // and exit status 2; --help and --version print and exit 0.
-    let cli = Cli::parse();
-    let res = match cli.command {
-        Command::Send(a) => send::run(a),
-        Command::Recv(a) => recv::run(a),
-        Command::Ls(a) => ls::run(a),
-        Command::Rm(a) => rm::run(a),
-        Command::Call(a) => call::run(a),
-        Command::Serve(a) => serve::run(a),
-        Command::Shm(a) => shm::run(a),
-        Command::Sem(a) => sem::run(a),
-        Command::Signal(a) => signal::run(a),
-        Command::Bench(a) => bench::run(a),
-        Command::BenchPeer(a) => bench::peer(a),
+    let mut argv = std::env::args_os();
+    let res = if argv.nth(1).is_some_and(|a| a == BENCH_PEER) {
+        bench::peer(BenchPeer::parse_from(std::env::args_os().skip(1)).args)
+    } else {
+        run(Cli::parse())
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -141,6 +149,23 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Send(a) => send::run(a),
+        Command::Recv(a) => recv::run(a),
+        Command::Ls(a) => ls::run(a),
+        Command::Rm(a) => rm::run(a),
+        Command::Call(a) => call::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Shm(a) => shm::run(a),
+        Command::Sem(a) => sem::run(a),
+        Command::Signal(a) => signal::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => completions::man(a),
     }
 }
 

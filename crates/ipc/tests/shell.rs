@@ -306,3 +306,65 @@ fn hints_are_in_the_shells_words() {
     );
     assert!(!err.contains("Fifo::") && !err.contains("set_max"), "{err}");
 }
+
+/// Completions and man pages come from the parser's own definitions: every
+/// subcommand and option is there, and nothing internal.
+#[test]
+fn completions_and_man_pages() {
+    let out = run(ipc().args(["completions", "bash"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let script = stdout(&out);
+    for word in ["recv", "serve", "shm", "--keep", "--max-size", "--orphans"] {
+        assert!(
+            script.contains(word),
+            "{word} missing from the bash completions"
+        );
+    }
+    assert!(
+        !script.contains("__bench-peer"),
+        "the internal peer is offered"
+    );
+    // The script is valid bash.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ipc.bash");
+    std::fs::write(&file, &script).unwrap();
+    let check = run(std::process::Command::new("bash").arg("-n").arg(&file));
+    assert!(check.status.success(), "{}", stderr(&check));
+    for shell in ["zsh", "fish"] {
+        let out = run(ipc().args(["completions", shell]));
+        assert!(
+            out.status.success() && stdout(&out).contains("recv"),
+            "{shell}"
+        );
+    }
+    fails_with(ipc().args(["completions", "tcsh"]), "possible values");
+
+    let out = run(ipc().args(["man", "--dir"]).arg(dir.path()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    assert!(page("ipc.1").starts_with(".ie") && page("ipc.1").contains(".TH ipc 1"));
+    let recv = page("ipc-recv.1");
+    assert!(recv.contains(".TH ipc-recv 1  \"ipc-recv 0."), "{recv}");
+    assert!(
+        recv.contains("\\-\\-keep") && recv.contains("\\-\\-format"),
+        "{recv}"
+    );
+    for sub in [
+        "send", "ls", "rm", "call", "serve", "shm", "sem", "signal", "bench",
+    ] {
+        assert!(
+            dir.path().join(format!("ipc-{sub}.1")).exists(),
+            "ipc-{sub}.1"
+        );
+    }
+    assert!(!dir.path().join("ipc-__bench-peer.1").exists());
+    // To stdout, and quietly into a closed pipe.
+    let out = run(std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} man | head -c 10", env!("CARGO_BIN_EXE_ipc"))));
+    assert!(
+        out.status.success() && stderr(&out).is_empty(),
+        "{}",
+        stderr(&out)
+    );
+}

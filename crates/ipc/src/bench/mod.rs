@@ -2,7 +2,7 @@
 //! [--cpus A,B] [--json PATH]`
 //!
 //! Every measurement runs between this process and a second, real process:
-//! this binary re-executed with the hidden `__bench-peer` command, pinned to
+//! this binary re-executed with the internal `__bench-peer` command, pinned to
 //! another CPU when there is one.
 //!
 //! - Floor: one cache line bounced between the two CPUs through shared

@@ -91,7 +91,7 @@ pub(super) struct Ctx {
 impl Ctx {
     pub(super) fn peer_cmd(&self, role: Role) -> Result<Command> {
         let mut cmd = Command::new(std::env::current_exe().context("locating the ipc binary")?);
-        cmd.arg("__bench-peer")
+        cmd.arg(crate::BENCH_PEER)
             .arg(format!("{role:?}").to_lowercase());
         if let Some((_, b)) = self.cpus {
             cmd.arg("--cpu").arg(b.to_string());
