@@ -360,3 +360,49 @@ fn rm_orphans_removes_only_orphans() {
     assert!(stderr(&out).contains("is live"), "{}", stderr(&out));
     assert!(live.exists());
 }
+
+/// A ring's header: what is queued, which holder receives, the creator;
+/// once every side is gone, an orphan.
+#[test]
+fn rings_from_their_headers() {
+    let _one_at_a_time = orphans_lock();
+    let name = unique("ring");
+    let addr = format!("ring:{name}");
+    let out = run(ipc().args(["send", &addr, "a", "b", "c"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let find = || {
+        ls(&["--kind", "ring"])
+            .into_iter()
+            .find(|o| o["address"] == addr.as_str())
+            .unwrap_or_else(|| panic!("{addr} not listed"))
+    };
+    let o = find();
+    assert_eq!(o["messages"], 3, "{o:#}");
+    assert!(o["note"].as_str().unwrap().contains("creator pid"), "{o:#}");
+    // A receiver that took them and waits for more.
+    let mut r = ipc()
+        .args(["recv", "-q", &addr, "-n", "10", "--timeout", "20"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = i64::from(r.id());
+    wait_for(
+        || {
+            let o = find();
+            o["messages"] == 0
+                && o["holders"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|h| h["pid"].as_i64() == Some(pid) && h["end"] == "receive")
+        },
+        "the receiver attached and the ring emptied",
+    );
+    assert!(find()["note"].as_str().unwrap().contains("1 receiver(s)"));
+    r.kill().unwrap();
+    r.wait().unwrap();
+    let o = find();
+    assert_eq!(o["orphan"], is_root(), "{o:#}");
+    let out = run(ipc().args(["rm", &addr]));
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -76,7 +76,8 @@ pub struct Holder {
     pub command: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fd: Option<i32>,
-    /// `read`, `write`, `read-write` (descriptors) or `mapped`.
+    /// `read`, `write`, `read-write` (descriptors), `mapped`, or for a ring
+    /// `send`, `receive` or `send+receive` (attached ends).
     pub end: &'static str,
 }
 
@@ -126,11 +127,49 @@ pub fn list() -> Listing {
     sockfiles::objects(&mut found, &mut unseen);
     let mut objects: Vec<Object> = found.into_values().collect();
     for o in &mut objects {
+        if o.kind == "ring" {
+            ring_status(o);
+        }
         o.holders.sort();
         o.holders.dedup();
     }
     objects.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     Listing { objects, unseen }
+}
+
+/// A ring's header: messages queued, and which of its holders send and
+/// which receive (a ring this user may not open is left as found).
+fn ring_status(o: &mut Object) {
+    let Some(name) = o.address.as_deref().and_then(|a| a.strip_prefix("ring:")) else {
+        return;
+    };
+    let Ok(ring) = ipckit::ring::Ring::builder(name).open() else {
+        return;
+    };
+    let st = ring.status();
+    o.messages = Some(st.queued as u64);
+    for h in &mut o.holders {
+        let pid = h.pid as u32;
+        h.end = match (st.senders.contains(&pid), st.receivers.contains(&pid)) {
+            (true, true) => "send+receive",
+            (true, false) => "send",
+            (false, true) => "receive",
+            (false, false) => h.end,
+        };
+    }
+    let creator = if st.creator_alive {
+        "alive"
+    } else if st.creator_closed {
+        "gone, kept it"
+    } else {
+        "dead"
+    };
+    o.note = Some(format!(
+        "{} sender(s), {} receiver(s); creator pid {} {creator}",
+        st.senders.len(),
+        st.receivers.len(),
+        st.creator_pid
+    ));
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -72,7 +72,9 @@ mod core;
 mod segment;
 
 #[cfg(not(loom))]
-pub use segment::{unlink, Duplex, Loan, Ring, RingBuilder, RingReceiver, RingSender, Sample};
+pub use segment::{
+    unlink, Duplex, Loan, Ring, RingBuilder, RingReceiver, RingSender, RingStatus, Sample,
+};
 
 /// Checks a ring name: 1 to 200 bytes of ASCII letters, digits, `.`, `_`
 /// and `-`, not starting with `.` (it becomes part of a file name in

@@ -615,6 +615,27 @@ impl RingBuilder {
     }
 }
 
+/// A snapshot of a ring's header, from [`Ring::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingStatus {
+    /// Messages sent and not yet received (at most the capacity).
+    pub queued: usize,
+    /// The live processes attached as senders (a process with several
+    /// senders appears once per sender).
+    pub senders: Vec<u32>,
+    /// The live processes attached as receivers.
+    pub receivers: Vec<u32>,
+    /// The process that made the ring.
+    pub creator_pid: u32,
+    /// Whether that process is still alive (the same process, not one that
+    /// reused its pid).
+    pub creator_alive: bool,
+    /// Whether the creator let go of it on purpose, keeping it
+    /// ([`RingBuilder::keep`]): then it is not abandoned even with its
+    /// creator dead.
+    pub creator_closed: bool,
+}
+
 /// A ring channel's segment. Make ends with [`sender`](Ring::sender) and
 /// [`receiver`](Ring::receiver); the segment stays mapped while any of
 /// them lives.
@@ -695,6 +716,55 @@ impl Ring {
     /// Whether several senders and receivers may be attached at once.
     pub fn is_multi(&self) -> bool {
         self.seg.multi
+    }
+
+    /// Who is attached and how full it is, read from the ring's header
+    /// without changing anything (for tools such as `ipc ls`). The header
+    /// is in memory every attached process can write: the figures are
+    /// clamped to what the ring can hold, and are a snapshot that may be
+    /// stale when it returns.
+    ///
+    /// ```
+    /// use ipckit::ring::Ring;
+    /// use ipckit::MessageSenderExt;
+    ///
+    /// let ring = Ring::builder(format!("doc-status-{}", std::process::id())).create()?;
+    /// let mut tx = ring.sender()?;
+    /// tx.send(b"one")?;
+    /// let st = ring.status();
+    /// assert_eq!(st.queued, 1);
+    /// assert_eq!(st.senders, [std::process::id()]);
+    /// assert!(st.receivers.is_empty());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn status(&self) -> RingStatus {
+        let seg = &self.seg;
+        let (mut senders, mut receivers) = (Vec::new(), Vec::new());
+        for k in 0..MAX_PEERS {
+            let (p, r, s) = seg.peer_words(k);
+            let pid = p.load(Ordering::Acquire);
+            if pid == 0 || crate::sys::sync::thread_exited(pid, Some(s.load(Ordering::Relaxed))) {
+                continue;
+            }
+            match r.load(Ordering::Acquire) {
+                ROLE_SENDER => senders.push(pid),
+                ROLE_RECEIVER => receivers.push(pid),
+                _ => {}
+            }
+        }
+        let tail = seg.tail().load(Ordering::Acquire);
+        let head = seg.head().load(Ordering::Acquire);
+        let m = seg.map();
+        let creator_pid: u32 = m.read(OFF_CREATOR_PID);
+        let creator_start: u32 = m.read(OFF_CREATOR_START);
+        RingStatus {
+            queued: tail.saturating_sub(head).min(seg.capacity) as usize,
+            senders,
+            receivers,
+            creator_pid,
+            creator_alive: !crate::sys::sync::thread_exited(creator_pid, Some(creator_start)),
+            creator_closed: seg.u32_at(OFF_CREATOR_CLOSED).load(Ordering::Acquire) != 0,
+        }
     }
 
     /// Attaches this process as a sender. A single-producer ring refuses a
