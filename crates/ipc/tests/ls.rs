@@ -406,3 +406,41 @@ fn rings_from_their_headers() {
     let out = run(ipc().args(["rm", &addr]));
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// A POSIX queue no process has open is listed with its fill, through a
+/// private mount of the mqueue file system when it is not mounted (root);
+/// another user is told how to mount it. Nothing is left mounted.
+#[test]
+fn posix_queues_nobody_has_open() {
+    let _one_at_a_time = orphans_lock();
+    let q = format!("mq:/{}", unique("mq"));
+    let out = run(ipc().args(["send", &q, "hello", "world!"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mounts_before = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    if is_root() {
+        let o = ls(&["--kind", "mq"])
+            .into_iter()
+            .find(|o| o["address"] == q.as_str())
+            .unwrap_or_else(|| panic!("{q} not listed"));
+        assert_eq!(o["bytes"], 11, "{o:#}");
+        assert_eq!(o["mode"], "0600", "{o:#}");
+        assert_eq!(o["orphan"], true, "{o:#}");
+        assert_eq!(
+            std::fs::read_to_string("/proc/self/mounts").unwrap(),
+            mounts_before,
+            "a mount was left"
+        );
+        let out = run(Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_ipc"))
+            .args(["ls", "--json", "--kind", "mq"]));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let unseen = v["unseen"].to_string();
+        if !mounts_before.contains(" mqueue ") {
+            assert!(unseen.contains("mount -t mqueue none /dev/mqueue"), "{v:#}");
+        }
+    }
+    let out = run(ipc().args(["rm", &q]));
+    assert!(out.status.success(), "{}", stderr(&out));
+}

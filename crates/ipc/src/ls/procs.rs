@@ -411,40 +411,35 @@ fn dev_shm(procs: &Procs, found: &mut BTreeMap<String, Object>) {
     }
 }
 
-/// POSIX queues through /dev/mqueue, when mounted: each with its fill, and
-/// unheld ones as orphans.
+/// POSIX queues, each with its fill, held or not: through the mqueue file
+/// system where it is mounted, or (as root) a private mount of it (see
+/// `ipckit::mq::list`); unheld ones are orphans.
 fn dev_mqueue(procs: &Procs, found: &mut BTreeMap<String, Object>, unseen: &mut Vec<String>) {
-    let mounted = std::fs::read_to_string("/proc/self/mounts")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split_whitespace().nth(2) == Some("mqueue") && l.contains(" /dev/mqueue "));
-    if !mounted {
-        unseen.push(
-            "/dev/mqueue is not mounted: POSIX queues that no process has open are not listed, \
-             and queue fill is unknown (as root: mount -t mqueue none /dev/mqueue)"
-                .into(),
-        );
-        return;
-    }
-    let Ok(dir) = std::fs::read_dir("/dev/mqueue") else {
-        return;
+    let queues = match ipckit::mq::list() {
+        Ok(q) => q,
+        Err(e) => {
+            unseen.push(format!(
+                "POSIX queues that no process has open are not listed, and queue fill is \
+                 unknown: {e}"
+            ));
+            return;
+        }
     };
-    for e in dir.flatten() {
-        let name = format!("/{}", e.file_name().to_string_lossy());
-        let key = format!("mq:{name}");
-        let meta = e.metadata().ok();
-        let o = found.entry(key).or_insert_with(|| {
-            let mut o = described("mq", name.clone(), meta.as_ref());
-            o.address = Some(format!("mq:{name}"));
+    for q in queues {
+        let key = format!("mq:{}", q.name);
+        let o = found.entry(key.clone()).or_insert_with(|| {
+            let mut o = Object {
+                kind: "mq",
+                name: q.name.clone(),
+                ..Object::default()
+            };
+            o.address = Some(key);
             o.orphan = procs.complete;
             o
         });
-        // "QSIZE:129        NOTIFY:0 ..." (mq_overview(7)).
-        if let Ok(text) = std::fs::read_to_string(e.path()) {
-            o.bytes = text
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("QSIZE:")?.parse().ok());
-        }
+        o.mode = Some(format!("{:04o}", q.mode));
+        o.owner = Some(owner(q.uid));
+        o.bytes = Some(q.bytes);
     }
 }
 

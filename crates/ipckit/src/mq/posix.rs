@@ -591,3 +591,114 @@ impl crate::MessageReceiver for PosixQueue {
         self.wait = strategy;
     }
 }
+
+/// One POSIX message queue as the mqueue file system shows it (see
+/// [`list`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    /// Its name, `/NAME`.
+    pub name: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Bytes of messages queued (`QSIZE`).
+    pub bytes: u64,
+    /// The process registered for notification (`mq_notify(3)`), if any.
+    pub notify_pid: Option<u32>,
+}
+
+/// Lists the POSIX message queues of this IPC namespace, including those
+/// no process has open (`mq_overview(7)`): through the mqueue file system
+/// where it is mounted (usually `/dev/mqueue`); where it is not, and this
+/// process may mount (`CAP_SYS_ADMIN`), through a mount of its own that
+/// nobody else sees: a helper thread takes a private mount namespace,
+/// mounts it on an empty directory, reads it and exits, and the mount goes
+/// with it. Otherwise a `PermissionDenied` error says how to mount it.
+pub fn list() -> io::Result<Vec<QueueEntry>> {
+    if let Some(dir) = mqueue_mount() {
+        return read_queues(&dir);
+    }
+    // An empty directory to mount on, made here so that it can be removed
+    // here; the mount itself is only in the helper's namespace.
+    let dir = private_dir()?;
+    let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::other("a temporary path with a NUL byte"))?;
+    let at = dir.clone();
+    let listed = std::thread::Builder::new()
+        .name("ipckit-mqueue".into())
+        .spawn(move || {
+            crate::sys::process::private_mount_namespace()?;
+            crate::sys::process::mount_mqueue(&target)?;
+            read_queues(&at)
+        })?
+        .join()
+        .map_err(|_| io::Error::other("the mqueue helper thread panicked"));
+    let _ = std::fs::remove_dir(&dir);
+    listed?.map_err(|e| {
+        if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the mqueue file system is not mounted, and mounting it needs root \
+                 (CAP_SYS_ADMIN): mount -t mqueue none /dev/mqueue",
+            )
+        } else {
+            e
+        }
+    })
+}
+
+/// Where the mqueue file system is mounted, if it is.
+fn mqueue_mount() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, at, kind) = (f.next()?, f.next()?, f.next()?);
+        // Spaces and the like are octal escapes there: such a path is
+        // not worth decoding.
+        (kind == "mqueue" && !at.contains('\\')).then(|| at.into())
+    })
+}
+
+/// A new empty directory, mode 0700, in the temporary directory.
+fn private_dir() -> io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    for n in 0..100 {
+        let p = std::env::temp_dir().join(format!("ipckit-mqueue-{}-{n}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other("no free name for a temporary directory"))
+}
+
+fn read_queues(dir: &std::path::Path) -> io::Result<Vec<QueueEntry>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let Ok(m) = e.metadata() else { continue };
+        // "QSIZE:129        NOTIFY:0     SIGNO:0     NOTIFY_PID:0"
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let field = |k: &str| {
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix(k)?.parse::<u64>().ok())
+        };
+        out.push(QueueEntry {
+            name: format!("/{}", e.file_name().to_string_lossy()),
+            mode: m.mode() & 0o777,
+            uid: m.uid(),
+            gid: m.gid(),
+            bytes: field("QSIZE:").unwrap_or(0),
+            notify_pid: field("NOTIFY_PID:")
+                .filter(|p| *p != 0)
+                .and_then(|p| u32::try_from(p).ok()),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}

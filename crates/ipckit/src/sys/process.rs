@@ -116,3 +116,38 @@ pub(crate) fn parent_pid() -> u32 {
     // SAFETY: getppid has no preconditions and cannot fail.
     unsafe { libc::getppid() as u32 }
 }
+
+/// Gives the calling thread a mount namespace of its own (`unshare(2)`
+/// with `CLONE_NEWNS`, which also unshares its file system attributes),
+/// in which every mount is then made private, so that nothing mounted in
+/// it is seen anywhere else. Needs `CAP_SYS_ADMIN`. Meant for a thread
+/// that does this one job and exits: the namespace goes with it.
+pub(crate) fn private_mount_namespace() -> io::Result<()> {
+    // SAFETY: unshare takes flags only; CLONE_NEWNS affects this thread.
+    syscall!(unshare(libc::CLONE_NEWNS))?;
+    // SAFETY: the source, type and data are null (allowed for a
+    // propagation change); the target is a NUL-terminated literal.
+    syscall!(mount(
+        std::ptr::null(),
+        c"/".as_ptr(),
+        std::ptr::null(),
+        libc::MS_REC | libc::MS_PRIVATE,
+        std::ptr::null(),
+    ))?;
+    Ok(())
+}
+
+/// Mounts the POSIX message queue file system of this process's IPC
+/// namespace at `target` (`mount(2)`, as `mount -t mqueue none TARGET`).
+pub(crate) fn mount_mqueue(target: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: source, target and type are NUL-terminated strings that
+    // outlive the call; the data pointer is null (no options).
+    syscall!(mount(
+        c"mqueue".as_ptr(),
+        target.as_ptr(),
+        c"mqueue".as_ptr(),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        std::ptr::null(),
+    ))?;
+    Ok(())
+}
