@@ -1495,7 +1495,7 @@ fn bench_zero_copy_needs_a_ring() {
 #[test]
 fn usage_errors_say_what_is_wrong_and_suggest() {
     for (args, want) in [
-        (&["sned"][..], "a similar subcommand exists: 'send'"),
+        (&["sned"][..], "similar subcommands exist: 'sem', 'send'"),
         (&["send"], "<ADDR>"),
         (
             &["recv", "--timout", "1", "unix:@x"],
