@@ -84,6 +84,16 @@ struct Op {
     undo: bool,
 }
 
+impl Op {
+    /// The semaphore, checked to have what the options ask for; and the
+    /// options.
+    fn open(&self) -> Result<(Sem, u16, u64, bool)> {
+        let sem = open(&self.target)?;
+        sysv_only(&sem, self.index, self.undo)?;
+        Ok((sem, self.index, self.count, self.undo))
+    }
+}
+
 /// A semaphore of either family.
 enum Sem {
     Posix(NamedSemaphore),
@@ -179,17 +189,8 @@ pub fn run(args: Args) -> Result<()> {
             }
             _ => Err(not_sem(&target)),
         },
-        Command::Post {
-            op:
-                Op {
-                    target,
-                    index,
-                    count,
-                    undo,
-                },
-        } => {
-            let sem = open(&target)?;
-            sysv_only(&sem, index, undo)?;
+        Command::Post { op: o } => {
+            let (sem, index, count, undo) = o.open()?;
             match &sem {
                 Sem::Posix(s) => {
                     for _ in 0..count {
@@ -201,18 +202,12 @@ pub fn run(args: Args) -> Result<()> {
             Ok(())
         }
         Command::Wait {
-            op:
-                Op {
-                    target,
-                    index,
-                    count,
-                    undo,
-                },
+            op: o,
             timeout,
             hold,
         } => {
-            let sem = open(&target)?;
-            sysv_only(&sem, index, undo)?;
+            let (sem, index, count, undo) = o.open()?;
+            let target = o.target;
             let end = timeout.and_then(|t| Instant::now().checked_add(t));
             let left = || end.map(|e| e.saturating_duration_since(Instant::now()));
             match &sem {

@@ -49,6 +49,26 @@ fn orphans_lock() -> std::sync::MutexGuard<'static, ()> {
     ORPHANS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// POSIX shared memory made, kept and let go (nobody maps it any more),
+/// removed when the returned `Unlink` drops; and one this process maps.
+fn unheld_and_held(tag: &str) -> (String, Unlink, String, ipckit::shm::Shm) {
+    let unheld = format!("/{}", unique(tag));
+    let gone = Unlink(unheld.clone());
+    drop(
+        ipckit::shm::Shm::builder(&unheld)
+            .size(4096)
+            .keep(true)
+            .create()
+            .unwrap(),
+    );
+    let held = format!("/{}-held", unique(tag));
+    let mapped = ipckit::shm::Shm::builder(&held)
+        .size(4096)
+        .create()
+        .unwrap();
+    (unheld, gone, held, mapped)
+}
+
 fn ls(args: &[&str]) -> Vec<serde_json::Value> {
     let out = run(ipc().arg("ls").arg("--json").args(args));
     assert!(out.status.success(), "{}", stderr(&out));
@@ -127,21 +147,7 @@ fn queues_and_shared_memory_with_fill_and_orphans() {
         .unwrap();
     ipckit::MessageSender::send_until(&mut q, b"hello", ipckit::Deadline::Never).unwrap();
     let private = ipckit::sysv::MessageQueue::private().create().unwrap();
-    // Made, kept and let go: nobody maps it any more.
-    let unheld = format!("/{}", unique("orphan"));
-    let _gone = Unlink(unheld.clone());
-    drop(
-        ipckit::shm::Shm::builder(&unheld)
-            .size(4096)
-            .keep(true)
-            .create()
-            .unwrap(),
-    );
-    let held = format!("/{}", unique("held"));
-    let mapped = ipckit::shm::Shm::builder(&held)
-        .size(4096)
-        .create()
-        .unwrap();
+    let (unheld, _gone, held, mapped) = unheld_and_held("orphan");
 
     let seg = ipckit::shm::SysvShm::builder(ipckit::sysv::Key::PRIVATE)
         .size(4096)
@@ -271,20 +277,7 @@ fn rm_orphans_removes_only_orphans() {
     let _listening =
         ipckit::socket::unix::UnixListener::bind(&ipckit::socket::unix::UnixAddr::path(&live))
             .unwrap();
-    let unheld = format!("/{}", unique("rm-orphan"));
-    let _gone = Unlink(unheld.clone());
-    drop(
-        ipckit::shm::Shm::builder(&unheld)
-            .size(4096)
-            .keep(true)
-            .create()
-            .unwrap(),
-    );
-    let held = format!("/{}", unique("rm-held"));
-    let _mapped = ipckit::shm::Shm::builder(&held)
-        .size(4096)
-        .create()
-        .unwrap();
+    let (unheld, _gone, held, _mapped) = unheld_and_held("rm-orphan");
     let stale_addr = format!("unix:{}", stale.display());
     let o = ls(&["--orphans", "--kind", "unix"]);
     assert!(
