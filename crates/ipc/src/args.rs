@@ -30,6 +30,14 @@ pub fn count(s: &str) -> Result<u64, String> {
 /// `--max-size BYTES`: a number of bytes, 1 or more, optionally with a
 /// binary suffix: `K` (KiB), `M` (MiB), `G` (GiB), as in `64K` or `16M`.
 pub fn size(s: &str) -> Result<usize, String> {
+    match offset(s)? {
+        0 => Err("0 bytes would refuse every message: give 1 or more".into()),
+        n => Ok(n),
+    }
+}
+
+/// `--offset BYTES`: as [`size`], 0 allowed.
+pub fn offset(s: &str) -> Result<usize, String> {
     let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => s.split_at(i),
         None => (s, ""),
@@ -50,7 +58,6 @@ pub fn size(s: &str) -> Result<usize, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not a size: give bytes, like 4096 or 64K"))?;
     match n.checked_mul(1 << shift) {
-        Some(0) => Err("0 bytes would refuse every message: give 1 or more".into()),
         Some(v) if v <= u32::MAX as usize => Ok(v),
         _ => Err(format!(
             "{s} is too large: a message is at most 4 GiB - 1 bytes (its length travels in 32 \
@@ -88,6 +95,9 @@ mod tests {
         assert_eq!(size("16M"), Ok(16 << 20));
         assert_eq!(size("1G"), Ok(1 << 30));
         assert!(size("0").unwrap_err().contains("refuse every"));
+        assert_eq!(offset("0"), Ok(0));
+        assert_eq!(offset("00"), Ok(0));
+        assert_eq!(offset("1K"), Ok(1024));
         assert!(size("4G").unwrap_err().contains("too large"));
         assert!(size("12X").unwrap_err().contains("not a size"));
         assert!(size("-1").unwrap_err().contains("not a size"));

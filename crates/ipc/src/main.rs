@@ -9,6 +9,7 @@ mod addr;
 mod args;
 mod bench;
 mod call;
+mod cleanup;
 mod completions;
 mod format;
 mod ls;

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ipckit::frame::Framing;
-use ipckit::named::CreatedPath;
 use ipckit::{Deadline, MessageReceiver, RecvTimeoutError};
 
 use crate::addr::{Addr, AddrExt, FORMS};
@@ -81,34 +80,6 @@ pub struct Args {
     show_type: bool,
 }
 
-/// Paths this process created and must remove even when interrupted: each
-/// is removed only while it still is the file created (a file put there in
-/// the meantime stays).
-static CLEANUP: Mutex<Vec<CreatedPath>> = Mutex::new(Vec::new());
-
-/// On SIGINT, SIGTERM or SIGHUP, removes the paths registered with
-/// [`remove_on_signal`] and exits with the conventional status 128 + signal.
-/// Installed before anything is created, so no interrupt can slip between.
-pub fn install_cleanup() -> Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            for p in CLEANUP.lock().expect("cleanup list").iter() {
-                let _ = p.remove();
-            }
-            std::process::exit(128 + sig);
-        }
-    });
-    Ok(())
-}
-
-pub fn remove_on_signal(created: Option<CreatedPath>) {
-    if let Some(c) = created {
-        CLEANUP.lock().expect("cleanup list").push(c);
-    }
-}
-
 /// A message over the limit, in the words of `ipc recv`.
 fn too_large(big: &ipckit::MessageTooLarge) -> String {
     let max = big.max;
@@ -149,9 +120,37 @@ struct Notice {
 
 struct Waiting {
     /// What it waits for now (`None`: busy).
-    what: Option<String>,
+    what: Option<Wait>,
     since: Instant,
     told: bool,
+    /// Where, as a peer would name it.
+    addr: String,
+    /// Whether the peer should send lines (for the suggested command).
+    lines: bool,
+}
+
+/// What `ipc recv` can be waiting for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Message,
+    Connection,
+    Writer,
+    Sender,
+}
+
+impl Waiting {
+    /// The notice, built only when it is said.
+    fn text(&self, what: Wait) -> String {
+        let addr = &self.addr;
+        let lines = if self.lines { " --lines" } else { "" };
+        let try_it = format!("(try: ipc send{lines} {addr} hello)");
+        match what {
+            Wait::Message => format!("a message on {addr}"),
+            Wait::Connection => format!("a connection on {addr} {try_it}"),
+            Wait::Writer => format!("a writer to open {addr} {try_it}"),
+            Wait::Sender => format!("a sender on {addr} {try_it}"),
+        }
+    }
 }
 
 /// How long a wait lasts before ipc recv says what it is waiting for.
@@ -159,7 +158,7 @@ const SILENCE: Duration = Duration::from_secs(1);
 
 impl Notice {
     /// With `quiet`, says nothing (and starts no thread).
-    fn new(quiet: bool) -> Notice {
+    fn new(quiet: bool, addr: String, lines: bool) -> Notice {
         if quiet {
             return Notice { state: None };
         }
@@ -167,6 +166,8 @@ impl Notice {
             what: None,
             since: Instant::now(),
             told: false,
+            addr,
+            lines,
         }));
         let watched = Arc::downgrade(&state);
         // Looks four times a second: cheaper for the receive loop than
@@ -177,9 +178,9 @@ impl Notice {
                 return;
             };
             let mut w = state.lock().unwrap_or_else(|e| e.into_inner());
-            if let (Some(what), false) = (&w.what, w.told) {
+            if let (Some(what), false) = (w.what, w.told) {
                 if w.since.elapsed() >= SILENCE {
-                    eprintln!("ipc recv: waiting for {what}");
+                    eprintln!("ipc recv: waiting for {}", w.text(what));
                     w.told = true;
                 }
             }
@@ -187,13 +188,21 @@ impl Notice {
         Notice { state: Some(state) }
     }
 
-    /// A wait for `what` begins (said after a second).
-    fn waiting(&self, what: impl FnOnce() -> String) {
+    /// A wait for `what` begins (said after a second): no allocation, as
+    /// it happens for every message.
+    fn waiting(&self, what: Wait) {
         if let Some(s) = &self.state {
             let mut w = s.lock().unwrap_or_else(|e| e.into_inner());
-            w.what = Some(what());
+            w.what = Some(what);
             w.since = Instant::now();
             w.told = false;
+        }
+    }
+
+    /// The address found once listening (the port bound for tcp:…:0).
+    fn set_address(&self, addr: &str) {
+        if let Some(s) = &self.state {
+            s.lock().unwrap_or_else(|e| e.into_inner()).addr = addr.to_owned();
         }
     }
 
@@ -236,8 +245,7 @@ impl Printer {
             if self.left == Some(0) {
                 return Ok(Stop::Done);
             }
-            let addr = &self.addr;
-            self.notice.waiting(|| format!("a message on {addr}"));
+            self.notice.waiting(Wait::Message);
             let got = recv(&mut buf, self.deadline, &mut self.meta);
             self.notice.done();
             match got {
@@ -325,7 +333,8 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         Framing::LengthPrefixed
     };
-    install_cleanup().context("setting up the cleanup on SIGINT, SIGTERM and SIGHUP")?;
+    crate::cleanup::install_cleanup()
+        .context("setting up the cleanup on SIGINT, SIGTERM and SIGHUP")?;
     let mut p = Printer {
         out: io::stdout().lock(),
         writer: Writer {
@@ -339,7 +348,7 @@ pub fn run(args: Args) -> Result<()> {
         deadline: timeout.map_or(Deadline::Never, Deadline::after),
         addr: args.addr.to_string(),
         framed: !args.lines && matches!(args.addr, Addr::Fifo(_) | Addr::Unix(_) | Addr::Tcp(_)),
-        notice: Notice::new(args.quiet),
+        notice: Notice::new(args.quiet, args.addr.to_string(), args.lines),
         meta: Meta::default(),
     };
     let limit = |rx: &mut dyn MessageReceiver| {
@@ -360,17 +369,16 @@ pub fn run(args: Args) -> Result<()> {
                 opts = opts.max_message_size(max);
             }
             let l = ipckit::listen_with(&args.addr, &opts)?;
-            remove_on_signal(l.created_path());
+            crate::cleanup::remove_on_signal(l.created_path());
             p.addr = l.local_address()?.to_string();
+            p.notice.set_address(&p.addr);
             if !args.quiet {
                 eprintln!("ipc recv: listening on {}", p.addr);
             }
             if l.has_connections() {
                 // Connections, or a FIFO's writers as they come and go,
                 // one after another.
-                serve(&mut p, args.lines, |t| {
-                    timed(t, |t| l.accept_timeout(t), || l.accept())
-                })?;
+                serve(&mut p, |t| timed(t, |t| l.accept_timeout(t), || l.accept()))?;
             } else {
                 p.drain(&mut l.accept()?)?;
             }
@@ -412,9 +420,7 @@ pub fn run(args: Args) -> Result<()> {
                 if p.remaining() == Some(Duration::ZERO) {
                     return Err(p.timed_out());
                 }
-                let addr = &p.addr;
-                p.notice
-                    .waiting(|| format!("a sender on {addr} (try: ipc send {addr} hello)"));
+                p.notice.waiting(Wait::Sender);
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -435,20 +441,14 @@ pub fn run(args: Args) -> Result<()> {
 /// the first connection ends.
 fn serve(
     p: &mut Printer,
-    lines: bool,
     mut open: impl FnMut(Option<Duration>) -> io::Result<ipckit::Connection>,
 ) -> Result<()> {
     let mut n = 0;
     loop {
-        let addr = &p.addr;
-        p.notice.waiting(|| {
-            let what = if addr.starts_with("fifo:") {
-                "a writer to open"
-            } else {
-                "a connection on"
-            };
-            let lines = if lines { " --lines" } else { "" };
-            format!("{what} {addr} (try: ipc send{lines} {addr} hello)")
+        p.notice.waiting(if p.addr.starts_with("fifo:") {
+            Wait::Writer
+        } else {
+            Wait::Connection
         });
         let opened = open(p.remaining());
         p.notice.done();

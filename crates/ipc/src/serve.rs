@@ -4,11 +4,11 @@
 //! library's [`ipckit::rpc::Server`], so Rust clients and `ipc call` both
 //! talk to it.
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::io::{self, Read, Write};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ipckit::rpc::Server;
@@ -47,13 +47,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     args.addr.check_channel()?;
-    crate::recv::install_cleanup()
+    crate::cleanup::install_cleanup()
         .context("setting up the cleanup on SIGINT, SIGTERM and SIGHUP")?;
     // Queues and rings stay, as ipc recv leaves them (requests sent while
     // no server runs wait there); a socket file or FIFO goes on exit.
     let keep = matches!(args.addr, Addr::Mq(_) | Addr::SysvMq(_) | Addr::Ring(_));
     let listener = ipckit::listen_with(&args.addr, &ipckit::endpoint::Options::new().keep(keep))?;
-    crate::recv::remove_on_signal(listener.created_path());
+    crate::cleanup::remove_on_signal(listener.created_path());
     if !args.quiet {
         eprintln!(
             "ipc serve: listening on {} (each request runs: {})",
@@ -127,35 +127,40 @@ impl Runner {
         let feeder = std::thread::spawn(move || {
             let _ = stdin.write_all(&input);
         });
-        let pid = child.id();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let killer = self.timeout.map(|t| {
-            std::thread::spawn(move || {
-                let timed_out = done_rx.recv_timeout(t).is_err();
-                if timed_out {
-                    // The child is not yet waited for, so the pid is still
-                    // its own.
-                    let _ = Command::new("kill")
-                        .args(["-KILL", &pid.to_string()])
-                        .status();
-                }
-                timed_out
-            })
-        });
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
+        let mut out_pipe = child.stdout.take().expect("piped");
         let mut err_pipe = child.stderr.take().expect("piped");
         let err_reader = std::thread::spawn(move || {
             let _ = err_pipe.read_to_end(&mut stderr);
             stderr
         });
-        let read = child.stdout.take().expect("piped").read_to_end(&mut stdout);
-        let status = child.wait();
-        let _ = done_tx.send(());
-        let killed = killer.is_some_and(|k| k.join().unwrap_or(false));
+        // The child is waited for (and killed, past --command-timeout) by
+        // the thread that owns it, so it is never signalled once reaped.
+        let limit = self.timeout;
+        let waiter = std::thread::spawn(move || -> io::Result<(ExitStatus, bool)> {
+            let Some(limit) = limit else {
+                return Ok((child.wait()?, false));
+            };
+            let end = Instant::now() + limit;
+            loop {
+                if let Some(st) = child.try_wait()? {
+                    return Ok((st, false));
+                }
+                if Instant::now() >= end {
+                    child.kill()?;
+                    return Ok((child.wait()?, true));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let read = out_pipe.read_to_end(&mut stdout);
+        let waited = waiter
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the waiting thread panicked")));
         let _ = feeder.join();
         let stderr = err_reader.join().unwrap_or_default();
-        let status = status.map_err(|e| format!("waiting for {name}: {e}"))?;
+        let (status, killed) = waited.map_err(|e| format!("waiting for {name}: {e}"))?;
         read.map_err(|e| format!("reading what {name} printed: {e}"))?;
         if killed {
             return Err(format!(

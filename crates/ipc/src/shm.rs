@@ -51,7 +51,7 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
         /// Where to write, in bytes from the start.
-        #[arg(long, value_name = "BYTES", default_value = "0", value_parser = offset)]
+        #[arg(long, value_name = "BYTES", default_value = "0", value_parser = crate::args::offset)]
         offset: usize,
     },
     /// Print bytes from --offset (default: all of them).
@@ -59,7 +59,7 @@ enum Command {
         #[arg(value_name = "ADDR", value_parser = parse_target)]
         target: Target,
         /// Where to start, in bytes from the start.
-        #[arg(long, value_name = "BYTES", default_value = "0", value_parser = offset)]
+        #[arg(long, value_name = "BYTES", default_value = "0", value_parser = crate::args::offset)]
         offset: usize,
         /// How many bytes (default: up to the end).
         #[arg(long, value_name = "BYTES", value_parser = crate::args::size)]
@@ -83,15 +83,6 @@ enum ReadFormat {
     Dump,
     Hex,
     Raw,
-}
-
-/// An offset: 0 or more bytes.
-fn offset(s: &str) -> Result<usize, String> {
-    if s == "0" {
-        Ok(0)
-    } else {
-        crate::args::size(s)
-    }
 }
 
 /// A mapped object of either family.

@@ -76,6 +76,15 @@ fn ls(args: &[&str]) -> Vec<serde_json::Value> {
     v["objects"].as_array().unwrap().clone()
 }
 
+/// Whether process `pid` holds `o` as `end` (any descriptor, or a mapping).
+fn held_by(o: &serde_json::Value, pid: i64, end: &str) -> bool {
+    o["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["pid"].as_i64() == Some(pid) && h["end"] == end)
+}
+
 fn holds(o: &serde_json::Value, pid: i64, fd: i64, end: &str) -> bool {
     o["holders"]
         .as_array()
@@ -174,24 +183,10 @@ fn queues_and_shared_memory_with_fill_and_orphans() {
     let me = i64::from(std::process::id());
     let o = find(&format!("shm:{held}"));
     assert_eq!(o["orphan"], false, "{o:#}");
-    assert!(
-        o["holders"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|h| h["pid"].as_i64() == Some(me) && h["end"] == "mapped"),
-        "{o:#}"
-    );
+    assert!(held_by(&o, me, "mapped"), "{o:#}");
     // A segment this process has attached: its holder, by its id.
     let o = find(&format!("sysv-shm:id={}", seg.id()));
-    assert!(
-        o["holders"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|h| h["pid"].as_i64() == Some(me) && h["end"] == "mapped"),
-        "{o:#}"
-    );
+    assert!(held_by(&o, me, "mapped"), "{o:#}");
     assert_eq!(
         (o["bytes"].as_u64(), &o["orphan"]),
         (Some(4096), &serde_json::json!(false))
@@ -382,12 +377,7 @@ fn rings_from_their_headers() {
     wait_for(
         || {
             let o = find();
-            o["messages"] == 0
-                && o["holders"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|h| h["pid"].as_i64() == Some(pid) && h["end"] == "receive")
+            o["messages"] == 0 && held_by(&o, pid, "receive")
         },
         "the receiver attached and the ring emptied",
     );
