@@ -143,6 +143,8 @@ pub mod error;
 mod fdio;
 pub mod fifo;
 pub mod frame;
+#[cfg(not(loom))]
+pub mod mailbox;
 pub mod message;
 pub mod mq;
 pub mod named;

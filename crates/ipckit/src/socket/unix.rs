@@ -201,7 +201,7 @@ fn bind(ty: libc::c_int, addr: &UnixAddr) -> io::Result<Bound> {
             if mode != SOCKET_MODE {
                 // A umask above 077 took bits from 0600: give them back,
                 // on the file we made only.
-                restore_mode(path, &created)?;
+                restore_mode(path, &created, SOCKET_MODE)?;
             }
             Some(created)
         }
@@ -367,7 +367,7 @@ fn not_a_socket_file(path: &Path) -> io::Error {
 
 /// Sets the socket file we created to mode 0600, through a descriptor of
 /// the file itself (`O_PATH | O_NOFOLLOW`, checked to be the file created).
-fn restore_mode(path: &Path, created: &CreatedPath) -> io::Result<()> {
+fn restore_mode(path: &Path, created: &CreatedPath, mode: u32) -> io::Result<()> {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
@@ -380,7 +380,7 @@ fn restore_mode(path: &Path, created: &CreatedPath) -> io::Result<()> {
     }
     std::fs::set_permissions(
         format!("/proc/self/fd/{}", f.as_raw_fd()),
-        std::fs::Permissions::from_mode(SOCKET_MODE),
+        std::fs::Permissions::from_mode(mode),
     )
 }
 
@@ -462,6 +462,15 @@ macro_rules! listener {
             /// Waits at most `timeout` for the next connection.
             pub fn accept_timeout(&self, timeout: Duration) -> io::Result<$conn> {
                 $wrap(accept_timeout(self.bound.fd.as_fd(), Some(timeout))?)
+            }
+
+            /// Sets the socket file's mode (connecting needs write
+            /// permission on it), on the file this listener made only.
+            pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+                match &self.bound.file {
+                    Some(created) => restore_mode(created.path(), created, mode),
+                    None => Ok(()),
+                }
             }
 
             /// Keeps the socket file when this listener is dropped.

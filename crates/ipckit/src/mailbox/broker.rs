@@ -1,0 +1,523 @@
+//! The broker: one thread, an `epoll` loop (mio) over a Unix socket.
+//!
+//! Each turn reads every readable connection to the end, hands each whole
+//! frame to the state machine ([`super::state`]), runs the timers that are
+//! due, and writes what the turn produced with one `send(2)` per
+//! connection: many messages per system call when traffic is heavy, one
+//! message at once when it is light.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use mio::net::{UnixListener as MioListener, UnixStream as MioStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::state::{ConnId, Cred, State, OUT_HIGH};
+use super::wire::{self, Code};
+use crate::socket::unix::{UnixAddr, UnixListener};
+use crate::sys::socket as sock;
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Bytes read per `read(2)`.
+const READ_CHUNK: usize = 256 << 10;
+
+/// The largest message a broker accepts unless told otherwise (8 MiB).
+pub const DEFAULT_MAX_MESSAGE: usize = 8 << 20;
+/// Connections a broker serves at once unless told otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// Where clients and brokers meet unless told otherwise: `$IPCKIT_BROKER`
+/// if set; for root `/run/ipckit/broker.sock`; else
+/// `$XDG_RUNTIME_DIR/ipckit/broker.sock`, or `/tmp/ipckit-UID/broker.sock`
+/// without a runtime directory.
+pub fn default_socket() -> PathBuf {
+    if let Some(p) = std::env::var_os("IPCKIT_BROKER").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let uid = crate::sys::process::euid();
+    if uid == 0 {
+        return PathBuf::from("/run/ipckit/broker.sock");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
+        Some(dir) => Path::new(&dir).join("ipckit/broker.sock"),
+        None => PathBuf::from(format!("/tmp/ipckit-{uid}/broker.sock")),
+    }
+}
+
+/// Makes the directory of the default socket if it is missing: mode 0700
+/// (0755 for root's `/run/ipckit`, which every user's clients reach). An
+/// existing one must be a directory of this user, not a symbolic link.
+fn make_socket_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if dir.exists() && path != default_socket() {
+        return Ok(());
+    }
+    let me = crate::sys::process::euid();
+    let mode = if me == 0 { 0o755 } else { 0o700 };
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let meta = std::fs::symlink_metadata(dir)?;
+            if !meta.is_dir() || meta.uid() != me {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} is not a directory of this user (uid {me}): not putting the broker's \
+                         socket there",
+                        dir.display()
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot make {}: {e}", dir.display()),
+        )),
+    }
+}
+
+/// How to make a [`Broker`].
+#[derive(Debug, Clone)]
+pub struct BrokerBuilder {
+    socket: Option<PathBuf>,
+    max_message: usize,
+    max_connections: usize,
+    socket_mode: u32,
+}
+
+impl Default for BrokerBuilder {
+    fn default() -> Self {
+        BrokerBuilder {
+            socket: None,
+            max_message: DEFAULT_MAX_MESSAGE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            socket_mode: 0o666,
+        }
+    }
+}
+
+impl BrokerBuilder {
+    /// The socket path (default: [`default_socket`]).
+    pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.socket = Some(path.into());
+        self
+    }
+
+    /// The largest message accepted (default [`DEFAULT_MAX_MESSAGE`]);
+    /// a larger send is refused before the broker stores any of it.
+    pub fn max_message_size(mut self, max: usize) -> Self {
+        self.max_message = max.clamp(1, u32::MAX as usize - wire::OVERHEAD);
+        self
+    }
+
+    /// Connections served at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`]); more are closed at once.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// The socket file's mode (default 0666: every local user may connect,
+    /// and each mailbox's own mode says what they may do; the directory's
+    /// mode still applies).
+    pub fn socket_mode(mut self, mode: u32) -> Self {
+        self.socket_mode = mode & 0o777;
+        self
+    }
+
+    /// Binds the socket (replacing a stale socket file of this user, never
+    /// a live broker's) and makes the broker, ready to [`Broker::run`].
+    pub fn bind(self) -> io::Result<Broker> {
+        let path = self.socket.clone().unwrap_or_else(default_socket);
+        make_socket_dir(&path)?;
+        let bound = UnixListener::bind(&UnixAddr::Path(path.clone())).map_err(|e| {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                io::Error::new(
+                    e.kind(),
+                    format!("{e} (is a broker running already? `ipc mailbox ls` asks it)"),
+                )
+            } else {
+                e
+            }
+        })?;
+        bound.set_mode(self.socket_mode)?;
+        let fd: OwnedFd = bound.as_fd().try_clone_to_owned()?;
+        let std_listener = std::os::unix::net::UnixListener::from(fd);
+        std_listener.set_nonblocking(true)?;
+        let mut listener = MioListener::from_std(std_listener);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Broker {
+            poll,
+            listener,
+            _bound: bound,
+            path,
+            state: State::new(self.max_message),
+            conns: HashMap::new(),
+            next: 2,
+            max_connections: self.max_connections,
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+        })
+    }
+
+    /// Binds and runs the broker on a thread of this process (an embedded
+    /// broker); it stops when the handle is dropped.
+    pub fn spawn(self) -> io::Result<EmbeddedBroker> {
+        let broker = self.bind()?;
+        let stopper = broker.stopper();
+        let path = broker.path.clone();
+        let thread = std::thread::Builder::new()
+            .name("ipckit-broker".into())
+            .spawn(move || broker.run())?;
+        Ok(EmbeddedBroker {
+            stopper,
+            path,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A connection's socket and unread input.
+#[derive(Debug)]
+struct Io {
+    stream: MioStream,
+    rbuf: Vec<u8>,
+    /// Stopped reading: too many of its sends wait for room.
+    paused: bool,
+    /// Its output was above the high mark at the last write.
+    full: bool,
+    closing: bool,
+}
+
+/// A mailbox broker (see the [module docs](super)).
+///
+/// ```no_run
+/// use ipckit::mailbox::Broker;
+///
+/// let broker = Broker::builder().socket("/tmp/my-broker.sock").bind()?;
+/// broker.run()?; // until Stopper::stop
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Broker {
+    poll: Poll,
+    listener: MioListener,
+    /// Removes the socket file when the broker goes.
+    _bound: UnixListener,
+    path: PathBuf,
+    state: State,
+    conns: HashMap<ConnId, Io>,
+    next: ConnId,
+    max_connections: usize,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+/// Stops a running broker from another thread (or a signal handler's
+/// thread).
+#[derive(Debug, Clone)]
+pub struct Stopper {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl Stopper {
+    /// Asks the broker to stop; [`Broker::run`] returns soon after.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+    }
+}
+
+/// A broker running on a thread of this process
+/// ([`BrokerBuilder::spawn`]); stopped and joined on drop.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    stopper: Stopper,
+    path: PathBuf,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl EmbeddedBroker {
+    /// The socket clients connect to.
+    pub fn socket_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops the broker and waits for its thread; its error, if it failed.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> io::Result<()> {
+        self.stopper.stop();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the broker thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+impl Broker {
+    /// A builder with the defaults.
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
+    }
+
+    /// The socket clients connect to.
+    pub fn socket_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A handle that stops [`run`](Self::run) from elsewhere.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            stop: self.stop.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Serves clients until stopped; the socket file is removed when the
+    /// broker is dropped. Errors of single connections close those
+    /// connections; an error returned here is the loop's own.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while !self.stop.load(Ordering::Acquire) {
+            let timeout = self
+                .state
+                .next_deadline()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            self.state.now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(t) => {
+                        let id = t as ConnId;
+                        if ev.is_writable() {
+                            self.flush(id);
+                        }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.read(id);
+                        }
+                    }
+                }
+            }
+            self.state.fire_timers();
+            self.turn_end();
+        }
+        Ok(())
+    }
+
+    /// Resumes paused readers, then writes every connection's output.
+    /// Closing a connection can give its messages to others, and settling
+    /// parked sends can let a connection be read again: repeated until
+    /// nothing is left to do.
+    fn turn_end(&mut self) {
+        loop {
+            let closing: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.closing)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in &closing {
+                self.close(*id);
+            }
+            let resumed = std::mem::take(&mut self.state.resumed);
+            for &id in &resumed {
+                if self.conns.get(&id).is_some_and(|c| c.paused) && !self.state.blocked(id) {
+                    self.conns.get_mut(&id).expect("checked").paused = false;
+                    self.parse(id);
+                    self.read(id);
+                }
+            }
+            let dirty = self.state.take_dirty();
+            for &id in &dirty {
+                self.flush(id);
+            }
+            if closing.is_empty() && resumed.is_empty() && dirty.is_empty() {
+                break;
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Out of descriptors or memory: the connection waits in the
+                // backlog until one closes.
+                Err(_) => return,
+            };
+            if self.conns.len() >= self.max_connections {
+                drop(stream);
+                continue;
+            }
+            let Ok(c) = sock::peer_cred(stream.as_fd()) else {
+                continue;
+            };
+            let id = self.next;
+            self.next += 1;
+            let token = Token(id as usize);
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                continue;
+            }
+            self.state.connect(
+                id,
+                Cred {
+                    pid: c.pid,
+                    uid: c.uid,
+                    gid: c.gid,
+                },
+            );
+            self.conns.insert(
+                id,
+                Io {
+                    stream,
+                    rbuf: Vec::new(),
+                    paused: false,
+                    full: false,
+                    closing: false,
+                },
+            );
+        }
+    }
+
+    /// Reads everything there is (edge-triggered), handling whole frames.
+    fn read(&mut self, id: ConnId) {
+        loop {
+            let Some(io) = self.conns.get_mut(&id) else {
+                return;
+            };
+            if io.paused || io.closing {
+                return;
+            }
+            match crate::sys::fd::read_spare(io.stream.as_fd(), &mut io.rbuf, READ_CHUNK) {
+                Ok(0) => {
+                    io.closing = true;
+                    return;
+                }
+                Ok(_) => self.parse(id),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    io.closing = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles the whole frames in a connection's input.
+    fn parse(&mut self, id: ConnId) {
+        let max = self.state.max_frame();
+        let Some(io) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let mut at = 0;
+        let mut err = None;
+        while !io.closing {
+            if self.state.blocked(id) {
+                io.paused = true;
+                break;
+            }
+            match wire::frame_len(&io.rbuf[at..], max) {
+                Ok(Some(n)) => {
+                    if let Err(e) = self.state.handle(id, &io.rbuf[at..at + n]) {
+                        err = Some(e);
+                        break;
+                    }
+                    at += n;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        io.rbuf.drain(..at);
+        if let Some(e) = err {
+            io.closing = true;
+            io.rbuf = Vec::new();
+            if let Some(c) = self.state.conn_mut(id) {
+                wire::fail(&mut c.out, 0, Code::Protocol, &e.to_string());
+            }
+            self.state.dirty.push(id);
+        }
+    }
+
+    /// Writes a connection's output, as much as the socket takes.
+    fn flush(&mut self, id: ConnId) {
+        let Some(io) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(c) = self.state.conn_mut(id) else {
+            return;
+        };
+        let was_full = io.full || c.out.len() >= OUT_HIGH;
+        let mut sent = 0;
+        while sent < c.out.len() {
+            match sock::send(io.stream.as_fd(), &c.out[sent..], libc::MSG_NOSIGNAL) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    io.closing = true;
+                    break;
+                }
+            }
+        }
+        self.state.sent(id, sent);
+        let left = self.state.conn(id).map_or(0, |c| c.out.len());
+        io.full = left >= OUT_HIGH;
+        if was_full && !io.full {
+            self.state.drained(id);
+        }
+    }
+
+    fn close(&mut self, id: ConnId) {
+        if let Some(mut io) = self.conns.remove(&id) {
+            // What could still be written (a protocol error's reason).
+            if let Some(c) = self.state.conn(id) {
+                let _ = sock::send(io.stream.as_fd(), &c.out, libc::MSG_NOSIGNAL);
+            }
+            let _ = self.poll.registry().deregister(&mut io.stream);
+        }
+        self.state.disconnect(id);
+    }
+}

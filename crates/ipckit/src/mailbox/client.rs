@@ -1,0 +1,1002 @@
+//! The client: one connection to the broker, used from one thread.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::config::{Config, MailboxInfo};
+use super::name::{self, Pattern};
+use super::wire::{self, AckMode, Code, Event};
+use crate::message::Deadline;
+use crate::mq::sysv::Selector;
+use crate::sys::socket as sock;
+
+/// Acknowledgements held before they are sent on their own.
+const ACK_BATCH: usize = 64;
+/// Sends of one [`Client::send_batch`] in flight at once.
+const WINDOW: usize = 1024;
+
+/// What went wrong, in a word; [`Error`] carries the whole story.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No broker listens at the socket.
+    NotRunning,
+    /// No such mailbox (or dead-letter mailbox of one).
+    NoSuchMailbox,
+    /// No such process connected (a send to `pid.PID`).
+    NoSuchProcess,
+    /// The mailbox's owner and mode do not allow it.
+    Denied,
+    /// The mailbox is full and refuses (`fail`), or the send did not wait.
+    Full,
+    /// The mailbox stayed full until the send's timeout; nothing was stored.
+    Timeout,
+    /// The mailbox exists already.
+    Exists,
+    /// The message is above the broker's or the mailbox's limit.
+    TooLarge,
+    /// A name, pattern or setting was refused.
+    Invalid,
+    /// The broker cannot store it (a durable mailbox without a store).
+    Storage,
+    /// The broker went away.
+    Disconnected,
+    /// The broker sent something this client cannot read.
+    Protocol,
+    /// A system call failed.
+    Io,
+}
+
+/// A failed mailbox operation: its kind and a message that says what to
+/// do.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<io::Error>,
+}
+
+impl Error {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    fn io(e: io::Error) -> Error {
+        Error {
+            kind: ErrorKind::Io,
+            message: e.to_string(),
+            source: Some(e),
+        }
+    }
+
+    fn disconnected() -> Error {
+        Error::new(
+            ErrorKind::Disconnected,
+            "the broker closed the connection (it stopped, or refused this client)",
+        )
+    }
+
+    /// What went wrong, in a word.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    fn from_code(code: Code, text: &str) -> Error {
+        let kind = match code {
+            Code::Protocol => ErrorKind::Protocol,
+            Code::Invalid => ErrorKind::Invalid,
+            Code::NoSuchMailbox => ErrorKind::NoSuchMailbox,
+            Code::Denied => ErrorKind::Denied,
+            Code::Full => ErrorKind::Full,
+            Code::Timeout => ErrorKind::Timeout,
+            Code::Exists => ErrorKind::Exists,
+            Code::TooLarge => ErrorKind::TooLarge,
+            Code::NoSuchProcess => ErrorKind::NoSuchProcess,
+            Code::Storage => ErrorKind::Storage,
+        };
+        Error::new(kind, text)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        if let Some(src) = e.source {
+            return src;
+        }
+        let kind = match e.kind {
+            ErrorKind::NotRunning => io::ErrorKind::NotFound,
+            ErrorKind::NoSuchMailbox | ErrorKind::NoSuchProcess => io::ErrorKind::NotFound,
+            ErrorKind::Denied => io::ErrorKind::PermissionDenied,
+            ErrorKind::Full => io::ErrorKind::WouldBlock,
+            ErrorKind::Timeout => io::ErrorKind::TimedOut,
+            ErrorKind::Exists => io::ErrorKind::AlreadyExists,
+            ErrorKind::TooLarge | ErrorKind::Protocol => io::ErrorKind::InvalidData,
+            ErrorKind::Invalid => io::ErrorKind::InvalidInput,
+            ErrorKind::Disconnected => io::ErrorKind::BrokenPipe,
+            ErrorKind::Storage | ErrorKind::Io => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e.message)
+    }
+}
+
+/// A message to send: the payload and what receivers select it by.
+///
+/// ```
+/// use ipckit::mailbox::Message;
+/// let m = Message::new(b"charge card 42").with_priority(5).with_type(2).with_id("order-42");
+/// assert_eq!(m.priority(), 5);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    payload: &'a [u8],
+    mtype: i64,
+    priority: u32,
+    id: Option<&'a str>,
+}
+
+impl<'a> Message<'a> {
+    /// A message of type 1, priority 0, without id.
+    pub fn new(payload: &'a [u8]) -> Self {
+        Message {
+            payload,
+            mtype: 1,
+            priority: 0,
+            id: None,
+        }
+    }
+
+    /// Its type (1 or more; receivers select by type as `msgrcv(2)` does).
+    pub fn with_type(mut self, mtype: i64) -> Self {
+        self.mtype = mtype;
+        self
+    }
+
+    /// Its priority: higher ones are delivered first, FIFO within one (as
+    /// POSIX queues do).
+    pub fn with_priority(mut self, priority: u32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Its id (at most 255 bytes): a second send with the same id within
+    /// the mailbox's dedup window is confirmed without being stored again,
+    /// so a sender may retry safely.
+    pub fn with_id(mut self, id: &'a str) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// The type.
+    pub fn mtype(&self) -> i64 {
+        self.mtype
+    }
+
+    /// The priority.
+    pub fn priority(&self) -> u32 {
+        self.priority
+    }
+}
+
+/// How a send ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored (and, for a durable mailbox, written as its fsync policy says).
+    Stored,
+    /// A message with the same id was stored before, within the dedup
+    /// window: this one was not stored again.
+    Duplicate,
+    /// The mailbox keeps messages for its receivers only (interest
+    /// retention) and had none: the message was dropped.
+    NoReceivers,
+}
+
+/// The broker's confirmation of a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// What happened.
+    pub outcome: Outcome,
+    /// The message's sequence number in the mailbox (of the first one
+    /// stored, for a duplicate; 0 when dropped).
+    pub seq: u64,
+}
+
+/// The process that sent a message, from its socket's credentials
+/// (`SO_PEERCRED`): a sender cannot forge it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sender {
+    /// Its process id (as the broker's pid namespace sees it).
+    pub pid: i32,
+    /// Its effective user id.
+    pub uid: u32,
+    /// Its effective group id.
+    pub gid: u32,
+}
+
+/// A received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The mailbox it came from (a pattern's subscriber learns which).
+    pub mailbox: String,
+    /// Its sequence number in that mailbox.
+    pub seq: u64,
+    /// Its type.
+    pub mtype: i64,
+    /// Its priority.
+    pub priority: u32,
+    /// The id its sender gave.
+    pub id: Option<String>,
+    /// Who sent it.
+    pub sender: Sender,
+    /// How many times it has been delivered, this one included (above 1:
+    /// an earlier receiver did not acknowledge it).
+    pub deliveries: u32,
+    /// For a dead letter: why it was moved here.
+    pub dead_reason: Option<String>,
+    /// The bytes.
+    pub payload: Vec<u8>,
+    tag: u64,
+    sub: u32,
+}
+
+/// When a received message counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckPolicy {
+    /// When the receiver asks for the next message (or drops the client,
+    /// or calls [`Client::flush`]): a receiver that dies while handling a
+    /// message has it delivered again.
+    #[default]
+    OnNext,
+    /// Only by [`Client::ack`] (or [`Client::nack`], [`Client::reject`]).
+    Explicit,
+    /// Never: a message is done once the broker has written it to this
+    /// receiver (at most once).
+    None,
+}
+
+/// How to receive ([`Client::subscribe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// A receiver group to share the messages with (each goes to one
+    /// member); none: this receiver gets every message of a mailbox with
+    /// interest or limits retention (a work queue's receivers always
+    /// share).
+    pub group: Option<String>,
+    /// Which messages, by type (as `msgrcv(2)`); highest priority first
+    /// among them.
+    pub selector: Selector,
+    /// When a message counts as done.
+    pub ack: AckPolicy,
+    /// Messages delivered to this receiver and not yet acknowledged, at
+    /// most (per mailbox), before the broker waits.
+    pub max_in_flight: u32,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions {
+            group: None,
+            selector: Selector::Any,
+            ack: AckPolicy::OnNext,
+            max_in_flight: 256,
+        }
+    }
+}
+
+/// A subscription of a [`Client`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Subscription(u32);
+
+#[derive(Debug)]
+struct SubState {
+    ack: AckPolicy,
+    /// Names one mailbox (not a pattern).
+    exact: bool,
+    closed: bool,
+}
+
+#[derive(Debug)]
+enum Reply {
+    Confirm(u8, u64),
+    Fail(Code, String),
+    Done(u64),
+    Info(Vec<MailboxInfo>),
+}
+
+/// A connection to the broker (see the [module docs](super)).
+#[derive(Debug)]
+pub struct Client {
+    fd: OwnedFd,
+    path: PathBuf,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    max_message: usize,
+    me: Sender,
+    next_corr: u32,
+    next_sub: u32,
+    deliveries: VecDeque<Delivery>,
+    subs: HashMap<u32, SubState>,
+    to_ack: Vec<u64>,
+    on_next: Option<u64>,
+    replies: HashMap<u32, Reply>,
+    /// Mailbox INFO frames gathered for a STAT in progress.
+    info: HashMap<u32, Vec<MailboxInfo>>,
+    broken: bool,
+}
+
+impl Client {
+    /// Connects to the broker at [`default_socket`](super::default_socket).
+    pub fn connect() -> Result<Client, Error> {
+        Client::connect_to(super::default_socket())
+    }
+
+    /// Connects to the broker at `path`.
+    pub fn connect_to(path: impl AsRef<Path>) -> Result<Client, Error> {
+        let path = path.as_ref();
+        let sa = sock::SockAddrUn::path(path.as_os_str().as_encoded_bytes()).map_err(Error::io)?;
+        let fd = sock::socket(libc::AF_UNIX, libc::SOCK_STREAM).map_err(Error::io)?;
+        if let Err(e) = sock::connect(fd.as_fd(), &sa) {
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOENT | libc::ECONNREFUSED) => Error::new(
+                    ErrorKind::NotRunning,
+                    format!(
+                        "no mailbox broker is running at {}: start one with `ipc broker`, or \
+                         run one in this process with mailbox::Broker::builder().spawn()",
+                        path.display()
+                    ),
+                ),
+                Some(libc::EACCES) => Error::new(
+                    ErrorKind::Denied,
+                    format!(
+                        "may not connect to the broker at {}: {e} (the socket file's or its \
+                         directory's permissions)",
+                        path.display()
+                    ),
+                ),
+                _ => Error::new(
+                    ErrorKind::Io,
+                    format!("cannot connect to the broker at {}: {e}", path.display()),
+                ),
+            });
+        }
+        let mut c = Client {
+            fd,
+            path: path.to_owned(),
+            rbuf: Vec::with_capacity(64 << 10),
+            wbuf: Vec::with_capacity(64 << 10),
+            max_message: 0,
+            me: Sender {
+                pid: 0,
+                uid: 0,
+                gid: 0,
+            },
+            next_corr: 1,
+            next_sub: 1,
+            deliveries: VecDeque::new(),
+            subs: HashMap::new(),
+            to_ack: Vec::new(),
+            on_next: None,
+            replies: HashMap::new(),
+            info: HashMap::new(),
+            broken: false,
+        };
+        wire::hello(&mut c.wbuf);
+        c.write_out()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.max_message == 0 {
+            if !c.pump(Some(deadline))? {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "{} accepted the connection but did not answer within 10 s: is it an \
+                         ipckit broker?",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(c)
+    }
+
+    /// The socket this client is connected to.
+    pub fn socket_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// This process as the broker sees it; its inbox is
+    /// [`inbox`](super::inbox)`(me().pid)`.
+    pub fn me(&self) -> Sender {
+        self.me
+    }
+
+    /// The largest message the broker accepts.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message
+    }
+
+    // ------------------------------------------------------------------ I/O
+
+    fn write_out(&mut self) -> Result<(), Error> {
+        let mut at = 0;
+        while at < self.wbuf.len() {
+            match sock::send(self.fd.as_fd(), &self.wbuf[at..], libc::MSG_NOSIGNAL) {
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    crate::sys::fd::poll(self.fd.as_fd(), crate::sys::fd::Interest::Write, None)
+                        .map_err(Error::io)?;
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) => {
+                    self.broken = true;
+                    return Err(Error::disconnected());
+                }
+                Err(e) => return Err(Error::io(e)),
+            }
+        }
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    /// Sends what is buffered, waits (until `deadline`) for input and
+    /// takes in every whole frame; false on timeout.
+    fn pump(&mut self, deadline: Option<Instant>) -> Result<bool, Error> {
+        if self.broken {
+            return Err(Error::disconnected());
+        }
+        if !self.to_ack.is_empty() {
+            wire::ack(&mut self.wbuf, &self.to_ack);
+            self.to_ack.clear();
+        }
+        if !self.wbuf.is_empty() {
+            self.write_out()?;
+        }
+        let ready = crate::sys::fd::poll(self.fd.as_fd(), crate::sys::fd::Interest::Read, deadline)
+            .map_err(Error::io)?;
+        if !ready {
+            return Ok(false);
+        }
+        let want = 256 << 10;
+        match crate::sys::fd::read_spare(self.fd.as_fd(), &mut self.rbuf, want) {
+            Ok(0) => {
+                self.broken = true;
+                return Err(Error::disconnected());
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
+                self.broken = true;
+                return Err(Error::disconnected());
+            }
+            Err(e) => return Err(Error::io(e)),
+        }
+        self.take_frames()?;
+        Ok(true)
+    }
+
+    fn take_frames(&mut self) -> Result<(), Error> {
+        let max = self.max_message.max(1 << 20) + wire::OVERHEAD;
+        let mut at = 0;
+        let rbuf = std::mem::take(&mut self.rbuf);
+        let r = loop {
+            match wire::frame_len(&rbuf[at..], max) {
+                Ok(Some(n)) => {
+                    if let Err(e) = self.event(&rbuf[at..at + n]) {
+                        break Err(e);
+                    }
+                    at += n;
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(Error::new(ErrorKind::Protocol, e.to_string())),
+            }
+        };
+        self.rbuf = rbuf;
+        self.rbuf.drain(..at);
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
+    }
+
+    fn event(&mut self, frame: &[u8]) -> Result<(), Error> {
+        let ev =
+            wire::read_event(frame).map_err(|e| Error::new(ErrorKind::Protocol, e.to_string()))?;
+        match ev {
+            Event::Welcome {
+                pid,
+                uid,
+                gid,
+                max_message,
+                ..
+            } => {
+                self.me = Sender { pid, uid, gid };
+                self.max_message = (max_message as usize).max(1);
+            }
+            Event::Confirm { corr, outcome, seq } => {
+                self.replies.insert(corr, Reply::Confirm(outcome, seq));
+            }
+            Event::Fail { corr: 0, text, .. } => {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("the broker closed the connection: {text}"),
+                ))
+            }
+            Event::Fail { corr, code, text } => {
+                self.replies
+                    .insert(corr, Reply::Fail(code, text.to_string()));
+            }
+            Event::Done { corr, value } => {
+                self.replies.insert(corr, Reply::Done(value));
+            }
+            Event::Deliver(d) => {
+                if !self.subs.contains_key(&d.sub) {
+                    // A delivery racing an unsubscribe: give it back.
+                    if d.tag != 0 {
+                        wire::nack(&mut self.wbuf, d.tag, 0);
+                    }
+                    return Ok(());
+                }
+                self.deliveries.push_back(Delivery {
+                    mailbox: d.mailbox.to_string(),
+                    seq: d.seq,
+                    mtype: d.mtype,
+                    priority: d.priority,
+                    id: d.id.map(str::to_string),
+                    sender: Sender {
+                        pid: d.pid,
+                        uid: d.uid,
+                        gid: d.gid,
+                    },
+                    deliveries: d.deliveries,
+                    dead_reason: d.reason.map(str::to_string),
+                    payload: d.payload.to_vec(),
+                    tag: d.tag,
+                    sub: d.sub,
+                });
+            }
+            Event::Closed { sub, .. } => {
+                if let Some(s) = self.subs.get_mut(&sub) {
+                    if s.exact {
+                        s.closed = true;
+                    }
+                }
+            }
+            Event::Info {
+                corr,
+                more,
+                entries,
+            } => {
+                let acc = self.info.entry(corr).or_default();
+                acc.extend(entries);
+                if !more {
+                    let all = self.info.remove(&corr).unwrap_or_default();
+                    self.replies.insert(corr, Reply::Info(all));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn corr(&mut self) -> u32 {
+        let c = self.next_corr;
+        self.next_corr = self.next_corr.wrapping_add(1).max(1);
+        c
+    }
+
+    /// Waits for the answer to request `corr`.
+    fn answer(&mut self, corr: u32, deadline: Option<Instant>) -> Result<Reply, Error> {
+        loop {
+            if let Some(r) = self.replies.remove(&corr) {
+                return Ok(r);
+            }
+            if !self.pump(deadline)? {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    "the broker did not answer in time (it may be overloaded or stopped)",
+                ));
+            }
+        }
+    }
+
+    fn expect_done(&mut self, corr: u32) -> Result<u64, Error> {
+        match self.answer(corr, None)? {
+            Reply::Done(v) => Ok(v),
+            Reply::Fail(code, text) => Err(Error::from_code(code, &text)),
+            other => Err(Error::new(
+                ErrorKind::Protocol,
+                format!("an unexpected answer from the broker: {other:?}"),
+            )),
+        }
+    }
+
+    // ------------------------------------------------------------ mailboxes
+
+    /// Makes mailbox `name` with `config`; [`ErrorKind::Exists`] if it
+    /// exists.
+    pub fn create(&mut self, name: &str, config: &Config) -> Result<(), Error> {
+        self.make(name, config, false).map(|_| ())
+    }
+
+    /// Makes mailbox `name` unless it exists; whether it made it (an
+    /// existing one keeps its own settings).
+    pub fn create_or_open(&mut self, name: &str, config: &Config) -> Result<bool, Error> {
+        self.make(name, config, true)
+    }
+
+    fn make(&mut self, name: &str, config: &Config, exist_ok: bool) -> Result<bool, Error> {
+        name::validate_user_name(name)
+            .map_err(|e| Error::new(ErrorKind::Invalid, e.to_string()))?;
+        config
+            .validate()
+            .map_err(|e| Error::new(ErrorKind::Invalid, e.to_string()))?;
+        let corr = self.corr();
+        wire::create(&mut self.wbuf, corr, exist_ok, name, config);
+        Ok(self.expect_done(corr)? == 1)
+    }
+
+    /// Removes mailbox `name` (its owner or root only); its receivers are
+    /// told, its waiting senders get [`ErrorKind::NoSuchMailbox`].
+    pub fn delete(&mut self, name: &str) -> Result<(), Error> {
+        name::validate_name(name).map_err(|e| Error::new(ErrorKind::Invalid, e.to_string()))?;
+        let corr = self.corr();
+        wire::delete(&mut self.wbuf, corr, name);
+        self.expect_done(corr).map(|_| ())
+    }
+
+    /// The mailboxes matching `pattern` (all with `None`) that this user
+    /// may see, by name.
+    pub fn stat(&mut self, pattern: Option<&str>) -> Result<Vec<MailboxInfo>, Error> {
+        if let Some(p) = pattern {
+            Pattern::new(p).map_err(|e| Error::new(ErrorKind::Invalid, e.to_string()))?;
+        }
+        let corr = self.corr();
+        wire::stat(&mut self.wbuf, corr, pattern.unwrap_or(""));
+        match self.answer(corr, None)? {
+            Reply::Info(list) => Ok(list),
+            Reply::Fail(code, text) => Err(Error::from_code(code, &text)),
+            other => Err(Error::new(
+                ErrorKind::Protocol,
+                format!("an unexpected answer from the broker: {other:?}"),
+            )),
+        }
+    }
+
+    // --------------------------------------------------------------- sending
+
+    /// Sends `payload` to mailbox `to` (made with the default settings if
+    /// it does not exist; `pid.PID` is a process's inbox) and waits for
+    /// the broker's confirmation, as long as a full mailbox makes it.
+    pub fn send(&mut self, to: &str, payload: &[u8]) -> Result<Receipt, Error> {
+        self.send_message(to, Message::new(payload), Deadline::Never)
+    }
+
+    /// Sends one message, waiting for room in a full mailbox until
+    /// `deadline` at the most ([`Deadline::Now`]: not at all, a full
+    /// mailbox is [`ErrorKind::Full`]).
+    pub fn send_message(
+        &mut self,
+        to: &str,
+        msg: Message<'_>,
+        deadline: Deadline,
+    ) -> Result<Receipt, Error> {
+        let corr = self.queue_send(to, &msg, deadline)?;
+        self.receipt(corr)
+    }
+
+    /// Sends many messages to one mailbox, many frames per system call,
+    /// and waits for all their confirmations: one result per message, in
+    /// order. The fast way to send a stream.
+    pub fn send_batch(&mut self, to: &str, msgs: &[Message<'_>]) -> Vec<Result<Receipt, Error>> {
+        let mut out = Vec::with_capacity(msgs.len());
+        for chunk in msgs.chunks(WINDOW) {
+            let mut corrs = Vec::with_capacity(chunk.len());
+            for m in chunk {
+                corrs.push(self.queue_send(to, m, Deadline::Never));
+            }
+            for c in corrs {
+                out.push(c.and_then(|c| self.receipt(c)));
+            }
+        }
+        out
+    }
+
+    fn queue_send(
+        &mut self,
+        to: &str,
+        msg: &Message<'_>,
+        deadline: Deadline,
+    ) -> Result<u32, Error> {
+        name::validate_name(to).map_err(|e| Error::new(ErrorKind::Invalid, e.to_string()))?;
+        if msg.payload.len() > self.max_message {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "a message of {} bytes is above the broker's limit of {} bytes",
+                    msg.payload.len(),
+                    self.max_message
+                ),
+            ));
+        }
+        if msg.mtype < 1 {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("message type {}: a type is 1 or more", msg.mtype),
+            ));
+        }
+        if let Some(id) = msg.id {
+            if id.is_empty() || id.len() > wire::MAX_ID {
+                return Err(Error::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "a message id is 1 to {} bytes, not {}",
+                        wire::MAX_ID,
+                        id.len()
+                    ),
+                ));
+            }
+        }
+        let timeout_ms = match deadline {
+            Deadline::Never => wire::FOREVER,
+            Deadline::Now => 0,
+            Deadline::At(t) => {
+                let ms = t.saturating_duration_since(Instant::now()).as_millis();
+                ms.clamp(1, (wire::FOREVER - 1) as u128) as u32
+            }
+        };
+        let corr = self.corr();
+        wire::send(
+            &mut self.wbuf,
+            corr,
+            to,
+            msg.mtype,
+            msg.priority,
+            timeout_ms,
+            msg.id,
+            msg.payload,
+        );
+        if self.wbuf.len() >= 256 << 10 {
+            self.write_out()?;
+        }
+        Ok(corr)
+    }
+
+    fn receipt(&mut self, corr: u32) -> Result<Receipt, Error> {
+        match self.answer(corr, None)? {
+            Reply::Confirm(outcome, seq) => Ok(Receipt {
+                outcome: match outcome {
+                    wire::STORED => Outcome::Stored,
+                    wire::DUPLICATE => Outcome::Duplicate,
+                    _ => Outcome::NoReceivers,
+                },
+                seq,
+            }),
+            Reply::Fail(code, text) => Err(Error::from_code(code, &text)),
+            other => Err(Error::new(
+                ErrorKind::Protocol,
+                format!("an unexpected answer from the broker: {other:?}"),
+            )),
+        }
+    }
+
+    // ------------------------------------------------------------- receiving
+
+    /// Receives from the mailboxes `pattern` matches (one name, or `*` and
+    /// `>` wildcards, which take in mailboxes made later too). A name that
+    /// does not exist is made with the default settings. Messages come
+    /// through [`recv`](Self::recv).
+    pub fn subscribe(
+        &mut self,
+        pattern: &str,
+        opts: &SubscribeOptions,
+    ) -> Result<Subscription, Error> {
+        let pat =
+            Pattern::new(pattern).map_err(|e| Error::new(ErrorKind::Invalid, e.to_string()))?;
+        if opts.max_in_flight == 0 {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                "max_in_flight must be at least 1",
+            ));
+        }
+        let sub = self.next_sub;
+        self.next_sub += 1;
+        let corr = self.corr();
+        let ack = match opts.ack {
+            AckPolicy::None => AckMode::None,
+            _ => AckMode::Explicit,
+        };
+        self.subs.insert(
+            sub,
+            SubState {
+                ack: opts.ack,
+                exact: !pat.is_wild(),
+                closed: false,
+            },
+        );
+        wire::subscribe(
+            &mut self.wbuf,
+            corr,
+            sub,
+            opts.max_in_flight,
+            ack,
+            opts.selector,
+            pattern,
+            opts.group.as_deref().unwrap_or(""),
+        );
+        match self.expect_done(corr) {
+            Ok(_) => Ok(Subscription(sub)),
+            Err(e) => {
+                self.subs.remove(&sub);
+                Err(e)
+            }
+        }
+    }
+
+    /// Receives from this process's own inbox ([`inbox`](super::inbox)),
+    /// where `pid.PID` sends arrive.
+    pub fn subscribe_inbox(&mut self, opts: &SubscribeOptions) -> Result<Subscription, Error> {
+        let name = super::inbox(self.me.pid);
+        self.subscribe(&name, opts)
+    }
+
+    /// Ends a subscription; its messages not yet acknowledged go back to
+    /// the mailbox for others.
+    pub fn unsubscribe(&mut self, sub: Subscription) -> Result<(), Error> {
+        self.flush_acks();
+        // Those not handed out yet go back to the mailbox with the rest.
+        self.deliveries.retain(|d| d.sub != sub.0);
+        let corr = self.corr();
+        wire::unsubscribe(&mut self.wbuf, corr, sub.0);
+        self.subs.remove(&sub.0);
+        self.expect_done(corr).map(|_| ())
+    }
+
+    fn flush_acks(&mut self) {
+        if let Some(t) = self.on_next.take() {
+            self.to_ack.push(t);
+        }
+    }
+
+    /// The next message, waiting as long as it takes.
+    /// [`ErrorKind::Disconnected`] when the broker is gone, or when every
+    /// subscription named one mailbox and all of them were removed.
+    pub fn recv(&mut self) -> Result<Delivery, Error> {
+        self.recv_until(Deadline::Never)
+    }
+
+    /// The next message within `timeout` ([`ErrorKind::Timeout`] if none).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Delivery, Error> {
+        self.recv_until(Deadline::after(timeout))
+    }
+
+    /// The next message if one is here ([`ErrorKind::Timeout`] if not).
+    pub fn try_recv(&mut self) -> Result<Delivery, Error> {
+        self.recv_until(Deadline::Now)
+    }
+
+    /// The next message, waiting until `deadline` at the most.
+    pub fn recv_until(&mut self, deadline: Deadline) -> Result<Delivery, Error> {
+        self.flush_acks();
+        if self.to_ack.len() >= ACK_BATCH {
+            wire::ack(&mut self.wbuf, &self.to_ack);
+            self.to_ack.clear();
+            self.write_out()?;
+        }
+        loop {
+            if let Some(d) = self.deliveries.pop_front() {
+                if self.subs.get(&d.sub).map(|s| s.ack) == Some(AckPolicy::OnNext) {
+                    self.on_next = Some(d.tag);
+                }
+                return Ok(d);
+            }
+            if !self.subs.is_empty() && self.subs.values().all(|s| s.exact && s.closed) {
+                return Err(Error::new(
+                    ErrorKind::Disconnected,
+                    "the mailbox was removed (every subscription's mailbox is gone)",
+                ));
+            }
+            let poll_deadline = match deadline {
+                Deadline::Never => None,
+                Deadline::Now => Some(Instant::now()),
+                Deadline::At(t) => Some(t),
+            };
+            if !self.pump(poll_deadline)? {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    "no message before the timeout",
+                ));
+            }
+        }
+    }
+
+    /// Acknowledges a message: it is done (sent with the next request or
+    /// wait, or by [`flush`](Self::flush)).
+    pub fn ack(&mut self, d: &Delivery) {
+        if d.tag != 0 {
+            if self.on_next == Some(d.tag) {
+                self.on_next = None;
+            }
+            self.to_ack.push(d.tag);
+        }
+    }
+
+    /// Gives a message back: delivered again (to any receiver) after
+    /// `delay`, or after the mailbox's backoff with `None`; past the
+    /// mailbox's max-deliver it goes to the dead letters.
+    pub fn nack(&mut self, d: &Delivery, delay: Option<Duration>) -> Result<(), Error> {
+        if d.tag == 0 {
+            return Ok(());
+        }
+        if self.on_next == Some(d.tag) {
+            self.on_next = None;
+        }
+        let ms = delay.map_or(wire::BY_BACKOFF, |d| {
+            d.as_millis().min((wire::BY_BACKOFF - 1) as u128) as u32
+        });
+        wire::nack(&mut self.wbuf, d.tag, ms);
+        self.write_out()
+    }
+
+    /// Refuses a message for good: it goes to the dead-letter mailbox
+    /// `dead.NAME` at once, with `reason` (at most 1024 bytes kept).
+    pub fn reject(&mut self, d: &Delivery, reason: &str) -> Result<(), Error> {
+        if d.tag == 0 {
+            return Ok(());
+        }
+        if self.on_next == Some(d.tag) {
+            self.on_next = None;
+        }
+        wire::reject(&mut self.wbuf, d.tag, reason);
+        self.write_out()
+    }
+
+    /// Sends every acknowledgement held (the last message of an
+    /// [`AckPolicy::OnNext`] receiver included).
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.flush_acks();
+        if !self.to_ack.is_empty() {
+            wire::ack(&mut self.wbuf, &self.to_ack);
+            self.to_ack.clear();
+        }
+        if self.broken {
+            return Err(Error::disconnected());
+        }
+        self.write_out()
+    }
+}
+
+impl AsFd for Client {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if !self.broken {
+            let _ = self.flush();
+        }
+    }
+}

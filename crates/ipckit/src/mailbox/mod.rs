@@ -1,0 +1,79 @@
+//! Mailboxes: indirect and direct message passing through a broker.
+//!
+//! Note 001 describes message passing in two forms: *direct*, where the
+//! sender names the receiving process, and *indirect*, through a mailbox
+//! (信箱) that many processes send to and many receive from. A mailbox
+//! broker gives both, with what kernel queues lack: acknowledgements and
+//! redelivery, dead letters with a reason, fan-out to many receivers,
+//! receiver groups, limits with a choice of what happens when full, and
+//! the sender's credentials on every message.
+//!
+//! The broker is a process of its own (`ipc broker`) or a thread of
+//! yours ([`Broker::builder`]`().spawn()`); clients reach it over a Unix
+//! socket ([`default_socket`]). A client never starts a broker by itself:
+//! without one, [`Client::connect`] says how to start it.
+//!
+//! | you want | do |
+//! |---|---|
+//! | a queue many processes share, each message to one of them | send to a name; every receiver of it competes (the default [`Retention::WorkQueue`]) |
+//! | every receiver to get every message | create the mailbox with [`Retention::Interest`] (or [`Retention::Limits`] to keep a log) |
+//! | some receivers to share, others to see all | receivers with the same [`SubscribeOptions::group`] share |
+//! | to receive from many mailboxes | a pattern: `orders.*` (one word), `orders.>` (the rest) |
+//! | a message to one process | send to its inbox [`inbox`]`(pid)`; it receives with [`Client::subscribe_inbox`] |
+//! | urgent messages first | [`Message::with_priority`]: highest first, FIFO within a priority |
+//! | messages by kind | [`Message::with_type`] and [`SubscribeOptions::selector`], as System V `msgrcv(2)` |
+//! | to survive a receiver's crash | acknowledge after handling ([`AckPolicy`]): what it held goes to another receiver |
+//! | to give up on a poison message | [`Config::max_deliver`], [`Client::reject`]: it lands in `dead.NAME` with the reason |
+//! | to retry sends safely | [`Message::with_id`]: duplicates within the window are not stored twice |
+//!
+//! ```
+//! use ipckit::mailbox::{Broker, Client, SubscribeOptions};
+//!
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("broker.sock");
+//! let broker = Broker::builder().socket(&path).spawn()?;  // or `ipc broker`
+//! let mut tx = Client::connect_to(&path)?;
+//! let mut rx = Client::connect_to(&path)?;
+//! rx.subscribe("jobs", &SubscribeOptions::default())?;
+//! tx.send("jobs", b"resize photo 7")?;
+//! let msg = rx.recv()?;
+//! assert_eq!(msg.payload, b"resize photo 7");
+//! assert_eq!(msg.sender.pid, std::process::id() as i32);
+//! # drop(broker);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Access
+//!
+//! A mailbox has an owner (the user that made it, by sending to or
+//! receiving from a free name, or by [`Client::create`]) and a mode like a
+//! file's: `w` lets a user send, `r` receive; default 0600. The broker
+//! checks every request against the credentials the kernel gives for the
+//! connection (`SO_PEERCRED`), never against anything the client says;
+//! the group bits apply to the owner's primary group.
+
+pub mod config;
+pub mod name;
+
+mod broker;
+mod client;
+mod state;
+mod wire;
+
+pub use crate::mq::sysv::Selector;
+pub use broker::{
+    default_socket, Broker, BrokerBuilder, EmbeddedBroker, Stopper, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_MESSAGE,
+};
+pub use client::{
+    AckPolicy, Client, Delivery, Error, ErrorKind, Message, Outcome, Receipt, Sender,
+    SubscribeOptions, Subscription,
+};
+pub use config::{Config, MailboxInfo, Retention, WhenFull};
+pub use name::{validate_name, Pattern};
+
+/// The mailbox that is process `pid`'s inbox: `pid.PID`. A process has one
+/// while it is connected to the broker.
+pub fn inbox(pid: i32) -> String {
+    format!("pid.{pid}")
+}

@@ -1,0 +1,2178 @@
+//! The broker's state: mailboxes, receiver groups, deliveries, timers.
+//!
+//! Pure logic, no I/O: the event loop ([`super::broker`]) hands it whole
+//! frames and the time, and sends what it leaves in each connection's
+//! output buffer. Everything a client sends is checked here (names,
+//! access, sizes, tags): a bad frame closes that connection, a refused
+//! request gets a `FAIL` naming what to do, and nothing a client sends can
+//! make the broker panic.
+//!
+//! ## How messages move
+//!
+//! A mailbox keeps its messages in arrival order (`slots`, indexed by
+//! sequence number). Each receiver group has its own queue of sequence
+//! numbers ready for it (by priority, then arrival), the messages it has
+//! in flight (delivered, not acknowledged) and the ones waiting out a
+//! backoff. A work-queue mailbox has one group every receiver joins; with
+//! interest or limits retention each receiver has a group of its own
+//! unless it names one to share. A message stays while a group still
+//! needs it (work queue, interest) or until limits push it out (limits).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::config::{Config, MailboxInfo, Retention, WhenFull};
+use super::name::{self, Pattern};
+use super::wire::{self, AckMode, Code, DeliverHead, Request, WireError};
+use crate::mq::sysv::Selector;
+
+/// A connection, as the event loop numbers them.
+pub(crate) type ConnId = u64;
+
+/// Who is on the other end of a connection (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cred {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Sends a connection may have waiting for room before the broker stops
+/// reading from it.
+pub(crate) const MAX_PARKED: usize = 1024;
+/// Output a connection may have queued before it gets no more deliveries
+/// until it reads.
+pub(crate) const OUT_HIGH: usize = 4 << 20;
+
+/// A dead-letter mailbox's settings: kept until read, the oldest dropped
+/// past 100 000 or 64 MiB.
+fn dead_config(origin: &Config) -> Config {
+    Config {
+        max_msgs: Some(100_000),
+        when_full: WhenFull::DropOldest,
+        mode: origin.mode,
+        durable: origin.durable,
+        ..Config::default()
+    }
+}
+
+/// A process inbox's settings: a send to a process that does not read
+/// fails once 10 000 messages or 16 MiB wait, instead of blocking.
+fn inbox_config() -> Config {
+    Config {
+        max_msgs: Some(10_000),
+        max_bytes: Some(16 << 20),
+        when_full: WhenFull::Fail,
+        ..Config::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    User,
+    Inbox(i32),
+    Dead,
+}
+
+#[derive(Debug)]
+struct Stored {
+    mtype: i64,
+    priority: u32,
+    sender: Cred,
+    id: Option<Box<str>>,
+    reason: Option<Box<str>>,
+    payload: Box<[u8]>,
+    at: Instant,
+    /// Groups that still need it (work queue, interest).
+    refs: u32,
+}
+
+#[derive(Debug)]
+struct Member {
+    conn: ConnId,
+    sub: u32,
+    selector: Selector,
+    ack: AckMode,
+    max_in_flight: u32,
+    in_flight: u32,
+}
+
+#[derive(Debug)]
+struct Flight {
+    conn: ConnId,
+    sub: u32,
+    tag: u64,
+    deliveries: u32,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    /// `None`: one receiver's own (fan-out); removed when it leaves.
+    name: Option<String>,
+    members: Vec<Member>,
+    rr: usize,
+    /// Ready sequence numbers by priority (highest first), oldest first.
+    ready: BTreeMap<Reverse<u32>, VecDeque<u64>>,
+    /// Deliveries so far of messages back in `ready` or `delayed`.
+    failed: HashMap<u64, u32>,
+    delayed: HashSet<u64>,
+    inflight: HashMap<u64, Flight>,
+    /// (deadline, seq, deliveries) in delivery order.
+    ack_order: VecDeque<(Instant, u64, u32)>,
+    ack_timer: bool,
+}
+
+impl Group {
+    fn push_ready(&mut self, seq: u64, priority: u32) {
+        let q = self.ready.entry(Reverse(priority)).or_default();
+        match q.back() {
+            Some(&last) if last > seq => {
+                let at = q.partition_point(|&s| s < seq);
+                q.insert(at, seq);
+            }
+            _ => q.push_back(seq),
+        }
+    }
+
+    fn member(&mut self, conn: ConnId, sub: u32) -> Option<&mut Member> {
+        self.members
+            .iter_mut()
+            .find(|m| m.conn == conn && m.sub == sub)
+    }
+
+    /// Every sequence number this group still holds.
+    fn held(&self) -> impl Iterator<Item = u64> + '_ {
+        self.ready
+            .values()
+            .flatten()
+            .copied()
+            .chain(self.inflight.keys().copied())
+            .chain(self.delayed.iter().copied())
+    }
+}
+
+#[derive(Debug)]
+struct Parked {
+    conn: ConnId,
+    corr: u32,
+    msg: Stored,
+}
+
+#[derive(Debug)]
+struct Mailbox {
+    name: String,
+    owner: u32,
+    gid: u32,
+    config: Config,
+    kind: Kind,
+    base: u64,
+    slots: VecDeque<Option<Stored>>,
+    count: u64,
+    bytes: u64,
+    groups: HashMap<u32, Group>,
+    next_group: u32,
+    /// A work queue's one group.
+    shared: Option<u32>,
+    named: HashMap<String, u32>,
+    parked: VecDeque<Parked>,
+    dedup: HashMap<Box<str>, u64>,
+    dedup_order: VecDeque<(Instant, Box<str>)>,
+    expiry: bool,
+    dead_letters: u64,
+    discarded: u64,
+    received: u64,
+}
+
+impl Mailbox {
+    fn new(name: String, owner: Cred, config: Config, kind: Kind) -> Mailbox {
+        let mut m = Mailbox {
+            name,
+            owner: owner.uid,
+            gid: owner.gid,
+            config,
+            kind,
+            base: 1,
+            slots: VecDeque::new(),
+            count: 0,
+            bytes: 0,
+            groups: HashMap::new(),
+            next_group: 0,
+            shared: None,
+            named: HashMap::new(),
+            parked: VecDeque::new(),
+            dedup: HashMap::new(),
+            dedup_order: VecDeque::new(),
+            expiry: false,
+            dead_letters: 0,
+            discarded: 0,
+            received: 0,
+        };
+        if m.config.retention == Retention::WorkQueue {
+            m.shared = Some(m.add_group(None));
+        }
+        m
+    }
+
+    fn add_group(&mut self, name: Option<String>) -> u32 {
+        let gid = self.next_group;
+        self.next_group += 1;
+        if let Some(n) = &name {
+            self.named.insert(n.clone(), gid);
+        }
+        self.groups.insert(
+            gid,
+            Group {
+                name,
+                ..Group::default()
+            },
+        );
+        gid
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.base + self.slots.len() as u64
+    }
+
+    fn slot(&self, seq: u64) -> Option<&Stored> {
+        let i = seq.checked_sub(self.base)?;
+        self.slots.get(usize::try_from(i).ok()?)?.as_ref()
+    }
+
+    fn slot_mut(&mut self, seq: u64) -> Option<&mut Stored> {
+        let i = seq.checked_sub(self.base)?;
+        self.slots.get_mut(usize::try_from(i).ok()?)?.as_mut()
+    }
+
+    fn fits(&self, len: usize) -> bool {
+        self.config.max_msgs.is_none_or(|m| self.count < m)
+            && self
+                .config
+                .max_bytes
+                .is_none_or(|m| self.bytes + len as u64 <= m)
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<Stored> {
+        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        let s = self.slots.get_mut(i)?.take()?;
+        self.count -= 1;
+        self.bytes -= s.payload.len() as u64;
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        Some(s)
+    }
+
+    fn oldest(&self) -> Option<u64> {
+        self.slots
+            .iter()
+            .position(Option::is_some)
+            .map(|i| self.base + i as u64)
+    }
+
+    fn may(&self, who: Cred, bit: u32) -> bool {
+        if who.uid == 0 {
+            return true;
+        }
+        let shift = if who.uid == self.owner {
+            6
+        } else if who.gid == self.gid {
+            3
+        } else {
+            0
+        };
+        (self.config.mode >> shift) & bit != 0
+    }
+
+    fn describe_owner(&self) -> String {
+        format!("owner uid {}, mode {:04o}", self.owner, self.config.mode)
+    }
+
+    fn in_flight(&self) -> u64 {
+        self.groups.values().map(|g| g.inflight.len() as u64).sum()
+    }
+
+    fn info(&self) -> MailboxInfo {
+        MailboxInfo {
+            name: self.name.clone(),
+            owner: self.owner,
+            group: self.gid,
+            config: self.config.clone(),
+            depth: self.count,
+            bytes: self.bytes,
+            consumers: self.groups.values().map(|g| g.members.len() as u32).sum(),
+            in_flight: self.in_flight(),
+            blocked_senders: self.parked.len() as u32,
+            dead_letters: self.dead_letters,
+            discarded: self.discarded,
+            received: self.received,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Sub {
+    pattern: Pattern,
+    group: String,
+    selector: Selector,
+    ack: AckMode,
+    max_in_flight: u32,
+    attached: Vec<(u32, u32)>,
+}
+
+/// One client connection's state.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub cred: Cred,
+    /// Frames to send to the client.
+    pub out: Vec<u8>,
+    /// Sends waiting for room.
+    pub parked: usize,
+    greeted: bool,
+    dirty: bool,
+    subs: HashMap<u32, Sub>,
+    /// Delivery tag → (mailbox, group, sequence number).
+    inflight: HashMap<u64, (u32, u32, u64)>,
+    next_tag: u64,
+    parked_in: HashSet<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    AckWait { mbox: u32, group: u32 },
+    Redeliver { mbox: u32, group: u32, seq: u64 },
+    Expire { mbox: u32 },
+    SendTimeout { mbox: u32, conn: ConnId, corr: u32 },
+}
+
+type Refusal = (Code, String);
+
+/// The whole broker (see the module docs).
+#[derive(Debug)]
+pub(crate) struct State {
+    /// The largest payload accepted.
+    pub max_message: usize,
+    /// The time of the current event-loop turn.
+    pub now: Instant,
+    mailboxes: HashMap<u32, Mailbox>,
+    names: BTreeMap<String, u32>,
+    next_mbox: u32,
+    conns: HashMap<ConnId, Conn>,
+    wild: Vec<(ConnId, u32)>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    inboxes: HashMap<i32, (u32, u32)>,
+    /// Connections with output to send.
+    pub dirty: Vec<ConnId>,
+    /// Connections whose parked sends were settled (the loop reads them
+    /// again).
+    pub resumed: Vec<ConnId>,
+}
+
+macro_rules! mbox {
+    ($s:expr, $id:expr) => {
+        match $s.mailboxes.get_mut(&$id) {
+            Some(m) => m,
+            None => return,
+        }
+    };
+}
+
+impl State {
+    pub(crate) fn new(max_message: usize) -> State {
+        State {
+            max_message,
+            now: Instant::now(),
+            mailboxes: HashMap::new(),
+            names: BTreeMap::new(),
+            next_mbox: 1,
+            conns: HashMap::new(),
+            wild: Vec::new(),
+            timers: BinaryHeap::new(),
+            inboxes: HashMap::new(),
+            dirty: Vec::new(),
+            resumed: Vec::new(),
+        }
+    }
+
+    /// The longest frame a client may send.
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_message + wire::OVERHEAD
+    }
+
+    pub(crate) fn conn(&self, id: ConnId) -> Option<&Conn> {
+        self.conns.get(&id)
+    }
+
+    pub(crate) fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns.get_mut(&id)
+    }
+
+    /// Marks a connection's output as sent up to `n` bytes.
+    pub(crate) fn sent(&mut self, id: ConnId, n: usize) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.out.drain(..n);
+        }
+    }
+
+    /// A connection's output went below the high mark: its receivers may
+    /// get messages again.
+    pub(crate) fn drained(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get(&id) else {
+            return;
+        };
+        let attached: Vec<(u32, u32)> = c
+            .subs
+            .values()
+            .flat_map(|s| s.attached.iter().copied())
+            .collect();
+        for (mb, gid) in attached {
+            self.dispatch(mb, gid);
+        }
+    }
+
+    /// Whether the loop should stop reading a connection (too many of its
+    /// sends wait for room).
+    pub(crate) fn blocked(&self, id: ConnId) -> bool {
+        self.conns.get(&id).is_some_and(|c| c.parked >= MAX_PARKED)
+    }
+
+    fn mark(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// Takes the list of connections with output, clearing their marks.
+    pub(crate) fn take_dirty(&mut self) -> Vec<ConnId> {
+        let d = std::mem::take(&mut self.dirty);
+        for id in &d {
+            if let Some(c) = self.conns.get_mut(id) {
+                c.dirty = false;
+            }
+        }
+        d
+    }
+
+    fn out(&mut self, id: ConnId) -> Option<&mut Vec<u8>> {
+        self.mark(id);
+        self.conns.get_mut(&id).map(|c| &mut c.out)
+    }
+
+    fn fail(&mut self, id: ConnId, corr: u32, (code, text): Refusal) {
+        if let Some(out) = self.out(id) {
+            wire::fail(out, corr, code, &text);
+        }
+    }
+
+    fn done(&mut self, id: ConnId, corr: u32, value: u64) {
+        if let Some(out) = self.out(id) {
+            wire::done(out, corr, value);
+        }
+    }
+
+    fn timer(&mut self, at: Instant, t: Timer) {
+        self.timers.push(Reverse((at, t)));
+    }
+
+    /// When the next timer is due.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    // ------------------------------------------------------------ connections
+
+    pub(crate) fn connect(&mut self, id: ConnId, cred: Cred) {
+        self.conns.insert(
+            id,
+            Conn {
+                cred,
+                out: Vec::new(),
+                parked: 0,
+                greeted: false,
+                dirty: false,
+                subs: HashMap::new(),
+                inflight: HashMap::new(),
+                next_tag: 1,
+                parked_in: HashSet::new(),
+            },
+        );
+    }
+
+    /// Forgets a connection: its receivers leave (their messages in flight
+    /// go to others at once), its waiting sends are dropped, and its
+    /// process's inbox goes with its last connection.
+    pub(crate) fn disconnect(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        let subs: Vec<u32> = conn.subs.keys().copied().collect();
+        let parked_in: Vec<u32> = conn.parked_in.iter().copied().collect();
+        let (pid, greeted) = (conn.cred.pid, conn.greeted);
+        for sub in subs {
+            self.unsubscribe(id, sub);
+        }
+        for mb in parked_in {
+            if let Some(m) = self.mailboxes.get_mut(&mb) {
+                m.parked.retain(|p| p.conn != id);
+            }
+        }
+        self.conns.remove(&id);
+        self.wild.retain(|(c, _)| *c != id);
+        if greeted {
+            if let Some((mb, n)) = self.inboxes.get_mut(&pid) {
+                *n -= 1;
+                if *n == 0 {
+                    let mb = *mb;
+                    self.inboxes.remove(&pid);
+                    self.remove_mailbox(mb, "its process disconnected");
+                }
+            }
+        }
+    }
+
+    /// Handles one whole frame from connection `id`. An error means the
+    /// frame was malformed: the loop tells the client and closes.
+    pub(crate) fn handle(&mut self, id: ConnId, frame: &[u8]) -> Result<(), WireError> {
+        let req = wire::read_request(frame)?;
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return Ok(());
+        };
+        let cred = conn.cred;
+        if !conn.greeted {
+            let Request::Hello { version } = req else {
+                return Err(WireError("the first frame must be HELLO".into()));
+            };
+            if version != wire::VERSION {
+                return Err(WireError(format!(
+                    "the client speaks protocol version {version} and this broker {}: \
+                     use the same ipckit version on both sides",
+                    wire::VERSION
+                )));
+            }
+            conn.greeted = true;
+            let max = self.max_message as u32;
+            if let Some(out) = self.out(id) {
+                wire::welcome(out, cred.pid, cred.uid, cred.gid, max);
+            }
+            self.open_inbox(cred);
+            return Ok(());
+        }
+        match req {
+            Request::Hello { .. } => return Err(WireError("HELLO sent twice".into())),
+            Request::Send {
+                corr,
+                mtype,
+                priority,
+                timeout_ms,
+                target,
+                id: msg_id,
+                payload,
+            } => match self.resolve_target(cred, target) {
+                Err(r) => self.fail(id, corr, r),
+                Ok(_) if mtype < 1 => self.fail(
+                    id,
+                    corr,
+                    (
+                        Code::Invalid,
+                        format!("message type {mtype}: a type is 1 or more"),
+                    ),
+                ),
+                Ok(mb) => {
+                    let msg = Stored {
+                        mtype,
+                        priority,
+                        sender: cred,
+                        id: msg_id.map(Into::into),
+                        reason: None,
+                        payload: payload.into(),
+                        at: self.now,
+                        refs: 0,
+                    };
+                    self.publish(mb, id, corr, msg, timeout_ms);
+                }
+            },
+            Request::Subscribe {
+                corr,
+                sub,
+                max_in_flight,
+                ack,
+                selector,
+                pattern,
+                group,
+            } => match self.subscribe(id, sub, max_in_flight, ack, selector, pattern, group) {
+                Ok(n) => self.done(id, corr, n),
+                Err(r) => self.fail(id, corr, r),
+            },
+            Request::Unsubscribe { corr, sub } => {
+                if self.unsubscribe(id, sub) {
+                    self.done(id, corr, 0)
+                } else {
+                    self.fail(id, corr, (Code::Invalid, format!("no subscription {sub}")))
+                }
+            }
+            Request::Ack { tags } => {
+                let mut touched = Vec::new();
+                for tag in wire::tags(tags) {
+                    if let Some(at) = self.ack(id, tag) {
+                        if !touched.contains(&at) {
+                            touched.push(at);
+                        }
+                    }
+                }
+                for (mb, g) in touched {
+                    self.trim_ack_order(mb, g);
+                    self.dispatch(mb, g);
+                    self.unpark(mb);
+                }
+            }
+            Request::Nack { tag, delay_ms } => {
+                if let Some((mb, g, seq, deliveries)) = self.take_flight(id, tag) {
+                    let delay = (delay_ms != wire::BY_BACKOFF)
+                        .then(|| Duration::from_millis(delay_ms as u64));
+                    self.failed(mb, g, seq, deliveries, delay, "negatively acknowledged");
+                    self.dispatch(mb, g);
+                }
+            }
+            Request::Reject { tag, reason } => {
+                if let Some((mb, g, seq, _)) = self.take_flight(id, tag) {
+                    let why = format!("rejected by the receiver (pid {}): {reason}", cred.pid);
+                    self.dead_letter(mb, g, seq, &why);
+                    self.dispatch(mb, g);
+                    self.unpark(mb);
+                }
+            }
+            Request::Create {
+                corr,
+                exist_ok,
+                config,
+                name,
+            } => match self.create(cred, name, config, exist_ok) {
+                Ok(made) => self.done(id, corr, made as u64),
+                Err(r) => self.fail(id, corr, r),
+            },
+            Request::Delete { corr, name } => match self.delete(cred, name) {
+                Ok(()) => self.done(id, corr, 0),
+                Err(r) => self.fail(id, corr, r),
+            },
+            Request::Stat { corr, pattern } => match self.stat(cred, pattern) {
+                Ok(list) => {
+                    if let Some(out) = self.out(id) {
+                        wire::info(out, corr, &list);
+                    }
+                }
+                Err(r) => self.fail(id, corr, r),
+            },
+        }
+        Ok(())
+    }
+
+    // --------------------------------------------------------------- mailboxes
+
+    fn add_mailbox(&mut self, name: &str, owner: Cred, config: Config, kind: Kind) -> u32 {
+        let id = self.next_mbox;
+        self.next_mbox += 1;
+        self.mailboxes
+            .insert(id, Mailbox::new(name.to_string(), owner, config, kind));
+        self.names.insert(name.to_string(), id);
+        // Receivers waiting with a matching pattern join.
+        let wild: Vec<(ConnId, u32)> = self.wild.clone();
+        for (conn, sub) in wild {
+            let ok = self
+                .conns
+                .get(&conn)
+                .and_then(|c| c.subs.get(&sub))
+                .is_some_and(|s| s.pattern.matches(name));
+            if ok {
+                let _ = self.attach(conn, sub, id);
+            }
+        }
+        id
+    }
+
+    fn open_inbox(&mut self, cred: Cred) {
+        if let Some((_, n)) = self.inboxes.get_mut(&cred.pid) {
+            *n += 1;
+            return;
+        }
+        let name = format!("pid.{}", cred.pid);
+        if let Some(&old) = self.names.get(&name) {
+            // A previous process with this pid left its inbox behind: not
+            // possible while connections are counted, but never reuse it.
+            self.remove_mailbox(old, "its pid was reused");
+        }
+        let mb = self.add_mailbox(&name, cred, inbox_config(), Kind::Inbox(cred.pid));
+        self.inboxes.insert(cred.pid, (mb, 1));
+    }
+
+    /// The mailbox a send to `target` goes to, made with the default
+    /// settings if it is a free user name.
+    fn resolve_target(&mut self, who: Cred, target: &str) -> Result<u32, Refusal> {
+        let mb = self.lookup_or_make(who, target)?;
+        let m = &self.mailboxes[&mb];
+        if !m.may(who, 2) {
+            return Err((
+                Code::Denied,
+                format!(
+                    "uid {} may not send to mailbox {target} ({})",
+                    who.uid,
+                    m.describe_owner()
+                ),
+            ));
+        }
+        Ok(mb)
+    }
+
+    fn lookup_or_make(&mut self, who: Cred, name: &str) -> Result<u32, Refusal> {
+        if let Some(&mb) = self.names.get(name) {
+            return Ok(mb);
+        }
+        if let Some(pid) = name.strip_prefix("pid.") {
+            return Err((
+                Code::NoSuchProcess,
+                format!(
+                    "no process {pid} is connected to the broker (a process is reachable as \
+                     pid:{pid} while it is connected)"
+                ),
+            ));
+        }
+        if let Some(origin) = name.strip_prefix("dead.") {
+            // A receiver may wait for dead letters before there are any.
+            let Some(&o) = self.names.get(origin) else {
+                return Err((
+                    Code::NoSuchMailbox,
+                    format!("no mailbox {origin}, so no dead letters {name}"),
+                ));
+            };
+            return Ok(self.dead_box(o));
+        }
+        name::validate_user_name(name).map_err(|e| (Code::Invalid, e.to_string()))?;
+        Ok(self.add_mailbox(name, who, Config::default(), Kind::User))
+    }
+
+    /// The dead-letter mailbox of `origin`, made if need be.
+    fn dead_box(&mut self, origin: u32) -> u32 {
+        let o = &self.mailboxes[&origin];
+        let name = format!("dead.{}", o.name);
+        if let Some(&d) = self.names.get(&name) {
+            return d;
+        }
+        let owner = Cred {
+            pid: 0,
+            uid: o.owner,
+            gid: o.gid,
+        };
+        let config = dead_config(&o.config);
+        self.add_mailbox(&name, owner, config, Kind::Dead)
+    }
+
+    fn create(
+        &mut self,
+        who: Cred,
+        name: &str,
+        config: Config,
+        exist_ok: bool,
+    ) -> Result<bool, Refusal> {
+        name::validate_user_name(name).map_err(|e| (Code::Invalid, e.to_string()))?;
+        config
+            .validate()
+            .map_err(|e| (Code::Invalid, e.to_string()))?;
+        if config.durable {
+            return Err((
+                Code::Storage,
+                "this broker keeps no store, so it cannot make a durable mailbox".into(),
+            ));
+        }
+        if let Some(&mb) = self.names.get(name) {
+            let m = &self.mailboxes[&mb];
+            if exist_ok {
+                return Ok(false);
+            }
+            return Err((
+                Code::Exists,
+                format!("mailbox {name} exists ({})", m.describe_owner()),
+            ));
+        }
+        self.add_mailbox(name, who, config, Kind::User);
+        Ok(true)
+    }
+
+    fn delete(&mut self, who: Cred, name: &str) -> Result<(), Refusal> {
+        let Some(&mb) = self.names.get(name) else {
+            return Err((Code::NoSuchMailbox, format!("no mailbox {name}")));
+        };
+        let m = &self.mailboxes[&mb];
+        if let Kind::Inbox(pid) = m.kind {
+            return Err((
+                Code::Denied,
+                format!("{name} is the inbox of process {pid}; it goes away with the process"),
+            ));
+        }
+        if who.uid != 0 && who.uid != m.owner {
+            return Err((
+                Code::Denied,
+                format!(
+                    "uid {} may not remove mailbox {name} ({}): only its owner and root may",
+                    who.uid,
+                    m.describe_owner()
+                ),
+            ));
+        }
+        self.remove_mailbox(mb, "it was removed");
+        Ok(())
+    }
+
+    fn remove_mailbox(&mut self, mb: u32, why: &str) {
+        let Some(m) = self.mailboxes.remove(&mb) else {
+            return;
+        };
+        self.names.remove(&m.name);
+        for g in m.groups.values() {
+            for mem in &g.members {
+                if let Some(c) = self.conns.get_mut(&mem.conn) {
+                    if let Some(s) = c.subs.get_mut(&mem.sub) {
+                        s.attached.retain(|(b, _)| *b != mb);
+                    }
+                    wire::closed(&mut c.out, mem.sub, &m.name);
+                }
+                self.mark(mem.conn);
+            }
+            for f in g.inflight.values() {
+                if let Some(c) = self.conns.get_mut(&f.conn) {
+                    c.inflight.remove(&f.tag);
+                }
+            }
+        }
+        for p in m.parked {
+            if let Some(c) = self.conns.get_mut(&p.conn) {
+                c.parked -= 1;
+                c.parked_in.remove(&mb);
+                wire::fail(
+                    &mut c.out,
+                    p.corr,
+                    Code::NoSuchMailbox,
+                    &format!("mailbox {} went away while this send waited: {why}", m.name),
+                );
+                self.resumed.push(p.conn);
+            }
+            self.mark(p.conn);
+        }
+    }
+
+    fn stat(&self, who: Cred, pattern: &str) -> Result<Vec<MailboxInfo>, Refusal> {
+        let pat = if pattern.is_empty() {
+            None
+        } else {
+            Some(Pattern::new(pattern).map_err(|e| (Code::Invalid, e.to_string()))?)
+        };
+        Ok(self
+            .names
+            .iter()
+            .filter(|(n, _)| pat.as_ref().is_none_or(|p| p.matches(n)))
+            .map(|(_, mb)| &self.mailboxes[mb])
+            .filter(|m| m.may(who, 4) || m.may(who, 2) || m.owner == who.uid)
+            .map(Mailbox::info)
+            .collect())
+    }
+
+    // ---------------------------------------------------------------- sending
+
+    fn publish(&mut self, mb: u32, conn: ConnId, corr: u32, mut msg: Stored, timeout_ms: u32) {
+        let now = self.now;
+        let m = mbox!(self, mb);
+        if let Some(id) = &msg.id {
+            let window = m.config.dedup_window;
+            while let Some((at, old)) = m.dedup_order.front() {
+                if now.duration_since(*at) < window {
+                    break;
+                }
+                m.dedup.remove(old);
+                m.dedup_order.pop_front();
+            }
+            if let Some(&seq) = m.dedup.get(id) {
+                if let Some(out) = self.out(conn) {
+                    wire::confirm(out, corr, wire::DUPLICATE, seq);
+                }
+                return;
+            }
+        }
+        let len = msg.payload.len();
+        if m.config.max_bytes.is_some_and(|max| len as u64 > max) {
+            let text = format!(
+                "a message of {len} bytes cannot fit in mailbox {} (max-bytes {})",
+                m.name,
+                m.config.max_bytes.unwrap_or(0)
+            );
+            return self.fail(conn, corr, (Code::TooLarge, text));
+        }
+        if m.config.retention == Retention::Interest && m.groups.is_empty() {
+            m.discarded += 1;
+            if let Some(out) = self.out(conn) {
+                wire::confirm(out, corr, wire::NO_RECEIVERS, 0);
+            }
+            return;
+        }
+        if !m.parked.is_empty() || !m.fits(len) {
+            match m.config.when_full {
+                WhenFull::DropOldest => {
+                    while !m.fits(len) {
+                        let Some(seq) = m.oldest() else { break };
+                        m.remove(seq);
+                        m.discarded += 1;
+                    }
+                }
+                WhenFull::Fail => {
+                    let text = format!(
+                        "mailbox {} is full ({} messages, {} bytes): its receivers have not \
+                         kept up; try again later",
+                        m.name, m.count, m.bytes
+                    );
+                    return self.fail(conn, corr, (Code::Full, text));
+                }
+                WhenFull::Block if timeout_ms == 0 => {
+                    let text = format!(
+                        "mailbox {} is full ({} messages, {} bytes)",
+                        m.name, m.count, m.bytes
+                    );
+                    return self.fail(conn, corr, (Code::Full, text));
+                }
+                WhenFull::Block => {
+                    msg.at = now;
+                    m.parked.push_back(Parked { conn, corr, msg });
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.parked += 1;
+                        c.parked_in.insert(mb);
+                    }
+                    if timeout_ms != wire::FOREVER {
+                        let at = now + Duration::from_millis(timeout_ms as u64);
+                        self.timer(
+                            at,
+                            Timer::SendTimeout {
+                                mbox: mb,
+                                conn,
+                                corr,
+                            },
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+        let seq = self.store(mb, msg);
+        if let Some(out) = self.out(conn) {
+            wire::confirm(out, corr, wire::STORED, seq);
+        }
+    }
+
+    /// Adds a message that fits, hands it to every group and delivers.
+    fn store(&mut self, mb: u32, mut msg: Stored) -> u64 {
+        let m = &mut self.mailboxes.get_mut(&mb).expect("a live mailbox");
+        let seq = m.next_seq();
+        msg.at = self.now;
+        let tracked = m.config.retention != Retention::Limits;
+        msg.refs = if tracked { m.groups.len() as u32 } else { 0 };
+        for g in m.groups.values_mut() {
+            g.push_ready(seq, msg.priority);
+        }
+        if let Some(id) = &msg.id {
+            m.dedup.insert(id.clone(), seq);
+            m.dedup_order.push_back((self.now, id.clone()));
+        }
+        m.count += 1;
+        m.bytes += msg.payload.len() as u64;
+        m.received += 1;
+        m.slots.push_back(Some(msg));
+        let arm = m
+            .config
+            .max_age
+            .filter(|_| !m.expiry)
+            .map(|age| self.now + age);
+        if arm.is_some() {
+            m.expiry = true;
+        }
+        let groups: Vec<u32> = m.groups.keys().copied().collect();
+        if let Some(at) = arm {
+            self.timer(at, Timer::Expire { mbox: mb });
+        }
+        for g in groups {
+            self.dispatch(mb, g);
+        }
+        seq
+    }
+
+    /// Stores waiting sends while there is room.
+    fn unpark(&mut self, mb: u32) {
+        loop {
+            let m = mbox!(self, mb);
+            let Some(p) = m.parked.front() else { return };
+            if !m.fits(p.msg.payload.len()) {
+                return;
+            }
+            let p = m.parked.pop_front().expect("a front");
+            let still = m.parked.iter().any(|q| q.conn == p.conn);
+            if let Some(c) = self.conns.get_mut(&p.conn) {
+                c.parked -= 1;
+                if !still {
+                    c.parked_in.remove(&mb);
+                }
+            }
+            self.resumed.push(p.conn);
+            let seq = self.store(mb, p.msg);
+            if let Some(out) = self.out(p.conn) {
+                wire::confirm(out, p.corr, wire::STORED, seq);
+            }
+        }
+    }
+
+    // -------------------------------------------------------------- receiving
+
+    #[allow(clippy::too_many_arguments)]
+    fn subscribe(
+        &mut self,
+        conn: ConnId,
+        sub: u32,
+        max_in_flight: u32,
+        ack: AckMode,
+        selector: Selector,
+        pattern: &str,
+        group: &str,
+    ) -> Result<u64, Refusal> {
+        let invalid = |e: std::io::Error| (Code::Invalid, e.to_string());
+        let pat = Pattern::new(pattern).map_err(invalid)?;
+        if !group.is_empty() {
+            name::validate_name(group).map_err(|e| {
+                (
+                    Code::Invalid,
+                    e.to_string().replace("mailbox name", "group name"),
+                )
+            })?;
+        }
+        if max_in_flight == 0 {
+            return Err((Code::Invalid, "max in flight must be at least 1".into()));
+        }
+        let c = self.conns.get_mut(&conn).expect("a live connection");
+        let who = c.cred;
+        if c.subs.contains_key(&sub) {
+            return Err((Code::Invalid, format!("subscription {sub} is in use")));
+        }
+        c.subs.insert(
+            sub,
+            Sub {
+                pattern: pat.clone(),
+                group: group.to_string(),
+                selector,
+                ack,
+                max_in_flight,
+                attached: Vec::new(),
+            },
+        );
+        if !pat.is_wild() {
+            let r = self.lookup_or_make(who, pattern).and_then(|mb| {
+                if !self.mailboxes[&mb].may(who, 4) {
+                    let m = &self.mailboxes[&mb];
+                    return Err((
+                        Code::Denied,
+                        format!(
+                            "uid {} may not receive from mailbox {pattern} ({})",
+                            who.uid,
+                            m.describe_owner()
+                        ),
+                    ));
+                }
+                self.attach(conn, sub, mb)
+            });
+            if let Err(e) = r {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.subs.remove(&sub);
+                }
+                return Err(e);
+            }
+            return Ok(1);
+        }
+        self.wild.push((conn, sub));
+        let matching: Vec<u32> = self
+            .names
+            .iter()
+            .filter(|(n, _)| pat.matches(n))
+            .map(|(_, &mb)| mb)
+            .collect();
+        let mut n = 0;
+        for mb in matching {
+            if self.attach(conn, sub, mb).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Joins subscription `sub` to mailbox `mb` (a group of the mailbox).
+    fn attach(&mut self, conn: ConnId, sub: u32, mb: u32) -> Result<(), Refusal> {
+        let c = self.conns.get_mut(&conn).expect("a live connection");
+        let who = c.cred;
+        let s = c.subs.get_mut(&sub).expect("a live subscription");
+        let m = self.mailboxes.get_mut(&mb).expect("a live mailbox");
+        if !m.may(who, 4) {
+            return Err((
+                Code::Denied,
+                format!("uid {} may not receive from {}", who.uid, m.name),
+            ));
+        }
+        let gid = match (m.config.retention, s.group.as_str()) {
+            (Retention::WorkQueue, "") => m.shared.expect("a work queue's group"),
+            (Retention::WorkQueue, g) => {
+                return Err((
+                    Code::Invalid,
+                    format!(
+                        "mailbox {} is a work queue: every receiver already shares its messages \
+                         (each goes to one of them), so group {g} does not apply; groups are for \
+                         mailboxes made with retention interest or limits",
+                        m.name
+                    ),
+                ))
+            }
+            (_, "") => m.add_group(None),
+            (retention, g) => match m.named.get(g) {
+                Some(&gid) => gid,
+                None => {
+                    let gid = m.add_group(Some(g.to_string()));
+                    if retention == Retention::Limits {
+                        // A new group of a log starts at its oldest message.
+                        let live: Vec<(u64, u32)> = m
+                            .slots
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, s)| {
+                                s.as_ref().map(|s| (m.base + i as u64, s.priority))
+                            })
+                            .collect();
+                        let grp = m.groups.get_mut(&gid).expect("just made");
+                        for (seq, p) in live {
+                            grp.push_ready(seq, p);
+                        }
+                    }
+                    gid
+                }
+            },
+        };
+        m.groups
+            .get_mut(&gid)
+            .expect("a live group")
+            .members
+            .push(Member {
+                conn,
+                sub,
+                selector: s.selector,
+                ack: s.ack,
+                max_in_flight: s.max_in_flight,
+                in_flight: 0,
+            });
+        s.attached.push((mb, gid));
+        self.dispatch(mb, gid);
+        Ok(())
+    }
+
+    /// Ends a subscription; false if there was none.
+    fn unsubscribe(&mut self, conn: ConnId, sub: u32) -> bool {
+        let Some(s) = self.conns.get_mut(&conn).and_then(|c| c.subs.remove(&sub)) else {
+            return false;
+        };
+        self.wild.retain(|&(c, s)| (c, s) != (conn, sub));
+        for (mb, gid) in s.attached {
+            self.detach(conn, sub, mb, gid);
+        }
+        true
+    }
+
+    fn detach(&mut self, conn: ConnId, sub: u32, mb: u32, gid: u32) {
+        let m = mbox!(self, mb);
+        let Some(g) = m.groups.get_mut(&gid) else {
+            return;
+        };
+        g.members.retain(|x| !(x.conn == conn && x.sub == sub));
+        // Its messages in flight go to the others at once.
+        let mine: Vec<u64> = g
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.conn == conn && f.sub == sub)
+            .map(|(&seq, _)| seq)
+            .collect();
+        let flights: Vec<(u64, Flight)> = mine
+            .into_iter()
+            .map(|seq| (seq, g.inflight.remove(&seq).expect("listed")))
+            .collect();
+        for (seq, f) in flights {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.inflight.remove(&f.tag);
+            }
+            if let Some(p) = m.slot(seq).map(|s| s.priority) {
+                let g = m.groups.get_mut(&gid).expect("a live group");
+                g.failed.insert(seq, f.deliveries);
+                g.push_ready(seq, p);
+            }
+        }
+        let g = m.groups.get_mut(&gid).expect("a live group");
+        let drop_group =
+            g.members.is_empty() && (g.name.is_none() || m.config.retention == Retention::Interest);
+        if drop_group {
+            let g = m.groups.remove(&gid).expect("a live group");
+            if let Some(n) = &g.name {
+                m.named.remove(n);
+            }
+            if m.config.retention != Retention::Limits {
+                let held: HashSet<u64> = g.held().collect();
+                for seq in held {
+                    self.release(mb, seq);
+                }
+            }
+            self.unpark(mb);
+        } else {
+            self.dispatch(mb, gid);
+        }
+    }
+
+    /// One group no longer needs message `seq`: gone when none does.
+    fn release(&mut self, mb: u32, seq: u64) {
+        let m = mbox!(self, mb);
+        if m.config.retention == Retention::Limits {
+            return;
+        }
+        let gone = match m.slot_mut(seq) {
+            Some(s) => {
+                s.refs = s.refs.saturating_sub(1);
+                s.refs == 0
+            }
+            None => false,
+        };
+        if gone {
+            m.remove(seq);
+        }
+    }
+
+    /// The next ready message for a receiver with this selector, taken off
+    /// the ready queue. Messages removed meanwhile (limits, age) are
+    /// dropped from the queue on the way.
+    fn take(m: &Mailbox, g: &mut Group, selector: Selector) -> Option<u64> {
+        if selector == Selector::Any {
+            loop {
+                let mut e = g.ready.first_entry()?;
+                let q = e.get_mut();
+                while let Some(&seq) = q.front() {
+                    q.pop_front();
+                    if m.slot(seq).is_some() {
+                        if q.is_empty() {
+                            e.remove();
+                        }
+                        return Some(seq);
+                    }
+                    g.failed.remove(&seq);
+                }
+                e.remove();
+            }
+        }
+        // Selection by type scans the ready messages, as msgrcv(2) scans a
+        // queue: (priority key, index, type).
+        let mut best: Option<(Reverse<u32>, usize, i64)> = None;
+        'scan: for (&p, q) in &g.ready {
+            for (i, &seq) in q.iter().enumerate() {
+                let Some(s) = m.slot(seq) else { continue };
+                let t = s.mtype;
+                match selector {
+                    Selector::Any => unreachable!(),
+                    Selector::Type(want) if t == want => {
+                        best = Some((p, i, t));
+                        break 'scan;
+                    }
+                    Selector::NotType(not) if t != not => {
+                        best = Some((p, i, t));
+                        break 'scan;
+                    }
+                    Selector::UpTo(max) if t <= max && best.is_none_or(|b| t < b.2) => {
+                        best = Some((p, i, t));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let (p, i, _) = best?;
+        let q = g.ready.get_mut(&p).expect("scanned");
+        let seq = q.remove(i).expect("scanned");
+        if q.is_empty() {
+            g.ready.remove(&p);
+        }
+        Some(seq)
+    }
+
+    /// Delivers ready messages of group `gid` to its members with room,
+    /// round robin.
+    fn dispatch(&mut self, mb: u32, gid: u32) {
+        let now = self.now;
+        let Some(m) = self.mailboxes.get_mut(&mb) else {
+            return;
+        };
+        let Some(mut g) = m.groups.remove(&gid) else {
+            return;
+        };
+        let mut done_now: Vec<u64> = Vec::new();
+        let mut arm: Option<Instant> = None;
+        'outer: while !g.ready.is_empty() && !g.members.is_empty() {
+            let n = g.members.len();
+            for k in 0..n {
+                let idx = (g.rr + k) % n;
+                let mem = &g.members[idx];
+                if mem.ack == AckMode::Explicit && mem.in_flight >= mem.max_in_flight {
+                    continue;
+                }
+                let (mconn, msub, selector, ack) = (mem.conn, mem.sub, mem.selector, mem.ack);
+                let Some(conn) = self.conns.get_mut(&mconn) else {
+                    continue;
+                };
+                if conn.out.len() >= OUT_HIGH {
+                    continue;
+                }
+                let Some(seq) = Self::take(m, &mut g, selector) else {
+                    if selector == Selector::Any {
+                        break 'outer;
+                    }
+                    continue;
+                };
+                let s = m.slot(seq).expect("taken live");
+                let deliveries = g.failed.remove(&seq).unwrap_or(0) + 1;
+                let tag = if ack == AckMode::Explicit {
+                    let tag = conn.next_tag;
+                    conn.next_tag += 1;
+                    conn.inflight.insert(tag, (mb, gid, seq));
+                    tag
+                } else {
+                    0
+                };
+                let head = DeliverHead {
+                    sub: msub,
+                    tag,
+                    seq,
+                    mtype: s.mtype,
+                    priority: s.priority,
+                    pid: s.sender.pid,
+                    uid: s.sender.uid,
+                    gid: s.sender.gid,
+                    deliveries,
+                };
+                wire::deliver(
+                    &mut conn.out,
+                    &head,
+                    &m.name,
+                    s.id.as_deref(),
+                    s.reason.as_deref(),
+                    &s.payload,
+                );
+                if !conn.dirty {
+                    conn.dirty = true;
+                    self.dirty.push(mconn);
+                }
+                if tag == 0 {
+                    done_now.push(seq);
+                } else {
+                    let deadline = now + m.config.ack_wait;
+                    g.inflight.insert(
+                        seq,
+                        Flight {
+                            conn: mconn,
+                            sub: msub,
+                            tag,
+                            deliveries,
+                        },
+                    );
+                    g.members[idx].in_flight += 1;
+                    g.ack_order.push_back((deadline, seq, deliveries));
+                    if !g.ack_timer {
+                        g.ack_timer = true;
+                        arm = Some(deadline);
+                    }
+                }
+                g.rr = idx + 1;
+                continue 'outer;
+            }
+            break;
+        }
+        m.groups.insert(gid, g);
+        if let Some(at) = arm {
+            self.timer(
+                at,
+                Timer::AckWait {
+                    mbox: mb,
+                    group: gid,
+                },
+            );
+        }
+        if !done_now.is_empty() {
+            for seq in done_now {
+                self.release(mb, seq);
+            }
+            self.unpark(mb);
+        }
+    }
+
+    /// Takes delivery `tag` of connection `conn` out of flight: (mailbox,
+    /// group, seq, deliveries so far).
+    fn take_flight(&mut self, conn: ConnId, tag: u64) -> Option<(u32, u32, u64, u32)> {
+        let (mb, gid, seq) = self.conns.get_mut(&conn)?.inflight.remove(&tag)?;
+        let g = self.mailboxes.get_mut(&mb)?.groups.get_mut(&gid)?;
+        let f = g.inflight.remove(&seq)?;
+        if f.tag != tag {
+            // Not this delivery's (cannot happen: tags are per connection
+            // and unique); put it back.
+            g.inflight.insert(seq, f);
+            return None;
+        }
+        if let Some(mem) = g.member(f.conn, f.sub) {
+            mem.in_flight -= 1;
+        }
+        Some((mb, gid, seq, f.deliveries))
+    }
+
+    fn ack(&mut self, conn: ConnId, tag: u64) -> Option<(u32, u32)> {
+        let (mb, gid, seq, _) = self.take_flight(conn, tag)?;
+        self.release(mb, seq);
+        Some((mb, gid))
+    }
+
+    /// Drops acknowledged deliveries from the front of a group's ack-wait
+    /// order, so it holds only about what is in flight.
+    fn trim_ack_order(&mut self, mb: u32, gid: u32) {
+        let Some(g) = self
+            .mailboxes
+            .get_mut(&mb)
+            .and_then(|m| m.groups.get_mut(&gid))
+        else {
+            return;
+        };
+        while let Some(&(_, seq, d)) = g.ack_order.front() {
+            if g.inflight.get(&seq).is_some_and(|f| f.deliveries == d) {
+                break;
+            }
+            g.ack_order.pop_front();
+        }
+    }
+
+    /// A delivery failed (nack, ack wait over): deliver again after the
+    /// delay or the backoff, or dead-letter it after max-deliver.
+    fn failed(
+        &mut self,
+        mb: u32,
+        gid: u32,
+        seq: u64,
+        deliveries: u32,
+        delay: Option<Duration>,
+        why: &str,
+    ) {
+        let now = self.now;
+        let m = mbox!(self, mb);
+        if let Some(max) = m.config.max_deliver {
+            if deliveries >= max {
+                let why =
+                    format!("{why} after each of {deliveries} deliveries (max-deliver {max})");
+                self.dead_letter(mb, gid, seq, &why);
+                self.unpark(mb);
+                return;
+            }
+        }
+        let delay = delay.unwrap_or_else(|| m.config.backoff_after(deliveries));
+        let Some(p) = m.slot(seq).map(|s| s.priority) else {
+            return;
+        };
+        let Some(g) = m.groups.get_mut(&gid) else {
+            return;
+        };
+        g.failed.insert(seq, deliveries);
+        if delay.is_zero() {
+            g.push_ready(seq, p);
+        } else {
+            g.delayed.insert(seq);
+            self.timer(
+                now + delay,
+                Timer::Redeliver {
+                    mbox: mb,
+                    group: gid,
+                    seq,
+                },
+            );
+        }
+    }
+
+    /// Moves message `seq` (taken out of group `gid`) to `dead.NAME` with
+    /// the reason. A dead letter that fails again, or an inbox message, is
+    /// dropped.
+    fn dead_letter(&mut self, mb: u32, gid: u32, seq: u64, why: &str) {
+        let m = mbox!(self, mb);
+        if let Some(g) = m.groups.get_mut(&gid) {
+            g.failed.remove(&seq);
+        }
+        if m.kind == Kind::User {
+            if let Some(s) = m.slot(seq) {
+                let copy = Stored {
+                    mtype: s.mtype,
+                    priority: s.priority,
+                    sender: s.sender,
+                    id: s.id.clone(),
+                    reason: Some(why.into()),
+                    payload: s.payload.clone(),
+                    at: self.now,
+                    refs: 0,
+                };
+                m.dead_letters += 1;
+                let d = self.dead_box(mb);
+                let dm = self.mailboxes.get_mut(&d).expect("just found");
+                while !dm.fits(copy.payload.len()) {
+                    let Some(old) = dm.oldest() else { break };
+                    dm.remove(old);
+                    dm.discarded += 1;
+                }
+                if dm.fits(copy.payload.len()) {
+                    self.store(d, copy);
+                }
+            }
+        }
+        self.release(mb, seq);
+    }
+
+    // ------------------------------------------------------------------ timers
+
+    /// Runs every timer due by `self.now`.
+    pub(crate) fn fire_timers(&mut self) {
+        while let Some(Reverse((at, t))) = self.timers.peek().copied() {
+            if at > self.now {
+                break;
+            }
+            self.timers.pop();
+            match t {
+                Timer::AckWait { mbox: mb, group } => self.ack_wait_over(mb, group),
+                Timer::Redeliver {
+                    mbox: mb,
+                    group,
+                    seq,
+                } => {
+                    let Some(m) = self.mailboxes.get_mut(&mb) else {
+                        continue;
+                    };
+                    let p = m.slot(seq).map(|s| s.priority);
+                    let Some(g) = m.groups.get_mut(&group) else {
+                        continue;
+                    };
+                    if g.delayed.remove(&seq) {
+                        match p {
+                            Some(p) => g.push_ready(seq, p),
+                            None => {
+                                g.failed.remove(&seq);
+                            }
+                        }
+                        self.dispatch(mb, group);
+                    }
+                }
+                Timer::Expire { mbox: mb } => self.expire(mb),
+                Timer::SendTimeout {
+                    mbox: mb,
+                    conn,
+                    corr,
+                } => {
+                    let Some(m) = self.mailboxes.get_mut(&mb) else {
+                        continue;
+                    };
+                    let Some(i) = m
+                        .parked
+                        .iter()
+                        .position(|p| p.conn == conn && p.corr == corr)
+                    else {
+                        continue;
+                    };
+                    m.parked.remove(i);
+                    let still = m.parked.iter().any(|q| q.conn == conn);
+                    let text = format!(
+                        "mailbox {} stayed full ({} messages, {} bytes) until the send's \
+                         timeout: nothing was stored",
+                        m.name, m.count, m.bytes
+                    );
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.parked -= 1;
+                        if !still {
+                            c.parked_in.remove(&mb);
+                        }
+                    }
+                    self.resumed.push(conn);
+                    self.fail(conn, corr, (Code::Timeout, text));
+                    // The send at the front may have been this one.
+                    self.unpark(mb);
+                }
+            }
+        }
+    }
+
+    fn ack_wait_over(&mut self, mb: u32, gid: u32) {
+        let now = self.now;
+        let mut expired = Vec::new();
+        {
+            let Some(g) = self
+                .mailboxes
+                .get_mut(&mb)
+                .and_then(|m| m.groups.get_mut(&gid))
+            else {
+                return;
+            };
+            g.ack_timer = false;
+            while let Some(&(deadline, seq, d)) = g.ack_order.front() {
+                let live = g.inflight.get(&seq).is_some_and(|f| f.deliveries == d);
+                if !live {
+                    g.ack_order.pop_front();
+                    continue;
+                }
+                if deadline > now {
+                    break;
+                }
+                g.ack_order.pop_front();
+                let f = g.inflight.remove(&seq).expect("live");
+                if let Some(mem) = g.member(f.conn, f.sub) {
+                    mem.in_flight -= 1;
+                }
+                expired.push((seq, f));
+            }
+            if let Some(&(deadline, _, _)) = g.ack_order.front() {
+                g.ack_timer = true;
+                self.timers.push(Reverse((
+                    deadline,
+                    Timer::AckWait {
+                        mbox: mb,
+                        group: gid,
+                    },
+                )));
+            }
+        }
+        for (seq, f) in expired {
+            if let Some(c) = self.conns.get_mut(&f.conn) {
+                c.inflight.remove(&f.tag);
+            }
+            self.failed(
+                mb,
+                gid,
+                seq,
+                f.deliveries,
+                None,
+                "not acknowledged within the ack wait",
+            );
+        }
+        self.dispatch(mb, gid);
+    }
+
+    fn expire(&mut self, mb: u32) {
+        let now = self.now;
+        let m = mbox!(self, mb);
+        m.expiry = false;
+        let Some(age) = m.config.max_age else { return };
+        while let Some(seq) = m.oldest() {
+            let at = m.slot(seq).expect("oldest is live").at;
+            if now.duration_since(at) < age {
+                m.expiry = true;
+                let next = at + age;
+                self.timer(next, Timer::Expire { mbox: mb });
+                break;
+            }
+            m.remove(seq);
+            m.discarded += 1;
+        }
+        self.unpark(mb);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: Cred = Cred {
+        pid: 100,
+        uid: 1000,
+        gid: 1000,
+    };
+
+    struct T {
+        s: State,
+        corr: u32,
+    }
+
+    /// What a client got, decoded.
+    #[derive(Debug, PartialEq)]
+    enum Got {
+        Welcome,
+        Stored(u64),
+        Duplicate(u64),
+        NoReceivers,
+        Fail(Code, String),
+        Done(u64),
+        Msg {
+            tag: u64,
+            mailbox: String,
+            payload: Vec<u8>,
+            deliveries: u32,
+            reason: Option<String>,
+            mtype: i64,
+        },
+        Closed(String),
+        Info(Vec<MailboxInfo>),
+    }
+
+    impl T {
+        fn new() -> T {
+            T {
+                s: State::new(1 << 20),
+                corr: 0,
+            }
+        }
+        fn join(&mut self, id: ConnId, cred: Cred) {
+            self.s.connect(id, cred);
+            let mut b = Vec::new();
+            wire::hello(&mut b);
+            self.s.handle(id, &b).unwrap();
+            assert_eq!(self.drain(id), [Got::Welcome]);
+        }
+        fn req(&mut self, id: ConnId, f: impl FnOnce(&mut Vec<u8>, u32)) {
+            self.corr += 1;
+            let mut b = Vec::new();
+            f(&mut b, self.corr);
+            self.s.handle(id, &b).unwrap();
+        }
+        fn send(&mut self, id: ConnId, to: &str, payload: &str) {
+            self.send_full(id, to, payload, 1, 0, None, wire::FOREVER);
+        }
+        #[allow(clippy::too_many_arguments)]
+        fn send_full(
+            &mut self,
+            id: ConnId,
+            to: &str,
+            payload: &str,
+            mtype: i64,
+            prio: u32,
+            msg_id: Option<&str>,
+            timeout: u32,
+        ) {
+            self.req(id, |b, c| {
+                wire::send(b, c, to, mtype, prio, timeout, msg_id, payload.as_bytes())
+            });
+        }
+        fn sub(
+            &mut self,
+            id: ConnId,
+            sub: u32,
+            pattern: &str,
+            group: &str,
+            sel: Selector,
+            max: u32,
+        ) {
+            self.req(id, |b, c| {
+                wire::subscribe(b, c, sub, max, AckMode::Explicit, sel, pattern, group)
+            });
+        }
+        fn ack(&mut self, id: ConnId, tags: &[u64]) {
+            let mut b = Vec::new();
+            wire::ack(&mut b, tags);
+            self.s.handle(id, &b).unwrap();
+        }
+        fn drain(&mut self, id: ConnId) -> Vec<Got> {
+            let out = std::mem::take(&mut self.s.conn_mut(id).unwrap().out);
+            let mut got = Vec::new();
+            let mut at = 0;
+            while at < out.len() {
+                let n = wire::frame_len(&out[at..], usize::MAX).unwrap().unwrap();
+                got.push(match wire::read_event(&out[at..at + n]).unwrap() {
+                    wire::Event::Welcome { .. } => Got::Welcome,
+                    wire::Event::Confirm { outcome, seq, .. } => match outcome {
+                        wire::STORED => Got::Stored(seq),
+                        wire::DUPLICATE => Got::Duplicate(seq),
+                        _ => Got::NoReceivers,
+                    },
+                    wire::Event::Fail { code, text, .. } => Got::Fail(code, text.into()),
+                    wire::Event::Done { value, .. } => Got::Done(value),
+                    wire::Event::Deliver(d) => Got::Msg {
+                        tag: d.tag,
+                        mailbox: d.mailbox.into(),
+                        payload: d.payload.into(),
+                        deliveries: d.deliveries,
+                        reason: d.reason.map(Into::into),
+                        mtype: d.mtype,
+                    },
+                    wire::Event::Closed { mailbox, .. } => Got::Closed(mailbox.into()),
+                    wire::Event::Info { entries, .. } => Got::Info(entries),
+                });
+                at += n;
+            }
+            got
+        }
+        fn payloads(&mut self, id: ConnId) -> Vec<(String, u64)> {
+            self.drain(id)
+                .into_iter()
+                .filter_map(|g| match g {
+                    Got::Msg { payload, tag, .. } => {
+                        Some((String::from_utf8(payload).unwrap(), tag))
+                    }
+                    _ => None,
+                })
+                .collect()
+        }
+        fn create(&mut self, id: ConnId, name: &str, config: Config) {
+            self.req(id, |b, c| wire::create(b, c, false, name, &config));
+            assert_eq!(self.drain(id), [Got::Done(1)]);
+        }
+        fn tick(&mut self, d: Duration) {
+            self.s.now += d;
+            self.s.fire_timers();
+        }
+    }
+
+    fn other(pid: i32) -> Cred {
+        Cred { pid, ..ME }
+    }
+
+    #[test]
+    fn work_queue_shares_messages_and_acks_remove_them() {
+        let mut t = T::new();
+        t.join(1, other(1));
+        t.join(2, other(2));
+        t.join(3, other(3));
+        for i in 0..4 {
+            t.send(1, "jobs", &format!("m{i}"));
+        }
+        assert_eq!(
+            t.drain(1),
+            [
+                Got::Stored(1),
+                Got::Stored(2),
+                Got::Stored(3),
+                Got::Stored(4)
+            ]
+        );
+        t.sub(2, 1, "jobs", "", Selector::Any, 2);
+        t.sub(3, 1, "jobs", "", Selector::Any, 2);
+        let a = t.payloads(2);
+        let b = t.payloads(3);
+        // Receiver 2 joined first and took two (its limit), 3 the rest.
+        assert_eq!(
+            a.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
+            ["m0", "m1"]
+        );
+        assert_eq!(
+            b.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
+            ["m2", "m3"]
+        );
+        t.ack(2, &[a[0].1, a[1].1]);
+        t.ack(3, &[b[0].1]);
+        t.req(1, |buf, c| wire::stat(buf, c, "jobs"));
+        let [Got::Info(info)] = &t.drain(1)[..] else {
+            panic!()
+        };
+        assert_eq!(
+            (info[0].depth, info[0].in_flight, info[0].consumers),
+            (1, 1, 2)
+        );
+    }
+
+    #[test]
+    fn disconnect_gives_messages_in_flight_to_another() {
+        let mut t = T::new();
+        t.join(1, other(1));
+        t.join(2, other(2));
+        t.join(3, other(3));
+        t.sub(2, 1, "jobs", "", Selector::Any, 10);
+        t.send(1, "jobs", "x");
+        assert_eq!(t.payloads(2).len(), 1);
+        t.sub(3, 1, "jobs", "", Selector::Any, 10);
+        assert!(t.payloads(3).is_empty());
+        t.s.disconnect(2);
+        let got = t.drain(3);
+        assert!(
+            matches!(&got[..], [Got::Msg { deliveries: 2, .. }]),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn fan_out_and_groups_with_interest() {
+        let mut t = T::new();
+        for id in 1..=4 {
+            t.join(id, other(id as i32));
+        }
+        t.create(
+            1,
+            "news",
+            Config {
+                retention: Retention::Interest,
+                ..Config::default()
+            },
+        );
+        t.send(1, "news", "nobody");
+        assert_eq!(t.drain(1), [Got::NoReceivers]);
+        t.sub(2, 1, "news", "", Selector::Any, 10);
+        t.sub(3, 1, "news", "g", Selector::Any, 10);
+        t.sub(4, 1, "news", "g", Selector::Any, 10);
+        t.drain(2);
+        t.drain(3);
+        t.drain(4);
+        t.send(1, "news", "a");
+        t.send(1, "news", "b");
+        assert_eq!(t.payloads(2).len(), 2, "a fan-out receiver gets all");
+        assert_eq!(
+            t.payloads(3).len() + t.payloads(4).len(),
+            2,
+            "the group shares"
+        );
+    }
+
+    #[test]
+    fn limits_retention_replays_for_new_groups() {
+        let mut t = T::new();
+        t.join(1, other(1));
+        t.join(2, other(2));
+        t.create(
+            1,
+            "log",
+            Config {
+                retention: Retention::Limits,
+                max_msgs: Some(2),
+                when_full: WhenFull::DropOldest,
+                ..Config::default()
+            },
+        );
+        for m in ["1", "2", "3"] {
+            t.send(1, "log", m);
+        }
+        t.sub(2, 1, "log", "replay", Selector::Any, 10);
+        let got: Vec<String> = t.payloads(2).into_iter().map(|x| x.0).collect();
+        assert_eq!(got, ["2", "3"]);
+    }
+
+    #[test]
+    fn priority_then_fifo_and_selection_by_type() {
+        let mut t = T::new();
+        t.join(1, other(1));
+        t.join(2, other(2));
+        for (p, m) in [(1, "low1"), (5, "high1"), (1, "low2"), (5, "high2")] {
+            t.send_full(1, "q", m, 1, p, None, wire::FOREVER);
+        }
+        t.sub(2, 1, "q", "", Selector::Any, 10);
+        let got: Vec<String> = t.payloads(2).into_iter().map(|x| x.0).collect();
+        assert_eq!(got, ["high1", "high2", "low1", "low2"]);
+
+        t.join(3, other(3));
+        t.join(4, other(4));
+        for (ty, m) in [(3, "t3"), (2, "t2a"), (5, "t5"), (2, "t2b")] {
+            t.send_full(3, "typed", m, ty, 0, None, wire::FOREVER);
+        }
+        t.sub(4, 1, "typed", "", Selector::UpTo(4), 1);
+        let first = t.payloads(4);
+        assert_eq!(first[0].0, "t2a", "lowest type up to 4 first");
+        t.ack(4, &[first[0].1]);
+        assert_eq!(t.payloads(4)[0].0, "t2b");
+        let mut t = T::new();
+        t.join(1, other(1));
+        t.join(2, other(2));
+        for (ty, m) in [(3, "t3"), (2, "t2"), (5, "t5")] {
+            t.send_full(1, "typed", m, ty, 0, None, wire::FOREVER);
+        }
+        t.sub(2, 1, "typed", "", Selector::Type(5), 10);
+        assert_eq!(t.payloads(2)[0].0, "t5");
+        t.sub(2, 2, "typed", "", Selector::NotType(3), 10);
+        assert_eq!(t.payloads(2)[0].0, "t2");
+    }
+
+    #[test]
+    fn ack_wait_backoff_and_dead_letters() {
+        let mut t = T::new();
+        t.join(1, other(1));
+        t.join(2, other(2));
+        t.create(
+            1,
+            "jobs",
+            Config {
+                ack_wait: Duration::from_secs(1),
+                max_deliver: Some(3),
+                backoff: vec![Duration::from_secs(2)],
+                ..Config::default()
+            },
+        );
+        t.send(1, "jobs", "poison");
+        assert_eq!(t.drain(1), [Got::Stored(1)]);
+        t.sub(2, 1, "jobs", "", Selector::Any, 10);
+        t.drain(2);
+        t.tick(Duration::from_millis(1001));
+        // Waits out its 2 s backoff first.
+        assert!(t.payloads(2).is_empty());
+        t.tick(Duration::from_secs(2));
+        let got = t.drain(2);
+        assert!(
+            matches!(&got[..], [Got::Msg { deliveries: 2, tag, .. }] if *tag > 0),
+            "{got:?}"
+        );
+        let Got::Msg { tag, .. } = got[0] else {
+            unreachable!()
+        };
+        let mut b = Vec::new();
+        wire::nack(&mut b, tag, 0);
+        t.s.handle(2, &b).unwrap();
+        let got = t.drain(2);
+        let [Got::Msg {
+            deliveries: 3, tag, ..
+        }] = got[..]
+        else {
+            panic!("{got:?}")
+        };
+        let mut b = Vec::new();
+        wire::nack(&mut b, tag, wire::BY_BACKOFF);
+        t.s.handle(2, &b).unwrap();
+        // The third failure: to dead.jobs with the reason.
+        t.sub(2, 2, "dead.jobs", "", Selector::Any, 10);
+        let got = t.drain(2);
+        let dead = got.iter().find_map(|g| match g {
+            Got::Msg {
+                mailbox,
+                reason,
+                payload,
+                ..
+            } if mailbox == "dead.jobs" => Some((reason.clone(), payload.clone())),
+            _ => None,
+        });
+        let (reason, payload) = dead.expect("a dead letter");
+        assert_eq!(payload, b"poison");
+        assert!(reason
+            .unwrap()
+            .contains("negatively acknowledged after each of 3 deliveries (max-deliver 3)"));
+        t.req(1, |b, c| wire::stat(b, c, "jobs"));
+        let [Got::Info(i)] = &t.drain(1)[..] else {
+            panic!()
+        };
+        assert_eq!((i[0].depth, i[0].dead_letters), (0, 1));
+    }
+
+    #[test]
+    fn when_full_policies() {
+        let mut t = T::new();
+        t.join(1, other(1));
+        t.join(2, other(2));
+        let small = |when_full| Config {
+            max_msgs: Some(1),
+            when_full,
+            ..Config::default()
+        };
+        t.create(1, "f", small(WhenFull::Fail));
+        t.create(1, "d", small(WhenFull::DropOldest));
+        t.create(1, "b", small(WhenFull::Block));
+        t.send(1, "f", "1");
+        t.send(1, "f", "2");
+        let got = t.drain(1);
+        assert!(
+            matches!(&got[..], [Got::Stored(1), Got::Fail(Code::Full, _)]),
+            "{got:?}"
+        );
+        t.send(1, "d", "1");
+        t.send(1, "d", "2");
+        t.drain(1);
+        t.sub(2, 1, "d", "", Selector::Any, 10);
+        assert_eq!(t.payloads(2)[0].0, "2");
+
+        t.send(1, "b", "1");
+        t.send_full(1, "b", "2", 1, 0, None, 0);
+        t.send_full(1, "b", "3", 1, 0, None, 500);
+        t.send(1, "b", "4");
+        let got = t.drain(1);
+        assert!(
+            matches!(&got[..], [Got::Stored(1), Got::Fail(Code::Full, _)]),
+            "{got:?}"
+        );
+        assert_eq!(t.s.conn(1).unwrap().parked, 2);
+        t.tick(Duration::from_millis(501));
+        let got = t.drain(1);
+        assert!(matches!(&got[..], [Got::Fail(Code::Timeout, _)]), "{got:?}");
+        t.sub(2, 2, "b", "", Selector::Any, 10);
+        let one = t.payloads(2);
+        t.ack(2, &[one[0].1]);
+        // Room: the parked "4" is stored and delivered.
+        assert_eq!(t.drain(1), [Got::Stored(2)]);
+        assert_eq!(t.payloads(2)[0].0, "4");
+    }
+
+    #[test]
+    fn dedup_access_inbox_and_removal() {
+        let mut t = T::new();
+        t.join(1, ME);
+        t.send_full(1, "q", "a", 1, 0, Some("id1"), wire::FOREVER);
+        t.send_full(1, "q", "a", 1, 0, Some("id1"), wire::FOREVER);
+        assert_eq!(t.drain(1), [Got::Stored(1), Got::Duplicate(1)]);
+        let stranger = Cred {
+            pid: 7,
+            uid: 2000,
+            gid: 2000,
+        };
+        t.join(7, stranger);
+        t.send(7, "q", "x");
+        t.sub(7, 1, "q", "", Selector::Any, 1);
+        t.req(7, |b, c| wire::delete(b, c, "q"));
+        let got = t.drain(7);
+        assert!(
+            got.iter()
+                .filter(|g| matches!(g, Got::Fail(Code::Denied, _)))
+                .count()
+                == 3,
+            "{got:?}"
+        );
+        // Direct: pid 7 may not write to pid 100's inbox (another user),
+        // but the same user may.
+        t.send(7, "pid.100", "hi");
+        assert!(matches!(&t.drain(7)[..], [Got::Fail(Code::Denied, _)]));
+        t.join(2, other(101));
+        t.send(2, "pid.100", "hi");
+        assert_eq!(t.drain(2), [Got::Stored(1)]);
+        t.send(2, "pid.555", "hi");
+        assert!(matches!(
+            &t.drain(2)[..],
+            [Got::Fail(Code::NoSuchProcess, _)]
+        ));
+        t.sub(1, 2, "pid.100", "", Selector::Any, 5);
+        let got = t.drain(1);
+        assert!(
+            matches!(&got[..], [Got::Msg { payload, .. }, Got::Done(1)] if payload == b"hi"),
+            "{got:?}"
+        );
+        t.s.disconnect(1);
+        t.send(2, "pid.100", "gone");
+        assert!(matches!(
+            &t.drain(2)[..],
+            [Got::Fail(Code::NoSuchProcess, _)]
+        ));
+
+        t.sub(2, 1, "q", "", Selector::Any, 5);
+        t.drain(2);
+        t.req(2, |b, c| wire::delete(b, c, "q"));
+        let got = t.drain(2);
+        assert_eq!(got, [Got::Closed("q".into()), Got::Done(0)]);
+    }
+
+    #[test]
+    fn wildcards_attach_to_new_mailboxes() {
+        let mut t = T::new();
+        t.join(1, ME);
+        t.join(2, other(2));
+        t.send(1, "orders.eu", "1");
+        t.sub(2, 1, "orders.*", "", Selector::Any, 10);
+        t.send(1, "orders.us", "2");
+        t.send(1, "orders.us.west", "3");
+        let got: Vec<String> = t.payloads(2).into_iter().map(|x| x.0).collect();
+        assert_eq!(got, ["1", "2"]);
+    }
+
+    #[test]
+    fn garbage_frames_are_errors() {
+        let mut s = State::new(1024);
+        s.connect(1, ME);
+        assert!(s.handle(1, &[1, 0, 0, 0, SEND_OP]).is_err());
+        let mut b = Vec::new();
+        wire::send(&mut b, 1, "q", 1, 0, 0, None, b"x");
+        assert!(s.handle(1, &b).is_err(), "not greeted");
+    }
+    const SEND_OP: u8 = 0x02;
+}
