@@ -20,7 +20,7 @@ pub enum Format {
 }
 
 /// What is known about a message besides its bytes.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Meta {
     /// A POSIX queue message's priority.
     pub priority: Option<u32>,
@@ -31,6 +31,25 @@ pub struct Meta {
     /// Which connection it came on (1 for the first), on listeners that
     /// take connections one after another.
     pub conn: Option<u64>,
+    /// What a mailbox delivery adds.
+    pub mailbox: Option<MailboxMeta>,
+}
+
+/// A mailbox message's particulars (`--format json`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MailboxMeta {
+    /// The mailbox it came from.
+    pub mailbox: String,
+    /// Its sequence number there.
+    pub seq: u64,
+    /// The id its sender gave.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Deliveries so far, this one included.
+    pub deliveries: u32,
+    /// Why it is a dead letter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_reason: Option<String>,
 }
 
 /// Writes messages in one format, each followed by the terminator.
@@ -149,10 +168,13 @@ struct Json<'a> {
     uid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     conn: Option<u64>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    mailbox: Option<&'a MailboxMeta>,
 }
 
 /// One JSON object: `len`, then `text` (valid UTF-8) or `base64`, then what
-/// is known: `priority`, `type`, `pid`, `uid`, `conn`.
+/// is known: `priority`, `type`, `pid`, `uid`, `conn`; from a mailbox
+/// `mailbox`, `seq`, `id`, `deliveries`, `dead_reason`.
 fn json(out: &mut Vec<u8>, msg: &[u8], meta: &Meta) {
     let text = std::str::from_utf8(msg).ok();
     let j = Json {
@@ -166,6 +188,7 @@ fn json(out: &mut Vec<u8>, msg: &[u8], meta: &Meta) {
         pid: meta.from.map(|c| c.pid),
         uid: meta.from.map(|c| c.uid),
         conn: meta.conn,
+        mailbox: meta.mailbox.as_ref(),
     };
     serde_json::to_writer(out, &j).expect("plain values always serialize");
 }

@@ -8,11 +8,13 @@
 mod addr;
 mod args;
 mod bench;
+mod broker;
 mod call;
 mod cleanup;
 mod completions;
 mod format;
 mod ls;
+mod mailbox;
 mod recv;
 mod rm;
 mod sem;
@@ -68,6 +70,11 @@ enum Command {
     /// Send a signal (with a value: sigqueue), or wait for signals and
     /// print each delivery with its sender and value.
     Signal(signal::Args),
+    /// Run the mailbox broker (mailbox: and pid: addresses reach it).
+    Broker(broker::Args),
+    /// Mailboxes at the broker: create (with limits, retention, ack and
+    /// dead-letter settings), ls, stat, rm.
+    Mailbox(mailbox::Args),
     /// Measure every mechanism between two real processes.
     Bench(bench::Args),
     /// Print a completion script: ipc completions bash >
@@ -164,6 +171,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Shm(a) => shm::run(a),
         Command::Sem(a) => sem::run(a),
         Command::Signal(a) => signal::run(a),
+        Command::Broker(a) => broker::run(a),
+        Command::Mailbox(a) => mailbox::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Completions(a) => completions::run(a),
         Command::Man(a) => completions::man(a),

@@ -74,10 +74,26 @@ pub struct Args {
     /// With --type T > 0: take the first message NOT of type T (MSG_EXCEPT).
     #[arg(long)]
     except: bool,
-    /// On a System V queue (sysv-mq:), print each message's type first,
-    /// separated from the message by a tab (json always has it).
+    /// On a System V queue (sysv-mq:) or a mailbox, print each message's
+    /// type first, separated from the message by a tab (json always has
+    /// it).
     #[arg(long)]
     show_type: bool,
+    /// On a mailbox: receive as a member of group G; the members of a
+    /// group share its messages, each message going to one of them (for
+    /// mailboxes made with --retention interest or limits; a work queue's
+    /// receivers always share).
+    #[arg(long, value_name = "G")]
+    group: Option<String>,
+    /// On a mailbox: acknowledge each message once it is printed (the
+    /// default), so what is not printed (ipc recv killed, or -n reached)
+    /// goes to another receiver.
+    #[arg(long, overrides_with = "no_ack")]
+    ack: bool,
+    /// On a mailbox: take messages without acknowledging them (at most
+    /// once: a message is done once the broker has sent it here).
+    #[arg(long, overrides_with = "ack")]
+    no_ack: bool,
 }
 
 /// A message over the limit, in the words of `ipc recv`.
@@ -317,14 +333,29 @@ impl Printer {
 pub fn run(args: Args) -> Result<()> {
     args.addr.check_channel()?;
     let timeout = args.timeout;
-    if args.show_priority && !matches!(args.addr, Addr::Mq(_)) {
-        anyhow::bail!("--show-priority applies to POSIX queues (mq:/NAME) only");
+    let mailbox = matches!(args.addr, Addr::Mailbox(_) | Addr::Pid(_));
+    if args.show_priority && !mailbox && !matches!(args.addr, Addr::Mq(_)) {
+        anyhow::bail!(
+            "--show-priority applies to POSIX queues (mq:/NAME) and mailboxes (mailbox:NAME) only"
+        );
     }
     let sysv = matches!(args.addr, Addr::SysvMq(_));
-    if (args.show_type || args.except || args.mtype.is_some()) && !sysv {
+    if (args.show_type || args.except || args.mtype.is_some()) && !sysv && !mailbox {
         anyhow::bail!(
-            "--type, --except and --show-type apply to System V queues (sysv-mq:KEY) only"
+            "--type, --except and --show-type apply to System V queues (sysv-mq:KEY) and \
+             mailboxes (mailbox:NAME) only"
         );
+    }
+    if (args.group.is_some() || args.ack || args.no_ack) && !mailbox {
+        anyhow::bail!("--group, --ack and --no-ack apply to mailboxes (mailbox:NAME, pid:self) only");
+    }
+    if let Addr::Pid(p) = args.addr {
+        if p != 0 && p != std::process::id() {
+            anyhow::bail!(
+                "pid:{p} is another process's inbox: ipc recv takes its own, pid:self (send to \
+                 pid:{p} with ipc send)"
+            );
+        }
     }
     let selector = ipckit::sysv::Selector::from_msgtyp(args.mtype.unwrap_or(0), args.except)
         .map_err(|_| anyhow::anyhow!("--except needs --type T with T greater than 0"))?;
@@ -424,6 +455,7 @@ pub fn run(args: Args) -> Result<()> {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        Addr::Mailbox(_) | Addr::Pid(_) => recv_mailbox(&mut p, &args, selector)?,
         Addr::SysvMq(key) => {
             let mut q = open_sysv(*key, ipckit::sysv::Access::Receive)?;
             limit(&mut q);
@@ -434,6 +466,94 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Receives from a mailbox (or this process's inbox), acknowledging each
+/// message once it is printed (without --no-ack).
+fn recv_mailbox(p: &mut Printer, args: &Args, selector: ipckit::sysv::Selector) -> Result<()> {
+    use ipckit::mailbox::{AckPolicy, ErrorKind, SubscribeOptions};
+    let mut client = crate::mailbox::connect(None)?;
+    let opts = SubscribeOptions {
+        group: args.group.clone(),
+        selector,
+        ack: if args.no_ack {
+            AckPolicy::None
+        } else {
+            AckPolicy::Explicit
+        },
+        // No more messages held here than -n takes.
+        max_in_flight: args.count.map_or(256, |n| n.clamp(1, 256) as u32),
+        ..SubscribeOptions::default()
+    };
+    let pattern = match &args.addr {
+        Addr::Mailbox(n) => n.clone(),
+        _ => ipckit::mailbox::inbox(client.me().pid),
+    };
+    client
+        .subscribe(&pattern, &opts)
+        .with_context(|| format!("receiving from {}", args.addr))?;
+    if !args.quiet {
+        eprintln!("ipc recv: receiving from mailbox {pattern}");
+    }
+    let max = args.max_size.unwrap_or(ipckit::frame::DEFAULT_MAX_MESSAGE_SIZE);
+    let mut pending: Option<ipckit::mailbox::Delivery> = None;
+    let r = p.drain_with(|buf, deadline, meta| {
+        // The message before this one was printed: it is done.
+        if let Some(d) = pending.take() {
+            client.ack(&d);
+        }
+        let d = client.recv_until(deadline).map_err(|e| match e.kind() {
+            ErrorKind::Timeout => RecvTimeoutError::Timeout,
+            ErrorKind::Disconnected => RecvTimeoutError::Disconnected,
+            _ => RecvTimeoutError::Io(e.into()),
+        })?;
+        if d.payload.len() > max {
+            let why = format!("{} bytes, over ipc recv's --max-size {max}", d.payload.len());
+            let _ = client.reject(&d, &why);
+            return Err(RecvTimeoutError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a message of {} (moved to the dead letters of {}; --max-size raises the limit)",
+                    why, d.mailbox
+                ),
+            )));
+        }
+        *meta = Meta {
+            priority: Some(d.priority),
+            mtype: Some(d.mtype),
+            from: Some(ipckit::socket::unix::PeerCredentials {
+                pid: d.sender.pid,
+                uid: d.sender.uid,
+                gid: d.sender.gid,
+            }),
+            conn: None,
+            mailbox: Some(crate::format::MailboxMeta {
+                mailbox: d.mailbox.clone(),
+                seq: d.seq,
+                id: d.id.clone(),
+                deliveries: d.deliveries,
+                dead_reason: d.dead_reason.clone(),
+            }),
+        };
+        buf.clear();
+        buf.extend_from_slice(&d.payload);
+        pending = Some(d);
+        Ok(())
+    });
+    // The last message printed is done too (unless printing failed).
+    if let (Some(d), Ok(_)) = (pending.take(), &r) {
+        client.ack(&d);
+    }
+    client.flush().context("acknowledging the messages printed")?;
+    match r? {
+        Stop::Done => Ok(()),
+        Stop::PeerClosed => {
+            if !args.quiet {
+                eprintln!("ipc recv: {} was removed", args.addr);
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Takes connections one after another (`open` gets the time left) and

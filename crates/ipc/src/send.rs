@@ -51,14 +51,81 @@ pub struct Args {
     /// take a message; 0: only if that needs no waiting).
     #[arg(long, value_name = "SECS", value_parser = crate::args::seconds, allow_negative_numbers = true)]
     timeout: Option<Duration>,
-    /// Priority of each message on a POSIX queue (mq:), 0 to 32767;
-    /// higher priorities are received first.
+    /// Priority of each message on a POSIX queue (mq:, 0 to 32767) or a
+    /// mailbox (mailbox:, pid:, 0 to 4294967295); higher priorities are
+    /// received first.
     #[arg(long, value_name = "P")]
     priority: Option<u32>,
-    /// Type of each message on a System V queue (sysv-mq:), 1 or more
-    /// (default 1); receivers select messages by type.
+    /// Type of each message on a System V queue (sysv-mq:) or a mailbox, 1
+    /// or more (default 1); receivers select messages by type.
     #[arg(long = "type", value_name = "T", allow_negative_numbers = true)]
     mtype: Option<i64>,
+    /// On a mailbox: the message's id (at most 255 bytes). The broker
+    /// stores a message with an id it saw within the mailbox's dedup window
+    /// only once, so a send can be retried safely. With several messages
+    /// they get ID.1, ID.2, ...
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+}
+
+/// Sends to a mailbox or a process's inbox with the type, priority and id
+/// ipc send was given, and says when the broker did not store a message.
+struct MailboxOut {
+    client: ipckit::mailbox::Client,
+    to: String,
+    addr: String,
+    mtype: i64,
+    priority: u32,
+    id: Option<String>,
+    /// Messages in all (ids get a suffix when more than one).
+    total: usize,
+    sent: usize,
+}
+
+impl MessageSender for MailboxOut {
+    fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError<()>> {
+        use ipckit::mailbox::{ErrorKind, Message, Outcome};
+        self.sent += 1;
+        let id = self.id.as_ref().map(|id| {
+            if self.total == 1 {
+                id.clone()
+            } else {
+                format!("{id}.{}", self.sent)
+            }
+        });
+        let mut m = Message::new(msg)
+            .with_type(self.mtype)
+            .with_priority(self.priority);
+        if let Some(id) = &id {
+            m = m.with_id(id);
+        }
+        match self.client.send_message(&self.to, m, deadline) {
+            Ok(r) => {
+                match r.outcome {
+                    Outcome::Stored => {}
+                    Outcome::Duplicate => eprintln!(
+                        "ipc send: {} already had a message with id {} (seq {}): not stored again",
+                        self.addr,
+                        id.as_deref().unwrap_or(""),
+                        r.seq
+                    ),
+                    Outcome::NoReceivers => eprintln!(
+                        "ipc send: nobody receives from {} (a mailbox with retention interest keeps \
+                         messages for its receivers only), so the message was dropped",
+                        self.addr
+                    ),
+                }
+                Ok(())
+            }
+            Err(e) => Err(match e.kind() {
+                ErrorKind::Full | ErrorKind::Timeout if deadline != Deadline::Never => {
+                    SendTimeoutError::Timeout(())
+                }
+                ErrorKind::Disconnected => SendTimeoutError::Disconnected(()),
+                _ => SendTimeoutError::Io(e.into(), ()),
+            }),
+        }
+    }
 }
 
 /// The largest write to a pipe or FIFO that is atomic (`pipe(7)`).
@@ -254,8 +321,34 @@ pub fn run(args: Args) -> Result<()> {
     args.addr.check_channel()?;
     let timeout = args.timeout;
     let deadline = timeout.map_or(Deadline::Never, Deadline::after);
-    if args.mtype.is_some() && !matches!(args.addr, Addr::SysvMq(_)) {
-        anyhow::bail!("--type applies to System V queues (sysv-mq:KEY) only");
+    let mailbox = matches!(args.addr, Addr::Mailbox(_) | Addr::Pid(_));
+    if args.mtype.is_some() && !mailbox && !matches!(args.addr, Addr::SysvMq(_)) {
+        anyhow::bail!(
+            "--type applies to System V queues (sysv-mq:KEY) and mailboxes (mailbox:NAME, \
+             pid:PID) only"
+        );
+    }
+    if args.id.is_some() && !mailbox {
+        anyhow::bail!("--id applies to mailboxes (mailbox:NAME, pid:PID) only");
+    }
+    if let Addr::Mailbox(name) = &args.addr {
+        ipckit::mailbox::validate_name(name).map_err(|_| {
+            anyhow::anyhow!(
+                "{} is a pattern: a message goes to one mailbox (patterns are for ipc recv)",
+                args.addr
+            )
+        })?;
+    }
+    if let Some(t) = args.mtype.filter(|&t| t < 1) {
+        anyhow::bail!(
+            "--type {t} is out of range: a message's type is 1 or more (0 and negative values \
+             only select messages in ipc recv)"
+        );
+    }
+    if let Some(id) = &args.id {
+        if id.is_empty() || id.len() > 255 {
+            anyhow::bail!("--id takes 1 to 255 bytes, not {}", id.len());
+        }
     }
     // Everything that can be checked is checked before anything is opened
     // or sent.
@@ -275,7 +368,28 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         None
     };
+    let total = args.messages.len() + files.len() + whole.is_some() as usize;
     let mut tx: Box<dyn MessageSender> = match (&args.addr, args.priority) {
+        (Addr::Mailbox(_) | Addr::Pid(_), p) => {
+            let client = crate::mailbox::connect(None)?;
+            let to = match &args.addr {
+                Addr::Mailbox(n) => n.clone(),
+                Addr::Pid(0) => ipckit::mailbox::inbox(client.me().pid),
+                Addr::Pid(p) => ipckit::mailbox::inbox(*p as i32),
+                _ => unreachable!(),
+            };
+            Box::new(MailboxOut {
+                client,
+                to,
+                addr: args.addr.to_string(),
+                mtype: args.mtype.unwrap_or(1),
+                priority: p.unwrap_or(0),
+                id: args.id.clone(),
+                // Lines of standard input: each gets a numbered id.
+                total: if total == 0 { 2 } else { total },
+                sent: 0,
+            })
+        }
         (Addr::SysvMq(key), None) => {
             let t = args.mtype.unwrap_or(1);
             if t < 1 {
@@ -299,7 +413,9 @@ pub fn run(args: Args) -> Result<()> {
             q.set_default_priority(p)?;
             Box::new(q)
         }
-        (_, Some(_)) => anyhow::bail!("--priority applies to POSIX queues (mq:/NAME) only"),
+        (_, Some(_)) => anyhow::bail!(
+            "--priority applies to POSIX queues (mq:/NAME) and mailboxes (mailbox:NAME, pid:PID) only"
+        ),
         _ => {
             let mut opts = options(args.lines, timeout);
             if let Some(max) = args.max_size {

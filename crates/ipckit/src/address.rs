@@ -12,6 +12,8 @@
 //! | `mq:/NAME` | a POSIX message queue |
 //! | `sysv-mq:KEY` | a System V message queue (decimal, `0x` hex, or `PATH:PROJ` for `ftok`) |
 //! | `ring:NAME` | a shared-memory ring ([`crate::ring`]) |
+//! | `mailbox:NAME` | a broker's mailbox ([`crate::mailbox`]); receivers may use a pattern (`orders.*`, `orders.>`) |
+//! | `pid:PID`, `pid:self` | a process's inbox at the broker (direct message passing) |
 //! | `shm:/NAME`, `sysv-shm:KEY`, `sem:/NAME`, `sysv-sem:KEY` | shared memory and semaphores (objects, not message channels) |
 //!
 //! ```
@@ -60,12 +62,19 @@ pub enum Address {
     Sem(String),
     /// A System V semaphore set: `sysv-sem:KEY`.
     SysvSem(Key),
+    /// A mailbox at the broker, or a receiver's pattern of them:
+    /// `mailbox:NAME`, `mailbox:orders.*`.
+    Mailbox(String),
+    /// A process's inbox at the broker: `pid:PID`; `pid:self` (held as 0)
+    /// is this process's own.
+    Pid(u32),
 }
 
 /// Every address form, for error messages and help texts.
 pub const FORMS: &str = "fifo:PATH, unix:PATH, unix:@NAME, unix-dgram:PATH|@NAME, \
                          unix-seq:PATH|@NAME, tcp:HOST:PORT, udp:HOST:PORT, mq:/NAME, \
-                         sysv-mq:KEY (decimal, 0x hex or PATH:PROJ), ring:NAME";
+                         sysv-mq:KEY (decimal, 0x hex or PATH:PROJ), ring:NAME, \
+                         mailbox:NAME, pid:PID";
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
@@ -168,6 +177,21 @@ impl FromStr for Address {
                 crate::ring::validate_name(rest)?;
                 Address::Ring(rest.to_string())
             }
+            #[cfg(not(loom))]
+            "mailbox" => {
+                crate::mailbox::Pattern::new(rest)?;
+                Address::Mailbox(rest.to_string())
+            }
+            "pid" if rest == "self" => Address::Pid(0),
+            "pid" => match rest.parse::<u32>() {
+                Ok(p) if p > 0 && p <= i32::MAX as u32 => Address::Pid(p),
+                _ => {
+                    return Err(invalid(format!(
+                        "{rest:?} is not a process id: pid:PID takes a number above 0 (pid:self \
+                         is this process's own inbox)"
+                    )))
+                }
+            },
             other => {
                 return Err(invalid(format!(
                     "unknown mechanism {other:?}; expected one of {FORMS}"
@@ -193,6 +217,9 @@ impl fmt::Display for Address {
             Address::SysvShm(k) => write!(f, "sysv-shm:{k}"),
             Address::Sem(n) => write!(f, "sem:{n}"),
             Address::SysvSem(k) => write!(f, "sysv-sem:{k}"),
+            Address::Mailbox(n) => write!(f, "mailbox:{n}"),
+            Address::Pid(0) => write!(f, "pid:self"),
+            Address::Pid(p) => write!(f, "pid:{p}"),
         }
     }
 }
@@ -231,6 +258,9 @@ mod tests {
             "sysv-mq:0x162e".parse::<Address>().unwrap(),
             Address::SysvMq(Key::new(5678))
         );
+        for a in ["mailbox:orders.>", "pid:12", "pid:self"] {
+            assert_eq!(a.parse::<Address>().unwrap().to_string(), a);
+        }
         assert_eq!(
             "sysv-mq:/:A".parse::<Address>().unwrap(),
             Address::SysvMq(Key::ftok("/", b'A').unwrap())
@@ -255,6 +285,9 @@ mod tests {
             ("sysv-mq:0xzz", "hex"),
             ("sysv-mq:jobs", "not a number"),
             ("sysv-mq:/no/such/file:1", "existing file"),
+            ("mailbox:a..b", "single dots"),
+            ("pid:x", "not a process id"),
+            ("pid:0", "not a process id"),
         ] {
             let e = bad.parse::<Address>().unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");

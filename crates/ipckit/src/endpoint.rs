@@ -524,6 +524,19 @@ fn connect_once(addr: &Address, opts: &Options) -> io::Result<Connection> {
                 .make(make)?,
         )),
         Address::Ring(name) => Way::Send(Box::new(opts.ring(name).make(make)?.sender()?)),
+        Address::Mailbox(name) => {
+            let client = crate::mailbox::Client::connect()?;
+            Way::Send(Box::new(crate::mailbox::MailboxSender::new(client, name)?))
+        }
+        Address::Pid(pid) => {
+            let client = crate::mailbox::Client::connect()?;
+            let pid = match *pid {
+                0 => client.me().pid,
+                p => p as i32,
+            };
+            let to = crate::mailbox::inbox(pid);
+            Way::Send(Box::new(crate::mailbox::MailboxSender::new(client, &to)?))
+        }
         Address::Shm(_) | Address::SysvShm(_) | Address::Sem(_) | Address::SysvSem(_) => {
             return Err(not_a_channel(addr))
         }
@@ -698,6 +711,28 @@ fn listen_inner(addr: &Address, opts: &Options, new: bool) -> io::Result<Listene
             once(Way::Recv(Box::new(q)))
         }
         Address::Ring(name) => once(Way::Recv(Box::new(opts.ring(name).make(make)?.receiver()?))),
+        Address::Mailbox(pattern) => {
+            let client = crate::mailbox::Client::connect()?;
+            let opts = crate::mailbox::SubscribeOptions::default();
+            once(Way::Recv(Box::new(crate::mailbox::MailboxReceiver::new(
+                client, pattern, &opts,
+            )?)))
+        }
+        Address::Pid(0) => {
+            let client = crate::mailbox::Client::connect()?;
+            once(Way::Recv(Box::new(crate::mailbox::MailboxReceiver::inbox(
+                client,
+            )?)))
+        }
+        Address::Pid(p) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "pid:{p} is another process's inbox: a process receives from its own only \
+                     (listen on pid:self; send to pid:{p})"
+                ),
+            ))
+        }
         Address::Shm(_) | Address::SysvShm(_) | Address::Sem(_) | Address::SysvSem(_) => {
             return Err(not_a_channel(addr))
         }

@@ -234,6 +234,8 @@ impl Address {
             Address::SysvShm(_) => "sysv-shm",
             Address::Sem(_) => "sem",
             Address::SysvSem(_) => "sysv-sem",
+            Address::Mailbox(_) => "mailbox",
+            Address::Pid(_) => "pid",
         }
     }
 

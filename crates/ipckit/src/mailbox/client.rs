@@ -865,8 +865,15 @@ impl Client {
     /// the mailbox for others.
     pub fn unsubscribe(&mut self, sub: Subscription) -> Result<(), Error> {
         self.flush_acks();
-        // Those not handed out yet go back to the mailbox with the rest.
+        // Those not handed out yet go back to the mailbox uncounted.
+        let unseen: Vec<u64> = self
+            .deliveries
+            .iter()
+            .filter(|d| d.sub == sub.0 && d.tag != 0)
+            .map(|d| d.tag)
+            .collect();
         self.deliveries.retain(|d| d.sub != sub.0);
+        wire::release(&mut self.wbuf, &unseen);
         let corr = self.corr();
         wire::unsubscribe(&mut self.wbuf, corr, sub.0);
         self.subs.remove(&sub.0);
@@ -994,9 +1001,182 @@ impl AsFd for Client {
 }
 
 impl Drop for Client {
+    /// Sends the acknowledgements held and gives back, uncounted, the
+    /// messages received but never handed out.
     fn drop(&mut self) {
         if !self.broken {
+            let unseen: Vec<u64> = self
+                .deliveries
+                .iter()
+                .filter(|d| d.tag != 0)
+                .map(|d| d.tag)
+                .collect();
+            wire::release(&mut self.wbuf, &unseen);
             let _ = self.flush();
         }
+    }
+}
+
+/// A [`Client`] that sends to one mailbox, as a [`MessageSender`]
+/// (what [`crate::connect`] gives for `mailbox:NAME` and `pid:PID`).
+#[derive(Debug)]
+pub struct MailboxSender {
+    client: Client,
+    to: String,
+}
+
+impl MailboxSender {
+    /// Sends to mailbox `to` through `client`.
+    pub fn new(client: Client, to: &str) -> Result<MailboxSender, Error> {
+        name::validate_name(to).map_err(|e| Error::new(ErrorKind::Invalid, e.to_string()))?;
+        Ok(MailboxSender {
+            client,
+            to: to.to_string(),
+        })
+    }
+
+    /// The client underneath.
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+impl crate::MessageSender for MailboxSender {
+    fn send_until(
+        &mut self,
+        msg: &[u8],
+        deadline: Deadline,
+    ) -> Result<(), crate::SendTimeoutError<()>> {
+        use crate::SendTimeoutError as E;
+        match self
+            .client
+            .send_message(&self.to, Message::new(msg), deadline)
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match e.kind() {
+                ErrorKind::Full | ErrorKind::Timeout if deadline != Deadline::Never => {
+                    E::Timeout(())
+                }
+                ErrorKind::Disconnected => E::Disconnected(()),
+                _ => E::Io(e.into(), ()),
+            }),
+        }
+    }
+}
+
+/// A [`Client`] subscribed to one pattern, as a [`MessageReceiver`] (what
+/// [`crate::listen`] gives for `mailbox:PATTERN` and `pid:self`): a
+/// message is acknowledged when the next one is asked for
+/// ([`AckPolicy::OnNext`]).
+#[derive(Debug)]
+pub struct MailboxReceiver {
+    client: Client,
+    max: usize,
+    ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    last: Option<Delivery>,
+}
+
+impl MailboxReceiver {
+    /// Receives from `pattern` through `client` (options as given, the
+    /// ack policy [`AckPolicy::OnNext`]).
+    pub fn new(
+        mut client: Client,
+        pattern: &str,
+        opts: &SubscribeOptions,
+    ) -> Result<MailboxReceiver, Error> {
+        let opts = SubscribeOptions {
+            ack: AckPolicy::OnNext,
+            ..opts.clone()
+        };
+        client.subscribe(pattern, &opts)?;
+        Ok(MailboxReceiver::wrap(client))
+    }
+
+    /// Receives from this process's inbox through `client`.
+    pub fn inbox(mut client: Client) -> Result<MailboxReceiver, Error> {
+        client.subscribe_inbox(&SubscribeOptions::default())?;
+        Ok(MailboxReceiver::wrap(client))
+    }
+
+    fn wrap(client: Client) -> MailboxReceiver {
+        let max = client.max_message_size();
+        MailboxReceiver {
+            client,
+            max,
+            ready: Default::default(),
+            last: None,
+        }
+    }
+
+    /// The last message received, with its type, priority, sender and
+    /// delivery count.
+    pub fn last(&self) -> Option<&Delivery> {
+        self.last.as_ref()
+    }
+
+    /// The client underneath.
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+impl crate::MessageReceiver for MailboxReceiver {
+    fn recv_until(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+    ) -> Result<(), crate::RecvTimeoutError> {
+        use crate::RecvTimeoutError as E;
+        let r = self.client.recv_until(deadline);
+        self.ready.store(
+            !self.client.deliveries.is_empty(),
+            std::sync::atomic::Ordering::Release,
+        );
+        match r {
+            Ok(d) if d.payload.len() > self.max => {
+                let len = d.payload.len();
+                let why = format!("{len} bytes, above the receiver's max_message_size {}", self.max);
+                let _ = self.client.reject(&d, &why);
+                Err(E::Io(
+                    crate::error::MessageTooLarge {
+                        len: len as u64,
+                        max: self.max,
+                        unit: crate::Unit::Message,
+                    }
+                    .into_io(),
+                ))
+            }
+            Ok(mut d) => {
+                buf.clear();
+                std::mem::swap(buf, &mut d.payload);
+                self.last = Some(d);
+                Ok(())
+            }
+            Err(e) => Err(match e.kind() {
+                ErrorKind::Timeout => E::Timeout,
+                ErrorKind::Disconnected => E::Disconnected,
+                _ => E::Io(e.into()),
+            }),
+        }
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.max
+    }
+
+    fn set_max_message_size(&mut self, max: usize) {
+        self.max = max;
+    }
+
+    fn set_wait_strategy(&mut self, _strategy: crate::WaitStrategy) {}
+}
+
+/// Ready when a message was read ahead or the socket is readable.
+impl crate::select::Selectable for MailboxReceiver {
+    fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
+        Ok(crate::select::Readiness::read_ahead(
+            self.client.fd.as_fd(),
+            self.ready.clone(),
+        ))
     }
 }

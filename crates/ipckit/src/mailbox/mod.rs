@@ -66,8 +66,8 @@ pub use broker::{
     DEFAULT_MAX_MESSAGE,
 };
 pub use client::{
-    AckPolicy, Client, Delivery, Error, ErrorKind, Message, Outcome, Receipt, Sender,
-    SubscribeOptions, Subscription,
+    AckPolicy, Client, Delivery, Error, ErrorKind, MailboxReceiver, MailboxSender, Message,
+    Outcome, Receipt, Sender, SubscribeOptions, Subscription,
 };
 pub use config::{Config, MailboxInfo, Retention, WhenFull};
 pub use name::{validate_name, Pattern};

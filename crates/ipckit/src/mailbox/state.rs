@@ -629,6 +629,21 @@ impl State {
                     self.unpark(mb);
                 }
             }
+            Request::Release { tags } => {
+                let mut touched = Vec::new();
+                for tag in wire::tags(tags) {
+                    if let Some((mb, g, seq, deliveries)) = self.take_flight(id, tag) {
+                        self.give_back(mb, g, seq, deliveries - 1);
+                        if !touched.contains(&(mb, g)) {
+                            touched.push((mb, g));
+                        }
+                    }
+                }
+                for (mb, g) in touched {
+                    self.trim_ack_order(mb, g);
+                    self.dispatch(mb, g);
+                }
+            }
             Request::Nack { tag, delay_ms } => {
                 if let Some((mb, g, seq, deliveries)) = self.take_flight(id, tag) {
                     let delay = (delay_ms != wire::BY_BACKOFF)
@@ -1214,8 +1229,11 @@ impl State {
             }
         }
         let g = m.groups.get_mut(&gid).expect("a live group");
-        let drop_group =
-            g.members.is_empty() && (g.name.is_none() || m.config.retention == Retention::Interest);
+        // A receiver's own group goes with it, an interest group with its
+        // last member; a work queue's one group and a log's groups stay.
+        let drop_group = g.members.is_empty()
+            && m.shared != Some(gid)
+            && (g.name.is_none() || m.config.retention == Retention::Interest);
         if drop_group {
             let g = m.groups.remove(&gid).expect("a live group");
             if let Some(n) = &g.name {
@@ -1454,6 +1472,22 @@ impl State {
             }
             g.ack_order.pop_front();
         }
+    }
+
+    /// Puts message `seq` back in group `gid`'s ready queue, as delivered
+    /// `deliveries` times.
+    fn give_back(&mut self, mb: u32, gid: u32, seq: u64, deliveries: u32) {
+        let m = mbox!(self, mb);
+        let Some(p) = m.slot(seq).map(|s| s.priority) else {
+            return;
+        };
+        let Some(g) = m.groups.get_mut(&gid) else {
+            return;
+        };
+        if deliveries > 0 {
+            g.failed.insert(seq, deliveries);
+        }
+        g.push_ready(seq, p);
     }
 
     /// A delivery failed (nack, ack wait over): deliver again after the
@@ -1871,6 +1905,34 @@ mod tests {
             (info[0].depth, info[0].in_flight, info[0].consumers),
             (1, 1, 2)
         );
+    }
+
+    #[test]
+    fn a_work_queue_outlives_its_receivers() {
+        let mut t = T::new();
+        t.join(1, other(1));
+        t.join(2, other(2));
+        t.sub(2, 1, "jobs", "", Selector::Any, 10);
+        t.s.disconnect(2);
+        t.send(1, "jobs", "later");
+        t.join(3, other(3));
+        t.sub(3, 1, "jobs", "", Selector::Any, 10);
+        assert_eq!(t.payloads(3)[0].0, "later");
+    }
+
+    #[test]
+    fn released_messages_do_not_count_as_deliveries() {
+        let mut t = T::new();
+        t.join(1, other(1));
+        t.join(2, other(2));
+        t.send(1, "jobs", "x");
+        t.sub(2, 1, "jobs", "", Selector::Any, 10);
+        let tag = t.payloads(2)[0].1;
+        let mut b = Vec::new();
+        wire::release(&mut b, &[tag]);
+        t.s.handle(2, &b).unwrap();
+        let got = t.drain(2);
+        assert!(matches!(&got[..], [Got::Msg { deliveries: 1, .. }]), "{got:?}");
     }
 
     #[test]

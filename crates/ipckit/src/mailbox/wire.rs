@@ -45,6 +45,7 @@ const REJECT: u8 = 0x07;
 const CREATE: u8 = 0x08;
 const DELETE: u8 = 0x09;
 const STAT: u8 = 0x0a;
+const RELEASE: u8 = 0x0b;
 // Broker to client.
 const WELCOME: u8 = 0x81;
 const CONFIRM: u8 = 0x82;
@@ -146,6 +147,12 @@ pub(crate) enum Request<'a> {
     },
     /// Tags, 8 bytes each.
     Ack {
+        tags: &'a [u8],
+    },
+    /// Deliveries the client never handed to its user (it unsubscribed or
+    /// closed): back to the mailbox, not counted as deliveries. Tags, 8
+    /// bytes each.
+    Release {
         tags: &'a [u8],
     },
     Nack {
@@ -365,8 +372,17 @@ pub(crate) fn unsubscribe(buf: &mut Vec<u8>, corr: u32, sub: u32) {
 
 /// An `ACK` of `tags` (several per frame).
 pub(crate) fn ack(buf: &mut Vec<u8>, tags: &[u64]) {
+    tag_frames(buf, ACK, tags);
+}
+
+/// A `RELEASE` of `tags`.
+pub(crate) fn release(buf: &mut Vec<u8>, tags: &[u64]) {
+    tag_frames(buf, RELEASE, tags);
+}
+
+fn tag_frames(buf: &mut Vec<u8>, op: u8, tags: &[u64]) {
     for chunk in tags.chunks(8192) {
-        let at = begin(buf, ACK);
+        let at = begin(buf, op);
         for t in chunk {
             buf.extend_from_slice(&t.to_le_bytes());
         }
@@ -739,12 +755,16 @@ pub(crate) fn read_request(frame: &[u8]) -> Result<Request<'_>, WireError> {
             corr: r.u32()?,
             sub: r.u32()?,
         },
-        ACK => {
+        ACK | RELEASE => {
             let tags = r.rest();
             if !tags.len().is_multiple_of(8) {
-                return bad("an ACK whose length is not a multiple of 8");
+                return bad("a list of tags whose length is not a multiple of 8");
             }
-            Request::Ack { tags }
+            if op == ACK {
+                Request::Ack { tags }
+            } else {
+                Request::Release { tags }
+            }
         }
         NACK => Request::Nack {
             tag: r.u64()?,
