@@ -231,8 +231,16 @@ fn print_table(list: &[MailboxInfo]) {
     let mut t = Table::new();
     t.load_preset(NOTHING);
     t.set_header([
-        "NAME", "RETENTION", "DEPTH", "BYTES", "RECEIVERS", "IN-FLIGHT", "BLOCKED", "DEAD",
-        "OWNER", "MODE",
+        "NAME",
+        "RETENTION",
+        "DEPTH",
+        "BYTES",
+        "RECEIVERS",
+        "IN-FLIGHT",
+        "BLOCKED",
+        "DEAD",
+        "OWNER",
+        "MODE",
     ]);
     for m in list {
         t.add_row([
@@ -271,7 +279,11 @@ fn print_stat(m: &MailboxInfo) {
             if c.backoff.is_empty() {
                 "-".into()
             } else {
-                c.backoff.iter().map(|d| secs(*d)).collect::<Vec<_>>().join(",")
+                c.backoff
+                    .iter()
+                    .map(|d| secs(*d))
+                    .collect::<Vec<_>>()
+                    .join(",")
             },
         ),
         ("dedup window", secs(c.dedup_window)),

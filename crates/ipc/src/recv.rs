@@ -347,7 +347,9 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     if (args.group.is_some() || args.ack || args.no_ack) && !mailbox {
-        anyhow::bail!("--group, --ack and --no-ack apply to mailboxes (mailbox:NAME, pid:self) only");
+        anyhow::bail!(
+            "--group, --ack and --no-ack apply to mailboxes (mailbox:NAME, pid:self) only"
+        );
     }
     if let Addr::Pid(p) = args.addr {
         if p != 0 && p != std::process::id() {
@@ -483,7 +485,6 @@ fn recv_mailbox(p: &mut Printer, args: &Args, selector: ipckit::sysv::Selector) 
         },
         // No more messages held here than -n takes.
         max_in_flight: args.count.map_or(256, |n| n.clamp(1, 256) as u32),
-        ..SubscribeOptions::default()
     };
     let pattern = match &args.addr {
         Addr::Mailbox(n) => n.clone(),
@@ -495,7 +496,9 @@ fn recv_mailbox(p: &mut Printer, args: &Args, selector: ipckit::sysv::Selector) 
     if !args.quiet {
         eprintln!("ipc recv: receiving from mailbox {pattern}");
     }
-    let max = args.max_size.unwrap_or(ipckit::frame::DEFAULT_MAX_MESSAGE_SIZE);
+    let max = args
+        .max_size
+        .unwrap_or(ipckit::frame::DEFAULT_MAX_MESSAGE_SIZE);
     let mut pending: Option<ipckit::mailbox::Delivery> = None;
     let r = p.drain_with(|buf, deadline, meta| {
         // The message before this one was printed: it is done.
@@ -544,7 +547,9 @@ fn recv_mailbox(p: &mut Printer, args: &Args, selector: ipckit::sysv::Selector) 
     if let (Some(d), Ok(_)) = (pending.take(), &r) {
         client.ack(&d);
     }
-    client.flush().context("acknowledging the messages printed")?;
+    client
+        .flush()
+        .context("acknowledging the messages printed")?;
     match r? {
         Stop::Done => Ok(()),
         Stop::PeerClosed => {

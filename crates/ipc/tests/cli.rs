@@ -588,11 +588,11 @@ fn posix_queue_bad_input() {
     );
     fails_with(
         ipc().args(["send", "unix:@x", "x", "--priority", "1"]),
-        "POSIX queues (mq:/NAME) only",
+        "applies to POSIX queues (mq:/NAME) and mailboxes (mailbox:NAME, pid:PID) only",
     );
     fails_with(
         ipc().args(["recv", "unix:@x", "--show-priority"]),
-        "POSIX queues (mq:/NAME) only",
+        "applies to POSIX queues (mq:/NAME) and mailboxes (mailbox:NAME) only",
     );
     fails_with(ipc().args(["rm", "tcp:127.0.0.1:1"]), "not a named object");
 }
@@ -699,11 +699,11 @@ fn sysv_queue_bad_input() {
     );
     fails_with(
         ipc().args(["send", "mq:/x", "x", "--type", "2"]),
-        "System V queues (sysv-mq:KEY) only",
+        "System V queues (sysv-mq:KEY) and mailboxes (mailbox:NAME, pid:PID) only",
     );
     fails_with(
         ipc().args(["recv", "mq:/x", "--show-type"]),
-        "System V queues (sysv-mq:KEY) only",
+        "System V queues (sysv-mq:KEY) and mailboxes (mailbox:NAME) only",
     );
     let big = "x".repeat(ipckit::sysv::limits().unwrap().max_message_size + 1);
     fails_with(ipc().args(["send", &addr, &big]), "msgmax is");

@@ -1017,7 +1017,7 @@ impl Drop for Client {
     }
 }
 
-/// A [`Client`] that sends to one mailbox, as a [`MessageSender`]
+/// A [`Client`] that sends to one mailbox, as a [`MessageSender`](crate::MessageSender)
 /// (what [`crate::connect`] gives for `mailbox:NAME` and `pid:PID`).
 #[derive(Debug)]
 pub struct MailboxSender {
@@ -1064,7 +1064,7 @@ impl crate::MessageSender for MailboxSender {
     }
 }
 
-/// A [`Client`] subscribed to one pattern, as a [`MessageReceiver`] (what
+/// A [`Client`] subscribed to one pattern, as a [`MessageReceiver`](crate::MessageReceiver) (what
 /// [`crate::listen`] gives for `mailbox:PATTERN` and `pid:self`): a
 /// message is acknowledged when the next one is asked for
 /// ([`AckPolicy::OnNext`]).
@@ -1135,7 +1135,10 @@ impl crate::MessageReceiver for MailboxReceiver {
         match r {
             Ok(d) if d.payload.len() > self.max => {
                 let len = d.payload.len();
-                let why = format!("{len} bytes, above the receiver's max_message_size {}", self.max);
+                let why = format!(
+                    "{len} bytes, above the receiver's max_message_size {}",
+                    self.max
+                );
                 let _ = self.client.reject(&d, &why);
                 Err(E::Io(
                     crate::error::MessageTooLarge {

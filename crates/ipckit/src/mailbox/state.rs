@@ -1932,7 +1932,10 @@ mod tests {
         wire::release(&mut b, &[tag]);
         t.s.handle(2, &b).unwrap();
         let got = t.drain(2);
-        assert!(matches!(&got[..], [Got::Msg { deliveries: 1, .. }]), "{got:?}");
+        assert!(
+            matches!(&got[..], [Got::Msg { deliveries: 1, .. }]),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,559 @@
+//! Mailboxes between real processes: a broker process, producer and
+//! consumer processes. Exactly-once through a receiver group with ids;
+//! messages a SIGKILLed consumer held go to another; dead letters after
+//! max-deliver; each when-full policy; another user refused; a broker
+//! killed with SIGKILL is seen by its clients and replaced on restart.
+//!
+//! This test binary re-executed with `IPCKIT_MAILBOX_PEER=<role>:<arg>`
+//! plays the broker, a producer or a consumer.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use ipckit::mailbox::{
+    AckPolicy, Broker, Client, Config, ErrorKind, Message, Outcome, Retention, SubscribeOptions,
+    WhenFull,
+};
+use libtest_mimic::Failed;
+
+mod common;
+use common::{ensure, peer_command, T};
+
+const VAR: &str = "IPCKIT_MAILBOX_PEER";
+
+/// Producers × messages each in the exactly-once test (the 4 ×
+/// 100k; `IPCKIT_MAILBOX_N` overrides for a quick run).
+fn per_producer() -> usize {
+    std::env::var("IPCKIT_MAILBOX_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+fn split<const N: usize>(arg: &str) -> [&str; N] {
+    let v: Vec<&str> = arg.splitn(N, '|').collect();
+    v.try_into().expect("the role's fields")
+}
+
+/// `broker:PATH`: runs a broker until killed.
+fn role_broker(arg: &str) -> io::Result<()> {
+    Broker::builder().socket(arg).bind()?.run()
+}
+
+/// `produce:PATH|MAILBOX|P|N`: sends `N` messages "P i" with ids "P-i",
+/// in batches.
+fn role_produce(arg: &str) -> io::Result<()> {
+    let [path, mailbox, p, n] = split(arg);
+    let n: usize = n.parse().expect("N");
+    let mut c = Client::connect_to(path)?;
+    let texts: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("{p} {i}"), format!("{p}-{i}")))
+        .collect();
+    for chunk in texts.chunks(500) {
+        let msgs: Vec<Message<'_>> = chunk
+            .iter()
+            .map(|(t, id)| Message::new(t.as_bytes()).with_id(id))
+            .collect();
+        for r in c.send_batch(mailbox, &msgs) {
+            r?;
+        }
+    }
+    Ok(())
+}
+
+/// `consume:PATH|MAILBOX|GROUP`: prints every message it gets, one per
+/// line, until the mailbox is removed; acknowledges each when it asks for
+/// the next.
+fn role_consume(arg: &str) -> io::Result<()> {
+    let [path, mailbox, group] = split(arg);
+    let mut c = Client::connect_to(path)?;
+    let opts = SubscribeOptions {
+        group: (!group.is_empty()).then(|| group.to_string()),
+        ..SubscribeOptions::default()
+    };
+    c.subscribe(mailbox, &opts)?;
+    let out = io::stdout();
+    let mut out = io::BufWriter::new(out.lock());
+    writeln!(out, "subscribed")?;
+    out.flush()?;
+    loop {
+        match c.recv() {
+            Ok(d) => {
+                out.write_all(&d.payload)?;
+                writeln!(out, " {}", d.deliveries)?;
+            }
+            Err(e) if e.kind() == ErrorKind::Disconnected => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    out.flush()
+}
+
+/// `hold:PATH|MAILBOX|N`: takes `N` messages without acknowledging them,
+/// says so, and waits to be killed.
+fn role_hold(arg: &str) -> io::Result<()> {
+    let [path, mailbox, n] = split(arg);
+    let mut c = Client::connect_to(path)?;
+    let opts = SubscribeOptions {
+        ack: AckPolicy::Explicit,
+        max_in_flight: 1000,
+        ..SubscribeOptions::default()
+    };
+    c.subscribe(mailbox, &opts)?;
+    for _ in 0..n.parse::<usize>().expect("N") {
+        c.recv_timeout(T)?;
+    }
+    println!("holding");
+    std::thread::sleep(T * 3);
+    Ok(())
+}
+
+/// `send:PATH|MAILBOX|TEXT|TIMEOUT_MS`: one send; prints the outcome or
+/// the error's kind.
+fn role_send(arg: &str) -> io::Result<()> {
+    let [path, mailbox, text, ms] = split(arg);
+    let mut c = Client::connect_to(path)?;
+    let deadline = match ms {
+        "never" => ipckit::Deadline::Never,
+        ms => ipckit::Deadline::after(Duration::from_millis(ms.parse().expect("MS"))),
+    };
+    match c.send_message(mailbox, Message::new(text.as_bytes()), deadline) {
+        Ok(r) => println!("{:?}", r.outcome),
+        Err(e) => println!("{:?}: {e}", e.kind()),
+    }
+    Ok(())
+}
+
+const ROLES: &[(&str, common::Role)] = &[
+    ("broker", role_broker),
+    ("produce", role_produce),
+    ("consume", role_consume),
+    ("hold", role_hold),
+    ("send", role_send),
+];
+
+fn peer(arg: &str) -> io::Result<()> {
+    common::by_role(arg, ROLES)
+}
+
+/// A broker process on a socket in its own directory; killed on drop.
+struct BrokerProc {
+    child: Child,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl BrokerProc {
+    fn start() -> Result<BrokerProc, Failed> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("broker.sock");
+        let child = spawn_broker(&path)?;
+        Ok(BrokerProc {
+            child,
+            path,
+            _dir: dir,
+        })
+    }
+
+    fn arg(&self, rest: &str) -> String {
+        format!("{}|{rest}", self.path.display())
+    }
+
+    fn client(&self) -> Result<Client, Failed> {
+        Ok(Client::connect_to(&self.path)?)
+    }
+}
+
+impl Drop for BrokerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_broker(path: &Path) -> Result<Child, Failed> {
+    let child = peer_command(VAR, "broker", &path.display().to_string())?.spawn()?;
+    let end = Instant::now() + T;
+    while Client::connect_to(path).is_err() {
+        if Instant::now() > end {
+            return Err("the broker did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(child)
+}
+
+fn spawn(role: &str, arg: &str) -> Result<Child, Failed> {
+    Ok(peer_command(VAR, role, arg)?
+        .stdout(Stdio::piped())
+        .spawn()?)
+}
+
+/// Reads one line of a child's stdout, bounded by `T` (the child is
+/// killed by the caller's guard when it hangs).
+fn first_line(child: &mut Child) -> Result<String, Failed> {
+    let out = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(out);
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        let _ = tx.send((line, r));
+    });
+    let (line, r) = rx
+        .recv_timeout(T)
+        .map_err(|_| "no line from the peer in time")?;
+    child.stdout = Some(r.into_inner());
+    Ok(line.trim_end().to_string())
+}
+
+fn wait_exit(child: &mut Child) -> Result<std::process::ExitStatus, Failed> {
+    let end = Instant::now() + T * 6;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(st);
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            return Err("a peer did not exit in time".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until `f` holds of the mailbox's state.
+fn until_stat(
+    c: &mut Client,
+    name: &str,
+    f: impl Fn(&ipckit::mailbox::MailboxInfo) -> bool,
+) -> Result<(), Failed> {
+    let end = Instant::now() + T * 6;
+    loop {
+        let s = c.stat(Some(name))?;
+        if s.first().is_some_and(&f) {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            return Err(format!("mailbox {name} never reached the state wanted: {s:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// 4 producers × N messages with ids through one mailbox to a group of 3
+/// consumers: every message arrives once, none twice.
+fn exactly_once_through_a_group() -> Result<(), Failed> {
+    let b = BrokerProc::start()?;
+    let mut admin = b.client()?;
+    let config = Config {
+        retention: Retention::Interest,
+        ..Config::default()
+    };
+    admin.create("orders", &config)?;
+    let mut consumers = Vec::new();
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let mut c = spawn("consume", &b.arg("orders|workers"))?;
+        ensure(first_line(&mut c)? == "subscribed", || {
+            "consumer did not subscribe".into()
+        })?;
+        // Read as it prints, so a full pipe never stops it.
+        let out = c.stdout.take().ok_or("no stdout")?;
+        readers.push(std::thread::spawn(move || {
+            BufReader::new(out)
+                .lines()
+                .collect::<io::Result<Vec<String>>>()
+        }));
+        consumers.push(Guard(c));
+    }
+    let n = per_producer();
+    let started = Instant::now();
+    let mut producers = Vec::new();
+    for p in 0..4 {
+        producers.push(Guard(spawn("produce", &b.arg(&format!("orders|{p}|{n}")))?));
+    }
+    for p in &mut producers {
+        ensure(wait_exit(&mut p.0)?.success(), || {
+            "a producer failed".into()
+        })?;
+    }
+    until_stat(&mut admin, "orders", |m| m.depth == 0 && m.in_flight == 0)?;
+    let took = started.elapsed();
+    admin.delete("orders")?;
+    let mut seen: HashMap<(u32, u32), u32> = HashMap::new();
+    let mut per_consumer = Vec::new();
+    let mut redelivered = 0;
+    for (c, reader) in consumers.iter_mut().zip(readers) {
+        ensure(wait_exit(&mut c.0)?.success(), || {
+            "a consumer failed".into()
+        })?;
+        let lines = reader.join().map_err(|_| "a reader thread panicked")??;
+        let mut k = 0;
+        for line in lines {
+            let mut w = line.split(' ');
+            let (p, i, d) = (w.next(), w.next(), w.next());
+            let key = (
+                p.and_then(|p| p.parse().ok()).ok_or("bad line")?,
+                i.and_then(|i| i.parse().ok()).ok_or("bad line")?,
+            );
+            if d != Some("1") {
+                redelivered += 1;
+            }
+            *seen.entry(key).or_default() += 1;
+            k += 1;
+        }
+        per_consumer.push(k);
+    }
+    let dup = seen.values().filter(|&&v| v > 1).count();
+    let total = 4 * n;
+    ensure(seen.len() == total && dup == 0, || {
+        format!("{} distinct of {total}, {dup} duplicated", seen.len())
+    })?;
+    ensure(redelivered == 0, || format!("{redelivered} redelivered"))?;
+    ensure(per_consumer.iter().all(|&k| k > 0), || {
+        format!("a consumer got nothing: {per_consumer:?}")
+    })?;
+    eprintln!(
+        "  {total} messages, 4 producers → 3 consumers {per_consumer:?} in {took:?} ({:.0}/s)",
+        total as f64 / took.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A child process killed on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A consumer killed with SIGKILL while holding unacknowledged messages:
+/// another consumer gets them, marked as a second delivery.
+fn killed_consumers_messages_go_to_another() -> Result<(), Failed> {
+    let b = BrokerProc::start()?;
+    let mut c = b.client()?;
+    let mut holder = Guard(spawn("hold", &b.arg("jobs|5"))?);
+    for i in 0..5 {
+        c.send("jobs", format!("job {i}").as_bytes())?;
+    }
+    ensure(first_line(&mut holder.0)? == "holding", || {
+        "the holder did not hold".into()
+    })?;
+    until_stat(&mut c, "jobs", |m| m.in_flight == 5)?;
+    let mut rx = b.client()?;
+    rx.subscribe("jobs", &SubscribeOptions::default())?;
+    ensure(rx.recv_timeout(Duration::from_millis(200)).is_err(), || {
+        "a held message went to the second consumer while the first lived".into()
+    })?;
+    holder.0.kill()?;
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let d = rx.recv_timeout(T)?;
+        ensure(d.deliveries == 2, || format!("deliveries {}", d.deliveries))?;
+        got.push(String::from_utf8(d.payload)?);
+    }
+    got.sort();
+    ensure(got == ["job 0", "job 1", "job 2", "job 3", "job 4"], || {
+        format!("{got:?}")
+    })
+}
+
+/// A message nacked up to max-deliver lands in dead.NAME with the reason;
+/// a rejected one at once.
+fn dead_letters_with_reason() -> Result<(), Failed> {
+    let b = BrokerProc::start()?;
+    let mut c = b.client()?;
+    let config = Config {
+        max_deliver: Some(3),
+        ..Config::default()
+    };
+    c.create("pay", &config)?;
+    c.send("pay", b"poison")?;
+    c.send("pay", b"refused")?;
+    let mut rx = b.client()?;
+    rx.subscribe(
+        "pay",
+        &SubscribeOptions {
+            ack: AckPolicy::Explicit,
+            ..SubscribeOptions::default()
+        },
+    )?;
+    let mut dead = b.client()?;
+    dead.subscribe("dead.pay", &SubscribeOptions::default())?;
+    let mut nacks = 0;
+    loop {
+        let d = rx.recv_timeout(T)?;
+        if d.payload == b"refused" {
+            rx.reject(&d, "card number is malformed")?;
+        } else {
+            nacks += 1;
+            rx.nack(&d, None)?;
+        }
+        if nacks == 3 {
+            break;
+        }
+    }
+    let mut reasons = HashMap::new();
+    for _ in 0..2 {
+        let d = dead.recv_timeout(T)?;
+        reasons.insert(
+            String::from_utf8(d.payload)?,
+            d.dead_reason.unwrap_or_default(),
+        );
+    }
+    ensure(
+        reasons["poison"].contains("negatively acknowledged after each of 3 deliveries"),
+        || format!("{reasons:?}"),
+    )?;
+    ensure(
+        reasons["refused"].contains("card number is malformed"),
+        || format!("{reasons:?}"),
+    )?;
+    let s = c.stat(Some("pay"))?;
+    ensure(s[0].depth == 0 && s[0].dead_letters == 2, || {
+        format!("{s:?}")
+    })
+}
+
+/// Each when-full policy, with the sender a process of its own.
+fn when_full_policies() -> Result<(), Failed> {
+    let b = BrokerProc::start()?;
+    let mut c = b.client()?;
+    for (name, when_full) in [
+        ("blk", WhenFull::Block),
+        ("fail", WhenFull::Fail),
+        ("drop", WhenFull::DropOldest),
+    ] {
+        let config = Config {
+            max_msgs: Some(2),
+            when_full,
+            ..Config::default()
+        };
+        c.create(name, &config)?;
+        c.send(name, b"1")?;
+        c.send(name, b"2")?;
+    }
+    let said = |arg: &str| -> Result<String, Failed> {
+        let mut p = Guard(spawn("send", &b.arg(arg))?);
+        let line = first_line(&mut p.0)?;
+        wait_exit(&mut p.0)?;
+        Ok(line)
+    };
+    let fail = said("fail|3|never")?;
+    ensure(fail.starts_with("Full: mailbox fail is full"), || {
+        fail.clone()
+    })?;
+    let timeout = said("blk|3|300")?;
+    ensure(timeout.starts_with("Timeout:"), || timeout.clone())?;
+    ensure(said("drop|3|never")? == "Stored", || "drop-oldest".into())?;
+    // A blocked sender goes on once a receiver makes room.
+    let mut blocked = Guard(spawn("send", &b.arg("blk|3|never"))?);
+    until_stat(&mut c, "blk", |m| m.blocked_senders == 1)?;
+    let mut rx = b.client()?;
+    rx.subscribe("blk", &SubscribeOptions::default())?;
+    ensure(rx.recv_timeout(T)?.payload == b"1", || "first".into())?;
+    rx.flush()?;
+    let line = first_line(&mut blocked.0)?;
+    ensure(line == "Stored", || line.clone())?;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(rx.recv_timeout(T)?.payload);
+    }
+    ensure(got == [b"2".to_vec(), b"3".to_vec()], || format!("{got:?}"))?;
+    let mut drx = b.client()?;
+    drx.subscribe("drop", &SubscribeOptions::default())?;
+    let first = drx.recv_timeout(T)?.payload;
+    ensure(first == b"2", || "drop-oldest kept the oldest".into())
+}
+
+/// Another user may not send to or receive from a 0600 mailbox, may with
+/// 0666, and may not remove it; its messages carry its own uid.
+fn another_user_is_refused() -> Result<(), Failed> {
+    if common::my_uid() != 0 {
+        eprintln!("  skipped: needs root to run a peer as another user");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755))?;
+    let path = dir.path().join("broker.sock");
+    let _broker = Guard(spawn_broker(&path)?);
+    let mut c = Client::connect_to(&path)?;
+    c.create("private", &Config::default())?;
+    c.create(
+        "open",
+        &Config {
+            mode: 0o666,
+            ..Config::default()
+        },
+    )?;
+    let mut rx = Client::connect_to(&path)?;
+    rx.subscribe("open", &SubscribeOptions::default())?;
+    let exe_dir = tempfile::tempdir()?;
+    let run = |arg: &str| -> Result<String, Failed> {
+        let mut cmd = common::other_user_cmd(&exe_dir)?;
+        let out = cmd
+            .env(VAR, format!("send:{}|{arg}", path.display()))
+            .stderr(Stdio::inherit())
+            .output()?;
+        Ok(String::from_utf8(out.stdout)?.trim_end().to_string())
+    };
+    let denied = run("private|x|never")?;
+    ensure(
+        denied.starts_with("Denied: uid 65534 may not send to mailbox private"),
+        || denied.clone(),
+    )?;
+    let ok = run("open|from nobody|never")?;
+    ensure(ok == "Stored", || ok.clone())?;
+    let d = rx.recv_timeout(T)?;
+    ensure(d.sender.uid == 65534 && d.payload == b"from nobody", || {
+        format!("{d:?}")
+    })?;
+    let inbox = run(&format!("{}|x|never", ipckit::mailbox::inbox(c.me().pid)))?;
+    ensure(inbox.starts_with("Denied"), || inbox.clone())?;
+    Ok(())
+}
+
+/// A broker killed with SIGKILL: its clients see it gone at once; a new
+/// broker replaces the stale socket file; the client library says what to
+/// do when none runs.
+fn broker_killed_and_restarted() -> Result<(), Failed> {
+    let mut b = BrokerProc::start()?;
+    let mut rx = b.client()?;
+    rx.subscribe("q", &SubscribeOptions::default())?;
+    b.child.kill()?;
+    b.child.wait()?;
+    let e = rx.recv_timeout(T).unwrap_err();
+    ensure(e.kind() == ErrorKind::Disconnected, || format!("{e:?}"))?;
+    let e = Client::connect_to(&b.path).unwrap_err();
+    ensure(
+        e.kind() == ErrorKind::NotRunning && e.to_string().contains("start one with `ipc broker`"),
+        || e.to_string(),
+    )?;
+    b.child = spawn_broker(&b.path)?;
+    let mut c = b.client()?;
+    ensure(c.send("q", b"again")?.outcome == Outcome::Stored, || {
+        "send".into()
+    })
+}
+
+fn main() {
+    common::play_peer_or_arm_watchdog(&[(VAR, peer)], "mailbox", Duration::from_secs(600));
+    common::run_cases(vec![
+        ("exactly_once_through_a_group", exactly_once_through_a_group),
+        (
+            "killed_consumers_messages_go_to_another",
+            killed_consumers_messages_go_to_another,
+        ),
+        ("dead_letters_with_reason", dead_letters_with_reason),
+        ("when_full_policies", when_full_policies),
+        ("another_user_is_refused", another_user_is_refused),
+        ("broker_killed_and_restarted", broker_killed_and_restarted),
+    ]);
+}
