@@ -35,7 +35,8 @@ use clap::{Parser, Subcommand};
     about,
     long_about = None,
     after_help = "Addresses: fifo:PATH, unix:PATH, unix:@NAME, unix-dgram:…, unix-seq:…, \
-                  tcp:HOST:PORT, udp:HOST:PORT, mq:/NAME, sysv-mq:KEY; for ipc rm also shm:/NAME, \
+                  tcp:HOST:PORT, udp:HOST:PORT, mq:/NAME, sysv-mq:KEY, ring:NAME, mailbox:NAME, \
+                  pid:PID; for ipc rm also shm:/NAME, \
                   sysv-shm:KEY, sem:/NAME, sysv-sem:KEY\n\
                   Exit status: 0 done (also when stdout was closed early), 1 timed out, 2 error."
 )]

@@ -39,6 +39,7 @@
 //! mq:/NAME                     a POSIX message queue
 //! sysv-mq:KEY                  a System V message queue (decimal, 0x hex, or PATH:PROJ for ftok)
 //! ring:NAME                    a shared-memory ring
+//! mailbox:NAME | pid:PID      a broker's mailbox; a process's inbox
 //! shm:/NAME  sysv-shm:KEY  sem:/NAME  sysv-sem:KEY   objects (not message channels)
 //! ```
 //!
@@ -76,6 +77,7 @@
 //! | [`typed`] | typed messages over any of them (postcard or JSON), with iterators | values of a `serde` type | as the mechanism underneath |
 //! | [`rpc`] | request/reply with correlation ids, a threaded server | typed requests and responses | many callers, one server |
 //! | [`select`] | waiting on many receivers and listeners at once (`epoll(7)`) | readiness | — |
+//! | [`mailbox`] | mailboxes and process inboxes through a broker (`ipc broker`): acks, redelivery, dead letters, groups, fan-out | messages with priority, type, id, sender | many senders and receivers |
 //! | `aio` (Cargo feature `tokio`) | async receive and send on a tokio runtime: any selectable end, typed, as a `Stream` | messages, values | as the mechanism |
 //!
 //! [`named`] removes exactly the FIFO or socket file one made, even from
