@@ -41,6 +41,9 @@ pub(crate) struct Cred {
 /// Sends a connection may have waiting for room before the broker stops
 /// reading from it.
 pub(crate) const MAX_PARKED: usize = 1024;
+/// Payload bytes a connection may have waiting for room before the broker
+/// stops reading from it.
+pub(crate) const MAX_PARKED_BYTES: usize = 64 << 20;
 /// Output a connection may have queued before it gets no more deliveries
 /// until it reads.
 pub(crate) const OUT_HIGH: usize = 4 << 20;
@@ -329,6 +332,8 @@ pub(crate) struct Conn {
     pub out: Vec<u8>,
     /// Sends waiting for room.
     pub parked: usize,
+    /// Their payload bytes.
+    parked_bytes: usize,
     greeted: bool,
     dirty: bool,
     subs: HashMap<u32, Sub>,
@@ -434,7 +439,9 @@ impl State {
     /// Whether the loop should stop reading a connection (too many of its
     /// sends wait for room).
     pub(crate) fn blocked(&self, id: ConnId) -> bool {
-        self.conns.get(&id).is_some_and(|c| c.parked >= MAX_PARKED)
+        self.conns
+            .get(&id)
+            .is_some_and(|c| c.parked >= MAX_PARKED || c.parked_bytes >= MAX_PARKED_BYTES)
     }
 
     fn mark(&mut self, id: ConnId) {
@@ -492,6 +499,7 @@ impl State {
                 cred,
                 out: Vec::new(),
                 parked: 0,
+                parked_bytes: 0,
                 greeted: false,
                 dirty: false,
                 subs: HashMap::new(),
@@ -864,6 +872,7 @@ impl State {
         for p in m.parked {
             if let Some(c) = self.conns.get_mut(&p.conn) {
                 c.parked -= 1;
+                c.parked_bytes -= p.msg.payload.len();
                 c.parked_in.remove(&mb);
                 wire::fail(
                     &mut c.out,
@@ -956,11 +965,12 @@ impl State {
                 }
                 WhenFull::Block => {
                     msg.at = now;
-                    m.parked.push_back(Parked { conn, corr, msg });
                     if let Some(c) = self.conns.get_mut(&conn) {
                         c.parked += 1;
+                        c.parked_bytes += len;
                         c.parked_in.insert(mb);
                     }
+                    m.parked.push_back(Parked { conn, corr, msg });
                     if timeout_ms != wire::FOREVER {
                         let at = now + Duration::from_millis(timeout_ms as u64);
                         self.timer(
@@ -1030,6 +1040,7 @@ impl State {
             let still = m.parked.iter().any(|q| q.conn == p.conn);
             if let Some(c) = self.conns.get_mut(&p.conn) {
                 c.parked -= 1;
+                c.parked_bytes -= p.msg.payload.len();
                 if !still {
                     c.parked_in.remove(&mb);
                 }
@@ -1620,7 +1631,7 @@ impl State {
                     else {
                         continue;
                     };
-                    m.parked.remove(i);
+                    let gone = m.parked.remove(i).map_or(0, |p| p.msg.payload.len());
                     let still = m.parked.iter().any(|q| q.conn == conn);
                     let text = format!(
                         "mailbox {} stayed full ({} messages, {} bytes) until the send's \
@@ -1629,6 +1640,7 @@ impl State {
                     );
                     if let Some(c) = self.conns.get_mut(&conn) {
                         c.parked -= 1;
+                        c.parked_bytes -= gone;
                         if !still {
                             c.parked_in.remove(&mb);
                         }
@@ -2228,6 +2240,156 @@ mod tests {
         t.send(1, "orders.us.west", "3");
         let got: Vec<String> = t.payloads(2).into_iter().map(|x| x.0).collect();
         assert_eq!(got, ["1", "2"]);
+    }
+
+    /// A small deterministic generator (xorshift), for the random walks.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Random requests from three clients (sends, receives with every
+    /// selector, acks of real and made-up tags, nacks, rejects, releases,
+    /// unsubscribes, disconnects, time passing), mutated frames among
+    /// them: the broker never panics, answers every frame or refuses it,
+    /// and ends with its counts consistent.
+    #[test]
+    fn random_walks_never_panic() {
+        for seed in 1..=40u64 {
+            let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut t = T::new();
+            let names = ["a", "b", "a.x", "pid.1", "dead.a", "pid.2"];
+            for id in 1..=3 {
+                t.join(id, other(id as i32));
+            }
+            t.create(
+                1,
+                "b",
+                Config {
+                    retention: Retention::Interest,
+                    max_msgs: Some(5),
+                    when_full: WhenFull::DropOldest,
+                    max_deliver: Some(2),
+                    ack_wait: Duration::from_millis(50),
+                    ..Config::default()
+                },
+            );
+            let mut tags: Vec<(ConnId, u64)> = Vec::new();
+            for _ in 0..400 {
+                let id = 1 + r.below(3);
+                if t.s.conn(id).is_none() {
+                    t.join(id, other(id as i32));
+                }
+                let name = names[r.below(names.len() as u64) as usize];
+                let mut b = Vec::new();
+                match r.below(12) {
+                    0..=2 => wire::send(
+                        &mut b,
+                        1,
+                        name,
+                        1 + r.below(4) as i64,
+                        r.below(3) as u32,
+                        [0, 50, wire::FOREVER][r.below(3) as usize],
+                        (r.below(2) == 0).then_some("id"),
+                        b"m",
+                    ),
+                    3 => {
+                        let sel = [
+                            Selector::Any,
+                            Selector::Type(2),
+                            Selector::NotType(1),
+                            Selector::UpTo(3),
+                        ][r.below(4) as usize];
+                        let pat = ["a", "b", "a.*", ">", "dead.>"][r.below(5) as usize];
+                        let group = ["", "g"][r.below(2) as usize];
+                        wire::subscribe(
+                            &mut b,
+                            1,
+                            r.below(4) as u32,
+                            1 + r.below(3) as u32,
+                            AckMode::Explicit,
+                            sel,
+                            pat,
+                            group,
+                        )
+                    }
+                    4 | 5 => {
+                        let mine: Vec<u64> =
+                            tags.iter().filter(|(c, _)| *c == id).map(|x| x.1).collect();
+                        let tag = if !mine.is_empty() && r.below(4) != 0 {
+                            mine[r.below(mine.len() as u64) as usize]
+                        } else {
+                            r.next() % 64
+                        };
+                        match r.below(4) {
+                            0 => wire::ack(&mut b, &[tag]),
+                            1 => wire::nack(
+                                &mut b,
+                                tag,
+                                [0, 10, wire::BY_BACKOFF][r.below(3) as usize],
+                            ),
+                            2 => wire::reject(&mut b, tag, "no"),
+                            _ => wire::release(&mut b, &[tag]),
+                        }
+                    }
+                    6 => wire::unsubscribe(&mut b, 1, r.below(4) as u32),
+                    7 => wire::stat(&mut b, 1, ""),
+                    8 => wire::delete(&mut b, 1, name),
+                    9 => {
+                        t.s.disconnect(id);
+                        tags.retain(|(c, _)| *c != id);
+                        continue;
+                    }
+                    10 => {
+                        t.tick(Duration::from_millis(r.below(80)));
+                        continue;
+                    }
+                    _ => {
+                        // A valid frame, mutated.
+                        wire::send(&mut b, 1, name, 1, 0, 0, None, b"xyz");
+                        let i = 4 + r.below(b.len() as u64 - 4) as usize;
+                        b[i] ^= 1 << r.below(8);
+                        if r.below(2) == 0 {
+                            let cut = 5 + r.below(b.len() as u64 - 5) as usize;
+                            b.truncate(cut);
+                            let len = (cut - 4) as u32;
+                            b[..4].copy_from_slice(&len.to_le_bytes());
+                        }
+                    }
+                }
+                if t.s.handle(id, &b).is_err() {
+                    t.s.disconnect(id);
+                    tags.retain(|(c, _)| *c != id);
+                    continue;
+                }
+                for got in t.drain(id) {
+                    if let Got::Msg { tag, .. } = got {
+                        if tag != 0 {
+                            tags.push((id, tag));
+                        }
+                    }
+                }
+            }
+            for m in t.s.mailboxes.values() {
+                let live = m.slots.iter().flatten().count() as u64;
+                let bytes: u64 = m
+                    .slots
+                    .iter()
+                    .flatten()
+                    .map(|s| s.payload.len() as u64)
+                    .sum();
+                assert_eq!((m.count, m.bytes), (live, bytes), "seed {seed}");
+            }
+        }
     }
 
     #[test]
