@@ -13,7 +13,8 @@ pub struct Args {
     /// queue), shm:/NAME (POSIX shared memory), sysv-shm:KEY (a System V
     /// segment, removed once detached everywhere), sem:/NAME (a POSIX named
     /// semaphore), sysv-sem:KEY (a System V semaphore set; its waiters wake
-    /// with an error), ring:NAME or fifo:PATH. System V objects also by id,
+    /// with an error), ring:NAME, fifo:PATH or mailbox:NAME (at the broker:
+    /// its owner or root only). System V objects also by id,
     /// as ipcs shows it: sysv-mq:id=ID, sysv-shm:id=ID, sysv-sem:id=ID (the
     /// only name a private object, key 0, has). unix:PATH removes a stale
     /// socket file (one no socket is bound to) only.
@@ -98,6 +99,11 @@ fn remove(t: &Target) -> Result<()> {
         Addr::Sem(name) => ipckit::sem::unlink(name)?,
         Addr::SysvSem(key) => ipckit::sem::remove_set(*key)?,
         Addr::Fifo(path) => ipckit::fifo::remove(path).context("cannot remove it")?,
+        Addr::Mailbox(name) => {
+            ipckit::mailbox::validate_name(name)
+                .map_err(|_| anyhow!("{a} is a pattern: ipc rm removes one mailbox by name"))?;
+            crate::mailbox::connect(None)?.delete(name)?
+        }
         Addr::Unix(ipckit::socket::unix::UnixAddr::Path(path))
         | Addr::UnixDgram(ipckit::socket::unix::UnixAddr::Path(path))
         | Addr::UnixSeq(ipckit::socket::unix::UnixAddr::Path(path)) => {
@@ -106,8 +112,8 @@ fn remove(t: &Target) -> Result<()> {
         other => {
             return Err(anyhow!(
                 "{other} is not a named object ipc rm can remove (mq:/NAME, sysv-mq:KEY, \
-                 shm:/NAME, sysv-shm:KEY, sem:/NAME, sysv-sem:KEY, ring:NAME, fifo:PATH, a stale \
-                 socket file unix:PATH, or sysv-mq:id=ID and the like)"
+                 shm:/NAME, sysv-shm:KEY, sem:/NAME, sysv-sem:KEY, ring:NAME, fifo:PATH, \
+                 mailbox:NAME, a stale socket file unix:PATH, or sysv-mq:id=ID and the like)"
             ))
         }
     }

@@ -175,7 +175,8 @@ fn create_with_settings_and_dead_letters() {
     assert_eq!(b.stat("pay")["dead_letters"], 1);
     let ls = b.ok(&["mailbox", "ls"]);
     assert!(ls.contains("dead.pay") && ls.contains("pay "), "{ls}");
-    b.ok(&["mailbox", "rm", "pay", "dead.pay"]);
+    b.ok(&["mailbox", "rm", "dead.pay"]);
+    b.ok(&["rm", "mailbox:pay"]);
     fails_with(&mut b.ipc(&["mailbox", "stat", "pay"]), "no mailbox pay");
 }
 
