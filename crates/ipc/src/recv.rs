@@ -473,7 +473,7 @@ pub fn run(args: Args) -> Result<()> {
 /// Receives from a mailbox (or this process's inbox), acknowledging each
 /// message once it is printed (without --no-ack).
 fn recv_mailbox(p: &mut Printer, args: &Args, selector: ipckit::sysv::Selector) -> Result<()> {
-    use ipckit::mailbox::{AckPolicy, ErrorKind, SubscribeOptions};
+    use ipckit::mailbox::{AckPolicy, SubscribeOptions};
     let mut client = crate::mailbox::connect(None)?;
     let opts = SubscribeOptions {
         group: args.group.clone(),
@@ -505,11 +505,9 @@ fn recv_mailbox(p: &mut Printer, args: &Args, selector: ipckit::sysv::Selector) 
         if let Some(d) = pending.take() {
             client.ack(&d);
         }
-        let d = client.recv_until(deadline).map_err(|e| match e.kind() {
-            ErrorKind::Timeout => RecvTimeoutError::Timeout,
-            ErrorKind::Disconnected => RecvTimeoutError::Disconnected,
-            _ => RecvTimeoutError::Io(e.into()),
-        })?;
+        let d = client
+            .recv_until(deadline)
+            .map_err(ipckit::mailbox::Error::into_recv_error)?;
         if d.payload.len() > max {
             let why = format!("{} bytes, over ipc recv's --max-size {max}", d.payload.len());
             let _ = client.reject(&d, &why);

@@ -84,7 +84,7 @@ struct MailboxOut {
 
 impl MessageSender for MailboxOut {
     fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError<()>> {
-        use ipckit::mailbox::{ErrorKind, Message, Outcome};
+        use ipckit::mailbox::{Message, Outcome};
         self.sent += 1;
         let id = self.id.as_ref().map(|id| {
             if self.total == 1 {
@@ -117,13 +117,7 @@ impl MessageSender for MailboxOut {
                 }
                 Ok(())
             }
-            Err(e) => Err(match e.kind() {
-                ErrorKind::Full | ErrorKind::Timeout if deadline != Deadline::Never => {
-                    SendTimeoutError::Timeout(())
-                }
-                ErrorKind::Disconnected => SendTimeoutError::Disconnected(()),
-                _ => SendTimeoutError::Io(e.into(), ()),
-            }),
+            Err(e) => Err(e.into_send_error(deadline)),
         }
     }
 }

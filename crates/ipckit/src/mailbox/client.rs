@@ -89,6 +89,30 @@ impl Error {
         self.kind
     }
 
+    /// As the message traits' send error: a full mailbox or its timeout is
+    /// `Timeout` when the send had a deadline, a broker gone is
+    /// `Disconnected`, anything else an I/O error with this message.
+    pub fn into_send_error(self, deadline: Deadline) -> crate::SendTimeoutError<()> {
+        use crate::SendTimeoutError as E;
+        match self.kind {
+            ErrorKind::Full | ErrorKind::Timeout if deadline != Deadline::Never => E::Timeout(()),
+            ErrorKind::Disconnected => E::Disconnected(()),
+            _ => E::Io(self.into(), ()),
+        }
+    }
+
+    /// As the message traits' receive error: no message in time is
+    /// `Timeout`, a broker or mailbox gone `Disconnected`, anything else an
+    /// I/O error with this message.
+    pub fn into_recv_error(self) -> crate::RecvTimeoutError {
+        use crate::RecvTimeoutError as E;
+        match self.kind {
+            ErrorKind::Timeout => E::Timeout,
+            ErrorKind::Disconnected => E::Disconnected,
+            _ => E::Io(self.into()),
+        }
+    }
+
     fn from_code(code: Code, text: &str) -> Error {
         let kind = match code {
             Code::Protocol => ErrorKind::Protocol,
@@ -553,9 +577,10 @@ impl Client {
             }
             Event::Deliver(d) => {
                 if !self.subs.contains_key(&d.sub) {
-                    // A delivery racing an unsubscribe: give it back.
+                    // A delivery racing an unsubscribe: give it back,
+                    // uncounted.
                     if d.tag != 0 {
-                        wire::nack(&mut self.wbuf, d.tag, 0);
+                        wire::release(&mut self.wbuf, &[d.tag]);
                     }
                     return Ok(());
                 }
@@ -1047,20 +1072,10 @@ impl crate::MessageSender for MailboxSender {
         msg: &[u8],
         deadline: Deadline,
     ) -> Result<(), crate::SendTimeoutError<()>> {
-        use crate::SendTimeoutError as E;
-        match self
-            .client
+        self.client
             .send_message(&self.to, Message::new(msg), deadline)
-        {
-            Ok(_) => Ok(()),
-            Err(e) => Err(match e.kind() {
-                ErrorKind::Full | ErrorKind::Timeout if deadline != Deadline::Never => {
-                    E::Timeout(())
-                }
-                ErrorKind::Disconnected => E::Disconnected(()),
-                _ => E::Io(e.into(), ()),
-            }),
-        }
+            .map(|_| ())
+            .map_err(|e| e.into_send_error(deadline))
     }
 }
 
@@ -1155,11 +1170,7 @@ impl crate::MessageReceiver for MailboxReceiver {
                 self.last = Some(d);
                 Ok(())
             }
-            Err(e) => Err(match e.kind() {
-                ErrorKind::Timeout => E::Timeout,
-                ErrorKind::Disconnected => E::Disconnected,
-                _ => E::Io(e.into()),
-            }),
+            Err(e) => Err(e.into_recv_error()),
         }
     }
 

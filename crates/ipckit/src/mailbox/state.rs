@@ -1816,10 +1816,14 @@ mod tests {
                 wire::subscribe(b, c, sub, max, AckMode::Explicit, sel, pattern, group)
             });
         }
-        fn ack(&mut self, id: ConnId, tags: &[u64]) {
+        /// Handles a frame `f` writes (acks, nacks: no correlation number).
+        fn raw(&mut self, id: ConnId, f: impl FnOnce(&mut Vec<u8>)) {
             let mut b = Vec::new();
-            wire::ack(&mut b, tags);
+            f(&mut b);
             self.s.handle(id, &b).unwrap();
+        }
+        fn ack(&mut self, id: ConnId, tags: &[u64]) {
+            self.raw(id, |b| wire::ack(b, tags));
         }
         fn drain(&mut self, id: ConnId) -> Vec<Got> {
             let out = std::mem::take(&mut self.s.conn_mut(id).unwrap().out);
@@ -1940,9 +1944,7 @@ mod tests {
         t.send(1, "jobs", "x");
         t.sub(2, 1, "jobs", "", Selector::Any, 10);
         let tag = t.payloads(2)[0].1;
-        let mut b = Vec::new();
-        wire::release(&mut b, &[tag]);
-        t.s.handle(2, &b).unwrap();
+        t.raw(2, |b| wire::release(b, &[tag]));
         let got = t.drain(2);
         assert!(
             matches!(&got[..], [Got::Msg { deliveries: 1, .. }]),
@@ -2089,9 +2091,7 @@ mod tests {
         let Got::Msg { tag, .. } = got[0] else {
             unreachable!()
         };
-        let mut b = Vec::new();
-        wire::nack(&mut b, tag, 0);
-        t.s.handle(2, &b).unwrap();
+        t.raw(2, |b| wire::nack(b, tag, 0));
         let got = t.drain(2);
         let [Got::Msg {
             deliveries: 3, tag, ..
@@ -2099,9 +2099,7 @@ mod tests {
         else {
             panic!("{got:?}")
         };
-        let mut b = Vec::new();
-        wire::nack(&mut b, tag, wire::BY_BACKOFF);
-        t.s.handle(2, &b).unwrap();
+        t.raw(2, |b| wire::nack(b, tag, wire::BY_BACKOFF));
         // The third failure: to dead.jobs with the reason.
         t.sub(2, 2, "dead.jobs", "", Selector::Any, 10);
         let got = t.drain(2);

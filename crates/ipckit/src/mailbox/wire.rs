@@ -927,6 +927,18 @@ pub(crate) fn read_event(frame: &[u8]) -> Result<Event<'_>, WireError> {
 mod tests {
     use super::*;
 
+    const HEAD: DeliverHead = DeliverHead {
+        sub: 1,
+        tag: 2,
+        seq: 3,
+        mtype: 4,
+        priority: 5,
+        pid: 6,
+        uid: 7,
+        gid: 8,
+        deliveries: 9,
+    };
+
     fn one(buf: &[u8]) -> &[u8] {
         let n = frame_len(buf, 1 << 20).unwrap().unwrap();
         assert_eq!(n, buf.len(), "one whole frame");
@@ -1002,17 +1014,7 @@ mod tests {
     #[test]
     fn events_round_trip() {
         let mut b = Vec::new();
-        let h = DeliverHead {
-            sub: 1,
-            tag: 2,
-            seq: 3,
-            mtype: 4,
-            priority: 5,
-            pid: 6,
-            uid: 7,
-            gid: 8,
-            deliveries: 9,
-        };
+        let h = HEAD;
         deliver(&mut b, &h, "m", None, Some("why"), b"p");
         let Event::Deliver(d) = read_event(one(&b)).unwrap() else {
             panic!()
@@ -1078,17 +1080,7 @@ mod tests {
         frames.push((true, std::mem::take(&mut b)));
         reject(&mut b, 1, "because");
         frames.push((true, std::mem::take(&mut b)));
-        let h = DeliverHead {
-            sub: 1,
-            tag: 2,
-            seq: 3,
-            mtype: 4,
-            priority: 5,
-            pid: 6,
-            uid: 7,
-            gid: 8,
-            deliveries: 9,
-        };
+        let h = HEAD;
         deliver(&mut b, &h, "m", Some("i"), Some("r"), b"");
         frames.push((false, std::mem::take(&mut b)));
         info(&mut b, 1, &[]);
