@@ -1,10 +1,11 @@
-//! `ipc broker [--socket PATH] [--max-size BYTES] [--max-connections N]`:
-//! the mailbox broker, in the foreground until SIGINT, SIGTERM or SIGHUP.
+//! `ipc broker [--socket PATH] [--store DIR | --no-store] [--fsync POLICY]
+//! [--max-size BYTES] [--max-connections N]`: the mailbox broker, in the
+//! foreground until SIGINT, SIGTERM or SIGHUP.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use ipckit::mailbox::Broker;
+use ipckit::mailbox::{Broker, Fsync};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -13,6 +14,20 @@ pub struct Args {
     /// for others, /tmp/ipckit-UID/broker.sock without XDG_RUNTIME_DIR).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Where durable mailboxes are kept (default: $IPCKIT_STORE, else
+    /// /var/lib/ipckit for root, $XDG_STATE_HOME/ipckit or
+    /// ~/.local/state/ipckit for others); one broker per store.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_store")]
+    store: Option<PathBuf>,
+    /// Keep no store: `ipc mailbox create --durable` is refused.
+    #[arg(long)]
+    no_store: bool,
+    /// When durable mailboxes' writes are forced to disk: always (before
+    /// each confirmation), never, or an interval like 10ms or 1s (default
+    /// 100ms). A confirmed send survives the broker being killed whatever
+    /// the policy; this says what survives a power loss.
+    #[arg(long, value_name = "POLICY", value_parser = parse_fsync)]
+    fsync: Option<Fsync>,
     /// The largest message the broker takes, in bytes (default 8 MiB); a
     /// larger send is refused before any of it is stored.
     #[arg(long, value_name = "BYTES", value_parser = crate::args::size)]
@@ -29,8 +44,22 @@ pub struct Args {
     quiet: bool,
 }
 
+fn parse_fsync(s: &str) -> Result<Fsync, String> {
+    s.parse().map_err(|e: std::io::Error| e.to_string())
+}
+
 pub fn run(args: Args) -> Result<()> {
     let mut b = Broker::builder();
+    if !args.no_store {
+        b = b.store(
+            args.store
+                .clone()
+                .unwrap_or_else(ipckit::mailbox::default_store),
+        );
+    }
+    if let Some(f) = args.fsync {
+        b = b.fsync(f);
+    }
     if let Some(p) = &args.socket {
         b = b.socket(p);
     }
@@ -57,6 +86,9 @@ pub fn run(args: Args) -> Result<()> {
         }
     });
     if !args.quiet {
+        if let Some(r) = broker.store_report() {
+            eprintln!("ipc broker: {r}");
+        }
         eprintln!(
             "ipc broker: listening on {} (pid {}){}",
             broker.socket_path().display(),

@@ -17,20 +17,30 @@ struct BrokerCmd {
 
 impl BrokerCmd {
     fn start() -> BrokerCmd {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), &["--no-store"])
+    }
+
+    /// A broker with its socket in `dir` and these arguments.
+    fn start_in(dir: tempfile::TempDir, args: &[&str]) -> BrokerCmd {
         let path = dir.path().join("broker.sock");
-        let child = ipc()
-            .args(["broker", "-q", "--socket"])
-            .arg(&path)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ipc broker");
-        wait_for(|| path.exists(), "the broker's socket");
+        let child = Self::spawn(&path, args);
         BrokerCmd {
             child,
             path,
             _dir: dir,
         }
+    }
+
+    fn spawn(path: &std::path::Path, args: &[&str]) -> Child {
+        let child = ipc()
+            .args(["broker", "-q", "--socket"])
+            .arg(path)
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ipc broker");
+        wait_for(|| path.exists(), "the broker's socket");
+        child
     }
 
     /// `ipc ARGS…` with this broker as the default.
@@ -62,6 +72,73 @@ impl Drop for BrokerCmd {
             "ipc broker left its socket file after SIGTERM"
         );
     }
+}
+
+/// `ipc broker --store`: a durable mailbox made with `ipc mailbox create
+/// --durable` keeps what was sent through a SIGKILL of the broker; a
+/// second broker on the same store is refused with the reason.
+#[test]
+fn durable_mailbox_through_a_killed_broker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let store_arg = store.to_str().expect("utf-8").to_string();
+    let mut b = BrokerCmd::start_in(dir, &["--store", &store_arg, "--fsync", "always"]);
+    b.ok(&[
+        "mailbox",
+        "create",
+        "jobs",
+        "--durable",
+        "--max-msgs",
+        "100",
+    ]);
+    b.ok(&[
+        "send",
+        "mailbox:jobs",
+        "one",
+        "two",
+        "three",
+        "--id",
+        "batch",
+    ]);
+    assert_eq!(b.ok(&["recv", "mailbox:jobs", "-n", "1", "-q"]), "one\n");
+    let other = dir_path(&b).join("other.sock");
+    let second = run(ipc()
+        .args(["broker", "--socket"])
+        .arg(&other)
+        .args(["--store", &store_arg]));
+    assert!(
+        stderr(&second).contains("in use by another broker"),
+        "{}",
+        stderr(&second)
+    );
+    b.child.kill().expect("SIGKILL");
+    b.child.wait().expect("wait");
+    b.child = BrokerCmd::spawn(&b.path, &["--store", &store_arg]);
+    let s = b.stat("jobs");
+    assert_eq!(
+        (s["depth"].as_u64(), s["durable"].as_bool()),
+        (Some(2), Some(true)),
+        "{s}"
+    );
+    // The ids survived too: the same batch again is recognised.
+    let again = run(&mut b.ipc(&["send", "mailbox:jobs", "two", "--id", "batch.1"]));
+    assert!(stderr(&again).contains("already had"), "{}", stderr(&again));
+    assert_eq!(
+        b.ok(&["recv", "mailbox:jobs", "-n", "2", "-q"]),
+        "two\nthree\n"
+    );
+    let mut out = run(&mut b.ipc(&["broker", "--fsync", "sometimes"]));
+    assert_eq!(out.status.code(), Some(2));
+    out.stderr.truncate(4096);
+    assert!(
+        stderr(&out).contains("always, never, or an interval"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn dir_path(b: &BrokerCmd) -> std::path::PathBuf {
+    b.path.parent().expect("a directory").to_path_buf()
 }
 
 #[test]

@@ -19,6 +19,7 @@ use mio::net::{UnixListener as MioListener, UnixStream as MioStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::state::{ConnId, Cred, State, OUT_HIGH};
+use super::store::{self, Fsync, Store, StoreReport};
 use super::wire::{self, Code};
 use crate::socket::unix::{UnixAddr, UnixListener};
 use crate::sys::socket as sock;
@@ -48,6 +49,24 @@ pub fn default_socket() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
         Some(dir) => Path::new(&dir).join("ipckit/broker.sock"),
         None => PathBuf::from(format!("/tmp/ipckit-{uid}/broker.sock")),
+    }
+}
+
+/// Where `ipc broker` keeps durable mailboxes unless told otherwise:
+/// `$IPCKIT_STORE` if set; for root `/var/lib/ipckit`; else
+/// `$XDG_STATE_HOME/ipckit`, or `~/.local/state/ipckit`.
+pub fn default_store() -> PathBuf {
+    let var = |v: &str| std::env::var_os(v).filter(|p| !p.is_empty());
+    if let Some(p) = var("IPCKIT_STORE") {
+        return PathBuf::from(p);
+    }
+    if crate::sys::process::euid() == 0 {
+        return PathBuf::from("/var/lib/ipckit");
+    }
+    match (var("XDG_STATE_HOME"), var("HOME")) {
+        (Some(dir), _) => Path::new(&dir).join("ipckit"),
+        (None, Some(home)) => Path::new(&home).join(".local/state/ipckit"),
+        (None, None) => PathBuf::from(format!("/tmp/ipckit-{}/store", crate::sys::process::euid())),
     }
 }
 
@@ -94,6 +113,8 @@ pub struct BrokerBuilder {
     max_message: usize,
     max_connections: usize,
     socket_mode: u32,
+    store: Option<PathBuf>,
+    fsync: Fsync,
 }
 
 impl Default for BrokerBuilder {
@@ -103,6 +124,8 @@ impl Default for BrokerBuilder {
             max_message: DEFAULT_MAX_MESSAGE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             socket_mode: 0o666,
+            store: None,
+            fsync: Fsync::default(),
         }
     }
 }
@@ -136,6 +159,23 @@ impl BrokerBuilder {
         self
     }
 
+    /// Keeps durable mailboxes in directory `dir` (made 0700 if missing;
+    /// one broker at a time), and loads those it holds when the broker
+    /// starts ([`Broker::store_report`] tells what was found). Without a
+    /// store, creating a durable mailbox fails with
+    /// [`ErrorKind::Storage`](super::ErrorKind::Storage).
+    pub fn store(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.store = Some(dir.into());
+        self
+    }
+
+    /// When durable mailboxes' writes are forced to the disk (default
+    /// every 100 ms; see [`Fsync`]).
+    pub fn fsync(mut self, policy: Fsync) -> Self {
+        self.fsync = policy;
+        self
+    }
+
     /// Binds the socket (replacing a stale socket file of this user, never
     /// a live broker's) and makes the broker, ready to [`Broker::run`].
     pub fn bind(self) -> io::Result<Broker> {
@@ -160,12 +200,27 @@ impl BrokerBuilder {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        // The socket first: a second broker on it is told so, whatever its
+        // store.
+        let mut state = State::new(self.max_message);
+        let report = match &self.store {
+            Some(dir) => {
+                let now = (state.now, state.wall);
+                let seg = store::SEGMENT_BYTES;
+                let (store, found, report) =
+                    Store::open(dir, self.fsync, self.max_message, seg, now.0, now.1)?;
+                state.use_store(store, found);
+                Some(report)
+            }
+            None => None,
+        };
         Ok(Broker {
             poll,
             listener,
             _bound: bound,
             path,
-            state: State::new(self.max_message),
+            state,
+            report,
             conns: HashMap::new(),
             next: 2,
             max_connections: self.max_connections,
@@ -220,6 +275,7 @@ pub struct Broker {
     _bound: UnixListener,
     path: PathBuf,
     state: State,
+    report: Option<StoreReport>,
     conns: HashMap<ConnId, Io>,
     next: ConnId,
     max_connections: usize,
@@ -290,6 +346,12 @@ impl Broker {
         &self.path
     }
 
+    /// What the store held when the broker started (`None` without a
+    /// store).
+    pub fn store_report(&self) -> Option<&StoreReport> {
+        self.report.as_ref()
+    }
+
     /// A handle that stops [`run`](Self::run) from elsewhere.
     pub fn stopper(&self) -> Stopper {
         Stopper {
@@ -300,7 +362,10 @@ impl Broker {
 
     /// Serves clients until stopped; the socket file is removed when the
     /// broker is dropped. Errors of single connections close those
-    /// connections; an error returned here is the loop's own.
+    /// connections; an error returned here is the loop's own, or the
+    /// store's: when a durable mailbox's log cannot be written the broker
+    /// stops at once, before confirming any send it could not store (its
+    /// clients see it gone and retry against the next).
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         while !self.stop.load(Ordering::Acquire) {
@@ -314,6 +379,7 @@ impl Broker {
                 }
             }
             self.state.now = Instant::now();
+            self.state.wall = store::wall_ms();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -321,7 +387,8 @@ impl Broker {
                     Token(t) => {
                         let id = t as ConnId;
                         if ev.is_writable() {
-                            self.flush(id);
+                            // Written at the turn's end, after the store.
+                            self.state.mark(id);
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             self.read(id);
@@ -330,17 +397,20 @@ impl Broker {
                 }
             }
             self.state.fire_timers();
-            self.turn_end();
+            self.turn_end()?;
         }
-        Ok(())
+        self.state.commit()?;
+        self.state.sync_all()
     }
 
     /// Resumes paused readers, then writes every connection's output.
     /// Closing a connection can give its messages to others, and settling
     /// parked sends can let a connection be read again: repeated until
     /// nothing is left to do.
-    fn turn_end(&mut self) {
+    fn turn_end(&mut self) -> io::Result<()> {
         loop {
+            // A closing connection is sent what it has left: stored first.
+            self.state.commit()?;
             let closing: Vec<ConnId> = self
                 .conns
                 .iter()
@@ -358,12 +428,15 @@ impl Broker {
                     self.read(id);
                 }
             }
+            // What this turn stored is written before anything is
+            // confirmed.
+            self.state.commit()?;
             let dirty = self.state.take_dirty();
             for &id in &dirty {
                 self.flush(id);
             }
             if closing.is_empty() && resumed.is_empty() && dirty.is_empty() {
-                break;
+                return Ok(());
             }
         }
     }

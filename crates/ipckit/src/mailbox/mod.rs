@@ -25,6 +25,7 @@
 //! | to survive a receiver's crash | acknowledge after handling ([`AckPolicy`]): what it held goes to another receiver |
 //! | to give up on a poison message | [`Config::max_deliver`], [`Client::reject`]: it lands in `dead.NAME` with the reason |
 //! | to retry sends safely | [`Message::with_id`]: duplicates within the window are not stored twice |
+//! | messages to survive the broker's crash | a broker with a store ([`BrokerBuilder::store`], `ipc broker`) and [`Config::durable`] |
 //!
 //! ```
 //! use ipckit::mailbox::{Broker, Client, SubscribeOptions};
@@ -51,6 +52,27 @@
 //! checks every request against the credentials the kernel gives for the
 //! connection (`SO_PEERCRED`), never against anything the client says;
 //! the group bits apply to the owner's primary group.
+//!
+//! ## Durability
+//!
+//! A broker given a store directory ([`BrokerBuilder::store`]; `ipc broker`
+//! uses [`default_store`]) keeps each mailbox made with
+//! [`Config::durable`] in an append-only log there, and loads it again
+//! when it starts ([`Broker::store_report`]). Whatever a turn of the
+//! broker's loop stored is written to the log before any of that turn's
+//! sends is confirmed, so a send confirmed to its sender survives the
+//! broker being killed (`SIGKILL`); what survives the machine losing
+//! power is what the [`Fsync`] policy has synced. Acknowledged messages
+//! are recorded as removed; message ids stay known for the deduplication
+//! window, so a sender that retries after a crash does not store a
+//! message twice. Each record carries a CRC-32; a record the crash cut
+//! short is cut off the log when the broker starts, never loaded.
+//!
+//! After a restart, deliveries start again: a message that was in flight
+//! is delivered again (at least once), its count of deliveries starts
+//! from one, and receiver groups of a [`Retention::Limits`] mailbox start
+//! from its oldest message. An [`Retention::Interest`] mailbox's messages
+//! go to the first receiver group that comes.
 
 pub mod config;
 pub mod name;
@@ -58,12 +80,13 @@ pub mod name;
 mod broker;
 mod client;
 mod state;
+mod store;
 mod wire;
 
 pub use crate::mq::sysv::Selector;
 pub use broker::{
-    default_socket, Broker, BrokerBuilder, EmbeddedBroker, Stopper, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_MESSAGE,
+    default_socket, default_store, Broker, BrokerBuilder, EmbeddedBroker, Stopper,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE,
 };
 pub use client::{
     AckPolicy, Client, Delivery, Error, ErrorKind, MailboxReceiver, MailboxSender, Message,
@@ -71,6 +94,7 @@ pub use client::{
 };
 pub use config::{Config, MailboxInfo, Retention, WhenFull};
 pub use name::{validate_name, Pattern};
+pub use store::{Fsync, StoreReport};
 
 /// The mailbox that is process `pid`'s inbox: `pid.PID`. A process has one
 /// while it is connected to the broker.

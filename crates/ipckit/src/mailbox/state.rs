@@ -19,11 +19,13 @@
 //! needs it (work queue, interest) or until limits push it out (limits).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::io;
 use std::time::{Duration, Instant};
 
 use super::config::{Config, MailboxInfo, Retention, WhenFull};
 use super::name::{self, Pattern};
+use super::store::{Fsync, Log, Recovered, Store};
 use super::wire::{self, AckMode, Code, DeliverHead, Request, WireError};
 use crate::mq::sysv::Selector;
 
@@ -78,17 +80,20 @@ enum Kind {
     Dead,
 }
 
+/// A message in a mailbox.
 #[derive(Debug)]
-struct Stored {
-    mtype: i64,
-    priority: u32,
-    sender: Cred,
-    id: Option<Box<str>>,
-    reason: Option<Box<str>>,
-    payload: Box<[u8]>,
-    at: Instant,
+pub(crate) struct Stored {
+    pub mtype: i64,
+    pub priority: u32,
+    pub sender: Cred,
+    pub id: Option<Box<str>>,
+    pub reason: Option<Box<str>>,
+    pub payload: Box<[u8]>,
+    pub at: Instant,
     /// Groups that still need it (work queue, interest).
-    refs: u32,
+    pub refs: u32,
+    /// The store segment its record is in (durable mailboxes).
+    pub disk: u32,
 }
 
 #[derive(Debug)]
@@ -185,6 +190,11 @@ struct Mailbox {
     dead_letters: u64,
     discarded: u64,
     received: u64,
+    /// Its log on disk (durable).
+    log: Option<Log>,
+    /// Recovered messages of an interest mailbox, waiting for the first
+    /// receiver group.
+    orphans: bool,
 }
 
 impl Mailbox {
@@ -210,6 +220,8 @@ impl Mailbox {
             dead_letters: 0,
             discarded: 0,
             received: 0,
+            log: None,
+            orphans: false,
         };
         if m.config.retention == Retention::WorkQueue {
             m.shared = Some(m.add_group(None));
@@ -258,6 +270,9 @@ impl Mailbox {
     fn remove(&mut self, seq: u64) -> Option<Stored> {
         let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
         let s = self.slots.get_mut(i)?.take()?;
+        if let Some(log) = &mut self.log {
+            log.removed(seq, &s);
+        }
         self.count -= 1;
         self.bytes -= s.payload.len() as u64;
         while matches!(self.slots.front(), Some(None)) {
@@ -312,6 +327,50 @@ impl Mailbox {
             received: self.received,
         }
     }
+
+    /// Gives the messages of an interest mailbox recovered from its log
+    /// to the first group made after the restart (nobody received them
+    /// before).
+    fn adopt_orphans(&mut self, gid: u32) {
+        if !std::mem::take(&mut self.orphans) {
+            return;
+        }
+        let g = self.groups.get_mut(&gid).expect("just made");
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(m) = slot {
+                m.refs += 1;
+                g.push_ready(self.base + i as u64, m.priority);
+            }
+        }
+    }
+
+    /// Reclaims the log's oldest segments that can go (see
+    /// [`super::store`]), then writes what is pending.
+    fn write_log(&mut self, now: Instant, wall: u64, policy: Fsync) -> io::Result<()> {
+        let next_seq = self.next_seq();
+        let Some(log) = self.log.as_mut() else {
+            return Ok(());
+        };
+        let wall_of = |at: Instant| wall.saturating_sub(now.duration_since(at).as_millis() as u64);
+        // Only segments older than this turn's newest, so that what is
+        // copied out is never copied again in the same turn.
+        let before = log.newest();
+        let window = self.config.dedup_window;
+        while let Some((front, next_head, copy)) = log.reclaimable(before, wall, window) {
+            if copy {
+                let end = next_head
+                    .saturating_sub(self.base)
+                    .min(self.slots.len() as u64);
+                for (i, slot) in self.slots.iter_mut().take(end as usize).enumerate() {
+                    if let Some(m) = slot.as_mut().filter(|m| m.disk == front) {
+                        m.disk = log.moved(self.base + i as u64, m, wall_of(m.at));
+                    }
+                }
+            }
+            log.drop_front(next_seq, policy)?;
+        }
+        log.write(next_seq, policy)
+    }
 }
 
 #[derive(Debug)]
@@ -360,6 +419,13 @@ pub(crate) struct State {
     pub max_message: usize,
     /// The time of the current event-loop turn.
     pub now: Instant,
+    /// The same moment by the wall clock (ms since the Unix epoch), for
+    /// the store.
+    pub wall: u64,
+    /// Where durable mailboxes are kept, if anywhere.
+    store: Option<Store>,
+    /// The durable mailboxes.
+    durable: BTreeSet<u32>,
     mailboxes: HashMap<u32, Mailbox>,
     names: BTreeMap<String, u32>,
     next_mbox: u32,
@@ -388,6 +454,9 @@ impl State {
         State {
             max_message,
             now: Instant::now(),
+            wall: super::store::wall_ms(),
+            store: None,
+            durable: BTreeSet::new(),
             mailboxes: HashMap::new(),
             names: BTreeMap::new(),
             next_mbox: 1,
@@ -444,7 +513,8 @@ impl State {
             .is_some_and(|c| c.parked >= MAX_PARKED || c.parked_bytes >= MAX_PARKED_BYTES)
     }
 
-    fn mark(&mut self, id: ConnId) {
+    /// Notes that connection `id` has output to send.
+    pub(crate) fn mark(&mut self, id: ConnId) {
         if let Some(c) = self.conns.get_mut(&id) {
             if !c.dirty {
                 c.dirty = true;
@@ -485,9 +555,139 @@ impl State {
         self.timers.push(Reverse((at, t)));
     }
 
-    /// When the next timer is due.
+    /// When the next timer (or `fsync` round) is due.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        let sync = self.store.as_ref().and_then(|st| {
+            let unsynced = self
+                .durable
+                .iter()
+                .any(|mb| self.mailboxes[mb].log.as_ref().is_some_and(Log::unsynced));
+            st.sync_due(unsynced)
+        });
+        match (timer, sync) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ------------------------------------------------------------------ store
+
+    /// Uses `store` for durable mailboxes, loading those it recovered.
+    pub(crate) fn use_store(&mut self, store: Store, recovered: Vec<Recovered>) {
+        self.store = Some(store);
+        for r in recovered {
+            let kind = if r.dead { Kind::Dead } else { Kind::User };
+            if self.names.contains_key(&r.name) {
+                continue;
+            }
+            let mb = self.add_mailbox(&r.name, r.owner, r.config, kind);
+            self.durable.insert(mb);
+            let now = self.now;
+            let m = self.mailboxes.get_mut(&mb).expect("just made");
+            m.base = r.msgs.keys().next().copied().unwrap_or(r.next_seq);
+            let shared = m.shared;
+            for (seq, mut msg) in r.msgs {
+                while m.next_seq() < seq {
+                    m.slots.push_back(None);
+                }
+                if let Some(g) = shared.and_then(|g| m.groups.get_mut(&g)) {
+                    g.push_ready(seq, msg.priority);
+                    msg.refs = 1;
+                }
+                m.count += 1;
+                m.bytes += msg.payload.len() as u64;
+                m.slots.push_back(Some(msg));
+            }
+            while m.next_seq() < r.next_seq {
+                m.slots.push_back(None);
+            }
+            m.orphans = m.config.retention == Retention::Interest && m.count > 0;
+            let mut ids = r.ids;
+            ids.sort_by_key(|&(_, wall, _)| wall);
+            for (seq, wall, id) in ids {
+                let age = Duration::from_millis(self.wall.saturating_sub(wall));
+                if age < m.config.dedup_window {
+                    let at = now.checked_sub(age).unwrap_or(now);
+                    m.dedup.insert(id.clone(), seq);
+                    m.dedup_order.push_back((at, id));
+                }
+            }
+            m.log = Some(r.log);
+            if let (Some(age), Some(oldest)) = (m.config.max_age, m.oldest()) {
+                let at = m.slot(oldest).expect("oldest is live").at + age;
+                m.expiry = true;
+                self.timer(at, Timer::Expire { mbox: mb });
+            }
+        }
+    }
+
+    /// Writes every durable mailbox's news to its log, and syncs as the
+    /// policy says. Called before the turn's output is sent: a failure
+    /// means confirmations must not go out.
+    pub(crate) fn commit(&mut self) -> io::Result<()> {
+        let Some(store) = self.store.as_mut() else {
+            return Ok(());
+        };
+        let policy = store.policy;
+        let (now, wall) = (self.now, self.wall);
+        let mut wrote = false;
+        for mb in &self.durable {
+            let m = self.mailboxes.get_mut(mb).expect("a durable mailbox");
+            if m.log.as_ref().is_some_and(Log::pending) {
+                m.write_log(now, wall, policy)?;
+                wrote = true;
+            }
+        }
+        let due = match policy {
+            Fsync::Always => wrote,
+            Fsync::Every(d) => now >= store.last_sync + d,
+            Fsync::Never => false,
+        };
+        if due {
+            self.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// `fsync(2)` of every log written since its last.
+    pub(crate) fn sync_all(&mut self) -> io::Result<()> {
+        let Some(store) = self.store.as_mut() else {
+            return Ok(());
+        };
+        store.last_sync = self.now;
+        for mb in &self.durable {
+            if let Some(log) = self.mailboxes.get_mut(mb).and_then(|m| m.log.as_mut()) {
+                log.sync()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the log of a new durable mailbox `name`.
+    fn new_log(
+        &mut self,
+        name: &str,
+        owner: Cred,
+        kind: Kind,
+        config: &Config,
+    ) -> Result<Log, Refusal> {
+        let Some(store) = self.store.as_mut() else {
+            return Err((
+                Code::Storage,
+                "this broker keeps no store, so it cannot make a durable mailbox: start it with \
+                 a store (BrokerBuilder::store, or ipc broker --store DIR)"
+                    .into(),
+            ));
+        };
+        store
+            .create(name, owner, kind == Kind::Dead, config)
+            .map_err(|e| {
+                (
+                    Code::Storage,
+                    format!("cannot make durable mailbox {name}: {e}"),
+                )
+            })
     }
 
     // ------------------------------------------------------------ connections
@@ -599,6 +799,7 @@ impl State {
                         payload: payload.into(),
                         at: self.now,
                         refs: 0,
+                        disk: 0,
                     };
                     self.publish(mb, id, corr, msg, timeout_ms);
                 }
@@ -788,8 +989,21 @@ impl State {
             uid: o.owner,
             gid: o.gid,
         };
-        let config = dead_config(&o.config);
-        self.add_mailbox(&name, owner, config, Kind::Dead)
+        let mut config = dead_config(&o.config);
+        // A durable mailbox's dead letters are durable too, if the store
+        // can take them (else they are kept in memory).
+        let log = if config.durable {
+            self.new_log(&name, owner, Kind::Dead, &config).ok()
+        } else {
+            None
+        };
+        config.durable = log.is_some();
+        let d = self.add_mailbox(&name, owner, config, Kind::Dead);
+        if log.is_some() {
+            self.mailboxes.get_mut(&d).expect("just made").log = log;
+            self.durable.insert(d);
+        }
+        d
     }
 
     fn create(
@@ -803,12 +1017,6 @@ impl State {
         config
             .validate()
             .map_err(|e| (Code::Invalid, e.to_string()))?;
-        if config.durable {
-            return Err((
-                Code::Storage,
-                "this broker keeps no store, so it cannot make a durable mailbox".into(),
-            ));
-        }
         if let Some(&mb) = self.names.get(name) {
             let m = &self.mailboxes[&mb];
             if exist_ok {
@@ -819,7 +1027,16 @@ impl State {
                 format!("mailbox {name} exists ({})", m.describe_owner()),
             ));
         }
-        self.add_mailbox(name, who, config, Kind::User);
+        let log = if config.durable {
+            Some(self.new_log(name, who, Kind::User, &config)?)
+        } else {
+            None
+        };
+        let mb = self.add_mailbox(name, who, config, Kind::User);
+        if log.is_some() {
+            self.mailboxes.get_mut(&mb).expect("just made").log = log;
+            self.durable.insert(mb);
+        }
         Ok(true)
     }
 
@@ -844,6 +1061,11 @@ impl State {
                 ),
             ));
         }
+        if let (Some(log), Some(store)) = (&m.log, self.store.as_mut()) {
+            store
+                .remove(log)
+                .map_err(|e| (Code::Storage, format!("cannot remove mailbox {name}: {e}")))?;
+        }
         self.remove_mailbox(mb, "it was removed");
         Ok(())
     }
@@ -852,6 +1074,7 @@ impl State {
         let Some(m) = self.mailboxes.remove(&mb) else {
             return;
         };
+        self.durable.remove(&mb);
         self.names.remove(&m.name);
         for g in m.groups.values() {
             for mem in &g.members {
@@ -1009,6 +1232,9 @@ impl State {
         m.count += 1;
         m.bytes += msg.payload.len() as u64;
         m.received += 1;
+        if let Some(log) = &mut m.log {
+            msg.disk = log.append(seq, &msg, self.wall);
+        }
         m.slots.push_back(Some(msg));
         let arm = m
             .config
@@ -1159,11 +1385,16 @@ impl State {
                     ),
                 ))
             }
-            (_, "") => m.add_group(None),
+            (_, "") => {
+                let gid = m.add_group(None);
+                m.adopt_orphans(gid);
+                gid
+            }
             (retention, g) => match m.named.get(g) {
                 Some(&gid) => gid,
                 None => {
                     let gid = m.add_group(Some(g.to_string()));
+                    m.adopt_orphans(gid);
                     if retention == Retention::Limits {
                         // A new group of a log starts at its oldest message.
                         let live: Vec<(u64, u32)> = m
@@ -1565,6 +1796,7 @@ impl State {
                     payload: s.payload.clone(),
                     at: self.now,
                     refs: 0,
+                    disk: 0,
                 };
                 m.dead_letters += 1;
                 let d = self.dead_box(mb);
@@ -1872,8 +2104,76 @@ mod tests {
         }
         fn tick(&mut self, d: Duration) {
             self.s.now += d;
+            self.s.wall += d.as_millis() as u64;
             self.s.fire_timers();
         }
+        /// A state using the store in `dir` (segments of `seg` bytes),
+        /// and what it recovered.
+        fn durable(dir: &std::path::Path, seg: u64) -> (T, super::super::store::StoreReport) {
+            let s = State::new(1);
+            Self::durable_at(dir, seg, (s.now, s.wall))
+        }
+        /// The same, with the clocks at `(now, wall)`.
+        fn durable_at(
+            dir: &std::path::Path,
+            seg: u64,
+            (now, wall): (Instant, u64),
+        ) -> (T, super::super::store::StoreReport) {
+            let mut t = T::new();
+            (t.s.now, t.s.wall) = (now, wall);
+            let (st, found, report) =
+                Store::open(dir, Fsync::Never, 1 << 20, seg, t.s.now, t.s.wall).unwrap();
+            t.s.use_store(st, found);
+            (t, report)
+        }
+        /// A turn's end: what was stored goes to the log.
+        fn commit(&mut self) {
+            self.s.commit().unwrap();
+        }
+    }
+
+    /// What a durable mailbox holds: next sequence number, live messages
+    /// (seq, payload's length and checksum, type, priority, id), ids
+    /// deduplicated.
+    type Snapshot = (
+        u64,
+        Vec<(u64, usize, u32, i64, u32, Option<String>)>,
+        Vec<String>,
+    );
+
+    fn snapshot(s: &State) -> BTreeMap<String, Snapshot> {
+        s.durable
+            .iter()
+            .map(|mb| {
+                let m = &s.mailboxes[mb];
+                let live = m
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, x)| {
+                        x.as_ref().map(|x| {
+                            (
+                                m.base + i as u64,
+                                x.payload.len(),
+                                crc32fast::hash(&x.payload),
+                                x.mtype,
+                                x.priority,
+                                x.id.as_deref().map(String::from),
+                            )
+                        })
+                    })
+                    .collect();
+                // Those still in the window (expired ones go lazily).
+                let mut ids: Vec<String> = m
+                    .dedup_order
+                    .iter()
+                    .filter(|(at, _)| s.now.duration_since(*at) < m.config.dedup_window)
+                    .map(|(_, k)| k.to_string())
+                    .collect();
+                ids.sort();
+                (m.name.clone(), (m.next_seq(), live, ids))
+            })
+            .collect()
     }
 
     fn other(pid: i32) -> Cred {
@@ -2400,4 +2700,301 @@ mod tests {
         assert!(s.handle(1, &b).is_err(), "not greeted");
     }
     const SEND_OP: u8 = 0x02;
+
+    fn durable(retention: Retention) -> Config {
+        Config {
+            retention,
+            durable: true,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn durable_mailboxes_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let before;
+        {
+            let (mut t, report) = T::durable(dir.path(), super::super::store::SEGMENT_BYTES);
+            assert_eq!((report.mailboxes, report.problems.len()), (0, 0));
+            t.join(1, ME);
+            t.create(1, "jobs", durable(Retention::WorkQueue));
+            t.create(1, "fan", durable(Retention::Interest));
+            t.create(1, "log", durable(Retention::Limits));
+            t.create(1, "plain", Config::default());
+            for i in 1..=5 {
+                let id = format!("i{i}");
+                t.send_full(
+                    1,
+                    "jobs",
+                    &format!("job {i}"),
+                    i,
+                    i as u32 % 2,
+                    Some(&id),
+                    0,
+                );
+            }
+            t.send(1, "plain", "gone with the broker");
+            t.send(1, "log", "kept");
+            t.sub(1, 1, "fan", "", Selector::Any, 10);
+            t.send(1, "fan", "for whoever comes next");
+            t.sub(1, 2, "jobs", "", Selector::Any, 2);
+            t.drain(1);
+            // Two delivered: one acknowledged, one rejected to dead.jobs.
+            let jobs = t.s.names["jobs"];
+            let mut got: Vec<u64> =
+                t.s.conn(1)
+                    .unwrap()
+                    .inflight
+                    .iter()
+                    .filter(|(_, at)| at.0 == jobs)
+                    .map(|(&tag, _)| tag)
+                    .collect();
+            got.sort();
+            assert_eq!(got.len(), 2);
+            t.ack(1, &got[..1]);
+            t.raw(1, |b| wire::reject(b, got[1], "bad input"));
+            t.s.unsubscribe(1, 2);
+            t.commit();
+            before = snapshot(&t.s);
+            // Dropped without a clean stop, as SIGKILL would leave it.
+        }
+        assert_eq!(
+            before.keys().collect::<Vec<_>>(),
+            ["dead.jobs", "fan", "jobs", "log"]
+        );
+        let (mut t, report) = T::durable(dir.path(), super::super::store::SEGMENT_BYTES);
+        assert_eq!(report.mailboxes, 4, "{report}");
+        assert_eq!(report.messages, 3 + 1 + 1 + 1, "{report}");
+        assert!(report.problems.is_empty(), "{report}");
+        assert_eq!(snapshot(&t.s), before);
+        assert!(!t.s.names.contains_key("plain"));
+        t.join(2, ME);
+        // An id confirmed before the restart is still recognised.
+        t.send_full(2, "jobs", "again", 1, 0, Some("i1"), 0);
+        assert_eq!(t.drain(2), [Got::Duplicate(1)]);
+        t.send(2, "jobs", "new");
+        assert_eq!(t.drain(2), [Got::Stored(6)]);
+        // The interest mailbox's message goes to the first receiver.
+        t.sub(2, 1, "fan", "", Selector::Any, 10);
+        let got = t.payloads(2);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, "for whoever comes next");
+        let dead = t.s.names["dead.jobs"];
+        assert_eq!(t.s.mailboxes[&dead].count, 1);
+        // Removal takes the files too.
+        t.req(2, |b, c| wire::delete(b, c, "log"));
+        assert_eq!(t.drain(2), [Got::Done(0)]);
+        t.commit();
+        drop(t);
+        let (t, report) = T::durable(dir.path(), super::super::store::SEGMENT_BYTES);
+        assert_eq!(report.mailboxes, 3, "{report}");
+        assert!(!t.s.names.contains_key("log"));
+        // One broker per store.
+        let e = Store::open(dir.path(), Fsync::Never, 1 << 20, 1 << 20, t.s.now, 0).unwrap_err();
+        assert!(e.to_string().contains("in use by another broker"), "{e}");
+    }
+
+    #[test]
+    fn a_durable_mailbox_needs_a_store() {
+        let mut t = T::new();
+        t.join(1, ME);
+        t.req(1, |b, c| {
+            wire::create(b, c, false, "d", &durable(Retention::WorkQueue))
+        });
+        let got = t.drain(1);
+        assert!(
+            matches!(&got[..], [Got::Fail(Code::Storage, text)] if text.contains("--store")),
+            "{got:?}"
+        );
+    }
+
+    /// Random sends, receives, acks, nacks, rejects, drops and time over
+    /// two durable mailboxes with small segments (so segments fill, go,
+    /// and have their live messages copied out); at random points the
+    /// broker "crashes" after a turn: what it recovers is exactly what it
+    /// held.
+    #[test]
+    fn durable_random_walks_recover_what_was_held() {
+        // Segments removed, messages copied out of them: over all seeds.
+        let mut reclaimed = (0, 0);
+        for seed in 1..=24u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let seg = 300 + r.below(2000);
+            let (mut t, _) = T::durable(dir.path(), seg);
+            t.join(1, ME);
+            // A short dedup window, so that segments holding ids can go.
+            let window = Duration::from_secs(2);
+            t.create(
+                1,
+                "w",
+                Config {
+                    max_deliver: Some(3),
+                    dedup_window: window,
+                    ..durable(Retention::WorkQueue)
+                },
+            );
+            t.create(
+                1,
+                "l",
+                Config {
+                    max_msgs: Some(15),
+                    when_full: WhenFull::DropOldest,
+                    dedup_window: window,
+                    ..durable(Retention::Limits)
+                },
+            );
+            let mut crashes = 0;
+            for step in 0..400 {
+                if t.s.conn(1).is_none() {
+                    t.join(1, ME);
+                }
+                match r.below(10) {
+                    0..=3 => {
+                        let to = ["w", "l"][r.below(2) as usize];
+                        let id = (r.below(3) == 0).then(|| format!("id{}", r.below(40)));
+                        let body = "x".repeat(r.below(90) as usize);
+                        t.send_full(
+                            1,
+                            to,
+                            &body,
+                            1 + r.below(3) as i64,
+                            r.below(3) as u32,
+                            id.as_deref(),
+                            0,
+                        );
+                    }
+                    4 => {
+                        let to = ["w", "l", "dead.w"][r.below(3) as usize];
+                        let sub = r.below(4) as u32;
+                        t.sub(1, sub, to, "", Selector::Any, 1 + r.below(4) as u32);
+                    }
+                    5 | 6 => {
+                        let tags: Vec<u64> =
+                            t.s.conn(1).unwrap().inflight.keys().copied().collect();
+                        if let Some(&tag) = tags.get(r.below(tags.len() as u64 + 1) as usize) {
+                            match r.below(3) {
+                                0 => t.ack(1, &[tag]),
+                                1 => t.raw(1, |b| wire::nack(b, tag, 0)),
+                                _ => t.raw(1, |b| wire::reject(b, tag, "no")),
+                            }
+                        }
+                    }
+                    7 => {
+                        t.s.unsubscribe(1, r.below(4) as u32);
+                    }
+                    8 => t.tick(Duration::from_millis(r.below(400))),
+                    _ => {
+                        t.commit();
+                        let before = snapshot(&t.s);
+                        for mb in &t.s.durable {
+                            let (d, c) = t.s.mailboxes[mb].log.as_ref().unwrap().reclaimed();
+                            reclaimed.0 += d;
+                            reclaimed.1 += c;
+                        }
+                        let (now, wall) = (t.s.now, t.s.wall);
+                        drop(t);
+                        let (t2, report) = T::durable_at(dir.path(), seg, (now, wall));
+                        assert!(
+                            report.problems.is_empty(),
+                            "seed {seed} step {step}: {report}"
+                        );
+                        let after = snapshot(&t2.s);
+                        for (name, b) in &before {
+                            let a = &after[name];
+                            assert_eq!(a.0, b.0, "seed {seed} step {step} {name}: next seq");
+                            let sa: Vec<u64> = a.1.iter().map(|x| x.0).collect();
+                            let sb: Vec<u64> = b.1.iter().map(|x| x.0).collect();
+                            assert_eq!(sa, sb, "seed {seed} step {step} {name}: seqs");
+                            assert_eq!(a.1, b.1, "seed {seed} step {step} {name}: messages");
+                            assert_eq!(a.2, b.2, "seed {seed} step {step} {name}: ids");
+                        }
+                        assert_eq!(after.len(), before.len());
+                        t = t2;
+                        crashes += 1;
+                        continue;
+                    }
+                }
+                t.drain(1);
+                t.commit();
+            }
+            assert!(crashes > 10, "seed {seed}: {crashes} restarts");
+            // Counts stay consistent with what is held.
+            for m in t.s.mailboxes.values() {
+                assert_eq!(
+                    m.count,
+                    m.slots.iter().flatten().count() as u64,
+                    "seed {seed}"
+                );
+            }
+        }
+        assert!(reclaimed.0 > 100 && reclaimed.1 > 20, "{reclaimed:?}");
+    }
+
+    /// A log whose newest segment was cut short or damaged at any byte:
+    /// recovery loads the records before the damage, cuts the rest off the
+    /// file (a second start finds nothing wrong), and never panics.
+    #[test]
+    fn a_damaged_tail_is_cut_not_loaded() {
+        let payload = |i: u64| format!("message number {i}");
+        let dir = tempfile::tempdir().unwrap();
+        let seg_file;
+        let records: Vec<u64>;
+        {
+            let (mut t, _) = T::durable(dir.path(), 1 << 20);
+            t.join(1, ME);
+            t.create(1, "q", durable(Retention::WorkQueue));
+            for i in 1..=12 {
+                t.send(1, "q", &payload(i));
+                t.commit();
+            }
+            let mb = t.s.names["q"];
+            let log = t.s.mailboxes[&mb].log.as_ref().unwrap();
+            seg_file = log.newest_path();
+            // Where each message's record ends.
+            let mut end = 17u64;
+            records = (1..=12)
+                .map(|i| {
+                    end += t.s.mailboxes[&mb]
+                        .slot(i)
+                        .map(super::super::store::msg_len)
+                        .unwrap();
+                    end
+                })
+                .collect();
+        }
+        let pristine = std::fs::read(&seg_file).unwrap();
+        assert_eq!(pristine.len() as u64, *records.last().unwrap());
+        let mut r = Rng(0x1234_5678_9abc_def1);
+        for trial in 0..200 {
+            let mut bytes = pristine.clone();
+            let at = r.below(bytes.len() as u64) as usize;
+            let truncated = trial % 2 == 0;
+            if truncated {
+                bytes.truncate(at);
+            } else {
+                bytes[at] ^= 1 << r.below(8);
+            }
+            std::fs::write(&seg_file, &bytes).unwrap();
+            // Messages whose records end before the damage survive.
+            let whole = records.iter().filter(|&&end| end <= at as u64).count();
+            let (t, report) = T::durable(dir.path(), 1 << 20);
+            let mb = t.s.names["q"];
+            let m = &t.s.mailboxes[&mb];
+            assert_eq!(m.count, whole as u64, "trial {trial} at {at}: {report}");
+            for i in 1..=whole as u64 {
+                assert_eq!(&*m.slot(i).unwrap().payload, payload(i).as_bytes());
+            }
+            let boundary = [0, 17].contains(&at) || records.contains(&(at as u64));
+            assert_eq!(
+                report.problems.is_empty(),
+                truncated && boundary,
+                "trial {trial} at {at}: {report}"
+            );
+            drop(t);
+            let (t, report) = T::durable(dir.path(), 1 << 20);
+            assert!(report.problems.is_empty(), "second start: {report}");
+            assert_eq!(t.s.mailboxes[&t.s.names["q"]].count, whole as u64);
+        }
+    }
 }

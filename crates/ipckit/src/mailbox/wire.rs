@@ -249,13 +249,13 @@ fn end(buf: &mut [u8], at: usize) {
     buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-fn put_str8(buf: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str8(buf: &mut Vec<u8>, s: &str) {
     let s = &s.as_bytes()[..s.len().min(255)];
     buf.push(s.len() as u8);
     buf.extend_from_slice(s);
 }
 
-fn put_str16(buf: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str16(buf: &mut Vec<u8>, s: &str) {
     let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
     buf.extend_from_slice(&(s.len() as u16).to_le_bytes());
     buf.extend_from_slice(s);
@@ -276,7 +276,7 @@ fn ms(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
 }
 
-fn put_config(buf: &mut Vec<u8>, c: &Config) {
+pub(crate) fn put_config(buf: &mut Vec<u8>, c: &Config) {
     buf.push(match c.retention {
         Retention::WorkQueue => 0,
         Retention::Interest => 1,
@@ -584,14 +584,14 @@ pub(crate) fn frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, WireErr
     })
 }
 
-/// A checked cursor over one frame's bytes.
-struct Rd<'a> {
-    b: &'a [u8],
+/// A checked cursor over one frame's bytes (or one stored record's).
+pub(crate) struct Rd<'a> {
+    pub(crate) b: &'a [u8],
 }
 
 impl<'a> Rd<'a> {
     #[inline]
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if self.b.len() < n {
             return bad(format!("{} bytes missing", n - self.b.len()));
         }
@@ -600,42 +600,42 @@ impl<'a> Rd<'a> {
         Ok(h)
     }
     #[inline]
-    fn arr<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+    pub(crate) fn arr<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
         Ok(self.take(N)?.try_into().expect("N bytes"))
     }
-    fn u8(&mut self) -> Result<u8, WireError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, WireError> {
         Ok(self.arr::<1>()?[0])
     }
-    fn u16(&mut self) -> Result<u16, WireError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, WireError> {
         Ok(u16::from_le_bytes(self.arr()?))
     }
-    fn u32(&mut self) -> Result<u32, WireError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, WireError> {
         Ok(u32::from_le_bytes(self.arr()?))
     }
-    fn i32(&mut self) -> Result<i32, WireError> {
+    pub(crate) fn i32(&mut self) -> Result<i32, WireError> {
         Ok(i32::from_le_bytes(self.arr()?))
     }
-    fn u64(&mut self) -> Result<u64, WireError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, WireError> {
         Ok(u64::from_le_bytes(self.arr()?))
     }
-    fn i64(&mut self) -> Result<i64, WireError> {
+    pub(crate) fn i64(&mut self) -> Result<i64, WireError> {
         Ok(i64::from_le_bytes(self.arr()?))
     }
-    fn text(&mut self, n: usize) -> Result<&'a str, WireError> {
+    pub(crate) fn text(&mut self, n: usize) -> Result<&'a str, WireError> {
         std::str::from_utf8(self.take(n)?).or_else(|_| bad("a name or text that is not UTF-8"))
     }
-    fn str8(&mut self) -> Result<&'a str, WireError> {
+    pub(crate) fn str8(&mut self) -> Result<&'a str, WireError> {
         let n = self.u8()? as usize;
         self.text(n)
     }
-    fn str16(&mut self) -> Result<&'a str, WireError> {
+    pub(crate) fn str16(&mut self) -> Result<&'a str, WireError> {
         let n = self.u16()? as usize;
         self.text(n)
     }
-    fn rest(&mut self) -> &'a [u8] {
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.b)
     }
-    fn finish(&self) -> Result<(), WireError> {
+    pub(crate) fn finish(&self) -> Result<(), WireError> {
         if self.b.is_empty() {
             Ok(())
         } else {
@@ -656,7 +656,7 @@ impl<'a> Rd<'a> {
     fn ms(&mut self) -> Result<Duration, WireError> {
         Ok(Duration::from_millis(self.u64()?))
     }
-    fn config(&mut self) -> Result<Config, WireError> {
+    pub(crate) fn config(&mut self) -> Result<Config, WireError> {
         let retention = match self.u8()? {
             0 => Retention::WorkQueue,
             1 => Retention::Interest,
