@@ -34,6 +34,7 @@ use serde::Serialize;
 
 mod cleanup;
 mod html;
+mod mailbox;
 mod measure;
 mod mechs;
 mod peer;
@@ -66,9 +67,10 @@ const MSG_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Mechanisms to measure (default: all).
-    #[arg(value_enum, value_name = "MECHANISM")]
-    mechanisms: Vec<Mech>,
+    /// Mechanisms to measure (default: all); `mailbox` is messages
+    /// through an `ipc broker` process (its own table).
+    #[arg(value_name = "MECHANISM", value_parser = mechanism_names())]
+    mechanisms: Vec<String>,
     /// Message sizes in bytes.
     #[arg(long, value_delimiter = ',', default_value = "64,4096,65536", value_parser = parse_size)]
     sizes: Vec<usize>,
@@ -116,6 +118,14 @@ pub struct Args {
     /// ratio: what waiting on many endpoints costs.
     #[arg(long)]
     select: bool,
+}
+
+/// The name of the mailbox section, beside the mechanisms' names.
+const MAILBOX: &str = "mailbox";
+
+fn mechanism_names() -> clap::builder::PossibleValuesParser {
+    let names = Mech::ALL.iter().map(|m| m.name()).chain([MAILBOX]);
+    clap::builder::PossibleValuesParser::new(names)
 }
 
 /// The largest message size `ipc bench` measures.
@@ -184,6 +194,8 @@ struct Report {
     floor_rtt_ns: Stats,
     results: Vec<Row>,
     request_reply: Vec<rpc::RpcRow>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    mailbox: Vec<mailbox::MailboxRow>,
 }
 
 fn machine(cpus: Option<(usize, usize)>) -> Machine {
@@ -236,11 +248,19 @@ fn ns(v: u64) -> String {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let mechs = if args.mechanisms.is_empty() {
+    let mechs: Vec<Mech> = if args.mechanisms.is_empty() {
         Mech::ALL.to_vec()
     } else {
-        args.mechanisms.clone()
+        let mut v: Vec<Mech> = args
+            .mechanisms
+            .iter()
+            .filter(|n| *n != MAILBOX)
+            .map(|n| Mech::by_name(n))
+            .collect();
+        v.dedup();
+        v
     };
+    let with_mailbox = args.mechanisms.is_empty() || args.mechanisms.iter().any(|n| n == MAILBOX);
     if args.duration_ms == 0 {
         bail!("--duration-ms must be at least 1");
     }
@@ -304,7 +324,9 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .filter(|m| args.mechanisms.is_empty() || mechs.iter().any(|x| x.name() == m.scheme))
         .collect();
-    let bar = ProgressBar::new(points.len() as u64 + rpc_mechs.len() as u64 + 1);
+    let bar = ProgressBar::new(
+        points.len() as u64 + rpc_mechs.len() as u64 + 1 + u64::from(with_mailbox),
+    );
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
             .expect("valid progress template"),
@@ -346,6 +368,31 @@ pub fn run(args: Args) -> Result<()> {
         cleanup::point_done();
         bar.inc(1);
     }
+    let mut mailbox_rows = Vec::new();
+    if with_mailbox {
+        bar.set_message("mailboxes through a broker process");
+        // A bare Unix socket's round trip for scale: this run's, or one
+        // measured now.
+        let unix_rtt = rows
+            .iter()
+            .find(|r| r.mechanism == "unix" && r.size == mailbox::SIZE && r.wait == "block")
+            .and_then(|r| r.rtt_ns)
+            .or_else(|| {
+                let r = run_point(
+                    &mut ctx,
+                    Mech::Unix,
+                    mailbox::SIZE,
+                    WaitStrategy::Block,
+                    d,
+                    None,
+                    false,
+                );
+                cleanup::point_done();
+                r.ok().and_then(|r| r.rtt_ns)
+            });
+        mailbox_rows = mailbox::measure(&mut ctx, d, unix_rtt);
+        bar.inc(1);
+    }
     bar.finish_and_clear();
     let noise_after = report::Noise::sample(m.cpus_allowed);
     println!(
@@ -368,7 +415,9 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         report::terminal_width()
     };
-    println!("{}", report::table(&rows, &floor, width));
+    if !rows.is_empty() {
+        println!("{}", report::table(&rows, &floor, width));
+    }
     for r in rows.iter().filter(|r| r.skipped.is_some()) {
         println!(
             "skipped {} {} B {}: {}",
@@ -379,14 +428,17 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let say = |text: &str, indent: usize| println!("{}", report::wrap(text, width, indent));
-    say(
-        &format!(
-            "rtt: round trip of one message (ping-pong); ±: half the range of the figure across \
-             its {ROUNDS} rounds ({} each); msgs/s and MB/s: one way, counted by the receiver.",
-            humantime(d / ROUNDS)
-        ),
-        0,
-    );
+    if !rows.is_empty() {
+        say(
+            &format!(
+                "rtt: round trip of one message (ping-pong); ±: half the range of the figure \
+                 across its {ROUNDS} rounds ({} each); msgs/s and MB/s: one way, counted by the \
+                 receiver.",
+                humantime(d / ROUNDS)
+            ),
+            0,
+        );
+    }
     if !rpc_rows.is_empty() {
         println!(
             "Request/reply (ipckit::rpc: typed {}-byte requests and replies with correlation ids; \
@@ -395,16 +447,31 @@ pub fn run(args: Args) -> Result<()> {
         );
         println!("{}", rpc::table(&rpc_rows));
     }
-    println!("What they are:");
-    for l in report::legend(&rows) {
-        say(&l, 13);
+    if !mailbox_rows.is_empty() {
+        println!(
+            "Mailboxes ({} B through an `ipc broker` process; confirmed sends, each message \
+             acknowledged on the next receive; durable: a store with fsync every 10 ms):",
+            mailbox::SIZE
+        );
+        println!("{}", mailbox::table(&mailbox_rows));
+        for l in mailbox::against_goals(&mailbox_rows) {
+            say(&format!("- {l}"), 2);
+        }
+    }
+    if !rows.is_empty() {
+        println!("What they are:");
+        for l in report::legend(&rows) {
+            say(&l, 13);
+        }
     }
     for w in report::warnings(&rows, &noise_before, &noise_after) {
         say(&format!("warning: {w}"), 2);
     }
-    println!("On this machine, from this run:");
-    for l in report::recommend(&rows) {
-        say(&format!("- {l}"), 2);
+    if !rows.is_empty() {
+        println!("On this machine, from this run:");
+        for l in report::recommend(&rows) {
+            say(&format!("- {l}"), 2);
+        }
     }
     if let (Some(base), Some(path)) = (&baseline, &args.baseline) {
         println!("Against {} (now / then):", path.display());
@@ -422,6 +489,7 @@ pub fn run(args: Args) -> Result<()> {
             floor_rtt_ns: floor,
             results: rows,
             request_reply: rpc_rows,
+            mailbox: mailbox_rows,
         };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;

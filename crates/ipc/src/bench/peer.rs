@@ -35,6 +35,12 @@ pub enum Role {
     Floor,
     /// Call a request/reply server (`--addr`), measuring.
     Rpc,
+    /// Send every message of one mailbox to another (`--addr
+    /// SOCKET|IN|OUT`).
+    MailboxEcho,
+    /// Count a mailbox's messages until an empty one (`--addr
+    /// SOCKET|MAILBOX`).
+    MailboxSink,
 }
 
 #[derive(clap::Args, Debug)]
@@ -169,6 +175,13 @@ pub fn peer(a: PeerArgs) -> Result<()> {
             .ok_or_else(|| anyhow!("--addr is required"))?;
         return super::rpc::peer(addr, a.size, Duration::from_millis(a.duration_ms));
     }
+    if matches!(a.role, Role::MailboxEcho | Role::MailboxSink) {
+        let addr = a
+            .addr
+            .as_deref()
+            .ok_or_else(|| anyhow!("--addr is required"))?;
+        return super::mailbox::peer(a.role, addr);
+    }
     if a.mech == Some(Mech::Signal) {
         return signal::peer(a.role, a.wait);
     }
@@ -236,7 +249,9 @@ pub fn peer(a: PeerArgs) -> Result<()> {
             let _ = ep.recv_timeout_into(&mut buf, Duration::from_millis(500));
             Ok(())
         }
-        Role::Floor | Role::Rpc => unreachable!("handled above"),
+        Role::Floor | Role::Rpc | Role::MailboxEcho | Role::MailboxSink => {
+            unreachable!("handled above")
+        }
     }
 }
 

@@ -91,8 +91,8 @@ pub(super) struct Ctx {
 impl Ctx {
     pub(super) fn peer_cmd(&self, role: Role) -> Result<Command> {
         let mut cmd = Command::new(std::env::current_exe().context("locating the ipc binary")?);
-        cmd.arg(crate::BENCH_PEER)
-            .arg(format!("{role:?}").to_lowercase());
+        let role = clap::ValueEnum::to_possible_value(&role).expect("every role has a name");
+        cmd.arg(crate::BENCH_PEER).arg(role.get_name());
         if let Some((_, b)) = self.cpus {
             cmd.arg("--cpu").arg(b.to_string());
         }

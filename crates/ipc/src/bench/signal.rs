@@ -174,6 +174,8 @@ pub fn peer(role: Role, wait: WaitStrategy) -> Result<()> {
             send(parent, count)?;
             send(parent, i32::try_from(micros).unwrap_or(i32::MAX))
         }
-        Role::Floor | Role::Rpc => bail!("the signal bench has no {role:?} role"),
+        Role::Floor | Role::Rpc | Role::MailboxEcho | Role::MailboxSink => {
+            bail!("the signal bench has no {role:?} role")
+        }
     }
 }

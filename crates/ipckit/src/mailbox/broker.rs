@@ -6,7 +6,6 @@
 //! connection: many messages per system call when traffic is heavy, one
 //! message at once when it is light.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -17,6 +16,7 @@ use std::time::Instant;
 
 use mio::net::{UnixListener as MioListener, UnixStream as MioStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+use rustc_hash::FxHashMap;
 
 use super::state::{ConnId, Cred, State, OUT_HIGH};
 use super::store::{self, Fsync, Store, StoreReport};
@@ -221,7 +221,7 @@ impl BrokerBuilder {
             path,
             state,
             report,
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             next: 2,
             max_connections: self.max_connections,
             stop: Arc::new(AtomicBool::new(false)),
@@ -276,7 +276,7 @@ pub struct Broker {
     path: PathBuf,
     state: State,
     report: Option<StoreReport>,
-    conns: HashMap<ConnId, Io>,
+    conns: FxHashMap<ConnId, Io>,
     next: ConnId,
     max_connections: usize,
     stop: Arc<AtomicBool>,

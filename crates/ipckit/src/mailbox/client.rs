@@ -1,6 +1,8 @@
 //! The client: one connection to the broker, used from one thread.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -363,12 +365,12 @@ pub struct Client {
     next_corr: u32,
     next_sub: u32,
     deliveries: VecDeque<Delivery>,
-    subs: HashMap<u32, SubState>,
+    subs: FxHashMap<u32, SubState>,
     to_ack: Vec<u64>,
     on_next: Option<u64>,
-    replies: HashMap<u32, Reply>,
+    replies: FxHashMap<u32, Reply>,
     /// Mailbox INFO frames gathered for a STAT in progress.
-    info: HashMap<u32, Vec<MailboxInfo>>,
+    info: FxHashMap<u32, Vec<MailboxInfo>>,
     broken: bool,
 }
 
@@ -421,11 +423,11 @@ impl Client {
             next_corr: 1,
             next_sub: 1,
             deliveries: VecDeque::new(),
-            subs: HashMap::new(),
+            subs: FxHashMap::default(),
             to_ack: Vec::new(),
             on_next: None,
-            replies: HashMap::new(),
-            info: HashMap::new(),
+            replies: FxHashMap::default(),
+            info: FxHashMap::default(),
             broken: false,
         };
         wire::hello(&mut c.wbuf);
