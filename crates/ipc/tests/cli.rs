@@ -458,6 +458,60 @@ fn bench_measures_request_reply_over_the_registry() {
     }
 }
 
+/// `ipc bench mailbox`: round trips and one-way rates through a broker
+/// process, plain and durable, beside a bare Unix socket's round trip,
+/// and nats-server's when it is installed (else a row says how to get it).
+#[test]
+fn bench_measures_mailboxes_through_a_broker() {
+    let (table, v) = bench_json(&["mailbox", "--duration-ms", "30"]);
+    assert!(table.contains("through an `ipc broker` process"), "{table}");
+    assert!(table.contains("goal: at most 2×"), "{table}");
+    let rows = v["mailbox"].as_array().unwrap();
+    let paths: Vec<&str> = rows.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        [
+            "unix socket (bare, for scale)",
+            "mailbox",
+            "mailbox, durable (fsync 10ms)",
+            "nats-server (request/reply)"
+        ]
+    );
+    for r in &rows[..3] {
+        assert!(r["skipped"].is_null(), "{r}");
+        let (p50, p99) = (
+            r["rtt_ns"]["p50"].as_u64().unwrap(),
+            r["rtt_ns"]["p99"].as_u64().unwrap(),
+        );
+        assert!(p50 > 0 && p99 >= p50, "{r}");
+    }
+    for r in &rows[1..3] {
+        assert!(r["msgs_per_s_1"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["msgs_per_s_4"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let nats = &rows[3];
+    let installed = [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists());
+    if installed {
+        assert!(nats["rtt_ns"]["p50"].as_u64().unwrap() > 0, "{nats}");
+    } else {
+        assert!(
+            nats["skipped"]
+                .as_str()
+                .unwrap()
+                .contains("apt-get install nats-server"),
+            "{nats}"
+        );
+    }
+    // No main table when only mailboxes were asked for.
+    assert!(v["results"].as_array().unwrap().is_empty(), "{v}");
+}
+
 #[test]
 fn bench_refuses_bad_arguments() {
     fails_with(

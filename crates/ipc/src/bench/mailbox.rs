@@ -8,7 +8,7 @@
 //!   trip timed. Beside it, for scale, a bare Unix socket's round trip
 //!   measured in the same run, and nats-server's (a request and its reply
 //!   through a nats-server this bench starts) when `nats-server` is
-//!   installed.
+//!   installed ([`super::nats`]).
 //! - one-way: this process sends numbered messages in pipelined batches
 //!   (`Client::send_batch`) for the duration to a work queue that 1 or 4
 //!   sink peers share; the rate is what was sent over the time from the
@@ -272,6 +272,18 @@ pub fn measure(ctx: &mut Ctx, d: Duration, unix_rtt: Option<Stats>) -> Vec<Mailb
         rows.push(row);
     }
     drop(broker);
+    let mut nats = MailboxRow {
+        path: "nats-server (request/reply)".into(),
+        ..MailboxRow::default()
+    };
+    match super::nats::round_trips(ctx, SIZE, d) {
+        Ok(Some(rtt)) => nats.rtt_ns = Some(rtt),
+        Ok(None) => {
+            nats.skipped = Some("not installed (apt-get install nats-server)".into());
+        }
+        Err(e) => nats.skipped = Some(format!("{e:#}")),
+    }
+    rows.push(nats);
     rows
 }
 

@@ -37,6 +37,7 @@ mod html;
 mod mailbox;
 mod measure;
 mod mechs;
+mod nats;
 mod peer;
 mod raw;
 mod report;

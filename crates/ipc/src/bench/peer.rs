@@ -41,6 +41,8 @@ pub enum Role {
     /// Count a mailbox's messages until an empty one (`--addr
     /// SOCKET|MAILBOX`).
     MailboxSink,
+    /// Answer NATS requests on a subject (`--addr URL|SUBJECT`).
+    NatsEcho,
 }
 
 #[derive(clap::Args, Debug)]
@@ -175,6 +177,13 @@ pub fn peer(a: PeerArgs) -> Result<()> {
             .ok_or_else(|| anyhow!("--addr is required"))?;
         return super::rpc::peer(addr, a.size, Duration::from_millis(a.duration_ms));
     }
+    if a.role == Role::NatsEcho {
+        let addr = a
+            .addr
+            .as_deref()
+            .ok_or_else(|| anyhow!("--addr is required"))?;
+        return super::nats::peer(addr);
+    }
     if matches!(a.role, Role::MailboxEcho | Role::MailboxSink) {
         let addr = a
             .addr
@@ -249,7 +258,7 @@ pub fn peer(a: PeerArgs) -> Result<()> {
             let _ = ep.recv_timeout_into(&mut buf, Duration::from_millis(500));
             Ok(())
         }
-        Role::Floor | Role::Rpc | Role::MailboxEcho | Role::MailboxSink => {
+        Role::Floor | Role::Rpc | Role::MailboxEcho | Role::MailboxSink | Role::NatsEcho => {
             unreachable!("handled above")
         }
     }

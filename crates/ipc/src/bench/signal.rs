@@ -174,7 +174,7 @@ pub fn peer(role: Role, wait: WaitStrategy) -> Result<()> {
             send(parent, count)?;
             send(parent, i32::try_from(micros).unwrap_or(i32::MAX))
         }
-        Role::Floor | Role::Rpc | Role::MailboxEcho | Role::MailboxSink => {
+        Role::Floor | Role::Rpc | Role::MailboxEcho | Role::MailboxSink | Role::NatsEcho => {
             bail!("the signal bench has no {role:?} role")
         }
     }
