@@ -25,7 +25,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ipckit::mailbox::{Client, Config, Message, SubscribeOptions};
 use serde::Serialize;
 
-use super::measure::{new_hist, Stats};
+use super::measure::{RoundTrips, Stats};
 use super::{cleanup, Ctx, Mech, Peer, Role, MSG_TIMEOUT, SETUP_TIMEOUT};
 
 /// The message size measured.
@@ -156,31 +156,20 @@ fn round_trips(ctx: &mut Ctx, b: &BrokerProc, durable: bool, d: Duration) -> Res
     let addr = format!("{}|{ping}|{pong}", b.socket.display());
     let (peer, _out) = spawn_peer(ctx, Role::MailboxEcho, &addr)?;
     let msg = vec![0x5Au8; SIZE];
-    let mut h = new_hist();
-    // A warm-up, then the measured ones.
-    let warm = Instant::now() + d / 10;
-    let end = warm + d;
-    let mut n = 0u64;
-    loop {
-        let now = Instant::now();
-        if now > end && n >= 3 {
-            break;
-        }
+    let mut rtt = RoundTrips::new(d);
+    while let Some(start) = rtt.next() {
         c.send(&ping, &msg)?;
         let back = c.recv_timeout(MSG_TIMEOUT)?;
         if back.payload.len() != SIZE {
             bail!("an echo of {} bytes", back.payload.len());
         }
-        if now > warm {
-            h.record((now.elapsed().as_nanos() as u64).max(1))?;
-            n += 1;
-        }
+        rtt.done(start)?;
     }
     c.send(&ping, b"")?;
     peer.finish()?;
     c.delete(&ping)?;
     c.delete(&pong)?;
-    Ok(Stats::of(&h))
+    Ok(rtt.stats())
 }
 
 /// One-way messages per second to `sinks` receivers for `d`.

@@ -65,6 +65,47 @@ pub(super) fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
+/// Times round trips: a warm-up (a tenth of the duration) not recorded,
+/// then every one for the duration (and at least [`MIN_SAMPLES`]).
+pub(super) struct RoundTrips {
+    warm: Instant,
+    end: Instant,
+    n: u64,
+    hist: Histogram<u64>,
+}
+
+impl RoundTrips {
+    pub(super) fn new(d: Duration) -> RoundTrips {
+        let warm = Instant::now() + d / 10;
+        RoundTrips {
+            warm,
+            end: warm + d,
+            n: 0,
+            hist: new_hist(),
+        }
+    }
+
+    /// When the next round trip starts, or `None` when enough were timed.
+    pub(super) fn next(&self) -> Option<Instant> {
+        let now = Instant::now();
+        (now <= self.end || self.n < MIN_SAMPLES).then_some(now)
+    }
+
+    /// The round trip begun at `started` is over.
+    pub(super) fn done(&mut self, started: Instant) -> Result<()> {
+        if started > self.warm {
+            self.hist
+                .record((started.elapsed().as_nanos() as u64).max(1))?;
+            self.n += 1;
+        }
+        Ok(())
+    }
+
+    pub(super) fn stats(&self) -> Stats {
+        Stats::of(&self.hist)
+    }
+}
+
 #[derive(Serialize, Clone, Copy, Debug)]
 pub(super) struct Stats {
     pub(super) min: u64,

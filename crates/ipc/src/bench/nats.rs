@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 
-use super::measure::{new_hist, Stats};
+use super::measure::{RoundTrips, Stats};
 use super::{cleanup, Ctx, Mech, Peer, Role, MSG_TIMEOUT, SETUP_TIMEOUT};
 
 /// `nats-server` on `PATH`, or where Debian's package puts it.
@@ -86,29 +86,19 @@ pub fn round_trips(ctx: &mut Ctx, size: usize, d: Duration) -> Result<Option<Sta
     let stats = runtime()?.block_on(async {
         let c = async_nats::connect(&server.url).await?;
         let msg = bytes(vec![0x5A; size]);
-        let mut h = new_hist();
-        let warm = Instant::now() + d / 10;
-        let end = warm + d;
-        let mut n = 0u64;
-        loop {
-            let now = Instant::now();
-            if now > end && n >= 3 {
-                break;
-            }
+        let mut rtt = RoundTrips::new(d);
+        while let Some(start) = rtt.next() {
             let reply = tokio::time::timeout(MSG_TIMEOUT, c.request(subject.clone(), msg.clone()))
                 .await
                 .map_err(|_| anyhow!("no reply from the NATS peer"))??;
             if reply.payload.len() != size {
                 bail!("a reply of {} bytes", reply.payload.len());
             }
-            if now > warm {
-                h.record((now.elapsed().as_nanos() as u64).max(1))?;
-                n += 1;
-            }
+            rtt.done(start)?;
         }
         c.publish(subject.clone(), bytes(Vec::new())).await?;
         c.flush().await?;
-        Ok::<_, anyhow::Error>(Stats::of(&h))
+        Ok::<_, anyhow::Error>(rtt.stats())
     })?;
     peer.finish()?;
     cleanup::point_done();
