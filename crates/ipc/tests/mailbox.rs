@@ -39,7 +39,12 @@ impl BrokerCmd {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ipc broker");
-        wait_for(|| path.exists(), "the broker's socket");
+        // Connectable, not only there: a killed broker leaves its socket
+        // file behind until the next one replaces it.
+        wait_for(
+            || std::os::unix::net::UnixStream::connect(path).is_ok(),
+            "the broker's socket",
+        );
         child
     }
 
