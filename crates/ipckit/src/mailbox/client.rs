@@ -577,7 +577,13 @@ impl Client {
             Event::Done { corr, value } => {
                 self.replies.insert(corr, Reply::Done(value));
             }
-            Event::Deliver(d) => {
+            Event::Deliver(wire::DeliverView {
+                head: d,
+                mailbox,
+                id,
+                reason,
+                payload,
+            }) => {
                 if !self.subs.contains_key(&d.sub) {
                     // A delivery racing an unsubscribe: give it back,
                     // uncounted.
@@ -587,19 +593,19 @@ impl Client {
                     return Ok(());
                 }
                 self.deliveries.push_back(Delivery {
-                    mailbox: d.mailbox.to_string(),
+                    mailbox: mailbox.to_string(),
                     seq: d.seq,
                     mtype: d.mtype,
                     priority: d.priority,
-                    id: d.id.map(str::to_string),
+                    id: id.map(str::to_string),
                     sender: Sender {
                         pid: d.pid,
                         uid: d.uid,
                         gid: d.gid,
                     },
                     deliveries: d.deliveries,
-                    dead_reason: d.reason.map(str::to_string),
-                    payload: d.payload.to_vec(),
+                    dead_reason: reason.map(str::to_string),
+                    payload: payload.to_vec(),
                     tag: d.tag,
                     sub: d.sub,
                 });

@@ -182,15 +182,7 @@ pub(crate) enum Request<'a> {
 /// One delivered message, as the client reads it.
 #[derive(Debug, PartialEq)]
 pub(crate) struct DeliverView<'a> {
-    pub sub: u32,
-    pub tag: u64,
-    pub seq: u64,
-    pub mtype: i64,
-    pub priority: u32,
-    pub pid: i32,
-    pub uid: u32,
-    pub gid: u32,
-    pub deliveries: u32,
+    pub head: DeliverHead,
     pub mailbox: &'a str,
     pub id: Option<&'a str>,
     pub reason: Option<&'a str>,
@@ -461,7 +453,7 @@ pub(crate) fn done(buf: &mut Vec<u8>, corr: u32, value: u64) {
 }
 
 /// The fixed fields of a `DELIVER`, ahead of its names and payload.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct DeliverHead {
     pub sub: u32,
     pub tag: u64,
@@ -839,15 +831,17 @@ pub(crate) fn read_event(frame: &[u8]) -> Result<Event<'_>, WireError> {
             value: r.u64()?,
         },
         DELIVER => {
-            let sub = r.u32()?;
-            let tag = r.u64()?;
-            let seq = r.u64()?;
-            let mtype = r.i64()?;
-            let priority = r.u32()?;
-            let pid = r.i32()?;
-            let uid = r.u32()?;
-            let gid = r.u32()?;
-            let deliveries = r.u32()?;
+            let head = DeliverHead {
+                sub: r.u32()?,
+                tag: r.u64()?,
+                seq: r.u64()?,
+                mtype: r.i64()?,
+                priority: r.u32()?,
+                pid: r.i32()?,
+                uid: r.u32()?,
+                gid: r.u32()?,
+                deliveries: r.u32()?,
+            };
             let flags = r.u8()?;
             if flags > 3 {
                 return bad(format!("delivery flags {flags:#x}"));
@@ -864,15 +858,7 @@ pub(crate) fn read_event(frame: &[u8]) -> Result<Event<'_>, WireError> {
                 None
             };
             Event::Deliver(DeliverView {
-                sub,
-                tag,
-                seq,
-                mtype,
-                priority,
-                pid,
-                uid,
-                gid,
-                deliveries,
+                head,
                 mailbox,
                 id,
                 reason,
@@ -1020,8 +1006,8 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (d.tag, d.mailbox, d.id, d.reason, d.payload),
-            (2, "m", None, Some("why"), &b"p"[..])
+            (d.head, d.mailbox, d.id, d.reason, d.payload),
+            (h, "m", None, Some("why"), &b"p"[..])
         );
         b.clear();
         let e = MailboxInfo {
