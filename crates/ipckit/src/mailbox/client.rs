@@ -382,7 +382,18 @@ impl Client {
 
     /// Connects to the broker at `path`.
     pub fn connect_to(path: impl AsRef<Path>) -> Result<Client, Error> {
-        let path = path.as_ref();
+        Client::connect_as(path.as_ref(), false)
+    }
+
+    /// Connects as the broker's NATS bridge (from the broker's process
+    /// only): what it sends is marked remote, and it receives only what
+    /// is not.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn connect_bridge(path: &Path) -> Result<Client, Error> {
+        Client::connect_as(path, true)
+    }
+
+    fn connect_as(path: &Path, bridge: bool) -> Result<Client, Error> {
         let sa = sock::SockAddrUn::path(path.as_os_str().as_encoded_bytes()).map_err(Error::io)?;
         let fd = sock::socket(libc::AF_UNIX, libc::SOCK_STREAM).map_err(Error::io)?;
         if let Err(e) = sock::connect(fd.as_fd(), &sa) {
@@ -430,7 +441,7 @@ impl Client {
             info: FxHashMap::default(),
             broken: false,
         };
-        wire::hello(&mut c.wbuf);
+        wire::hello(&mut c.wbuf, bridge);
         c.write_out()?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while c.max_message == 0 {

@@ -99,6 +99,9 @@ pub(crate) struct Stored {
     pub refs: u32,
     /// The store segment its record is in (durable mailboxes).
     pub disk: u32,
+    /// It came from another broker, through this broker's NATS bridge:
+    /// the bridge does not take it back out.
+    pub remote: bool,
 }
 
 #[derive(Debug)]
@@ -109,6 +112,8 @@ struct Member {
     ack: AckMode,
     max_in_flight: u32,
     in_flight: u32,
+    /// The NATS bridge: takes no remote message.
+    local_only: bool,
 }
 
 #[derive(Debug)]
@@ -134,6 +139,8 @@ struct Group {
     /// (deadline, seq, deliveries) in delivery order.
     ack_order: VecDeque<(Instant, u64, u32)>,
     ack_timer: bool,
+    /// The NATS bridge's own: remote messages are not for it.
+    local_only: bool,
 }
 
 impl Group {
@@ -229,12 +236,12 @@ impl Mailbox {
             orphans: false,
         };
         if m.config.retention == Retention::WorkQueue {
-            m.shared = Some(m.add_group(None));
+            m.shared = Some(m.add_group(None, false));
         }
         m
     }
 
-    fn add_group(&mut self, name: Option<String>) -> u32 {
+    fn add_group(&mut self, name: Option<String>, local_only: bool) -> u32 {
         let gid = self.next_group;
         self.next_group += 1;
         if let Some(n) = &name {
@@ -244,6 +251,7 @@ impl Mailbox {
             gid,
             Group {
                 name,
+                local_only,
                 ..Group::default()
             },
         );
@@ -337,10 +345,11 @@ impl Mailbox {
     /// to the first group made after the restart (nobody received them
     /// before).
     fn adopt_orphans(&mut self, gid: u32) {
-        if !std::mem::take(&mut self.orphans) {
+        let g = self.groups.get_mut(&gid).expect("just made");
+        // They wait for a group of this broker's receivers.
+        if g.local_only || !std::mem::take(&mut self.orphans) {
             return;
         }
-        let g = self.groups.get_mut(&gid).expect("just made");
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if let Some(m) = slot {
                 m.refs += 1;
@@ -399,6 +408,9 @@ pub(crate) struct Conn {
     /// Their payload bytes.
     parked_bytes: usize,
     greeted: bool,
+    /// The broker's own NATS bridge: what it sends is remote, and it
+    /// receives only what is not.
+    bridge: bool,
     dirty: bool,
     subs: HashMap<u32, Sub>,
     /// Delivery tag → (mailbox, group, sequence number).
@@ -422,6 +434,8 @@ type Refusal = (Code, String);
 pub(crate) struct State {
     /// The largest payload accepted.
     pub max_message: usize,
+    /// The broker's process: only it may be the NATS bridge.
+    own_pid: i32,
     /// The time of the current event-loop turn.
     pub now: Instant,
     /// The same moment by the wall clock (ms since the Unix epoch), for
@@ -458,6 +472,7 @@ impl State {
     pub(crate) fn new(max_message: usize) -> State {
         State {
             max_message,
+            own_pid: std::process::id() as i32,
             now: Instant::now(),
             wall: super::store::wall_ms(),
             store: None,
@@ -706,6 +721,7 @@ impl State {
                 parked: 0,
                 parked_bytes: 0,
                 greeted: false,
+                bridge: false,
                 dirty: false,
                 subs: HashMap::new(),
                 inflight: FxHashMap::default(),
@@ -754,9 +770,9 @@ impl State {
         let Some(conn) = self.conns.get_mut(&id) else {
             return Ok(());
         };
-        let cred = conn.cred;
+        let (cred, bridge) = (conn.cred, conn.bridge);
         if !conn.greeted {
-            let Request::Hello { version } = req else {
+            let Request::Hello { version, bridge } = req else {
                 return Err(WireError("the first frame must be HELLO".into()));
             };
             if version != wire::VERSION {
@@ -766,7 +782,15 @@ impl State {
                     wire::VERSION
                 )));
             }
+            if bridge && cred.pid != self.own_pid {
+                return Err(WireError(format!(
+                    "process {} asked to be the NATS bridge; only the broker's own process \
+                     (pid {}) may",
+                    cred.pid, self.own_pid
+                )));
+            }
             conn.greeted = true;
+            conn.bridge = bridge;
             let max = self.max_message as u32;
             if let Some(out) = self.out(id) {
                 wire::welcome(out, cred.pid, cred.uid, cred.gid, max);
@@ -805,6 +829,7 @@ impl State {
                         at: self.now,
                         refs: 0,
                         disk: 0,
+                        remote: bridge,
                     };
                     self.publish(mb, id, corr, msg, timeout_ms);
                 }
@@ -1160,7 +1185,8 @@ impl State {
             );
             return self.fail(conn, corr, (Code::TooLarge, text));
         }
-        if m.config.retention == Retention::Interest && m.groups.is_empty() {
+        let wanted = m.groups.values().any(|g| !(msg.remote && g.local_only));
+        if m.config.retention == Retention::Interest && !wanted {
             m.discarded += 1;
             if let Some(out) = self.out(conn) {
                 wire::confirm(out, corr, wire::NO_RECEIVERS, 0);
@@ -1225,11 +1251,18 @@ impl State {
         let m = &mut self.mailboxes.get_mut(&mb).expect("a live mailbox");
         let seq = m.next_seq();
         msg.at = self.now;
-        let tracked = m.config.retention != Retention::Limits;
-        msg.refs = if tracked { m.groups.len() as u32 } else { 0 };
+        let mut refs = 0;
         for g in m.groups.values_mut() {
-            g.push_ready(seq, msg.priority);
+            if !(msg.remote && g.local_only) {
+                g.push_ready(seq, msg.priority);
+                refs += 1;
+            }
         }
+        msg.refs = if m.config.retention == Retention::Limits {
+            0
+        } else {
+            refs
+        };
         if let Some(id) = &msg.id {
             m.dedup.insert(id.clone(), seq);
             m.dedup_order.push_back((self.now, id.clone()));
@@ -1368,7 +1401,7 @@ impl State {
     /// Joins subscription `sub` to mailbox `mb` (a group of the mailbox).
     fn attach(&mut self, conn: ConnId, sub: u32, mb: u32) -> Result<(), Refusal> {
         let c = self.conns.get_mut(&conn).expect("a live connection");
-        let who = c.cred;
+        let (who, bridge) = (c.cred, c.bridge);
         let s = c.subs.get_mut(&sub).expect("a live subscription");
         let m = self.mailboxes.get_mut(&mb).expect("a live mailbox");
         if !m.may(who, 4) {
@@ -1391,16 +1424,17 @@ impl State {
                 ))
             }
             (_, "") => {
-                let gid = m.add_group(None);
+                let gid = m.add_group(None, bridge);
                 m.adopt_orphans(gid);
                 gid
             }
             (retention, g) => match m.named.get(g) {
                 Some(&gid) => gid,
                 None => {
-                    let gid = m.add_group(Some(g.to_string()));
+                    let gid = m.add_group(Some(g.to_string()), bridge);
                     m.adopt_orphans(gid);
-                    if retention == Retention::Limits {
+                    // (The bridge forwards what comes from now on.)
+                    if retention == Retention::Limits && !bridge {
                         // A new group of a log starts at its oldest message.
                         let live: Vec<(u64, u32)> = m
                             .slots
@@ -1430,6 +1464,7 @@ impl State {
                 ack: s.ack,
                 max_in_flight: s.max_in_flight,
                 in_flight: 0,
+                local_only: bridge,
             });
         s.attached.push((mb, gid));
         self.dispatch(mb, gid);
@@ -1519,8 +1554,8 @@ impl State {
     /// The next ready message for a receiver with this selector, taken off
     /// the ready queue. Messages removed meanwhile (limits, age) are
     /// dropped from the queue on the way.
-    fn take(m: &Mailbox, g: &mut Group, selector: Selector) -> Option<u64> {
-        if selector == Selector::Any {
+    fn take(m: &Mailbox, g: &mut Group, selector: Selector, local_only: bool) -> Option<u64> {
+        if selector == Selector::Any && !local_only {
             loop {
                 let mut e = g.ready.first_entry()?;
                 let q = e.get_mut();
@@ -1543,9 +1578,15 @@ impl State {
         'scan: for (&p, q) in &g.ready {
             for (i, &seq) in q.iter().enumerate() {
                 let Some(s) = m.slot(seq) else { continue };
+                if local_only && s.remote {
+                    continue;
+                }
                 let t = s.mtype;
                 match selector {
-                    Selector::Any => unreachable!(),
+                    Selector::Any => {
+                        best = Some((p, i, t));
+                        break 'scan;
+                    }
                     Selector::Type(want) if t == want => {
                         best = Some((p, i, t));
                         break 'scan;
@@ -1590,15 +1631,16 @@ impl State {
                 if mem.ack == AckMode::Explicit && mem.in_flight >= mem.max_in_flight {
                     continue;
                 }
-                let (mconn, msub, selector, ack) = (mem.conn, mem.sub, mem.selector, mem.ack);
+                let (mconn, msub, selector, ack, local_only) =
+                    (mem.conn, mem.sub, mem.selector, mem.ack, mem.local_only);
                 let Some(conn) = self.conns.get_mut(&mconn) else {
                     continue;
                 };
                 if conn.out.len() >= OUT_HIGH {
                     continue;
                 }
-                let Some(seq) = Self::take(m, &mut g, selector) else {
-                    if selector == Selector::Any {
+                let Some(seq) = Self::take(m, &mut g, selector, local_only) else {
+                    if selector == Selector::Any && !local_only {
                         break 'outer;
                     }
                     continue;
@@ -1802,6 +1844,7 @@ impl State {
                     at: self.now,
                     refs: 0,
                     disk: 0,
+                    remote: s.remote,
                 };
                 m.dead_letters += 1;
                 let d = self.dead_box(mb);
@@ -2012,7 +2055,7 @@ mod tests {
         fn join(&mut self, id: ConnId, cred: Cred) {
             self.s.connect(id, cred);
             let mut b = Vec::new();
-            wire::hello(&mut b);
+            wire::hello(&mut b, false);
             self.s.handle(id, &b).unwrap();
             assert_eq!(self.drain(id), [Got::Welcome]);
         }
@@ -2185,6 +2228,72 @@ mod tests {
         Cred { pid, ..ME }
     }
 
+    /// The broker's own process, as its NATS bridge connects.
+    fn bridge(t: &mut T, id: ConnId) {
+        let cred = other(std::process::id() as i32);
+        t.s.connect(id, cred);
+        let mut b = Vec::new();
+        wire::hello(&mut b, true);
+        t.s.handle(id, &b).unwrap();
+        assert_eq!(t.drain(id), [Got::Welcome]);
+    }
+
+    #[test]
+    fn the_bridge_takes_local_messages_only() {
+        let mut t = T::new();
+        // Another process may not claim to be the bridge.
+        t.s.connect(9, other(9));
+        let mut b = Vec::new();
+        wire::hello(&mut b, true);
+        let e = t.s.handle(9, &b).unwrap_err();
+        assert!(e.0.contains("only the broker's own process"), "{e}");
+
+        bridge(&mut t, 1);
+        t.join(2, other(2));
+        t.join(3, other(3));
+        // Work queue: the bridge competes for local messages only; a
+        // remote one waits for a local receiver.
+        t.sub(1, 1, "jobs", "", Selector::Any, 100);
+        t.send(1, "jobs", "remote-1");
+        t.send(2, "jobs", "local-1");
+        let _ = t.drain(2);
+        let got: Vec<String> = t.payloads(1).into_iter().map(|p| p.0).collect();
+        assert_eq!(got, ["local-1"]);
+        t.send(1, "jobs", "remote-2");
+        let got: Vec<String> = t.payloads(1).into_iter().map(|p| p.0).collect();
+        assert!(got.is_empty(), "{got:?}");
+        t.sub(3, 1, "jobs", "", Selector::Any, 100);
+        let got: Vec<String> = t.payloads(3).into_iter().map(|p| p.0).collect();
+        assert_eq!(got, ["remote-1", "remote-2"]);
+
+        // Interest: the bridge's group does not hold remote messages, and
+        // keeps none alive by itself.
+        t.create(
+            2,
+            "news",
+            Config {
+                retention: Retention::Interest,
+                ..Config::default()
+            },
+        );
+        t.sub(1, 2, "news", "", Selector::Any, 100);
+        t.send(1, "news", "remote-0");
+        assert_eq!(t.drain(1), [Got::Done(1), Got::NoReceivers]);
+        t.sub(3, 2, "news", "", Selector::Any, 100);
+        t.send(1, "news", "remote-3");
+        t.send(2, "news", "local-3");
+        let _ = t.drain(2);
+        let b: Vec<String> = t.payloads(1).into_iter().map(|p| p.0).collect();
+        let (mut l, tags): (Vec<String>, Vec<u64>) = t.payloads(3).into_iter().unzip();
+        assert_eq!(b, ["local-3"]);
+        l.sort();
+        assert_eq!(l, ["local-3", "remote-3"]);
+        // Once the local receiver acks, only the bridge holds local-3.
+        t.ack(3, &tags);
+        let news = t.s.stat(ME, "news").unwrap();
+        assert_eq!(news[0].depth, 1);
+    }
+
     #[test]
     fn work_queue_shares_messages_and_acks_remove_them() {
         let mut t = T::new();
@@ -2291,7 +2400,7 @@ mod tests {
             },
         );
         t.send(1, "news", "nobody");
-        assert_eq!(t.drain(1), [Got::NoReceivers]);
+        assert_eq!(t.drain(1), [Got::Done(1), Got::NoReceivers]);
         t.sub(2, 1, "news", "", Selector::Any, 10);
         t.sub(3, 1, "news", "g", Selector::Any, 10);
         t.sub(4, 1, "news", "g", Selector::Any, 10);

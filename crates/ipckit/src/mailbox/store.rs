@@ -18,8 +18,9 @@
 //!
 //! A record is `u32` length, `u32` CRC-32 (of what follows), a kind and
 //! its body, little endian: `HEAD` (the next sequence number when the
-//! segment began), `MSG` (a message with its sequence number), `REMOVE`
-//! (sequence numbers that left the mailbox).
+//! segment began), `MSG` (a message with its sequence number), `REMOTE`
+//! (the same, for a message that came from another broker through the
+//! NATS bridge), `REMOVE` (sequence numbers that left the mailbox).
 //!
 //! ## Recovery
 //!
@@ -57,6 +58,7 @@ pub(crate) const SEGMENT_BYTES: u64 = 32 << 20;
 const HEAD: u8 = 1;
 const MSG: u8 = 2;
 const REMOVE: u8 = 3;
+const REMOTE: u8 = 4;
 
 const META_MAGIC: &[u8; 8] = b"IPCKMBX1";
 /// A record's length and checksum.
@@ -331,7 +333,8 @@ impl Log {
 
     /// Appends message `seq`; returns the segment it went to.
     pub(crate) fn append(&mut self, seq: u64, m: &Stored, wall_ms: u64) -> u32 {
-        let n = record(&mut self.buf, MSG, |b| {
+        let kind = if m.remote { REMOTE } else { MSG };
+        let n = record(&mut self.buf, kind, |b| {
             b.extend_from_slice(&seq.to_le_bytes());
             b.extend_from_slice(&wall_ms.to_le_bytes());
             b.extend_from_slice(&m.mtype.to_le_bytes());
@@ -913,7 +916,7 @@ fn apply(
             seg.head = r.u64()?;
             r.finish()?;
         }
-        MSG => {
+        MSG | REMOTE => {
             let seq = r.u64()?;
             let wall = r.u64()?;
             let mtype = r.i64()?;
@@ -938,6 +941,7 @@ fn apply(
                 at: at_of(wall),
                 refs: 0,
                 disk: seg_id,
+                remote: kind == REMOTE,
             };
             if let Some(id) = &m.id {
                 ids.push((seq, wall, id.clone()));

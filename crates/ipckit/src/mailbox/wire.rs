@@ -122,6 +122,8 @@ pub(crate) const NO_RECEIVERS: u8 = 2;
 pub(crate) enum Request<'a> {
     Hello {
         version: u16,
+        /// The connection is the broker's own NATS bridge.
+        bridge: bool,
     },
     Send {
         corr: u32,
@@ -298,9 +300,10 @@ pub(crate) fn put_config(buf: &mut Vec<u8>, c: &Config) {
     }
 }
 
-pub(crate) fn hello(buf: &mut Vec<u8>) {
+pub(crate) fn hello(buf: &mut Vec<u8>, bridge: bool) {
     let at = begin(buf, HELLO);
     buf.extend_from_slice(&VERSION.to_le_bytes());
+    buf.push(bridge as u8);
     end(buf, at);
 }
 
@@ -703,7 +706,13 @@ pub(crate) fn read_request(frame: &[u8]) -> Result<Request<'_>, WireError> {
     let mut r = Rd { b: &frame[4..] };
     let op = r.u8()?;
     let req = match op {
-        HELLO => Request::Hello { version: r.u16()? },
+        HELLO => {
+            let version = r.u16()?;
+            // A client of another version may say more: the version
+            // check answers it.
+            let bridge = r.rest().first() == Some(&1);
+            Request::Hello { version, bridge }
+        }
         SEND => {
             let corr = r.u32()?;
             let flags = r.u8()?;
