@@ -1,6 +1,6 @@
 //! `ipc broker [--socket PATH] [--store DIR | --no-store] [--fsync POLICY]
-//! [--max-size BYTES] [--max-connections N]`: the mailbox broker, in the
-//! foreground until SIGINT, SIGTERM or SIGHUP.
+//! [--nats URL --bridge 'SUBJECTS'] [--max-size BYTES] [--max-connections N]`:
+//! the mailbox broker, in the foreground until SIGINT, SIGTERM or SIGHUP.
 
 use std::path::PathBuf;
 
@@ -28,6 +28,15 @@ pub struct Args {
     /// the policy; this says what survives a power loss.
     #[arg(long, value_name = "POLICY", value_parser = parse_fsync)]
     fsync: Option<Fsync>,
+    /// A NATS server (nats://host:4222) to bridge the --bridge mailboxes
+    /// through, to brokers on other machines connected to it: durable
+    /// mailboxes through JetStream, the others as NATS requests.
+    #[arg(long, value_name = "URL", requires = "bridge")]
+    nats: Option<String>,
+    /// The mailboxes to bridge to --nats: names or patterns separated by
+    /// spaces or commas ('orders.> jobs'); may be given more than once.
+    #[arg(long, value_name = "SUBJECTS", requires = "nats")]
+    bridge: Vec<String>,
     /// The largest message the broker takes, in bytes (default 8 MiB); a
     /// larger send is refused before any of it is stored.
     #[arg(long, value_name = "BYTES", value_parser = crate::args::size)]
@@ -60,6 +69,15 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(f) = args.fsync {
         b = b.fsync(f);
     }
+    if let Some(url) = &args.nats {
+        let subjects: Vec<&str> = args
+            .bridge
+            .iter()
+            .flat_map(|s| s.split([',', ' ', '\t']))
+            .filter(|s| !s.is_empty())
+            .collect();
+        b = b.nats(url, &subjects).context("--bridge")?;
+    }
     if let Some(p) = &args.socket {
         b = b.socket(p);
     }
@@ -88,6 +106,12 @@ pub fn run(args: Args) -> Result<()> {
     if !args.quiet {
         if let Some(r) = broker.store_report() {
             eprintln!("ipc broker: {r}");
+        }
+        if let Some(url) = &args.nats {
+            eprintln!(
+                "ipc broker: bridging {} through NATS at {url}",
+                args.bridge.join(" ")
+            );
         }
         eprintln!(
             "ipc broker: listening on {} (pid {}){}",

@@ -115,6 +115,8 @@ pub struct BrokerBuilder {
     socket_mode: u32,
     store: Option<PathBuf>,
     fsync: Fsync,
+    #[cfg(feature = "nats")]
+    nats: Option<super::bridge::Settings>,
 }
 
 impl Default for BrokerBuilder {
@@ -126,6 +128,8 @@ impl Default for BrokerBuilder {
             socket_mode: 0o666,
             store: None,
             fsync: Fsync::default(),
+            #[cfg(feature = "nats")]
+            nats: None,
         }
     }
 }
@@ -176,6 +180,35 @@ impl BrokerBuilder {
         self
     }
 
+    /// Bridges the mailboxes `patterns` names (`orders.>`, `jobs`) to the
+    /// NATS server at `url` (`nats://host:4222`), so that brokers on
+    /// other machines connected to it exchange their messages with this
+    /// one: a durable mailbox's through JetStream, the others' as NATS
+    /// requests. See the [bridge's docs](super#past-one-machine-nats)
+    /// for what goes where. The bridge runs in the broker's process,
+    /// from [`Broker::run`]; it connects in the background and says what
+    /// goes wrong on the standard error (`ipckit nats bridge: …`).
+    ///
+    /// Fails at once if a pattern is not valid.
+    ///
+    /// ```no_run
+    /// use ipckit::mailbox::Broker;
+    ///
+    /// // On each machine; a receiver of `jobs` on any of them gets what a
+    /// // sender on any of them sends.
+    /// Broker::builder()
+    ///     .store("/var/lib/ipckit")
+    ///     .nats("nats://hub.example:4222", &["jobs", "orders.>"])?
+    ///     .bind()?
+    ///     .run()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[cfg(feature = "nats")]
+    pub fn nats(mut self, url: &str, patterns: &[&str]) -> io::Result<Self> {
+        self.nats = Some(super::bridge::Settings::new(url, patterns)?);
+        Ok(self)
+    }
+
     /// Binds the socket (replacing a stale socket file of this user, never
     /// a live broker's) and makes the broker, ready to [`Broker::run`].
     pub fn bind(self) -> io::Result<Broker> {
@@ -214,7 +247,14 @@ impl BrokerBuilder {
             }
             None => None,
         };
+        #[cfg(feature = "nats")]
+        let nats = match self.nats {
+            Some(s) => Some((s, super::bridge::broker_id(self.store.as_deref())?)),
+            None => None,
+        };
         Ok(Broker {
+            #[cfg(feature = "nats")]
+            nats,
             poll,
             listener,
             _bound: bound,
@@ -269,6 +309,9 @@ struct Io {
 /// ```
 #[derive(Debug)]
 pub struct Broker {
+    /// The NATS bridge to start, and this broker's id on NATS.
+    #[cfg(feature = "nats")]
+    nats: Option<(super::bridge::Settings, String)>,
     poll: Poll,
     listener: MioListener,
     /// Removes the socket file when the broker goes.
@@ -368,6 +411,18 @@ impl Broker {
     /// clients see it gone and retry against the next).
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        #[cfg(feature = "nats")]
+        if let Some((settings, id)) = self.nats.take() {
+            // Its clients connect now and are served once the loop runs.
+            let path = self.path.clone();
+            std::thread::Builder::new()
+                .name("ipckit-bridge-start".into())
+                .spawn(move || {
+                    if let Err(e) = super::bridge::start(settings, path, id) {
+                        eprintln!("ipckit nats bridge: cannot start: {e}");
+                    }
+                })?;
+        }
         while !self.stop.load(Ordering::Acquire) {
             let timeout = self
                 .state

@@ -385,6 +385,12 @@ impl Client {
         Client::connect_as(path.as_ref(), false)
     }
 
+    /// Whether `sub` names one mailbox that was removed.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn is_closed(&self, sub: Subscription) -> bool {
+        self.subs.get(&sub.0).is_some_and(|s| s.closed)
+    }
+
     /// Connects as the broker's NATS bridge (from the broker's process
     /// only): what it sends is marked remote, and it receives only what
     /// is not.

@@ -53,6 +53,35 @@
 //! connection (`SO_PEERCRED`), never against anything the client says;
 //! the group bits apply to the owner's primary group.
 //!
+//! ## Past one machine: NATS
+//!
+//! With the `nats` feature, a broker bridges chosen mailboxes to a NATS
+//! server (`BrokerBuilder::nats`, `ipc broker --nats URL --bridge
+//! 'orders.> jobs'`), and brokers on several machines connected to it
+//! share those mailboxes: a message sent to one reaches the receivers of
+//! the others. A work queue's message goes to one receiver anywhere
+//! (this broker's receivers and the bridge compete for it; what the
+//! bridge takes goes to one other broker); an interest or limits
+//! mailbox's message goes to every broker. A durable mailbox's messages
+//! travel through JetStream (stream `IPCKIT_…`, subjects `$IPCKIT.NAME`),
+//! the others as NATS requests on subject `NAME` answered by the broker
+//! that stored them.
+//!
+//! Each hop lets go of a message only once the next has stored it (the
+//! bridge acknowledges to its broker when NATS or JetStream has it, and
+//! to NATS when its broker has stored it), and every message crosses
+//! with an id (the sender's or one the bridge makes), so a message
+//! delivered twice on the way is stored once: acknowledgement,
+//! redelivery, dead letters and deduplication work for a receiver on
+//! another machine as for a local one. What does not cross: the order
+//! between messages (NATS may hand them to the other broker in another
+//! order), and the sender's credentials (a message that came through the
+//! bridge was sent by the bridge, the receiving broker's own process;
+//! the original sender's pid, uid and gid travel in NATS header
+//! `Ipckit-Sender`, for information). The mailbox must exist on each
+//! broker (the bridge makes none), with the same retention. Process
+//! inboxes and dead letters stay on their broker.
+//!
 //! ## Durability
 //!
 //! A broker given a store directory ([`BrokerBuilder::store`]; `ipc broker`
@@ -77,6 +106,8 @@
 pub mod config;
 pub mod name;
 
+#[cfg(feature = "nats")]
+mod bridge;
 mod broker;
 mod client;
 mod state;
