@@ -76,7 +76,7 @@ pub fn run(args: Args) -> Result<()> {
             .flat_map(|s| s.split([',', ' ', '\t']))
             .filter(|s| !s.is_empty())
             .collect();
-        b = b.nats(url, &subjects).context("--bridge")?;
+        b = b.nats(url, &subjects).context("--nats, --bridge")?;
     }
     if let Some(p) = &args.socket {
         b = b.socket(p);

@@ -517,3 +517,39 @@ fn fan_out_both_ways_and_dead_letters() {
         d.dead_reason
     );
 }
+
+/// Bad `--nats` and `--bridge` are refused before the broker starts,
+/// naming what is wrong; nothing is left behind.
+#[test]
+fn bad_bridge_settings_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("b.sock");
+    let sock = sock.to_str().expect("utf-8");
+    let base = ["broker", "--no-store", "--socket", sock];
+    for (extra, text) in [
+        (
+            vec!["--nats", "nats://x:99999", "--bridge", "jobs"],
+            "NATS server",
+        ),
+        (
+            vec!["--nats", "nats://x:4222", "--bridge", "pid.>"],
+            "cannot be bridged",
+        ),
+        (
+            vec!["--nats", "nats://x:4222", "--bridge", "a..b"],
+            "is not valid",
+        ),
+        (
+            vec!["--nats", "nats://x:4222", "--bridge", " , "],
+            "at least one",
+        ),
+    ] {
+        let mut c = ipc();
+        c.args(base).args(&extra);
+        fails_with(&mut c, text);
+    }
+    let mut c = ipc();
+    c.args(base).args(["--nats", "nats://x:4222"]);
+    fails_with(&mut c, "--bridge");
+    assert!(std::fs::read_dir(dir.path()).expect("dir").next().is_none());
+}

@@ -100,17 +100,28 @@ impl Settings {
             ));
         }
         for p in patterns {
-            let pat = Pattern::new(p)?;
+            Pattern::new(p)?;
             if p.split('.')
                 .next()
                 .is_some_and(|t| super::name::RESERVED.contains(&t))
             {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("{pat:?}: process inboxes (pid.…) and dead letters (dead.…) stay on their broker"),
+                    format!(
+                        "{p}: process inboxes (pid.…) and dead letters (dead.…) stay on their \
+                         broker and cannot be bridged"
+                    ),
                 ));
             }
         }
+        // Checked now: a bad URL found by the bridge's thread would only
+        // be a line on stderr of a broker that runs on without it.
+        url.parse::<async_nats::ServerAddr>().map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("NATS server {url:?}: {e} (like nats://host:4222)"),
+            )
+        })?;
         Ok(Settings {
             url: url.to_string(),
             patterns: patterns.iter().map(|p| p.to_string()).collect(),

@@ -80,7 +80,10 @@
 //! the original sender's pid, uid and gid travel in NATS header
 //! `Ipckit-Sender`, for information). The mailbox must exist on each
 //! broker (the bridge makes none), with the same retention. Process
-//! inboxes and dead letters stay on their broker.
+//! inboxes and dead letters stay on their broker. A mailbox's mode is
+//! checked against local users only: whoever may publish on the NATS
+//! server may send to the bridged mailboxes, so restrict it with NATS's
+//! own accounts and permissions.
 //!
 //! ## Durability
 //!
