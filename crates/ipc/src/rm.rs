@@ -40,7 +40,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut targets: Vec<(Target, Option<String>)> =
         args.targets.into_iter().map(|t| (t, None)).collect();
     if args.orphans {
-        let found = crate::ls::list();
+        // Mailboxes are never orphans: the broker keeps them.
+        let found = crate::ls::list(None);
         for u in &found.unseen {
             eprintln!("ipc rm: {u}");
         }

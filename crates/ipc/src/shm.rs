@@ -360,7 +360,7 @@ fn stat(target: &Target) -> Result<()> {
         }
     }
     let me = std::process::id() as i32;
-    let listing = crate::ls::list();
+    let listing = crate::ls::list(None);
     let holders: Vec<String> = listing
         .objects
         .iter()

@@ -87,7 +87,11 @@ fn durable_mailbox_through_a_killed_broker() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let store_arg = store.to_str().expect("utf-8").to_string();
-    let mut b = BrokerCmd::start_in(dir, &["--store", &store_arg, "--fsync", "always"]);
+    // This broker sleeps as soon as it is idle (the others poll 50 µs).
+    let mut b = BrokerCmd::start_in(
+        dir,
+        &["--store", &store_arg, "--fsync", "always", "--spin", "0"],
+    );
     b.ok(&[
         "mailbox",
         "create",
@@ -140,6 +144,9 @@ fn durable_mailbox_through_a_killed_broker() {
         "{}",
         stderr(&out)
     );
+    let out = run(&mut b.ipc(&["broker", "--spin", "2000000"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--spin"), "{}", stderr(&out));
 }
 
 fn dir_path(b: &BrokerCmd) -> std::path::PathBuf {
@@ -323,4 +330,43 @@ fn clear_errors() {
     let second = run(ipc().args(["broker", "--socket"]).arg(&b.path));
     assert_eq!(second.status.code(), Some(2));
     assert!(stderr(&second).contains("running"), "{}", stderr(&second));
+}
+
+/// `ipc ls` lists the broker's mailboxes with their fill, mode and owner;
+/// with no broker running it lists none and says nothing about it.
+#[test]
+fn ipc_ls_shows_mailboxes() {
+    let b = BrokerCmd::start();
+    b.ok(&["mailbox", "create", "jobs", "--mode", "0640"]);
+    b.ok(&["send", "mailbox:jobs", "one"]);
+    b.ok(&["send", "mailbox:jobs", "three"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&b.ok(&["ls", "--kind", "mailbox", "--json"])).expect("json");
+    let objects = json["objects"].as_array().expect("objects");
+    assert_eq!(objects.len(), 1, "{json}");
+    let o = &objects[0];
+    assert_eq!(o["kind"], "mailbox");
+    assert_eq!(o["address"], "mailbox:jobs");
+    assert_eq!(o["messages"], 2);
+    assert_eq!(o["bytes"], 8);
+    assert_eq!(o["mode"], "0640");
+    assert_eq!(o["orphan"], false);
+    let note = o["note"].as_str().expect("note");
+    assert!(
+        note.contains("0 consumer(s)") && note.contains("work-queue"),
+        "{note}"
+    );
+    let table = b.ok(&["ls", "--kind", "mailbox"]);
+    assert!(
+        table.contains("mailbox:jobs") && table.contains("2 msgs, 8 B"),
+        "{table}"
+    );
+
+    let none = b.path.with_file_name("no-broker.sock");
+    let mut ls = b.ipc(&["ls", "--kind", "mailbox", "--json", "--broker"]);
+    let out = run(ls.arg(&none));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(json["objects"].as_array().map(Vec::len), Some(0), "{json}");
+    assert!(!stderr(&out).contains("mailbox"), "{}", stderr(&out));
 }

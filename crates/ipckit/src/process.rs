@@ -142,8 +142,17 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
 /// Pins the calling thread to `cpu`.
 #[doc(alias = "sched_setaffinity")]
 pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
-    crate::sys::process::pin_to_cpu(cpu)
+    crate::sys::process::pin_to_cpus(&[cpu])
         .map_err(|e| io::Error::new(e.kind(), format!("cannot pin to CPU {cpu}: {e}")))
+}
+
+/// Lets the calling thread run on the CPUs `cpus` only (and the
+/// processes it starts after this, which inherit it): [`allowed_cpus`]
+/// taken before a [`pin_to_cpu`] undoes it.
+#[doc(alias = "sched_setaffinity")]
+pub fn pin_to_cpus(cpus: &[usize]) -> io::Result<()> {
+    crate::sys::process::pin_to_cpus(cpus)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot pin to CPUs {cpus:?}: {e}")))
 }
 
 /// Makes the kernel kill this process (`SIGKILL`) when its parent exits

@@ -189,7 +189,7 @@ pub fn peer(a: PeerArgs) -> Result<()> {
             .addr
             .as_deref()
             .ok_or_else(|| anyhow!("--addr is required"))?;
-        return super::mailbox::peer(a.role, addr);
+        return super::mailbox::peer(a.role, addr, a.wait);
     }
     if a.mech == Some(Mech::Signal) {
         return signal::peer(a.role, a.wait);

@@ -74,6 +74,9 @@ impl Peer {
 
 pub(super) struct Ctx {
     pub(super) cpus: Option<(usize, usize)>,
+    /// Every CPU this process was allowed before it pinned itself (for a
+    /// third process, such as the mailbox broker, that belongs to neither).
+    pub(super) all_cpus: Vec<usize>,
     /// Whether both processes run on one CPU (decided before pinning: a
     /// pinned process sees only its own CPU).
     pub(super) shared_cpu: bool,

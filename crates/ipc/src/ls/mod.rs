@@ -1,7 +1,8 @@
 //! `ipc ls [-p PID] [--kind KIND] [--orphans] [--json]`: every IPC object
 //! on the machine and who holds it, from `/proc` (each process's
 //! descriptors and mappings, `/proc/sysvipc`), the kernel's `sock_diag(7)`
-//! (Unix sockets and their peers), `/dev/shm` and `/dev/mqueue`.
+//! (Unix sockets and their peers), `/dev/shm` and `/dev/mqueue`, and the
+//! mailboxes of the broker at the default socket (or `--broker PATH`).
 //!
 //! Objects held through descriptors are grouped by the file they are, so a
 //! pipe shows both ends and every process that has either; a connected
@@ -14,6 +15,7 @@
 //! run could not look at (other users' processes without root, sock_diag
 //! refused, /dev/mqueue not mounted).
 
+mod mailbox;
 mod procs;
 mod sockdiag;
 mod sockfiles;
@@ -45,6 +47,7 @@ pub const KINDS: &[&str] = &[
     "memfd",
     "eventfd",
     "signalfd",
+    "mailbox",
 ];
 
 #[derive(clap::Args, Debug)]
@@ -67,6 +70,10 @@ pub struct Args {
     /// are unknown).
     #[arg(long)]
     json: bool,
+    /// The mailbox broker whose mailboxes to list (default: $IPCKIT_BROKER,
+    /// else the default socket `ipc broker` listens on).
+    #[arg(long, value_name = "PATH")]
+    broker: Option<std::path::PathBuf>,
 }
 
 /// One process's hold on an object.
@@ -117,14 +124,18 @@ pub struct Listing {
     pub unseen: Vec<String>,
 }
 
-/// Looks at everything (see the module docs).
-pub fn list() -> Listing {
+/// Looks at everything (see the module docs); mailboxes too when `broker`
+/// names the socket of the broker to ask.
+pub fn list(broker: Option<&std::path::Path>) -> Listing {
     let mut found: BTreeMap<String, Object> = BTreeMap::new();
     let mut unseen = Vec::new();
     let procs = procs::scan(&mut unseen);
     procs::objects(&procs, &mut found, &mut unseen);
     sysv::objects(&procs, &mut found, &mut unseen);
     sockfiles::objects(&mut found, &mut unseen);
+    if let Some(b) = broker {
+        mailbox::objects(b, &mut found, &mut unseen);
+    }
     let mut objects: Vec<Object> = found.into_values().collect();
     for o in &mut objects {
         if o.kind == "ring" {
@@ -173,7 +184,11 @@ fn ring_status(o: &mut Object) {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let mut l = list();
+    let broker = args
+        .broker
+        .clone()
+        .unwrap_or_else(ipckit::mailbox::default_socket);
+    let mut l = list(Some(&broker));
     l.objects.retain(|o| {
         (args.kind.is_empty() || args.kind.iter().any(|k| k == o.kind))
             && (!args.orphans || o.orphan)

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener as MioListener, UnixStream as MioStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -33,6 +33,10 @@ const READ_CHUNK: usize = 256 << 10;
 pub const DEFAULT_MAX_MESSAGE: usize = 8 << 20;
 /// Connections a broker serves at once unless told otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// How long the broker polls without sleeping after its last event
+/// ([`BrokerBuilder::spin`]).
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
 /// Where clients and brokers meet unless told otherwise: `$IPCKIT_BROKER`
 /// if set; for root `/run/ipckit/broker.sock`; else
@@ -115,6 +119,7 @@ pub struct BrokerBuilder {
     socket_mode: u32,
     store: Option<PathBuf>,
     fsync: Fsync,
+    spin: Duration,
     #[cfg(feature = "nats")]
     nats: Option<super::bridge::Settings>,
 }
@@ -128,6 +133,7 @@ impl Default for BrokerBuilder {
             socket_mode: 0o666,
             store: None,
             fsync: Fsync::default(),
+            spin: DEFAULT_SPIN,
             #[cfg(feature = "nats")]
             nats: None,
         }
@@ -177,6 +183,18 @@ impl BrokerBuilder {
     /// every 100 ms; see [`Fsync`]).
     pub fn fsync(mut self, policy: Fsync) -> Self {
         self.fsync = policy;
+        self
+    }
+
+    /// How long the broker keeps polling its sockets without sleeping
+    /// after its last event (default [`DEFAULT_SPIN`]; zero: it sleeps in
+    /// `epoll_wait(2)` as soon as it has nothing to do). A busy broker
+    /// then finds the next request without a scheduler wake-up, which
+    /// is most of a round trip's time on many machines; an idle one
+    /// spends at most this much CPU after each burst. `ipc bench
+    /// mailbox` shows what it buys on yours.
+    pub fn spin(mut self, spin: Duration) -> Self {
+        self.spin = spin.min(Duration::from_secs(1));
         self
     }
 
@@ -264,6 +282,7 @@ impl BrokerBuilder {
             conns: FxHashMap::default(),
             next: 2,
             max_connections: self.max_connections,
+            spin: self.spin,
             stop: Arc::new(AtomicBool::new(false)),
             waker,
         })
@@ -322,6 +341,7 @@ pub struct Broker {
     conns: FxHashMap<ConnId, Io>,
     next: ConnId,
     max_connections: usize,
+    spin: Duration,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
 }
@@ -423,17 +443,32 @@ impl Broker {
                     }
                 })?;
         }
+        // Until when the loop polls without sleeping (see `spin`).
+        let mut spin_until = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
-            let timeout = self
-                .state
-                .next_deadline()
-                .map(|at| at.saturating_duration_since(Instant::now()));
+            let now = Instant::now();
+            let next = self.state.next_deadline();
+            let spinning = now < spin_until;
+            let timeout = if spinning {
+                Some(Duration::ZERO)
+            } else {
+                next.map(|at| at.saturating_duration_since(now))
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
             }
+            if events.is_empty() && spinning && next.is_none_or(|at| Instant::now() < at) {
+                // Nothing happened and no timer is due: poll again, after
+                // letting a client that shares this CPU run.
+                std::thread::yield_now();
+                continue;
+            }
             self.state.now = Instant::now();
+            if !events.is_empty() {
+                spin_until = self.state.now + self.spin;
+            }
             self.state.wall = store::wall_ms();
             for ev in events.iter() {
                 match ev.token() {

@@ -24,10 +24,10 @@ pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
         .collect())
 }
 
-/// Pins the calling thread to one CPU (`sched_setaffinity(2)`).
-pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+/// Pins the calling thread to the CPUs `cpus` (`sched_setaffinity(2)`).
+pub(crate) fn pin_to_cpus(cpus: &[usize]) -> io::Result<()> {
     let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
-    if cpu >= max {
+    if let Some(&cpu) = cpus.iter().find(|&&c| c >= max) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
@@ -38,8 +38,11 @@ pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     }
     // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET writes one bit below the set's capacity (checked above).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
+    for &cpu in cpus {
+        // SAFETY: CPU_SET writes one bit below the set's capacity (checked
+        // above).
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
     // SAFETY: `set` is a valid cpu_set_t of the size passed.
     syscall!(sched_setaffinity(
         0,
