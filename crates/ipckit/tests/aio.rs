@@ -304,6 +304,59 @@ fn typed_stream_until_the_end() -> Result<(), Failed> {
     ensure(child.wait()?.success(), || "the sender failed".into())
 }
 
+/// Typed values through a mailbox as an async `Stream`: the sender is
+/// another process that knows only the address `mailbox:NAME` (and the
+/// broker's socket from `IPCKIT_BROKER`); the broker runs embedded here.
+fn typed_async_through_a_mailbox() -> Result<(), Failed> {
+    use futures_core::Stream;
+    use ipckit::mailbox::{Broker, Client, Config, MailboxReceiver, SubscribeOptions};
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("broker.sock");
+    let _broker = Broker::builder().socket(&socket).spawn()?;
+    let name = unique("typed").replace('-', "_");
+    let mut admin = Client::connect_to(&socket)?;
+    admin.create(&name, &Config::default())?;
+    let rx = MailboxReceiver::new(
+        Client::connect_to(&socket)?,
+        &name,
+        &SubscribeOptions::default(),
+    )?;
+    let mut child = peer_command(VAR, "typed", &format!("mailbox:{name}"))?
+        .env("IPCKIT_BROKER", &socket)
+        .spawn()?;
+    let rt = runtime()?;
+    let got = rt.block_on(async {
+        let mut rx = ipckit::aio::TypedReceiver::<(u32, String), _>::new(AsyncReceiver::new(rx)?);
+        let mut got = Vec::new();
+        // A mailbox outlives its senders: take the five, then stop.
+        while got.len() < 5 {
+            let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut rx).poll_next(cx));
+            match tokio::time::timeout(T, next).await {
+                Err(_) => return Err(io::Error::other(format!("the stream stalled at {got:?}"))),
+                Ok(None) => return Err(io::Error::other("the stream ended")),
+                Ok(Some(v)) => got.push(v?),
+            }
+        }
+        Ok(got)
+    })?;
+    let want: Vec<(u32, String)> = (0..5).map(|i| (i, format!("value {i}"))).collect();
+    ensure(got == want, || format!("{got:?}"))?;
+    ensure(child.wait()?.success(), || "the sender failed".into())?;
+    // Every message was taken and acknowledged (the last one when the
+    // receiver closed, which the broker may read after this asks).
+    let end = std::time::Instant::now() + T;
+    loop {
+        let info = admin.stat(Some(&name))?;
+        if info.len() == 1 && info[0].depth == 0 {
+            break;
+        }
+        ensure(std::time::Instant::now() < end, || format!("{info:?}"))?;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    admin.delete(&name)?;
+    Ok(())
+}
+
 /// `serve:ADDR`: a request/reply server (`x -> 2x + 1`; 999 takes 300
 /// ms) that prints the address to call, then serves until killed.
 fn serve(addr: &str) -> io::Result<()> {
@@ -559,6 +612,10 @@ fn main() {
         ("cancel_safe_and_read_ahead", cancel_safe_and_read_ahead),
         ("recv_leaves_the_thread_free", recv_leaves_the_thread_free),
         ("typed_stream_until_the_end", typed_stream_until_the_end),
+        (
+            "typed_async_through_a_mailbox",
+            typed_async_through_a_mailbox,
+        ),
         (
             "async_calls_over_every_address",
             async_calls_over_every_address,

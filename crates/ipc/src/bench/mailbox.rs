@@ -16,6 +16,13 @@
 //!   sink peers share; the rate is what was sent over the time from the
 //!   first send until every sink has had its end marker.
 //!
+//! - past one machine: when `nats-server` is installed, the same round
+//!   trip and one-way 1→1 through two brokers (`ipc broker --nats URL
+//!   --bridge 'bench.>'`) and a nats-server with JetStream started here:
+//!   this process a client of one broker, the peer of the other; the
+//!   sending mailbox holds at most `BRIDGE_WINDOW` messages, so that what
+//!   is sent in the duration can cross soon after.
+//!
 //! Each of those plain and durable. The broker is a third process on a
 //! machine that may have two CPUs: it is left free to run on either
 //! rather than pinned beside one of the two clients.
@@ -41,6 +48,12 @@ const UNIX_ADAPTIVE: &str = "unix socket (bare, adaptive)";
 const MAILBOX: &str = "mailbox";
 const MAILBOX_BLOCK: &str = "mailbox, clients block";
 const NATS: &str = "nats-server (request/reply)";
+const BRIDGE: &str = "2 brokers bridged by nats-server";
+const BRIDGE_DURABLE: &str = "2 brokers bridged, durable (JetStream)";
+/// The bridged pattern's prefix: `bench.>` is bridged.
+const BRIDGED_PREFIX: &str = "bench.";
+/// The most messages a bridged one-way run's sending mailbox holds.
+const BRIDGE_WINDOW: u64 = 4096;
 /// Messages per pipelined batch in the one-way runs.
 const BATCH: usize = 1024;
 /// The durable mailboxes' fsync policy.
@@ -80,7 +93,8 @@ impl Drop for BrokerProc {
     }
 }
 
-fn start_broker(ctx: &mut Ctx) -> Result<BrokerProc> {
+/// Starts `ipc broker` with a store and these further arguments.
+fn start_broker(ctx: &mut Ctx, args: &[&str]) -> Result<BrokerProc> {
     let (sock, store) = (ctx.unique("broker"), ctx.unique("store"));
     let dir = ctx.tmp.path();
     let socket = dir.join(format!("{sock}.sock"));
@@ -90,6 +104,7 @@ fn start_broker(ctx: &mut Ctx) -> Result<BrokerProc> {
         .arg(&socket)
         .arg("--store")
         .arg(&store)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -173,24 +188,89 @@ fn config(durable: bool) -> Config {
     }
 }
 
-/// Round trips through the broker for `d`, both clients waiting as `wait`
-/// says.
+/// Where the messages go: from a client of `from` to a client of `to`
+/// (another broker when they cross the NATS bridge).
+#[derive(Clone, Copy)]
+struct Route<'a> {
+    from: &'a BrokerProc,
+    to: &'a BrokerProc,
+}
+
+impl<'a> Route<'a> {
+    fn local(b: &'a BrokerProc) -> Self {
+        Route { from: b, to: b }
+    }
+
+    fn bridged(&self) -> bool {
+        !std::ptr::eq(self.from, self.to)
+    }
+
+    /// A fresh mailbox name (under the bridged pattern when bridged).
+    fn name(&self, ctx: &mut Ctx, what: &str) -> String {
+        let n = ctx.unique(what);
+        if self.bridged() {
+            format!("{BRIDGED_PREFIX}{n}")
+        } else {
+            n
+        }
+    }
+
+    /// Makes `names` at both ends (the bridge makes no mailbox); returns
+    /// the sender's client and, when bridged, one of the receiving
+    /// broker.
+    fn create(&self, names: &[(&str, Config)]) -> Result<(Client, Option<Client>)> {
+        let mut c = connect(&self.from.socket)?;
+        for (n, cfg) in names {
+            c.create(n, cfg)?;
+        }
+        let other = if self.bridged() {
+            let mut o = connect(&self.to.socket)?;
+            for (n, cfg) in names {
+                o.create(n, cfg)?;
+            }
+            Some(o)
+        } else {
+            None
+        };
+        Ok((c, other))
+    }
+
+    fn delete(&self, c: &mut Client, other: Option<Client>, names: &[&str]) -> Result<()> {
+        for n in names {
+            c.delete(n)?;
+        }
+        if let Some(mut o) = other {
+            for n in names {
+                o.delete(n)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Round trips through the broker (or brokers) for `d`, both clients
+/// waiting as `wait` says.
 fn round_trips(
     ctx: &mut Ctx,
-    b: &BrokerProc,
+    r: Route<'_>,
     durable: bool,
     wait: WaitStrategy,
     d: Duration,
 ) -> Result<Stats> {
-    let mut c = connect(&b.socket)?;
+    let (ping, pong) = (r.name(ctx, "ping"), r.name(ctx, "pong"));
+    let (mut c, other) = r.create(&[(&ping, config(durable)), (&pong, config(durable))])?;
     c.set_wait_strategy(wait);
-    let (ping, pong) = (ctx.unique("ping"), ctx.unique("pong"));
-    c.create(&ping, &config(durable))?;
-    c.create(&pong, &config(durable))?;
     c.subscribe(&pong, &SubscribeOptions::default())?;
-    let addr = format!("{}|{ping}|{pong}", b.socket.display());
+    let addr = format!("{}|{ping}|{pong}", r.to.socket.display());
     let (peer, _out) = spawn_peer(ctx, Role::MailboxEcho, &addr, wait)?;
     let msg = vec![0x5Au8; SIZE];
+    if r.bridged() {
+        // The first crossing waits for the bridges to see the new
+        // mailboxes (a message that finds no way yet is retried).
+        c.send(&ping, &msg)?;
+        c.recv_timeout(SETUP_TIMEOUT)
+            .context("the first message through the bridge")?;
+    }
     let mut rtt = RoundTrips::new(d);
     while let Some(start) = rtt.next() {
         c.send(&ping, &msg)?;
@@ -202,17 +282,22 @@ fn round_trips(
     }
     c.send(&ping, b"")?;
     peer.finish()?;
-    c.delete(&ping)?;
-    c.delete(&pong)?;
+    r.delete(&mut c, other, &[&ping, &pong])?;
     Ok(rtt.stats())
 }
 
-/// One-way messages per second to `sinks` receivers for `d`.
-fn one_way(ctx: &mut Ctx, b: &BrokerProc, durable: bool, sinks: usize, d: Duration) -> Result<f64> {
-    let mut c = connect(&b.socket)?;
-    let q = ctx.unique("queue");
-    c.create(&q, &config(durable))?;
-    let addr = format!("{}|{q}", b.socket.display());
+/// One-way messages per second to `sinks` receivers for `d`. Through the
+/// bridge, the sender's mailbox holds at most `BRIDGE_WINDOW` messages (a
+/// full one blocks the sender), so what is sent in `d` can cross soon
+/// after.
+fn one_way(ctx: &mut Ctx, r: Route<'_>, durable: bool, sinks: usize, d: Duration) -> Result<f64> {
+    let q = r.name(ctx, "queue");
+    let mut cfg = config(durable);
+    if r.bridged() {
+        cfg.max_msgs = Some(BRIDGE_WINDOW);
+    }
+    let (mut c, other) = r.create(&[(&q, cfg)])?;
+    let addr = format!("{}|{q}", r.to.socket.display());
     let mut peers = Vec::new();
     for _ in 0..sinks {
         peers.push(spawn_peer(
@@ -238,8 +323,15 @@ fn one_way(ctx: &mut Ctx, b: &BrokerProc, durable: bool, sinks: usize, d: Durati
         }
         sent += BATCH as u64;
     }
-    // One end marker per sink: each stops at its first.
-    let ends: Vec<Message<'_>> = (0..sinks).map(|_| Message::new(b"")).collect();
+    // One end marker per sink. In one broker, order is kept and each sink
+    // stops at its first; across the bridge it is not, so the (single)
+    // sink's marker says how many to wait for.
+    let end = if r.bridged() {
+        format!("end {sent}").into_bytes()
+    } else {
+        Vec::new()
+    };
+    let ends: Vec<Message<'_>> = (0..sinks).map(|_| Message::new(&end)).collect();
     for r in c.send_batch(&q, &ends) {
         r?;
     }
@@ -251,11 +343,61 @@ fn one_way(ctx: &mut Ctx, b: &BrokerProc, durable: bool, sinks: usize, d: Durati
     for (p, _) in peers {
         p.finish()?;
     }
-    c.delete(&q)?;
+    r.delete(&mut c, other, &[&q])?;
     if got != sent {
         bail!("{sent} sent, {got} received");
     }
     Ok(sent as f64 / elapsed.as_secs_f64())
+}
+
+/// Two brokers bridged through a nats-server with JetStream (started
+/// here): round trips and one way, plain and durable. One row saying why
+/// when nats-server is not installed.
+fn measure_bridge(ctx: &mut Ctx, d: Duration) -> Vec<MailboxRow> {
+    let skipped = |path: &str, why: String| MailboxRow {
+        path: path.into(),
+        skipped: Some(why),
+        ..MailboxRow::default()
+    };
+    let Some(bin) = super::nats::server_binary() else {
+        let why = "nats-server is not installed (apt-get install nats-server)";
+        return vec![skipped(BRIDGE, why.into())];
+    };
+    let setup = (|| -> Result<_> {
+        let js = ctx.unique("jetstream");
+        let js = ctx.tmp.path().join(js);
+        let server = super::nats::NatsServer::start(&bin, Some(&js))?;
+        let pattern = format!("{BRIDGED_PREFIX}>");
+        let args = ["--nats", server.url.as_str(), "--bridge", pattern.as_str()];
+        let a = start_broker(ctx, &args)?;
+        let b = start_broker(ctx, &args)?;
+        Ok((server, a, b))
+    })();
+    let (server, a, b) = match setup {
+        Ok(s) => s,
+        Err(e) => return vec![skipped(BRIDGE, format!("{e:#}"))],
+    };
+    let route = Route { from: &a, to: &b };
+    let mut rows = Vec::new();
+    for (path, durable) in [(BRIDGE, false), (BRIDGE_DURABLE, true)] {
+        let mut row = MailboxRow {
+            path: path.into(),
+            ..MailboxRow::default()
+        };
+        let wait = WaitStrategy::ADAPTIVE;
+        let r = (|| -> Result<()> {
+            row.rtt_ns = Some(round_trips(ctx, route, durable, wait, d).context("round trip")?);
+            row.msgs_per_s_1 = Some(one_way(ctx, route, durable, 1, d).context("one way")?);
+            Ok(())
+        })();
+        if let Err(e) = r {
+            row.skipped = Some(format!("{e:#}"));
+        }
+        cleanup::point_done();
+        rows.push(row);
+    }
+    drop((a, b, server));
+    rows
 }
 
 /// The whole section: the broker's rows plus the Unix socket's for scale
@@ -273,7 +415,7 @@ pub fn measure(ctx: &mut Ctx, d: Duration, unix_rtt: [Option<Stats>; 2]) -> Vec<
             ..MailboxRow::default()
         })
         .collect();
-    let broker = match start_broker(ctx) {
+    let broker = match start_broker(ctx, &[]) {
         Ok(b) => b,
         Err(e) => {
             rows.push(MailboxRow {
@@ -298,12 +440,11 @@ pub fn measure(ctx: &mut Ctx, d: Duration, unix_rtt: [Option<Stats>; 2]) -> Vec<
             ..MailboxRow::default()
         };
         let r = (|| -> Result<()> {
-            row.rtt_ns = Some(round_trips(ctx, &broker, durable, wait, d).context("round trip")?);
+            let route = Route::local(&broker);
+            row.rtt_ns = Some(round_trips(ctx, route, durable, wait, d).context("round trip")?);
             if wait != WaitStrategy::Block {
-                row.msgs_per_s_1 =
-                    Some(one_way(ctx, &broker, durable, 1, d).context("1 receiver")?);
-                row.msgs_per_s_4 =
-                    Some(one_way(ctx, &broker, durable, 4, d).context("4 receivers")?);
+                row.msgs_per_s_1 = Some(one_way(ctx, route, durable, 1, d).context("1 receiver")?);
+                row.msgs_per_s_4 = Some(one_way(ctx, route, durable, 4, d).context("4 receivers")?);
             }
             Ok(())
         })();
@@ -326,6 +467,7 @@ pub fn measure(ctx: &mut Ctx, d: Duration, unix_rtt: [Option<Stats>; 2]) -> Vec<
         Err(e) => nats.skipped = Some(format!("{e:#}")),
     }
     rows.push(nats);
+    rows.extend(measure_bridge(ctx, d));
     rows
 }
 
@@ -357,15 +499,22 @@ pub fn peer(role: Role, addr: &str, wait: WaitStrategy) -> Result<()> {
             }
         }
         _ => {
-            let mut n = 0u64;
+            let (mut n, mut want) = (0u64, None);
             loop {
-                let m = c.recv_timeout(MSG_TIMEOUT)?;
-                if m.payload.is_empty() {
+                if want.is_some_and(|w| n >= w) {
                     c.flush()?;
                     println!("{n}");
                     return Ok(());
                 }
-                n += 1;
+                let m = c.recv_timeout(MSG_TIMEOUT)?;
+                match m.payload.strip_prefix(b"end ") {
+                    _ if m.payload.is_empty() => want = Some(n),
+                    Some(count) => {
+                        let count = std::str::from_utf8(count).ok().and_then(|c| c.parse().ok());
+                        want = Some(count.ok_or_else(|| anyhow!("a bad end marker"))?);
+                    }
+                    None => n += 1,
+                }
             }
         }
     }

@@ -33,12 +33,16 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts `bin` and waits until it takes connections.
-    pub fn start(bin: &PathBuf) -> Result<NatsServer> {
+    /// Starts `bin` and waits until it takes connections; with JetStream
+    /// when `jetstream` names a directory for its store.
+    pub fn start(bin: &PathBuf, jetstream: Option<&std::path::Path>) -> Result<NatsServer> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut cmd = Command::new(bin);
-        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
+        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some(dir) = jetstream {
+            cmd.arg("-js").arg("-sd").arg(dir);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let proc = Peer::spawn(&mut cmd).context("starting nats-server")?;
@@ -69,7 +73,7 @@ pub fn round_trips(ctx: &mut Ctx, size: usize, d: Duration) -> Result<Option<Sta
     let Some(bin) = server_binary() else {
         return Ok(None);
     };
-    let server = NatsServer::start(&bin)?;
+    let server = NatsServer::start(&bin, None)?;
     let subject = ctx.unique("echo").replace('-', ".");
     let mut cmd = ctx.peer_cmd(Role::NatsEcho)?;
     cmd.arg("--mech")

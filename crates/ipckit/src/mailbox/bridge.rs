@@ -757,7 +757,16 @@ async fn js_in(js: jetstream::Context, p: String, id: String, in_tx: mpsc::Sende
                 }
             };
             loop {
-                let mut msgs = match consumer.messages().await {
+                // Pulled in batches of 1000 (async-nats's default is
+                // 200): each message waits for the broker's confirmation
+                // before it is acknowledged, so more in flight means more
+                // per second.
+                let pulled = consumer
+                    .stream()
+                    .max_messages_per_batch(JS_PULL_BATCH)
+                    .messages()
+                    .await;
+                let mut msgs = match pulled {
                     Ok(m) => m,
                     Err(e) => {
                         say(format_args!(
@@ -777,6 +786,21 @@ async fn js_in(js: jetstream::Context, p: String, id: String, in_tx: mpsc::Sende
     }
 }
 
+/// How long a work message this broker published, and pulled back itself
+/// for the `delivered`th time, waits before JetStream offers it again:
+/// at once the first time (another broker's pull is likely next), then
+/// 1 ms doubling up to 1 s, so that a broker that is alone on NATS does
+/// not spin its own messages round.
+fn own_work_delay(delivered: i64) -> Duration {
+    match delivered {
+        ..=1 => Duration::ZERO,
+        n => Duration::from_millis(1 << (n - 2).min(10) as u32).min(Duration::from_secs(1)),
+    }
+}
+
+/// Messages asked of a JetStream consumer at once.
+const JS_PULL_BATCH: usize = 1000;
+
 async fn js_one(m: jetstream::Message, via: Kind, me: &str, in_tx: &mpsc::Sender<In>) {
     let ack = match read_in(m.headers.as_ref(), &m.subject) {
         Err(e) => {
@@ -786,7 +810,7 @@ async fn js_one(m: jetstream::Message, via: Kind, me: &str, in_tx: &mpsc::Sender
         Ok(f) if f.origin.as_deref() == Some(me) => match via {
             // This broker's own: every other broker's, not its.
             Kind::Fan => AckKind::Ack,
-            Kind::Work => AckKind::Nak(Some(Duration::from_millis(250))),
+            Kind::Work => AckKind::Nak(Some(own_work_delay(m.info().map_or(1, |i| i.delivered)))),
         },
         Ok(f) => {
             let payload = m.payload.clone();

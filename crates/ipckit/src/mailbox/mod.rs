@@ -85,6 +85,13 @@
 //! server may send to the bridged mailboxes, so restrict it with NATS's
 //! own accounts and permissions.
 //!
+//! A work queue's durable message can come back from JetStream to the
+//! broker that published it (they all pull from one consumer): that
+//! broker hands it back at once the first time, then after 1 ms doubling
+//! up to 1 s, so that another broker gets it and a broker alone on NATS
+//! does not spin. `ipc bench mailbox` measures both routes through two
+//! brokers and a nats-server of its own.
+//!
 //! ## Durability
 //!
 //! A broker given a store directory ([`BrokerBuilder::store`]; `ipc broker`
@@ -120,7 +127,7 @@ mod wire;
 pub use crate::mq::sysv::Selector;
 pub use broker::{
     default_socket, default_store, Broker, BrokerBuilder, EmbeddedBroker, Stopper,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE, DEFAULT_SPIN,
 };
 pub use client::{
     AckPolicy, Client, Delivery, Error, ErrorKind, MailboxReceiver, MailboxSender, Message,
