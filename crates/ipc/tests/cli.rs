@@ -459,8 +459,10 @@ fn bench_measures_request_reply_over_the_registry() {
 }
 
 /// `ipc bench mailbox`: round trips and one-way rates through a broker
-/// process, plain and durable, beside a bare Unix socket's round trip,
-/// and nats-server's when it is installed (else a row says how to get it).
+/// process, plain and durable, with adaptive and blocking clients, beside
+/// a bare Unix socket's round trips (both waits); nats-server's and two
+/// brokers bridged through it when it is installed (else rows say how to
+/// get it).
 #[test]
 fn bench_measures_mailboxes_through_a_broker() {
     let (table, v) = bench_json(&["mailbox", "--duration-ms", "30"]);
@@ -468,28 +470,6 @@ fn bench_measures_mailboxes_through_a_broker() {
     assert!(table.contains("goal: at most 2×"), "{table}");
     let rows = v["mailbox"].as_array().unwrap();
     let paths: Vec<&str> = rows.iter().map(|r| r["path"].as_str().unwrap()).collect();
-    assert_eq!(
-        paths,
-        [
-            "unix socket (bare, for scale)",
-            "mailbox",
-            "mailbox, durable (fsync 10ms)",
-            "nats-server (request/reply)"
-        ]
-    );
-    for r in &rows[..3] {
-        assert!(r["skipped"].is_null(), "{r}");
-        let (p50, p99) = (
-            r["rtt_ns"]["p50"].as_u64().unwrap(),
-            r["rtt_ns"]["p99"].as_u64().unwrap(),
-        );
-        assert!(p50 > 0 && p99 >= p50, "{r}");
-    }
-    for r in &rows[1..3] {
-        assert!(r["msgs_per_s_1"].as_f64().unwrap() > 0.0, "{r}");
-        assert!(r["msgs_per_s_4"].as_f64().unwrap() > 0.0, "{r}");
-    }
-    let nats = &rows[3];
     let installed = [
         "/usr/sbin/nats-server",
         "/usr/bin/nats-server",
@@ -497,16 +477,52 @@ fn bench_measures_mailboxes_through_a_broker() {
     ]
     .iter()
     .any(|p| std::path::Path::new(p).exists());
+    let mut want = vec![
+        "unix socket (bare, block)",
+        "unix socket (bare, adaptive)",
+        "mailbox, clients block",
+        "mailbox",
+        "mailbox, durable (fsync 10ms)",
+        "nats-server (request/reply)",
+        "2 brokers bridged by nats-server",
+    ];
     if installed {
-        assert!(nats["rtt_ns"]["p50"].as_u64().unwrap() > 0, "{nats}");
+        want.push("2 brokers bridged, durable (JetStream)");
+    }
+    assert_eq!(paths, want);
+    let measured: Vec<&serde_json::Value> = if installed {
+        rows.iter().collect()
     } else {
-        assert!(
-            nats["skipped"]
-                .as_str()
-                .unwrap()
-                .contains("apt-get install nats-server"),
-            "{nats}"
+        rows[..5].iter().collect()
+    };
+    for r in &measured {
+        assert!(r["skipped"].is_null(), "{r}");
+        let (p50, p99) = (
+            r["rtt_ns"]["p50"].as_u64().unwrap(),
+            r["rtt_ns"]["p99"].as_u64().unwrap(),
         );
+        assert!(p50 > 0 && p99 >= p50, "{r}");
+    }
+    // Clients that block: a round trip only.
+    assert!(rows[2]["msgs_per_s_1"].is_null(), "{}", rows[2]);
+    for r in &rows[3..5] {
+        assert!(r["msgs_per_s_1"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["msgs_per_s_4"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    if installed {
+        for r in &rows[6..] {
+            assert!(r["msgs_per_s_1"].as_f64().unwrap() > 0.0, "{r}");
+        }
+    } else {
+        for r in &rows[5..] {
+            assert!(
+                r["skipped"]
+                    .as_str()
+                    .unwrap()
+                    .contains("apt-get install nats-server"),
+                "{r}"
+            );
+        }
     }
     // No main table when only mailboxes were asked for.
     assert!(v["results"].as_array().unwrap().is_empty(), "{v}");
