@@ -175,3 +175,26 @@ pub fn exit_with_parent(parent: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a thread of its own: affinity belongs to the thread.
+    #[test]
+    fn pinning_narrows_and_widens_again_and_refuses_nonsense() {
+        std::thread::spawn(|| {
+            let all = allowed_cpus().unwrap();
+            pin_to_cpu(all[0]).unwrap();
+            assert_eq!(allowed_cpus().unwrap(), [all[0]]);
+            pin_to_cpus(&all).unwrap();
+            assert_eq!(allowed_cpus().unwrap(), all);
+            let e = pin_to_cpus(&[]).unwrap_err();
+            assert!(e.to_string().contains("no CPU given"), "{e}");
+            let e = pin_to_cpu(1 << 20).unwrap_err();
+            assert!(e.to_string().contains("CPU 1048576"), "{e}");
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -828,3 +828,17 @@ async fn js_one(m: jetstream::Message, via: Kind, me: &str, in_tx: &mpsc::Sender
     };
     let _ = m.ack_with(ack).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_work_goes_back_at_once_then_ever_later_up_to_a_second() {
+        let ms = |n| own_work_delay(n).as_millis();
+        assert_eq!([ms(0), ms(1), ms(2), ms(3), ms(4)], [0, 0, 1, 2, 4]);
+        assert_eq!(ms(11), 512);
+        assert_eq!(ms(12), 1000);
+        assert_eq!(ms(i64::MAX), 1000);
+    }
+}

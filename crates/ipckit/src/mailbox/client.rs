@@ -1087,6 +1087,9 @@ impl Client {
     }
 }
 
+/// The socket to the broker, non-blocking, for `poll(2)` or `epoll(7)`:
+/// readable when the broker sent something. Reading or writing it
+/// directly would break the client's framing.
 impl AsFd for Client {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

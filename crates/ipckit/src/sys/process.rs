@@ -26,6 +26,12 @@ pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
 
 /// Pins the calling thread to the CPUs `cpus` (`sched_setaffinity(2)`).
 pub(crate) fn pin_to_cpus(cpus: &[usize]) -> io::Result<()> {
+    if cpus.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no CPU given: a thread must be allowed at least one",
+        ));
+    }
     let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
     if let Some(&cpu) = cpus.iter().find(|&&c| c >= max) {
         return Err(io::Error::new(
