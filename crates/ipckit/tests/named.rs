@@ -12,17 +12,21 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use ipckit::fifo::Fifo;
+use ipckit::mq::sysv::MessageQueue;
 use ipckit::mq::PosixQueue;
 use ipckit::prelude::*;
 use ipckit::ring::Ring;
 use ipckit::sem::NamedSemaphore;
+use ipckit::sem::SemaphoreSet;
+use ipckit::shm::SysvShm;
 use ipckit::shm::{HoldsRegion, Layout, Memfd, Mutex, OwnedCondvar, OwnedMutex, Shm};
 use ipckit::socket::unix::UnixStream;
+use ipckit::sysv::Key;
 use libtest_mimic::Failed;
 use std::sync::Arc;
 
 mod common;
-use common::{ensure, peer_command, unique, T};
+use common::{ensure, peer_command, unique, unique_key, T};
 
 const VAR: &str = "IPCKIT_NAMED_PEER";
 
@@ -47,9 +51,30 @@ fn racer(spec: &str) -> io::Result<()> {
         "sem" => keep_until_eof(NamedSemaphore::builder(name).create_or_open()?.created()),
         "fifo" => keep_until_eof(Fifo::builder(name).create_or_open()?.created()),
         "ring" => keep_until_eof(Ring::builder(name).create_or_open()?.created()),
+        "sysv-mq" => keep_until_eof(
+            MessageQueue::builder(key(name)?)
+                .create_or_open()?
+                .created(),
+        ),
+        "sysv-shm" => keep_until_eof(
+            SysvShm::builder(key(name)?)
+                .size(4096)
+                .create_or_open()?
+                .created(),
+        ),
+        "sysv-sem" => keep_until_eof(
+            SemaphoreSet::builder(key(name)?)
+                .values(&[1, 0])
+                .create_or_open()?
+                .created(),
+        ),
         other => return Err(io::Error::other(format!("unknown kind {other}"))),
     };
     created
+}
+
+fn key(name: &str) -> io::Result<Key> {
+    name.parse()
 }
 
 /// Prints whether the object was created, then waits for stdin to close.
@@ -219,6 +244,9 @@ fn create_or_open_says_who_created() -> Result<(), Failed> {
     race("mq", &format!("/{}", unique("race")))?;
     race("sem", &format!("/{}", unique("race")))?;
     race("ring", &unique("race"))?;
+    race("sysv-mq", &unique_key().to_string())?;
+    race("sysv-shm", &unique_key().to_string())?;
+    race("sysv-sem", &unique_key().to_string())?;
     let dir = tempfile::tempdir()?;
     race("fifo", dir.path().join("f").to_str().ok_or("path")?)
 }

@@ -281,7 +281,8 @@ impl QueueBuilder {
     }
 
     fn created(&self, id: libc::c_int) -> io::Result<MessageQueue> {
-        let q = MessageQueue::with_id(id, self.key, !self.keep)?;
+        let mut q = MessageQueue::with_id(id, self.key, !self.keep)?;
+        q.created = true;
         if let Some(b) = self.max_bytes {
             // Dropping `q` removes the queue again if this fails.
             q.set_max_bytes(b)?;
@@ -324,6 +325,7 @@ pub struct MessageQueue {
     id: libc::c_int,
     key: Key,
     remove_on_drop: bool,
+    created: bool,
     wait: WaitStrategy,
     /// The system's largest message when last read: the receive buffer size.
     msgmax: usize,
@@ -377,6 +379,7 @@ impl MessageQueue {
             id,
             key,
             remove_on_drop,
+            created: false,
             wait: WaitStrategy::default(),
             msgmax: 0,
             max: 0,
@@ -400,6 +403,13 @@ impl MessageQueue {
     /// The key the queue was opened with.
     pub fn key(&self) -> Key {
         self.key
+    }
+
+    /// Whether this handle made the object (`create`, or a
+    /// `create_or_open` that found none): the creator initialises it, the
+    /// others wait for that.
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     /// Leaves the queue in place when this value is dropped.

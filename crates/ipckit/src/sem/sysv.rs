@@ -168,6 +168,7 @@ impl SemaphoreSetBuilder {
             key,
             len,
             remove_on_drop: true,
+            created: true,
         };
         sys::sem::set_all(id, &values)?;
         // A net-zero operation that sets sem_otime: "initialised".
@@ -205,18 +206,13 @@ impl SemaphoreSetBuilder {
     /// waits (up to 2 s) until that process has set the initial values.
     pub fn create_or_open(self) -> io::Result<SemaphoreSet> {
         let key = self.key;
-        let mut created = false;
         let set = crate::sysv::create_or_open(
             "System V semaphore set",
             key,
-            || {
-                let s = self.clone().create()?;
-                created = true;
-                Ok(s)
-            },
+            || self.clone().create(),
             || self.clone().open(),
         )?;
-        if !created {
+        if !set.created {
             let end = Instant::now() + INIT_WAIT;
             while set.status()?.last_op.is_none() {
                 if Instant::now() >= end {
@@ -293,6 +289,7 @@ pub struct SemaphoreSet {
     key: Key,
     len: usize,
     remove_on_drop: bool,
+    created: bool,
 }
 
 impl SemaphoreSet {
@@ -329,6 +326,7 @@ impl SemaphoreSet {
             key,
             len: st.nsems as usize,
             remove_on_drop: false,
+            created: false,
         })
     }
 
@@ -340,6 +338,13 @@ impl SemaphoreSet {
     /// The key it was opened with.
     pub fn key(&self) -> Key {
         self.key
+    }
+
+    /// Whether this handle made the set (`create`, or a `create_or_open`
+    /// that found none) and so set its initial values; a
+    /// `create_or_open` that opened it has waited for those.
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     /// How many semaphores it has.
@@ -489,6 +494,7 @@ impl SemaphoreSet {
             key: self.key,
             len: self.len,
             remove_on_drop: false,
+            created: false,
         }
     }
 
@@ -634,6 +640,7 @@ pub fn remove_set(key: Key) -> io::Result<()> {
         key,
         len: 1,
         remove_on_drop: false,
+        created: false,
     };
     set.remove()
 }

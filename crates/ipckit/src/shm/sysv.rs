@@ -99,7 +99,10 @@ impl SysvShmBuilder {
         let flags = libc::IPC_CREAT | libc::IPC_EXCL | self.mode as libc::c_int;
         let id = sys::mman::shmget(self.key.value(), size, flags).map_err(|e| self.explain(e))?;
         match SysvShm::attach(id, self.key, !self.read_only, !self.keep) {
-            Ok(s) => Ok(s),
+            Ok(mut s) => {
+                s.created = true;
+                Ok(s)
+            }
             Err(e) => {
                 let _ = sys::mman::shm_remove(id);
                 Err(e)
@@ -188,6 +191,7 @@ pub struct SysvShm {
     id: libc::c_int,
     key: Key,
     remove_on_drop: bool,
+    created: bool,
 }
 
 impl SysvShm {
@@ -235,6 +239,7 @@ impl SysvShm {
             id,
             key,
             remove_on_drop: remove,
+            created: false,
         })
     }
 
@@ -246,6 +251,13 @@ impl SysvShm {
     /// The key it was opened with.
     pub fn key(&self) -> Key {
         self.key
+    }
+
+    /// Whether this handle made the object (`create`, or a
+    /// `create_or_open` that found none): the creator initialises it, the
+    /// others wait for that.
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     /// Leaves the segment in place when this value is dropped.
