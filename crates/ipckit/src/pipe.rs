@@ -11,7 +11,9 @@
 //!   [`Receiver`], [`Duplex`]) that frame each message (see
 //!   [`crate::frame`]).
 //! - [`spawn`] and [`popen`] start a child process with pipes on its
-//!   standard input and/or output.
+//!   standard input and/or output; in the child, [`Duplex::from_stdio`]
+//!   ([`Receiver::from_stdin`], [`Sender::from_stdout`]) takes them as
+//!   message endpoints, out of the way of `println!`.
 //!
 //! Behaviour worth knowing, all of it tested:
 //! - reading returns end-of-file (a message receive returns
@@ -259,6 +261,130 @@ impl crate::select::Selectable for Duplex {
     fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
         Ok(self.rx.s.readiness())
     }
+}
+
+impl Receiver {
+    /// The child's side of a pipe its parent put on its standard input
+    /// ([`spawn`] with [`Direction::Write`], `Stdio::from(writer's peer)`,
+    /// a shell's `|`): standard input as a framed receiver.
+    ///
+    /// Descriptor 0 is moved to a new close-on-exec descriptor and pointed
+    /// at `/dev/null`, so nothing else in the process reads the messages
+    /// and no child inherits the pipe. Call it before anything reads
+    /// `std::io::stdin()` (whose buffer could hold the first bytes).
+    /// Standard input that is not the read end of a pipe or FIFO (a
+    /// terminal, a file, a socket) is refused, and nothing is changed.
+    pub fn from_stdin() -> io::Result<Receiver> {
+        let fd = standard_pipe_end(io::stdin().as_fd(), false)?;
+        take_standard(fd, 0).and_then(|fd| Receiver::new(PipeReader::from(fd)))
+    }
+}
+
+impl Sender {
+    /// The child's side of a pipe its parent reads from its standard
+    /// output ([`spawn`] with [`Direction::Read`]): standard output as a
+    /// framed sender.
+    ///
+    /// What `std::io::stdout()` holds is flushed first; then descriptor 1
+    /// is moved to a new close-on-exec descriptor and pointed at
+    /// `/dev/null`, so that a stray `println!` cannot break a frame, and
+    /// the parent sees end of file when the sender is dropped (not only
+    /// when the process exits). Standard output that is not the write end
+    /// of a pipe or FIFO is refused, and nothing is changed.
+    pub fn from_stdout() -> io::Result<Sender> {
+        io::stdout().flush()?;
+        let fd = standard_pipe_end(io::stdout().as_fd(), true)?;
+        take_standard(fd, 1).and_then(|fd| Sender::new(PipeWriter::from(fd)))
+    }
+}
+
+impl Duplex {
+    /// The child's side of [`spawn`] with [`Direction::Both`] (or of any
+    /// parent that put a pipe on each of its standard input and output):
+    /// [`Receiver::from_stdin`] and [`Sender::from_stdout`] in one, both
+    /// checked before either is taken.
+    ///
+    /// ```no_run
+    /// use ipckit::prelude::*;
+    ///
+    /// // In the child: echo every message back to the parent.
+    /// let mut parent = ipckit::pipe::Duplex::from_stdio()?;
+    /// while let Ok(msg) = parent.recv() {
+    ///     parent.send(msg)?;
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_stdio() -> io::Result<Duplex> {
+        io::stdout().flush()?;
+        let rx = standard_pipe_end(io::stdin().as_fd(), false)?;
+        let tx = standard_pipe_end(io::stdout().as_fd(), true)?;
+        let rx = take_standard(rx, 0)?;
+        let tx = take_standard(tx, 1)?;
+        Duplex::new(PipeReader::from(rx), PipeWriter::from(tx))
+    }
+}
+
+/// A close-on-exec duplicate of standard descriptor `fd` when it is a
+/// pipe or FIFO open for `write` (or for reading); an error naming the
+/// stream otherwise.
+fn standard_pipe_end(fd: BorrowedFd<'_>, write: bool) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::FileTypeExt;
+    let name = if write {
+        "standard output"
+    } else {
+        "standard input"
+    };
+    let bad = |what: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{name} is {what}, not the {} end of a pipe: start this process with a pipe \
+                 there (ipckit::pipe::spawn, or Stdio::from a pipe end)",
+                if write { "write" } else { "read" }
+            ),
+        )
+    };
+    let dup = fd
+        .try_clone_to_owned()
+        .map_err(|e| bad(format!("not open ({e})")))?;
+    let file = std::fs::File::from(dup);
+    let kind = file.metadata()?.file_type();
+    if !kind.is_fifo() {
+        let what = if kind.is_char_device() {
+            "a character device (a terminal or /dev/null)"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_file() {
+            "a regular file"
+        } else {
+            "something else"
+        };
+        return Err(bad(what.into()));
+    }
+    let mode = sys::fd::access_mode(file.as_fd())?;
+    let ok = match mode {
+        libc::O_RDWR => true,
+        libc::O_WRONLY => write,
+        _ => !write,
+    };
+    if !ok {
+        return Err(bad(format!(
+            "the {} end of a pipe",
+            if write { "read" } else { "write" }
+        )));
+    }
+    Ok(OwnedFd::from(file))
+}
+
+/// Gives up standard descriptor `target` (now pointing at `/dev/null`)
+/// and returns `end`, its close-on-exec duplicate.
+fn take_standard(end: OwnedFd, target: RawFd) -> io::Result<OwnedFd> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    sys::fd::replace_standard(null.as_fd(), target)?;
+    Ok(end)
 }
 
 /// Creates a pipe and frames messages over it.

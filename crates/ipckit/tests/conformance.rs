@@ -220,7 +220,7 @@ fn start(mech: Mech, role: &str) -> Result<(Box<dyn Endpoint>, Peer), Failed> {
 /// The peer's half of [`start`].
 fn peer_connect(mech: Mech, addr: &str) -> io::Result<Box<dyn Endpoint>> {
     Ok(match mech {
-        Mech::Pipe => Box::new(pipe::Duplex::new(stdin_end(), stdout_end())?),
+        Mech::Pipe => Box::new(pipe::Duplex::from_stdio()?),
         Mech::Fifo => {
             let d = Path::new(addr);
             let rx = ipckit::fifo::open_receiver(d.join("a2b"), Some(T))?;
@@ -260,10 +260,6 @@ fn peer_connect(mech: Mech, addr: &str) -> io::Result<Box<dyn Endpoint>> {
             Box::new(s)
         }
     })
-}
-
-fn stdin_end() -> PipeReader {
-    PipeReader::from(io::stdin().as_fd().try_clone_to_owned().expect("dup stdin"))
 }
 
 fn stdout_end() -> PipeWriter {
@@ -777,8 +773,10 @@ fn pipe_eof_and_epipe() -> Result<(), Failed> {
     // EOF: the child writes one message to its stdout and exits.
     let mut c = pipe::spawn(
         Command::new(std::env::current_exe()?).env("IPCKIT_PEER", "pipe:seq:-"),
-        pipe::Direction::Read,
+        // The child takes both ends (Duplex::from_stdio); it only writes.
+        pipe::Direction::Both,
     )?;
+    drop(c.stdin.take());
     let mut rx = pipe::Receiver::new(c.stdout.take().unwrap())?;
     let mut n = 0;
     loop {
@@ -822,6 +820,69 @@ fn peer_epipe() -> io::Result<()> {
     match w.write(b"x") {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => Err(io::Error::other(format!("raw write: {other:?}"))),
+    }
+}
+
+/// The child's side of `pipe::spawn`: `Duplex::from_stdio` takes the two
+/// pipes, so a stray `println!` no longer reaches the parent and the parent
+/// sees the end as soon as the child drops the duplex (while the child is
+/// still running: it waits to be killed). Standard input that
+/// is not a pipe is refused in words and nothing changes: the child's
+/// stdout still carries its error message.
+fn pipe_from_stdio() -> Result<(), Failed> {
+    let mut c = pipe::spawn(
+        Command::new(std::env::current_exe()?).env("IPCKIT_PEER_STDIO", "take"),
+        pipe::Direction::Both,
+    )?;
+    let mut d = pipe::Duplex::new(c.stdout.take().unwrap(), c.stdin.take().unwrap())?;
+    d.send(b"ping")?;
+    ensure(d.recv_timeout(T)? == b"pong", || "no pong".into())?;
+    match d.recv_timeout(T) {
+        Err(RecvTimeoutError::Disconnected) => {}
+        other => return Err(format!("after the child dropped its ends: {other:?}").into()),
+    }
+    ensure(c.child.try_wait()?.is_none(), || {
+        "the child exited before we saw the end: not proof the drop closed it".into()
+    })?;
+    c.child.kill()?;
+    c.child.wait()?;
+
+    let out = Command::new(std::env::current_exe()?)
+        .env("IPCKIT_PEER_STDIO", "refused")
+        .stdin(Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure(
+        out.status.success()
+            && text.contains("standard input is a character device")
+            && text.contains("pipe::spawn"),
+        || format!("status {:?}, stdout {text:?}", out.status),
+    )
+}
+
+/// The child of [`pipe_from_stdio`].
+fn peer_stdio(how: &str) -> io::Result<()> {
+    match how {
+        "take" => {
+            let mut d = pipe::Duplex::from_stdio()?;
+            println!("a stray line that must not reach the parent");
+            if d.recv_timeout(T)? != b"ping" {
+                return Err(io::Error::other("no ping"));
+            }
+            d.send(b"pong").map_err(io::Error::from)?;
+            drop(d);
+            // Still running when the parent sees the end (it kills us):
+            // the drop closed the pipes, not the exit.
+            std::thread::sleep(T);
+            Ok(())
+        }
+        _ => match pipe::Duplex::from_stdio() {
+            Err(e) => {
+                println!("{e}");
+                Ok(())
+            }
+            Ok(_) => Err(io::Error::other("standard input /dev/null was taken")),
+        },
     }
 }
 
@@ -1645,6 +1706,7 @@ fn main() {
             ("IPCKIT_PEER", peer_main),
             ("IPCKIT_PEER_FD", peer_fd),
             ("IPCKIT_PEER_EPIPE", |_| peer_epipe()),
+            ("IPCKIT_PEER_STDIO", peer_stdio),
             ("IPCKIT_PEER_WRITER", peer_writer),
             ("IPCKIT_PEER_MQ", peer_mq),
             ("IPCKIT_PEER_SYSV", peer_sysv),
@@ -1688,11 +1750,12 @@ fn main() {
         }
     }
     type Specific = fn() -> Result<(), Failed>;
-    let specific: [(&str, Specific); 21] = [
+    let specific: [(&str, Specific); 22] = [
         ("unix::fd_passing_and_credentials", fd_passing),
         ("unix::fd_passing_mixed_stream", fd_passing_mixed_stream),
         ("pipe::eof_and_epipe", pipe_eof_and_epipe),
         ("pipe::popen_both_ways", popen_both_ways),
+        ("pipe::from_stdio", pipe_from_stdio),
         ("pipe::capacity", pipe_capacity),
         ("pipe::lines_with_sh", lines_with_sh),
         ("fifo::open_rules", fifo_open_rules),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use ipckit::mq::sysv::{MessageQueue, Selector};
 use ipckit::mq::{Duplex as MqDuplex, PosixQueue};
-use ipckit::pipe::{self, PipeReader, PipeWriter};
+use ipckit::pipe;
 use ipckit::ring::{Duplex as RingDuplex, Ring};
 use ipckit::shm::Memfd;
 use ipckit::socket::inet::{TcpStream, UdpSocket};
@@ -86,13 +86,7 @@ fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
     let addr = || a.addr.clone().ok_or_else(|| anyhow!("--addr is required"));
     let sel = a.select;
     let mut ep: Box<dyn Endpoint> = match mech {
-        Mech::Pipe => {
-            let r = PipeReader::from(io::stdin().as_fd().try_clone_to_owned()?);
-            let w = PipeWriter::from(io::stdout().as_fd().try_clone_to_owned()?);
-            // Leave fds 0 and 1 pointing at /dev/null-like ends: nothing
-            // else may write to the data pipe.
-            selected::boxed(pipe::Duplex::new(r, w)?, sel)?
-        }
+        Mech::Pipe => selected::boxed(pipe::Duplex::from_stdio()?, sel)?,
         Mech::Fifo => {
             let dir = PathBuf::from(addr()?);
             let rx = ipckit::fifo::open_receiver(dir.join("a2b"), Some(SETUP_TIMEOUT))?;

@@ -123,6 +123,25 @@ pub(crate) fn is_nonblocking(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(flags & libc::O_NONBLOCK != 0)
 }
 
+/// The open file description's access mode (`O_RDONLY`, `O_WRONLY` or
+/// `O_RDWR`).
+pub(crate) fn access_mode(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: F_GETFL takes no pointer argument.
+    let flags = syscall!(fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
+    Ok(flags & libc::O_ACCMODE)
+}
+
+/// Points descriptor `target` (a standard descriptor this process gives
+/// up) at the file `src` is open on (`dup2(2)`; `target` is inherited by
+/// children, as standard descriptors are).
+pub(crate) fn replace_standard(src: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
+    debug_assert!((0..=2).contains(&target));
+    // SAFETY: dup2 takes two integers; `target` is one of the standard
+    // descriptors, which no `OwnedFd` in this process owns.
+    syscall!(dup2(src.as_raw_fd(), target))?;
+    Ok(())
+}
+
 /// `pipe2(2)` with `O_CLOEXEC`: returns (read end, write end).
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
