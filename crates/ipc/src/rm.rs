@@ -85,12 +85,17 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn remove(t: &Target) -> Result<()> {
-    let a = match t {
-        Target::SysvId("mq", id) => return Ok(ipckit::sysv::remove_queue_id(*id)?),
-        Target::SysvId("shm", id) => return Ok(ipckit::shm::remove_sysv_id(*id)?),
-        Target::SysvId(_, id) => return Ok(ipckit::sem::remove_set_id(*id)?),
-        Target::Addr(a) => a,
-    };
+    match t {
+        Target::SysvId("mq", id) => Ok(ipckit::sysv::remove_queue_id(*id)?),
+        Target::SysvId("shm", id) => Ok(ipckit::shm::remove_sysv_id(*id)?),
+        Target::SysvId(_, id) => Ok(ipckit::sem::remove_set_id(*id)?),
+        Target::Addr(a) => remove_object(a),
+    }
+}
+
+/// Removes the named object at `a` (the queue, ring, FIFO, stale socket
+/// file and so on), or says why it cannot.
+pub fn remove_object(a: &Addr) -> Result<()> {
     match a {
         Addr::Mq(name) => ipckit::mq::unlink(name)?,
         Addr::Ring(name) => ipckit::ring::unlink(name)?,

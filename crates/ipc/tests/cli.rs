@@ -1012,6 +1012,19 @@ fn bench_peers(tmp: &std::path::Path) -> Vec<u32> {
         .collect()
 }
 
+/// Starts `ipc bench ARGS…` with its temporary files in `tmp` (so that
+/// its peers can be found by it) and its stderr kept for the failure.
+fn spawn_bench(args: &[&str], tmp: &std::path::Path) -> Child {
+    ipc()
+        .arg("bench")
+        .args(args)
+        .env("TMPDIR", tmp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// The ids of private (key 0) System V objects of `kind` ("msg", "sem").
 fn private_ids(kind: &str) -> std::collections::BTreeSet<String> {
     std::fs::read_to_string(format!("/proc/sysvipc/{kind}"))
@@ -1049,9 +1062,8 @@ fn an_interrupted_bench_leaves_nothing_behind() {
         let _one_at_a_time = bench_lock();
         let tmp = tempfile::tempdir().unwrap();
         let before = (private_ids("msg"), private_ids("sem"));
-        let b = ipc()
-            .args([
-                "bench",
+        let b = spawn_bench(
+            &[
                 "sysv-mq",
                 "sysv-sem",
                 "mq",
@@ -1062,12 +1074,9 @@ fn an_interrupted_bench_leaves_nothing_behind() {
                 "64",
                 "--duration-ms",
                 "600",
-            ])
-            .env("TMPDIR", tmp.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            ],
+            tmp.path(),
+        );
         let pid = b.id();
         std::thread::sleep(Duration::from_millis(after_ms));
         // Interrupt it in the middle of a measurement, with a peer running.
@@ -1142,6 +1151,108 @@ fn an_interrupted_bench_leaves_nothing_behind() {
         let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
         assert!(left.is_empty(), "SIG{sig} at {after_ms} ms left {left:?}");
     }
+}
+
+/// Whether a bench with `pid` left a queue, ring or FIFO at one of the
+/// scratch addresses it makes by address (`ipckit-bench-PID-N-listen` and
+/// `-peer`, the peer's, which a killed peer cannot remove).
+fn left_by_address(pid: u32) -> Vec<String> {
+    use ipckit::Address;
+    let mut left = Vec::new();
+    for m in ipckit::registry::MECHANISMS {
+        for n in 1..120 {
+            for what in ["listen", "peer"] {
+                let a = m.scratch_address(&format!("ipckit-bench-{pid}-{n}-{what}"));
+                let there = match &a {
+                    Address::Mq(name) => ipckit::mq::PosixQueue::builder(name).open().is_ok(),
+                    Address::SysvMq(key) => {
+                        ipckit::sysv::MessageQueue::builder(*key).open().is_ok()
+                    }
+                    Address::Ring(name) => {
+                        std::path::Path::new(&format!("/dev/shm/ipckit-ring.{name}")).exists()
+                    }
+                    Address::Fifo(path) => path.symlink_metadata().is_ok(),
+                    _ => false,
+                };
+                if there {
+                    left.push(a.to_string());
+                }
+            }
+        }
+    }
+    left
+}
+
+/// `--by-address`: every mechanism with an address is set up through
+/// `ipckit::listen` and `ipckit::connect` alone (the registry's scratch
+/// addresses; one-way ones as two channels), measured like the others,
+/// and nothing is left behind, whether the bench ends or is interrupted.
+#[test]
+fn bench_by_address_uses_the_address_alone() {
+    let _one_at_a_time = bench_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("b.json");
+    let mechs = ["fifo", "unix-dgram", "tcp", "mq", "sysv-mq", "ring"];
+    let json_arg = json.to_str().unwrap();
+    let b = spawn_bench(
+        &[
+            &mechs[..],
+            &["--by-address", "--sizes", "64", "--duration-ms", "30"],
+            &["--json", json_arg],
+        ]
+        .concat(),
+        tmp.path(),
+    );
+    let pid = b.id();
+    let out = finish(b);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), mechs.len(), "{v}");
+    for r in results {
+        assert!(r.get("skipped").is_none(), "{r}");
+        assert!(r["rtt_ns"]["p50"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["throughput"]["msgs_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(left_by_address(pid), Vec::<String>::new());
+    std::fs::remove_file(&json).unwrap();
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "FIFOs or the bench's directory left"
+    );
+
+    // Interrupted while a peer is running: what both sides made by
+    // address goes too.
+    let b = spawn_bench(
+        &[
+            "ring",
+            "mq",
+            "fifo",
+            "sysv-mq",
+            "--by-address",
+            "--sizes",
+            "64",
+            "--duration-ms",
+            "600",
+        ],
+        tmp.path(),
+    );
+    let pid = b.id();
+    std::thread::sleep(Duration::from_millis(900));
+    wait_for(
+        || !bench_peers(tmp.path()).is_empty(),
+        "a peer to be running",
+    );
+    assert!(run(Command::new("kill").arg("-INT").arg(pid.to_string()))
+        .status
+        .success());
+    let out = finish(b);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    wait_for(|| bench_peers(tmp.path()).is_empty(), "the peers to exit");
+    assert_eq!(left_by_address(pid), Vec::<String>::new());
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left {left:?}");
 }
 
 /// The table fits an 80-column terminal (least important columns left

@@ -164,6 +164,22 @@ macro_rules! raw_end {
 raw_end!(PipeReader);
 raw_end!(PipeWriter);
 
+impl From<ChildStdout> for PipeReader {
+    /// The parent's end of a child's piped standard output
+    /// (`Stdio::piped()`).
+    fn from(out: ChildStdout) -> PipeReader {
+        PipeReader::from(OwnedFd::from(out))
+    }
+}
+
+impl From<ChildStdin> for PipeWriter {
+    /// The parent's end of a child's piped standard input
+    /// (`Stdio::piped()`).
+    fn from(input: ChildStdin) -> PipeWriter {
+        PipeWriter::from(OwnedFd::from(input))
+    }
+}
+
 impl Read for PipeReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         sys::fd::read(self.fd.as_fd(), buf)
@@ -497,14 +513,8 @@ pub fn spawn(cmd: &mut Command, dir: Direction) -> io::Result<PipedChild> {
         cmd.stdout(Stdio::piped());
     }
     let mut child = cmd.spawn()?;
-    let stdin = child
-        .stdin
-        .take()
-        .map(|s: ChildStdin| PipeWriter::from(OwnedFd::from(s)));
-    let stdout = child
-        .stdout
-        .take()
-        .map(|s: ChildStdout| PipeReader::from(OwnedFd::from(s)));
+    let stdin = child.stdin.take().map(PipeWriter::from);
+    let stdout = child.stdout.take().map(PipeReader::from);
     Ok(PipedChild {
         child,
         stdin,

@@ -19,6 +19,7 @@ struct Made {
     sysv_queues: Vec<i32>,
     sysv_sets: Vec<i32>,
     mqueues: Vec<String>,
+    addresses: Vec<ipckit::Address>,
     peers: Vec<u32>,
 }
 
@@ -27,6 +28,7 @@ static MADE: Mutex<Made> = Mutex::new(Made {
     sysv_queues: Vec::new(),
     sysv_sets: Vec::new(),
     mqueues: Vec::new(),
+    addresses: Vec::new(),
     peers: Vec::new(),
 });
 
@@ -57,6 +59,12 @@ impl Registrar<'_> {
     pub fn mqueue(&mut self, name: &str) {
         self.0.mqueues.push(name.to_owned());
     }
+
+    /// What listening on `addr` makes, if anything (a queue, a ring, a
+    /// FIFO, a socket file): removed as `ipc rm ADDR` would.
+    pub fn address(&mut self, addr: &ipckit::Address) {
+        self.0.addresses.push(addr.clone());
+    }
 }
 
 /// Makes kernel objects and registers them under one lock, which the
@@ -83,6 +91,7 @@ pub fn point_done() {
         m.sysv_queues.clear();
         m.sysv_sets.clear();
         m.mqueues.clear();
+        m.addresses.clear();
         m.peers.clear();
     });
 }
@@ -119,6 +128,10 @@ fn remove_all(m: &Made) {
         }
         for name in &m.mqueues {
             let _ = ipckit::mq::unlink(name);
+        }
+        for a in &m.addresses {
+            // Most make nothing to remove (abstract sockets, ports).
+            let _ = crate::rm::remove_object(a);
         }
         if let Some(dir) = &m.tmp {
             let _ = std::fs::remove_dir_all(dir);

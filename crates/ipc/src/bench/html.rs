@@ -79,6 +79,8 @@ fn strengths_and_limits(m: Mech) -> (&'static str, &'static str) {
              many senders and receivers (ring-mpmc)",
             "fixed slot size (the largest message); local processes only",
         ),
+        // The registry has no words for these: where to read them.
+        Mech::Other(m) => ("—", m.reference),
     }
 }
 

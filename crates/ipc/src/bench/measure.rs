@@ -426,7 +426,7 @@ pub(super) fn measure_round(
         let (hist, samples, tp) = signal::measure(cmd(Role::Echo)?, cmd(Role::Sink)?, rx, wait, d)?;
         return Ok(Round { hist, samples, tp });
     }
-    let lossy = mech == Mech::Udp;
+    let lossy = mech.lossy();
     let (mut ep, peer) = ctx.connect(mech, Role::Echo, size, wait)?;
     let (hist, samples) = latency(ep.as_mut(), size, d, lossy)?;
     // The peer exits on the end marker: wait for that before dropping this

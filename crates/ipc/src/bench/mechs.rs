@@ -10,8 +10,9 @@ use ipckit::registry::Mechanism;
 
 use super::shm::{self, Turns};
 
-/// The mechanisms `ipc bench` knows, in the notes' order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// The mechanisms `ipc bench` measures, in the notes' order: those it sets
+/// up in a way of its own, then any other mechanism of `ipckit::registry`.
+#[derive(Debug, Clone, Copy)]
 pub enum Mech {
     Pipe,
     Fifo,
@@ -29,10 +30,23 @@ pub enum Mech {
     Signal,
     Ring,
     RingMpmc,
+    /// A mechanism of `ipckit::registry` with no setup of its own here:
+    /// measured through `ipckit::connect` and `ipckit::listen` on its
+    /// scratch addresses, as a program using only its address would.
+    Other(&'static Mechanism),
 }
 
+impl PartialEq for Mech {
+    fn eq(&self, other: &Mech) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Mech {}
+
 impl Mech {
-    pub(super) const ALL: [Mech; 16] = [
+    /// The mechanisms with a setup of their own.
+    const SPECIAL: [Mech; 16] = [
         Mech::Pipe,
         Mech::Fifo,
         Mech::Unix,
@@ -50,6 +64,55 @@ impl Mech {
         Mech::Ring,
         Mech::RingMpmc,
     ];
+
+    /// Every mechanism measured: [`Self::SPECIAL`], then each registry
+    /// mechanism none of them is.
+    pub(super) fn all() -> &'static [Mech] {
+        static ALL: std::sync::OnceLock<Vec<Mech>> = std::sync::OnceLock::new();
+        ALL.get_or_init(|| {
+            let mut all = Mech::SPECIAL.to_vec();
+            for m in ipckit::registry::MECHANISMS {
+                let known = all
+                    .iter()
+                    .any(|b| b.registered().is_some_and(|r| r.scheme == m.scheme));
+                if !known {
+                    all.push(Mech::Other(m));
+                }
+            }
+            all
+        })
+    }
+
+    /// The mechanism called `name` (as [`Self::name`] gives it).
+    pub(super) fn parse(name: &str) -> Result<Mech, String> {
+        Mech::all()
+            .iter()
+            .copied()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<_> = Mech::all().iter().map(|m| m.name()).collect();
+                format!("no mechanism {name:?} (one of {})", names.join(", "))
+            })
+    }
+
+    /// Whether it is set up through its address (`ipckit::connect`,
+    /// `ipckit::listen`): the socket kinds, and whatever the registry adds.
+    pub(super) fn by_address(self) -> Option<&'static Mechanism> {
+        match self {
+            Mech::Unix
+            | Mech::UnixDgram
+            | Mech::UnixSeq
+            | Mech::Tcp
+            | Mech::Udp
+            | Mech::Other(_) => self.registered(),
+            _ => None,
+        }
+    }
+
+    /// Whether messages can be lost on the way (UDP).
+    pub(super) fn lossy(self) -> bool {
+        self.registered().is_some_and(|m| m.lossy)
+    }
 
     pub(super) fn name(self) -> &'static str {
         match self {
@@ -69,6 +132,7 @@ impl Mech {
             Mech::Signal => "signal",
             Mech::Ring => "ring",
             Mech::RingMpmc => "ring-mpmc",
+            Mech::Other(m) => m.scheme,
         }
     }
 
@@ -108,10 +172,7 @@ impl Mech {
 
     /// The notes' comparison table: data abstraction, participants, direction.
     pub(super) fn by_name(name: &str) -> Mech {
-        *Mech::ALL
-            .iter()
-            .find(|m| m.name() == name)
-            .expect("a mechanism's own name")
+        Mech::parse(name).expect("a mechanism's own name")
     }
 
     /// The library's registry entry for a message mechanism with an
@@ -121,6 +182,7 @@ impl Mech {
     pub(super) fn registered(self) -> Option<&'static Mechanism> {
         match self {
             Mech::RingMpmc => ipckit::registry::find("ring"),
+            Mech::Other(m) => Some(m),
             m => ipckit::registry::find(m.name()),
         }
     }
@@ -160,6 +222,7 @@ impl Mech {
             Mech::Ring | Mech::RingMpmc => {
                 "one copy in, one copy out, and no system call while both sides are busy"
             }
+            Mech::Other(m) => m.kernel,
         }
     }
 
@@ -187,6 +250,10 @@ impl Mech {
             }
             Mech::Signal => "two-way (sigqueue each way)",
             Mech::Ring | Mech::RingMpmc => "one-way (2 rings here)",
+            Mech::Other(m) => match m.direction {
+                ipckit::registry::Direction::TwoWay => "two-way",
+                ipckit::registry::Direction::OneWay => "one-way (2 channels here)",
+            },
         };
         if let Some(m) = self.registered() {
             return (m.data, m.participants, direction);
@@ -264,18 +331,35 @@ pub(super) fn memory_available() -> Option<u64> {
 mod tests {
     use super::*;
 
-    /// A mechanism added to the library's registry shows in the bench:
-    /// this fails until it has an entry here.
+    /// Every mechanism of the library's registry is measured, once under
+    /// its own name (ring-mpmc is the ring used by many), and a name
+    /// finds its mechanism again.
     #[test]
     fn every_registered_mechanism_is_measured() {
         for m in ipckit::registry::MECHANISMS {
-            assert!(
-                Mech::ALL
-                    .iter()
-                    .any(|b| b.registered().map(|r| r.scheme) == Some(m.scheme)),
-                "{} is in ipckit::registry but not in ipc bench",
-                m.scheme
-            );
+            let named: Vec<_> = Mech::all()
+                .iter()
+                .filter(|b| b.name() == m.scheme)
+                .collect();
+            assert_eq!(named.len(), 1, "{}", m.scheme);
+            assert_eq!(named[0].registered().map(|r| r.scheme), Some(m.scheme));
+            assert_eq!(Mech::parse(m.scheme), Ok(*named[0]));
         }
+        assert!(Mech::parse("carrier-pigeon")
+            .unwrap_err()
+            .contains("unix-dgram"));
+    }
+
+    /// What a mechanism new to the registry would be measured as: through
+    /// its address, with the registry's words in the table.
+    #[test]
+    fn a_registry_mechanism_without_a_setup_goes_by_address() {
+        let unix = ipckit::registry::find("unix").expect("unix is registered");
+        let other = Mech::Other(unix);
+        assert_eq!(other.name(), "unix");
+        assert!(other.by_address().is_some());
+        assert_eq!(other.kernel(), unix.kernel);
+        assert_eq!(other.traits().0, unix.data);
+        assert!(Mech::Pipe.by_address().is_none() && Mech::Ring.by_address().is_none());
     }
 }

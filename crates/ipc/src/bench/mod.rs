@@ -18,6 +18,14 @@
 //! `sysv-sem`) carry the same messages through a bounded buffer in a memfd
 //! handed to the peer: see [`shm`].
 //!
+//! The mechanisms come from `ipckit::registry`: the socket kinds, and any
+//! mechanism added to the registry, are set up through their addresses
+//! alone (`ipckit::listen` here, `ipckit::connect` in the peer; a one-way
+//! mechanism as two channels, one listened on in each process), so a new
+//! mechanism gets its rows without code here. Pipes, FIFOs, the queues and
+//! rings have setups of their own (sized for the message, handed over
+//! anonymously); `--by-address` sets those up by address too.
+//!
 //! The files: [`mechs`] (what is measured, from `ipckit::registry`),
 //! [`setup`] and [`peer`] (the two sides of setting each one up),
 //! [`measure`] (floor, round trips, throughput, rounds), [`report`] and
@@ -119,13 +127,22 @@ pub struct Args {
     /// ratio: what waiting on many endpoints costs.
     #[arg(long)]
     select: bool,
+    /// Set up every mechanism that has an address (fifo, the sockets, mq,
+    /// sysv-mq, ring) through `ipckit::listen` and `ipckit::connect` on
+    /// that address alone, with the library's defaults, as a program that
+    /// knows only the address would; without it, the queues, FIFOs and
+    /// rings are set up the bench's own way (queues and rings sized for
+    /// the message, rings handed over anonymously). The socket kinds go by
+    /// address either way.
+    #[arg(long, conflicts_with = "zero_copy")]
+    by_address: bool,
 }
 
 /// The name of the mailbox section, beside the mechanisms' names.
 const MAILBOX: &str = "mailbox";
 
 fn mechanism_names() -> clap::builder::PossibleValuesParser {
-    let names = Mech::ALL.iter().map(|m| m.name()).chain([MAILBOX]);
+    let names = Mech::all().iter().map(|m| m.name()).chain([MAILBOX]);
     clap::builder::PossibleValuesParser::new(names)
 }
 
@@ -250,7 +267,7 @@ fn ns(v: u64) -> String {
 
 pub fn run(args: Args) -> Result<()> {
     let mechs: Vec<Mech> = if args.mechanisms.is_empty() {
-        Mech::ALL.to_vec()
+        Mech::all().to_vec()
     } else {
         let mut v: Vec<Mech> = args
             .mechanisms
@@ -306,6 +323,7 @@ pub fn run(args: Args) -> Result<()> {
         zero_copy: args.zero_copy,
         select: args.select,
         via_select: false,
+        by_address: args.by_address,
     };
     cleanup::tmp(ctx.tmp.path().to_owned());
     let mut points: Vec<(Mech, usize, WaitStrategy)> = Vec::new();

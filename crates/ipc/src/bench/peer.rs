@@ -14,10 +14,9 @@ use ipckit::mq::{Duplex as MqDuplex, PosixQueue};
 use ipckit::pipe;
 use ipckit::ring::{Duplex as RingDuplex, Ring};
 use ipckit::shm::Memfd;
-use ipckit::socket::inet::{TcpStream, UdpSocket};
-use ipckit::socket::unix::{SeqpacketStream, UnixDatagram, UnixStream};
-use ipckit::{MessageReceiver, MessageSender, MessageSenderExt, RecvTimeoutError, WaitStrategy};
+use ipckit::{MessageReceiver, MessageSender, RecvTimeoutError, WaitStrategy};
 
+use super::setup::{address_options, Pair};
 use super::shm::ShmChannel;
 use super::{
     get_seq, raw, selected, seq_mask, signal, spin_until, zerocopy, Endpoint, Mech, MSG_TIMEOUT,
@@ -49,7 +48,7 @@ pub enum Role {
 pub struct PeerArgs {
     #[arg(value_enum)]
     pub(super) role: Role,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = Mech::parse)]
     pub(super) mech: Option<Mech>,
     #[arg(long, default_value_t = 1)]
     pub(super) size: usize,
@@ -66,9 +65,18 @@ pub struct PeerArgs {
     /// Echo with bare system calls (`ipc bench --raw`).
     #[arg(long)]
     pub(super) raw: bool,
-    /// Mechanism-specific rendezvous: a path, an abstract name or a port.
+    /// Mechanism-specific rendezvous: a path, an abstract name or a port;
+    /// for a mechanism set up by address, the bench's address.
     #[arg(long)]
     pub(super) addr: Option<String>,
+    /// For a one-way mechanism set up by address: where to listen (the
+    /// address is printed on standard output, with a port 0 filled in).
+    #[arg(long)]
+    pub(super) listen: Option<String>,
+    /// Set up through the address (`--addr`, `--listen`), not the
+    /// mechanism's own way.
+    #[arg(long)]
+    pub(super) by_address: bool,
     /// Rings: loans and in-place receives (`ipc bench --zero-copy`).
     #[arg(long)]
     pub(super) zero_copy: bool,
@@ -86,6 +94,7 @@ fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
     let addr = || a.addr.clone().ok_or_else(|| anyhow!("--addr is required"));
     let sel = a.select;
     let mut ep: Box<dyn Endpoint> = match mech {
+        _ if a.by_address => by_address(&addr()?, a.listen.as_deref(), a.size, sel)?,
         Mech::Pipe => selected::boxed(pipe::Duplex::from_stdio()?, sel)?,
         Mech::Fifo => {
             let dir = PathBuf::from(addr()?);
@@ -93,17 +102,9 @@ fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
             let tx = ipckit::fifo::open_sender(dir.join("b2a"), Some(SETUP_TIMEOUT))?;
             selected::boxed(pipe::Duplex { tx, rx }, sel)?
         }
-        Mech::Unix => selected::boxed(UnixStream::connect(&addr()?.parse()?)?, sel)?,
-        Mech::UnixSeq => selected::boxed(SeqpacketStream::connect(&addr()?.parse()?)?, sel)?,
-        Mech::UnixDgram => {
-            let theirs = addr()?;
-            let mine = format!("{theirs}-peer");
-            let mut s = UnixDatagram::bind(&mine.parse()?)?;
-            s.connect(&theirs.parse()?)?;
-            s.send(mine.as_bytes()).map_err(io::Error::from)?;
-            selected::boxed(s, sel)?
+        Mech::Unix | Mech::UnixSeq | Mech::UnixDgram | Mech::Tcp | Mech::Udp | Mech::Other(_) => {
+            bail!("{mech} is set up by its address: --by-address is missing")
         }
-        Mech::Tcp => selected::boxed(TcpStream::connect(format!("127.0.0.1:{}", addr()?))?, sel)?,
         Mech::Mq => {
             let base = addr()?;
             let d = MqDuplex {
@@ -141,17 +142,42 @@ fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
                 selected::boxed(d, sel)?
             }
         }
-        Mech::Udp => {
-            let mut s = UdpSocket::bind("127.0.0.1:0")?;
-            s.connect(format!("127.0.0.1:{}", addr()?))?;
-            let port = s.local_addr()?.port().to_string();
-            s.send(port.as_bytes()).map_err(io::Error::from)?;
-            selected::boxed(s, sel)?
-        }
     };
     ep.set_wait_strategy(a.wait);
     ep.set_max_message_size(a.size.max(ipckit::frame::DEFAULT_MAX_MESSAGE_SIZE));
     Ok(ep)
+}
+
+/// The peer's side of [`Ctx::set_up_by_address`](super::setup): connect to the
+/// bench's address; for a one-way mechanism also listen on `listen` and
+/// say where on standard output.
+fn by_address(
+    bench: &str,
+    listen: Option<&str>,
+    size: usize,
+    sel: bool,
+) -> Result<Box<dyn Endpoint>> {
+    let bench: ipckit::Address = bench.parse()?;
+    let opts = address_options(size);
+    let connect = || {
+        ipckit::connect_with(&bench, &opts)
+            .with_context(|| format!("connecting to the bench's {bench}"))
+    };
+    let Some(listen) = listen else {
+        return Ok(selected::boxed(connect()?, sel)?);
+    };
+    let l = ipckit::listen_with(&listen.parse()?, &opts)?;
+    {
+        use std::io::Write;
+        let mut out = io::stdout().lock();
+        writeln!(out, "{}", l.local_address()?)?;
+        out.flush()?;
+    }
+    // Send first: the bench receives first (a FIFO's ends wait for each
+    // other).
+    let tx = connect()?;
+    let rx = l.accept_timeout(SETUP_TIMEOUT)?;
+    Ok(selected::boxed(Pair { tx, rx, _l: l }, sel)?)
 }
 
 pub fn peer(a: PeerArgs) -> Result<()> {
@@ -214,7 +240,7 @@ pub fn peer(a: PeerArgs) -> Result<()> {
             // the end marker, which follows the last at once. Only a lossy
             // mechanism waits with a timeout (its marker may be lost); the
             // others end with the parent, which takes its peers with it.
-            let lossy = a.mech == Some(Mech::Udp);
+            let lossy = a.mech.is_some_and(Mech::lossy);
             let last = loop {
                 let deadline = if lossy {
                     ipckit::Deadline::after(MSG_TIMEOUT)

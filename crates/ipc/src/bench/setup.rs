@@ -7,15 +7,19 @@ use std::io;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use ipckit::fifo::Fifo;
+use ipckit::frame::Framing;
 use ipckit::mq::sysv::{MessageQueue, Selector};
 use ipckit::mq::{Duplex as MqDuplex, PosixQueue};
 use ipckit::pipe;
+use ipckit::registry::{Direction, Mechanism};
 use ipckit::ring::{Duplex as RingDuplex, Ring};
-use ipckit::socket::inet::{TcpListener, UdpSocket};
-use ipckit::socket::unix::{SeqpacketListener, UnixAddr, UnixDatagram, UnixListener};
-use ipckit::{MessageReceiver, MessageSender, WaitStrategy};
+use ipckit::select::{Readiness, Selectable};
+use ipckit::{
+    Connection, Deadline, Listener, MessageReceiver, MessageSender, RecvTimeoutError,
+    SendTimeoutError, WaitStrategy,
+};
 
 use super::mechs::ring_capacity;
 use super::shm::ShmChannel;
@@ -50,25 +54,33 @@ impl Peer {
     pub(super) fn finish(mut self) -> Result<()> {
         let end = Instant::now() + MSG_TIMEOUT;
         loop {
-            if let Some(st) = self.0.try_wait()? {
-                if !st.success() {
-                    let mut why = String::new();
-                    if let Some(mut e) = self.0.stderr.take() {
-                        let _ = io::Read::read_to_string(&mut e, &mut why);
-                    }
-                    let why = why.trim().trim_start_matches("ipc: ");
-                    if why.is_empty() {
-                        bail!("the peer process failed ({st})");
-                    }
-                    bail!("the peer process failed ({st}): {why}");
-                }
-                return Ok(());
+            if self.0.try_wait()?.is_some() {
+                return self.why_failed().map_or(Ok(()), Err);
             }
             if Instant::now() > end {
                 bail!("the peer process did not exit");
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// When the peer has exited unsuccessfully: its status and its own
+    /// error message.
+    pub(super) fn why_failed(&mut self) -> Option<anyhow::Error> {
+        let st = self.0.try_wait().ok()??;
+        if st.success() {
+            return None;
+        }
+        let mut why = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            let _ = io::Read::read_to_string(&mut e, &mut why);
+        }
+        let why = why.trim().trim_start_matches("ipc: ");
+        Some(if why.is_empty() {
+            anyhow!("the peer process failed ({st})")
+        } else {
+            anyhow!("the peer process failed ({st}): {why}")
+        })
     }
 }
 
@@ -89,6 +101,9 @@ pub(super) struct Ctx {
     /// Both processes wait for each message in a selector (the `--select`
     /// half of a point is being measured).
     pub(super) via_select: bool,
+    /// `--by-address`: every registry mechanism is set up through its
+    /// address.
+    pub(super) by_address: bool,
 }
 
 impl Ctx {
@@ -138,7 +153,39 @@ impl Ctx {
             cmd.arg("--select");
         }
         let sel = self.via_select;
-        let mut ep: Box<dyn Endpoint>;
+        let (mut ep, peer) = match self.addressed(mech) {
+            Some(m) => {
+                cmd.arg("--by-address");
+                self.set_up_by_address(m, cmd, size, sel)?
+            }
+            None => self.specially(mech, cmd, size, sel)?,
+        };
+        ep.set_wait_strategy(wait);
+        ep.set_max_message_size(size.max(ipckit::frame::DEFAULT_MAX_MESSAGE_SIZE));
+        Ok((ep, peer))
+    }
+
+    /// The registry mechanism `mech` is set up through, when it is set up
+    /// by its address: the socket kinds and mechanisms new to the
+    /// registry, or with `--by-address` every registered one (but
+    /// ring-mpmc, a way of using a ring).
+    pub(super) fn addressed(&self, mech: Mech) -> Option<&'static Mechanism> {
+        mech.by_address().or_else(|| {
+            (self.by_address && mech != Mech::RingMpmc)
+                .then(|| mech.registered())
+                .flatten()
+        })
+    }
+
+    /// The bench's own setup of `mech`, made for measuring it.
+    fn specially(
+        &mut self,
+        mech: Mech,
+        mut cmd: Command,
+        size: usize,
+        sel: bool,
+    ) -> Result<(Box<dyn Endpoint>, Peer)> {
+        let ep: Box<dyn Endpoint>;
         let peer;
         match mech {
             Mech::Pipe => {
@@ -161,39 +208,12 @@ impl Ctx {
                 let rx = b2a.open_receiver(Some(SETUP_TIMEOUT))?;
                 ep = selected::boxed(pipe::Duplex { tx, rx }, sel)?;
             }
-            Mech::Unix | Mech::UnixSeq => {
-                let name = format!("@{}", self.unique("listen"));
-                let addr: UnixAddr = name.parse()?;
-                cmd.arg("--addr").arg(&name);
-                if mech == Mech::Unix {
-                    let l = UnixListener::bind(&addr)?;
-                    peer = Peer::spawn(&mut cmd)?;
-                    ep = selected::boxed(l.accept_timeout(SETUP_TIMEOUT)?, sel)?;
-                } else {
-                    let l = SeqpacketListener::bind(&addr)?;
-                    peer = Peer::spawn(&mut cmd)?;
-                    ep = selected::boxed(l.accept_timeout(SETUP_TIMEOUT)?, sel)?;
-                }
-            }
-            Mech::UnixDgram => {
-                let name = format!("@{}", self.unique("dgram"));
-                let mut s = UnixDatagram::bind(&name.parse()?)?;
-                cmd.arg("--addr").arg(&name);
-                peer = Peer::spawn(&mut cmd)?;
-                // The peer binds NAME-peer and says hello from there.
-                let hello = s
-                    .recv_timeout(SETUP_TIMEOUT)
-                    .context("waiting for the peer")?;
-                let back: UnixAddr = String::from_utf8(hello)?.parse()?;
-                s.connect(&back)?;
-                ep = selected::boxed(s, sel)?;
-            }
-            Mech::Tcp => {
-                let l = TcpListener::bind("127.0.0.1:0")?;
-                cmd.arg("--addr").arg(l.local_addr()?.port().to_string());
-                peer = Peer::spawn(&mut cmd)?;
-                ep = selected::boxed(l.accept_timeout(SETUP_TIMEOUT)?, sel)?;
-            }
+            Mech::Unix
+            | Mech::UnixSeq
+            | Mech::UnixDgram
+            | Mech::Tcp
+            | Mech::Udp
+            | Mech::Other(_) => unreachable!("{mech} is set up by its address"),
             Mech::Mq => {
                 let base = format!("/{}", self.unique("mq"));
                 let q = |dir: &str| {
@@ -264,19 +284,120 @@ impl Ctx {
                     selected::boxed(RingDuplex { tx, rx }, sel)?
                 };
             }
-            Mech::Udp => {
-                let mut s = UdpSocket::bind("127.0.0.1:0")?;
-                cmd.arg("--addr").arg(s.local_addr()?.port().to_string());
-                peer = Peer::spawn(&mut cmd)?;
-                let hello = s
-                    .recv_timeout(SETUP_TIMEOUT)
-                    .context("waiting for the peer")?;
-                s.connect(format!("127.0.0.1:{}", String::from_utf8(hello)?))?;
-                ep = selected::boxed(s, sel)?;
-            }
         }
-        ep.set_wait_strategy(wait);
-        ep.set_max_message_size(size.max(ipckit::frame::DEFAULT_MAX_MESSAGE_SIZE));
         Ok((ep, peer))
+    }
+
+    /// Sets up registry mechanism `m` through its addresses alone, as a
+    /// program would: a two-way one is listened on here and connected to
+    /// by the peer (`--addr`); a one-way one takes two channels, one
+    /// listened on in each process (the peer's at `--listen`, whose
+    /// address, with the port a port 0 became, it prints on its standard
+    /// output).
+    fn set_up_by_address(
+        &mut self,
+        m: &'static Mechanism,
+        mut cmd: Command,
+        size: usize,
+        sel: bool,
+    ) -> Result<(Box<dyn Endpoint>, Peer)> {
+        let scratch = |ctx: &mut Ctx, what: &str| m.scratch_address(&ctx.unique(what));
+        let here = scratch(self, "listen");
+        let there = scratch(self, "peer");
+        let l = cleanup::making(|r| {
+            // Registered for an interrupted bench: the peer's as well, which
+            // a killed peer cannot remove.
+            r.address(&here);
+            r.address(&there);
+            Ok(ipckit::listen_with(&here, &address_options(size))?)
+        })?;
+        cmd.arg("--addr").arg(l.local_address()?.to_string());
+        if m.direction == Direction::TwoWay {
+            let mut peer = Peer::spawn(&mut cmd)?;
+            let conn = accept_from(&l, &mut peer)?;
+            return Ok((selected::boxed(conn, sel)?, peer));
+        }
+        cmd.arg("--listen").arg(there.to_string());
+        cmd.stdout(Stdio::piped());
+        let mut peer = Peer::spawn(&mut cmd)?;
+        let said = peer.0.stdout.take().expect("piped");
+        let mut said = ipckit::pipe::Receiver::new(said.into())?;
+        said.set_framing(Framing::Lines);
+        let theirs = match said.recv_timeout(SETUP_TIMEOUT) {
+            Ok(line) => String::from_utf8(line)?,
+            Err(e) => {
+                // Its stderr says why, once it has exited.
+                let _ = peer.0.wait();
+                return Err(peer
+                    .why_failed()
+                    .unwrap_or_else(|| anyhow!("the peer never said where it listens ({e})")));
+            }
+        };
+        // Receive first: a FIFO's reader and writer wait for each other.
+        let rx = accept_from(&l, &mut peer)?;
+        let tx = ipckit::connect_with(&theirs.parse()?, &address_options(size))
+            .with_context(|| format!("connecting to the peer's {theirs}"))?;
+        Ok((selected::boxed(Pair { tx, rx, _l: l }, sel)?, peer))
+    }
+}
+
+/// How both sides listen and connect by address for `size`-byte messages:
+/// a ring made for them holds messages of that size (other mechanisms
+/// take the defaults a program would get).
+pub(super) fn address_options(size: usize) -> ipckit::endpoint::Options {
+    ipckit::endpoint::Options::new()
+        .ring_capacity(ring_capacity(size))
+        .ring_max_message_size(size)
+        .max_message_size(size.max(ipckit::frame::DEFAULT_MAX_MESSAGE_SIZE))
+        .timeout(Some(SETUP_TIMEOUT))
+}
+
+/// The peer's connection on `l`, or why there is none (the peer's own
+/// words when it failed).
+fn accept_from(l: &Listener, peer: &mut Peer) -> Result<Connection> {
+    l.accept_timeout(SETUP_TIMEOUT).map_err(|e| {
+        peer.why_failed()
+            .unwrap_or_else(|| anyhow::Error::from(e).context("waiting for the peer to connect"))
+    })
+}
+
+/// Two one-way channels as one two-way endpoint: messages go out on `tx`
+/// and come in on `rx` (and the listener `rx` came from stays open).
+pub(super) struct Pair {
+    pub(super) tx: Connection,
+    pub(super) rx: Connection,
+    pub(super) _l: Listener,
+}
+
+impl MessageSender for Pair {
+    fn send_until(&mut self, msg: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError<()>> {
+        self.tx.send_until(msg, deadline)
+    }
+}
+
+impl MessageReceiver for Pair {
+    fn recv_until(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+    ) -> Result<(), RecvTimeoutError> {
+        self.rx.recv_until(buf, deadline)
+    }
+    fn max_message_size(&self) -> usize {
+        self.rx.max_message_size()
+    }
+    fn set_max_message_size(&mut self, max: usize) {
+        self.rx.set_max_message_size(max);
+        self.tx.set_max_message_size(max);
+    }
+    fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.rx.set_wait_strategy(strategy);
+        self.tx.set_wait_strategy(strategy);
+    }
+}
+
+impl Selectable for Pair {
+    fn readiness(&mut self) -> io::Result<Readiness<'_>> {
+        self.rx.readiness()
     }
 }
