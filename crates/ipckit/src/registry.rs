@@ -4,8 +4,12 @@
 //! it.
 //!
 //! A mechanism is added by giving it an [`Address`] form, its arms in
-//! [`crate::connect`] and [`crate::listen`], and an entry here: `ipc send`,
-//! `ipc recv`, `ipc bench` and the conformance tests take it from there.
+//! [`crate::connect`] and [`crate::listen`], and an entry here: `ipc send`
+//! and `ipc recv` reach it by its address, `ipc bench` measures it (set up
+//! through its scratch addresses, its table columns from this entry), and
+//! the tests that walk this table (`tests/endpoint.rs`, `rpc.rs`,
+//! `select.rs`, `aio.rs`: messages both ways, request/reply, waiting in a
+//! selector and in a runtime, nothing left behind) test it unasked.
 //!
 //! ```
 //! use ipckit::registry::{self, Direction};
