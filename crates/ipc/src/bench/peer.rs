@@ -177,7 +177,15 @@ fn by_address(
     // other).
     let tx = connect()?;
     let rx = l.accept_timeout(SETUP_TIMEOUT)?;
-    Ok(selected::boxed(Pair { tx, rx, _l: l }, sel)?)
+    Ok(selected::boxed(
+        Pair {
+            tx,
+            rx,
+            _l: l,
+            _theirs: None,
+        },
+        sel,
+    )?)
 }
 
 pub fn peer(a: PeerArgs) -> Result<()> {

@@ -320,6 +320,8 @@ impl Ctx {
         cmd.arg("--listen").arg(there.to_string());
         cmd.stdout(Stdio::piped());
         let mut peer = Peer::spawn(&mut cmd)?;
+        // A peer killed on a failure (or at the end) cannot remove it.
+        let theirs_made = Leftover(there);
         let said = peer.0.stdout.take().expect("piped");
         let mut said = ipckit::pipe::Receiver::new(said.into())?;
         said.set_framing(Framing::Lines);
@@ -337,7 +339,26 @@ impl Ctx {
         let rx = accept_from(&l, &mut peer)?;
         let tx = ipckit::connect_with(&theirs.parse()?, &address_options(size))
             .with_context(|| format!("connecting to the peer's {theirs}"))?;
-        Ok((selected::boxed(Pair { tx, rx, _l: l }, sel)?, peer))
+        let pair = Pair {
+            tx,
+            rx,
+            _l: l,
+            _theirs: Some(theirs_made),
+        };
+        Ok((selected::boxed(pair, sel)?, peer))
+    }
+}
+
+/// What the peer listened on, removed (as `ipc rm ADDR` would) when the
+/// bench is done with it: the peer removes it itself when it ends well,
+/// but not when it is killed.
+pub(super) struct Leftover(ipckit::Address);
+
+impl Drop for Leftover {
+    fn drop(&mut self) {
+        // Nothing to remove for most (abstract sockets, ports), or the
+        // peer removed it already.
+        let _ = crate::rm::remove_object(&self.0);
     }
 }
 
@@ -367,6 +388,8 @@ pub(super) struct Pair {
     pub(super) tx: Connection,
     pub(super) rx: Connection,
     pub(super) _l: Listener,
+    /// The bench's side: what the peer made.
+    pub(super) _theirs: Option<Leftover>,
 }
 
 impl MessageSender for Pair {
