@@ -537,6 +537,10 @@ fn bench_refuses_bad_arguments() {
     let out = run(ipc().args(["bench", "--sizes", "0"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("sizes start at 1 byte"));
+    fails_with(
+        ipc().args(["bench", "pipe", "ring-mpmc", "--by-address"]),
+        "--by-address applies to mechanisms with an address (fifo, unix,",
+    );
     // These panicked ("capacity overflow", exit 101) and aborted (exit 134),
     // leaving their temporary directory.
     for huge in [

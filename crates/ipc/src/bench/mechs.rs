@@ -109,6 +109,16 @@ impl Mech {
         }
     }
 
+    /// The registry mechanism to set it up through when `--by-address`
+    /// asks: every registered one but ring-mpmc (a way of using a ring the
+    /// address cannot say).
+    pub(super) fn address_setup(self) -> Option<&'static Mechanism> {
+        if self == Mech::RingMpmc {
+            return None;
+        }
+        self.registered()
+    }
+
     /// Whether messages can be lost on the way (UDP).
     pub(super) fn lossy(self) -> bool {
         self.registered().is_some_and(|m| m.lossy)

@@ -285,6 +285,17 @@ pub fn run(args: Args) -> Result<()> {
     if args.zero_copy && !mechs.iter().any(|m| m.is_ring()) {
         bail!("--zero-copy applies to ring and ring-mpmc only: add one of them");
     }
+    if args.by_address && !mechs.iter().any(|&m| m.address_setup().is_some()) {
+        bail!(
+            "--by-address applies to mechanisms with an address ({}): add one of them",
+            Mech::all()
+                .iter()
+                .filter(|&&m| m.address_setup().is_some())
+                .map(|m| m.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let d = Duration::from_millis(args.duration_ms);
     let baseline: Option<serde_json::Value> = match &args.baseline {
         Some(p) => {

@@ -170,11 +170,8 @@ impl Ctx {
     /// registry, or with `--by-address` every registered one (but
     /// ring-mpmc, a way of using a ring).
     pub(super) fn addressed(&self, mech: Mech) -> Option<&'static Mechanism> {
-        mech.by_address().or_else(|| {
-            (self.by_address && mech != Mech::RingMpmc)
-                .then(|| mech.registered())
-                .flatten()
-        })
+        mech.by_address()
+            .or_else(|| self.by_address.then(|| mech.address_setup()).flatten())
     }
 
     /// The bench's own setup of `mech`, made for measuring it.
@@ -328,11 +325,19 @@ impl Ctx {
         let theirs = match said.recv_timeout(SETUP_TIMEOUT) {
             Ok(line) => String::from_utf8(line)?,
             Err(e) => {
-                // Its stderr says why, once it has exited.
-                let _ = peer.0.wait();
-                return Err(peer
-                    .why_failed()
-                    .unwrap_or_else(|| anyhow!("the peer never said where it listens ({e})")));
+                // An end of file: it failed, and its stderr says why. A
+                // timeout: it hangs, and is stopped here.
+                let why = match peer.0.try_wait() {
+                    Ok(Some(_)) => peer.why_failed(),
+                    _ => {
+                        let _ = peer.0.kill();
+                        let _ = peer.0.wait();
+                        None
+                    }
+                };
+                return Err(
+                    why.unwrap_or_else(|| anyhow!("the peer never said where it listens ({e})"))
+                );
             }
         };
         // Receive first: a FIFO's reader and writer wait for each other.
