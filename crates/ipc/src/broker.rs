@@ -1,6 +1,6 @@
 //! `ipc broker [--socket PATH] [--store DIR | --no-store] [--fsync POLICY]
 //! [--nats URL --bridge 'SUBJECTS'] [--max-size BYTES] [--max-connections N]
-//! [--spin MICROS]`:
+//! [--spin MICROS] [--no-lanes]`:
 //! the mailbox broker, in the foreground until SIGINT, SIGTERM or SIGHUP.
 
 use std::path::PathBuf;
@@ -55,6 +55,12 @@ pub struct Args {
     /// burst.
     #[arg(long, value_name = "MICROS", value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     spin: Option<u64>,
+    /// Keep every client's bytes on its socket: no shared-memory lanes
+    /// (by default each ipckit client gets a memfd of two 256 KiB byte
+    /// rings, through which its messages pass with no system call while
+    /// both sides are busy).
+    #[arg(long)]
+    no_lanes: bool,
     /// Say nothing on stderr about where it listens.
     #[arg(short, long)]
     quiet: bool,
@@ -99,6 +105,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(m) = args.socket_mode {
         b = b.socket_mode(m);
+    }
+    if args.no_lanes {
+        b = b.lanes(false);
     }
     let broker = b.bind().context("starting the broker")?;
     let stopper = broker.stopper();

@@ -47,6 +47,7 @@ const UNIX_BLOCK: &str = "unix socket (bare, block)";
 const UNIX_ADAPTIVE: &str = "unix socket (bare, adaptive)";
 const MAILBOX: &str = "mailbox";
 const MAILBOX_BLOCK: &str = "mailbox, clients block";
+const MAILBOX_SOCKET: &str = "mailbox, no lanes (broker --no-lanes)";
 const NATS: &str = "nats-server (request/reply)";
 const BRIDGE: &str = "2 brokers bridged by nats-server";
 const BRIDGE_DURABLE: &str = "2 brokers bridged, durable (JetStream)";
@@ -350,6 +351,28 @@ fn one_way(ctx: &mut Ctx, r: Route<'_>, durable: bool, sinks: usize, d: Duration
     Ok(sent as f64 / elapsed.as_secs_f64())
 }
 
+/// The default row again through a broker that keeps every byte on the
+/// sockets (`ipc broker --no-lanes`): what the lanes buy.
+fn measure_socket_only(ctx: &mut Ctx, d: Duration) -> MailboxRow {
+    let mut row = MailboxRow {
+        path: MAILBOX_SOCKET.into(),
+        ..MailboxRow::default()
+    };
+    let r = (|| -> Result<()> {
+        let broker = start_broker(ctx, &["--no-lanes"])?;
+        let route = Route::local(&broker);
+        let wait = WaitStrategy::ADAPTIVE;
+        row.rtt_ns = Some(round_trips(ctx, route, false, wait, d).context("round trip")?);
+        row.msgs_per_s_1 = Some(one_way(ctx, route, false, 1, d).context("1 receiver")?);
+        Ok(())
+    })();
+    if let Err(e) = r {
+        row.skipped = Some(format!("{e:#}"));
+    }
+    cleanup::point_done();
+    row
+}
+
 /// Two brokers bridged through a nats-server with JetStream (started
 /// here): round trips and one way, plain and durable. One row saying why
 /// when nats-server is not installed.
@@ -455,6 +478,7 @@ pub fn measure(ctx: &mut Ctx, d: Duration, unix_rtt: [Option<Stats>; 2]) -> Vec<
         rows.push(row);
     }
     drop(broker);
+    rows.push(measure_socket_only(ctx, d));
     let mut nats = MailboxRow {
         path: NATS.into(),
         ..MailboxRow::default()

@@ -475,8 +475,9 @@ pub fn run(args: Args) -> Result<()> {
     if !mailbox_rows.is_empty() {
         println!(
             "Mailboxes ({} B through an `ipc broker` process, free to run on either CPU, \
-             polling 50 µs after each event; the clients' default adaptive wait unless the row \
-             says they block; confirmed sends, each message acknowledged on the next receive; \
+             polling 50 µs after each event; each client's frames through its shared-memory \
+             lanes unless the row says no lanes; the clients' default adaptive wait unless the \
+             row says they block; confirmed sends, each message acknowledged on the next receive; \
              durable: a store with fsync every 10 ms):",
             mailbox::SIZE
         );

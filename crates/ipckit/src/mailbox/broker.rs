@@ -21,6 +21,7 @@ use rustc_hash::FxHashMap;
 use super::state::{ConnId, Cred, State, OUT_HIGH};
 use super::store::{self, Fsync, Store, StoreReport};
 use super::wire::{self, Code};
+use crate::ring::lanes::Lanes;
 use crate::socket::unix::{UnixAddr, UnixListener};
 use crate::sys::socket as sock;
 
@@ -28,6 +29,8 @@ const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 /// Bytes read per `read(2)`.
 const READ_CHUNK: usize = 256 << 10;
+/// Spinning with every client on lanes: turns per `epoll_wait(2)`.
+const LANE_TURNS: u32 = 8;
 
 /// The largest message a broker accepts unless told otherwise (8 MiB).
 pub const DEFAULT_MAX_MESSAGE: usize = 8 << 20;
@@ -37,6 +40,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// How long the broker polls without sleeping after its last event
 /// ([`BrokerBuilder::spin`]).
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// Bytes each way in a client's shared-memory lanes
+/// ([`BrokerBuilder::lanes`]).
+pub const LANE_CAPACITY: usize = 256 << 10;
 
 /// Where clients and brokers meet unless told otherwise: `$IPCKIT_BROKER`
 /// if set; for root `/run/ipckit/broker.sock`; else
@@ -120,6 +127,7 @@ pub struct BrokerBuilder {
     store: Option<PathBuf>,
     fsync: Fsync,
     spin: Duration,
+    lanes: bool,
     #[cfg(feature = "nats")]
     nats: Option<super::bridge::Settings>,
 }
@@ -134,6 +142,7 @@ impl Default for BrokerBuilder {
             store: None,
             fsync: Fsync::default(),
             spin: DEFAULT_SPIN,
+            lanes: true,
             #[cfg(feature = "nats")]
             nats: None,
         }
@@ -195,6 +204,21 @@ impl BrokerBuilder {
     /// mailbox` shows what it buys on yours.
     pub fn spin(mut self, spin: Duration) -> Self {
         self.spin = spin.min(Duration::from_secs(1));
+        self
+    }
+
+    /// Whether clients of this broker (ipckit's [`Client`](super::Client),
+    /// which asks) exchange their frames through shared memory (default
+    /// true). Each such client then gets a sealed memfd of two byte rings
+    /// of [`LANE_CAPACITY`] bytes, one each way, and its socket carries
+    /// only wake-ups and the end of the connection: a busy client and a
+    /// busy broker pass messages with no system call, and one that sleeps
+    /// is woken by a one-byte `send(2)` from the other. False keeps every
+    /// byte on the socket (less memory per client). The broker trusts
+    /// nothing a client writes there: see [`crate::ring`]'s rules, which
+    /// the lanes follow.
+    pub fn lanes(mut self, lanes: bool) -> Self {
+        self.lanes = lanes;
         self
     }
 
@@ -283,6 +307,8 @@ impl BrokerBuilder {
             next: 2,
             max_connections: self.max_connections,
             spin: self.spin,
+            lanes: self.lanes,
+            laned: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             waker,
         })
@@ -315,6 +341,15 @@ struct Io {
     /// Its output was above the high mark at the last write.
     full: bool,
     closing: bool,
+    /// Lanes made for it, to be sent with the first write.
+    lanes_offered: Option<Lanes>,
+    /// Its frames go through these lanes (the socket carries wake-ups and
+    /// the end).
+    lanes: Option<Lanes>,
+    /// Output waits for room in the lanes (the flag is raised).
+    waits_for_room: bool,
+    /// The socket ended; closed once the lanes are read to the end.
+    ended: bool,
 }
 
 /// A mailbox broker (see the [module docs](super)).
@@ -342,6 +377,10 @@ pub struct Broker {
     next: ConnId,
     max_connections: usize,
     spin: Duration,
+    /// Clients that ask get lanes.
+    lanes: bool,
+    /// The connections on lanes.
+    laned: Vec<ConnId>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
 }
@@ -445,31 +484,56 @@ impl Broker {
         }
         // Until when the loop polls without sleeping (see `spin`).
         let mut spin_until = Instant::now();
+        let mut quiet = 0u32;
         while !self.stop.load(Ordering::Acquire) {
             let now = Instant::now();
             let next = self.state.next_deadline();
             let spinning = now < spin_until;
-            let timeout = if spinning {
+            let mut timeout = if spinning {
                 Some(Duration::ZERO)
             } else {
                 next.map(|at| at.saturating_duration_since(now))
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            // About to sleep: clients on lanes must kick the socket from
+            // now on; what came before the flags went up is looked at
+            // first.
+            let sleeping = timeout != Some(Duration::ZERO) && !self.laned.is_empty();
+            if sleeping && self.lanes_sleep(true) {
+                timeout = Some(Duration::ZERO);
+            }
+            // Spinning while every client is on lanes, the sockets (new
+            // connections, ends) are asked only every few turns: the lanes
+            // need no system call to look at.
+            quiet = quiet.wrapping_add(1);
+            if spinning && self.laned.len() == self.conns.len() && !quiet.is_multiple_of(LANE_TURNS) {
+                events.clear();
+            } else if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
             }
-            if events.is_empty() && spinning && next.is_none_or(|at| Instant::now() < at) {
+            if sleeping {
+                self.lanes_sleep(false);
+            }
+            let lanes_ready = self.lanes_ready();
+            if events.is_empty()
+                && !lanes_ready
+                && spinning
+                && next.is_none_or(|at| Instant::now() < at)
+            {
                 // Nothing happened and no timer is due: poll again, after
                 // letting a client that shares this CPU run.
                 std::thread::yield_now();
                 continue;
             }
             self.state.now = Instant::now();
-            if !events.is_empty() {
+            if !events.is_empty() || lanes_ready {
                 spin_until = self.state.now + self.spin;
             }
             self.state.wall = store::wall_ms();
+            if lanes_ready {
+                self.serve_lanes();
+            }
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -575,6 +639,10 @@ impl Broker {
                     paused: false,
                     full: false,
                     closing: false,
+                    lanes_offered: None,
+                    lanes: None,
+                    waits_for_room: false,
+                    ended: false,
                 },
             );
         }
@@ -582,6 +650,10 @@ impl Broker {
 
     /// Reads everything there is (edge-triggered), handling whole frames.
     fn read(&mut self, id: ConnId) {
+        if self.conns.get(&id).is_some_and(|io| io.lanes.is_some()) {
+            self.take_kicks(id);
+            return self.read_lanes(id);
+        }
         loop {
             let Some(io) = self.conns.get_mut(&id) else {
                 return;
@@ -603,6 +675,114 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// A connection on lanes whose socket is readable: takes the wake-ups
+    /// (or the end) from it.
+    fn take_kicks(&mut self, id: ConnId) {
+        let Some(io) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if io.paused || io.closing {
+            return;
+        }
+        let mut kicks = [0u8; 64];
+        loop {
+            match crate::sys::fd::read(io.stream.as_fd(), &mut kicks) {
+                Ok(0) => {
+                    io.ended = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    io.ended = true;
+                    break;
+                }
+            }
+        }
+        // A kick may also say that room came for waiting output.
+        if io.waits_for_room {
+            self.state.mark(id);
+        }
+    }
+
+    /// A connection on lanes: reads them to the end, handling whole
+    /// frames. A socket that ended is closed once the lanes hold nothing
+    /// more: what the client wrote before it went is served, as on a
+    /// socket.
+    fn read_lanes(&mut self, id: ConnId) {
+        loop {
+            let Some(io) = self.conns.get_mut(&id) else {
+                return;
+            };
+            if io.paused || io.closing {
+                return;
+            }
+            let lanes = io.lanes.as_mut().expect("a connection on lanes");
+            match lanes.read_into(&mut io.rbuf, READ_CHUNK) {
+                Ok(0) => {
+                    io.closing = io.ended;
+                    return;
+                }
+                Ok(_) => {
+                    if lanes.writer_waits() {
+                        kick(&io.stream);
+                    }
+                    self.parse(id);
+                }
+                Err(_) => {
+                    io.closing = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Whether a connection on lanes has input, or room for output that
+    /// waits (or broke its lanes, to be closed).
+    fn lanes_ready(&self) -> bool {
+        self.laned.iter().any(|id| {
+            self.conns.get(id).is_some_and(|io| {
+                let Some(l) = &io.lanes else { return false };
+                !io.paused && l.readable().unwrap_or(true)
+                    || io.waits_for_room && l.writable().unwrap_or(true)
+            })
+        })
+    }
+
+    /// Reads the lanes that have input and marks for writing those with
+    /// room for waiting output.
+    fn serve_lanes(&mut self) {
+        for k in 0..self.laned.len() {
+            let id = self.laned[k];
+            let Some(io) = self.conns.get(&id) else {
+                continue;
+            };
+            let Some(l) = &io.lanes else { continue };
+            if io.waits_for_room && l.writable().unwrap_or(true) {
+                self.state.mark(id);
+            }
+            if l.readable().unwrap_or(true) {
+                self.read_lanes(id);
+            }
+        }
+    }
+
+    /// Raises (or lowers) every lane's "kick me" flag; raised, whether
+    /// something came meanwhile (then the loop must not sleep).
+    fn lanes_sleep(&mut self, on: bool) -> bool {
+        let mut ready = false;
+        for id in &self.laned {
+            if let Some(l) = self.conns.get(id).and_then(|io| io.lanes.as_ref()) {
+                l.sleep(on);
+            }
+        }
+        if on {
+            ready = self.lanes_ready();
+        }
+        ready
     }
 
     /// Handles the whole frames in a connection's input.
@@ -641,10 +821,17 @@ impl Broker {
                 wire::fail(&mut c.out, 0, Code::Protocol, &e.to_string());
             }
             self.state.dirty.push(id);
+            return;
+        }
+        if self.state.take_lanes_wanted(id) && self.lanes && io.lanes.is_none() {
+            // Offered with the WELCOME, the first write; a client that
+            // cannot have them (no memory) stays on the socket.
+            io.lanes_offered = Lanes::create(LANE_CAPACITY).ok();
         }
     }
 
-    /// Writes a connection's output, as much as the socket takes.
+    /// Writes a connection's output, as much as the socket (or its lanes)
+    /// takes.
     fn flush(&mut self, id: ConnId) {
         let Some(io) = self.conns.get_mut(&id) else {
             return;
@@ -654,7 +841,52 @@ impl Broker {
         };
         let was_full = io.full || c.out.len() >= OUT_HIGH;
         let mut sent = 0;
-        while sent < c.out.len() {
+        if let Some(offer) = io.lanes_offered.take() {
+            // The WELCOME goes on the socket with the lanes' memfd; every
+            // later byte through them. Only a short first write is sure
+            // to go whole (a client that sent more before its welcome
+            // stays on the socket).
+            let all = c.out.len();
+            if all <= 4096 {
+                let bufs = [io::IoSlice::new(&c.out)];
+                match sock::sendmsg(io.stream.as_fd(), &bufs, &[offer.fd()], libc::MSG_DONTWAIT) {
+                    Ok(n) if n == all => {
+                        sent = all;
+                        io.lanes = Some(offer);
+                        self.laned.push(id);
+                    }
+                    _ => io.closing = true,
+                }
+            }
+        } else if let Some(lanes) = io.lanes.as_mut() {
+            loop {
+                match lanes.write(&c.out[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(_) => {
+                        io.closing = true;
+                        break;
+                    }
+                }
+                if sent == c.out.len() {
+                    if io.waits_for_room {
+                        io.waits_for_room = false;
+                        lanes.wait_for_room(false);
+                    }
+                    break;
+                }
+                // Full: the client kicks when it makes room.
+                if !io.waits_for_room {
+                    io.waits_for_room = true;
+                    lanes.wait_for_room(true);
+                    continue;
+                }
+                break;
+            }
+            if sent > 0 && lanes.reader_sleeps() {
+                kick(&io.stream);
+            }
+        }
+        while io.lanes.is_none() && !io.closing && sent < c.out.len() {
             match sock::send(io.stream.as_fd(), &c.out[sent..], libc::MSG_NOSIGNAL) {
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -674,13 +906,27 @@ impl Broker {
     }
 
     fn close(&mut self, id: ConnId) {
+        self.laned.retain(|&l| l != id);
         if let Some(mut io) = self.conns.remove(&id) {
             // What could still be written (a protocol error's reason).
             if let Some(c) = self.state.conn(id) {
-                let _ = sock::send(io.stream.as_fd(), &c.out, libc::MSG_NOSIGNAL);
+                if let Some(lanes) = io.lanes.as_mut() {
+                    if lanes.write(&c.out).is_ok_and(|n| n > 0) {
+                        kick(&io.stream);
+                    }
+                } else {
+                    let _ = sock::send(io.stream.as_fd(), &c.out, libc::MSG_NOSIGNAL);
+                }
             }
             let _ = self.poll.registry().deregister(&mut io.stream);
         }
         self.state.disconnect(id);
     }
+}
+
+/// Wakes a client that sleeps on its lanes: one byte on its socket,
+/// whose content means nothing. A full socket already holds a wake-up; a
+/// broken one is found by the loop.
+fn kick(stream: &MioStream) {
+    let _ = sock::send(stream.as_fd(), &[0], libc::MSG_DONTWAIT);
 }

@@ -16,6 +16,7 @@ use super::name::{self, Pattern};
 use super::wire::{self, AckMode, Code, Event};
 use crate::message::Deadline;
 use crate::mq::sysv::Selector;
+use crate::ring::lanes::Lanes;
 use crate::sys::socket as sock;
 
 /// Acknowledgements held before they are sent on their own.
@@ -359,6 +360,13 @@ enum Reply {
 #[derive(Debug)]
 pub struct Client {
     fd: OwnedFd,
+    /// The frames' way when the broker gave lanes (the socket then
+    /// carries wake-ups and the end).
+    lanes: Option<Lanes>,
+    /// This side's "kick me" flag in the lanes is up: the broker wakes
+    /// the socket for what it writes. Down only while this client spins
+    /// on the lanes itself.
+    kick_me: bool,
     path: PathBuf,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
@@ -431,6 +439,8 @@ impl Client {
         }
         let mut c = Client {
             fd,
+            lanes: None,
+            kick_me: false,
             path: path.to_owned(),
             rbuf: Vec::with_capacity(64 << 10),
             wbuf: Vec::with_capacity(64 << 10),
@@ -452,22 +462,63 @@ impl Client {
             broken: false,
         };
         crate::sys::fd::set_nonblocking(c.fd.as_fd(), true).map_err(Error::io)?;
-        wire::hello(&mut c.wbuf, bridge);
+        wire::hello(&mut c.wbuf, bridge, true);
         c.write_out()?;
+        c.welcome()?;
+        Ok(c)
+    }
+
+    /// Waits for the `WELCOME`, which brings the lanes' memfd when the
+    /// broker gives lanes: every later frame goes through them.
+    fn welcome(&mut self) -> Result<(), Error> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while c.max_message == 0 {
-            if !c.pump(Some(deadline))? {
-                return Err(Error::new(
-                    ErrorKind::Protocol,
-                    format!(
-                        "{} accepted the connection but did not answer within 10 s: is it an \
-                         ipckit broker?",
-                        path.display()
-                    ),
-                ));
+        let mut lanes = None;
+        while self.max_message == 0 {
+            match sock::recvmsg_spare(self.fd.as_fd(), &mut self.rbuf, 4096, 0, true) {
+                Ok(r) if r.len == 0 => return Err(Error::disconnected()),
+                Ok(r) => {
+                    if lanes.is_none() {
+                        lanes = r.fds.into_iter().next();
+                    }
+                    self.take_frames()?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let ready = crate::sys::fd::poll(
+                        self.fd.as_fd(),
+                        crate::sys::fd::Interest::Read,
+                        Some(deadline),
+                    )
+                    .map_err(Error::io)?;
+                    if !ready {
+                        return Err(Error::new(
+                            ErrorKind::Protocol,
+                            format!(
+                                "{} accepted the connection but did not answer within 10 s: \
+                                 is it an ipckit broker?",
+                                self.path.display()
+                            ),
+                        ));
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
+                    return Err(Error::disconnected())
+                }
+                Err(e) => return Err(Error::io(e)),
             }
         }
-        Ok(c)
+        if let Some(fd) = lanes {
+            let l = Lanes::open(fd).map_err(|e| {
+                Error::new(
+                    ErrorKind::Protocol,
+                    format!("the broker at {}: {e}", self.path.display()),
+                )
+            })?;
+            l.sleep(true);
+            self.lanes = Some(l);
+            self.kick_me = true;
+        }
+        Ok(())
     }
 
     /// The socket this client is connected to.
@@ -501,6 +552,9 @@ impl Client {
     // ------------------------------------------------------------------ I/O
 
     fn write_out(&mut self) -> Result<(), Error> {
+        if self.lanes.is_some() {
+            return self.write_lanes();
+        }
         let mut at = 0;
         while at < self.wbuf.len() {
             match sock::send(self.fd.as_fd(), &self.wbuf[at..], libc::MSG_NOSIGNAL) {
@@ -521,9 +575,174 @@ impl Client {
         Ok(())
     }
 
+    /// [`write_out`](Self::write_out) through the lanes: waits (for the
+    /// broker's kick) while they are full.
+    fn write_lanes(&mut self) -> Result<(), Error> {
+        let Some(lanes) = self.lanes.as_mut() else {
+            return Ok(());
+        };
+        let mut at = 0;
+        let mut waiting = false;
+        let r = loop {
+            match lanes.write(&self.wbuf[at..]) {
+                Ok(0) => {}
+                Ok(n) => {
+                    at += n;
+                    if lanes.reader_sleeps() {
+                        kick(self.fd.as_fd());
+                    }
+                }
+                Err(e) => break Err(Error::new(ErrorKind::Protocol, e.to_string())),
+            }
+            if at == self.wbuf.len() {
+                break Ok(());
+            }
+            if !waiting {
+                // Full: ask for a kick when there is room, then look again.
+                waiting = true;
+                lanes.wait_for_room(true);
+                continue;
+            }
+            let r = crate::sys::fd::poll(self.fd.as_fd(), crate::sys::fd::Interest::Read, None);
+            if let Err(e) = r
+                .map_err(Error::io)
+                .and_then(|_| take_kicks(self.fd.as_fd()))
+            {
+                break Err(e);
+            }
+        };
+        if waiting {
+            lanes.wait_for_room(false);
+        }
+        match r {
+            Ok(()) => {
+                self.wbuf.clear();
+                Ok(())
+            }
+            Err(e) => {
+                self.broken = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes what waits in the lanes into `rbuf`: whether anything came.
+    fn fill_from_lanes(&mut self) -> Result<bool, Error> {
+        let Some(lanes) = self.lanes.as_mut() else {
+            return Ok(false);
+        };
+        match lanes.read_into(&mut self.rbuf, 256 << 10) {
+            Ok(0) => Ok(false),
+            Ok(_) => {
+                if lanes.writer_waits() {
+                    kick(self.fd.as_fd());
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                self.broken = true;
+                Err(Error::new(ErrorKind::Protocol, e.to_string()))
+            }
+        }
+    }
+
+    /// Raises or lowers this side's "kick me" flag; raised, takes in what
+    /// came meanwhile (so that a caller waiting on the socket finds it
+    /// read ahead): whether anything did.
+    fn set_kick_me(&mut self, on: bool) -> Result<bool, Error> {
+        let Some(lanes) = &self.lanes else {
+            return Ok(false);
+        };
+        if self.kick_me != on {
+            lanes.sleep(on);
+            self.kick_me = on;
+        }
+        if on && self.fill_from_lanes()? {
+            self.take_frames()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Sends what is buffered, waits (until `deadline`) for input and
     /// takes in every whole frame; false on timeout.
     fn pump(&mut self, deadline: Option<Instant>) -> Result<bool, Error> {
+        if self.lanes.is_none() {
+            return self.pump_socket(deadline);
+        }
+        let r = self.pump_lanes(deadline);
+        // Back to the caller: the broker kicks the socket for what comes
+        // from now on, so that whoever waits on it is woken.
+        let more = self.set_kick_me(true)?;
+        r.map(|got| got || more)
+    }
+
+    /// [`pump`](Self::pump) through the lanes: spins on them (if the
+    /// strategy says so), then sleeps in `poll(2)` on the socket with the
+    /// flag up until the broker's kick (or the end).
+    fn pump_lanes(&mut self, deadline: Option<Instant>) -> Result<bool, Error> {
+        if self.broken {
+            return Err(Error::disconnected());
+        }
+        if !self.to_ack.is_empty() {
+            wire::ack(&mut self.wbuf, &self.to_ack);
+            self.to_ack.clear();
+        }
+        if !self.wbuf.is_empty() {
+            self.write_out()?;
+        }
+        let mut spin_until = match self.wait {
+            WaitStrategy::Block => None,
+            WaitStrategy::Spin => Some(deadline),
+            WaitStrategy::Adaptive { spin_for } => {
+                let t = Instant::now() + spin_for;
+                Some(Some(deadline.map_or(t, |d| d.min(t))))
+            }
+        };
+        let mut turns = 0u32;
+        loop {
+            let spinning = match spin_until {
+                Some(None) => true,
+                Some(Some(t)) => Instant::now() < t,
+                None => false,
+            };
+            if spinning {
+                self.set_kick_me(false)?;
+            }
+            if self.fill_from_lanes()? {
+                break;
+            }
+            if spinning {
+                turns = turns.wrapping_add(1);
+                if turns.is_multiple_of(1024) {
+                    // A broker that died sends no kick: its end shows on
+                    // the socket.
+                    take_kicks(self.fd.as_fd()).inspect_err(|_| self.broken = true)?;
+                }
+                std::thread::yield_now();
+                continue;
+            }
+            spin_until = None;
+            if self.set_kick_me(true)? {
+                return Ok(true);
+            }
+            let ready =
+                crate::sys::fd::poll(self.fd.as_fd(), crate::sys::fd::Interest::Read, deadline)
+                    .map_err(Error::io)?;
+            if ready {
+                take_kicks(self.fd.as_fd()).inspect_err(|_| self.broken = true)?;
+            } else if !self.fill_from_lanes()? {
+                return Ok(false);
+            } else {
+                break;
+            }
+        }
+        self.take_frames()?;
+        Ok(true)
+    }
+
+    /// [`pump`](Self::pump) on the socket alone.
+    fn pump_socket(&mut self, deadline: Option<Instant>) -> Result<bool, Error> {
         if self.broken {
             return Err(Error::disconnected());
         }
@@ -1087,9 +1306,37 @@ impl Client {
     }
 }
 
+/// Wakes a broker that sleeps: one byte on the socket, whose content
+/// means nothing (a full socket already holds a wake-up).
+fn kick(fd: BorrowedFd<'_>) {
+    let _ = sock::send(fd, &[0], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+}
+
+/// Empties the socket of wake-ups; an error once the broker has gone.
+fn take_kicks(fd: BorrowedFd<'_>) -> Result<(), Error> {
+    let mut buf = [0u8; 256];
+    loop {
+        match crate::sys::fd::read(fd, &mut buf) {
+            Ok(0) => return Err(Error::disconnected()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
+                return Err(Error::disconnected())
+            }
+            Err(e) => return Err(Error::io(e)),
+        }
+    }
+}
+
 /// The socket to the broker, non-blocking, for `poll(2)` or `epoll(7)`:
-/// readable when the broker sent something. Reading or writing it
-/// directly would break the client's framing.
+/// readable when the broker sent something since this client last
+/// returned. (With lanes, the broker's frames come through shared memory
+/// and the socket is woken for them whenever the client is not spinning
+/// on them itself, which is whenever it is not inside one of its calls;
+/// so, as with any non-blocking source, receive until
+/// [`try_recv`](Client::try_recv) finds nothing, then wait.) Reading or
+/// writing it directly would break the client's framing.
 impl AsFd for Client {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

@@ -411,6 +411,8 @@ pub(crate) struct Conn {
     /// The broker's own NATS bridge: what it sends is remote, and it
     /// receives only what is not.
     bridge: bool,
+    /// Asked in `HELLO` for shared-memory lanes; taken by the loop.
+    wants_lanes: bool,
     dirty: bool,
     subs: HashMap<u32, Sub>,
     /// Delivery tag → (mailbox, group, sequence number).
@@ -500,6 +502,13 @@ impl State {
 
     pub(crate) fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
         self.conns.get_mut(&id)
+    }
+
+    /// Whether connection `id` has just asked for lanes (once).
+    pub(crate) fn take_lanes_wanted(&mut self, id: ConnId) -> bool {
+        self.conns
+            .get_mut(&id)
+            .is_some_and(|c| std::mem::take(&mut c.wants_lanes))
     }
 
     /// Marks a connection's output as sent up to `n` bytes.
@@ -722,6 +731,7 @@ impl State {
                 parked_bytes: 0,
                 greeted: false,
                 bridge: false,
+                wants_lanes: false,
                 dirty: false,
                 subs: HashMap::new(),
                 inflight: FxHashMap::default(),
@@ -772,7 +782,12 @@ impl State {
         };
         let (cred, bridge) = (conn.cred, conn.bridge);
         if !conn.greeted {
-            let Request::Hello { version, bridge } = req else {
+            let Request::Hello {
+                version,
+                bridge,
+                lanes,
+            } = req
+            else {
                 return Err(WireError("the first frame must be HELLO".into()));
             };
             if version != wire::VERSION {
@@ -791,6 +806,7 @@ impl State {
             }
             conn.greeted = true;
             conn.bridge = bridge;
+            conn.wants_lanes = lanes;
             let max = self.max_message as u32;
             if let Some(out) = self.out(id) {
                 wire::welcome(out, cred.pid, cred.uid, cred.gid, max);
@@ -2055,7 +2071,7 @@ mod tests {
         fn join(&mut self, id: ConnId, cred: Cred) {
             self.s.connect(id, cred);
             let mut b = Vec::new();
-            wire::hello(&mut b, false);
+            wire::hello(&mut b, false, false);
             self.s.handle(id, &b).unwrap();
             assert_eq!(self.drain(id), [Got::Welcome]);
         }
@@ -2233,7 +2249,7 @@ mod tests {
         let cred = other(std::process::id() as i32);
         t.s.connect(id, cred);
         let mut b = Vec::new();
-        wire::hello(&mut b, true);
+        wire::hello(&mut b, true, false);
         t.s.handle(id, &b).unwrap();
         assert_eq!(t.drain(id), [Got::Welcome]);
     }
@@ -2244,7 +2260,7 @@ mod tests {
         // Another process may not claim to be the bridge.
         t.s.connect(9, other(9));
         let mut b = Vec::new();
-        wire::hello(&mut b, true);
+        wire::hello(&mut b, true, false);
         let e = t.s.handle(9, &b).unwrap_err();
         assert!(e.0.contains("only the broker's own process"), "{e}");
 

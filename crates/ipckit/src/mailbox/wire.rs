@@ -124,6 +124,9 @@ pub(crate) enum Request<'a> {
         version: u16,
         /// The connection is the broker's own NATS bridge.
         bridge: bool,
+        /// The client would take its bytes through shared-memory lanes
+        /// ([`crate::ring::lanes`]), whose memfd comes with `WELCOME`.
+        lanes: bool,
     },
     Send {
         corr: u32,
@@ -300,10 +303,12 @@ pub(crate) fn put_config(buf: &mut Vec<u8>, c: &Config) {
     }
 }
 
-pub(crate) fn hello(buf: &mut Vec<u8>, bridge: bool) {
+/// `HELLO`: the version, then a flags byte (1: the bridge, 2: lanes
+/// wanted).
+pub(crate) fn hello(buf: &mut Vec<u8>, bridge: bool, lanes: bool) {
     let at = begin(buf, HELLO);
     buf.extend_from_slice(&VERSION.to_le_bytes());
-    buf.push(bridge as u8);
+    buf.push(bridge as u8 | (lanes as u8) << 1);
     end(buf, at);
 }
 
@@ -709,9 +714,13 @@ pub(crate) fn read_request(frame: &[u8]) -> Result<Request<'_>, WireError> {
         HELLO => {
             let version = r.u16()?;
             // A client of another version may say more: the version
-            // check answers it.
-            let bridge = r.rest().first() == Some(&1);
-            Request::Hello { version, bridge }
+            // check answers it. Unknown flags are ignored.
+            let flags = r.rest().first().copied().unwrap_or(0);
+            Request::Hello {
+                version,
+                bridge: flags & 1 != 0,
+                lanes: flags & 2 != 0,
+            }
         }
         SEND => {
             let corr = r.u32()?;

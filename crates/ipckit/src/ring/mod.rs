@@ -72,6 +72,9 @@ mod core;
 mod segment;
 
 #[cfg(not(loom))]
+pub(crate) mod lanes;
+
+#[cfg(not(loom))]
 pub use segment::{
     unlink, Duplex, Loan, Ring, RingBuilder, RingReceiver, RingSender, RingStatus, Sample,
 };
