@@ -1,5 +1,8 @@
 //! Mailboxes between real processes: a broker process, producer and
-//! consumer processes. Exactly-once through a receiver group with ids;
+//! consumer processes. Exactly-once through a receiver group with ids
+//! (clients on shared-memory lanes, and on the socket alone); a client
+//! that breaks its lanes is cut off alone; a selector wakes for what comes
+//! through lanes;
 //! messages a SIGKILLed consumer held go to another; dead letters after
 //! max-deliver; each when-full policy; another user refused; a broker
 //! killed with SIGKILL is seen by its clients and replaced on restart; a
@@ -43,6 +46,11 @@ fn split<const N: usize>(arg: &str) -> [&str; N] {
 /// `broker:PATH`: runs a broker until killed.
 fn role_broker(arg: &str) -> io::Result<()> {
     Broker::builder().socket(arg).bind()?.run()
+}
+
+/// `broker_no_lanes:PATH`: a broker that keeps clients on their sockets.
+fn role_broker_no_lanes(arg: &str) -> io::Result<()> {
+    Broker::builder().socket(arg).lanes(false).bind()?.run()
 }
 
 /// `durable_broker:PATH|STORE`: runs a broker with a store until killed.
@@ -211,8 +219,21 @@ fn role_send(arg: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// `send_slowly:PATH|MAILBOX|N`: sends `0`..`N` to MAILBOX, 20 ms apart.
+fn role_send_slowly(arg: &str) -> io::Result<()> {
+    let [path, mailbox, n] = split(arg);
+    let mut c = Client::connect_to(path)?;
+    for i in 0..n.parse::<u32>().expect("N") {
+        std::thread::sleep(Duration::from_millis(20));
+        c.send(mailbox, i.to_string().as_bytes())?;
+    }
+    Ok(())
+}
+
 const ROLES: &[(&str, common::Role)] = &[
     ("broker", role_broker),
+    ("broker_no_lanes", role_broker_no_lanes),
+    ("send_slowly", role_send_slowly),
     ("durable_broker", role_durable_broker),
     ("produce_retry", role_produce_retry),
     ("consume_retry", role_consume_retry),
@@ -235,9 +256,14 @@ struct BrokerProc {
 
 impl BrokerProc {
     fn start() -> Result<BrokerProc, Failed> {
+        BrokerProc::start_as("broker")
+    }
+
+    /// A broker played by `role` (`broker`, `broker_no_lanes`).
+    fn start_as(role: &str) -> Result<BrokerProc, Failed> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("broker.sock");
-        let child = spawn_broker(&path)?;
+        let child = spawn_broker_as(role, &path.display().to_string(), &path)?;
         Ok(BrokerProc {
             child,
             path,
@@ -335,9 +361,10 @@ fn until_stat(
 }
 
 /// 4 producers × N messages with ids through one mailbox to a group of 3
-/// consumers: every message arrives once, none twice.
-fn exactly_once_through_a_group() -> Result<(), Failed> {
-    let b = BrokerProc::start()?;
+/// consumers: every message arrives once, none twice. The clients on
+/// shared-memory lanes (the default), or on their sockets alone.
+fn exactly_once_through_a_group(broker: &str) -> Result<(), Failed> {
+    let b = BrokerProc::start_as(broker)?;
     let mut admin = b.client()?;
     let config = Config {
         retention: Retention::Interest,
@@ -411,6 +438,128 @@ fn exactly_once_through_a_group() -> Result<(), Failed> {
         "  {total} messages, 4 producers → 3 consumers {per_consumer:?} in {took:?} ({:.0}/s)",
         total as f64 / took.as_secs_f64()
     );
+    Ok(())
+}
+
+/// How many mappings of shared-memory lanes this process has.
+fn lanes_mapped() -> Result<usize, Failed> {
+    Ok(std::fs::read_to_string("/proc/self/maps")?
+        .matches("memfd:ipckit-lanes")
+        .count())
+}
+
+/// A client that writes an impossible position into its lanes, or bytes
+/// that are no frame, is cut off (its socket ends) and nothing else
+/// changes: the broker's memfd cannot be resized by it, and an honest
+/// client, on lanes, goes on. The hostile client speaks the wire by hand:
+/// the broker's frames are length-prefixed messages, as ipckit's stream
+/// socket frames them.
+fn hostile_lanes_client() -> Result<(), Failed> {
+    use ipckit::shm::Memfd;
+    use ipckit::socket::unix::{UnixAddr, UnixStream};
+    use ipckit::{MessageReceiver, MessageSenderExt, RecvTimeoutError};
+    use std::sync::atomic::Ordering;
+    let b = BrokerProc::start()?;
+    let before = lanes_mapped()?;
+    let mut honest = b.client()?;
+    ensure(lanes_mapped()? == before + 1, || {
+        "the client did not map lanes".into()
+    })?;
+    honest.create("q", &Config::default())?;
+    honest.subscribe("q", &SubscribeOptions::default())?;
+    // Lane 0 (client to broker): its tail at 128, its bytes from 4096;
+    // lane 1's tail at 384, its bytes after lane 0's.
+    for attack in ["impossible position", "no frame"] {
+        let mut s = UnixStream::connect(&UnixAddr::path(&b.path))?;
+        // HELLO, version 1, flags 2: lanes wanted.
+        s.send(&[0x01u8, 1, 0, 2][..]).map_err(|e| e.to_string())?;
+        let mut welcome = Vec::new();
+        let fds = s.recv_with_fds(&mut welcome)?;
+        ensure(welcome.first() == Some(&0x81) && fds.len() == 1, || {
+            format!("welcome {welcome:?} with {} descriptors", fds.len())
+        })?;
+        let fd = fds.into_iter().next().ok_or("no memfd")?;
+        let f = std::fs::File::from(fd.try_clone()?);
+        ensure(f.set_len(0).is_err() && f.set_len(1 << 30).is_err(), || {
+            "the lanes' memfd could be resized".into()
+        })?;
+        let mem = Memfd::from_fd(fd, false)?;
+        let r = mem.region();
+        let mut cap = [0u8; 4];
+        r.read(12, &mut cap)?;
+        let cap = u32::from_le_bytes(cap) as usize;
+        if attack == "impossible position" {
+            r.atomic_u64(128)?.store(cap as u64 + 1, Ordering::Release);
+        } else {
+            r.write(4096, &[4, 0, 0, 0, 0xee, 0, 0, 0])?;
+            r.atomic_u64(128)?.store(8, Ordering::Release);
+        }
+        // Any byte on the socket wakes a sleeping broker.
+        s.send(&[0u8][..]).map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        match s.recv_timeout_into(&mut buf, T) {
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(format!("{attack}: the broker did not cut the client off").into())
+            }
+            Err(_) => {}
+            Ok(()) => return Err(format!("{attack}: the broker answered {buf:?}").into()),
+        }
+        if attack == "no frame" {
+            // Told why, through the lanes, before the end.
+            let tail = r.atomic_u64(384)?.load(Ordering::Acquire) as usize;
+            let mut said = vec![0u8; tail.min(cap)];
+            r.read(4096 + cap, &mut said)?;
+            let said = String::from_utf8_lossy(&said);
+            ensure(said.contains("unknown request opcode 0xee"), || {
+                format!("the broker said {said:?}")
+            })?;
+        }
+    }
+    honest.send("q", b"still here")?;
+    let d = honest.recv_timeout(T)?;
+    ensure(d.payload == b"still here", || format!("{d:?}"))
+}
+
+/// A selector waiting on a mailbox receiver on lanes wakes for each
+/// message a peer process sends (20 ms apart, so the receiver sleeps in
+/// between), and for messages that came while it was not waiting.
+fn selector_wakes_for_lanes() -> Result<(), Failed> {
+    use ipckit::mailbox::MailboxReceiver;
+    use ipckit::select::Selector;
+    use ipckit::MessageReceiver;
+    let b = BrokerProc::start()?;
+    let mut admin = b.client()?;
+    admin.create("sel", &Config::default())?;
+    let mut rx = MailboxReceiver::new(b.client()?, "sel", &SubscribeOptions::default())?;
+    let mut sel = Selector::new()?;
+    sel.register(&mut rx)?;
+    let mut peer = Guard(spawn("send_slowly", &b.arg("sel|5"))?);
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let ready = sel.select(Some(T))?;
+        ensure(!ready.is_empty(), || format!("no wake-up after {got:?}"))?;
+        // One message per wake-up: any other must wake the next select.
+        match rx.try_recv() {
+            Ok(m) => got.push(String::from_utf8(m)?),
+            Err(ipckit::TryRecvError::Empty) => {}
+            Err(e) => return Err(e.to_string().into()),
+        }
+    }
+    ensure(got == ["0", "1", "2", "3", "4"], || format!("{got:?}"))?;
+    ensure(wait_exit(&mut peer.0)?.success(), || {
+        "the sender failed".into()
+    })?;
+    // Three sent while nobody waits: the selector sees them at once.
+    admin.send("sel", b"a")?;
+    admin.send("sel", b"b")?;
+    admin.send("sel", b"c")?;
+    for want in ["a", "b", "c"] {
+        ensure(!sel.select(Some(T))?.is_empty(), || {
+            format!("no wake-up for {want}")
+        })?;
+        let m = rx.recv_timeout(T)?;
+        ensure(m == want.as_bytes(), || format!("{m:?} for {want}"))?;
+    }
     Ok(())
 }
 
@@ -765,7 +914,17 @@ fn durable_mailbox_survives_sigkill() -> Result<(), Failed> {
 fn main() {
     common::play_peer_or_arm_watchdog(&[(VAR, peer)], "mailbox", Duration::from_secs(600));
     common::run_cases(vec![
-        ("exactly_once_through_a_group", exactly_once_through_a_group),
+        ("exactly_once_through_a_group", || {
+            exactly_once_through_a_group("broker")
+        }),
+        ("exactly_once_on_sockets_alone", || {
+            exactly_once_through_a_group("broker_no_lanes")
+        }),
+        (
+            "hostile_lanes_client_is_cut_off_alone",
+            hostile_lanes_client,
+        ),
+        ("selector_wakes_for_lanes", selector_wakes_for_lanes),
         (
             "killed_consumers_messages_go_to_another",
             killed_consumers_messages_go_to_another,

@@ -215,8 +215,8 @@ impl BrokerBuilder {
     /// busy broker pass messages with no system call, and one that sleeps
     /// is woken by a one-byte `send(2)` from the other. False keeps every
     /// byte on the socket (less memory per client). The broker trusts
-    /// nothing a client writes there: see [`crate::ring`]'s rules, which
-    /// the lanes follow.
+    /// nothing a client writes there (see
+    /// [how the bytes travel](super#how-the-bytes-travel)).
     pub fn lanes(mut self, lanes: bool) -> Self {
         self.lanes = lanes;
         self
@@ -341,8 +341,8 @@ struct Io {
     /// Its output was above the high mark at the last write.
     full: bool,
     closing: bool,
-    /// Lanes made for it, to be sent with the first write.
-    lanes_offered: Option<Lanes>,
+    /// Lanes made for it and their memfd, to be sent with the first write.
+    lanes_offered: Option<(Lanes, OwnedFd)>,
     /// Its frames go through these lanes (the socket carries wake-ups and
     /// the end).
     lanes: Option<Lanes>,
@@ -505,7 +505,8 @@ impl Broker {
             // connections, ends) are asked only every few turns: the lanes
             // need no system call to look at.
             quiet = quiet.wrapping_add(1);
-            if spinning && self.laned.len() == self.conns.len() && !quiet.is_multiple_of(LANE_TURNS) {
+            if spinning && self.laned.len() == self.conns.len() && !quiet.is_multiple_of(LANE_TURNS)
+            {
                 events.clear();
             } else if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -841,7 +842,7 @@ impl Broker {
         };
         let was_full = io.full || c.out.len() >= OUT_HIGH;
         let mut sent = 0;
-        if let Some(offer) = io.lanes_offered.take() {
+        if let Some((offer, memfd)) = io.lanes_offered.take() {
             // The WELCOME goes on the socket with the lanes' memfd; every
             // later byte through them. Only a short first write is sure
             // to go whole (a client that sent more before its welcome
@@ -849,7 +850,12 @@ impl Broker {
             let all = c.out.len();
             if all <= 4096 {
                 let bufs = [io::IoSlice::new(&c.out)];
-                match sock::sendmsg(io.stream.as_fd(), &bufs, &[offer.fd()], libc::MSG_DONTWAIT) {
+                match sock::sendmsg(
+                    io.stream.as_fd(),
+                    &bufs,
+                    &[memfd.as_fd()],
+                    libc::MSG_DONTWAIT,
+                ) {
                     Ok(n) if n == all => {
                         sent = all;
                         io.lanes = Some(offer);

@@ -44,6 +44,32 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## How the bytes travel
+//!
+//! A client connects to the broker's socket (which gives the broker its
+//! credentials) and asks for *lanes*: the broker answers with a memfd of
+//! two byte rings, one each way (256 KiB each, sealed so that neither side
+//! can resize it), and from then on every frame goes through shared
+//! memory. The socket stays for what memory cannot do: it tells the
+//! broker that the client has gone, and it wakes a side that sleeps. A
+//! side about to sleep raises a flag in the lanes and looks once more;
+//! the other side, having written, sees the flag and sends one byte on
+//! the socket (io_uring's need-wakeup flag, for its polling thread). So a
+//! busy client and a busy broker, both spinning for a while before they
+//! sleep, exchange messages with no system call at all, and an idle pair
+//! costs one `send(2)` to wake, as before. The broker trusts nothing a
+//! client writes there: it keeps its own positions, checks the client's
+//! against the rings' capacity, copies the bytes out before reading a
+//! frame, and cuts off a client whose lanes make no sense
+//! ([`BrokerBuilder::lanes`] turns lanes off; `ipc broker --no-lanes`).
+//!
+//! `ipc bench mailbox` measures both ways on your machine. On the 2-CPU
+//! VM this was written on, a 64-byte round trip through the broker (two
+//! confirmed sends, two deliveries) took 9.8 µs with lanes and 30 µs on
+//! the sockets alone, against 164 µs through nats-server; most of what is
+//! left is the scheduler handing a CPU between the broker and the client
+//! that shares it (about 1.6 µs per hand-over there).
+//!
 //! ## Access
 //!
 //! A mailbox has an owner (the user that made it, by sending to or
@@ -127,7 +153,7 @@ mod wire;
 pub use crate::mq::sysv::Selector;
 pub use broker::{
     default_socket, default_store, Broker, BrokerBuilder, EmbeddedBroker, Stopper,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE, DEFAULT_SPIN,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE, DEFAULT_SPIN, LANE_CAPACITY,
 };
 pub use client::{
     AckPolicy, Client, Delivery, Error, ErrorKind, MailboxReceiver, MailboxSender, Message,

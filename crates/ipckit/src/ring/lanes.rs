@@ -36,11 +36,10 @@
 //! `io_uring_setup(2)` (`IORING_SETUP_SQPOLL`, the need-wakeup flag).
 
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
-use crate::shm::{Memfd, Seals};
-use crate::sys::mman::Mapping;
+use crate::sys::mman::{self, Mapping};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"ipcklane");
 const VERSION: u32 = 1;
@@ -64,10 +63,12 @@ enum End {
     Opener,
 }
 
-/// One end of a pair of lanes (see the [module docs](self)).
+/// One end of a pair of lanes (see the [module docs](self)). Holds the
+/// mapping only: the memfd's descriptor is let go once sent (creator) or
+/// mapped (opener), so that lanes cost no descriptor.
 #[derive(Debug)]
 pub(crate) struct Lanes {
-    mem: Memfd,
+    map: Mapping,
     capacity: u64,
     /// The lane this end writes and the one it reads.
     out: usize,
@@ -92,9 +93,10 @@ fn corrupt(what: &str, pos: u64, own: u64, capacity: u64) -> io::Error {
 
 impl Lanes {
     /// Makes lanes of `capacity` bytes each way (a power of two, at least
-    /// 4 KiB), sealed against any change of size; send
-    /// [`fd`](Self::fd) to the other process.
-    pub(crate) fn create(capacity: usize) -> io::Result<Lanes> {
+    /// 4 KiB) in a memfd sealed against any change of size (and of its
+    /// seals); returns them and the memfd, to send to the other process
+    /// and then close.
+    pub(crate) fn create(capacity: usize) -> io::Result<(Lanes, OwnedFd)> {
         if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -102,18 +104,24 @@ impl Lanes {
             ));
         }
         let len = OFF_DATA + 2 * capacity;
-        let seals = Seals::SHRINK | Seals::GROW | Seals::SEAL;
-        let mem = Memfd::create_with_seals("ipckit-lanes", len, seals)?;
-        let m = mem.region().mapping();
+        let fd = mman::memfd("ipckit-lanes")?;
+        mman::truncate(fd.as_fd(), len as u64)?;
+        mman::allocate(fd.as_fd(), len as u64)?;
+        mman::add_seals(
+            fd.as_fd(),
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+        )?;
+        let m = Mapping::map(fd.as_fd(), 0, len, true)?;
         m.write(OFF_VERSION, VERSION);
         m.write(OFF_CAPACITY, capacity as u32);
         // The magic last: a half-made header does not look like lanes.
         m.write(OFF_MAGIC, MAGIC);
-        Ok(Lanes::new(mem, capacity as u64, End::Creator))
+        Ok((Lanes::new(m, capacity as u64, End::Creator), fd))
     }
 
     /// Takes the other end of lanes received from their creator, after
-    /// checking what it says about itself against the memory's size.
+    /// checking their seals and what they say about themselves against
+    /// the memory's size.
     pub(crate) fn open(fd: OwnedFd) -> io::Result<Lanes> {
         let bad = |why: String| {
             io::Error::new(
@@ -121,14 +129,16 @@ impl Lanes {
                 format!("the shared lanes received are not usable: {why}"),
             )
         };
-        let mem = Memfd::from_fd(fd, false)?;
-        if !mem.seals()?.contains(Seals::GROW) {
+        let fixed = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+        if mman::seals(fd.as_fd()).unwrap_or(0) & fixed != fixed {
             return Err(bad("their size is not sealed".into()));
         }
-        let m = mem.region().mapping();
-        if m.len() < OFF_DATA + 2 * MIN_CAPACITY {
-            return Err(bad(format!("{} bytes is too small", m.len())));
+        let len = mman::file_size(fd.as_fd())?;
+        if len < (OFF_DATA + 2 * MIN_CAPACITY) as u64 || len > (OFF_DATA + 2 * MAX_CAPACITY) as u64
+        {
+            return Err(bad(format!("{len} bytes is not a size lanes have")));
         }
+        let m = Mapping::map(fd.as_fd(), 0, len as usize, true)?;
         if m.read::<u64>(OFF_MAGIC) != MAGIC {
             return Err(bad("they do not start with the lanes' mark".into()));
         }
@@ -145,16 +155,16 @@ impl Lanes {
                 m.len()
             )));
         }
-        Ok(Lanes::new(mem, capacity as u64, End::Opener))
+        Ok(Lanes::new(m, capacity as u64, End::Opener))
     }
 
-    fn new(mem: Memfd, capacity: u64, end: End) -> Lanes {
+    fn new(map: Mapping, capacity: u64, end: End) -> Lanes {
         let (out, inp) = match end {
             End::Creator => (1, 0),
             End::Opener => (0, 1),
         };
         Lanes {
-            mem,
+            map,
             capacity,
             out,
             inp,
@@ -163,13 +173,8 @@ impl Lanes {
         }
     }
 
-    /// The memfd, to send to the other process.
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.mem.fd()
-    }
-
     fn map(&self) -> &Mapping {
-        self.mem.region().mapping()
+        &self.map
     }
 
     fn u64_at(&self, lane: usize, off: usize) -> &AtomicU64 {
@@ -297,10 +302,10 @@ impl Lanes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shm::{Memfd, Seals};
 
     fn pair(capacity: usize) -> (Lanes, Lanes) {
-        let a = Lanes::create(capacity).unwrap();
-        let fd = a.fd().try_clone_to_owned().unwrap();
+        let (a, fd) = Lanes::create(capacity).unwrap();
         (a, Lanes::open(fd).unwrap())
     }
 
@@ -387,6 +392,11 @@ mod tests {
         let fd = m.fd().try_clone_to_owned().unwrap();
         let e = Lanes::open(fd).unwrap_err().to_string();
         assert!(e.contains("mark"), "{e}");
+        // Made by create: sealed for good, so no one can resize them.
+        let (_a, fd) = Lanes::create(4096).unwrap();
+        let f = std::fs::File::from(fd);
+        assert!(f.set_len(4096).is_err());
+        assert!(f.set_len(1 << 20).is_err());
         assert!(Lanes::create(5000).is_err());
         assert!(Lanes::create(2048).is_err());
     }
