@@ -483,6 +483,7 @@ fn bench_measures_mailboxes_through_a_broker() {
         "mailbox, clients block",
         "mailbox",
         "mailbox, durable (fsync 10ms)",
+        "mailbox, no lanes (broker --no-lanes)",
         "nats-server (request/reply)",
         "2 brokers bridged by nats-server",
     ];
@@ -493,7 +494,7 @@ fn bench_measures_mailboxes_through_a_broker() {
     let measured: Vec<&serde_json::Value> = if installed {
         rows.iter().collect()
     } else {
-        rows[..5].iter().collect()
+        rows[..6].iter().collect()
     };
     for r in &measured {
         assert!(r["skipped"].is_null(), "{r}");
@@ -509,12 +510,19 @@ fn bench_measures_mailboxes_through_a_broker() {
         assert!(r["msgs_per_s_1"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["msgs_per_s_4"].as_f64().unwrap() > 0.0, "{r}");
     }
+    // Without lanes: a round trip and one way to one receiver.
+    assert!(
+        rows[5]["msgs_per_s_1"].as_f64().unwrap() > 0.0,
+        "{}",
+        rows[5]
+    );
+    assert!(rows[5]["msgs_per_s_4"].is_null(), "{}", rows[5]);
     if installed {
-        for r in &rows[6..] {
+        for r in &rows[7..] {
             assert!(r["msgs_per_s_1"].as_f64().unwrap() > 0.0, "{r}");
         }
     } else {
-        for r in &rows[5..] {
+        for r in &rows[6..] {
             assert!(
                 r["skipped"]
                     .as_str()
