@@ -11,7 +11,8 @@
 //!   fan-out mailbox's (interest, limits) it gets all of, in a group of
 //!   its own. It publishes each to NATS and acknowledges it to the broker
 //!   only once NATS has it: a durable mailbox's to JetStream (subject
-//!   `$IPCKIT.NAME`, the stream's acknowledgement), the others as a NATS
+//!   `$IPCKIT.work.NAME` or `$IPCKIT.fan.NAME`, the stream's
+//!   acknowledgement), the others as a NATS
 //!   request on subject `NAME` answered by a broker that stored it. When
 //!   that fails (no other broker, NATS down), the message is given back
 //!   and tried again after a while; it never leaves the mailbox unstored.
@@ -42,8 +43,13 @@
 //! | `Ipckit-Type`, `Ipckit-Priority` | the message's type and priority |
 //!
 //! Any NATS client may take part: a request to `NAME` (or a JetStream
-//! publish to `$IPCKIT.NAME`) reaches mailbox `NAME` of the brokers that
-//! bridge it.
+//! publish to `$IPCKIT.work.NAME`, for one broker, or `$IPCKIT.fan.NAME`,
+//! for each) reaches mailbox `NAME` of the brokers that bridge it. The
+//! two JetStream subjects keep the two routes apart: the work consumer
+//! that all brokers share sees only work messages, each broker's own
+//! consumer only fan-out ones, so that no message waits for a consumer
+//! it is not for (the stream keeps a message while a consumer it is for
+//! has not acknowledged it).
 
 use std::collections::HashMap;
 use std::io;
@@ -554,7 +560,7 @@ async fn publish(
     h.insert(H_SENDER, sender.as_str());
     let payload = Bytes::copy_from_slice(&d.payload);
     if o.meta.durable {
-        let subject = format!("{JS_PREFIX}{}", d.mailbox);
+        let subject = format!("{JS_PREFIX}{}.{}", o.meta.kind.word(), d.mailbox);
         let sent = js
             .send_publish(
                 subject,
@@ -602,12 +608,19 @@ fn read_in(headers: Option<&HeaderMap>, subject: &str) -> Result<Fields, String>
             .and_then(|h| h.get(k))
             .map(|v| v.as_str().to_string())
     };
-    let mailbox = subject
-        .strip_prefix(JS_PREFIX)
-        .unwrap_or(subject)
-        .to_string();
+    // A JetStream subject says the route; a core NATS one is the name.
+    let (mailbox, routed) = match subject.strip_prefix(JS_PREFIX) {
+        None => (subject, None),
+        Some(rest) => match rest.split_once('.') {
+            Some(("work", name)) => (name, Some(Kind::Work)),
+            Some(("fan", name)) => (name, Some(Kind::Fan)),
+            _ => return Err(format!("{subject}: neither {JS_PREFIX}work.… nor …fan.…")),
+        },
+    };
+    let mailbox = mailbox.to_string();
     super::name::validate_name(&mailbox).map_err(|e| e.to_string())?;
     let kind = match get(H_KIND).as_deref() {
+        _ if routed.is_some() => routed,
         None => None,
         Some("work") => Some(Kind::Work),
         Some("fan") => Some(Kind::Fan),
@@ -707,7 +720,10 @@ async fn js_in(js: jetstream::Context, p: String, id: String, in_tx: mpsc::Sende
         let made = js
             .get_or_create_stream(stream::Config {
                 name: name.clone(),
-                subjects: vec![format!("{JS_PREFIX}{p}")],
+                subjects: vec![
+                    format!("{JS_PREFIX}{}.{p}", Kind::Work.word()),
+                    format!("{JS_PREFIX}{}.{p}", Kind::Fan.word()),
+                ],
                 retention: stream::RetentionPolicy::Interest,
                 storage: stream::StorageType::File,
                 ..Default::default()
@@ -733,6 +749,8 @@ async fn js_in(js: jetstream::Context, p: String, id: String, in_tx: mpsc::Sende
         let stream = stream.clone();
         let in_tx = in_tx.clone();
         let id = id.clone();
+        // Only the route's own subject (see the module docs).
+        let filter = format!("{JS_PREFIX}{}.{p}", via.word());
         tokio::spawn(async move {
             let consumer = loop {
                 let made = stream
@@ -740,6 +758,7 @@ async fn js_in(js: jetstream::Context, p: String, id: String, in_tx: mpsc::Sende
                         &durable,
                         consumer::pull::Config {
                             durable_name: Some(durable.clone()),
+                            filter_subject: filter.clone(),
                             ack_policy: consumer::AckPolicy::Explicit,
                             ack_wait: JS_ACK_WAIT,
                             ..Default::default()
@@ -840,5 +859,24 @@ mod tests {
         assert_eq!(ms(11), 512);
         assert_eq!(ms(12), 1000);
         assert_eq!(ms(i64::MAX), 1000);
+    }
+
+    #[test]
+    fn the_jetstream_subject_says_the_route_and_the_name() {
+        let f = read_in(None, "$IPCKIT.work.orders.eu").unwrap();
+        assert_eq!(
+            (f.mailbox.as_str(), f.kind),
+            ("orders.eu", Some(Kind::Work))
+        );
+        let mut h = HeaderMap::new();
+        h.insert(H_KIND, "work");
+        // The subject wins over a header that says otherwise.
+        let f = read_in(Some(&h), "$IPCKIT.fan.news").unwrap();
+        assert_eq!((f.mailbox.as_str(), f.kind), ("news", Some(Kind::Fan)));
+        // Core NATS: the subject is the name, the header the route.
+        let f = read_in(Some(&h), "jobs").unwrap();
+        assert_eq!((f.mailbox.as_str(), f.kind), ("jobs", Some(Kind::Work)));
+        assert!(read_in(None, "$IPCKIT.orders").is_err());
+        assert!(read_in(None, "$IPCKIT.other.orders").is_err());
     }
 }

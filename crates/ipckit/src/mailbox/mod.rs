@@ -89,7 +89,8 @@
 //! (this broker's receivers and the bridge compete for it; what the
 //! bridge takes goes to one other broker); an interest or limits
 //! mailbox's message goes to every broker. A durable mailbox's messages
-//! travel through JetStream (stream `IPCKIT_…`, subjects `$IPCKIT.NAME`),
+//! travel through JetStream (stream `IPCKIT_…`, subjects
+//! `$IPCKIT.work.NAME` and `$IPCKIT.fan.NAME`),
 //! the others as NATS requests on subject `NAME` answered by the broker
 //! that stored them.
 //!
