@@ -164,6 +164,24 @@ pub use config::{Config, MailboxInfo, Retention, WhenFull};
 pub use name::{validate_name, Pattern};
 pub use store::{Fsync, StoreReport};
 
+/// A small deterministic generator (xorshift64) for the randomized tests.
+#[cfg(test)]
+pub(crate) struct Rng(pub(crate) u64);
+
+#[cfg(test)]
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
 /// The mailbox that is process `pid`'s inbox: `pid.PID`. A process has one
 /// while it is connected to the broker.
 pub fn inbox(pid: i32) -> String {

@@ -2671,19 +2671,7 @@ mod tests {
     }
 
     /// A small deterministic generator (xorshift), for the random walks.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use super::super::Rng;
 
     /// Random requests from three clients (sends, receives with every
     /// selector, acks of real and made-up tags, nacks, rejects, releases,

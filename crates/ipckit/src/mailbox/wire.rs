@@ -1065,6 +1065,102 @@ mod tests {
         assert_eq!(entries, [e]);
     }
 
+    /// Valid frames of every kind, mutated at random (bytes flipped, the
+    /// length changed, cut short, random bytes added), read as the broker
+    /// and the client read them (`frame_len`, then the decoder on each
+    /// whole frame): every outcome is a value or an error, never a panic.
+    #[test]
+    fn mutated_frames_decode_or_fail() {
+        let mut requests = Vec::new();
+        let mut events = Vec::new();
+        let mut b = Vec::new();
+        let take = |b: &mut Vec<u8>, into: &mut Vec<Vec<u8>>| into.push(std::mem::take(b));
+        hello(&mut b, true, true);
+        take(&mut b, &mut requests);
+        send(&mut b, 7, "a.b", 3, 9, FOREVER, Some("id"), b"payload");
+        take(&mut b, &mut requests);
+        create(&mut b, 1, true, "x.y", &Config::default());
+        take(&mut b, &mut requests);
+        subscribe(
+            &mut b,
+            2,
+            3,
+            8,
+            AckMode::Explicit,
+            Selector::UpTo(4),
+            "a.>",
+            "g",
+        );
+        take(&mut b, &mut requests);
+        ack(&mut b, &[1, 2, 3]);
+        take(&mut b, &mut requests);
+        nack(&mut b, 4, BY_BACKOFF);
+        take(&mut b, &mut requests);
+        reject(&mut b, 5, "no");
+        take(&mut b, &mut requests);
+        stat(&mut b, 6, "*");
+        take(&mut b, &mut requests);
+        welcome(&mut b, 1, 2, 3, 4);
+        take(&mut b, &mut events);
+        confirm(&mut b, 1, STORED, 9);
+        take(&mut b, &mut events);
+        fail(&mut b, 1, Code::Denied, "why");
+        take(&mut b, &mut events);
+        deliver(&mut b, &HEAD, "m.n", Some("i"), Some("r"), b"body");
+        take(&mut b, &mut events);
+        closed(&mut b, 1, "m");
+        take(&mut b, &mut events);
+        info(&mut b, 1, &[]);
+        take(&mut b, &mut events);
+        let mut r = super::super::Rng(0x2545_f491_4f6c_dd1d);
+        let (mut ok, mut refused) = (0u32, 0u32);
+        for _ in 0..50_000 {
+            let request = r.below(2) == 0;
+            let pool = if request { &requests } else { &events };
+            let mut f = pool[r.below(pool.len() as u64) as usize].clone();
+            for _ in 0..1 + r.below(4) {
+                match r.below(4) {
+                    0 => {
+                        let at = r.below(f.len() as u64) as usize;
+                        f[at] ^= 1 << r.below(8);
+                    }
+                    1 if f.len() > 5 => {
+                        let at = 4 + r.below(f.len() as u64 - 4) as usize;
+                        f.truncate(at);
+                    }
+                    1 => {}
+                    2 => f.extend((0..r.below(16)).map(|_| r.next() as u8)),
+                    _ => {
+                        // A length that agrees with what is there.
+                        let len = (f.len() - 4) as u32;
+                        f[..4].copy_from_slice(&len.to_le_bytes());
+                    }
+                }
+            }
+            let mut at = 0;
+            while let Ok(Some(n)) = frame_len(&f[at..], 1 << 16) {
+                let frame = &f[at..at + n];
+                let good = if request {
+                    read_request(frame).is_ok()
+                } else {
+                    read_event(frame).is_ok()
+                };
+                if good {
+                    ok += 1;
+                } else {
+                    refused += 1;
+                }
+                at += n;
+            }
+        }
+        // Both outcomes were reached: the mutations were not all fatal,
+        // nor all harmless.
+        assert!(
+            ok > 1000 && refused > 1000,
+            "{ok} decoded, {refused} refused"
+        );
+    }
+
     #[test]
     fn every_truncation_is_an_error_not_a_panic() {
         let mut frames = Vec::new();
