@@ -354,19 +354,27 @@ fn one_way(ctx: &mut Ctx, r: Route<'_>, durable: bool, sinks: usize, d: Duration
 /// The default row again through a broker that keeps every byte on the
 /// sockets (`ipc broker --no-lanes`): what the lanes buy.
 fn measure_socket_only(ctx: &mut Ctx, d: Duration) -> MailboxRow {
-    let mut row = MailboxRow {
-        path: MAILBOX_SOCKET.into(),
-        ..MailboxRow::default()
-    };
-    let r = (|| -> Result<()> {
+    measured_row(MAILBOX_SOCKET, |row| {
         let broker = start_broker(ctx, &["--no-lanes"])?;
         let route = Route::local(&broker);
         let wait = WaitStrategy::ADAPTIVE;
         row.rtt_ns = Some(round_trips(ctx, route, false, wait, d).context("round trip")?);
         row.msgs_per_s_1 = Some(one_way(ctx, route, false, 1, d).context("1 receiver")?);
         Ok(())
-    })();
-    if let Err(e) = r {
+    })
+}
+
+/// A row called `path` with what `measure` filled in, or why it could
+/// not (the error in its `skipped`); the point's cleanup done either way.
+fn measured_row(
+    path: impl Into<String>,
+    measure: impl FnOnce(&mut MailboxRow) -> Result<()>,
+) -> MailboxRow {
+    let mut row = MailboxRow {
+        path: path.into(),
+        ..MailboxRow::default()
+    };
+    if let Err(e) = measure(&mut row) {
         row.skipped = Some(format!("{e:#}"));
     }
     cleanup::point_done();
@@ -403,21 +411,12 @@ fn measure_bridge(ctx: &mut Ctx, d: Duration) -> Vec<MailboxRow> {
     let route = Route { from: &a, to: &b };
     let mut rows = Vec::new();
     for (path, durable) in [(BRIDGE, false), (BRIDGE_DURABLE, true)] {
-        let mut row = MailboxRow {
-            path: path.into(),
-            ..MailboxRow::default()
-        };
-        let wait = WaitStrategy::ADAPTIVE;
-        let r = (|| -> Result<()> {
+        rows.push(measured_row(path, |row| {
+            let wait = WaitStrategy::ADAPTIVE;
             row.rtt_ns = Some(round_trips(ctx, route, durable, wait, d).context("round trip")?);
             row.msgs_per_s_1 = Some(one_way(ctx, route, durable, 1, d).context("one way")?);
             Ok(())
-        })();
-        if let Err(e) = r {
-            row.skipped = Some(format!("{e:#}"));
-        }
-        cleanup::point_done();
-        rows.push(row);
+        }));
     }
     drop((a, b, server));
     rows
@@ -458,11 +457,7 @@ pub fn measure(ctx: &mut Ctx, d: Duration, unix_rtt: [Option<Stats>; 2]) -> Vec<
             WaitStrategy::ADAPTIVE,
         ),
     ] {
-        let mut row = MailboxRow {
-            path,
-            ..MailboxRow::default()
-        };
-        let r = (|| -> Result<()> {
+        rows.push(measured_row(path, |row| {
             let route = Route::local(&broker);
             row.rtt_ns = Some(round_trips(ctx, route, durable, wait, d).context("round trip")?);
             if wait != WaitStrategy::Block {
@@ -470,12 +465,7 @@ pub fn measure(ctx: &mut Ctx, d: Duration, unix_rtt: [Option<Stats>; 2]) -> Vec<
                 row.msgs_per_s_4 = Some(one_way(ctx, route, durable, 4, d).context("4 receivers")?);
             }
             Ok(())
-        })();
-        if let Err(e) = r {
-            row.skipped = Some(format!("{e:#}"));
-        }
-        cleanup::point_done();
-        rows.push(row);
+        }));
     }
     drop(broker);
     rows.push(measure_socket_only(ctx, d));

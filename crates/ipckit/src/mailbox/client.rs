@@ -667,6 +667,16 @@ impl Client {
     /// Sends what is buffered, waits (until `deadline`) for input and
     /// takes in every whole frame; false on timeout.
     fn pump(&mut self, deadline: Option<Instant>) -> Result<bool, Error> {
+        if self.broken {
+            return Err(Error::disconnected());
+        }
+        if !self.to_ack.is_empty() {
+            wire::ack(&mut self.wbuf, &self.to_ack);
+            self.to_ack.clear();
+        }
+        if !self.wbuf.is_empty() {
+            self.write_out()?;
+        }
         if self.lanes.is_none() {
             return self.pump_socket(deadline);
         }
@@ -681,31 +691,10 @@ impl Client {
     /// strategy says so), then sleeps in `poll(2)` on the socket with the
     /// flag up until the broker's kick (or the end).
     fn pump_lanes(&mut self, deadline: Option<Instant>) -> Result<bool, Error> {
-        if self.broken {
-            return Err(Error::disconnected());
-        }
-        if !self.to_ack.is_empty() {
-            wire::ack(&mut self.wbuf, &self.to_ack);
-            self.to_ack.clear();
-        }
-        if !self.wbuf.is_empty() {
-            self.write_out()?;
-        }
-        let mut spin_until = match self.wait {
-            WaitStrategy::Block => None,
-            WaitStrategy::Spin => Some(deadline),
-            WaitStrategy::Adaptive { spin_for } => {
-                let t = Instant::now() + spin_for;
-                Some(Some(deadline.map_or(t, |d| d.min(t))))
-            }
-        };
+        let mut spin = Spin::new(self.wait, deadline);
         let mut turns = 0u32;
         loop {
-            let spinning = match spin_until {
-                Some(None) => true,
-                Some(Some(t)) => Instant::now() < t,
-                None => false,
-            };
+            let spinning = spin.now();
             if spinning {
                 self.set_kick_me(false)?;
             }
@@ -722,7 +711,7 @@ impl Client {
                 std::thread::yield_now();
                 continue;
             }
-            spin_until = None;
+            spin.stop();
             if self.set_kick_me(true)? {
                 return Ok(true);
             }
@@ -743,26 +732,7 @@ impl Client {
 
     /// [`pump`](Self::pump) on the socket alone.
     fn pump_socket(&mut self, deadline: Option<Instant>) -> Result<bool, Error> {
-        if self.broken {
-            return Err(Error::disconnected());
-        }
-        if !self.to_ack.is_empty() {
-            wire::ack(&mut self.wbuf, &self.to_ack);
-            self.to_ack.clear();
-        }
-        if !self.wbuf.is_empty() {
-            self.write_out()?;
-        }
-        // Spin (if the strategy says so) until this instant (`Some(None)`:
-        // for ever), then sleep in poll(2) until `deadline`.
-        let mut spin_until = match self.wait {
-            WaitStrategy::Block => None,
-            WaitStrategy::Spin => Some(deadline),
-            WaitStrategy::Adaptive { spin_for } => {
-                let t = Instant::now() + spin_for;
-                Some(Some(deadline.map_or(t, |d| d.min(t))))
-            }
-        };
+        let mut spin = Spin::new(self.wait, deadline);
         let want = 256 << 10;
         loop {
             match crate::sys::fd::read_spare(self.fd.as_fd(), &mut self.rbuf, want) {
@@ -779,18 +749,13 @@ impl Client {
                 }
                 Err(e) => return Err(Error::io(e)),
             }
-            let spinning = match spin_until {
-                Some(None) => true,
-                Some(Some(t)) => Instant::now() < t,
-                None => false,
-            };
-            if spinning {
+            if spin.now() {
                 // Lets the broker (or the peer) run if it shares this CPU;
                 // alone on it, this returns at once.
                 std::thread::yield_now();
                 continue;
             }
-            spin_until = None;
+            spin.stop();
             let ready =
                 crate::sys::fd::poll(self.fd.as_fd(), crate::sys::fd::Interest::Read, deadline)
                     .map_err(Error::io)?;
@@ -1303,6 +1268,39 @@ impl Client {
             return Err(Error::disconnected());
         }
         self.write_out()
+    }
+}
+
+/// How long a wait spins (yielding the CPU) before it sleeps in
+/// `poll(2)`, as the client's [`WaitStrategy`] says.
+struct Spin(Option<Option<Instant>>);
+
+impl Spin {
+    /// Spinning until `deadline` (`Spin`), for the strategy's window
+    /// (`Adaptive`, at most until `deadline`), or not at all (`Block`).
+    fn new(wait: WaitStrategy, deadline: Option<Instant>) -> Spin {
+        Spin(match wait {
+            WaitStrategy::Block => None,
+            WaitStrategy::Spin => Some(deadline),
+            WaitStrategy::Adaptive { spin_for } => {
+                let t = Instant::now() + spin_for;
+                Some(Some(deadline.map_or(t, |d| d.min(t))))
+            }
+        })
+    }
+
+    /// Whether to spin on now.
+    fn now(&self) -> bool {
+        match self.0 {
+            Some(None) => true,
+            Some(Some(t)) => Instant::now() < t,
+            None => false,
+        }
+    }
+
+    /// Sleeps from now on, whatever the time (once woken from a sleep).
+    fn stop(&mut self) {
+        self.0 = None;
     }
 }
 
