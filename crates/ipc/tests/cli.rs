@@ -272,9 +272,16 @@ fn permission_denied() {
     let mut cmd = if is_root() {
         // Root bypasses permission bits: run a copy of ipc as nobody.
         use std::os::unix::process::CommandExt;
+        // Copied by a child process: a copy this process held open for
+        // writing could be inherited by a peer another test thread forks,
+        // and running it would then fail with ETXTBSY.
         let exe = dir.path().join("ipc");
-        std::fs::copy(env!("CARGO_BIN_EXE_ipc"), &exe).unwrap();
-        std::fs::set_permissions(&exe, PermissionsExt::from_mode(0o755)).unwrap();
+        let copied = Command::new("install")
+            .args(["-m", "0755", env!("CARGO_BIN_EXE_ipc")])
+            .arg(&exe)
+            .status()
+            .unwrap();
+        assert!(copied.success(), "install: {copied}");
         let mut c = Command::new(exe);
         c.stdin(Stdio::null()).uid(65534).gid(65534);
         c

@@ -76,11 +76,31 @@ pub fn other_user_cmd(dir: &tempfile::TempDir) -> io::Result<Command> {
     use std::os::unix::process::CommandExt;
     std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755))?;
     let exe = dir.path().join("peer");
-    std::fs::copy(std::env::current_exe()?, &exe)?;
-    std::fs::set_permissions(&exe, PermissionsExt::from_mode(0o755))?;
+    if !exe.exists() {
+        install_exe(&std::env::current_exe()?, &exe)?;
+    }
     let mut c = Command::new(exe);
     c.uid(65534).gid(65534);
     Ok(c)
+}
+
+/// Copies the executable `from` to `to`, mode 0755, in a child process.
+///
+/// Not with `std::fs::copy`: while this process holds the copy open for
+/// writing, another test thread may fork a peer, whose child holds that
+/// descriptor until its `exec` closes it; running the copy in that window
+/// fails with ETXTBSY ("Text file busy"). A writer that lives in a process
+/// of its own, gone when it exits, cannot be inherited by anybody.
+pub fn install_exe(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    let st = Command::new("install")
+        .args(["-m", "0755"])
+        .arg(from)
+        .arg(to)
+        .status()?;
+    if !st.success() {
+        return Err(io::Error::other(format!("install {from:?} {to:?}: {st}")));
+    }
+    Ok(())
 }
 
 /// Runs `cmd` (a peer expected to be refused) and checks it printed
