@@ -469,7 +469,7 @@ fn bench_measures_request_reply_over_the_registry() {
 /// process, plain and durable, with adaptive and blocking clients, beside
 /// a bare Unix socket's round trips (both waits); nats-server's and two
 /// brokers bridged through it when it is installed (else rows say how to
-/// get it).
+/// get it); and the mailbox in the main and request/reply tables.
 #[test]
 fn bench_measures_mailboxes_through_a_broker() {
     let (table, v) = bench_json(&["mailbox", "--duration-ms", "30"]);
@@ -539,8 +539,20 @@ fn bench_measures_mailboxes_through_a_broker() {
             );
         }
     }
-    // No main table when only mailboxes were asked for.
-    assert!(v["results"].as_array().unwrap().is_empty(), "{v}");
+    // The mailbox is also a mechanism of the main table and of the
+    // request/reply table, through its address and the bench's broker.
+    let main = v["results"].as_array().unwrap();
+    let sizes: Vec<u64> = main.iter().map(|r| r["size"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, [64, 4096, 65536], "{v}");
+    for r in main {
+        assert_eq!(r["mechanism"], "mailbox", "{r}");
+        assert!(r["rtt_ns"]["p50"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["throughput"]["msgs_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let rpc = v["request_reply"].as_array().unwrap();
+    assert_eq!(rpc.len(), 1, "{v}");
+    assert_eq!(rpc[0]["mechanism"], "mailbox", "{v}");
+    assert!(rpc[0]["calls_per_s_1"].as_f64().unwrap() > 0.0, "{v}");
 }
 
 #[test]

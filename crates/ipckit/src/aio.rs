@@ -923,6 +923,7 @@ where
     {
         let handler = Arc::new(handler);
         let own = self.listener.local_address()?;
+        let broker: Option<std::path::PathBuf> = self.listener.broker().map(Into::into);
         let inboxes: Arc<Inboxes> = Arc::default();
         let max = rpc::max_request_message(self.max_request);
         // Every task this server starts: dropped with the `serve` future.
@@ -947,11 +948,12 @@ where
             };
             rx.set_max_message_size(max);
             let mut rx = AsyncReceiver::new(rx)?;
-            let (handler, codec, inboxes, own) = (
+            let (handler, codec, inboxes, own, broker) = (
                 handler.clone(),
                 self.codec.clone(),
                 inboxes.clone(),
                 own.clone(),
+                broker.clone(),
             );
             let reply_timeout = self.reply_timeout;
             let conn_task = async move {
@@ -975,8 +977,13 @@ where
                         (None, None) => continue,
                     };
                     let body = body.to_vec();
-                    let (handler, codec, inboxes, own) =
-                        (handler.clone(), codec.clone(), inboxes.clone(), own.clone());
+                    let (handler, codec, inboxes, own, broker) = (
+                        handler.clone(),
+                        codec.clone(),
+                        inboxes.clone(),
+                        own.clone(),
+                        broker.clone(),
+                    );
                     requests.spawn(async move {
                         let outcome = match typed::decode::<Req, C>(&codec, &body) {
                             Err(e) => Err(e.to_string()),
@@ -992,7 +999,7 @@ where
                             }
                         };
                         let msg = rpc::reply_message(id, outcome);
-                        send_reply(&own, path, msg, &inboxes, reply_timeout).await;
+                        send_reply(&own, broker, path, msg, &inboxes, reply_timeout).await;
                     });
                     // Finished request tasks are reaped as we go.
                     while requests.try_join_next().is_some() {}
@@ -1020,6 +1027,7 @@ where
 /// Sends one reply (dropped if it cannot go within `timeout`).
 async fn send_reply(
     own: &Address,
+    broker: Option<std::path::PathBuf>,
     path: AsyncReply,
     msg: Vec<u8>,
     inboxes: &Inboxes,
@@ -1038,9 +1046,10 @@ async fn send_reply(
                 None => {
                     // Connecting may wait (a FIFO, for its reader).
                     let (own, to2) = (own.clone(), to.clone());
-                    let conn =
-                        tokio::task::spawn_blocking(move || rpc::open_reply(&own, &to2, timeout))
-                            .await;
+                    let conn = tokio::task::spawn_blocking(move || {
+                        rpc::open_reply(&own, broker.as_deref(), &to2, timeout)
+                    })
+                    .await;
                     let Ok(Ok(conn)) = conn else {
                         return;
                     };

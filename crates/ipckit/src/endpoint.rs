@@ -9,6 +9,12 @@
 //! | `unix-dgram:` | a sending socket (unbound: no replies) | the bound socket, once |
 //! | `fifo:` | the writing end (waits for a reader) | the reading end for each writer in turn (the FIFO is made if missing) |
 //! | `mq:`, `sysv-mq:`, `ring:` | the sending side | the receiving side, once (made if missing) |
+//! | `mailbox:` | a sender to the mailbox, through the broker ([`Options::broker`]) | a receiver of the mailbox (made if missing) or of a pattern (`orders.*`), once |
+//! | `pid:` | a sender to that process's inbox (`pid:self`: this process's) | this process's inbox (`pid:self` only), once |
+//!
+//! What `listen` made (a socket file, a FIFO, a queue, a ring, a mailbox)
+//! is removed when the listener and what it gave are dropped, unless
+//! [`Options::keep`] says otherwise.
 //!
 //! Using a one-way end the wrong way is an `InvalidInput` error that says
 //! which way it goes.
@@ -353,6 +359,7 @@ pub struct Options {
     ring_capacity: Option<usize>,
     ring_max_message_size: Option<usize>,
     max_message_size: Option<usize>,
+    broker: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -373,6 +380,7 @@ impl Options {
             ring_capacity: None,
             ring_max_message_size: None,
             max_message_size: None,
+            broker: None,
         }
     }
 
@@ -428,6 +436,21 @@ impl Options {
     pub fn max_message_size(mut self, max: usize) -> Self {
         self.max_message_size = Some(max);
         self
+    }
+
+    /// `mailbox:` and `pid:` addresses: the socket of the broker to use
+    /// (default [`crate::mailbox::default_socket`], which
+    /// `$IPCKIT_BROKER` overrides).
+    pub fn broker(mut self, socket: impl Into<std::path::PathBuf>) -> Self {
+        self.broker = Some(socket.into());
+        self
+    }
+
+    fn mailbox_client(&self) -> Result<crate::mailbox::Client, crate::mailbox::Error> {
+        match &self.broker {
+            Some(path) => crate::mailbox::Client::connect_to(path),
+            None => crate::mailbox::Client::connect(),
+        }
     }
 
     fn ring(&self, name: &str) -> crate::ring::RingBuilder {
@@ -525,11 +548,11 @@ fn connect_once(addr: &Address, opts: &Options) -> io::Result<Connection> {
         )),
         Address::Ring(name) => Way::Send(Box::new(opts.ring(name).make(make)?.sender()?)),
         Address::Mailbox(name) => {
-            let client = crate::mailbox::Client::connect()?;
+            let client = opts.mailbox_client()?;
             Way::Send(Box::new(crate::mailbox::MailboxSender::new(client, name)?))
         }
         Address::Pid(pid) => {
-            let client = crate::mailbox::Client::connect()?;
+            let client = opts.mailbox_client()?;
             let pid = match *pid {
                 0 => client.me().pid,
                 p => p as i32,
@@ -573,6 +596,8 @@ pub struct Listener {
     created: Option<CreatedPath>,
     /// For every connection handed out.
     max_message_size: Option<usize>,
+    /// The broker of a `mailbox:` or `pid:` listener, when not the default.
+    broker: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -623,6 +648,7 @@ pub(crate) fn sysv_inbox(key: crate::sysv::Key, mtype: i64) -> io::Result<Listen
         framing: Options::new().framing,
         created: None,
         max_message_size: None,
+        broker: None,
     })
 }
 
@@ -712,14 +738,23 @@ fn listen_inner(addr: &Address, opts: &Options, new: bool) -> io::Result<Listene
         }
         Address::Ring(name) => once(Way::Recv(Box::new(opts.ring(name).make(make)?.receiver()?))),
         Address::Mailbox(pattern) => {
-            let client = crate::mailbox::Client::connect()?;
-            let opts = crate::mailbox::SubscribeOptions::default();
-            once(Way::Recv(Box::new(crate::mailbox::MailboxReceiver::new(
-                client, pattern, &opts,
-            )?)))
+            use crate::mailbox::{Config, MailboxReceiver, Pattern, SubscribeOptions};
+            let mut client = opts.mailbox_client()?;
+            // A name (not a pattern) is made if missing, like a queue, and
+            // goes with the listener unless kept.
+            let made = match Pattern::new(pattern)?.is_wild() {
+                true => false,
+                false if new => client.create(pattern, &Config::default()).map(|()| true)?,
+                false => client.create_or_open(pattern, &Config::default())?,
+            };
+            let mut rx = MailboxReceiver::new(client, pattern, &SubscribeOptions::default())?;
+            if made && !opts.keep {
+                rx.remove_on_drop(pattern);
+            }
+            once(Way::Recv(Box::new(rx)))
         }
         Address::Pid(0) => {
-            let client = crate::mailbox::Client::connect()?;
+            let client = opts.mailbox_client()?;
             once(Way::Recv(Box::new(crate::mailbox::MailboxReceiver::inbox(
                 client,
             )?)))
@@ -744,7 +779,16 @@ fn listen_inner(addr: &Address, opts: &Options, new: bool) -> io::Result<Listene
         framing: opts.framing,
         created,
         max_message_size: opts.max_message_size,
+        broker: opts.broker.clone(),
     })
+}
+
+impl Listener {
+    /// The broker a `mailbox:` or `pid:` listener was given
+    /// ([`Options::broker`]); `None` for the default.
+    pub(crate) fn broker(&self) -> Option<&std::path::Path> {
+        self.broker.as_deref()
+    }
 }
 
 /// Ready when a client waits to be accepted (`unix:`, `unix-seq:`,

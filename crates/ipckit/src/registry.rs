@@ -68,6 +68,11 @@ pub struct Mechanism {
     pub kernel: &'static str,
     /// The man page or module to read.
     pub reference: &'static str,
+    /// Whether it needs a running mailbox broker (`ipc broker`, or
+    /// [`Broker::builder`](crate::mailbox::Broker::builder) in a process),
+    /// found at [`default_socket`](crate::mailbox::default_socket)
+    /// (`$IPCKIT_BROKER` names another).
+    pub broker: bool,
     scratch: fn(&str) -> String,
 }
 
@@ -106,6 +111,7 @@ pub static MECHANISMS: &[Mechanism] = &[
         lossy: false,
         kernel: "a pipe buffer (pipefs), 64 KiB unless resized, found by a path",
         reference: "fifo(7), crate::fifo",
+        broker: false,
         scratch: |t| format!("fifo:{}", std::env::temp_dir().join(t).display()),
     },
     Mechanism {
@@ -119,6 +125,7 @@ pub static MECHANISMS: &[Mechanism] = &[
         lossy: false,
         kernel: "AF_UNIX socket buffers, copied once into the peer's queue",
         reference: "unix(7), crate::socket::unix",
+        broker: false,
         scratch: |t| format!("unix:@{t}"),
     },
     Mechanism {
@@ -132,6 +139,7 @@ pub static MECHANISMS: &[Mechanism] = &[
         lossy: false,
         kernel: "AF_UNIX datagrams queued on the receiving socket",
         reference: "unix(7), crate::socket::unix::UnixDatagram",
+        broker: false,
         scratch: |t| format!("unix-dgram:@{t}"),
     },
     Mechanism {
@@ -145,6 +153,7 @@ pub static MECHANISMS: &[Mechanism] = &[
         lossy: false,
         kernel: "AF_UNIX packets on a connection",
         reference: "unix(7) SOCK_SEQPACKET, crate::socket::unix::SeqpacketStream",
+        broker: false,
         scratch: |t| format!("unix-seq:@{t}"),
     },
     Mechanism {
@@ -158,6 +167,7 @@ pub static MECHANISMS: &[Mechanism] = &[
         lossy: false,
         kernel: "the TCP/IP stack (loopback on one machine)",
         reference: "tcp(7), crate::socket::inet",
+        broker: false,
         scratch: |_| "tcp:127.0.0.1:0".into(),
     },
     Mechanism {
@@ -173,6 +183,7 @@ pub static MECHANISMS: &[Mechanism] = &[
         lossy: true,
         kernel: "the UDP/IP stack; dropped when buffers fill",
         reference: "udp(7), crate::socket::inet::UdpSocket",
+        broker: false,
         scratch: |_| "udp:127.0.0.1:0".into(),
     },
     Mechanism {
@@ -186,6 +197,7 @@ pub static MECHANISMS: &[Mechanism] = &[
         lossy: false,
         kernel: "the mqueue filesystem; messages kept in kernel memory",
         reference: "mq_overview(7), crate::mq",
+        broker: false,
         scratch: |t| format!("mq:/{t}"),
     },
     Mechanism {
@@ -199,6 +211,7 @@ pub static MECHANISMS: &[Mechanism] = &[
         lossy: false,
         kernel: "a System V msg_queue in kernel memory (per IPC namespace)",
         reference: "msgop(2), crate::mq::sysv",
+        broker: false,
         scratch: |t| format!("sysv-mq:{}", key_from(t)),
     },
     Mechanism {
@@ -212,7 +225,22 @@ pub static MECHANISMS: &[Mechanism] = &[
         lossy: false,
         kernel: "shared pages (POSIX shm); futex(2) only to sleep and wake",
         reference: "crate::ring",
+        broker: false,
         scratch: |t| format!("ring:{t}"),
+    },
+    Mechanism {
+        scheme: "mailbox",
+        forms: "mailbox:NAME (receivers: mailbox:PATTERN), pid:PID, pid:self",
+        data: "message with a type, a priority and the sender's credentials",
+        participants: "many senders and receivers, by name, through a broker",
+        direction: Direction::OneWay,
+        connections: false,
+        empty_messages: true,
+        lossy: false,
+        kernel: "a broker process: frames in shared-memory lanes, a Unix socket to wake and to end",
+        reference: "crate::mailbox, ipc broker",
+        broker: true,
+        scratch: |t| format!("mailbox:{t}"),
     },
 ];
 

@@ -11,7 +11,7 @@
 //! | address | requests go | replies come back |
 //! |---|---|---|
 //! | `unix:`, `unix-seq:`, `tcp:` | over the connection | over the same connection |
-//! | `mq:`, `ring:`, `fifo:`, `unix-dgram:` | to the server's queue, ring, FIFO or socket | to the client's own inbox of the same kind, named `ADDRESS.reply.PID.N` (made exclusively, removed when the client is dropped) |
+//! | `mq:`, `ring:`, `fifo:`, `unix-dgram:`, `mailbox:` | to the server's queue, ring, FIFO, socket or mailbox | to the client's own inbox of the same kind, named `ADDRESS.reply.PID.N` (made exclusively, mode 0600, removed when the client is dropped) |
 //! | `udp:` | to the server's socket | to the client's own socket (bound to port 0) |
 //! | `sysv-mq:` | to the server's queue, as type 1 | to the same queue, as the client's own type (`PID << 32 \| N`), the reply address being `ADDRESS.reply.TYPE` (the classic System V pattern) |
 //!
@@ -161,7 +161,11 @@ static INBOXES: AtomicU64 = AtomicU64::new(0);
 /// The client's own inbox for replies on a one-way mechanism.
 fn make_inbox(addr: &Address) -> io::Result<(String, Listener)> {
     match addr {
-        Address::Mq(_) | Address::Ring(_) | Address::Fifo(_) | Address::UnixDgram(_) => {
+        Address::Mq(_)
+        | Address::Ring(_)
+        | Address::Fifo(_)
+        | Address::UnixDgram(_)
+        | Address::Mailbox(_) => {
             let reply = format!(
                 "{addr}.reply.{}.{}",
                 std::process::id(),
@@ -191,7 +195,8 @@ fn make_inbox(addr: &Address) -> io::Result<(String, Listener)> {
             io::ErrorKind::Unsupported,
             format!(
                 "{addr}: request/reply has no reply path over this mechanism yet; use \
-                 unix:, unix-seq:, tcp:, udp:, unix-dgram:, mq:, ring:, fifo: or sysv-mq:"
+                 unix:, unix-seq:, tcp:, udp:, unix-dgram:, mq:, ring:, fifo:, sysv-mq: or \
+                 mailbox:"
             ),
         )),
     }
@@ -210,13 +215,23 @@ fn sysv_reply_type(own: &Address, to: &str) -> Option<i64> {
 }
 
 /// Opens the path to a client's inbox `to` (already allowed by
-/// [`reply_allowed`]) for a server at `own`; may wait up to `timeout` (a
-/// FIFO, for its reader).
-pub(crate) fn open_reply(own: &Address, to: &str, timeout: Duration) -> io::Result<Connection> {
+/// [`reply_allowed`]) for a server at `own` (through its listener's
+/// `broker`, for a mailbox); may wait up to `timeout` (a FIFO, for its
+/// reader).
+pub(crate) fn open_reply(
+    own: &Address,
+    broker: Option<&std::path::Path>,
+    to: &str,
+    timeout: Duration,
+) -> io::Result<Connection> {
     if let (Address::SysvMq(key), Some(t)) = (own, sysv_reply_type(own, to)) {
         return endpoint::sysv_sender(*key, t);
     }
-    endpoint::connect_timeout(&to.parse()?, Some(timeout))
+    let mut opts = endpoint::Options::new().timeout(Some(timeout));
+    if let Some(b) = broker {
+        opts = opts.broker(b);
+    }
+    endpoint::connect_with(&to.parse()?, &opts)
 }
 
 impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp, Postcard> {
@@ -575,6 +590,8 @@ struct Shared<C, F> {
     codec: C,
     handler: F,
     own: Address,
+    /// The listener's broker, for replies to mailboxes.
+    broker: Option<std::path::PathBuf>,
     reply_timeout: Duration,
     inboxes: Mutex<HashMap<String, Arc<Mutex<Connection>>>>,
     stop: Arc<AtomicBool>,
@@ -699,6 +716,7 @@ where
             codec: self.codec,
             handler,
             own: own.clone(),
+            broker: self.listener.broker().map(Into::into),
             reply_timeout: self.reply_timeout,
             inboxes: Mutex::new(HashMap::new()),
             stop,
@@ -926,7 +944,11 @@ fn reply_allowed(own: &Address, to: &str) -> bool {
             let own_loopback = own_ip.is_some_and(|ip| ip.is_loopback());
             sa.port() != 0 && (sa.ip().is_loopback() || !own_loopback)
         }
-        Address::Mq(_) | Address::Ring(_) | Address::Fifo(_) | Address::UnixDgram(_) => {
+        Address::Mq(_)
+        | Address::Ring(_)
+        | Address::Fifo(_)
+        | Address::UnixDgram(_)
+        | Address::Mailbox(_) => {
             let prefix = format!("{own}.reply.");
             to.strip_prefix(&prefix).is_some_and(|rest| {
                 !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit() || b == b'.')
@@ -967,7 +989,8 @@ impl<C: Codec, F> Shared<C, F> {
                     None => {
                         // Connecting may wait (a FIFO, for its reader): not
                         // under the lock.
-                        let Ok(c) = open_reply(&self.own, &to, self.reply_timeout) else {
+                        let broker = self.broker.as_deref();
+                        let Ok(c) = open_reply(&self.own, broker, &to, self.reply_timeout) else {
                             return;
                         };
                         let c = Arc::new(Mutex::new(c));

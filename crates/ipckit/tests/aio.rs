@@ -603,6 +603,7 @@ fn main() {
         "aio",
         Duration::from_secs(120),
     );
+    common::start_broker().expect("a mailbox broker for the registry's mailbox: entry");
     common::run_cases(vec![
         ("every_mechanism_at_once", every_mechanism_at_once),
         (

@@ -213,6 +213,7 @@ fn main() {
         "endpoint",
         Duration::from_secs(120),
     );
+    common::start_broker().expect("a mailbox broker for the registry's mailbox: entry");
     common::run_cases(vec![
         ("same_code_every_address", same_code_every_address),
         ("several_clients", several_clients),

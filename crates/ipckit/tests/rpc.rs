@@ -308,10 +308,13 @@ fn spawned_server_stops_and_cleans_up() -> Result<(), Failed> {
         ensure(start.elapsed() < Duration::from_secs(2), || {
             format!("{target}: stopping took {:?}", start.elapsed())
         })?;
-        // A queue, ring or FIFO is removed; nobody listens on a socket
-        // (UDP cannot tell: a datagram to nobody is sent all the same).
+        // A queue, ring, FIFO or mailbox is removed; nobody listens on a
+        // socket (UDP cannot tell: a datagram to nobody is sent all the
+        // same).
         let gone = match &addr {
-            Address::Mq(_) | Address::Ring(_) | Address::Fifo(_) => !common::object_exists(&addr),
+            Address::Mq(_) | Address::Ring(_) | Address::Fifo(_) | Address::Mailbox(_) => {
+                !common::object_exists(&addr)
+            }
             Address::Udp(_) => true,
             _ => ipckit::connect(&target)
                 .and_then(|mut c| {
@@ -336,6 +339,7 @@ fn main() {
         "rpc",
         Duration::from_secs(120),
     );
+    common::start_broker().expect("a mailbox broker for the registry's mailbox: entry");
     common::run_cases(vec![
         ("every_address", every_address),
         ("server_errors", server_errors),

@@ -471,6 +471,7 @@ fn main() {
         "select",
         Duration::from_secs(120),
     );
+    common::start_broker().expect("a mailbox broker for the registry's mailbox: entry");
     common::run_cases(vec![
         ("every_kind", every_kind),
         ("read_ahead_keeps_ready", read_ahead_keeps_ready),

@@ -74,9 +74,9 @@ pub struct MailboxRow {
 }
 
 /// The broker process; stopped (SIGTERM, then SIGKILL) on drop.
-struct BrokerProc {
+pub(super) struct BrokerProc {
     peer: Peer,
-    socket: PathBuf,
+    pub(super) socket: PathBuf,
 }
 
 impl Drop for BrokerProc {
@@ -95,7 +95,7 @@ impl Drop for BrokerProc {
 }
 
 /// Starts `ipc broker` with a store and these further arguments.
-fn start_broker(ctx: &mut Ctx, args: &[&str]) -> Result<BrokerProc> {
+pub(super) fn start_broker(ctx: &mut Ctx, args: &[&str]) -> Result<BrokerProc> {
     let (sock, store) = (ctx.unique("broker"), ctx.unique("store"));
     let dir = ctx.tmp.path();
     let socket = dir.join(format!("{sock}.sock"));

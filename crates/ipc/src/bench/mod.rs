@@ -76,8 +76,9 @@ const MSG_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Mechanisms to measure (default: all); `mailbox` is messages
-    /// through an `ipc broker` process (its own table).
+    /// Mechanisms to measure (default: all); `mailbox` (messages through
+    /// an `ipc broker` process) also gets a table of its own: groups,
+    /// durability, and nats-server beside it.
     #[arg(value_name = "MECHANISM", value_parser = mechanism_names())]
     mechanisms: Vec<String>,
     /// Message sizes in bytes.
@@ -128,22 +129,22 @@ pub struct Args {
     #[arg(long)]
     select: bool,
     /// Set up every mechanism that has an address (fifo, the sockets, mq,
-    /// sysv-mq, ring) through `ipckit::listen` and `ipckit::connect` on
-    /// that address alone, with the library's defaults, as a program that
-    /// knows only the address would; without it, the queues, FIFOs and
-    /// rings are set up the bench's own way (queues and rings sized for
-    /// the message, rings handed over anonymously). The socket kinds go by
-    /// address either way.
+    /// sysv-mq, ring, mailbox) through `ipckit::listen` and
+    /// `ipckit::connect` on that address alone, with the library's
+    /// defaults, as a program that knows only the address would; without
+    /// it, the queues, FIFOs and rings are set up the bench's own way
+    /// (queues and rings sized for the message, rings handed over
+    /// anonymously). The socket kinds and the mailbox go by address either
+    /// way.
     #[arg(long, conflicts_with = "zero_copy")]
     by_address: bool,
 }
 
-/// The name of the mailbox section, beside the mechanisms' names.
+/// The mechanism that also has a section of its own.
 const MAILBOX: &str = "mailbox";
 
 fn mechanism_names() -> clap::builder::PossibleValuesParser {
-    let names = Mech::all().iter().map(|m| m.name()).chain([MAILBOX]);
-    clap::builder::PossibleValuesParser::new(names)
+    clap::builder::PossibleValuesParser::new(Mech::all().iter().map(|m| m.name()))
 }
 
 /// The largest message size `ipc bench` measures.
@@ -269,12 +270,7 @@ pub fn run(args: Args) -> Result<()> {
     let mechs: Vec<Mech> = if args.mechanisms.is_empty() {
         Mech::all().to_vec()
     } else {
-        let mut v: Vec<Mech> = args
-            .mechanisms
-            .iter()
-            .filter(|n| *n != MAILBOX)
-            .map(|n| Mech::by_name(n))
-            .collect();
+        let mut v: Vec<Mech> = args.mechanisms.iter().map(|n| Mech::by_name(n)).collect();
         v.dedup();
         v
     };
@@ -335,6 +331,7 @@ pub fn run(args: Args) -> Result<()> {
         select: args.select,
         via_select: false,
         by_address: args.by_address,
+        broker: None,
     };
     cleanup::tmp(ctx.tmp.path().to_owned());
     let mut points: Vec<(Mech, usize, WaitStrategy)> = Vec::new();

@@ -67,10 +67,12 @@ fn measure_inner(
 ) -> Result<(u64, u64, u64, f64, f64)> {
     let tag = ctx.unique("rpc");
     let addr = m.scratch_address(&tag);
-    let listener = ipckit::listen(&addr).with_context(|| format!("listening on {addr}"))?;
+    let mut cmd = ctx.peer_cmd(Role::Rpc)?;
+    let opts = ctx.with_broker(m, &mut cmd, ipckit::endpoint::Options::new())?;
+    let listener =
+        ipckit::listen_with(&addr, &opts).with_context(|| format!("listening on {addr}"))?;
     let target = listener.local_address()?;
     let server = Server::new(listener).workers(0).spawn(|req: Vec<u8>| req)?;
-    let mut cmd = ctx.peer_cmd(Role::Rpc)?;
     cmd.arg("--addr")
         .arg(target.to_string())
         .arg("--size")

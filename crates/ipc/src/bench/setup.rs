@@ -104,6 +104,9 @@ pub(super) struct Ctx {
     /// `--by-address`: every registry mechanism is set up through its
     /// address.
     pub(super) by_address: bool,
+    /// The broker for the registry's mechanisms that need one (`mailbox:`),
+    /// started when the first of them is measured.
+    pub(super) broker: Option<super::mailbox::BrokerProc>,
 }
 
 impl Ctx {
@@ -156,13 +159,34 @@ impl Ctx {
         let (mut ep, peer) = match self.addressed(mech) {
             Some(m) => {
                 cmd.arg("--by-address");
-                self.set_up_by_address(m, cmd, size, sel)?
+                let opts = self.with_broker(m, &mut cmd, address_options(size))?;
+                self.set_up_by_address(m, cmd, &opts, sel)?
             }
             None => self.specially(mech, cmd, size, sel)?,
         };
         ep.set_wait_strategy(wait);
         ep.set_max_message_size(size.max(ipckit::frame::DEFAULT_MAX_MESSAGE_SIZE));
         Ok((ep, peer))
+    }
+
+    /// For a mechanism that needs a broker (`mailbox:`): `opts` and the
+    /// peer's `cmd` made to use the bench's, started if need be, so that
+    /// both processes are its clients. Others: `opts` as they are.
+    pub(super) fn with_broker(
+        &mut self,
+        m: &Mechanism,
+        cmd: &mut Command,
+        opts: ipckit::endpoint::Options,
+    ) -> Result<ipckit::endpoint::Options> {
+        if !m.broker {
+            return Ok(opts);
+        }
+        if self.broker.is_none() {
+            self.broker = Some(super::mailbox::start_broker(self, &[])?);
+        }
+        let socket = &self.broker.as_ref().expect("just started").socket;
+        cmd.env("IPCKIT_BROKER", socket);
+        Ok(opts.broker(socket))
     }
 
     /// The registry mechanism `mech` is set up through, when it is set up
@@ -295,7 +319,7 @@ impl Ctx {
         &mut self,
         m: &'static Mechanism,
         mut cmd: Command,
-        size: usize,
+        opts: &ipckit::endpoint::Options,
         sel: bool,
     ) -> Result<(Box<dyn Endpoint>, Peer)> {
         let scratch = |ctx: &mut Ctx, what: &str| m.scratch_address(&ctx.unique(what));
@@ -306,7 +330,7 @@ impl Ctx {
             // a killed peer cannot remove.
             r.address(&here);
             r.address(&there);
-            Ok(ipckit::listen_with(&here, &address_options(size))?)
+            Ok(ipckit::listen_with(&here, opts)?)
         })?;
         cmd.arg("--addr").arg(l.local_address()?.to_string());
         if m.direction == Direction::TwoWay {
@@ -342,7 +366,7 @@ impl Ctx {
         };
         // Receive first: a FIFO's reader and writer wait for each other.
         let rx = accept_from(&l, &mut peer)?;
-        let tx = ipckit::connect_with(&theirs.parse()?, &address_options(size))
+        let tx = ipckit::connect_with(&theirs.parse()?, opts)
             .with_context(|| format!("connecting to the peer's {theirs}"))?;
         let pair = Pair {
             tx,

@@ -1405,6 +1405,16 @@ pub struct MailboxReceiver {
     max: usize,
     ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
     last: Option<Delivery>,
+    /// The mailbox [`crate::listen`] made, removed on drop.
+    made: Option<String>,
+}
+
+impl Drop for MailboxReceiver {
+    fn drop(&mut self) {
+        if let Some(name) = self.made.take() {
+            let _ = self.client.delete(&name);
+        }
+    }
 }
 
 impl MailboxReceiver {
@@ -1436,7 +1446,14 @@ impl MailboxReceiver {
             max,
             ready: Default::default(),
             last: None,
+            made: None,
         }
+    }
+
+    /// Removes mailbox `name` when this receiver is dropped (what
+    /// [`crate::listen`] made).
+    pub(crate) fn remove_on_drop(&mut self, name: &str) {
+        self.made = Some(name.to_string());
     }
 
     /// The last message received, with its type, priority, sender and

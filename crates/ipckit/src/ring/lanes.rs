@@ -266,13 +266,18 @@ impl Lanes {
         Ok(self.unread_out()? < self.capacity)
     }
 
-    /// After a [`write`](Self::write): whether the reader sleeps and must
-    /// be kicked.
+    /// After a [`write`](Self::write): whether the reader sleeps with
+    /// bytes it has not read, and must be kicked. A reader that raised its
+    /// flag after taking everything (it returned to its caller) is not
+    /// kicked: the kick would wake whoever waits on its socket for nothing.
     pub(crate) fn reader_sleeps(&self) -> bool {
         // Pairs with the fence in `sleep`: either the reader sees the new
-        // tail when it looks again, or this sees its flag.
+        // tail when it looks again, or this sees its flag. Its head (only a
+        // hint: a peer lying about it loses its own wake-ups) at the tail
+        // means it has seen the tail.
         fence(Ordering::SeqCst);
         self.sleeps(self.out).load(Ordering::Relaxed) != 0
+            && self.head(self.out).load(Ordering::Acquire) != self.written
     }
 
     /// After a [`read_into`](Self::read_into): whether the writer waits
@@ -347,7 +352,7 @@ mod tests {
 
     #[test]
     fn the_sleep_flag_is_seen_by_the_writer() {
-        let (mut a, b) = pair(4096);
+        let (mut a, mut b) = pair(4096);
         assert!(!b.readable().unwrap());
         b.sleep(true);
         a.write(b"x").unwrap();
@@ -355,6 +360,12 @@ mod tests {
         assert!(b.readable().unwrap());
         b.sleep(false);
         assert!(!a.reader_sleeps());
+        // Asleep with everything read: nothing to wake it for.
+        b.read_into(&mut Vec::new(), 10).unwrap();
+        b.sleep(true);
+        assert!(!a.reader_sleeps());
+        a.write(b"y").unwrap();
+        assert!(a.reader_sleeps());
     }
 
     #[test]

@@ -145,6 +145,9 @@ pub type Role = fn(&str) -> io::Result<()>;
 /// stderr. Otherwise returns, and arms a watchdog so a hung test fails
 /// the run after `limit` instead of hanging CI.
 pub fn play_peer_or_arm_watchdog(roles: &[(&str, Role)], suite: &'static str, limit: Duration) {
+    if let Ok(path) = std::env::var(BROKER_VAR) {
+        play_broker(&path);
+    }
     for (var, role) in roles {
         if let Ok(spec) = std::env::var(var) {
             if let Err(e) = role(&spec) {
@@ -175,10 +178,103 @@ pub fn run_cases(cases: Vec<(&'static str, Case)>) -> ! {
     run_trials(&args, trials)
 }
 
+/// This test binary, started with `IPCKIT_TEST_BROKER=PATH`, is a
+/// mailbox broker at `PATH` (see [`start_broker`]).
+const BROKER_VAR: &str = "IPCKIT_TEST_BROKER";
+
+/// The broker of this test run, if [`start_broker`] started one.
+static BROKER: std::sync::Mutex<Option<TestBroker>> = std::sync::Mutex::new(None);
+
+/// A broker process; its standard input is a pipe from this process, so
+/// it ends when this process does, however that happens.
+struct TestBroker {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+/// Runs a broker at `path` until standard input closes, then exits.
+fn play_broker(path: &str) -> ! {
+    let broker = match ipckit::mailbox::Broker::builder().socket(path).spawn() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("test broker at {path}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let _ = io::copy(&mut io::stdin(), &mut io::sink());
+    drop(broker);
+    std::process::exit(0);
+}
+
+/// Starts a mailbox broker process for this test run and points
+/// `IPCKIT_BROKER` at it, for this process and every peer it starts, so
+/// that `mailbox:` addresses (the registry's entry that needs a broker)
+/// work like any other; [`run_trials`] stops it after checking that no
+/// test left a mailbox of its own there. Call it before any test runs.
+pub fn start_broker() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("broker.sock");
+    let child = Command::new(std::env::current_exe()?)
+        .env(BROKER_VAR, &path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    let end = Instant::now() + T;
+    while ipckit::mailbox::Client::connect_to(&path).is_err() {
+        if Instant::now() > end {
+            return Err("the test broker did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Before any test thread reads the environment.
+    std::env::set_var("IPCKIT_BROKER", &path);
+    *BROKER.lock().unwrap() = Some(TestBroker { child, dir });
+    Ok(())
+}
+
+/// The mailboxes this run left at its broker, then stops the broker.
+fn stop_broker() -> Vec<String> {
+    let Some(mut b) = BROKER.lock().unwrap().take() else {
+        return Vec::new();
+    };
+    let prefix = format!("ipckit-test-{}-", std::process::id());
+    let mut left: Vec<String> =
+        match ipckit::mailbox::Client::connect_to(b.dir.path().join("broker.sock")) {
+            Ok(mut c) => match c.stat(None) {
+                Ok(all) => all
+                    .into_iter()
+                    .filter(|m| m.name.contains(&prefix))
+                    .map(|m| format!("mailbox {}", m.name))
+                    .collect(),
+                Err(e) => vec![format!("the test broker: {e}")],
+            },
+            Err(e) => vec![format!("the test broker: {e}")],
+        };
+    drop(b.child.stdin.take());
+    let end = Instant::now() + T;
+    loop {
+        match b.child.try_wait() {
+            Ok(Some(st)) if st.success() => break,
+            Ok(Some(st)) => {
+                left.push(format!("the test broker exited with {st}"));
+                break;
+            }
+            _ if Instant::now() > end => {
+                let _ = b.child.kill();
+                let _ = b.child.wait();
+                left.push("the test broker did not stop".into());
+                break;
+            }
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    left
+}
+
 /// Runs `trials`, then checks that they left no IPC object behind, and exits.
 pub fn run_trials(args: &libtest_mimic::Arguments, trials: Vec<libtest_mimic::Trial>) -> ! {
     let conclusion = libtest_mimic::run(args, trials);
-    let left = leftovers();
+    let mut left = stop_broker();
+    left.extend(leftovers());
     if !left.is_empty() {
         eprintln!("left behind by this run: {left:?}");
         std::process::exit(101);
@@ -245,12 +341,15 @@ pub fn remove_left_object(addr: &ipckit::Address) {
         Address::Fifo(path) => {
             let _ = std::fs::remove_file(path);
         }
+        Address::Mailbox(name) => {
+            let _ = ipckit::mailbox::Client::connect().and_then(|mut c| c.delete(name));
+        }
         _ => {}
     }
 }
 
-/// Whether the queue, ring or FIFO `addr` names still exists (`false`
-/// for anything else: sockets go with their process).
+/// Whether the queue, ring, FIFO or mailbox `addr` names still exists
+/// (`false` for anything else: sockets go with their process).
 pub fn object_exists(addr: &ipckit::Address) -> bool {
     use ipckit::Address;
     match addr {
@@ -258,6 +357,9 @@ pub fn object_exists(addr: &ipckit::Address) -> bool {
         Address::Ring(name) => ipckit::ring::Ring::builder(name).open().is_ok(),
         Address::SysvMq(key) => ipckit::sysv::MessageQueue::builder(*key).open().is_ok(),
         Address::Fifo(path) => path.exists(),
+        Address::Mailbox(name) => ipckit::mailbox::Client::connect()
+            .and_then(|mut c| c.stat(Some(name)))
+            .is_ok_and(|found| found.iter().any(|m| &m.name == name)),
         _ => false,
     }
 }
