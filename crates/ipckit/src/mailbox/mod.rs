@@ -65,8 +65,8 @@
 //!
 //! `ipc bench mailbox` measures both ways on your machine. On the 2-CPU
 //! VM this was written on, a 64-byte round trip through the broker (two
-//! confirmed sends, two deliveries) took 9.8 µs with lanes and 30 µs on
-//! the sockets alone, against 164 µs through nats-server; most of what is
+//! confirmed sends, two deliveries) took 8.9 µs with lanes and 27 µs on
+//! the sockets alone, against 154 µs through nats-server; most of what is
 //! left is the scheduler handing a CPU between the broker and the client
 //! that shares it (about 1.6 µs per hand-over there).
 //!
