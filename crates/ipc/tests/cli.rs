@@ -491,6 +491,7 @@ fn bench_measures_mailboxes_through_a_broker() {
         "mailbox",
         "mailbox, durable (fsync 10ms)",
         "mailbox, no lanes (broker --no-lanes)",
+        "mailbox, broker on a CPU of its own",
         "nats-server (request/reply)",
         "2 brokers bridged by nats-server",
     ];
@@ -498,11 +499,19 @@ fn bench_measures_mailboxes_through_a_broker() {
         want.push("2 brokers bridged, durable (JetStream)");
     }
     assert_eq!(paths, want);
+    // The row that pins the broker apart needs two CPUs.
+    let two_cpus = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
     let measured: Vec<&serde_json::Value> = if installed {
         rows.iter().collect()
     } else {
-        rows[..6].iter().collect()
+        rows[..7].iter().collect()
     };
+    let measured: Vec<&serde_json::Value> = measured
+        .into_iter()
+        .enumerate()
+        .filter(|&(i, _)| i != 6 || two_cpus)
+        .map(|(_, r)| r)
+        .collect();
     for r in &measured {
         assert!(r["skipped"].is_null(), "{r}");
         let (p50, p99) = (
@@ -524,12 +533,25 @@ fn bench_measures_mailboxes_through_a_broker() {
         rows[5]
     );
     assert!(rows[5]["msgs_per_s_4"].is_null(), "{}", rows[5]);
+    // The broker pinned apart from both clients: the same, one way 1→1.
+    if two_cpus {
+        assert!(
+            rows[6]["msgs_per_s_1"].as_f64().unwrap() > 0.0,
+            "{}",
+            rows[6]
+        );
+    } else {
+        assert!(rows[6]["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("needs two CPUs"));
+    }
     if installed {
-        for r in &rows[7..] {
+        for r in &rows[8..] {
             assert!(r["msgs_per_s_1"].as_f64().unwrap() > 0.0, "{r}");
         }
     } else {
-        for r in &rows[6..] {
+        for r in &rows[7..] {
             assert!(
                 r["skipped"]
                     .as_str()

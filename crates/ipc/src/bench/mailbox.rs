@@ -25,7 +25,9 @@
 //!
 //! Each of those plain and durable. The broker is a third process on a
 //! machine that may have two CPUs: it is left free to run on either
-//! rather than pinned beside one of the two clients.
+//! rather than pinned beside one of the two clients; one more row pins
+//! it to a CPU of its own, both clients sharing the other (on two CPUs,
+//! the placement that suits a broker best).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -48,6 +50,7 @@ const UNIX_ADAPTIVE: &str = "unix socket (bare, adaptive)";
 const MAILBOX: &str = "mailbox";
 const MAILBOX_BLOCK: &str = "mailbox, clients block";
 const MAILBOX_SOCKET: &str = "mailbox, no lanes (broker --no-lanes)";
+const MAILBOX_OWN_CPU: &str = "mailbox, broker on a CPU of its own";
 const NATS: &str = "nats-server (request/reply)";
 const BRIDGE: &str = "2 brokers bridged by nats-server";
 const BRIDGE_DURABLE: &str = "2 brokers bridged, durable (JetStream)";
@@ -94,8 +97,14 @@ impl Drop for BrokerProc {
     }
 }
 
-/// Starts `ipc broker` with a store and these further arguments.
+/// Starts `ipc broker` with a store and these further arguments, free to
+/// run on any CPU.
 pub(super) fn start_broker(ctx: &mut Ctx, args: &[&str]) -> Result<BrokerProc> {
+    start_broker_on(ctx, args, None)
+}
+
+/// [`start_broker`], pinned to `cpu` when given.
+fn start_broker_on(ctx: &mut Ctx, args: &[&str], cpu: Option<usize>) -> Result<BrokerProc> {
     let (sock, store) = (ctx.unique("broker"), ctx.unique("store"));
     let dir = ctx.tmp.path();
     let socket = dir.join(format!("{sock}.sock"));
@@ -110,9 +119,11 @@ pub(super) fn start_broker(ctx: &mut Ctx, args: &[&str]) -> Result<BrokerProc> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     // The broker is a third process: free to run on any CPU, not tied to
-    // this process's.
-    if ctx.cpus.is_some() {
-        ipckit::process::pin_to_cpus(&ctx.all_cpus)?;
+    // this process's (unless told where).
+    match cpu {
+        Some(c) => ipckit::process::pin_to_cpu(c)?,
+        None if ctx.cpus.is_some() => ipckit::process::pin_to_cpus(&ctx.all_cpus)?,
+        None => {}
     }
     let peer = Peer::spawn(&mut cmd).context("starting ipc broker");
     if let Some((a, _)) = ctx.cpus {
@@ -146,13 +157,18 @@ fn line(out: &mut BufReader<ChildStdout>) -> Result<String> {
     Ok(s.trim_end().to_string())
 }
 
+/// A peer in `role`, on the bench's peer CPU or on `cpu`.
 fn spawn_peer(
     ctx: &Ctx,
     role: Role,
     addr: &str,
     wait: WaitStrategy,
+    cpu: Option<usize>,
 ) -> Result<(Peer, BufReader<ChildStdout>)> {
-    let mut cmd = ctx.peer_cmd(role)?;
+    let mut cmd = match cpu {
+        Some(c) => ctx.peer_cmd_on(role, Some(c))?,
+        None => ctx.peer_cmd(role)?,
+    };
     cmd.arg("--mech")
         .arg(Mech::Unix.name())
         .arg("--wait")
@@ -195,11 +211,17 @@ fn config(durable: bool) -> Config {
 struct Route<'a> {
     from: &'a BrokerProc,
     to: &'a BrokerProc,
+    /// The CPU the peers are pinned to, when not the bench's peer CPU.
+    peer_cpu: Option<usize>,
 }
 
 impl<'a> Route<'a> {
     fn local(b: &'a BrokerProc) -> Self {
-        Route { from: b, to: b }
+        Route {
+            from: b,
+            to: b,
+            peer_cpu: None,
+        }
     }
 
     fn bridged(&self) -> bool {
@@ -263,7 +285,7 @@ fn round_trips(
     c.set_wait_strategy(wait);
     c.subscribe(&pong, &SubscribeOptions::default())?;
     let addr = format!("{}|{ping}|{pong}", r.to.socket.display());
-    let (peer, _out) = spawn_peer(ctx, Role::MailboxEcho, &addr, wait)?;
+    let (peer, _out) = spawn_peer(ctx, Role::MailboxEcho, &addr, wait, r.peer_cpu)?;
     let msg = vec![0x5Au8; SIZE];
     if r.bridged() {
         // The first crossing waits for the bridges to see the new
@@ -306,6 +328,7 @@ fn one_way(ctx: &mut Ctx, r: Route<'_>, durable: bool, sinks: usize, d: Duration
             Role::MailboxSink,
             &addr,
             WaitStrategy::ADAPTIVE,
+            r.peer_cpu,
         )?);
     }
     let bodies: Vec<Vec<u8>> = (0..BATCH as u64)
@@ -364,6 +387,27 @@ fn measure_socket_only(ctx: &mut Ctx, d: Duration) -> MailboxRow {
     })
 }
 
+/// The default row again with the broker pinned to one CPU and both
+/// clients (this process and its peer) to the other: on two CPUs, a
+/// spinning broker then never waits for a client's CPU, and the two
+/// clients hand theirs to each other only when one has sent and waits.
+fn measure_own_cpu(ctx: &mut Ctx, d: Duration) -> MailboxRow {
+    measured_row(MAILBOX_OWN_CPU, |row| {
+        let Some((a, b)) = ctx.cpus else {
+            bail!("needs two CPUs to pin to (this process may use one)");
+        };
+        let broker = start_broker_on(ctx, &[], Some(b))?;
+        let route = Route {
+            peer_cpu: Some(a),
+            ..Route::local(&broker)
+        };
+        let wait = WaitStrategy::ADAPTIVE;
+        row.rtt_ns = Some(round_trips(ctx, route, false, wait, d).context("round trip")?);
+        row.msgs_per_s_1 = Some(one_way(ctx, route, false, 1, d).context("1 receiver")?);
+        Ok(())
+    })
+}
+
 /// A row called `path` with what `measure` filled in, or why it could
 /// not (the error in its `skipped`); the point's cleanup done either way.
 fn measured_row(
@@ -408,7 +452,11 @@ fn measure_bridge(ctx: &mut Ctx, d: Duration) -> Vec<MailboxRow> {
         Ok(s) => s,
         Err(e) => return vec![skipped(BRIDGE, format!("{e:#}"))],
     };
-    let route = Route { from: &a, to: &b };
+    let route = Route {
+        from: &a,
+        to: &b,
+        peer_cpu: None,
+    };
     let mut rows = Vec::new();
     for (path, durable) in [(BRIDGE, false), (BRIDGE_DURABLE, true)] {
         rows.push(measured_row(path, |row| {
@@ -469,6 +517,7 @@ pub fn measure(ctx: &mut Ctx, d: Duration, unix_rtt: [Option<Stats>; 2]) -> Vec<
     }
     drop(broker);
     rows.push(measure_socket_only(ctx, d));
+    rows.push(measure_own_cpu(ctx, d));
     let mut nats = MailboxRow {
         path: NATS.into(),
         ..MailboxRow::default()
@@ -579,9 +628,17 @@ pub fn against_goals(rows: &[MailboxRow]) -> Vec<String> {
             (Some(u), Some(m)) => format!("; {:.1}× with both blocking", m / u),
             _ => String::new(),
         };
+        let own = match p50(find(MAILBOX_OWN_CPU)) {
+            Some(o) => format!(
+                "; {:.1}× with the broker on a CPU of its own (the clients sharing the other, \
+                 the socket pair on two)",
+                o / u
+            ),
+            None => String::new(),
+        };
         out.push(format!(
-            "mailbox round trip: {:.1}× the bare Unix socket's, both waiting adaptively{blocking} \
-             (goal: at most 2×)",
+            "mailbox round trip: {:.1}× the bare Unix socket's, both waiting adaptively{own}\
+             {blocking} (goal: at most 2×)",
             m / u
         ));
     }

@@ -111,11 +111,16 @@ pub(super) struct Ctx {
 
 impl Ctx {
     pub(super) fn peer_cmd(&self, role: Role) -> Result<Command> {
+        self.peer_cmd_on(role, self.cpus.map(|(_, b)| b))
+    }
+
+    /// [`Self::peer_cmd`], the peer pinned to `cpu` (when given).
+    pub(super) fn peer_cmd_on(&self, role: Role, cpu: Option<usize>) -> Result<Command> {
         let mut cmd = Command::new(std::env::current_exe().context("locating the ipc binary")?);
         let role = clap::ValueEnum::to_possible_value(&role).expect("every role has a name");
         cmd.arg(crate::BENCH_PEER).arg(role.get_name());
-        if let Some((_, b)) = self.cpus {
-            cmd.arg("--cpu").arg(b.to_string());
+        if let Some(cpu) = cpu {
+            cmd.arg("--cpu").arg(cpu.to_string());
         }
         if self.shared_cpu {
             cmd.arg("--shared-cpu");
