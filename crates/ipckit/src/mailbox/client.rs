@@ -1520,7 +1520,11 @@ impl crate::MessageReceiver for MailboxReceiver {
     }
 }
 
-/// Ready when a message was read ahead or the socket is readable.
+/// Ready when a message was read ahead or the socket is readable. The
+/// socket may hold only a wake-up the broker sent as the client returned
+/// from a call with what it was waking it for: a receive then finds
+/// nothing (`Empty`), takes the wake-up, and the next select does not
+/// report it again.
 impl crate::select::Selectable for MailboxReceiver {
     fn readiness(&mut self) -> io::Result<crate::select::Readiness<'_>> {
         Ok(crate::select::Readiness::read_ahead(
