@@ -64,7 +64,7 @@ fn fifo_swap_race_never_writes_through_a_symlink() {
     std::fs::set_permissions(&victim, PermissionsExt::from_mode(0o644)).unwrap();
     let p = dir.path().join("p");
     let d = dir.path().display();
-    let _attacker = Attacker(
+    let mut attacker = Attacker(
         as_other_user(&format!(
             "cd {d} && while [ ! -e stop ]; do \
                mkfifo -m 666 f.new 2>/dev/null; mv -f f.new p; \
@@ -89,7 +89,13 @@ fn fifo_swap_race_never_writes_through_a_symlink() {
             "ipc send wrote through the symlink"
         );
     }
+    // Let it stop by itself: killed, the shell would leave an `ln` or
+    // `mv` running that plants a file as the directory is removed.
     std::fs::write(dir.path().join("stop"), b"").unwrap();
+    wait_for(
+        || attacker.0.try_wait().is_ok_and(|s| s.is_some()),
+        "the attacker to stop",
+    );
 }
 
 /// While `ipc recv` runs, someone replaces its FIFO or socket file with a
