@@ -741,11 +741,14 @@ fn listen_inner(addr: &Address, opts: &Options, new: bool) -> io::Result<Listene
             use crate::mailbox::{Config, MailboxReceiver, Pattern, SubscribeOptions};
             let mut client = opts.mailbox_client()?;
             // A name (not a pattern) is made if missing, like a queue, and
-            // goes with the listener unless kept.
-            let made = match Pattern::new(pattern)?.is_wild() {
-                true => false,
-                false if new => client.create(pattern, &Config::default()).map(|()| true)?,
-                false => client.create_or_open(pattern, &Config::default())?,
+            // goes with the listener unless kept; the broker's own names
+            // (`dead.NAME`, `pid.PID`) are only received from.
+            let ours = !Pattern::new(pattern)?.is_wild()
+                && crate::mailbox::name::validate_user_name(pattern).is_ok();
+            let made = match ours {
+                false => false,
+                true if new => client.create(pattern, &Config::default()).map(|()| true)?,
+                true => client.create_or_open(pattern, &Config::default())?,
             };
             let mut rx = MailboxReceiver::new(client, pattern, &SubscribeOptions::default())?;
             if made && !opts.keep {

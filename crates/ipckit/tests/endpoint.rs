@@ -198,6 +198,38 @@ fn wrong_way_is_clear() -> Result<(), Failed> {
     })
 }
 
+/// `listen` on a mailbox that exists leaves it in place when dropped, and
+/// on the broker's own names (`dead.NAME`) receives without trying to
+/// make them: a message a peer process sent, refused here, comes out of
+/// `dead.NAME`.
+fn mailboxes_it_did_not_make() -> Result<(), Failed> {
+    use ipckit::mailbox::{Client, Config, SubscribeOptions};
+    let name = unique("dead");
+    let addr: Address = format!("mailbox:{name}").parse()?;
+    let mut admin = Client::connect()?;
+    admin.create(&name, &Config::default())?;
+    drop(listen(&addr)?);
+    ensure(common::object_exists(&addr), || {
+        format!("mailbox {name}, which listen did not make, was removed")
+    })?;
+    let letters = listen(&format!("mailbox:dead.{name}").parse()?)?;
+    let mut letters = letters.accept()?;
+    admin.subscribe(&name, &SubscribeOptions::default())?;
+    let mut child = peer_command(VAR, "send", &addr.to_string())?.spawn()?;
+    let first = admin.recv_timeout(T)?;
+    admin.reject(&first, "refused by the test")?;
+    let dead = letters
+        .recv_timeout(T)
+        .map_err(|e| format!("dead.{name}: {e}"))?;
+    ensure(dead == b"m0", || format!("{dead:?}"))?;
+    ensure(child.wait()?.success(), || "the sender failed".into())?;
+    drop(letters);
+    admin.delete(&name)?;
+    // Dead letters outlive their mailbox until removed.
+    admin.delete(&format!("dead.{name}"))?;
+    Ok(())
+}
+
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[(VAR, |spec: &str| {
@@ -219,5 +251,6 @@ fn main() {
         ("several_clients", several_clients),
         ("wrong_way_is_clear", wrong_way_is_clear),
         ("limits_and_credentials", limits_and_credentials),
+        ("mailboxes_it_did_not_make", mailboxes_it_did_not_make),
     ]);
 }
