@@ -133,6 +133,8 @@ macro_rules! impl_message_receiver {
 }
 
 pub mod address;
+#[cfg(not(loom))]
+pub mod binder;
 // Registers descriptors with tokio's reactor (an `unsafe` contract).
 #[cfg(all(feature = "tokio", not(loom)))]
 #[allow(unsafe_code)]

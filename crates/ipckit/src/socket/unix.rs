@@ -418,6 +418,12 @@ fn connect(ty: libc::c_int, addr: &UnixAddr) -> io::Result<OwnedFd> {
     }
 }
 
+/// A connected `SOCK_STREAM` socket's bare descriptor, errors worded as
+/// [`UnixStream::connect`]'s.
+pub(crate) fn connect_stream_fd(addr: &UnixAddr) -> io::Result<OwnedFd> {
+    connect(libc::SOCK_STREAM, addr)
+}
+
 fn accept_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<OwnedFd> {
     if let Some(t) = timeout {
         let deadline = Deadline::after(t).instant();
@@ -457,6 +463,12 @@ macro_rules! listener {
             /// Waits for the next connection.
             pub fn accept(&self) -> io::Result<$conn> {
                 $wrap(sock::accept(self.bound.fd.as_fd())?)
+            }
+
+            /// Waits for the next connection; its bare descriptor.
+            #[allow(dead_code)]
+            pub(crate) fn accept_fd(&self) -> io::Result<OwnedFd> {
+                sock::accept(self.bound.fd.as_fd())
             }
 
             /// Waits at most `timeout` for the next connection.

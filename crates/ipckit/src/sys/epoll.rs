@@ -40,6 +40,27 @@ pub(crate) fn add(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, data: u64) -> io::Resu
     Ok(())
 }
 
+/// Watches `fd` for `events` (`EPOLL*` bits), reporting `data`.
+pub(crate) fn add_events(
+    ep: BorrowedFd<'_>,
+    fd: BorrowedFd<'_>,
+    events: libc::c_int,
+    data: u64,
+) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: events as u32,
+        u64: data,
+    };
+    // SAFETY: `ev` is a valid epoll_event for the call.
+    syscall!(epoll_ctl(
+        ep.as_raw_fd(),
+        libc::EPOLL_CTL_ADD,
+        fd.as_raw_fd(),
+        &mut ev
+    ))?;
+    Ok(())
+}
+
 /// Stops watching descriptor number `fd` (it may be closed already: then
 /// the kernel forgot it, and this is `EBADF` or `ENOENT`).
 pub(crate) fn delete(ep: BorrowedFd<'_>, fd: i32) -> io::Result<()> {

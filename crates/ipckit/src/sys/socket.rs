@@ -363,6 +363,26 @@ pub(crate) fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<libc::ucred> {
     Ok(unsafe { cred.assume_init() })
 }
 
+/// A pidfd for the connected Unix peer (`SO_PEERPIDFD`, Linux 6.5): it
+/// names the process that connected even after its pid is reused.
+pub(crate) fn peer_pidfd(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let mut pidfd: libc::c_int = -1;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `pidfd` is a writable int and `len` its size.
+    syscall!(getsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_PEERPIDFD,
+        (&mut pidfd as *mut libc::c_int).cast(),
+        &mut len
+    ))?;
+    if pidfd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    // SAFETY: the kernel made a fresh descriptor for this process.
+    Ok(unsafe { OwnedFd::from_raw_fd(pidfd) })
+}
+
 /// `getsockopt(SOL_SOCKET, SO_TYPE)`.
 pub(crate) fn socket_type(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
     let mut ty: libc::c_int = 0;
