@@ -76,13 +76,24 @@ impl Conn {
         let _ = sock::shutdown_both(self.fd.as_fd());
     }
 
-    /// Writes `parts` as one message, with `fds` on its first byte.
+    /// Writes `parts` as one message, with `fds` on its first byte,
+    /// blocking while the socket is full: only where the peer is known to
+    /// be reading.
     pub(crate) fn write(&self, parts: &[&[u8]], fds: &[OwnedFd]) -> Result<()> {
-        let _g = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        self.write_locked(parts, fds)
+        self.write_with(parts, fds, None)
     }
 
-    fn write_locked(&self, parts: &[&[u8]], fds: &[OwnedFd]) -> Result<()> {
+    /// [`write`](Self::write) that, while the socket is full, runs
+    /// `drain` (which reads what the peer sent meanwhile: a peer blocked
+    /// writing to us does not read) and waits to be writable or readable.
+    /// For the holder of the connection only.
+    pub(crate) fn write_with(
+        &self,
+        parts: &[&[u8]],
+        fds: &[OwnedFd],
+        mut drain: Option<&mut dyn FnMut() -> Result<()>>,
+    ) -> Result<()> {
+        let _g = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
         let mut sent = 0usize;
@@ -100,16 +111,47 @@ impl Conn {
                 skip = 0;
             }
             let with = if first { &borrowed[..] } else { &[][..] };
-            match sock::sendmsg(self.fd.as_fd(), &slices, with, 0) {
+            let flags = if drain.is_some() {
+                libc::MSG_DONTWAIT
+            } else {
+                0
+            };
+            match sock::sendmsg(self.fd.as_fd(), &slices, with, flags) {
                 Ok(n) => {
                     sent += n;
                     first = false;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Some(d) = drain.as_mut() {
+                        d()?;
+                    }
+                    poll(self.fd.as_fd(), Interest::ReadWrite, None)
+                        .map_err(|e| Error::io(e, "cannot wait for the binder peer"))?;
+                }
                 Err(e) => return Err(Error::io(e, "cannot send to the binder peer")),
             }
         }
         Ok(())
+    }
+
+    /// Writes a small message if the socket has room now: `Ok(false)`,
+    /// nothing written, if it has not.
+    pub(crate) fn try_write(&self, msg: &[u8]) -> Result<bool> {
+        let _g = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match sock::send(self.fd.as_fd(), msg, libc::MSG_DONTWAIT) {
+                Ok(n) if n == msg.len() => return Ok(true),
+                Ok(n) => {
+                    // A stream may take part of it: the rest must follow.
+                    drop(_g);
+                    return self.write(&[&msg[n..]], &[]).map(|()| true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(Error::io(e, "cannot send to the binder peer")),
+            }
+        }
     }
 
     /// Reads exactly `N` bytes (connection set-up structures).

@@ -552,29 +552,64 @@ impl Session {
     }
 
     /// Sends a `DEC_STRONG`: on the connection this thread serves for
-    /// the session, else on any pool connection (the peer reads those all
-    /// the time), else later, with the next message.
+    /// the session (its peer waits on it), else on a free pool connection,
+    /// else later, with the next message this side sends.
     fn send_dec_strong(&self, addr: u64, amount: u32) {
         if self.is_dead() {
             return;
         }
-        let conn = self.nested_conn().or_else(|| {
-            let pool = self.lock_pool();
-            pool.free.first().cloned()
-        });
-        match conn {
-            Some(c) => {
-                let f = dec_strong_frame(addr, amount);
-                if c.write(&[&f], &[]).is_err() {
-                    self.shutdown();
+        let f = dec_strong_frame(addr, amount);
+        let sent = if let Some(c) = self.nested_conn() {
+            c.write(&[&f], &[])
+        } else {
+            let free = self.lock_pool().free.pop();
+            match free {
+                Some(conn) => {
+                    let lease = Lease {
+                        session: self,
+                        conn,
+                        pooled: true,
+                    };
+                    let pending = self.take_pending();
+                    self.write_leased(&lease.conn, &[&pending, &f], &[])
+                }
+                None => {
+                    self.pending_dec
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((addr, amount));
+                    Ok(())
                 }
             }
-            None => self
-                .pending_dec
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((addr, amount)),
+        };
+        if sent.is_err() {
+            self.shutdown();
         }
+    }
+
+    /// Writes on a connection this thread holds, reading (and handling)
+    /// what the peer sends meanwhile when the socket is full: a peer
+    /// blocked writing its reference counts to us does not read.
+    fn write_leased(&self, conn: &Conn, parts: &[&[u8]], fds: &[OwnedFd]) -> Result<()> {
+        let max = self.max_body();
+        let mut drain = || -> Result<()> {
+            loop {
+                match conn.read_message(Some(Instant::now()), max) {
+                    Ok(m) if m.command == wire::COMMAND_DEC_STRONG => {
+                        self.process_dec_strong(&m.body)?
+                    }
+                    Ok(m) => {
+                        return Err(Error::bad(format!(
+                            "command {} before this side's call was sent",
+                            m.command
+                        )))
+                    }
+                    Err(e) if e.status() == Status::TimedOut => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        conn.write_with(parts, fds, Some(&mut drain))
     }
 
     /// The queued `DEC_STRONG` frames, to go before the next message.
@@ -810,9 +845,17 @@ impl Session {
         let body = wire::TRANSACTION_LEN + data.len() + table.len();
         let h = wire::encode_header(wire::COMMAND_TRANSACT, body)?;
         let pending = self.take_pending();
-        let w = lease
-            .conn
-            .write(&[&pending, &h, &t, data.as_bytes(), &table], data.fds());
+        let w = if lease.pooled {
+            self.write_leased(
+                &lease.conn,
+                &[&pending, &h, &t, data.as_bytes(), &table],
+                data.fds(),
+            )
+        } else {
+            lease
+                .conn
+                .write(&[&pending, &h, &t, data.as_bytes(), &table], data.fds())
+        };
         if let Err(e) = w {
             self.shutdown();
             return Err(e);
@@ -982,10 +1025,23 @@ impl Session {
                 _ => break,
             }
         }
-        if let Some(dec) = self.flush_excess(t.address) {
-            if conn.write(&[&dec], &[]).is_err() {
-                self.shutdown();
-            }
+        // The caller of one-way calls may not be reading: a full socket
+        // must not stop this thread, so the count waits for the next
+        // message if it does not fit now.
+        let mut nodes = self.lock_nodes();
+        let amount = match nodes.by_addr.get_mut(&t.address) {
+            Some(node) if node.times_recd > 0 => std::mem::take(&mut node.times_recd),
+            _ => return Ok(()),
+        };
+        let rel = nodes.try_erase(t.address);
+        drop(nodes);
+        drop(rel.held);
+        let amount = amount.min(u32::MAX as u64) as u32;
+        if !conn.try_write(&dec_strong_frame(t.address, amount))? {
+            self.pending_dec
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((t.address, amount));
         }
         Ok(())
     }

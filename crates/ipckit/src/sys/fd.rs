@@ -51,6 +51,8 @@ pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
 pub(crate) enum Interest {
     Read,
     Write,
+    /// Either.
+    ReadWrite,
 }
 
 /// `poll(2)` on one descriptor until it is ready or `deadline` passes.
@@ -66,6 +68,7 @@ pub(crate) fn poll(
     let events = match interest {
         Interest::Read => libc::POLLIN,
         Interest::Write => libc::POLLOUT,
+        Interest::ReadWrite => libc::POLLIN | libc::POLLOUT,
     };
     loop {
         let timeout_ms: libc::c_int = match deadline {
