@@ -26,18 +26,7 @@ pub(crate) fn create() -> io::Result<OwnedFd> {
 
 /// Watches `fd` for reading (level-triggered), reporting `data`.
 pub(crate) fn add(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, data: u64) -> io::Result<()> {
-    let mut ev = libc::epoll_event {
-        events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
-        u64: data,
-    };
-    // SAFETY: `ev` is a valid epoll_event for the call.
-    syscall!(epoll_ctl(
-        ep.as_raw_fd(),
-        libc::EPOLL_CTL_ADD,
-        fd.as_raw_fd(),
-        &mut ev
-    ))?;
-    Ok(())
+    add_events(ep, fd, libc::EPOLLIN | libc::EPOLLRDHUP, data)
 }
 
 /// Watches `fd` for `events` (`EPOLL*` bits), reporting `data`.
