@@ -36,6 +36,7 @@ const LIVE_OBJECTS: u32 = 9;
 const SLEEP: u32 = 10;
 const MAKE_PIPE: u32 = 11;
 const CHAIN: u32 = 12;
+const CALL_HELD_LATER: u32 = 13;
 
 /// Objects made by `NEW_OBJECT` that are still alive, in the service.
 static LIVE: AtomicI32 = AtomicI32::new(0);
@@ -133,6 +134,23 @@ impl Binder for Service {
             HOLD => {
                 *self.held.lock().unwrap() = Some(data.read()?);
                 Ok(())
+            }
+            CALL_HELD_LATER => {
+                // Calls the held object from a thread of its own (not a
+                // nested call), passing a new object; replies with the
+                // call's status.
+                let held = self.held.lock().unwrap().clone().ok_or(Status::NoInit)?;
+                let status = std::thread::spawn(move || {
+                    LIVE.fetch_add(1, Ordering::SeqCst);
+                    let mut p = Parcel::new();
+                    p.write(&Object::new(Counted))?;
+                    held.call(1, p).map(drop)
+                })
+                .join()
+                .map_err(|_| Status::UnknownError)?
+                .err()
+                .map_or(0, |e| e.status().code());
+                reply.write(&status)
             }
             RELEASE => {
                 self.held.lock().unwrap().take();
@@ -235,7 +253,7 @@ fn caller_identity() -> TestResult {
         format!("caller pid {pid}")
     })?;
     ensure(uid == common::my_uid(), || format!("caller uid {uid}"))?;
-    let my_gid = unsafe_free_gid();
+    let my_gid = my_gid();
     ensure(gid == my_gid, || format!("caller gid {gid}, mine {my_gid}"))?;
     let e = remote.call(999, Parcel::new()).unwrap_err();
     ensure(e.status() == Status::UnknownTransaction, || e.to_string())?;
@@ -243,7 +261,7 @@ fn caller_identity() -> TestResult {
     Ok(())
 }
 
-fn unsafe_free_gid() -> u32 {
+fn my_gid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self")
         .map(|m| m.gid())
@@ -413,6 +431,38 @@ fn references_released() -> TestResult {
     Ok(())
 }
 
+/// A call that cannot be sent (the service calls this process, which
+/// opened no incoming connections, from outside any call of ours) is
+/// refused with `INVALID_OPERATION`, and holds nothing: neither the
+/// object it would have passed nor the object it would have called.
+fn refused_call_holds_nothing() -> TestResult {
+    let svc = start_svc()?;
+    let remote = Connector::new(&svc.addr).incoming_threads(0).connect()?;
+    let token = Arc::new(());
+    let t2 = token.clone();
+    let mine = Object::from_fn(move |_, _, _, _| {
+        let _ = &t2;
+        Ok(())
+    });
+    remote.call(HOLD, parcel(|p| p.write(&mine))?)?;
+    drop(mine);
+    let status: i32 = remote.call(CALL_HELD_LATER, Parcel::new())?.read()?;
+    ensure(status == Status::InvalidOperation.code(), || {
+        format!("the refused call's status: {status}")
+    })?;
+    let live: i32 = remote.call(LIVE_OBJECTS, Parcel::new())?.read()?;
+    ensure(live == 0, || {
+        format!("{live} objects held for a call never sent")
+    })?;
+    remote.call(RELEASE, Parcel::new())?;
+    let end = Instant::now() + T;
+    while Arc::strong_count(&token) != 1 {
+        ensure(Instant::now() < end, || "our object is still held".into())?;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 /// A call that times out gets `TIMED_OUT`; the next call gets its own
 /// reply, not the late one.
 fn timeouts() -> TestResult {
@@ -475,6 +525,7 @@ fn main() {
         ("oneway_order_under_load", oneway_order_under_load),
         ("references_released", references_released),
         ("timeouts", timeouts),
+        ("refused_call_holds_nothing", refused_call_holds_nothing),
         ("death_after_sigkill", death_after_sigkill),
     ]);
 }

@@ -309,24 +309,6 @@ fn spawn(role: &str, arg: &str) -> Result<Child, Failed> {
         .spawn()?)
 }
 
-/// Reads one line of a child's stdout, bounded by `T` (the child is
-/// killed by the caller's guard when it hangs).
-fn first_line(child: &mut Child) -> Result<String, Failed> {
-    let out = child.stdout.take().ok_or("no stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(out);
-        let mut line = String::new();
-        let _ = r.read_line(&mut line);
-        let _ = tx.send((line, r));
-    });
-    let (line, r) = rx
-        .recv_timeout(T)
-        .map_err(|_| "no line from the peer in time")?;
-    child.stdout = Some(r.into_inner());
-    Ok(line.trim_end().to_string())
-}
-
 fn wait_exit(child: &mut Child) -> Result<std::process::ExitStatus, Failed> {
     let end = Instant::now() + T * 6;
     loop {
@@ -375,7 +357,7 @@ fn exactly_once_through_a_group(broker: &str) -> Result<(), Failed> {
     let mut readers = Vec::new();
     for _ in 0..3 {
         let mut c = spawn("consume", &b.arg("orders|workers"))?;
-        ensure(first_line(&mut c)? == "subscribed", || {
+        ensure(common::first_line(&mut c)? == "subscribed", || {
             "consumer did not subscribe".into()
         })?;
         // Read as it prints, so a full pipe never stops it.
@@ -582,7 +564,7 @@ fn killed_consumers_messages_go_to_another() -> Result<(), Failed> {
     for i in 0..5 {
         c.send("jobs", format!("job {i}").as_bytes())?;
     }
-    ensure(first_line(&mut holder.0)? == "holding", || {
+    ensure(common::first_line(&mut holder.0)? == "holding", || {
         "the holder did not hold".into()
     })?;
     until_stat(&mut c, "jobs", |m| m.in_flight == 5)?;
@@ -681,7 +663,7 @@ fn when_full_policies() -> Result<(), Failed> {
     }
     let said = |arg: &str| -> Result<String, Failed> {
         let mut p = Guard(spawn("send", &b.arg(arg))?);
-        let line = first_line(&mut p.0)?;
+        let line = common::first_line(&mut p.0)?;
         wait_exit(&mut p.0)?;
         Ok(line)
     };
@@ -699,7 +681,7 @@ fn when_full_policies() -> Result<(), Failed> {
     rx.subscribe("blk", &SubscribeOptions::default())?;
     ensure(rx.recv_timeout(T)?.payload == b"1", || "first".into())?;
     rx.flush()?;
-    let line = first_line(&mut blocked.0)?;
+    let line = common::first_line(&mut blocked.0)?;
     ensure(line == "Stored", || line.clone())?;
     let mut got = Vec::new();
     for _ in 0..2 {
@@ -820,7 +802,7 @@ fn durable_mailbox_survives_sigkill() -> Result<(), Failed> {
     drop(admin);
     let q = format!("{}|orders", path.display());
     let mut consumer = Guard(spawn("consume_retry", &q)?);
-    ensure(first_line(&mut consumer.0)? == "subscribed", || {
+    ensure(common::first_line(&mut consumer.0)? == "subscribed", || {
         "consumer".into()
     })?;
     let got = collect_lines(&mut consumer.0)?;

@@ -7,7 +7,7 @@
 //! This test binary re-executed with `IPCKIT_RPC_PEER=<role>:<arg>` plays
 //! the server (or the hostile client).
 
-use std::io::{self, BufRead};
+use std::io;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,14 +63,7 @@ fn start_server(addr: &str) -> Result<(Child, Address), Failed> {
     let mut child = peer_command(VAR, "serve", addr)?
         .stdout(Stdio::piped())
         .spawn()?;
-    let out = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = io::BufReader::new(out).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(T).map_err(|_| "the server did not start")?;
+    let line = common::first_line(&mut child)?;
     let addr: Address = line
         .trim()
         .parse()

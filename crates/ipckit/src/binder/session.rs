@@ -655,17 +655,51 @@ impl Session {
                 ),
             ));
         }
-        if p.fd_count() > 0 && self.settings.fd_mode == wire::FD_MODE_NONE {
+        if p.fd_count() > 0
+            && (self.settings.fd_mode == wire::FD_MODE_NONE || self.settings.version == 0)
+        {
             return Err(Error::new(
                 Status::FdsNotAllowed,
-                "this session carries no file descriptors (the peer did not ask for them)",
+                "this session carries no file descriptors (the peer did not ask for them, \
+                 or speaks protocol version 0, which has no object table)",
             ));
         }
+        let mut counted = Vec::new();
         for (at, obj) in p.take_objects() {
-            let addr = self.object_leaving(&obj)?;
-            p.patch_u64(at as usize + 4, addr);
+            match self.object_leaving(&obj) {
+                Ok(addr) => {
+                    p.patch_u64(at as usize + 4, addr);
+                    counted.push(addr);
+                }
+                Err(e) => {
+                    // The parcel is not sent: the ones counted are not either.
+                    self.undo_leaving(&counted);
+                    return Err(e);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Takes back `object_leaving` for objects that were not sent.
+    fn undo_leaving(&self, addrs: &[u64]) {
+        let mut held = Vec::new();
+        let mut end = false;
+        {
+            let mut nodes = self.lock_nodes();
+            for a in addrs {
+                if let Some(node) = nodes.by_addr.get_mut(a) {
+                    node.times_sent = node.times_sent.saturating_sub(1);
+                    let rel = nodes.try_erase(*a);
+                    held.push(rel.held);
+                    end |= rel.end_session;
+                }
+            }
+        }
+        drop(held);
+        if end {
+            self.shutdown();
+        }
     }
 
     // ---- connections ----
@@ -786,6 +820,12 @@ impl Session {
         timeout: Option<Duration>,
     ) -> Result<Parcel> {
         let oneway = flags & FLAG_ONEWAY != 0;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        // A connection first: a call that cannot be sent must not leave
+        // its target and arguments counted as sent (held until the
+        // session ends).
+        let lease = self.acquire(deadline)?;
+        self.drain_abandoned(&lease.conn, deadline)?;
         self.prepare(&mut data)?;
         let async_number = {
             let mut nodes = self.lock_nodes();
@@ -802,7 +842,7 @@ impl Session {
                 0
             }
         };
-        self.send_and_wait(address, code, data, flags, async_number, timeout)
+        self.send_on(lease, address, code, data, flags, async_number, timeout)
     }
 
     /// Sends a call to address 0 (a special transaction).
@@ -813,11 +853,18 @@ impl Session {
         data: Parcel,
         timeout: Option<Duration>,
     ) -> Result<Parcel> {
-        self.send_and_wait(address, code, data, 0, 0, timeout)
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let lease = self.acquire(deadline)?;
+        self.drain_abandoned(&lease.conn, deadline)?;
+        self.send_on(lease, address, code, data, 0, 0, timeout)
     }
 
-    fn send_and_wait(
+    /// Sends a prepared call on `lease` and, unless one-way, waits for
+    /// its reply.
+    #[allow(clippy::too_many_arguments)]
+    fn send_on(
         self: &Arc<Self>,
+        lease: Lease<'_>,
         address: u64,
         code: u32,
         data: Parcel,
@@ -827,8 +874,6 @@ impl Session {
     ) -> Result<Parcel> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let oneway = flags & FLAG_ONEWAY != 0;
-        let lease = self.acquire(deadline)?;
-        self.drain_abandoned(&lease.conn, deadline)?;
         let t = wire::Transaction {
             address,
             code,
@@ -956,7 +1001,7 @@ impl Session {
         body: Vec<u8>,
         fds: Vec<OwnedFd>,
     ) -> Result<()> {
-        let (t, b) = wire::decode_transaction(&body)?;
+        let (t, b) = wire::decode_transaction(&body, self.settings.version)?;
         if b.objects.len() != fds.len() {
             return Err(Error::bad(format!(
                 "a transaction naming {} descriptors came with {}",

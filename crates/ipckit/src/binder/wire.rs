@@ -200,8 +200,10 @@ fn split_body(rest: &[u8], parcel_len: u32) -> Result<Body<'_>> {
     Ok(Body { parcel, objects })
 }
 
-/// Parses a transaction body (`RpcWireTransaction`, parcel, table).
-pub(crate) fn decode_transaction(body: &[u8]) -> Result<(Transaction, Body<'_>)> {
+/// Parses a transaction body (`RpcWireTransaction`, parcel, table). In
+/// protocol version 0 `parcelDataSize` was reserved: the parcel is the
+/// rest of the body, with no object table.
+pub(crate) fn decode_transaction(body: &[u8], version: u32) -> Result<(Transaction, Body<'_>)> {
     if body.len() < TRANSACTION_LEN {
         return Err(Error::bad(format!(
             "transaction of {} bytes, shorter than its {TRANSACTION_LEN}-byte header",
@@ -215,7 +217,15 @@ pub(crate) fn decode_transaction(body: &[u8]) -> Result<(Transaction, Body<'_>)>
         async_number: u64_at(body, 16),
         parcel_len: u32_at(body, 24),
     };
-    let b = split_body(&body[TRANSACTION_LEN..], t.parcel_len)?;
+    let rest = &body[TRANSACTION_LEN..];
+    let b = if version == 0 {
+        Body {
+            parcel: rest,
+            objects: Vec::new(),
+        }
+    } else {
+        split_body(rest, t.parcel_len)?
+    };
     Ok((t, b))
 }
 
@@ -305,7 +315,7 @@ mod tests {
         let mut body = e.to_vec();
         body.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]);
         body.extend_from_slice(&0u32.to_le_bytes());
-        let (d, b) = decode_transaction(&body).unwrap();
+        let (d, b) = decode_transaction(&body, 1).unwrap();
         assert_eq!(d, t);
         assert_eq!(b.objects, [0]);
         assert_eq!(
@@ -324,18 +334,24 @@ mod tests {
             parcel_len: 8,
         };
         let mut body = t.encode().to_vec();
-        assert!(decode_transaction(&body).is_err(), "parcel missing");
+        assert!(decode_transaction(&body, 1).is_err(), "parcel missing");
         body.extend_from_slice(&[0; 8]);
-        assert!(decode_transaction(&body).is_ok());
+        assert!(decode_transaction(&body, 1).is_ok());
         body.extend_from_slice(&[4, 0, 0, 0]);
         assert!(
-            decode_transaction(&body).is_err(),
+            decode_transaction(&body, 1).is_err(),
             "object runs past the parcel"
         );
         body.truncate(TRANSACTION_LEN + 8);
         body.extend_from_slice(&[1, 0]);
-        assert!(decode_transaction(&body).is_err(), "half an offset");
+        assert!(decode_transaction(&body, 1).is_err(), "half an offset");
         assert!(decode_reply(&[0, 0], 1).is_err());
+        // Version 0: the parcel is what follows, whatever the reserved word.
+        let mut v0 = t.encode().to_vec();
+        v0.extend_from_slice(&[5, 0, 0, 0, 6, 0, 0, 0, 1, 2, 3, 4]);
+        let (_, b) = decode_transaction(&v0, 0).unwrap();
+        assert_eq!(b.parcel.len(), 12);
+        assert!(b.objects.is_empty());
         assert_eq!(decode_reply(&[7, 0, 0, 0], 0).unwrap().0, 7);
         assert!(decode_dec_strong(&[0; 15]).is_err());
     }
@@ -349,7 +365,7 @@ mod tests {
             rng ^= rng << 17;
             let len = (rng % 80) as usize;
             let bytes: Vec<u8> = (0..len).map(|i| (rng >> (i % 56)) as u8).collect();
-            let _ = decode_transaction(&bytes);
+            let _ = decode_transaction(&bytes, 1);
             let _ = decode_reply(&bytes, 1);
             let _ = decode_reply(&bytes, 0);
             let _ = decode_dec_strong(&bytes);

@@ -363,3 +363,21 @@ pub fn object_exists(addr: &ipckit::Address) -> bool {
         _ => false,
     }
 }
+
+/// Reads one line of a child's stdout, bounded by `T` (the child is
+/// killed by the caller's guard when it hangs).
+pub fn first_line(child: &mut Child) -> Result<String, Failed> {
+    let out = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = io::BufReader::new(out);
+        let mut line = String::new();
+        let _ = io::BufRead::read_line(&mut r, &mut line);
+        let _ = tx.send((line, r));
+    });
+    let (line, r) = rx
+        .recv_timeout(T)
+        .map_err(|_| "no line from the peer in time")?;
+    child.stdout = Some(r.into_inner());
+    Ok(line.trim_end().to_string())
+}
