@@ -37,6 +37,9 @@ const SLEEP: u32 = 10;
 const MAKE_PIPE: u32 = 11;
 const CHAIN: u32 = 12;
 const CALL_HELD_LATER: u32 = 13;
+const GIVE: u32 = 14;
+const CALL_HELD: u32 = 15;
+const HELD_BACK: u32 = 16;
 
 /// Objects made by `NEW_OBJECT` that are still alive, in the service.
 static LIVE: AtomicI32 = AtomicI32::new(0);
@@ -151,6 +154,28 @@ impl Binder for Service {
                 .err()
                 .map_or(0, |e| e.status().code());
                 reply.write(&status)
+            }
+            GIVE => {
+                // B in A -> B -> C: hands the object it is given to the
+                // service at the address it is given, and lets go of it.
+                let obj: Object = data.read()?;
+                let c_addr: String = data.read()?;
+                let c = binder::connect(&c_addr.parse().map_err(|_| Status::BadValue)?)?;
+                let mut p = Parcel::new();
+                p.write(&obj)?;
+                c.call(HOLD, p).map(drop)
+            }
+            CALL_HELD => {
+                // Calls the held object; replies with its answer and the
+                // pid hosting it.
+                let held = self.held.lock().unwrap().clone().ok_or(Status::NoInit)?;
+                let got: i32 = held.call(1, Parcel::new())?.read()?;
+                reply.write(&got)?;
+                reply.write(&held.host_pid())
+            }
+            HELD_BACK => {
+                let held = self.held.lock().unwrap().clone().ok_or(Status::NoInit)?;
+                reply.write(&held)
             }
             RELEASE => {
                 self.held.lock().unwrap().take();
@@ -463,6 +488,61 @@ fn refused_call_holds_nothing() -> TestResult {
     Ok(())
 }
 
+/// A -> B -> C, then C calls A: this process (A) gives its object to
+/// service B, which gives it to service C and lets go; C's calls then go
+/// straight to this process (the object sees C's pid, and C's proxy is
+/// hosted here). C handing the object back here gives this process its
+/// own local object. The object is released when C lets go.
+fn third_party_reference() -> TestResult {
+    let b = start_svc()?;
+    let c = start_svc()?;
+    let callers = Arc::new(Mutex::new(Vec::new()));
+    let token = Arc::new(());
+    let (cl, t2) = (callers.clone(), token.clone());
+    let x = Object::from_fn(move |_, _, r, call| {
+        let _ = &t2;
+        cl.lock().unwrap().push(call.pid());
+        r.write(&1234i32)
+    });
+    // No incoming connections: B's question to this process comes while
+    // this process waits in its call to B.
+    let to_b = Connector::new(&b.addr).incoming_threads(0).connect()?;
+    to_b.call(
+        GIVE,
+        parcel(|p| {
+            p.write(&x)?;
+            p.write(&c.addr.to_string())
+        })?,
+    )?;
+    let to_c = binder::connect(&c.addr)?;
+    let mut r = to_c.call(CALL_HELD, Parcel::new())?;
+    let (got, host): (i32, i32) = (r.read()?, r.read()?);
+    ensure(got == 1234, || format!("the object answered {got}"))?;
+    ensure(host == std::process::id() as i32, || {
+        format!("C's proxy is hosted by pid {host}, not this process")
+    })?;
+    let seen = callers.lock().unwrap().clone();
+    ensure(seen == vec![c.child.id() as i32], || {
+        format!("the object was called by {seen:?}; C is {}", c.child.id())
+    })?;
+    // Back home: this process's own object, not a proxy.
+    let back: Object = to_c.call(HELD_BACK, Parcel::new())?.read()?;
+    ensure(back == x && !back.is_remote(), || {
+        format!("came back as {back:?}")
+    })?;
+    drop((back, x));
+    ensure(Arc::strong_count(&token) == 2, || {
+        "C holds the object, nobody else".into()
+    })?;
+    to_c.call(RELEASE, Parcel::new())?;
+    let end = Instant::now() + T;
+    while Arc::strong_count(&token) != 1 {
+        ensure(Instant::now() < end, || "the object is still held".into())?;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 /// A call that times out gets `TIMED_OUT`; the next call gets its own
 /// reply, not the late one.
 fn timeouts() -> TestResult {
@@ -526,6 +606,7 @@ fn main() {
         ("references_released", references_released),
         ("timeouts", timeouts),
         ("refused_call_holds_nothing", refused_call_holds_nothing),
+        ("third_party_reference", third_party_reference),
         ("death_after_sigkill", death_after_sigkill),
     ]);
 }

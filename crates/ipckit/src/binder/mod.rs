@@ -12,6 +12,10 @@
 //! - A call that the callee makes back into the calling process while
 //!   the caller waits runs on the waiting thread (nested calls), so call
 //!   chains between processes do not deadlock.
+//! - An object reference passed on to a third process works there too:
+//!   the third process's calls go straight to the object's process, which
+//!   sees who calls (ipckit's extension of the protocol, between ipckit
+//!   processes; see `forward.rs`).
 //! - Every call carries the caller's pid, uid and gid ([`Call`]), from the
 //!   kernel.
 //! - [`Object::link_to_death`] runs a callback when the object's process
@@ -60,6 +64,7 @@
 
 mod conn;
 mod death;
+mod forward;
 mod object;
 mod parcel;
 mod server;

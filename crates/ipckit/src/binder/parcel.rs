@@ -428,7 +428,12 @@ impl Parcel {
                 "an object reference in a parcel that came from no session",
             ));
         };
-        session.object_entering(address).map(Some)
+        let object = session.object_entering(address)?;
+        if super::wire::address_options(address) & super::wire::ADDRESS_FORWARD != 0 {
+            // A third process's object: fetched from that process.
+            return session.resolve_forward(object).map(Some);
+        }
+        Ok(Some(object))
     }
 
     /// Reads a file descriptor: a duplicate of the one received, owned by

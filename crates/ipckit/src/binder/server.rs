@@ -463,6 +463,7 @@ impl Connector {
         let session = Session::new(Side::Client, Vec::new(), settings, peer, None);
         session.add_pool_conn(first);
         let setup = || -> Result<Object> {
+            session.hello(self.timeout)?;
             let threads = session
                 .call_special(wire::SPECIAL_GET_MAX_THREADS, self.timeout)?
                 .read_i32()?;

@@ -88,6 +88,10 @@ pub(crate) struct Settings {
 enum NodeRef {
     Local(Weak<LocalInner>),
     Remote(Weak<ProxyInner>),
+    /// A proxy of a third process's object, sent to this session's peer
+    /// as a forwarded reference (ipckit's extension, `forward.rs`): held
+    /// (in `sent_ref`) until the peer has resolved it.
+    Forward(Weak<ProxyInner>),
 }
 
 /// A one-way call waiting for the ones before it.
@@ -145,7 +149,7 @@ impl Node {
 #[derive(Default)]
 struct Nodes {
     by_addr: HashMap<u64, Node>,
-    /// Local objects' addresses, by the object's pointer.
+    /// Local objects' and forwarded proxies' addresses, by pointer.
     local: HashMap<usize, u64>,
     next_id: u32,
     terminated: bool,
@@ -169,8 +173,14 @@ impl Nodes {
         if node.times_sent == 0 {
             out.held = node.sent_ref.take();
             if node.times_recd == 0 && node.todo.is_empty() {
-                if let NodeRef::Local(w) = &node.r {
-                    self.local.remove(&(w.as_ptr() as usize));
+                match &node.r {
+                    NodeRef::Local(w) => {
+                        self.local.remove(&(w.as_ptr() as usize));
+                    }
+                    NodeRef::Forward(w) => {
+                        self.local.remove(&(w.as_ptr() as usize));
+                    }
+                    NodeRef::Remote(_) => {}
                 }
                 self.by_addr.remove(&addr);
                 out.end_session = self.by_addr.is_empty();
@@ -231,6 +241,8 @@ pub(crate) struct Session {
     pending_dec: Mutex<Vec<(u64, u32)>>,
     watched: AtomicBool,
     on_shutdown: Mutex<Vec<ShutdownHook>>,
+    /// The peer is ipckit (it said hello): it takes forwarded references.
+    ext: AtomicBool,
 }
 
 impl std::fmt::Debug for Session {
@@ -265,6 +277,7 @@ impl Session {
             pending_dec: Mutex::new(Vec::new()),
             watched: AtomicBool::new(false),
             on_shutdown: Mutex::new(Vec::new()),
+            ext: AtomicBool::new(false),
         })
     }
 
@@ -282,6 +295,16 @@ impl Session {
 
     pub(crate) fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Acquire)
+    }
+
+    /// Whether the peer is ipckit (said hello), so takes forwarded
+    /// references and answers ipckit's special transactions.
+    pub(crate) fn is_ext(&self) -> bool {
+        self.ext.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_ext(&self) {
+        self.ext.store(true, Ordering::Release);
     }
 
     fn key(&self) -> usize {
@@ -348,7 +371,7 @@ impl Session {
             .values()
             .filter_map(|n| match &n.r {
                 NodeRef::Remote(w) => w.upgrade(),
-                NodeRef::Local(_) => None,
+                NodeRef::Local(_) | NodeRef::Forward(_) => None,
             })
             .collect();
         let old = std::mem::take(&mut nodes.by_addr);
@@ -399,26 +422,13 @@ impl Session {
                     node.sent_ref = Some(obj.clone());
                     return Ok(a);
                 }
-                if nodes.by_addr.len() >= MAX_NODES {
-                    return Err(Error::new(
-                        Status::NoMemory,
-                        format!("more than {MAX_NODES} objects sent in one session"),
-                    ));
-                }
-                loop {
-                    let id = nodes.next_id;
-                    nodes.next_id = nodes.next_id.wrapping_add(1);
-                    let a = wire::make_address(id, self.side == Side::Server);
-                    if nodes.by_addr.contains_key(&a) {
-                        continue;
-                    }
-                    let mut node = Node::new(NodeRef::Local(Arc::downgrade(l)));
-                    node.times_sent = 1;
-                    node.sent_ref = Some(obj.clone());
-                    nodes.by_addr.insert(a, node);
-                    nodes.local.insert(key, a);
-                    return Ok(a);
-                }
+                let a = self.new_address(&mut nodes)?;
+                let mut node = Node::new(NodeRef::Local(Arc::downgrade(l)));
+                node.times_sent = 1;
+                node.sent_ref = Some(obj.clone());
+                nodes.by_addr.insert(a, node);
+                nodes.local.insert(key, a);
+                Ok(a)
             }
             Kind::Remote(r) if std::ptr::eq(Arc::as_ptr(&r.session), self) => {
                 let node = nodes
@@ -429,22 +439,114 @@ impl Session {
                 node.sent_ref = Some(obj.clone());
                 Ok(r.address)
             }
-            Kind::Remote(r) => Err(Error::new(
-                Status::InvalidOperation,
-                format!(
-                    "cannot pass a reference to an object of pid {} to pid {}: this peer cannot \
-                     take references to third processes' objects",
-                    r.session.peer_pid(),
+            Kind::Remote(r) if self.is_ext() && r.session.is_ext() => {
+                // A third process's object: sent as a forwarded reference,
+                // which the peer resolves to a session of its own with
+                // that process (`forward.rs`); this side holds the proxy
+                // until then.
+                let key = Arc::as_ptr(r) as usize;
+                if let Some(&a) = nodes.local.get(&key) {
+                    let node = nodes.by_addr.get_mut(&a).expect("indexed node");
+                    node.times_sent += 1;
+                    node.sent_ref = Some(obj.clone());
+                    return Ok(a);
+                }
+                let a = self.new_address(&mut nodes)? | wire::ADDRESS_FORWARD as u64;
+                let mut node = Node::new(NodeRef::Forward(Arc::downgrade(r)));
+                node.times_sent = 1;
+                node.sent_ref = Some(obj.clone());
+                nodes.by_addr.insert(a, node);
+                nodes.local.insert(key, a);
+                Ok(a)
+            }
+            Kind::Remote(r) => {
+                let not_ipckit = if self.is_ext() {
+                    r.session.peer_pid()
+                } else {
                     self.peer.pid
-                ),
-            )),
+                };
+                Err(Error::new(
+                    Status::InvalidOperation,
+                    format!(
+                        "cannot pass a reference to an object of pid {} to pid {}: pid {} is not \
+                         an ipckit binder (libbinder's RPC binder has no references to third \
+                         processes' objects; pass an address to connect to instead)",
+                        r.session.peer_pid(),
+                        self.peer.pid,
+                        not_ipckit
+                    ),
+                ))
+            }
         }
+    }
+
+    /// A fresh address for an object this side sends.
+    fn new_address(&self, nodes: &mut Nodes) -> Result<u64> {
+        if nodes.by_addr.len() >= MAX_NODES {
+            return Err(Error::new(
+                Status::NoMemory,
+                format!("more than {MAX_NODES} objects sent in one session"),
+            ));
+        }
+        loop {
+            let id = nodes.next_id;
+            nodes.next_id = nodes.next_id.wrapping_add(1);
+            let a = wire::make_address(id, self.side == Side::Server);
+            if !nodes.by_addr.contains_key(&a)
+                && !nodes
+                    .by_addr
+                    .contains_key(&(a | wire::ADDRESS_FORWARD as u64))
+            {
+                return Ok(a);
+            }
+        }
+    }
+
+    /// The local object at `addr`, which the peer holds (for `MINT`).
+    pub(crate) fn sent_local(&self, addr: u64) -> Result<Object> {
+        let nodes = self.lock_nodes();
+        match nodes.by_addr.get(&addr) {
+            Some(Node {
+                r: NodeRef::Local(w),
+                times_sent: 1..,
+                ..
+            }) => w.upgrade().map(|l| Object(Kind::Local(l))),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            Error::bad(format!(
+                "no object {addr:#x} of this process is held by pid {}",
+                self.peer.pid
+            ))
+        })
+    }
+
+    /// The proxy forwarded at `addr`, which the peer holds (for `RESOLVE`).
+    pub(crate) fn forwarded(&self, addr: u64) -> Result<Arc<ProxyInner>> {
+        let nodes = self.lock_nodes();
+        match nodes.by_addr.get(&addr) {
+            Some(Node {
+                r: NodeRef::Forward(w),
+                times_sent: 1..,
+                ..
+            }) => w.upgrade(),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            Error::bad(format!(
+                "no forwarded reference {addr:#x} is held by pid {}",
+                self.peer.pid
+            ))
+        })
     }
 
     /// An address arrived in a parcel: the object it names (libbinder's
     /// `onBinderEntering` and `flushExcessBinderRefs`).
     pub(crate) fn object_entering(self: &Arc<Self>, addr: u64) -> Result<Object> {
-        let known = wire::ADDRESS_CREATED | wire::ADDRESS_FOR_SERVER;
+        let mut known = wire::ADDRESS_CREATED | wire::ADDRESS_FOR_SERVER;
+        if self.is_ext() {
+            known |= wire::ADDRESS_FORWARD;
+        }
         let options = wire::address_options(addr);
         if options & !known != 0 || options & wire::ADDRESS_CREATED == 0 {
             return Err(Error::bad(format!(
@@ -475,6 +577,17 @@ impl Session {
                     }
                     let p = Arc::new(ProxyInner::new(self.clone(), addr));
                     node.r = NodeRef::Remote(Arc::downgrade(&p));
+                    return Ok(Object(Kind::Remote(p)));
+                }
+                NodeRef::Forward(w) => {
+                    // A third process's object this side forwarded, back.
+                    let Some(p) = w.upgrade() else {
+                        return Err(Error::bad(format!(
+                            "reference {addr:#x} came back after it was released"
+                        )));
+                    };
+                    drop(nodes);
+                    self.dec_strong_to_target(addr, 0);
                     return Ok(Object(Kind::Remote(p)));
                 }
             }
@@ -1016,7 +1129,8 @@ impl Session {
         data.truncate(len);
         let oneway = t.flags & FLAG_ONEWAY != 0;
         if t.address == 0 {
-            return self.run_special(conn, t, oneway);
+            let data = Parcel::received(data, objects, fds, self.clone());
+            return self.run_special(conn, t, data, oneway);
         }
         let local = match self.target_entering(t.address) {
             Ok(l) => l,
@@ -1101,7 +1215,7 @@ impl Session {
         })?;
         let NodeRef::Local(w) = &node.r else {
             return Err(Error::bad(format!(
-                "a call to {addr:#x}, which is the caller's own object"
+                "a call to {addr:#x}, which is not an object of this process"
             )));
         };
         let l = w
@@ -1134,10 +1248,21 @@ impl Session {
         self: &Arc<Self>,
         conn: &Arc<Conn>,
         t: wire::Transaction,
+        mut data: Parcel,
         oneway: bool,
     ) -> Result<()> {
         let mut reply = Parcel::new();
         let status = match t.code {
+            wire::SPECIAL_IPK_HELLO
+            | wire::SPECIAL_IPK_RESOLVE
+            | wire::SPECIAL_IPK_MINT
+            | wire::SPECIAL_IPK_REDEEM => match self.run_extension(t.code, &mut data, &mut reply) {
+                Ok(()) => 0,
+                Err(e) => {
+                    reply = Parcel::new();
+                    e.status().code()
+                }
+            },
             wire::SPECIAL_GET_ROOT => match &self.root {
                 Some(root) if self.side == Side::Server => {
                     reply.write_object(Some(root));

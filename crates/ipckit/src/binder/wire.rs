@@ -58,9 +58,29 @@ pub(crate) const SPECIAL_GET_ROOT: u32 = 0;
 pub(crate) const SPECIAL_GET_MAX_THREADS: u32 = 1;
 pub(crate) const SPECIAL_GET_SESSION_ID: u32 = 2;
 
+/// ipckit's own special transactions (see `forward.rs`), far from
+/// libbinder's codes: libbinder and rsbinder answer them
+/// `UNKNOWN_TRANSACTION`, which is how a session learns its peer is not
+/// ipckit.
+///
+/// `HELLO`: the client says it is ipckit; a reply says the server is.
+pub(crate) const SPECIAL_IPK_HELLO: u32 = 0x4950_4B01;
+/// `RESOLVE(u64 address)`: a receiver asks the sender of a forwarded
+/// reference where the object lives; reply `String8 home, byte[] ticket`.
+pub(crate) const SPECIAL_IPK_RESOLVE: u32 = 0x4950_4B02;
+/// `MINT(u64 address, i32 pid, u32 uid)`: the sender asks the object's
+/// process for a ticket for that receiver; reply as `RESOLVE`'s.
+pub(crate) const SPECIAL_IPK_MINT: u32 = 0x4950_4B03;
+/// `REDEEM(byte[] ticket)`: the receiver, connected to the object's
+/// process, trades the ticket for the object; reply the object.
+pub(crate) const SPECIAL_IPK_REDEEM: u32 = 0x4950_4B04;
+
 /// `RPC_WIRE_ADDRESS_OPTION_*`.
 pub(crate) const ADDRESS_CREATED: u32 = 1;
 pub(crate) const ADDRESS_FOR_SERVER: u32 = 1 << 1;
+/// ipckit's option: the address names a reference to a third process's
+/// object, to be resolved with `RESOLVE` (only sent to ipckit peers).
+pub(crate) const ADDRESS_FORWARD: u32 = 1 << 31;
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
