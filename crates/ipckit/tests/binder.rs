@@ -8,14 +8,17 @@
 //! service process: it serves [`Service`] at `ADDR`, prints `ready`, and
 //! exits when its standard input closes.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ipckit::binder::{self, Binder, Call, Connector, Object, Parcel, Result, Server, Status};
+use ipckit::binder::{
+    self, Binder, Call, Connector, Object, Parcel, Policy, Result, Server, ServiceManager,
+    ServiceManagerServer, Status,
+};
 use ipckit::socket::unix::UnixAddr;
 use libtest_mimic::Failed;
 
@@ -208,6 +211,62 @@ fn svc(addr: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// `sm:ADDR[|POLICY-FILE]`: a service manager until standard input closes.
+fn sm_role(arg: &str) -> io::Result<()> {
+    let (addr, policy) = match arg.split_once('|') {
+        Some((a, p)) => (a, Policy::load(p)?),
+        None => (arg, Policy::default()),
+    };
+    let _sm = ServiceManagerServer::builder()
+        .policy(policy)
+        .bind(&addr.parse()?)?;
+    println!("ready");
+    io::stdout().flush()?;
+    let _ = io::copy(&mut io::stdin(), &mut io::sink());
+    Ok(())
+}
+
+/// `pub:ADDR|NAME`: publishes a [`Service`] as `NAME` with the service
+/// manager at `ADDR` until standard input closes.
+fn pub_role(arg: &str) -> io::Result<()> {
+    let (addr, name) = arg.split_once('|').ok_or(io::ErrorKind::InvalidInput)?;
+    let sm = ServiceManager::connect_to(&addr.parse()?)?;
+    let _p = sm.publish(name, &Object::new(Service::default()))?;
+    println!("ready");
+    io::stdout().flush()?;
+    let _ = io::copy(&mut io::stdin(), &mut io::sink());
+    Ok(())
+}
+
+/// `find:ADDR|NAME…`: for each name, what `check_service` says (`found
+/// PID ECHO-REPLY`, `none` or the error), then what `list_services` and
+/// an `add_service` of the first name say.
+fn find_role(arg: &str) -> io::Result<()> {
+    let mut parts = arg.split('|');
+    let addr = parts.next().ok_or(io::ErrorKind::InvalidInput)?;
+    let names: Vec<&str> = parts.collect();
+    let sm = ServiceManager::connect_to(&addr.parse()?)?;
+    for name in &names {
+        match sm.check_service(name) {
+            Ok(Some(o)) => {
+                let mut p = Parcel::new();
+                p.write("x")?;
+                let got: String = o.call(ECHO, p)?.read()?;
+                println!("{name}: found {} {got}", o.host_pid());
+            }
+            Ok(None) => println!("{name}: none"),
+            Err(e) => println!("{name}: {:?} {e}", e.status()),
+        }
+    }
+    println!("list: {:?}", sm.list_services()?);
+    let mine = Object::new(Service::default());
+    match sm.add_service(names[0], &mine) {
+        Ok(()) => println!("add: ok"),
+        Err(e) => println!("add: {:?} {e}", e.status()),
+    }
+    Ok(())
+}
+
 /// A service process; it ends when dropped (its stdin closes, then it is
 /// killed if still there).
 struct Svc {
@@ -232,22 +291,18 @@ impl Drop for Svc {
 
 fn start_svc() -> std::result::Result<Svc, Failed> {
     let addr = format!("@{}", unique("binder"));
-    let mut child = peer_command(VAR, "svc", &addr)?
+    start_role("svc", &addr, &addr)
+}
+
+/// Starts a peer playing `role` with `arg`, waiting for its `ready`.
+fn start_role(role: &str, arg: &str, addr: &str) -> std::result::Result<Svc, Failed> {
+    let mut child = peer_command(VAR, role, arg)?
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
-    let out = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = io::BufReader::new(out).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(T)
-        .map_err(|_| "the service did not start")?;
+    let line = common::first_line(&mut child)?;
     ensure(line.trim() == "ready", || {
-        format!("the service said {line:?}")
+        format!("the {role} peer said {line:?}")
     })?;
     Ok(Svc {
         child,
@@ -543,6 +598,135 @@ fn third_party_reference() -> TestResult {
     Ok(())
 }
 
+/// A service manager in its own process: services published by two
+/// processes, one waited for before it registers (pushed, not polled),
+/// called directly (the service sees this process as its caller), listed
+/// with pid and uid, removed when their process is killed or unpublishes.
+fn service_manager() -> TestResult {
+    let addr = format!("@{}", unique("sm"));
+    let _sm = start_role("sm", &addr, &addr)?;
+    let sm = ServiceManager::connect_to(&addr.parse()?)?;
+    let waiter = {
+        let sm = sm.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            sm.wait_for_service("test.late", T)
+                .map(|o| (o, t0.elapsed()))
+        })
+    };
+    let mut echo = start_role("pub", &format!("{addr}|test.echo"), &addr)?;
+    let late = start_role("pub", &format!("{addr}|test.late"), &addr)?;
+    let (late_obj, waited) = waiter.join().map_err(|_| "the waiter panicked")??;
+    println!("wait_for_service returned {waited:?} after it started (a process start included)");
+    ensure(late_obj.host_pid() == late.child.id() as i32, || {
+        format!("test.late is in pid {}", late_obj.host_pid())
+    })?;
+    let found = sm
+        .check_service("test.echo")?
+        .ok_or("test.echo not found")?;
+    let mut r = found.call(ECHO, parcel(|p| p.write("hi"))?)?;
+    let (s, caller): (String, i32) = (r.read()?, r.read()?);
+    ensure(
+        s == "echo hi" && caller == std::process::id() as i32,
+        || format!("{s:?} from caller {caller}"),
+    )?;
+    ensure(sm.check_service("test.none")?.is_none(), || {
+        "an unknown name was found".into()
+    })?;
+    let infos = sm.services()?;
+    let want = |name: &str, pid: u32| {
+        infos
+            .iter()
+            .any(|i| i.name == name && i.pid == pid as i32 && i.uid == common::my_uid())
+    };
+    ensure(
+        want("test.echo", echo.child.id()) && want("test.late", late.child.id()),
+        || format!("services: {infos:?}"),
+    )?;
+    let e = sm.add_service("bad name", &late_obj).unwrap_err();
+    ensure(e.status() == Status::BadValue, || e.to_string())?;
+    echo.child.kill()?;
+    drop(late);
+    let end = Instant::now() + T;
+    loop {
+        let names = sm.list_services()?;
+        if names.is_empty() {
+            break;
+        }
+        ensure(Instant::now() < end, || format!("still listed: {names:?}"))?;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// The service manager killed and started again: a published service is
+/// registered again with the new one, and found there.
+fn service_manager_restart() -> TestResult {
+    let addr = format!("@{}", unique("sm"));
+    let mut first = start_role("sm", &addr, &addr)?;
+    let svc = start_role("pub", &format!("{addr}|test.echo"), &addr)?;
+    first.child.kill()?;
+    first.child.wait()?;
+    let _second = start_role("sm", &addr, &addr)?;
+    let t0 = Instant::now();
+    let sm = ServiceManager::connect_to(&addr.parse()?)?;
+    let o = sm.wait_for_service("test.echo", T)?;
+    println!(
+        "registered again {:?} after the new service manager started",
+        t0.elapsed()
+    );
+    ensure(o.host_pid() == svc.child.id() as i32, || {
+        format!("test.echo is in pid {}", o.host_pid())
+    })?;
+    o.ping()?;
+    Ok(())
+}
+
+/// Policy between users: as root, this process registers two services
+/// with a root service manager whose policy lets everyone find one of
+/// them; a process of user nobody finds and calls that one, is refused
+/// the other (`PERMISSION_DENIED`, and it is not listed), and cannot take
+/// its name.
+fn service_manager_policy() -> TestResult {
+    if common::my_uid() != 0 {
+        eprintln!("  skipped: needs root to run a peer as another user");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let policy = dir.path().join("policy");
+    std::fs::write(
+        &policy,
+        "# test
+find test.public *
+",
+    )?;
+    let addr = format!("@{}", unique("sm"));
+    let _smp = start_role("sm", &format!("{addr}|{}", policy.display()), &addr)?;
+    let sm = ServiceManager::connect_to(&addr.parse()?)?;
+    let private = Object::new(Service::default());
+    let public = Object::new(Service::default());
+    sm.add_service("test.private", &private)?;
+    sm.add_service("test.public", &public)?;
+    let exe_dir = tempfile::tempdir()?;
+    let out = common::other_user_cmd(&exe_dir)?
+        .env(VAR, format!("find:{addr}|test.private|test.public"))
+        .stderr(Stdio::inherit())
+        .output()?;
+    let text = String::from_utf8(out.stdout)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let me = std::process::id();
+    ensure(
+        out.status.success()
+            && lines.len() == 4
+            && lines[0].starts_with("test.private: PermissionDenied uid 65534 may not find")
+            && lines[1] == format!("test.public: found {me} echo x")
+            && lines[2] == r#"list: ["test.public"]"#
+            && lines[3]
+                .starts_with(r#"add: PermissionDenied "test.private" is registered by uid 0"#),
+        || format!("{:?}: {text}", out.status),
+    )
+}
+
 /// A call that times out gets `TIMED_OUT`; the next call gets its own
 /// reply, not the late one.
 fn timeouts() -> TestResult {
@@ -594,7 +778,17 @@ fn death_after_sigkill() -> TestResult {
 
 fn main() {
     common::play_peer_or_arm_watchdog(
-        &[(VAR, |spec: &str| common::by_role(spec, &[("svc", svc)]))],
+        &[(VAR, |spec: &str| {
+            common::by_role(
+                spec,
+                &[
+                    ("svc", svc),
+                    ("sm", sm_role),
+                    ("pub", pub_role),
+                    ("find", find_role),
+                ],
+            )
+        })],
         "binder",
         Duration::from_secs(120),
     );
@@ -607,6 +801,9 @@ fn main() {
         ("timeouts", timeouts),
         ("refused_call_holds_nothing", refused_call_holds_nothing),
         ("third_party_reference", third_party_reference),
+        ("service_manager", service_manager),
+        ("service_manager_restart", service_manager_restart),
+        ("service_manager_policy", service_manager_policy),
         ("death_after_sigkill", death_after_sigkill),
     ]);
 }

@@ -69,6 +69,7 @@ mod object;
 mod parcel;
 mod server;
 mod session;
+mod sm;
 mod status;
 mod wire;
 
@@ -78,10 +79,17 @@ pub use object::{
 };
 pub use parcel::{
     Deserialize, DeserializeArray, DeserializeOption, Parcel, ParcelFileDescriptor, Serialize,
-    SerializeArray, SerializeOption, DEFAULT_MAX_PARCEL, MAX_FDS,
+    SerializeArray, SerializeOption, DEFAULT_MAX_PARCEL, EX_ILLEGAL_ARGUMENT, EX_ILLEGAL_STATE,
+    EX_NONE, EX_NULL_POINTER, EX_SECURITY, EX_SERVICE_SPECIFIC, EX_UNSUPPORTED_OPERATION, MAX_FDS,
 };
 pub use server::{
     connect, ConnectionFilter, Connector, Server, ServerBuilder, SessionInfo, DEFAULT_THREADS,
+};
+pub use sm::{
+    check_name, code as service_manager_code, service_manager_addr, Notifications, Policy,
+    PolicyError, Publication, ServiceInfo, ServiceManager, ServiceManagerBuilder,
+    ServiceManagerServer, DEFAULT_SERVICE_MANAGER, SERVICE_CALLBACK_DESCRIPTOR,
+    SERVICE_MANAGER_DESCRIPTOR, SERVICE_MANAGER_ENV,
 };
 pub use status::{Error, Result, Status};
 pub use wire::PROTOCOL_VERSION;

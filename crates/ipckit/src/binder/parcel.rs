@@ -59,6 +59,22 @@ pub const MAX_FDS: usize = 253;
 /// `RpcFields::TYPE_NATIVE_FILE_DESCRIPTOR`.
 const TYPE_FD: i32 = 2;
 
+/// AIDL's exception codes (`binder::Status::Exception`), written first in
+/// an AIDL reply: success.
+pub const EX_NONE: i32 = 0;
+/// AIDL: the caller may not do this.
+pub const EX_SECURITY: i32 = -1;
+/// AIDL: a bad argument.
+pub const EX_ILLEGAL_ARGUMENT: i32 = -3;
+/// AIDL: a null where a value was required.
+pub const EX_NULL_POINTER: i32 = -4;
+/// AIDL: not now, in this state.
+pub const EX_ILLEGAL_STATE: i32 = -5;
+/// AIDL: not supported.
+pub const EX_UNSUPPORTED_OPERATION: i32 = -7;
+/// AIDL: a service-specific error code follows.
+pub const EX_SERVICE_SPECIFIC: i32 = -8;
+
 /// Transaction data: values, descriptors and object references.
 #[derive(Default)]
 pub struct Parcel {
@@ -265,6 +281,64 @@ impl Parcel {
         self.write_i32(n);
         self.put(b);
         Ok(())
+    }
+
+    /// Writes an AIDL interface token (`writeInterfaceToken`): on RPC
+    /// binder, the interface's descriptor as a String16.
+    pub fn write_interface_token(&mut self, descriptor: &str) -> Result<()> {
+        self.write_string16(Some(descriptor))
+    }
+
+    /// Reads an AIDL interface token and checks it names `descriptor`
+    /// (`enforceInterface`); otherwise `BAD_TYPE`.
+    pub fn enforce_interface(&mut self, descriptor: &str) -> Result<()> {
+        match self.read_string16()? {
+            Some(d) if d == descriptor => Ok(()),
+            got => Err(Error::new(
+                Status::BadType,
+                format!("a call for interface {got:?} on {descriptor:?}"),
+            )),
+        }
+    }
+
+    /// Writes AIDL's reply header for success (`EX_NONE`), before the
+    /// return value (`binder::Status::writeToParcel`).
+    pub fn write_no_exception(&mut self) {
+        self.write_i32(EX_NONE);
+    }
+
+    /// Writes an AIDL exception reply (`binder::Status::writeToParcel`):
+    /// the code (an `EX_*` constant), the message and an empty stack
+    /// trace header.
+    pub fn write_exception(&mut self, code: i32, message: &str) -> Result<()> {
+        self.write_i32(code);
+        self.write_string16(Some(message))?;
+        self.write_i32(0);
+        if code == EX_SERVICE_SPECIFIC {
+            self.write_i32(0);
+        }
+        Ok(())
+    }
+
+    /// Reads AIDL's reply header: `Ok` for `EX_NONE` (the return value
+    /// follows), else the exception as an [`Error`] with its message
+    /// (`EX_SECURITY` is `PERMISSION_DENIED`, `EX_ILLEGAL_ARGUMENT`
+    /// `BAD_VALUE`, `EX_ILLEGAL_STATE` `INVALID_OPERATION`).
+    pub fn read_exception(&mut self) -> Result<()> {
+        let code = self.read_i32()?;
+        if code == EX_NONE {
+            return Ok(());
+        }
+        let message = self.read_string16()?.unwrap_or_default();
+        let status = match code {
+            EX_SECURITY => Status::PermissionDenied,
+            EX_ILLEGAL_ARGUMENT => Status::BadValue,
+            EX_ILLEGAL_STATE => Status::InvalidOperation,
+            EX_UNSUPPORTED_OPERATION => Status::UnknownTransaction,
+            EX_NULL_POINTER => Status::UnexpectedNull,
+            _ => Status::UnknownError,
+        };
+        Err(Error::new(status, message))
     }
 
     /// Writes a reference to an object (local or remote); `None` writes a

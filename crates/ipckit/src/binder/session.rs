@@ -1235,7 +1235,11 @@ impl Session {
         };
         let mut data = Parcel::received(t.data, t.objects, t.fds, self.clone());
         let mut reply = Parcel::new();
-        let _serving = Serving::enter(self.key(), conn.clone());
+        // Only a caller waiting for its reply reads `conn` meanwhile, so
+        // only a synchronous call's calls back go there (libbinder's
+        // `allowNested`); a one-way call's go on the pool.
+        let _serving =
+            (t.flags & FLAG_ONEWAY == 0).then(|| Serving::enter(self.key(), conn.clone()));
         let r = local.dispatch(t.code, &mut data, &mut reply, &call);
         drop(data);
         match r {
