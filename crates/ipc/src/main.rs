@@ -8,6 +8,7 @@
 mod addr;
 mod args;
 mod bench;
+mod binder;
 mod broker;
 mod call;
 mod cleanup;
@@ -76,6 +77,9 @@ enum Command {
     /// Mailboxes at the broker: create (with limits, retention, ack and
     /// dead-letter settings), ls, stat, rm.
     Mailbox(mailbox::Args),
+    /// Binder in user space: list services (ls), call one (call), run the
+    /// service manager (service-manager).
+    Binder(binder::Args),
     /// Measure every mechanism between two real processes.
     Bench(bench::Args),
     /// Print a completion script: ipc completions bash >
@@ -174,6 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Signal(a) => signal::run(a),
         Command::Broker(a) => broker::run(a),
         Command::Mailbox(a) => mailbox::run(a),
+        Command::Binder(a) => binder::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Completions(a) => completions::run(a),
         Command::Man(a) => completions::man(a),

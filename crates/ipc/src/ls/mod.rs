@@ -1,8 +1,11 @@
 //! `ipc ls [-p PID] [--kind KIND] [--orphans] [--json]`: every IPC object
 //! on the machine and who holds it, from `/proc` (each process's
 //! descriptors and mappings, `/proc/sysvipc`), the kernel's `sock_diag(7)`
-//! (Unix sockets and their peers), `/dev/shm` and `/dev/mqueue`, and the
-//! mailboxes of the broker at the default socket (or `--broker PATH`).
+//! (Unix sockets and their peers), `/dev/shm` and `/dev/mqueue`, the
+//! mailboxes of the broker at the default socket (or `--broker PATH`), and
+//! the binder services of the service manager (`$IPCKIT_SERVICE_MANAGER`,
+//! else its default address); ipckit's binder connections show as kind
+//! `binder`.
 //!
 //! Objects held through descriptors are grouped by the file they are, so a
 //! pipe shows both ends and every process that has either; a connected
@@ -15,6 +18,7 @@
 //! run could not look at (other users' processes without root, sock_diag
 //! refused, /dev/mqueue not mounted).
 
+mod binder;
 mod mailbox;
 mod procs;
 mod sockdiag;
@@ -48,6 +52,7 @@ pub const KINDS: &[&str] = &[
     "eventfd",
     "signalfd",
     "mailbox",
+    "binder",
 ];
 
 #[derive(clap::Args, Debug)]
@@ -136,6 +141,7 @@ pub fn list(broker: Option<&std::path::Path>) -> Listing {
     if let Some(b) = broker {
         mailbox::objects(b, &mut found, &mut unseen);
     }
+    binder::objects(&mut found, &mut unseen);
     let mut objects: Vec<Object> = found.into_values().collect();
     for o in &mut objects {
         if o.kind == "ring" {

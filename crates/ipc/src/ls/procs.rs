@@ -501,6 +501,13 @@ fn socket_object(
         _ => return None,
     };
     let listening = s.state == 10;
+    // ipckit's binder sessions: the service manager's and the homes'
+    // connections (accepted ones carry the listener's name).
+    let binder = kind == "unix"
+        && s.name
+            .as_deref()
+            .is_some_and(|n| n.starts_with(super::binder::SOCKET_PREFIX));
+    let kind = if binder { "binder" } else { kind };
     Some(Object {
         kind,
         address: s.name.as_ref().map(|n| format!("{kind}:{n}")),
@@ -508,7 +515,11 @@ fn socket_object(
         inode: Some(ino),
         // A listener's queue is of connections, not bytes.
         bytes: s.queued.filter(|_| !listening),
-        note: listening.then(|| "listening".into()),
+        note: match (listening, binder) {
+            (true, _) => Some("listening".into()),
+            (false, true) => Some("binder session connection".into()),
+            (false, false) => None,
+        },
         ..Object::default()
     })
 }
