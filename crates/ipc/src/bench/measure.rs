@@ -106,7 +106,7 @@ impl RoundTrips {
     }
 }
 
-#[derive(Serialize, Clone, Copy, Debug)]
+#[derive(Serialize, serde::Deserialize, Clone, Copy, Debug)]
 pub(super) struct Stats {
     pub(super) min: u64,
     pub(super) p50: u64,

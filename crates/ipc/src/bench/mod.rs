@@ -40,6 +40,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ipckit::WaitStrategy;
 use serde::Serialize;
 
+mod binder;
 mod cleanup;
 mod html;
 mod mailbox;
@@ -142,9 +143,16 @@ pub struct Args {
 
 /// The mechanism that also has a section of its own.
 const MAILBOX: &str = "mailbox";
+/// Not a message mechanism: its own table ([`binder`]).
+const BINDER: &str = "binder";
 
 fn mechanism_names() -> clap::builder::PossibleValuesParser {
-    clap::builder::PossibleValuesParser::new(Mech::all().iter().map(|m| m.name()))
+    clap::builder::PossibleValuesParser::new(
+        Mech::all()
+            .iter()
+            .map(|m| m.name())
+            .chain(std::iter::once(BINDER)),
+    )
 }
 
 /// The largest message size `ipc bench` measures.
@@ -215,6 +223,8 @@ struct Report {
     request_reply: Vec<rpc::RpcRow>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     mailbox: Vec<mailbox::MailboxRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binder: Option<binder::BinderRow>,
 }
 
 fn machine(cpus: Option<(usize, usize)>) -> Machine {
@@ -270,10 +280,16 @@ pub fn run(args: Args) -> Result<()> {
     let mechs: Vec<Mech> = if args.mechanisms.is_empty() {
         Mech::all().to_vec()
     } else {
-        let mut v: Vec<Mech> = args.mechanisms.iter().map(|n| Mech::by_name(n)).collect();
+        let mut v: Vec<Mech> = args
+            .mechanisms
+            .iter()
+            .filter(|n| *n != BINDER)
+            .map(|n| Mech::by_name(n))
+            .collect();
         v.dedup();
         v
     };
+    let with_binder = args.mechanisms.is_empty() || args.mechanisms.iter().any(|n| n == BINDER);
     let with_mailbox = args.mechanisms.is_empty() || args.mechanisms.iter().any(|n| n == MAILBOX);
     if args.duration_ms == 0 {
         bail!("--duration-ms must be at least 1");
@@ -354,7 +370,11 @@ pub fn run(args: Args) -> Result<()> {
         .filter(|m| args.mechanisms.is_empty() || mechs.iter().any(|x| x.name() == m.scheme))
         .collect();
     let bar = ProgressBar::new(
-        points.len() as u64 + rpc_mechs.len() as u64 + 1 + u64::from(with_mailbox),
+        points.len() as u64
+            + rpc_mechs.len() as u64
+            + 1
+            + u64::from(with_mailbox)
+            + u64::from(with_binder),
     );
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
@@ -397,6 +417,13 @@ pub fn run(args: Args) -> Result<()> {
         cleanup::point_done();
         bar.inc(1);
     }
+    let binder_row = with_binder.then(|| {
+        bar.set_message("binder calls");
+        let r = binder::measure(&mut ctx, d);
+        cleanup::point_done();
+        bar.inc(1);
+        r
+    });
     let mut mailbox_rows = Vec::new();
     if with_mailbox {
         bar.set_message("mailboxes through a broker process");
@@ -469,6 +496,23 @@ pub fn run(args: Args) -> Result<()> {
         );
         println!("{}", rpc::table(&rpc_rows));
     }
+    if let Some(r) = &binder_row {
+        println!(
+            "Binder (ipckit::binder: synchronous calls with a {}-byte byte array in and out, \
+             beside a bare seqpacket round trip of {} bytes, rounds interleaved; one-way calls \
+             of {} bytes, run in order):",
+            binder::SIZE,
+            binder::SIZE,
+            binder::SIZE
+        );
+        println!("{}", binder::table(r));
+        if let Some(x) = r.call_vs_seqpacket {
+            say(
+                &format!("- binder call p50 / bare seqpacket p50: {x:.2}× (goal: at most 1.5×)"),
+                2,
+            );
+        }
+    }
     if !mailbox_rows.is_empty() {
         println!(
             "Mailboxes ({} B through an `ipc broker` process, free to run on either CPU, \
@@ -515,6 +559,7 @@ pub fn run(args: Args) -> Result<()> {
             results: rows,
             request_reply: rpc_rows,
             mailbox: mailbox_rows,
+            binder: binder_row,
         };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;

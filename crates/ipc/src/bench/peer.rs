@@ -42,6 +42,9 @@ pub enum Role {
     MailboxSink,
     /// Answer NATS requests on a subject (`--addr URL|SUBJECT`).
     NatsEcho,
+    /// Call a binder object (`--addr @NAME`) and echo on a seqpacket
+    /// socket (stdin), measuring ([`super::binder`]).
+    BinderCall,
 }
 
 #[derive(clap::Args, Debug)]
@@ -205,6 +208,10 @@ pub fn peer(a: PeerArgs) -> Result<()> {
             .ok_or_else(|| anyhow!("--addr is required"))?;
         return super::rpc::peer(addr, a.size, Duration::from_millis(a.duration_ms));
     }
+    if a.role == Role::BinderCall {
+        let addr = a.addr.as_deref().context("--addr is required")?;
+        return super::binder::peer(addr, a.size, Duration::from_millis(a.duration_ms));
+    }
     if a.role == Role::NatsEcho {
         let addr = a
             .addr
@@ -286,7 +293,12 @@ pub fn peer(a: PeerArgs) -> Result<()> {
             let _ = ep.recv_timeout_into(&mut buf, Duration::from_millis(500));
             Ok(())
         }
-        Role::Floor | Role::Rpc | Role::MailboxEcho | Role::MailboxSink | Role::NatsEcho => {
+        Role::Floor
+        | Role::Rpc
+        | Role::MailboxEcho
+        | Role::MailboxSink
+        | Role::NatsEcho
+        | Role::BinderCall => {
             unreachable!("handled above")
         }
     }

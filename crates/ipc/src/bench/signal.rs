@@ -174,7 +174,12 @@ pub fn peer(role: Role, wait: WaitStrategy) -> Result<()> {
             send(parent, count)?;
             send(parent, i32::try_from(micros).unwrap_or(i32::MAX))
         }
-        Role::Floor | Role::Rpc | Role::MailboxEcho | Role::MailboxSink | Role::NatsEcho => {
+        Role::Floor
+        | Role::Rpc
+        | Role::MailboxEcho
+        | Role::MailboxSink
+        | Role::NatsEcho
+        | Role::BinderCall => {
             bail!("the signal bench has no {role:?} role")
         }
     }
