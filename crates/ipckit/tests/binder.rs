@@ -727,6 +727,94 @@ find test.public *
     )
 }
 
+/// A hostile client speaking raw bytes: a body of 4 GiB announced, a
+/// body too short for its transaction, a parcel longer than its body, a
+/// call to an object never sent, junk instead of a header. Each ends (at
+/// most) its own session, with an error reply or a hang-up; the service
+/// stays up and serves a well-behaved client afterwards.
+fn hostile_peer() -> TestResult {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixStream};
+    let mut svc = start_svc()?;
+    let name = svc.addr.to_string();
+    let name = name.trim_start_matches('@').to_owned();
+    let session = || -> std::result::Result<UnixStream, Failed> {
+        let mut s = UnixStream::connect_addr(&SocketAddr::from_abstract_name(&name)?)?;
+        s.set_read_timeout(Some(T))?;
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&1u32.to_le_bytes());
+        h[5] = 1; // fd mode: Unix
+        s.write_all(&h)?;
+        s.write_all(b"cci\0\0\0\0\0")?;
+        let mut r = [0u8; 8];
+        s.read_exact(&mut r)?;
+        Ok(s)
+    };
+    let header = |command: u32, body: u32| {
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&command.to_le_bytes());
+        h[4..8].copy_from_slice(&body.to_le_bytes());
+        h
+    };
+    let transaction = |address: u64, code: u32, parcel_len: u32| {
+        let mut t = [0u8; 40];
+        t[0..8].copy_from_slice(&address.to_le_bytes());
+        t[8..12].copy_from_slice(&code.to_le_bytes());
+        t[24..28].copy_from_slice(&parcel_len.to_le_bytes());
+        t
+    };
+    // Reads until the service hangs up, or the first reply header: its
+    // status must be an error.
+    let outcome = |s: &mut UnixStream| -> std::result::Result<String, Failed> {
+        let mut h = [0u8; 16];
+        match s.read_exact(&mut h) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok("hung up".into()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok("hung up".into()),
+            Err(e) => Err(format!("neither a reply nor a hang-up: {e}").into()),
+            Ok(()) => {
+                let mut body = vec![0u8; u32::from_le_bytes(h[4..8].try_into()?) as usize];
+                s.read_exact(&mut body)?;
+                let status = i32::from_le_bytes(body[0..4].try_into()?);
+                ensure(status != 0, || "a hostile call succeeded".into())?;
+                Ok(format!("reply status {status}"))
+            }
+        }
+    };
+    let mut s = session()?;
+    s.write_all(&header(0, 0xFFFF_FFF0))?;
+    println!("4 GiB body: {}", outcome(&mut s)?);
+    let mut s = session()?;
+    s.write_all(&header(0, 8))?;
+    s.write_all(&[7u8; 8])?;
+    println!("short body: {}", outcome(&mut s)?);
+    let mut s = session()?;
+    s.write_all(&header(0, 40 + 8))?;
+    s.write_all(&transaction(wire_address(9), ECHO, 1000))?;
+    s.write_all(&[0u8; 8])?;
+    println!("parcel past its body: {}", outcome(&mut s)?);
+    let mut s = session()?;
+    s.write_all(&header(0, 40 + 8))?;
+    s.write_all(&transaction(wire_address(12345), ECHO, 8))?;
+    s.write_all(&[0u8; 8])?;
+    println!("unknown object: {}", outcome(&mut s)?);
+    let mut s = session()?;
+    s.write_all(&[0xA5u8; 4096])?;
+    println!("junk: {}", outcome(&mut s)?);
+    // A first connection that never says anything, left open meanwhile.
+    let _silent = UnixStream::connect_addr(&SocketAddr::from_abstract_name(&name)?)?;
+    ensure(svc.child.try_wait()?.is_none(), || {
+        "the service died".into()
+    })?;
+    let remote = binder::connect(&svc.addr)?;
+    let mut r = remote.call(ECHO, parcel(|p| p.write("still here"))?)?;
+    ensure(r.read::<String>()? == "echo still here", || "echo".into())
+}
+
+/// A server-made address (`CREATED | FOR_SERVER`) with id `id`.
+fn wire_address(id: u32) -> u64 {
+    (id as u64) << 32 | 3
+}
+
 /// A call that times out gets `TIMED_OUT`; the next call gets its own
 /// reply, not the late one.
 fn timeouts() -> TestResult {
@@ -799,6 +887,7 @@ fn main() {
         ("oneway_order_under_load", oneway_order_under_load),
         ("references_released", references_released),
         ("timeouts", timeouts),
+        ("hostile_peer", hostile_peer),
         ("refused_call_holds_nothing", refused_call_holds_nothing),
         ("third_party_reference", third_party_reference),
         ("service_manager", service_manager),
