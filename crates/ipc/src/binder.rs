@@ -260,13 +260,7 @@ fn dump(p: &Parcel) -> String {
             out.push_str("         ");
         }
         out.push('\'');
-        out.extend(chunk.iter().map(|&c| {
-            if c.is_ascii_graphic() || c == b' ' {
-                c as char
-            } else {
-                '.'
-            }
-        }));
+        out.extend(chunk.iter().map(|&c| crate::format::printable(c)));
         out.push('\'');
     }
     out.push(')');

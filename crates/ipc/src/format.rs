@@ -193,6 +193,16 @@ fn json(out: &mut Vec<u8>, msg: &[u8], meta: &Meta) {
     serde_json::to_writer(out, &j).expect("plain values always serialize");
 }
 
+/// A byte as a dump's text column shows it: printable ASCII as itself,
+/// anything else as `.` (`ipc shm read`, `ipc binder call`).
+pub fn printable(b: u8) -> char {
+    if b.is_ascii_graphic() || b == b' ' {
+        b as char
+    } else {
+        '.'
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -290,13 +290,7 @@ fn dump(buf: &[u8], base: usize) -> String {
             }
         }
         s.push_str(" |");
-        s.extend(line.iter().map(|&b| {
-            if b.is_ascii_graphic() || b == b' ' {
-                b as char
-            } else {
-                '.'
-            }
-        }));
+        s.extend(line.iter().map(|&b| crate::format::printable(b)));
         s.push_str("|\n");
     }
     s.push_str(&format!("{:08x}\n", base + buf.len()));

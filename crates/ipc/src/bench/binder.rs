@@ -10,19 +10,18 @@
 //!   the rate is the number sent over the time until this side has run
 //!   them all, checked in order.
 
-use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use ipckit::binder::{self, Object, Parcel, Server, Status};
 use serde::Serialize;
 
 use super::measure::Stats;
-use super::{new_hist, Ctx, Peer, Role, MSG_TIMEOUT, SETUP_TIMEOUT};
+use super::{new_hist, Ctx, Role, MSG_TIMEOUT, SETUP_TIMEOUT};
 
 /// The payload of each call, and of each seqpacket message.
 pub const SIZE: usize = 64;
@@ -115,26 +114,13 @@ fn measure_inner(ctx: &mut Ctx, d: Duration) -> Result<BinderRow> {
         }
     });
     let mut cmd = ctx.peer_cmd(Role::BinderCall)?;
-    cmd.arg("--addr")
-        .arg(addr.to_string())
-        .arg("--size")
-        .arg(SIZE.to_string())
-        .arg("--duration-ms")
-        .arg(d.as_millis().to_string())
-        .stdin(Stdio::from(theirs))
-        .stdout(Stdio::piped());
-    let mut peer = Peer::spawn(&mut cmd)?;
-    // The peer's end stays open only in the peer: the echo ends with it.
+    cmd.stdin(Stdio::from(theirs));
+    let line = Ctx::figures(&mut cmd, &addr.to_string(), SIZE, d);
+    // The peer's end now stays open nowhere: the echo ends.
     drop(cmd);
-    let out = peer.0.stdout.take().expect("piped");
-    let mut line = String::new();
-    BufReader::new(out)
-        .read_line(&mut line)
-        .context("reading the peer's figures")?;
-    let result = peer.finish();
     drop(server);
-    result?;
     let _ = echo.join();
+    let line = line?;
     let row: BinderRow =
         serde_json::from_str(&line).map_err(|_| anyhow!("the peer said {line:?}"))?;
     Ok(row)

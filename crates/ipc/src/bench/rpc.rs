@@ -5,8 +5,6 @@
 //! one client at once (calls per second, with replies matched to callers
 //! by correlation id).
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +13,7 @@ use ipckit::registry::Mechanism;
 use ipckit::rpc::{Client, Server};
 use serde::Serialize;
 
-use super::{new_hist, Ctx, Peer, Role, SETUP_TIMEOUT};
+use super::{new_hist, Ctx, Role, SETUP_TIMEOUT};
 
 /// The size of each request and reply.
 pub const SIZE: usize = 64;
@@ -73,22 +71,9 @@ fn measure_inner(
         ipckit::listen_with(&addr, &opts).with_context(|| format!("listening on {addr}"))?;
     let target = listener.local_address()?;
     let server = Server::new(listener).workers(0).spawn(|req: Vec<u8>| req)?;
-    cmd.arg("--addr")
-        .arg(target.to_string())
-        .arg("--size")
-        .arg(SIZE.to_string())
-        .arg("--duration-ms")
-        .arg(duration.as_millis().to_string())
-        .stdout(Stdio::piped());
-    let mut peer = Peer::spawn(&mut cmd)?;
-    let out = peer.0.stdout.take().expect("piped");
-    let mut line = String::new();
-    BufReader::new(out)
-        .read_line(&mut line)
-        .context("reading the peer's figures")?;
-    let result = peer.finish();
+    let line = Ctx::figures(&mut cmd, &target.to_string(), SIZE, duration);
     server.stop()?;
-    result?;
+    let line = line?;
     let f: Vec<f64> = line
         .split_whitespace()
         .map(|w| w.parse::<f64>())

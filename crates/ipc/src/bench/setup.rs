@@ -114,6 +114,32 @@ impl Ctx {
         self.peer_cmd_on(role, self.cpus.map(|(_, b)| b))
     }
 
+    /// Runs a measuring peer (`cmd` from [`Self::peer_cmd`], given
+    /// `--addr ADDR --size SIZE --duration-ms D` here) to its end, and
+    /// returns the line of figures it printed.
+    pub(super) fn figures(
+        cmd: &mut Command,
+        addr: &str,
+        size: usize,
+        d: Duration,
+    ) -> Result<String> {
+        cmd.arg("--addr")
+            .arg(addr)
+            .arg("--size")
+            .arg(size.to_string())
+            .arg("--duration-ms")
+            .arg(d.as_millis().to_string())
+            .stdout(Stdio::piped());
+        let mut peer = Peer::spawn(cmd)?;
+        let out = peer.0.stdout.take().expect("piped");
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+            .context("reading the peer's figures");
+        peer.finish()?;
+        read?;
+        Ok(line)
+    }
+
     /// [`Self::peer_cmd`], the peer pinned to `cpu` (when given).
     pub(super) fn peer_cmd_on(&self, role: Role, cpu: Option<usize>) -> Result<Command> {
         let mut cmd = Command::new(std::env::current_exe().context("locating the ipc binary")?);
