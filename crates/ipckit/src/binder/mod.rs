@@ -22,7 +22,8 @@
 //!   dies, within milliseconds, even after `kill -9`.
 //!
 //! A [`Server`] serves a root object on a socket; [`connect`] returns the
-//! root object of the server at an address.
+//! root object of the server at an address. The service manager ([`sm`]:
+//! [`ServiceManagerServer`], [`ServiceManager`]) finds objects by name.
 //!
 //! # Wire
 //!
@@ -69,7 +70,7 @@ mod object;
 mod parcel;
 mod server;
 mod session;
-mod sm;
+pub mod sm;
 mod status;
 mod wire;
 
@@ -86,10 +87,9 @@ pub use server::{
     connect, ConnectionFilter, Connector, Server, ServerBuilder, SessionInfo, DEFAULT_THREADS,
 };
 pub use sm::{
-    check_name, code as service_manager_code, service_manager_addr, Notifications, Policy,
-    PolicyError, Publication, ServiceInfo, ServiceManager, ServiceManagerBuilder,
-    ServiceManagerServer, DEFAULT_SERVICE_MANAGER, SERVICE_CALLBACK_DESCRIPTOR,
-    SERVICE_MANAGER_DESCRIPTOR, SERVICE_MANAGER_ENV,
+    check_name, service_manager_addr, Notifications, Policy, PolicyError, Publication, ServiceInfo,
+    ServiceManager, ServiceManagerBuilder, ServiceManagerServer, DEFAULT_SERVICE_MANAGER,
+    SERVICE_CALLBACK_DESCRIPTOR, SERVICE_MANAGER_DESCRIPTOR, SERVICE_MANAGER_ENV,
 };
 pub use status::{Error, Result, Status};
 pub use wire::PROTOCOL_VERSION;
