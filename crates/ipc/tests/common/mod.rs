@@ -37,6 +37,18 @@ pub fn recv(args: &[&str]) -> Child {
 /// Waits for a child at most `T`; one that hangs gets SIGTERM (so that
 /// `ipc` removes what it made), then SIGKILL two seconds later.
 pub fn finish(mut child: Child) -> Output {
+    // Read the pipes meanwhile: a child writing more than a pipe holds
+    // (64 KiB) would otherwise wait for us while we wait for it.
+    fn drain(r: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    }
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let end = Instant::now() + T;
     while child.try_wait().expect("try_wait").is_none() {
         if Instant::now() > end {
@@ -48,15 +60,17 @@ pub fn finish(mut child: Child) -> Output {
                 std::thread::sleep(Duration::from_millis(10));
             }
             child.kill().ok();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "timed out; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let _ = child.wait();
+            let err = err.join().unwrap_or_default();
+            panic!("timed out; stderr: {}", String::from_utf8_lossy(&err));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    child.wait_with_output().expect("output")
+    Output {
+        status: child.wait().expect("wait"),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
 }
 
 pub fn run(cmd: &mut Command) -> Output {
