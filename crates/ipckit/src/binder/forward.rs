@@ -211,10 +211,11 @@ fn redeem(home_name: &str, ticket: &[u8]) -> Result<Object> {
                     return Err(Error::bad("a home answered with a local object"));
                 };
                 let s = p.session.clone();
-                direct()
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(home_name.to_owned(), Arc::downgrade(&s));
+                let mut d = direct().lock().unwrap_or_else(|p| p.into_inner());
+                // Forget the homes whose sessions ended.
+                d.retain(|_, w| w.strong_count() > 0);
+                d.insert(home_name.to_owned(), Arc::downgrade(&s));
+                drop(d);
                 (s, Some(root))
             }
         };

@@ -485,7 +485,10 @@ impl Parcel {
     }
 
     /// Reads an object reference (`None`: a null reference). A reference
-    /// received from another process becomes a proxy that calls it.
+    /// received from another process becomes a proxy that calls it. A
+    /// reference to a third process's object (forwarded by an ipckit
+    /// peer) is fetched from that process first: this call then waits
+    /// for two round trips and, the first time, a connection to it.
     pub fn read_object(&mut self) -> Result<Option<Object>> {
         let at = self.pos as u32;
         let present = self.read_i32()?;

@@ -383,22 +383,13 @@ impl Registry {
         } else {
             std::process::id() as i32
         };
-        let mut state = self.lock();
-        if let Some(old) = state.services.get(&name) {
-            if old.uid != call.uid() && call.uid() != 0 && old.object.is_alive() {
-                let (uid, pid) = (old.uid, old.pid);
-                drop(state);
-                return exception(
-                    reply,
-                    EX_SECURITY,
-                    format!("{name:?} is registered by uid {uid} (pid {pid})"),
-                );
-            }
-        }
-        state.serial += 1;
-        let serial = state.serial;
-        drop(state);
-        // Removed when its process dies.
+        let serial = {
+            let mut state = self.lock();
+            state.serial += 1;
+            state.serial
+        };
+        // Removed when its process dies (linked before it is listed: a
+        // death in between finds it gone below).
         let death = if object.is_remote() {
             let me = self.me.clone();
             let n = name.clone();
@@ -423,6 +414,27 @@ impl Registry {
         };
         let (old, watchers) = {
             let mut state = self.lock();
+            // Checked here, with the insertion: two users registering one
+            // name at once cannot both pass.
+            if let Some(old) = state.services.get(&name) {
+                if old.uid != call.uid() && call.uid() != 0 && old.object.is_alive() {
+                    let (uid, pid) = (old.uid, old.pid);
+                    drop(state);
+                    return exception(
+                        reply,
+                        EX_SECURITY,
+                        format!("{name:?} is registered by uid {uid} (pid {pid})"),
+                    );
+                }
+            }
+            if !object.is_alive() {
+                drop(state);
+                return exception(
+                    reply,
+                    EX_ILLEGAL_STATE,
+                    format!("the process serving {name:?} is gone"),
+                );
+            }
             let old = state.services.insert(
                 name.clone(),
                 Entry {
