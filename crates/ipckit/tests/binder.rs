@@ -10,7 +10,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use ipckit::socket::unix::UnixAddr;
 use libtest_mimic::Failed;
 
 mod common;
-use common::{ensure, peer_command, unique, T};
+use common::{ensure, unique, T};
 
 const VAR: &str = "IPCKIT_BINDER_PEER";
 
@@ -267,26 +267,10 @@ fn find_role(arg: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// A service process; it ends when dropped (its stdin closes, then it is
-/// killed if still there).
+/// A service process and its address; it ends when dropped.
 struct Svc {
-    child: Child,
+    peer: common::Serving,
     addr: UnixAddr,
-}
-
-impl Drop for Svc {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let end = Instant::now() + T;
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_svc() -> std::result::Result<Svc, Failed> {
@@ -296,16 +280,8 @@ fn start_svc() -> std::result::Result<Svc, Failed> {
 
 /// Starts a peer playing `role` with `arg`, waiting for its `ready`.
 fn start_role(role: &str, arg: &str, addr: &str) -> std::result::Result<Svc, Failed> {
-    let mut child = peer_command(VAR, role, arg)?
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let line = common::first_line(&mut child)?;
-    ensure(line.trim() == "ready", || {
-        format!("the {role} peer said {line:?}")
-    })?;
     Ok(Svc {
-        child,
+        peer: common::start_serving(VAR, role, arg)?,
         addr: addr.parse()?,
     })
 }
@@ -323,8 +299,8 @@ type TestResult = std::result::Result<(), Failed>;
 fn caller_identity() -> TestResult {
     let svc = start_svc()?;
     let remote = binder::connect(&svc.addr)?;
-    ensure(remote.host_pid() == svc.child.id() as i32, || {
-        format!("host pid {} vs {}", remote.host_pid(), svc.child.id())
+    ensure(remote.host_pid() == svc.peer.child.id() as i32, || {
+        format!("host pid {} vs {}", remote.host_pid(), svc.peer.child.id())
     })?;
     let mut r = remote.call(ECHO, parcel(|p| p.write("hi"))?)?;
     ensure(r.read::<String>()? == "echo hi", || "echo".into())?;
@@ -374,9 +350,11 @@ fn nested_three_processes() -> TestResult {
     let c_pid: i32 = r.read()?;
     // C calls B's object with depth 3 - 1 = 2; A answers 200; C adds 1.
     ensure(got == 201, || format!("chain returned {got}"))?;
-    ensure(c_pid == c.child.id() as i32, || format!("C is pid {c_pid}"))?;
+    ensure(c_pid == c.peer.child.id() as i32, || {
+        format!("C is pid {c_pid}")
+    })?;
     let ran = ran_on.lock().unwrap().take();
-    ensure(ran == Some((me, b.child.id() as i32)), || {
+    ensure(ran == Some((me, b.peer.child.id() as i32)), || {
         format!("A's object ran on {ran:?}; the caller is {me:?}")
     })?;
     // Depth: A calls B, which calls A back, 20 levels deep.
@@ -411,7 +389,7 @@ fn descriptors_both_ways() -> TestResult {
     let mut r = remote.call(MAKE_PIPE, Parcel::new())?;
     let mut s = String::new();
     std::fs::File::from(r.read_fd()?).read_to_string(&mut s)?;
-    ensure(s == format!("from pid {}", svc.child.id()), || {
+    ensure(s == format!("from pid {}", svc.peer.child.id()), || {
         format!("read here: {s:?}")
     })
 }
@@ -476,7 +454,7 @@ fn references_released() -> TestResult {
         .collect::<Result<_>>()?;
     ensure(live(&remote)? == 3, || "three objects made".into())?;
     let pid: i32 = objs[1].call(1, Parcel::new())?.read()?;
-    ensure(pid == svc.child.id() as i32, || {
+    ensure(pid == svc.peer.child.id() as i32, || {
         format!("object in pid {pid}")
     })?;
     drop(objs);
@@ -577,8 +555,11 @@ fn third_party_reference() -> TestResult {
         format!("C's proxy is hosted by pid {host}, not this process")
     })?;
     let seen = callers.lock().unwrap().clone();
-    ensure(seen == vec![c.child.id() as i32], || {
-        format!("the object was called by {seen:?}; C is {}", c.child.id())
+    ensure(seen == vec![c.peer.child.id() as i32], || {
+        format!(
+            "the object was called by {seen:?}; C is {}",
+            c.peer.child.id()
+        )
     })?;
     // Back home: this process's own object, not a proxy.
     let back: Object = to_c.call(HELD_BACK, Parcel::new())?.read()?;
@@ -618,7 +599,7 @@ fn service_manager() -> TestResult {
     let late = start_role("pub", &format!("{addr}|test.late"), &addr)?;
     let (late_obj, waited) = waiter.join().map_err(|_| "the waiter panicked")??;
     println!("wait_for_service returned {waited:?} after it started (a process start included)");
-    ensure(late_obj.host_pid() == late.child.id() as i32, || {
+    ensure(late_obj.host_pid() == late.peer.child.id() as i32, || {
         format!("test.late is in pid {}", late_obj.host_pid())
     })?;
     let found = sm
@@ -640,12 +621,12 @@ fn service_manager() -> TestResult {
             .any(|i| i.name == name && i.pid == pid as i32 && i.uid == common::my_uid())
     };
     ensure(
-        want("test.echo", echo.child.id()) && want("test.late", late.child.id()),
+        want("test.echo", echo.peer.child.id()) && want("test.late", late.peer.child.id()),
         || format!("services: {infos:?}"),
     )?;
     let e = sm.add_service("bad name", &late_obj).unwrap_err();
     ensure(e.status() == Status::BadValue, || e.to_string())?;
-    echo.child.kill()?;
+    echo.peer.child.kill()?;
     drop(late);
     let end = Instant::now() + T;
     loop {
@@ -665,8 +646,8 @@ fn service_manager_restart() -> TestResult {
     let addr = format!("@{}", unique("sm"));
     let mut first = start_role("sm", &addr, &addr)?;
     let svc = start_role("pub", &format!("{addr}|test.echo"), &addr)?;
-    first.child.kill()?;
-    first.child.wait()?;
+    first.peer.child.kill()?;
+    first.peer.child.wait()?;
     let _second = start_role("sm", &addr, &addr)?;
     let t0 = Instant::now();
     let sm = ServiceManager::connect_to(&addr.parse()?)?;
@@ -675,7 +656,7 @@ fn service_manager_restart() -> TestResult {
         "registered again {:?} after the new service manager started",
         t0.elapsed()
     );
-    ensure(o.host_pid() == svc.child.id() as i32, || {
+    ensure(o.host_pid() == svc.peer.child.id() as i32, || {
         format!("test.echo is in pid {}", o.host_pid())
     })?;
     o.ping()?;
@@ -802,7 +783,7 @@ fn hostile_peer() -> TestResult {
     println!("junk: {}", outcome(&mut s)?);
     // A first connection that never says anything, left open meanwhile.
     let _silent = UnixStream::connect_addr(&SocketAddr::from_abstract_name(&name)?)?;
-    ensure(svc.child.try_wait()?.is_none(), || {
+    ensure(svc.peer.child.try_wait()?.is_none(), || {
         "the service died".into()
     })?;
     let remote = binder::connect(&svc.addr)?;
@@ -847,7 +828,7 @@ fn death_after_sigkill() -> TestResult {
         let _ = tx2.send(Instant::now());
     })?;
     let killed = Instant::now();
-    svc.child.kill()?;
+    svc.peer.child.kill()?;
     let first = rx.recv_timeout(T).map_err(|_| "no death notice")?;
     let second = rx
         .recv_timeout(T)
@@ -860,7 +841,7 @@ fn death_after_sigkill() -> TestResult {
     let e = remote.call(ECHO, parcel(|p| p.write("x"))?).unwrap_err();
     ensure(e.is_dead(), || e.to_string())?;
     ensure(!obj.is_alive(), || "the object looks alive".into())?;
-    let _ = svc.child.wait();
+    let _ = svc.peer.child.wait();
     Ok(())
 }
 

@@ -125,6 +125,8 @@ type DeathFn = Box<dyn FnOnce() + Send>;
 pub(crate) struct ProxyInner {
     pub(crate) session: Arc<Session>,
     pub(crate) address: u64,
+    /// The stability it arrived with, written back with it.
+    pub(crate) stability: i32,
     links: Mutex<Vec<(u64, DeathFn)>>,
     died: AtomicBool,
 }
@@ -132,10 +134,11 @@ pub(crate) struct ProxyInner {
 static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
 
 impl ProxyInner {
-    pub(crate) fn new(session: Arc<Session>, address: u64) -> Self {
+    pub(crate) fn new(session: Arc<Session>, address: u64, stability: i32) -> Self {
         ProxyInner {
             session,
             address,
+            stability,
             links: Mutex::new(Vec::new()),
             died: AtomicBool::new(false),
         }
@@ -289,6 +292,14 @@ impl Object {
     /// Whether the object lives in another process.
     pub fn is_remote(&self) -> bool {
         matches!(self.0, Kind::Remote(_))
+    }
+
+    /// The stability level written with a reference to it (parcel.rs).
+    pub(crate) fn stability(&self) -> i32 {
+        match &self.0 {
+            Kind::Local(_) => super::parcel::STABILITY_SYSTEM,
+            Kind::Remote(r) => r.stability,
+        }
     }
 
     /// The process hosting the object (this one for a local object).

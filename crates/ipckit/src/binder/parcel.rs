@@ -59,6 +59,16 @@ pub const MAX_FDS: usize = 253;
 /// `RpcFields::TYPE_NATIVE_FILE_DESCRIPTOR`.
 const TYPE_FD: i32 = 2;
 
+/// libbinder's stability levels (`Stability::Level`), written after each
+/// object reference: a null one is `UNDECLARED`; this side's own objects
+/// are `SYSTEM`, what libbinder outside a vendor build marks its own
+/// with (and requires before calling one); a proxy is written back with
+/// the level it came with.
+pub(crate) const STABILITY_UNDECLARED: i32 = 0;
+const STABILITY_VENDOR: i32 = 0b00_0011;
+pub(crate) const STABILITY_SYSTEM: i32 = 0b00_1100;
+const STABILITY_VINTF: i32 = 0b11_1111;
+
 /// AIDL's exception codes (`binder::Status::Exception`), written first in
 /// an AIDL reply: success.
 pub const EX_NONE: i32 = 0;
@@ -74,6 +84,10 @@ pub const EX_ILLEGAL_STATE: i32 = -5;
 pub const EX_UNSUPPORTED_OPERATION: i32 = -7;
 /// AIDL: a service-specific error code follows.
 pub const EX_SERVICE_SPECIFIC: i32 = -8;
+/// AIDL: a parcelable describing the exception follows.
+const EX_PARCELABLE: i32 = -9;
+/// Java's "fat" reply header before a successful result.
+const EX_HAS_REPLY_HEADER: i32 = -128;
 
 /// Transaction data: values, descriptors and object references.
 #[derive(Default)]
@@ -309,7 +323,9 @@ impl Parcel {
 
     /// Writes an AIDL exception reply (`binder::Status::writeToParcel`):
     /// the code (an `EX_*` constant), the message and an empty stack
-    /// trace header.
+    /// trace header. For [`EX_SERVICE_SPECIFIC`] the error code written
+    /// is 0; [`write_service_specific_error`](Self::write_service_specific_error)
+    /// chooses it.
     pub fn write_exception(&mut self, code: i32, message: &str) -> Result<()> {
         self.write_i32(code);
         self.write_string16(Some(message))?;
@@ -320,16 +336,35 @@ impl Parcel {
         Ok(())
     }
 
+    /// Writes an AIDL service-specific exception with its error code
+    /// (`binder::Status::fromServiceSpecificError`), which the caller
+    /// reads back with [`Error::service_specific`].
+    pub fn write_service_specific_error(&mut self, error: i32, message: &str) -> Result<()> {
+        self.write_i32(EX_SERVICE_SPECIFIC);
+        self.write_string16(Some(message))?;
+        self.write_i32(0);
+        self.write_i32(error);
+        Ok(())
+    }
+
     /// Reads AIDL's reply header: `Ok` for `EX_NONE` (the return value
     /// follows), else the exception as an [`Error`] with its message
     /// (`EX_SECURITY` is `PERMISSION_DENIED`, `EX_ILLEGAL_ARGUMENT`
-    /// `BAD_VALUE`, `EX_ILLEGAL_STATE` `INVALID_OPERATION`).
+    /// `BAD_VALUE`, `EX_ILLEGAL_STATE` `INVALID_OPERATION`; a
+    /// service-specific error keeps its code, [`Error::service_specific`]).
+    /// Headers a Java peer adds are skipped, their sizes checked
+    /// (`binder::Status::readFromParcel`).
     pub fn read_exception(&mut self) -> Result<()> {
-        let code = self.read_i32()?;
+        let mut code = self.read_i32()?;
+        if code == EX_HAS_REPLY_HEADER {
+            self.skip_sized("a reply header")?;
+            code = EX_NONE;
+        }
         if code == EX_NONE {
             return Ok(());
         }
         let message = self.read_string16()?.unwrap_or_default();
+        self.skip_sized("a remote stack trace")?;
         let status = match code {
             EX_SECURITY => Status::PermissionDenied,
             EX_ILLEGAL_ARGUMENT => Status::BadValue,
@@ -338,18 +373,49 @@ impl Parcel {
             EX_NULL_POINTER => Status::UnexpectedNull,
             _ => Status::UnknownError,
         };
+        if code == EX_SERVICE_SPECIFIC {
+            let error = self.read_i32()?;
+            return Err(Error::service_specific_error(error, message));
+        }
+        if code == EX_PARCELABLE {
+            self.skip_sized("an exception parcelable")?;
+        }
         Err(Error::new(status, message))
+    }
+
+    /// Skips a block whose size (its own 4 bytes included) comes first.
+    fn skip_sized(&mut self, what: &str) -> Result<()> {
+        let start = self.position();
+        let size = self.read_i32()?;
+        match usize::try_from(size) {
+            Ok(n) if n <= self.remaining() + 4 => {
+                if n != 0 {
+                    self.set_position(start + n.max(4));
+                }
+                Ok(())
+            }
+            _ => Err(Error::bad(format!(
+                "{what} of {size} bytes where {} are left",
+                self.remaining() + 4
+            ))),
+        }
     }
 
     /// Writes a reference to an object (local or remote); `None` writes a
     /// null reference. The address is assigned when the parcel is sent.
+    /// Layout (libbinder `flattenBinder` on RPC): 1 and the 64-bit
+    /// address, or 0; then the object's stability level.
     pub fn write_object(&mut self, o: Option<&Object>) {
         match o {
-            None => self.write_i32(0),
+            None => {
+                self.write_i32(0);
+                self.write_i32(STABILITY_UNDECLARED);
+            }
             Some(o) => {
                 let at = self.data.len() as u32;
                 self.write_i32(1);
                 self.write_u64(0);
+                self.write_i32(o.stability());
                 self.objects.push((at, o.clone()));
             }
         }
@@ -493,9 +559,27 @@ impl Parcel {
         let at = self.pos as u32;
         let present = self.read_i32()?;
         if present & 1 == 0 {
-            return Ok(None);
+            match self.read_i32()? {
+                STABILITY_UNDECLARED => return Ok(None),
+                s => {
+                    return Err(Error::new(
+                        Status::BadType,
+                        format!("a null object reference with stability {s} (not 0)"),
+                    ))
+                }
+            }
         }
         let address = self.read_u64()?;
+        let stability = self.read_i32()?;
+        if !matches!(
+            stability,
+            STABILITY_UNDECLARED | STABILITY_VENDOR | STABILITY_SYSTEM | STABILITY_VINTF
+        ) {
+            return Err(Error::new(
+                Status::BadType,
+                format!("an object reference with unknown stability level {stability}"),
+            ));
+        }
         // A reference written into this very parcel.
         if let Some((_, o)) = self.objects.iter().find(|(p, _)| *p == at) {
             return Ok(Some(o.clone()));
@@ -505,7 +589,7 @@ impl Parcel {
                 "an object reference in a parcel that came from no session",
             ));
         };
-        let object = session.object_entering(address)?;
+        let object = session.object_entering(address, stability)?;
         if super::wire::address_options(address) & super::wire::ADDRESS_FORWARD != 0 {
             // A third process's object: fetched from that process.
             return session.resolve_forward(object).map(Some);
@@ -1107,6 +1191,55 @@ mod tests {
         assert_eq!(
             p.as_bytes(),
             [255, 255, 255, 255, 1, 0, 0, 0, 255, 255, 255, 255, 255, 255, 255, 255]
+        );
+    }
+
+    #[test]
+    fn aidl_exceptions_as_libbinder_reads_them() {
+        // A service-specific error keeps its code.
+        let mut p = Parcel::new();
+        p.write_service_specific_error(42, "no such thing").unwrap();
+        p.set_position(0);
+        let e = p.read_exception().unwrap_err();
+        assert_eq!(e.service_specific(), Some(42));
+        assert!(e.to_string().contains("no such thing"), "{e}");
+        // Java's fat reply header is skipped: success, the value follows.
+        let mut p = Parcel::new();
+        p.write_i32(EX_HAS_REPLY_HEADER);
+        p.write_i32(12);
+        p.write_i32(7);
+        p.write_i32(8);
+        p.write_i32(99);
+        p.set_position(0);
+        p.read_exception().unwrap();
+        assert_eq!(p.read_i32().unwrap(), 99);
+        // A stack trace header is skipped before the error code.
+        let mut p = Parcel::new();
+        p.write_i32(EX_SERVICE_SPECIFIC);
+        p.write_string16(Some("m")).unwrap();
+        p.write_i32(8);
+        p.write_i32(-1);
+        p.write_i32(5);
+        p.set_position(0);
+        assert_eq!(p.read_exception().unwrap_err().service_specific(), Some(5));
+        // A header claiming more than the parcel holds is refused.
+        for size in [-4, 1000] {
+            let mut p = Parcel::new();
+            p.write_i32(EX_SECURITY);
+            p.write_string16(Some("m")).unwrap();
+            p.write_i32(size);
+            p.set_position(0);
+            let e = p.read_exception().unwrap_err();
+            assert_eq!(e.status(), Status::BadValue, "{e}");
+        }
+        // The others map to statuses.
+        let mut p = Parcel::new();
+        p.write_exception(EX_SECURITY, "not you").unwrap();
+        p.set_position(0);
+        let e = p.read_exception().unwrap_err();
+        assert_eq!(
+            (e.status(), e.service_specific()),
+            (Status::PermissionDenied, None)
         );
     }
 

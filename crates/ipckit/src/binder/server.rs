@@ -436,34 +436,57 @@ impl Connector {
     }
 
     /// Opens a session and returns the server's root object.
+    ///
+    /// The session carries file descriptors when the server agrees. A
+    /// server that accepts none (libbinder's `RpcServer` unless told
+    /// otherwise) closes a connection asking for them: this side then
+    /// connects again without, and a parcel with a descriptor is refused
+    /// on the session with `FDS_NOT_ALLOWED`.
     pub fn connect(&self) -> Result<Object> {
+        match self.connect_with(wire::FD_MODE_UNIX) {
+            Err((_, true)) => self.connect_with(wire::FD_MODE_NONE).map_err(|(e, _)| e),
+            r => r.map_err(|(e, _)| e),
+        }
+    }
+
+    /// [`connect`](Self::connect) asking for `fd_mode`; the error says
+    /// whether the server hung up at the first call (as one refusing the
+    /// mode does).
+    fn connect_with(&self, fd_mode: u8) -> std::result::Result<Object, (Error, bool)> {
         let deadline = Some(Instant::now() + self.timeout);
         let header = |options, id_len| wire::ConnectionHeader {
             version: wire::PROTOCOL_VERSION,
             options,
-            fd_mode: wire::FD_MODE_UNIX,
+            fd_mode,
             session_id_len: id_len,
         };
-        let first = self.open(header(0, 0), &[], true)?;
-        let r = first.read_exact::<{ wire::NEW_SESSION_RESPONSE_LEN }>(deadline)?;
+        let plain = |e| (e, false);
+        let first = self.open(header(0, 0), &[], true).map_err(plain)?;
+        let r = first
+            .read_exact::<{ wire::NEW_SESSION_RESPONSE_LEN }>(deadline)
+            .map_err(plain)?;
         let version = wire::decode_new_session_response(&r);
         if version > wire::PROTOCOL_VERSION {
-            return Err(Error::bad(format!(
+            return Err(plain(Error::bad(format!(
                 "the server chose protocol version {version}, newer than this side's {}",
                 wire::PROTOCOL_VERSION
-            )));
+            ))));
         }
-        let peer = Peer::of(first.fd())?;
+        let peer = Peer::of(first.fd()).map_err(plain)?;
         let settings = Settings {
             version,
-            fd_mode: wire::FD_MODE_UNIX,
+            fd_mode,
             max_parcel: self.max_parcel,
             threads: self.incoming_threads,
         };
         let session = Session::new(Side::Client, Vec::new(), settings, peer, None);
         session.add_pool_conn(first);
+        if let Err(e) = session.hello(self.timeout) {
+            session.shutdown();
+            let refused_fds = e.is_dead() && fd_mode != wire::FD_MODE_NONE;
+            return Err((e, refused_fds));
+        }
         let setup = || -> Result<Object> {
-            session.hello(self.timeout)?;
             let threads = session
                 .call_special(wire::SPECIAL_GET_MAX_THREADS, self.timeout)?
                 .read_i32()?;
@@ -506,7 +529,7 @@ impl Connector {
         if root.is_err() {
             session.shutdown();
         }
-        root
+        root.map_err(plain)
     }
 }
 

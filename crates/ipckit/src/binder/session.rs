@@ -542,7 +542,7 @@ impl Session {
 
     /// An address arrived in a parcel: the object it names (libbinder's
     /// `onBinderEntering` and `flushExcessBinderRefs`).
-    pub(crate) fn object_entering(self: &Arc<Self>, addr: u64) -> Result<Object> {
+    pub(crate) fn object_entering(self: &Arc<Self>, addr: u64, stability: i32) -> Result<Object> {
         let mut known = wire::ADDRESS_CREATED | wire::ADDRESS_FOR_SERVER;
         if self.is_ext() {
             known |= wire::ADDRESS_FORWARD;
@@ -575,7 +575,7 @@ impl Session {
                     if let Some(p) = w.upgrade() {
                         return Ok(Object(Kind::Remote(p)));
                     }
-                    let p = Arc::new(ProxyInner::new(self.clone(), addr));
+                    let p = Arc::new(ProxyInner::new(self.clone(), addr, stability));
                     node.r = NodeRef::Remote(Arc::downgrade(&p));
                     return Ok(Object(Kind::Remote(p)));
                 }
@@ -604,7 +604,7 @@ impl Session {
                 format!("more than {MAX_NODES} objects received in one session"),
             ));
         }
-        let p = Arc::new(ProxyInner::new(self.clone(), addr));
+        let p = Arc::new(ProxyInner::new(self.clone(), addr, stability));
         let mut node = Node::new(NodeRef::Remote(Arc::downgrade(&p)));
         node.times_recd = 1;
         nodes.by_addr.insert(addr, node);

@@ -154,6 +154,7 @@ pub struct Error {
     status: Status,
     message: String,
     source: Option<io::Error>,
+    service_specific: Option<i32>,
 }
 
 impl Error {
@@ -163,7 +164,26 @@ impl Error {
             status,
             message: message.into(),
             source: None,
+            service_specific: None,
         }
+    }
+
+    /// A service's own error code, sent as AIDL's `EX_SERVICE_SPECIFIC`
+    /// exception ([`Parcel::write_service_specific_error`](super::Parcel::write_service_specific_error)).
+    pub fn service_specific_error(error: i32, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Error {
+            status: Status::UnknownError,
+            message: format!("{message} (service-specific error {error})"),
+            source: None,
+            service_specific: Some(error),
+        }
+    }
+
+    /// The service's own error code, when the call failed with AIDL's
+    /// service-specific exception ([`Parcel::read_exception`](super::Parcel::read_exception)).
+    pub fn service_specific(&self) -> Option<i32> {
+        self.service_specific
     }
 
     /// The status a peer is told (and the kind of failure).
@@ -192,6 +212,7 @@ impl Error {
             status,
             message: format!("{what}: {e}"),
             source: Some(e),
+            service_specific: None,
         }
     }
 

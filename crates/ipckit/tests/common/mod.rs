@@ -381,3 +381,54 @@ pub fn first_line(child: &mut Child) -> Result<String, Failed> {
     child.stdout = Some(r.into_inner());
     Ok(line.trim_end().to_string())
 }
+
+/// Reads a child's standard output to its end, bounded by `T` (the
+/// child is killed by the caller's guard when it hangs).
+pub fn rest_of_output(child: &mut Child) -> Result<String, Failed> {
+    let mut out = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let r = io::Read::read_to_string(&mut out, &mut s);
+        let _ = tx.send(r.map(|_| s));
+    });
+    Ok(rx
+        .recv_timeout(T)
+        .map_err(|_| "the peer did not finish its output in time")??)
+}
+
+/// A peer serving until its standard input closes ([`start_serving`]):
+/// on drop its standard input is closed, and it is killed if it has not
+/// ended within `T`.
+pub struct Serving {
+    pub child: Child,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let end = Instant::now() + T;
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts this test binary as a peer playing `role` with `arg` (see
+/// [`peer_command`]), standard input and output piped, and waits for it
+/// to say `ready`.
+pub fn start_serving(var: &str, role: &str, arg: &str) -> Result<Serving, Failed> {
+    let child = peer_command(var, role, arg)?
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut peer = Serving { child };
+    let line = first_line(&mut peer.child)?;
+    ensure(line == "ready", || format!("the {role} peer said {line:?}"))?;
+    Ok(peer)
+}
