@@ -36,8 +36,53 @@ pub(crate) struct FdIo {
     /// Whether stream reads take descriptors (`recvmsg` with a control
     /// buffer, about 150 ns more per read than `recv`; Unix sockets only).
     recv_fds: bool,
-    /// The socket's `SO_RCVTIMEO` as last set here (zero: none).
-    rcvtimeo: Duration,
+    /// The socket's `SO_RCVTIMEO` as last set here.
+    rcvtimeo: RecvTimeout,
+}
+
+/// A socket's `SO_RCVTIMEO` (`socket(7)`) as last set by its one reader
+/// (zero: none), and how to receive in a [`Mode`] with it.
+#[derive(Debug, Default)]
+pub(crate) struct RecvTimeout(Duration);
+
+impl RecvTimeout {
+    /// The flags for a socket receive in `mode`: blocking ones sleep in the
+    /// kernel, for a deadline with `SO_RCVTIMEO` set at most to it, so that
+    /// the whole wait is one system call. The timeout is set again only
+    /// when it would wake late or much too early, so that a run of
+    /// receives with the same timeout sets it once. A deadline within two
+    /// ticks gives `MSG_DONTWAIT`: the caller waits with `poll`. A receive
+    /// with a deadline may still fail with `EAGAIN` before it: the caller
+    /// asks again.
+    #[inline]
+    pub(crate) fn flags(&mut self, fd: BorrowedFd<'_>, mode: Mode) -> io::Result<libc::c_int> {
+        match mode {
+            Mode::NonBlocking => Ok(libc::MSG_DONTWAIT),
+            Mode::Blocking => {
+                if !self.0.is_zero() {
+                    sys::socket::set_rcvtimeo(fd, Duration::ZERO)?;
+                    self.0 = Duration::ZERO;
+                }
+                Ok(0)
+            }
+            Mode::Until(t) => {
+                let left = t.saturating_duration_since(Instant::now());
+                let Some(most) = left.checked_sub(TICK).filter(|m| *m >= TICK) else {
+                    return Ok(libc::MSG_DONTWAIT);
+                };
+                let cur = self.0;
+                if cur.is_zero() || cur > most || cur + 2 * TICK < most {
+                    // Whole ticks, rounded down: a next receive with the
+                    // same timeout finds it still fits.
+                    let ticks = most.as_millis() / TICK.as_millis();
+                    let set = TICK * ticks as u32;
+                    sys::socket::set_rcvtimeo(fd, set)?;
+                    self.0 = set;
+                }
+                Ok(0)
+            }
+        }
+    }
 }
 
 /// The flag for a socket call that has no timeout of its own (sends).
@@ -73,7 +118,7 @@ impl FdIo {
             nonblocking: nonblocking && kind == Kind::Pipe,
             guard_sigpipe: kind == Kind::Pipe && sys::process::sigpipe_is_default(),
             recv_fds: false,
-            rcvtimeo: Duration::ZERO,
+            rcvtimeo: RecvTimeout::default(),
         })
     }
 
@@ -89,7 +134,7 @@ impl FdIo {
             nonblocking: false,
             guard_sigpipe: false,
             recv_fds: false,
-            rcvtimeo: Duration::ZERO,
+            rcvtimeo: RecvTimeout::default(),
         })
     }
 
@@ -112,39 +157,10 @@ impl FdIo {
         self.recv_fds = on && self.kind == Kind::UnixSocket;
     }
 
-    /// The flags for a socket receive in `mode`: blocking ones sleep in the
-    /// kernel, for a deadline with `SO_RCVTIMEO` (`socket(7)`) set at most
-    /// to it, so that the whole wait is one system call. The timeout is
-    /// set again only when it would wake late or much too early, so that a
-    /// run of receives with the same timeout sets it once.
+    /// The flags for a socket receive in `mode` ([`RecvTimeout::flags`]).
     #[inline]
     fn recv_flags(&mut self, mode: Mode) -> io::Result<libc::c_int> {
-        match mode {
-            Mode::NonBlocking => Ok(libc::MSG_DONTWAIT),
-            Mode::Blocking => {
-                if !self.rcvtimeo.is_zero() {
-                    sys::socket::set_rcvtimeo(self.fd.as_fd(), Duration::ZERO)?;
-                    self.rcvtimeo = Duration::ZERO;
-                }
-                Ok(0)
-            }
-            Mode::Until(t) => {
-                let left = t.saturating_duration_since(Instant::now());
-                let Some(most) = left.checked_sub(TICK).filter(|m| *m >= TICK) else {
-                    return Ok(libc::MSG_DONTWAIT);
-                };
-                let cur = self.rcvtimeo;
-                if cur.is_zero() || cur > most || cur + 2 * TICK < most {
-                    // Whole ticks, rounded down: a next receive with the
-                    // same timeout finds it still fits.
-                    let ticks = most.as_millis() / TICK.as_millis();
-                    let set = TICK * ticks as u32;
-                    sys::socket::set_rcvtimeo(self.fd.as_fd(), set)?;
-                    self.rcvtimeo = set;
-                }
-                Ok(0)
-            }
-        }
+        self.rcvtimeo.flags(self.fd.as_fd(), mode)
     }
 
     #[inline]

@@ -801,14 +801,22 @@ fn wire_address(id: u32) -> u64 {
 fn timeouts() -> TestResult {
     let svc = start_svc()?;
     let remote = Connector::new(&svc.addr).max_outgoing(1).connect()?;
-    let e = remote
-        .call_timeout(
-            SLEEP,
-            parcel(|p| p.write(&300i32))?,
-            Duration::from_millis(50),
-        )
-        .unwrap_err();
-    ensure(e.status() == Status::TimedOut, || e.to_string())?;
+    // Not before the timeout, whichever way the wait is made.
+    for ms in [5, 50, 120] {
+        let started = Instant::now();
+        let e = remote
+            .call_timeout(
+                SLEEP,
+                parcel(|p| p.write(&300i32))?,
+                Duration::from_millis(ms),
+            )
+            .unwrap_err();
+        let took = started.elapsed();
+        ensure(e.status() == Status::TimedOut, || e.to_string())?;
+        ensure(took >= Duration::from_millis(ms), || {
+            format!("a {ms} ms timeout after {took:?}")
+        })?;
+    }
     let got: i32 = remote.call(SLEEP, parcel(|p| p.write(&1i32))?)?.read()?;
     ensure(got == 1, || format!("the next call got {got}"))
 }

@@ -19,8 +19,10 @@ use std::time::Instant;
 
 use super::status::{Error, Result, Status};
 use super::wire;
+use crate::fdio::RecvTimeout;
 use crate::sys::fd::{poll, Interest};
 use crate::sys::socket as sock;
+use crate::wait::Mode;
 
 /// How much one read asks for.
 const READ_CHUNK: usize = 64 * 1024;
@@ -43,6 +45,9 @@ struct ReadBuf {
     /// Received descriptors, each with the stream offset of the last byte
     /// of the read that brought it.
     fds: VecDeque<(u64, OwnedFd)>,
+    /// The socket's receive timeout: a wait with a deadline is one
+    /// blocking `recvmsg`, not a `poll` and a `recvmsg`.
+    timeout: RecvTimeout,
 }
 
 /// A connection: the socket, a lock for whole-message writes and the read
@@ -212,19 +217,23 @@ impl Conn {
             r.base += head as u64;
             r.head = 0;
         }
+        let timed_out = || Error::new(Status::TimedOut, "timed out waiting for the peer");
+        let mode = deadline.map_or(Mode::Blocking, Mode::Until);
         while r.buf.len() < need {
-            if let Some(d) = deadline {
-                let ready = poll(self.fd.as_fd(), Interest::Read, Some(d))
+            let flags = r
+                .timeout
+                .flags(self.fd.as_fd(), mode)
+                .map_err(|e| Error::io(e, "cannot set the binder socket's timeout"))?;
+            if flags & libc::MSG_DONTWAIT != 0 {
+                // Too close to the deadline for the socket's timeout.
+                let ready = poll(self.fd.as_fd(), Interest::Read, deadline)
                     .map_err(|e| Error::io(e, "cannot wait for the binder peer"))?;
                 if !ready {
-                    return Err(Error::new(
-                        Status::TimedOut,
-                        "timed out waiting for the peer",
-                    ));
+                    return Err(timed_out());
                 }
             }
             let want = (need - r.buf.len()).max(READ_CHUNK);
-            match sock::recvmsg_spare(self.fd.as_fd(), &mut r.buf, want, 0, true) {
+            match sock::recvmsg_spare(self.fd.as_fd(), &mut r.buf, want, flags, true) {
                 Ok(got) if got.len == 0 => {
                     return Err(Error::dead("the peer closed the connection"));
                 }
@@ -238,6 +247,13 @@ impl Conn {
                     r.fds.extend(got.fds.into_iter().map(|f| (last, f)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The socket's timeout, set a little short of the
+                    // deadline, or a stale one from an earlier wait.
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(timed_out());
+                    }
+                }
                 Err(e) => return Err(Error::io(e, "cannot read from the binder peer")),
             }
         }

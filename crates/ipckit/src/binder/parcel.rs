@@ -224,8 +224,13 @@ impl Parcel {
     // ---- writing ----
 
     fn put(&mut self, bytes: &[u8]) {
+        let padded = pad4(self.data.len() + bytes.len());
+        if self.data.capacity() < padded {
+            // Doubling from 8 bytes would reallocate five times on the way
+            // to a typical call's size: start at 256.
+            self.data.reserve(padded.max(256) - self.data.len());
+        }
         self.data.extend_from_slice(bytes);
-        let padded = pad4(self.data.len());
         self.data.resize(padded, 0);
     }
 

@@ -24,7 +24,7 @@
 //! gone ends.
 
 use std::cell::RefCell;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -148,9 +148,11 @@ impl Node {
 
 #[derive(Default)]
 struct Nodes {
-    by_addr: HashMap<u64, Node>,
+    /// Every object of the session by address. Ordered maps: addresses
+    /// come from the peer, and a few comparisons cost less than hashing.
+    by_addr: BTreeMap<u64, Node>,
     /// Local objects' and forwarded proxies' addresses, by pointer.
-    local: HashMap<usize, u64>,
+    local: BTreeMap<usize, u64>,
     next_id: u32,
     terminated: bool,
 }
@@ -195,6 +197,9 @@ impl Nodes {
 struct Pool {
     free: Vec<Arc<Conn>>,
     total: usize,
+    /// Threads waiting in `acquire`: a connection coming back wakes one
+    /// only if there are (a wake-up is a system call).
+    waiting: usize,
 }
 
 thread_local! {
@@ -215,8 +220,11 @@ impl Drop for Lease<'_> {
         if self.pooled {
             let mut pool = self.session.lock_pool();
             pool.free.push(self.conn.clone());
+            let waiting = pool.waiting > 0;
             drop(pool);
-            self.session.pool_cv.notify_one();
+            if waiting {
+                self.session.pool_cv.notify_one();
+            }
         }
     }
 }
@@ -864,11 +872,13 @@ impl Session {
                     ),
                 ));
             }
+            pool.waiting += 1;
             pool = match deadline {
                 None => self.pool_cv.wait(pool).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
+                        pool.waiting -= 1;
                         return Err(Error::new(
                             Status::TimedOut,
                             "timed out waiting for a free connection",
@@ -880,6 +890,7 @@ impl Session {
                         .0
                 }
             };
+            pool.waiting -= 1;
         }
     }
 
