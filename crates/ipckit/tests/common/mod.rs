@@ -367,19 +367,26 @@ pub fn object_exists(addr: &ipckit::Address) -> bool {
 /// Reads one line of a child's stdout, bounded by `T` (the child is
 /// killed by the caller's guard when it hangs).
 pub fn first_line(child: &mut Child) -> Result<String, Failed> {
-    let out = child.stdout.take().ok_or("no stdout")?;
+    let mut out = child.stdout.take().ok_or("no stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut r = io::BufReader::new(out);
-        let mut line = String::new();
-        let _ = io::BufRead::read_line(&mut r, &mut line);
-        let _ = tx.send((line, r));
+        // A byte at a time: what follows the line stays in the pipe for
+        // the next reader.
+        let mut line = Vec::new();
+        let mut b = [0u8];
+        while let Ok(1) = io::Read::read(&mut out, &mut b) {
+            if b[0] == b'\n' {
+                break;
+            }
+            line.push(b[0]);
+        }
+        let _ = tx.send((line, out));
     });
-    let (line, r) = rx
+    let (line, out) = rx
         .recv_timeout(T)
         .map_err(|_| "no line from the peer in time")?;
-    child.stdout = Some(r.into_inner());
-    Ok(line.trim_end().to_string())
+    child.stdout = Some(out);
+    Ok(String::from_utf8_lossy(&line).trim_end().to_string())
 }
 
 /// Reads a child's standard output to its end, bounded by `T` (the
