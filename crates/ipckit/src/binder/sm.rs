@@ -74,7 +74,10 @@ pub const SERVICE_MANAGER_ENV: &str = "IPCKIT_SERVICE_MANAGER";
 pub const DEFAULT_SERVICE_MANAGER: &str = "@ipckit-binder-servicemanager";
 
 /// `IServiceManager`'s transaction codes (AIDL order, from
-/// `FIRST_CALL_TRANSACTION`).
+/// `FIRST_CALL_TRANSACTION`), as Android 14 and Android 15 up to r5
+/// number them. Android 15 r6 and later insert `getService2` at 2 and
+/// shift every code after it by one (and `checkService` returns a
+/// `Service` union there): their clients do not match these.
 pub mod code {
     /// `getService(String) -> IBinder?`
     pub const GET_SERVICE: u32 = 1;
