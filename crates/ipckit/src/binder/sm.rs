@@ -495,14 +495,6 @@ impl Registry {
         if let Err(e) = check_name(&name) {
             return exception(reply, EX_ILLEGAL_ARGUMENT, e.to_string());
         }
-        let present = {
-            let state = self.lock();
-            state
-                .services
-                .get(&name)
-                .filter(|e| self.policy.may_find(call.uid(), &name, e.uid))
-                .map(|e| e.object.clone())
-        };
         if callback.is_remote() {
             let me = self.me.clone();
             let cb = callback.clone();
@@ -523,11 +515,21 @@ impl Registry {
             // process dies.
             drop(link);
         }
-        self.lock().watchers.push(Watcher {
-            name: name.clone(),
-            callback: callback.clone(),
-            uid: call.uid(),
-        });
+        // Looked up and watched in one hold of the lock: a registration
+        // in between would be neither present nor pushed.
+        let present = {
+            let mut state = self.lock();
+            state.watchers.push(Watcher {
+                name: name.clone(),
+                callback: callback.clone(),
+                uid: call.uid(),
+            });
+            state
+                .services
+                .get(&name)
+                .filter(|e| self.policy.may_find(call.uid(), &name, e.uid))
+                .map(|e| e.object.clone())
+        };
         if let Some(object) = present {
             let _ = notify(&callback, &name, &object);
         }
