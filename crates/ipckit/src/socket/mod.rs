@@ -1,4 +1,5 @@
-//! Sockets: Unix domain ([`unix`]) and Internet ([`inet`]: TCP and UDP).
+//! Sockets: Unix domain ([`unix`]), Internet ([`inet`]: TCP and UDP), and
+//! raw ([`raw`]: IP packets and link-layer frames, headers included).
 //!
 //! A socket is the one mechanism that works both on one machine and across
 //! a network. On one machine, Unix domain sockets are the faster choice:
@@ -7,4 +8,5 @@
 //! `ipc bench unix tcp` shows the difference on your machine.
 
 pub mod inet;
+pub mod raw;
 pub mod unix;

@@ -17,6 +17,7 @@ pub(crate) mod mman;
 pub(crate) mod mq;
 pub(crate) mod msg;
 pub(crate) mod process;
+pub(crate) mod raw;
 pub(crate) mod sem;
 pub(crate) mod sigbus;
 pub(crate) mod signal;
