@@ -267,6 +267,16 @@ fn find_role(arg: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// `dial:ADDR`: connects, calls, and prints `ok`, or the error's status
+/// and words.
+fn dial_role(addr: &str) -> io::Result<()> {
+    match binder::connect(&addr.parse()?).and_then(|o| o.ping()) {
+        Ok(()) => println!("ok"),
+        Err(e) => println!("{:?} {e}", e.status()),
+    }
+    Ok(())
+}
+
 /// A service process and its address; it ends when dropped.
 struct Svc {
     peer: common::Serving,
@@ -821,6 +831,27 @@ fn timeouts() -> TestResult {
     ensure(got == 1, || format!("the next call got {got}"))
 }
 
+/// A server's connection filter (libbinder's `setConnectionFilter`):
+/// another process it refuses is told so in words, with
+/// `PERMISSION_DENIED`; this process, which it lets in, calls.
+fn filter_refuses_a_process() -> TestResult {
+    let addr: UnixAddr = format!("@{}", unique("filter")).parse()?;
+    let me = std::process::id() as i32;
+    let _server = Server::builder(Object::new(Service::default()))
+        .filter(move |pid, _, _| pid == me)
+        .bind(&addr)?;
+    let out = common::peer_command(VAR, "dial", &addr.to_string())?
+        .stdout(Stdio::piped())
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    ensure(
+        out.status.success() && said.starts_with("PermissionDenied") && said.contains("refuses"),
+        || format!("the refused peer said {said:?}"),
+    )?;
+    binder::connect(&addr)?.ping()?;
+    Ok(())
+}
+
 /// `kill -9` of the service: the death notice comes at once (measured
 /// and printed; the goal is 100 ms), and calls fail with `DEAD_OBJECT`.
 fn death_after_sigkill() -> TestResult {
@@ -863,6 +894,7 @@ fn main() {
                     ("sm", sm_role),
                     ("pub", pub_role),
                     ("find", find_role),
+                    ("dial", dial_role),
                 ],
             )
         })],
@@ -883,5 +915,6 @@ fn main() {
         ("service_manager_restart", service_manager_restart),
         ("service_manager_policy", service_manager_policy),
         ("death_after_sigkill", death_after_sigkill),
+        ("filter_refuses_a_process", filter_refuses_a_process),
     ]);
 }

@@ -442,16 +442,34 @@ impl Connector {
     /// otherwise) closes a connection asking for them: this side then
     /// connects again without, and a parcel with a descriptor is refused
     /// on the session with `FDS_NOT_ALLOWED`.
+    ///
+    /// A server that hangs up on the session's first call both times
+    /// refused this process (a [`ServerBuilder::filter`], libbinder's
+    /// connection filter): the error says so, with `PERMISSION_DENIED`.
     pub fn connect(&self) -> Result<Object> {
-        match self.connect_with(wire::FD_MODE_UNIX) {
-            Err((_, true)) => self.connect_with(wire::FD_MODE_NONE).map_err(|(e, _)| e),
-            r => r.map_err(|(e, _)| e),
-        }
+        let hung_up = match self.connect_with(wire::FD_MODE_UNIX) {
+            Err((_, true)) => self.connect_with(wire::FD_MODE_NONE),
+            r => return r.map_err(|(e, _)| e),
+        };
+        hung_up.map_err(|(e, again)| {
+            if !again {
+                return e;
+            }
+            Error::new(
+                Status::PermissionDenied,
+                format!(
+                    "the binder server at {} closed every session this process began, at its \
+                     first call: it refuses this process (a connection filter on its side), or \
+                     it is not an RPC binder server ({e})",
+                    self.addr
+                ),
+            )
+        })
     }
 
     /// [`connect`](Self::connect) asking for `fd_mode`; the error says
     /// whether the server hung up at the first call (as one refusing the
-    /// mode does).
+    /// mode does, or refusing this process).
     fn connect_with(&self, fd_mode: u8) -> std::result::Result<Object, (Error, bool)> {
         let deadline = Some(Instant::now() + self.timeout);
         let header = |options, id_len| wire::ConnectionHeader {
@@ -483,8 +501,8 @@ impl Connector {
         session.add_pool_conn(first);
         if let Err(e) = session.hello(self.timeout) {
             session.shutdown();
-            let refused_fds = e.is_dead() && fd_mode != wire::FD_MODE_NONE;
-            return Err((e, refused_fds));
+            let hung_up = e.is_dead();
+            return Err((e, hung_up));
         }
         let setup = || -> Result<Object> {
             let threads = session
