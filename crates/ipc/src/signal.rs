@@ -1,5 +1,6 @@
-//! `ipc signal send PID SIGNAL [--value N]` and
-//! `ipc signal wait SIGNAL... [-n N] [--timeout SECS]`.
+//! `ipc signal send PID SIGNAL [--value N]`,
+//! `ipc signal wait SIGNAL... [-n N] [--timeout SECS]` and
+//! `ipc signal show PID [--all]`.
 
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
@@ -52,6 +53,19 @@ enum Command {
         #[arg(long, value_name = "SECS", value_parser = crate::args::seconds, allow_negative_numbers = true)]
         timeout: Option<Duration>,
     },
+    /// What each signal does in process PID: its disposition (default,
+    /// ignored, caught by a handler), whether its threads block it, and
+    /// whether it is pending, from /proc/PID/status and each thread's.
+    /// Lists the signals that differ from the default unless --all.
+    Show {
+        /// The process to inspect.
+        #[arg(value_name = "PID")]
+        pid: u32,
+        /// List every signal, also those with the default action, not
+        /// blocked and not pending.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 fn parse_signal(s: &str) -> Result<Signal, String> {
@@ -84,6 +98,7 @@ pub fn run(args: Args) -> Result<()> {
             count,
             timeout,
         } => wait(&signals, count, timeout)?,
+        Command::Show { pid, all } => show(pid, all)?,
     }
     Ok(())
 }
@@ -164,6 +179,73 @@ fn wait(signals: &[Signal], count: Option<u64>, timeout: Option<Duration>) -> Re
             r => r.context("writing to stdout")?,
         }
         left = left.map(|n| n - 1);
+    }
+    Ok(())
+}
+
+/// The masks of /proc/PID/status (bit N-1 for signal N): the process's
+/// ignored and caught sets, shared pending, and per thread the blocked
+/// and pending sets.
+fn show(pid: u32, all: bool) -> Result<()> {
+    use comfy_table::{presets::NOTHING, Table};
+    use procfs::process::Process;
+    let gone = || format!("no process {pid} (it does not exist, or has exited)");
+    let id = i32::try_from(pid)
+        .ok()
+        .filter(|p| *p > 0)
+        .with_context(gone)?;
+    let proc = Process::new(id).with_context(gone)?;
+    let status = proc.status().with_context(gone)?;
+    let mut threads = Vec::new();
+    for task in proc.tasks().with_context(gone)?.flatten() {
+        if let Ok(st) = task.status() {
+            threads.push((st.sigblk, st.sigpnd));
+        }
+    }
+    let n = threads.len().max(1);
+    let mut t = Table::new();
+    t.load_preset(NOTHING)
+        .set_header(["SIGNAL", "DISPOSITION", "BLOCKED", "PENDING"]);
+    let mut rows = 0;
+    for sig in (1..=64).filter_map(|n| Signal::new(n).ok()) {
+        let bit = 1u64 << (sig.number() - 1);
+        let disposition = if status.sigcgt & bit != 0 {
+            "caught"
+        } else if status.sigign & bit != 0 {
+            "ignored"
+        } else {
+            "default"
+        };
+        let blocked = threads.iter().filter(|(b, _)| b & bit != 0).count();
+        let blocked = match blocked {
+            0 => String::new(),
+            b if b == n && n == 1 => "yes".into(),
+            b if b == n => format!("all {n} threads"),
+            b => format!("{b} of {n} threads"),
+        };
+        let mut pending = Vec::new();
+        if status.shdpnd & bit != 0 {
+            pending.push("process".to_string());
+        }
+        let for_threads = threads.iter().filter(|(_, p)| p & bit != 0).count();
+        if for_threads > 0 {
+            pending.push(format!("{for_threads} thread(s)"));
+        }
+        if !all && disposition == "default" && blocked.is_empty() && pending.is_empty() {
+            continue;
+        }
+        t.add_row([
+            sig.to_string(),
+            disposition.to_string(),
+            blocked,
+            pending.join(", "),
+        ]);
+        rows += 1;
+    }
+    if rows == 0 {
+        println!("process {pid}: every signal has its default action, none blocked or pending");
+    } else {
+        println!("{t}");
     }
     Ok(())
 }

@@ -995,6 +995,85 @@ fn signal_wait_prints_each_delivery_with_sender_and_value() {
 }
 
 #[test]
+fn signal_show_reads_dispositions_masks_and_pending() {
+    // A shell that ignores SIGUSR1 and traps SIGUSR2 (a handler).
+    let mut sh = Command::new("sh")
+        .args([
+            "-c",
+            "trap '' USR1; trap ':' USR2; echo ready; while :; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(sh.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    // Stopped, it keeps a signal sent to it pending.
+    let id = sh.id().to_string();
+    assert!(run(Command::new("kill").args(["-STOP", &id]))
+        .status
+        .success());
+    for _ in 0..100 {
+        let state = std::fs::read_to_string(format!("/proc/{id}/stat")).unwrap();
+        if state
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .trim_start()
+            .starts_with('T')
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(run(ipc().args(["signal", "send", &id, "USR2"]))
+        .status
+        .success());
+    let out = run(ipc().args(["signal", "show", &id]));
+    let _ = sh.kill();
+    let _ = sh.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let row = |sig: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(sig))
+            .unwrap_or_else(|| panic!("no {sig} in\n{text}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(row("SIGUSR1")[1], "ignored", "{text}");
+    assert_eq!(row("SIGUSR2")[1..], ["caught", "process"], "{text}");
+    assert!(!text.contains("SIGWINCH"), "default rows listed:\n{text}");
+
+    // A waiter blocks the signals it reads from a signalfd.
+    let (waiter, pid) = signal_waiter(&["SIGRTMIN+2", "-n", "1", "--timeout", "15"]);
+    let out = run(ipc().args(["signal", "show", &pid.to_string(), "--all"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let rt = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("SIGRTMIN+2 "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(rt.contains("default") && rt.contains("yes"), "{rt}");
+    assert!(
+        text.contains("SIGWINCH"),
+        "--all lists every signal:\n{text}"
+    );
+    run(ipc().args(["signal", "send", &pid.to_string(), "SIGRTMIN+2"]));
+    assert!(finish(waiter).status.success());
+
+    let mut gone = Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    fails_with(
+        ipc().args(["signal", "show", &gone.id().to_string()]),
+        "no process",
+    );
+}
+
+#[test]
 fn signal_bad_input_and_timeouts() {
     fails_with(
         ipc().args(["signal", "wait", "SIGKILL"]),
@@ -1028,6 +1107,7 @@ fn signal_bad_input_and_timeouts() {
 fn bench_signal_measures_a_realtime_signal_with_a_value() {
     let (table, v) = bench_json(&[
         "signal",
+        "signal-handler",
         "--sizes",
         "64,4096",
         "--wait",
@@ -1036,11 +1116,15 @@ fn bench_signal_measures_a_realtime_signal_with_a_value() {
         "20",
     ]);
     assert!(table.contains("one 32-bit value (realtime signal)"));
+    assert!(table.contains("one 32-bit value (realtime signal, to a handler)"));
     let results = v["results"].as_array().unwrap();
-    // One size (the 4-byte value), two wait strategies.
-    assert_eq!(results.len(), 2, "{results:?}");
+    // One size (the 4-byte value), two wait strategies, read from a
+    // signalfd and from a handler (which reports what it lost).
+    assert_eq!(results.len(), 4, "{results:?}");
     for r in results {
-        assert_eq!(r["mechanism"], "signal");
+        let handled = r["mechanism"] == "signal-handler";
+        assert!(handled || r["mechanism"] == "signal", "{r}");
+        assert_eq!(r["throughput"].get("lost").is_some(), handled, "{r}");
         assert_eq!(r["size"], 4);
         assert!(r.get("skipped").is_none(), "{r}");
         assert!(r["rtt_ns"]["p50"].as_u64().unwrap() > 0, "{r}");

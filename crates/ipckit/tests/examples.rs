@@ -139,3 +139,18 @@ fn raw_ping_gets_its_replies() {
         );
     }
 }
+
+#[test]
+fn signal_shutdown_reloads_then_stops_cleanly() {
+    let out = run("signal_shutdown");
+    for want in [
+        "server: reloaded the configuration (generation 2)",
+        "server: reloaded the configuration (generation 3)",
+        "server: SIGTERM from pid",
+        "server: clean shutdown:",
+        "configuration generation 3",
+        "the server exited: exit status: 0",
+    ] {
+        assert!(out.contains(want), "no {want:?} in\n{out}");
+    }
+}

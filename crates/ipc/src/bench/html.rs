@@ -74,6 +74,10 @@ fn strengths_and_limits(m: Mech) -> (&'static str, &'static str) {
             "wakes or notifies any process; realtime signals queue with a value",
             "4 bytes at most; not a data channel",
         ),
+        Mech::SignalHandler => (
+            "a handler: no mask to set up in every thread, user code off the signal context",
+            "4 bytes at most; one more write(2) and read(2) than the signalfd",
+        ),
         Mech::Ring | Mech::RingMpmc => (
             "shared-memory speed behind the message API; no system call while busy; \
              many senders and receivers (ring-mpmc)",
@@ -261,7 +265,7 @@ svg .key{font-size:11px}svg .grid{stroke:#eee}
     // The notes' comparison table, filled in.
     let sizes: Vec<usize> = {
         let mut v: Vec<usize> = measured(rows)
-            .filter(|r| r.mechanism != "signal")
+            .filter(|r| !Mech::by_name(r.mechanism).is_signal())
             .map(|r| r.size)
             .collect();
         v.sort_unstable();
@@ -282,7 +286,7 @@ svg .key{font-size:11px}svg .grid{stroke:#eee}
         let at = |size: Option<usize>| {
             measured(rows)
                 .filter(|r| r.mechanism == *name)
-                .find(|r| size.is_none_or(|s| r.size == s) || *name == "signal")
+                .find(|r| size.is_none_or(|s| r.size == s) || m.is_signal())
         };
         let (rtt, rate) = match at(small) {
             Some(r) => (
@@ -354,7 +358,7 @@ svg .key{font-size:11px}svg .grid{stroke:#eee}
     if sizes.len() > 1 {
         let series: Vec<Series> = mechs
             .iter()
-            .filter(|n| **n != "signal")
+            .filter(|n| !Mech::by_name(n).is_signal())
             .filter_map(|name| {
                 let first_wait = measured(rows).find(|r| r.mechanism == *name)?.wait.clone();
                 let points: Vec<(f64, f64)> = measured(rows)

@@ -370,11 +370,7 @@ pub(super) fn run_point(
         .map(|r| r.hist.value_at_quantile(0.5) as f64)
         .collect();
     let mut rates: Vec<f64> = rounds.iter().map(|r| r.tp.msgs_per_s).collect();
-    let size = if mech == Mech::Signal {
-        signal::SIZE
-    } else {
-        size
-    };
+    let size = if mech.is_signal() { signal::SIZE } else { size };
     let msgs_per_s = median(&mut rates.clone());
     let rtt_ns = Stats::of(&hist);
     Ok(Row {
@@ -417,13 +413,22 @@ pub(super) fn measure_round(
     d: Duration,
     signals: Option<&ipckit::signal::SignalReceiver>,
 ) -> Result<Round> {
-    if let (Mech::Signal, Some(rx)) = (mech, signals) {
+    if mech.is_signal() {
         let cmd = |role| -> Result<Command> {
             let mut c = ctx.peer_cmd(role)?;
-            c.args(["--mech", "signal", "--wait", &wait.to_string()]);
+            c.args(["--mech", mech.name(), "--wait", &wait.to_string()]);
             Ok(c)
         };
-        let (hist, samples, tp) = signal::measure(cmd(Role::Echo)?, cmd(Role::Sink)?, rx, wait, d)?;
+        let handler;
+        let rx = match (mech, signals) {
+            (Mech::Signal, Some(rx)) => signal::Rx::Fd(rx),
+            _ => {
+                handler = signal::handler()?;
+                signal::Rx::Handler(&handler)
+            }
+        };
+        let (hist, samples, tp) =
+            signal::measure(cmd(Role::Echo)?, cmd(Role::Sink)?, &rx, wait, d)?;
         return Ok(Round { hist, samples, tp });
     }
     let lossy = mech.lossy();

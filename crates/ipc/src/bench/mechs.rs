@@ -28,6 +28,7 @@ pub enum Mech {
     ShmSem,
     SysvSem,
     Signal,
+    SignalHandler,
     Ring,
     RingMpmc,
     /// A mechanism of `ipckit::registry` with no setup of its own here:
@@ -46,7 +47,7 @@ impl Eq for Mech {}
 
 impl Mech {
     /// The mechanisms with a setup of their own.
-    const SPECIAL: [Mech; 16] = [
+    const SPECIAL: [Mech; 17] = [
         Mech::Pipe,
         Mech::Fifo,
         Mech::Unix,
@@ -61,6 +62,7 @@ impl Mech {
         Mech::ShmSem,
         Mech::SysvSem,
         Mech::Signal,
+        Mech::SignalHandler,
         Mech::Ring,
         Mech::RingMpmc,
     ];
@@ -140,6 +142,7 @@ impl Mech {
             Mech::ShmSem => "shm-sem",
             Mech::SysvSem => "sysv-sem",
             Mech::Signal => "signal",
+            Mech::SignalHandler => "signal-handler",
             Mech::Ring => "ring",
             Mech::RingMpmc => "ring-mpmc",
             Mech::Other(m) => m.scheme,
@@ -210,6 +213,9 @@ impl Mech {
             Mech::ShmSem => "shared pages; POSIX semaphores (futex underneath)",
             Mech::SysvSem => "shared pages; a System V semaphore set (semop(2) each time)",
             Mech::Signal => "the receiver's queue of pending realtime signals",
+            Mech::SignalHandler => {
+                "pending realtime signals; a handler writes each to a pipe (sigaction)"
+            }
             m => unreachable!("{m} is in the registry"),
         }
     }
@@ -228,7 +234,7 @@ impl Mech {
             Mech::ShmSpin | Mech::ShmFutex | Mech::ShmSem | Mech::SysvSem => {
                 "the data never crosses the kernel; only the turn-taking does"
             }
-            Mech::Signal => "a signal carries only 4 bytes",
+            Mech::Signal | Mech::SignalHandler => "a signal carries only 4 bytes",
             Mech::Ring | Mech::RingMpmc => {
                 "one copy in, one copy out, and no system call while both sides are busy"
             }
@@ -258,7 +264,7 @@ impl Mech {
             Mech::ShmSpin | Mech::ShmFutex | Mech::ShmSem | Mech::SysvSem => {
                 "two-way (8 slots each way)"
             }
-            Mech::Signal => "two-way (sigqueue each way)",
+            Mech::Signal | Mech::SignalHandler => "two-way (sigqueue each way)",
             Mech::Ring | Mech::RingMpmc => "one-way (2 rings here)",
             Mech::Other(m) => match m.direction {
                 ipckit::registry::Direction::TwoWay => "two-way",
@@ -278,9 +284,18 @@ impl Mech {
                 "one 32-bit value (realtime signal)",
                 "processes of the same user",
             ),
+            Mech::SignalHandler => (
+                "one 32-bit value (realtime signal, to a handler)",
+                "processes of the same user",
+            ),
             m => unreachable!("{m} is in the registry"),
         };
         (data, participants, direction)
+    }
+
+    /// The signal entries: a 4-byte value, their own protocol.
+    pub(super) fn is_signal(self) -> bool {
+        matches!(self, Mech::Signal | Mech::SignalHandler)
     }
 
     pub(super) fn is_ring(self) -> bool {

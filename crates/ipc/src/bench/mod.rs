@@ -353,7 +353,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut points: Vec<(Mech, usize, WaitStrategy)> = Vec::new();
     for &m in &mechs {
         // A signal carries one 32-bit value: measured at that size only.
-        let sizes = if m == Mech::Signal {
+        let sizes = if m.is_signal() {
             vec![signal::SIZE]
         } else {
             args.sizes.clone()

@@ -131,7 +131,9 @@ fn peer_connect(a: &PeerArgs) -> Result<Box<dyn Endpoint>> {
             let fd = io::stdin().as_fd().try_clone_to_owned()?;
             Box::new(ShmChannel::open(turns, a.size, fd, set_id, a.shared_cpu)?)
         }
-        Mech::Signal => bail!("the signal bench has its own protocol (bench/signal.rs)"),
+        Mech::Signal | Mech::SignalHandler => {
+            bail!("the signal bench has its own protocol (bench/signal.rs)")
+        }
         Mech::Ring | Mech::RingMpmc => {
             let a2b = Ring::from_fd(io::stdin().as_fd().try_clone_to_owned()?)?;
             let b2a = Ring::from_fd(io::stdout().as_fd().try_clone_to_owned()?)?;
@@ -226,8 +228,8 @@ pub fn peer(a: PeerArgs) -> Result<()> {
             .ok_or_else(|| anyhow!("--addr is required"))?;
         return super::mailbox::peer(a.role, addr, a.wait);
     }
-    if a.mech == Some(Mech::Signal) {
-        return signal::peer(a.role, a.wait);
+    if let Some(m) = a.mech.filter(|m| m.is_signal()) {
+        return signal::peer(m, a.role, a.wait);
     }
     if a.raw {
         return raw::peer(&a);

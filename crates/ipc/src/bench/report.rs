@@ -392,7 +392,8 @@ pub fn recommend(rows: &[Row]) -> Vec<String> {
     }
     // Signals have a size of their own (4 bytes): compare the others at
     // the sizes asked for.
-    let sized = |r: &&Row| r.mechanism != "signal" || rows.iter().all(|r| r.mechanism == "signal");
+    let signal = |r: &Row| Mech::by_name(r.mechanism).is_signal();
+    let sized = |r: &&Row| !signal(r) || rows.iter().all(signal);
     let sizes: Vec<usize> = measured(rows).filter(sized).map(|r| r.size).collect();
     if let (Some(&small), Some(&large)) = (sizes.iter().min(), sizes.iter().max()) {
         let best = |size: usize, key: fn(&Row) -> f64| {

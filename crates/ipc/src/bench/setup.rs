@@ -311,7 +311,9 @@ impl Ctx {
                 peer = Peer::spawn(&mut cmd)?;
                 ep = Box::new(ch);
             }
-            Mech::Signal => bail!("the signal bench has its own protocol (bench/signal.rs)"),
+            Mech::Signal | Mech::SignalHandler => {
+                bail!("the signal bench has its own protocol (bench/signal.rs)")
+            }
             Mech::Ring | Mech::RingMpmc => {
                 // Two anonymous rings, one each way: the peer gets them as
                 // its standard input (ours to it) and output (its to us).

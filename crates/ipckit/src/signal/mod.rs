@@ -10,6 +10,13 @@
 //! - Receive without writing a signal handler: [`SignalReceiver`] blocks
 //!   the signals and reads each delivery from a `signalfd`, with the
 //!   sender's pid and uid, the value, and why it was sent ([`Code`]).
+//! - Choose what a signal does: [`ignore`] and [`set_default`] return a
+//!   guard that restores the previous action; [`disposition`] tells the
+//!   current one.
+//! - Handle without the re-entrancy trap: [`Handler`] installs a signal
+//!   handler that only records each delivery (async-signal-safe), and your
+//!   code runs on a normal thread: an iterator, a wait with a timeout, or a
+//!   closure ([`on`]). Works in any thread, no mask to set up.
 //! - Masks: [`block`] returns a guard that restores the previous mask;
 //!   [`pending`] lists what waits.
 //! - Timers: [`Timer`] sends a signal with a value once or at an interval.
@@ -41,7 +48,8 @@
 //!
 //! # References
 //! `signal(7)`, `kill(2)`, `sigqueue(3)`, `pthread_sigmask(3)`,
-//! `sigpending(2)`, `signalfd(2)`, `timer_create(2)`.
+//! `sigpending(2)`, `signalfd(2)`, `timer_create(2)`, `sigaction(2)`,
+//! `signal-safety(7)`.
 
 use std::fmt;
 use std::io;
@@ -50,8 +58,12 @@ use std::str::FromStr;
 use crate::sys;
 use crate::{Deadline, MessageSender, SendTimeoutError};
 
+mod handler;
 mod recv;
 
+pub use handler::{
+    disposition, ignore, on, set_default, Disposition, DispositionGuard, Handler, HandlerThread,
+};
 pub use recv::{Code, SignalInfo, SignalReceiver};
 
 /// The bytes of a signal's value, the largest "message" a signal carries.

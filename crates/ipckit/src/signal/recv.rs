@@ -74,6 +74,20 @@ pub struct SignalInfo {
     pub value: Option<i32>,
 }
 
+impl SignalInfo {
+    /// From the fields of a `siginfo_t` (the value counts only for the
+    /// codes that carry one).
+    pub(super) fn from_raw(signo: i32, code: i32, pid: u32, uid: u32, int: i32) -> SignalInfo {
+        SignalInfo {
+            signal: Signal(signo),
+            code: Code::from_raw(code),
+            pid,
+            uid,
+            value: matches!(code, libc::SI_QUEUE | libc::SI_TIMER | libc::SI_MESGQ).then_some(int),
+        }
+    }
+}
+
 /// Receives signals as values: blocks them in the calling thread and reads
 /// each delivery from a `signalfd`.
 ///
@@ -128,14 +142,13 @@ impl SignalReceiver {
     /// Takes the next pending signal, if any, without waiting.
     pub fn try_recv_info(&self) -> io::Result<Option<SignalInfo>> {
         match sys::signal::read_info(self.fd.as_fd()) {
-            Ok(i) => Ok(Some(SignalInfo {
-                signal: Signal(i.ssi_signo as i32),
-                code: Code::from_raw(i.ssi_code),
-                pid: i.ssi_pid,
-                uid: i.ssi_uid,
-                value: matches!(i.ssi_code, libc::SI_QUEUE | libc::SI_TIMER | libc::SI_MESGQ)
-                    .then_some(i.ssi_int),
-            })),
+            Ok(i) => Ok(Some(SignalInfo::from_raw(
+                i.ssi_signo as i32,
+                i.ssi_code,
+                i.ssi_pid,
+                i.ssi_uid,
+                i.ssi_int,
+            ))),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
         }

@@ -20,6 +20,7 @@ pub(crate) mod process;
 pub(crate) mod raw;
 pub(crate) mod sem;
 pub(crate) mod sigbus;
+pub(crate) mod sighandler;
 pub(crate) mod signal;
 pub(crate) mod socket;
 pub(crate) mod sync;
