@@ -16,6 +16,8 @@ mod completions;
 mod format;
 mod ls;
 mod mailbox;
+mod prop;
+mod propd;
 mod recv;
 mod rm;
 mod sem;
@@ -80,6 +82,12 @@ enum Command {
     /// Binder in user space: list services (ls), call one (call), run the
     /// service manager (service-manager).
     Binder(binder::Args),
+    /// Properties: get, set, ls and watch named values every process reads
+    /// from shared memory (ipc propd writes them).
+    Prop(prop::Args),
+    /// Run the property daemon: the one writer of a property store, which
+    /// checks who may set what.
+    Propd(propd::Args),
     /// Measure every mechanism between two real processes.
     Bench(bench::Args),
     /// Print a completion script: ipc completions bash >
@@ -179,6 +187,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Broker(a) => broker::run(a),
         Command::Mailbox(a) => mailbox::run(a),
         Command::Binder(a) => binder::run(a),
+        Command::Prop(a) => prop::run(a),
+        Command::Propd(a) => propd::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Completions(a) => completions::run(a),
         Command::Man(a) => completions::man(a),

@@ -19,6 +19,8 @@
 //! | shared state (counters, buffers) with a lock | [`shm`]: memory, a robust mutex and a condition variable inside it | `shm:/NAME`, `sysv-shm:KEY` |
 //! | a counter to take turns (P and V) | [`sem`] | `sem:/NAME`, `sysv-sem:KEY` |
 //! | to poke a process, with a value | [`signal`]: realtime signals carry an integer | — |
+//! | to react to SIGTERM, SIGHUP... safely | [`signal::Handler`]: your code runs on a normal thread | — |
+//! | a global value many processes read, one writes | [`prop`]: shared-memory properties, futex waits, a daemon checking writers | `ipc propd` |
 //! | System V's selective receive by type | [`mq::sysv`] | `sysv-mq:KEY` |
 //!
 //! `ipc bench` measures them all on your machine, and [`registry`] lists
@@ -153,7 +155,9 @@ pub mod message;
 pub mod mq;
 pub mod named;
 pub mod pipe;
+mod policy;
 pub mod process;
+pub mod prop;
 pub mod registry;
 // The ring's zero-copy views into its mapped slots (`Loan`, `Sample`).
 #[allow(unsafe_code)]

@@ -48,6 +48,7 @@ mod measure;
 mod mechs;
 mod nats;
 mod peer;
+mod prop;
 mod raw;
 mod report;
 mod rpc;
@@ -145,13 +146,12 @@ pub struct Args {
 const MAILBOX: &str = "mailbox";
 /// Not a message mechanism: its own table ([`binder`]).
 const BINDER: &str = "binder";
+/// Not a message mechanism: its own table ([`prop`]).
+const PROP: &str = "prop";
 
 fn mechanism_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(
-        Mech::all()
-            .iter()
-            .map(|m| m.name())
-            .chain(std::iter::once(BINDER)),
+        Mech::all().iter().map(|m| m.name()).chain([BINDER, PROP]),
     )
 }
 
@@ -225,6 +225,8 @@ struct Report {
     mailbox: Vec<mailbox::MailboxRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
     binder: Option<binder::BinderRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prop: Option<prop::PropRow>,
 }
 
 fn machine(cpus: Option<(usize, usize)>) -> Machine {
@@ -283,13 +285,14 @@ pub fn run(args: Args) -> Result<()> {
         let mut v: Vec<Mech> = args
             .mechanisms
             .iter()
-            .filter(|n| *n != BINDER)
+            .filter(|n| *n != BINDER && *n != PROP)
             .map(|n| Mech::by_name(n))
             .collect();
         v.dedup();
         v
     };
     let with_binder = args.mechanisms.is_empty() || args.mechanisms.iter().any(|n| n == BINDER);
+    let with_prop = args.mechanisms.is_empty() || args.mechanisms.iter().any(|n| n == PROP);
     let with_mailbox = args.mechanisms.is_empty() || args.mechanisms.iter().any(|n| n == MAILBOX);
     if args.duration_ms == 0 {
         bail!("--duration-ms must be at least 1");
@@ -374,7 +377,8 @@ pub fn run(args: Args) -> Result<()> {
             + rpc_mechs.len() as u64
             + 1
             + u64::from(with_mailbox)
-            + u64::from(with_binder),
+            + u64::from(with_binder)
+            + u64::from(with_prop),
     );
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
@@ -420,6 +424,13 @@ pub fn run(args: Args) -> Result<()> {
     let binder_row = with_binder.then(|| {
         bar.set_message("binder calls");
         let r = binder::measure(&mut ctx, d);
+        cleanup::point_done();
+        bar.inc(1);
+        r
+    });
+    let prop_row = with_prop.then(|| {
+        bar.set_message("property store");
+        let r = prop::measure(&mut ctx, d);
         cleanup::point_done();
         bar.inc(1);
         r
@@ -513,6 +524,21 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
     }
+    if let Some(r) = &prop_row {
+        println!(
+            "Property store (ipckit::prop: this process its daemon, a {}-byte value; reads \
+             beside a bare pread of the same bytes, rounds alternating; sets through the \
+             daemon's socket, a watcher process asleep in Properties::wait):",
+            prop::SIZE
+        );
+        println!("{}", prop::table(r));
+        if let Some(x) = r.get_vs_pread {
+            say(
+                &format!("- property get / bare pread(2): {x:.2}× (a read makes no system call)"),
+                2,
+            );
+        }
+    }
     if !mailbox_rows.is_empty() {
         println!(
             "Mailboxes ({} B through an `ipc broker` process, free to run on either CPU, \
@@ -560,6 +586,7 @@ pub fn run(args: Args) -> Result<()> {
             request_reply: rpc_rows,
             mailbox: mailbox_rows,
             binder: binder_row,
+            prop: prop_row,
         };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;

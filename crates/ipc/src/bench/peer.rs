@@ -45,6 +45,9 @@ pub enum Role {
     /// Call a binder object (`--addr @NAME`) and echo on a seqpacket
     /// socket (stdin), measuring ([`super::binder`]).
     BinderCall,
+    /// Watch a property of store `--addr`, reporting each wake
+    /// ([`super::prop`]).
+    PropWatch,
 }
 
 #[derive(clap::Args, Debug)]
@@ -210,6 +213,9 @@ pub fn peer(a: PeerArgs) -> Result<()> {
             .ok_or_else(|| anyhow!("--addr is required"))?;
         return super::rpc::peer(addr, a.size, Duration::from_millis(a.duration_ms));
     }
+    if a.role == Role::PropWatch {
+        return super::prop::peer(a.addr.as_deref().context("--addr is required")?);
+    }
     if a.role == Role::BinderCall {
         let addr = a.addr.as_deref().context("--addr is required")?;
         return super::binder::peer(addr, a.size, Duration::from_millis(a.duration_ms));
@@ -300,7 +306,8 @@ pub fn peer(a: PeerArgs) -> Result<()> {
         | Role::MailboxEcho
         | Role::MailboxSink
         | Role::NatsEcho
-        | Role::BinderCall => {
+        | Role::BinderCall
+        | Role::PropWatch => {
             unreachable!("handled above")
         }
     }

@@ -251,7 +251,8 @@ pub fn peer(mech: Mech, role: Role, wait: WaitStrategy) -> Result<()> {
         | Role::MailboxEcho
         | Role::MailboxSink
         | Role::NatsEcho
-        | Role::BinderCall => {
+        | Role::BinderCall
+        | Role::PropWatch => {
             bail!("the signal bench has no {role:?} role")
         }
     }

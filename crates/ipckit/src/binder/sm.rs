@@ -59,6 +59,8 @@ use super::object::{Call, DeathLink, Kind, Object, FIRST_CALL_TRANSACTION, FLAG_
 use super::parcel::{Parcel, EX_ILLEGAL_ARGUMENT, EX_ILLEGAL_STATE, EX_SECURITY};
 use super::server::{Connector, Server, SessionInfo};
 use super::status::{Error, Result, Status};
+use crate::policy::Pattern;
+pub use crate::policy::PolicyError;
 use crate::socket::unix::UnixAddr;
 
 /// The service manager's interface descriptor.
@@ -164,19 +166,14 @@ enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rule {
     action: Action,
-    /// A name, a prefix followed by `*`, or `*`.
-    pattern: String,
+    pattern: Pattern,
     /// `None`: everyone.
     uids: Option<Vec<u32>>,
 }
 
 impl Rule {
     fn matches(&self, action: Action, name: &str) -> bool {
-        self.action == action
-            && match self.pattern.strip_suffix('*') {
-                Some(prefix) => name.starts_with(prefix),
-                None => name == self.pattern,
-            }
+        self.action == action && self.pattern.matches(name)
     }
 }
 
@@ -208,19 +205,7 @@ pub struct Policy {
 impl Policy {
     /// Reads a policy file.
     pub fn load(path: impl AsRef<std::path::Path>) -> std::io::Result<Policy> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot read the policy file {}: {e}", path.display()),
-            )
-        })?;
-        text.parse().map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{}: {e}", path.display()),
-            )
-        })
+        crate::policy::load(path.as_ref())
     }
 
     fn rule(&self, action: Action, name: &str) -> Option<&Rule> {
@@ -246,72 +231,28 @@ impl Policy {
     }
 }
 
-/// A policy file's mistake: the line and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyError {
-    line: usize,
-    message: String,
-}
-
-impl fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.message)
-    }
-}
-
-impl std::error::Error for PolicyError {}
-
 impl FromStr for Policy {
     type Err = PolicyError;
 
     fn from_str(text: &str) -> std::result::Result<Policy, PolicyError> {
-        let mut rules = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let err = |message: String| PolicyError {
-                line: i + 1,
-                message,
-            };
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            let words: Vec<&str> = line.split_whitespace().collect();
+        let rules = crate::policy::parse_lines(text, |words| {
             let [action, pattern, uids] = words[..] else {
-                return Err(err(format!(
-                    "{line:?}: expected three words, ACTION NAME UIDS (like `find media.* 1000`)"
-                )));
+                return Err(format!(
+                    "{:?}: expected three words, ACTION NAME UIDS (like `find media.* 1000`)",
+                    words.join(" ")
+                ));
             };
             let action = match action {
                 "add" => Action::Add,
                 "find" => Action::Find,
-                a => return Err(err(format!("unknown action {a:?}: add or find"))),
+                a => return Err(format!("unknown action {a:?}: add or find")),
             };
-            let name_part = pattern.strip_suffix('*').unwrap_or(pattern);
-            if name_part.contains('*') || (!name_part.is_empty() && check_name(name_part).is_err())
-            {
-                return Err(err(format!(
-                    "{pattern:?} is not a service name, a prefix ending in '*', or '*'"
-                )));
-            }
-            let uids = if uids == "*" {
-                None
-            } else {
-                Some(
-                    uids.split(',')
-                        .map(|u| {
-                            u.parse::<u32>().map_err(|_| {
-                                err(format!("{u:?} is not a numeric uid (or use '*' for all)"))
-                            })
-                        })
-                        .collect::<std::result::Result<Vec<u32>, _>>()?,
-                )
-            };
-            rules.push(Rule {
+            Ok(Rule {
                 action,
-                pattern: pattern.to_owned(),
-                uids,
-            });
-        }
+                pattern: Pattern::parse(pattern, "service name", |n| check_name(n).is_ok())?,
+                uids: crate::policy::parse_uids(uids)?,
+            })
+        })?;
         Ok(Policy { rules })
     }
 }
