@@ -415,6 +415,35 @@ fn readers_survive_daemon_kill_and_restart() -> Result<(), Failed> {
     ensure(r.wait()?.success(), || "the reader failed".into())
 }
 
+/// The area grows (here past four times its first 128 KiB) while a reader
+/// process has it mapped: the reader reads what lies beyond the size it
+/// first saw, without opening anything again.
+fn area_grows_under_a_reader() -> Result<(), Failed> {
+    let grown = |i: usize| format!("{i}:{}", "x".repeat(5000));
+    let s = store();
+    let _d = daemon(&s, "", "", "")?;
+    let props = Properties::open(&s)?;
+    props.set("grow.first", "1")?;
+    let mut r = spawn("get", &s)?;
+    let mut out = io::BufReader::new(r.stdout.take().ok_or("stdout")?);
+    for i in 0..150 {
+        props.set(&format!("grow.n{i}"), &grown(i))?;
+    }
+    let used = std::fs::metadata(format!("/dev/shm/ipckit-prop.{s}"))?.len();
+    ensure(used >= 512 << 10, || format!("the area is {used} bytes"))?;
+    for i in [0, 77, 149] {
+        writeln!(r.stdin.as_mut().ok_or("stdin")?, "get grow.n{i}")?;
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        let want = format!("{:?}", Some(grown(i)));
+        ensure(line.trim() == want, || {
+            format!("grow.n{i}: {}", line.trim())
+        })?;
+    }
+    drop(r.stdin.take());
+    ensure(r.wait()?.success(), || "the reader failed".into())
+}
+
 /// Bad names, values and stores are refused before anything is sent; a
 /// corrupt area is an error for its readers, never a crash or a hang;
 /// a second daemon for one store is refused.
@@ -517,5 +546,6 @@ fn main() {
             "input::bad_input_and_corrupt_areas",
             bad_input_and_corrupt_areas,
         ),
+        ("area::grows_under_a_reader", area_grows_under_a_reader),
     ]);
 }

@@ -438,7 +438,9 @@ impl Handler {
 
     /// Runs `f` for each handled signal on a new thread, until the
     /// returned [`HandlerThread`] is dropped. `f` is ordinary code: it may
-    /// allocate, lock, print, or do I/O.
+    /// allocate, lock, print, or do I/O. If it panics, the thread ends and
+    /// later signals wait unread (counted as [`lost`](Self::lost) once
+    /// the pipe is full).
     pub fn spawn<F>(self, f: F) -> io::Result<HandlerThread>
     where
         F: FnMut(SignalInfo) + Send + 'static,
@@ -554,9 +556,11 @@ impl Drop for HandlerThread {
     fn drop(&mut self) {
         let stop = Record::default();
         // The pipe is non-blocking: when it is full the thread is behind,
-        // and makes room as it drains.
+        // and makes room as it drains (unless it has ended: a closure that
+        // panicked).
         while let Err(e) = sys::fd::write(self.handler.write.as_fd(), bytemuck::bytes_of(&stop)) {
-            if e.kind() != io::ErrorKind::WouldBlock {
+            let ended = self.thread.as_ref().is_none_or(|t| t.is_finished());
+            if e.kind() != io::ErrorKind::WouldBlock || ended {
                 break;
             }
             std::thread::yield_now();
