@@ -229,13 +229,9 @@ pub fn table(r: &BinderRow) -> comfy_table::Table {
         ),
     ] {
         let Some(st) = st else { continue };
-        t.add_row(vec![
-            Cell::new(name),
-            right(super::ns(st.p50)),
-            right(super::ns(st.p99)),
-            right(super::ns(st.min)),
-            right(rate.map_or(String::new(), |r| format!("{r:.0}"))),
-        ]);
+        let mut row = super::latency_row(name, &st);
+        row.push(right(rate.map_or(String::new(), |r| format!("{r:.0}"))));
+        t.add_row(row);
     }
     t
 }

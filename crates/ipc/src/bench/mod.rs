@@ -270,6 +270,16 @@ fn choose_cpus(asked: Option<Vec<usize>>) -> Result<Option<(usize, usize)>> {
     }
 }
 
+/// A table's name cell, then p50, p99 and min of `st`, right-aligned.
+fn latency_row(name: &str, st: &measure::Stats) -> Vec<comfy_table::Cell> {
+    use comfy_table::{Cell, CellAlignment};
+    let mut row = vec![Cell::new(name)];
+    row.extend(
+        [st.p50, st.p99, st.min].map(|v| Cell::new(ns(v)).set_alignment(CellAlignment::Right)),
+    );
+    row
+}
+
 fn ns(v: u64) -> String {
     match v {
         0..=9_999 => format!("{v} ns"),

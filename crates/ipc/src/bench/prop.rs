@@ -220,12 +220,7 @@ pub fn table(r: &PropRow) -> comfy_table::Table {
         ("set → watcher awake", r.wake_ns),
     ] {
         let Some(st) = st else { continue };
-        t.add_row(vec![
-            Cell::new(name),
-            right(super::ns(st.p50)),
-            right(super::ns(st.p99)),
-            right(super::ns(st.min)),
-        ]);
+        t.add_row(super::latency_row(name, &st));
     }
     t
 }

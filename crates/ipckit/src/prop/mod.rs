@@ -426,7 +426,7 @@ enum Target {
 
 /// Asks the daemon of `store` to set `name` to `value`; if `owner` is
 /// given, the daemon must run as that uid (the owner of the area).
-pub fn set(store: &str, owner: Option<u32>, name: &str, value: &str) -> io::Result<()> {
+fn set(store: &str, owner: Option<u32>, name: &str, value: &str) -> io::Result<()> {
     check_store(store)?;
     check_name(name)?;
     if value.len() > LONG_VALUE_MAX {

@@ -240,8 +240,9 @@ impl PropServerBuilder {
             stop: AtomicBool::new(false),
             clients: AtomicUsize::new(0),
         });
-        if let Err(e) = shared.load_persisted() {
-            // Nothing is served: the area made for it goes too.
+        // Nothing served (a bad persist file, no thread): the area made
+        // for it goes too.
+        let abandon = |e: io::Error| {
             shared
                 .writer
                 .lock()
@@ -249,12 +250,14 @@ impl PropServerBuilder {
                 .close();
             let path = Path::new("/dev/shm").join(&area_name(&shared.store)[1..]);
             let _ = crate::named::remove_if_same(&path, id);
-            return Err(e);
-        }
+            e
+        };
+        shared.load_persisted().map_err(abandon)?;
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("ipckit-propd".into())
-            .spawn(move || accept_loop(&s, &listener))?;
+            .spawn(move || accept_loop(&s, &listener))
+            .map_err(abandon)?;
         Ok(PropServer {
             shared,
             thread: Some(thread),
