@@ -777,6 +777,11 @@ impl FrameReader {
             let pending = &self.buf[self.start..];
             if let Some(i) = pending[scanned..].iter().position(|&b| b == b'\n') {
                 let end = scanned + i;
+                // A line over the limit is refused however it arrived: in
+                // one read with its newline as much as in pieces.
+                if end > self.max {
+                    return Err(self.line_too_long(end));
+                }
                 out.clear();
                 out.extend_from_slice(&pending[..end]);
                 self.consume(end + 1, fds);
@@ -784,13 +789,7 @@ impl FrameReader {
             }
             scanned = pending.len();
             if scanned > self.max {
-                let e = MessageTooLarge {
-                    len: scanned as u64,
-                    max: self.max,
-                    unit: crate::error::Unit::Line,
-                }
-                .into_io();
-                return Err(self.break_with(e));
+                return Err(self.line_too_long(scanned));
             }
             self.make_room(scanned + 1);
             if self.buf.len() == self.buf.capacity() {
@@ -808,6 +807,19 @@ impl FrameReader {
                 r => r?,
             }
         }
+    }
+
+    /// A line of at least `len` bytes, over the limit: the stream is
+    /// broken from here (where the next line starts is unknown).
+    #[cold]
+    fn line_too_long(&mut self, len: usize) -> RecvTimeoutError {
+        let e = MessageTooLarge {
+            len: len as u64,
+            max: self.max,
+            unit: crate::error::Unit::Line,
+        }
+        .into_io();
+        self.break_with(e)
     }
 
     /// Makes sure `need` bytes from `start` fit in the buffer.

@@ -149,6 +149,9 @@ pub mod error;
 mod fdio;
 pub mod fifo;
 pub mod frame;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
 #[cfg(not(loom))]
 pub mod mailbox;
 pub mod message;

@@ -108,7 +108,7 @@ mod server;
 mod session;
 pub mod sm;
 mod status;
-mod wire;
+pub(crate) mod wire;
 
 pub use object::{
     Binder, Call, DeathLink, Object, FIRST_CALL_TRANSACTION, FLAG_ONEWAY, INTERFACE_TRANSACTION,

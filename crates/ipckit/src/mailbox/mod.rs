@@ -150,9 +150,9 @@ pub mod name;
 mod bridge;
 mod broker;
 mod client;
-mod state;
-mod store;
-mod wire;
+pub(crate) mod state;
+pub(crate) mod store;
+pub(crate) mod wire;
 
 pub use crate::mq::sysv::Selector;
 pub use broker::{

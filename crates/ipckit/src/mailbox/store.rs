@@ -226,7 +226,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn record(buf: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) -> usize {
+pub(crate) fn record(buf: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) -> usize {
     let at = buf.len();
     buf.extend_from_slice(&[0; RECORD_HEAD]);
     buf.push(kind);
@@ -488,8 +488,8 @@ impl Log {
         self.reclaimed
     }
 
-    /// The newest segment's file (for tests).
-    #[cfg(test)]
+    /// The newest segment's file (for tests and the fuzzers).
+    #[cfg(any(test, feature = "fuzz"))]
     pub(crate) fn newest_path(&self) -> PathBuf {
         seg_path(&self.dir, self.segs.back().map_or(0, |s| s.id))
     }

@@ -164,6 +164,13 @@ impl<'a> View<'a> {
         Ok(seg.cmp(&buf[..len]))
     }
 
+    /// The most nodes the bytes in use can hold: a walk that visits more
+    /// goes round a cycle. (A bound by the area, not a constant: a cycle
+    /// in a small area is found after a few thousand steps, not millions.)
+    fn node_budget(&self) -> usize {
+        self.size / N_NAME + 1
+    }
+
     /// The child of `parent` named `seg`, if any.
     fn child(&self, parent: usize, seg: &[u8], budget: &mut usize) -> io::Result<Option<usize>> {
         let mut at = self.link(parent + N_CHILDREN)?;
@@ -182,7 +189,7 @@ impl<'a> View<'a> {
 
     /// The node of `name` (dotted; empty: the root), if it exists.
     pub(crate) fn find(&self, name: &str) -> io::Result<Option<usize>> {
-        let mut budget = BUDGET;
+        let mut budget = self.node_budget();
         let mut at = ROOT;
         if name.is_empty() {
             return Ok(Some(at));
@@ -262,7 +269,7 @@ impl<'a> View<'a> {
     /// node's dotted name) in front, as (name, record).
     pub(crate) fn walk(&self, node: usize, prefix: &str) -> io::Result<Vec<(String, usize)>> {
         let mut out = Vec::new();
-        let mut budget = BUDGET;
+        let mut budget = self.node_budget();
         let mut stack = vec![(node, prefix.to_owned(), false)];
         // Entries: (node, its full name, whether to visit its siblings too).
         while let Some((at, name, siblings)) = stack.pop() {
@@ -301,6 +308,12 @@ impl<'a> View<'a> {
 
 fn join(parent: &str, seg: &[u8]) -> io::Result<String> {
     let seg = std::str::from_utf8(seg).map_err(|_| corrupt("a name that is not UTF-8"))?;
+    // No name set is longer: a longer one is a path round a cycle.
+    if parent.len() + 1 + seg.len() > NAME_MAX {
+        return Err(corrupt(format_args!(
+            "a name longer than {NAME_MAX} bytes under {parent:?}"
+        )));
+    }
     Ok(if parent.is_empty() {
         seg.to_owned()
     } else {

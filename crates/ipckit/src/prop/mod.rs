@@ -66,7 +66,7 @@ use crate::sys;
 use crate::sys::mman::Mapping;
 use crate::{MessageReceiver, MessageSenderExt};
 
-mod area;
+pub(crate) mod area;
 mod server;
 
 pub use area::{LONG_VALUE_MAX, NAME_MAX, VALUE_MAX};

@@ -69,7 +69,7 @@ mod atomic;
 mod core;
 
 #[cfg(not(loom))]
-mod segment;
+pub(crate) mod segment;
 
 #[cfg(not(loom))]
 pub(crate) mod lanes;

@@ -288,7 +288,8 @@ impl fmt::Display for Signal {
 impl FromStr for Signal {
     type Err = io::Error;
 
-    /// Parses `SIGUSR1`, `USR1`, `usr1`, `10`, `SIGRTMIN+3`, `RTMIN`,
+    /// Parses `SIGUSR1`, `USR1`, `usr1`, `10`, `SIG10` (how a signal
+    /// without a name, such as 32, is displayed), `SIGRTMIN+3`, `RTMIN`,
     /// `SIGRTMAX-2`.
     fn from_str(s: &str) -> io::Result<Signal> {
         if let Ok(n) = s.parse::<i32>() {
@@ -298,6 +299,9 @@ impl FromStr for Signal {
         let name = up.strip_prefix("SIG").unwrap_or(&up);
         if let Some((n, _)) = NAMES.iter().find(|(_, nm)| *nm == name) {
             return Ok(Signal(*n));
+        }
+        if !name.is_empty() && name.len() < 4 && name.bytes().all(|b| b.is_ascii_digit()) {
+            return Signal::new(name.parse().expect("up to 3 digits"));
         }
         if name == "POLL" {
             return Ok(Signal(libc::SIGIO));

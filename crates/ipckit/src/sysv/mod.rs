@@ -47,9 +47,9 @@ pub const DEFAULT_MODE: u32 = 0o600;
 
 /// A System V IPC key (`key_t`).
 ///
-/// Parsed from text ([`FromStr`]) as a decimal number, a `0x` hex number or
-/// `PATH:PROJ` (for [`Key::ftok`]); displayed the way `ipcs` shows keys
-/// (`0x0000162e`).
+/// Parsed from text ([`FromStr`]) as a decimal number, a `0x` hex number,
+/// `IPC_PRIVATE` or `PATH:PROJ` (for [`Key::ftok`]); displayed the way
+/// `ipcs` shows keys (`0x0000162e`), and what it displays parses back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key(i32);
 
@@ -106,9 +106,13 @@ impl fmt::Display for Key {
 impl FromStr for Key {
     type Err = io::Error;
 
-    /// Parses `1234`, `0x4d2`, or `PATH:PROJ` with PROJ a number from 1 to
-    /// 255 or a single ASCII character (`/tmp/app:A`).
+    /// Parses `1234`, `0x4d2`, `IPC_PRIVATE` (as displayed), or
+    /// `PATH:PROJ` with PROJ a number from 1 to 255 or a single ASCII
+    /// character (`/tmp/app:A`).
     fn from_str(s: &str) -> io::Result<Key> {
+        if s == "IPC_PRIVATE" {
+            return Ok(Key::PRIVATE);
+        }
         let bad = |why: String| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
