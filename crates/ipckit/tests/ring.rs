@@ -599,22 +599,61 @@ fn mpmc_three_producers_two_consumers() -> Result<(), Failed> {
     ensure(lost == 0, || format!("{lost} messages lost"))
 }
 
-/// A ring left by a creator that was killed is replaced by
-/// `create_or_open`, not reused with its old messages.
-fn stale_ring_replaced() -> Result<(), Failed> {
+/// A ring left by a creator that was killed: `create_or_open` takes it
+/// over while it holds messages (they are delivered, and the ring is then
+/// this process's to remove), and replaces it once it is empty.
+fn stale_ring_taken_over_or_replaced() -> Result<(), Failed> {
     let name = unique("ring");
-    let mut child = spawn("create-die", &name, None, false)?;
-    let st = child.wait()?;
-    ensure(!st.success(), || "the creator was meant to die".into())?;
+    let die = |name: &str| -> Result<(), Failed> {
+        let st = spawn("create-die", name, None, false)?.wait()?;
+        ensure(!st.success(), || "the creator was meant to die".into())
+    };
+    die(&name)?;
+    {
+        let ring = Ring::builder(&name).capacity(8).create_or_open()?;
+        // The old ring, with its geometry and its two messages.
+        ensure(ring.capacity() == 4 && !ring.created(), || {
+            format!("capacity {}, created {}", ring.capacity(), ring.created())
+        })?;
+        let mut rx = ring.receiver()?;
+        for want in [&b"old one"[..], b"old two"] {
+            ensure(rx.try_recv()? == want, || {
+                "the old messages, in order".into()
+            })?;
+        }
+        ensure(ring.status().creator_pid == std::process::id(), || {
+            format!("creator {} after the take-over", ring.status().creator_pid)
+        })?;
+    }
+    // Taken over: removed on drop, as by its creator.
+    ensure(!shm_path(&name).exists(), || {
+        "a taken-over ring was left behind".into()
+    })?;
+
+    die(&name)?;
+    {
+        // Emptied by a process that only opens it: still abandoned.
+        let ring = Ring::builder(&name).open()?;
+        let mut rx = ring.receiver()?;
+        rx.try_recv()?;
+        rx.try_recv()?;
+    }
     let ring = Ring::builder(&name).capacity(8).create_or_open()?;
-    ensure(ring.capacity() == 8, || {
-        format!("capacity {}", ring.capacity())
+    ensure(ring.capacity() == 8 && ring.created(), || {
+        format!(
+            "an empty abandoned ring not replaced: capacity {}",
+            ring.capacity()
+        )
     })?;
     let mut rx = ring.receiver()?;
     match rx.try_recv() {
         Err(ipckit::TryRecvError::Empty) => Ok(()),
         other => Err(format!("the old ring's state was kept: {other:?}").into()),
     }
+}
+
+fn shm_path(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/dev/shm{}", ipckit::ring::shm_name(name)))
 }
 
 /// Bad names, sizes and messages are refused with errors that say why; a
@@ -1012,7 +1051,10 @@ fn main() {
             "mpmc_three_producers_two_consumers",
             mpmc_three_producers_two_consumers,
         ),
-        ("stale_ring_replaced", stale_ring_replaced),
+        (
+            "stale_ring_taken_over_or_replaced",
+            stale_ring_taken_over_or_replaced,
+        ),
         ("refusals", refusals),
         ("scribbled_ring_fails_cleanly", scribbled_ring_fails_cleanly),
         ("killed_writers_leave_no_hole", killed_writers_leave_no_hole),

@@ -132,14 +132,17 @@ struct Segment {
     slot_size: usize,
     max_message: usize,
     multi: bool,
-    /// Made by this process: on drop it marks the ring closed by its
-    /// creator (as opposed to left behind by one that died).
+    /// Made by this process.
     created: bool,
+    /// Made by this process, or taken over from a creator that died: on
+    /// drop it marks the ring closed by its creator (as opposed to left
+    /// behind by one that died).
+    owned: bool,
 }
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if self.created {
+        if self.owned {
             self.u32_at(OFF_CREATOR_CLOSED).store(1, Ordering::Release);
         }
     }
@@ -268,6 +271,7 @@ impl Segment {
             max_message,
             multi: flags & FLAG_MULTI != 0,
             created: false,
+            owned: false,
         })
     }
 
@@ -379,6 +383,35 @@ impl Segment {
             && crate::sys::sync::thread_exited(pid, Some(start))
             && self.live(ROLE_SENDER).0 == 0
             && self.live(ROLE_RECEIVER).0 == 0
+    }
+
+    /// Whether messages wait in the ring (sent, or claimed by a sender
+    /// that died writing, and not yet taken).
+    fn holds_messages(&self) -> bool {
+        let tail = self.tail().load(Ordering::Acquire);
+        tail.wrapping_sub(self.head().load(Ordering::Acquire)) as i64 > 0
+    }
+
+    /// Makes this process the creator of a ring whose creator died (see
+    /// `create_or_open`), unless another process got there first.
+    fn take_over(&mut self, keep: bool) {
+        let me = std::process::id();
+        let creator = self.u32_at(OFF_CREATOR_PID);
+        let dead = creator.load(Ordering::Acquire);
+        if creator
+            .compare_exchange(dead, me, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        self.u32_at(OFF_CREATOR_START)
+            .store(crate::sys::sync::start_time(me), Ordering::Release);
+        self.owned = true;
+        if let Backing::Named(shm) = &mut self.backing {
+            if !keep {
+                shm.remove_on_drop();
+            }
+        }
     }
 
     fn corrupt_error(&self, c: Corrupt) -> io::Error {
@@ -537,6 +570,7 @@ impl RingBuilder {
         let what = self.what();
         let mut seg = Segment::open(backing, self.name, &what)?;
         seg.created = true;
+        seg.owned = true;
         Ok(Ring { seg: Arc::new(seg) })
     }
 
@@ -568,9 +602,13 @@ impl RingBuilder {
         })
     }
 
-    /// Opens the named ring, creating it if it does not exist, or if the
-    /// one there was left behind by a creator that died with no process
-    /// attached (it is replaced, never reused with its old state). Only a
+    /// Opens the named ring, creating it if it does not exist.
+    ///
+    /// A ring left behind by a creator that died, with no process attached,
+    /// is taken over if it still holds messages: they are delivered, not
+    /// lost (its geometry is kept), and this call becomes its creator (it
+    /// is removed on drop unless [`keep`](Self::keep)). An empty one is
+    /// replaced by a new ring of this builder's geometry. Otherwise only a
     /// ring this call created is removed on drop.
     pub fn create_or_open(self) -> io::Result<Ring> {
         for _ in 0..3 {
@@ -579,7 +617,13 @@ impl RingBuilder {
                 r => return r,
             }
             match self.clone().open() {
-                Ok(ring) if ring.seg.abandoned() => {
+                Ok(mut ring) if ring.seg.abandoned() => {
+                    if ring.seg.holds_messages() {
+                        if let Some(seg) = Arc::get_mut(&mut ring.seg) {
+                            seg.take_over(self.keep);
+                        }
+                        return Ok(ring);
+                    }
                     drop(ring);
                     let name = self.name.as_deref().unwrap_or_default();
                     let _ = unlink(name);

@@ -231,6 +231,12 @@ impl Shm {
         &self.name
     }
 
+    /// Removes the object when this value is dropped, as its creator
+    /// would (a ring taken over from a creator that died).
+    pub(crate) fn remove_on_drop(&mut self) {
+        self.unlink_on_drop = true;
+    }
+
     /// Leaves the object in place when this value is dropped.
     pub fn keep(&mut self) {
         self.unlink_on_drop = false;

@@ -302,12 +302,20 @@ pub fn leftovers() -> Vec<String> {
         }
     }
     let prefix = format!("ipckit-test-{}-", std::process::id());
-    for dir in ["/dev/shm", "/dev/mqueue"] {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.contains(&prefix) {
-                left.push(format!("{dir}/{name}"));
-            }
+    for e in std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.contains(&prefix) {
+            left.push(format!("/dev/shm/{name}"));
+        }
+    }
+    // Through ipckit's lister: /dev/mqueue is not mounted everywhere.
+    for q in ipckit::mq::list().unwrap_or_default() {
+        if q.name.contains(&prefix) {
+            left.push(format!("POSIX queue {}", q.name));
         }
     }
     left

@@ -1,0 +1,704 @@
+//! Chaos: for each message mechanism, a consumer process and producer
+//! processes move checksummed, sequence-numbered messages, and one of them
+//! (chosen at random) is killed with SIGKILL at a random moment. Then:
+//!
+//! - **no survivor hangs**: each ends within a bound, told `Disconnected`,
+//!   end of stream, an error naming a cut-off message, or its own idle
+//!   timeout (where a mechanism has no connection to lose);
+//! - **nothing corrupt or duplicated is delivered**: every message's
+//!   checksum holds and each producer's sequence numbers only go up (the
+//!   consumer checks as it receives);
+//! - **what was confirmed is delivered**: while the consumer lives, every
+//!   message a producer's send confirmed reaches it (all mechanisms but
+//!   UDP); where a queue outlives its processes (POSIX and System V queues,
+//!   rings), what a killed consumer had not taken is still there for the
+//!   next one, less at most the one message it was taking;
+//! - **nothing is leaked**: what the consumer made is gone once everyone
+//!   has exited, or, when the consumer was the one killed, is still there
+//!   to be removed by name (what `ipc rm` does), and then gone.
+//!
+//! `IPCKIT_CHAOS_KILLS` sets the kills per mechanism (default 8; the long
+//! form is 1000: `IPCKIT_CHAOS_KILLS=1000 cargo test -p ipckit --release
+//! --test chaos`); `IPCKIT_CHAOS_SEED` replays a run. Each test prints its
+//! counts.
+//!
+//! This test binary re-executed with `IPCKIT_CHAOS_PEER=<role>:<arg>`
+//! plays a participant; every participant reports on stderr, one line per
+//! event.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, BufRead, BufReader, Write};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ipckit::prelude::*;
+use ipckit::registry::{self, Mechanism};
+use ipckit::{Address, MessageReceiver, MessageSender, RecvTimeoutError, SendTimeoutError};
+use libtest_mimic::Failed;
+
+mod common;
+use common::{ensure, peer_command, unique};
+
+const VAR: &str = "IPCKIT_CHAOS_PEER";
+/// Messages each producer sends (most rounds kill it before the end).
+const MESSAGES: u64 = 3000;
+/// How long a consumer waits for the next message before it calls the
+/// conversation over (mechanisms without a connection cannot tell it).
+const IDLE: Duration = Duration::from_millis(400);
+/// How long a producer waits for room before it gives up.
+const SEND_WAIT: Duration = Duration::from_secs(1);
+/// How long a consumer waits for a connection, and a producer to connect.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
+/// How long the survivors of a kill may take to end.
+const SURVIVE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------- messages
+
+/// `[producer u32][seq u64][payload][crc32 of all before]`; the payload's
+/// length (0 to 199) and bytes follow from (producer, seq).
+fn message(p: u32, seq: u64) -> Vec<u8> {
+    let len = ((seq * 7 + u64::from(p) * 13) % 200) as usize;
+    let mut m = Vec::with_capacity(16 + len);
+    m.extend_from_slice(&p.to_le_bytes());
+    m.extend_from_slice(&seq.to_le_bytes());
+    m.extend((0..len).map(|i| (seq as usize + i) as u8));
+    let crc = crc32(&m);
+    m.extend_from_slice(&crc.to_le_bytes());
+    m
+}
+
+fn crc32(b: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &x in b {
+        c ^= u32::from(x);
+        for _ in 0..8 {
+            c = (c >> 1) ^ (0xedb8_8320 & (c & 1).wrapping_neg());
+        }
+    }
+    !c
+}
+
+/// The producer and sequence number of an intact message.
+fn check(m: &[u8]) -> Result<(u32, u64), String> {
+    if m.len() < 16 {
+        return Err(format!("a message of {} bytes", m.len()));
+    }
+    let (body, crc) = m.split_at(m.len() - 4);
+    if crc32(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        return Err(format!(
+            "a checksum that does not match ({} bytes)",
+            m.len()
+        ));
+    }
+    let p = u32::from_le_bytes(body[..4].try_into().expect("4 bytes"));
+    let seq = u64::from_le_bytes(body[4..12].try_into().expect("8 bytes"));
+    if message(p, seq) != m {
+        return Err(format!("message {p}/{seq} with the wrong payload"));
+    }
+    Ok((p, seq))
+}
+
+// ---------------------------------------------------------------- mechanisms
+
+/// What the chaos runs through: every mechanism of the address registry
+/// (but the mailbox, which has a test of its own with its broker), an
+/// anonymous pipe between two processes, and a single-producer ring.
+#[derive(Clone, Copy)]
+enum Mech {
+    Registry(&'static Mechanism),
+    Pipe,
+    RingSpsc,
+}
+
+impl Mech {
+    fn name(self) -> &'static str {
+        match self {
+            Mech::Registry(m) => m.scheme,
+            Mech::Pipe => "pipe",
+            Mech::RingSpsc => "ring-spsc",
+        }
+    }
+    fn producers(self) -> u32 {
+        match self {
+            // One connection per producer, and the consumer takes one.
+            Mech::Registry(m) if m.connections || m.lossy => 1,
+            Mech::Registry(_) => 2,
+            Mech::Pipe | Mech::RingSpsc => 1,
+        }
+    }
+    /// Messages outlive the consumer (a queue in the kernel or in shared
+    /// memory): a new consumer finds what the killed one left.
+    fn durable(self) -> bool {
+        match self {
+            Mech::Registry(m) => matches!(m.scheme, "mq" | "sysv-mq" | "ring"),
+            Mech::Pipe => false,
+            Mech::RingSpsc => true,
+        }
+    }
+    fn lossy(self) -> bool {
+        matches!(self, Mech::Registry(m) if m.lossy)
+    }
+    /// The consumer learns that its producers died (a connection, or a
+    /// ring, which checks on its senders), rather than waiting idle.
+    fn notices_death(self) -> bool {
+        match self {
+            // Not the multi ring: a sender killed between winning a slot
+            // and tagging it stalls receivers at that slot until every
+            // sender has gone (the window `ipckit::ring` documents); the
+            // consumer may then end on its idle timeout, within the bound.
+            Mech::Registry(m) => m.connections || m.scheme == "fifo",
+            Mech::Pipe | Mech::RingSpsc => true,
+        }
+    }
+}
+
+fn mechanisms() -> Vec<Mech> {
+    let mut v = vec![Mech::Pipe];
+    v.extend(
+        registry::MECHANISMS
+            .iter()
+            .filter(|m| !m.broker)
+            .map(Mech::Registry),
+    );
+    v.push(Mech::RingSpsc);
+    v
+}
+
+// ---------------------------------------------------------------- participants
+
+fn report(line: std::fmt::Arguments<'_>) {
+    // One write(2) per line, before the next message: a kill leaves whole
+    // lines only (stderr writes each piece of a format on its own).
+    let line = format!("{line}\n");
+    let _ = io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// Receives until the conversation ends, checking each message: `g P SEQ`
+/// per message, then `end WHY`.
+fn consume(rx: &mut dyn MessageReceiver) -> io::Result<()> {
+    let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut buf = Vec::new();
+    loop {
+        match rx.recv_timeout_into(&mut buf, IDLE) {
+            Ok(()) => {
+                let (p, seq) = check(&buf).map_err(|e| io::Error::other(format!("BAD {e}")))?;
+                if let Some(&l) = last.get(&p) {
+                    if seq <= l {
+                        return Err(io::Error::other(format!(
+                            "BAD producer {p}: {seq} after {l} (duplicated or reordered)"
+                        )));
+                    }
+                }
+                last.insert(p, seq);
+                report(format_args!("g {p} {seq}"));
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                report(format_args!("end idle"));
+                return Ok(());
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                report(format_args!("end disconnected"));
+                return Ok(());
+            }
+            Err(RecvTimeoutError::Io(e)) => {
+                report(format_args!("end error {:?}: {e}", e.kind()));
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Sends `MESSAGES` messages as producer `p`: `s P SEQ` after each
+/// confirmed send, then `end WHY`.
+fn produce(tx: &mut dyn MessageSender, p: u32) -> io::Result<()> {
+    for seq in 0..MESSAGES {
+        match tx.send_timeout(&message(p, seq), SEND_WAIT) {
+            Ok(()) => report(format_args!("s {p} {seq}")),
+            Err(e) => {
+                let why = match e {
+                    SendTimeoutError::Timeout(_) => "timeout".to_string(),
+                    SendTimeoutError::Disconnected(_) => "disconnected".to_string(),
+                    SendTimeoutError::Io(e, _) => format!("error {:?}: {e}", e.kind()),
+                };
+                report(format_args!("end {why}"));
+                return Ok(());
+            }
+        }
+    }
+    report(format_args!("end done"));
+    Ok(())
+}
+
+/// `recv:MECH ADDR`: makes the mechanism's receiving side, says
+/// `ready ADDR` (the address others reach it at), and consumes.
+fn peer_recv(spec: &str) -> io::Result<()> {
+    let (mech, addr) = spec.split_once(' ').expect("MECH ADDR");
+    match mech {
+        "pipe" => {
+            report(format_args!("ready -"));
+            let mut rx = ipckit::pipe::Receiver::from_stdin()?;
+            consume(&mut rx)
+        }
+        "ring-spsc" => {
+            let ring = ipckit::ring::Ring::builder(addr)
+                .multi(false)
+                .create_or_open()?;
+            let mut rx = ring.receiver()?;
+            report(format_args!("ready {addr}"));
+            consume(&mut rx)
+        }
+        _ => {
+            let addr: Address = addr.parse()?;
+            let l = ipckit::listen(&addr)?;
+            report(format_args!("ready {}", l.local_address()?));
+            // A producer killed before it connected never comes.
+            match l.accept_timeout(CONNECT_WAIT) {
+                Ok(mut c) => consume(&mut c),
+                Err(e) => {
+                    report(format_args!("end no producer: {e}"));
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// `send:MECH ADDR P`: reaches the receiving side and produces.
+fn peer_send(spec: &str) -> io::Result<()> {
+    let mut it = spec.splitn(3, ' ');
+    let (mech, addr, p) = (
+        it.next().expect("MECH"),
+        it.next().expect("ADDR"),
+        it.next()
+            .expect("P")
+            .parse::<u32>()
+            .expect("a producer number"),
+    );
+    match mech {
+        "pipe" => produce(&mut ipckit::pipe::Sender::from_stdout()?, p),
+        "ring-spsc" => {
+            let ring = ipckit::ring::Ring::builder(addr).open()?;
+            produce(&mut ring.sender()?, p)
+        }
+        _ => {
+            let addr: Address = addr.parse()?;
+            // A consumer killed before this connects is not there to take it.
+            match ipckit::connect_timeout(&addr, Some(CONNECT_WAIT)) {
+                Ok(mut c) => produce(&mut c, p),
+                Err(e) => {
+                    report(format_args!("end no consumer: {e}"));
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the parent
+
+/// A participant and the lines it reports, read on a thread of their own
+/// (so a participant never waits for this process to read).
+struct Part {
+    what: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    killed: bool,
+}
+
+impl Part {
+    fn start(what: String, mut cmd: Command) -> io::Result<Part> {
+        cmd.stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let err: ChildStderr = child.stderr.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Part {
+            what,
+            child,
+            lines,
+            seen: Vec::new(),
+            killed: false,
+        })
+    }
+
+    /// The first line, which must be `ready ADDR`: the address.
+    fn ready(&mut self) -> Result<String, Failed> {
+        match self.lines.recv_timeout(SURVIVE) {
+            Ok(l) if l.starts_with("ready ") => Ok(l["ready ".len()..].to_string()),
+            Ok(l) => Err(format!("{}: {l}", self.what).into()),
+            Err(_) => Err(format!("{}: not ready after {SURVIVE:?}", self.what).into()),
+        }
+    }
+
+    fn kill(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        self.killed = true;
+    }
+
+    /// Waits for the end (by `deadline`) and takes every line.
+    fn finish(&mut self, deadline: Instant) -> Result<(), Failed> {
+        loop {
+            if self.child.try_wait()?.is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                let _ = self.child.wait();
+                return Err(format!(
+                    "{} still running {SURVIVE:?} after the kill (hung); said {:?}",
+                    self.what,
+                    self.seen.last()
+                )
+                .into());
+            }
+            self.drain(Duration::from_millis(5));
+        }
+        let status = self.child.wait()?;
+        // The reader thread ends at end of file.
+        while let Ok(l) = self.lines.recv_timeout(SURVIVE) {
+            self.seen.push(l);
+        }
+        if !self.killed && !status.success() {
+            return Err(format!("{} failed ({status}): {:?}", self.what, self.seen).into());
+        }
+        if let Some(bad) = self.seen.iter().find(|l| l.contains("BAD")) {
+            return Err(format!("{}: {bad}", self.what).into());
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self, wait: Duration) {
+        if let Ok(l) = self.lines.recv_timeout(wait) {
+            self.seen.push(l);
+            while let Ok(l) = self.lines.try_recv() {
+                self.seen.push(l);
+            }
+        }
+    }
+
+    /// `(producer, seq)` of each line starting with `tag`.
+    fn events(&self, tag: &str) -> Vec<(u32, u64)> {
+        self.seen
+            .iter()
+            .filter_map(|l| {
+                let mut w = l.split(' ');
+                (w.next() == Some(tag)).then(|| {
+                    let num = |x: Option<&str>| {
+                        x.and_then(|x| x.parse::<u64>().ok())
+                            .unwrap_or_else(|| panic!("{}: a line {l:?}", self.what))
+                    };
+                    (num(w.next()) as u32, num(w.next()))
+                })
+            })
+            .collect()
+    }
+
+    fn ending(&self) -> Option<&str> {
+        self.seen
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("end "))
+            .map(|l| &l[4..])
+    }
+}
+
+/// A small deterministic generator (xorshift), so a seed replays a run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("IPCKIT_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        })
+}
+
+fn kills() -> usize {
+    std::env::var("IPCKIT_CHAOS_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8)
+}
+
+/// Whether the object a round made at `addr` still exists.
+fn exists(mech: Mech, addr: &str) -> io::Result<bool> {
+    let present = |p: String| std::path::Path::new(&p).exists();
+    Ok(match mech {
+        Mech::Pipe => false,
+        Mech::RingSpsc => present(format!("/dev/shm{}", ipckit::ring::shm_name(addr))),
+        Mech::Registry(_) => match addr.parse::<Address>()? {
+            Address::Fifo(p) => p.exists(),
+            Address::Mq(name) => match ipckit::mq::PosixQueue::builder(&name).open() {
+                Ok(_) => true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            },
+            Address::Ring(name) => present(format!("/dev/shm{}", ipckit::ring::shm_name(&name))),
+            Address::SysvMq(key) => ipckit::mq::sysv::MessageQueue::builder(key).open().is_ok(),
+            // Abstract sockets and ports go with their descriptors.
+            _ => false,
+        },
+    })
+}
+
+/// Removes what a killed consumer left, by name.
+fn remove(mech: Mech, addr: &str) -> io::Result<()> {
+    match mech {
+        Mech::Pipe => Ok(()),
+        Mech::RingSpsc => ipckit::ring::unlink(addr),
+        Mech::Registry(_) => match addr.parse::<Address>()? {
+            Address::Fifo(p) => ipckit::fifo::remove(p),
+            Address::Mq(name) => ipckit::mq::unlink(&name),
+            Address::Ring(name) => ipckit::ring::unlink(&name),
+            Address::SysvMq(key) => ipckit::sysv::remove_queue(key),
+            _ => Ok(()),
+        },
+    }
+}
+
+#[derive(Default, Debug)]
+struct Tally {
+    rounds: usize,
+    consumer_killed: usize,
+    producer_killed: usize,
+    messages: usize,
+    /// Confirmed messages a killed consumer took with it (at most one per
+    /// kill on a durable mechanism).
+    in_flight_lost: usize,
+    endings: BTreeMap<String, usize>,
+}
+
+/// One round: start, kill someone, check.
+fn round(mech: Mech, rng: &mut Rng, tally: &mut Tally) -> Result<(), Failed> {
+    let name = mech.name();
+    let tag = unique(&format!("chaos-{name}"));
+    let addr = match mech {
+        Mech::Registry(m) => m.scratch_address(&tag).to_string(),
+        Mech::Pipe => "-".into(),
+        Mech::RingSpsc => tag.clone(),
+    };
+    let mut producers = Vec::new();
+    let mut consumer;
+    if let Mech::Pipe = mech {
+        // The producer's standard output is the consumer's standard input.
+        let mut cmd = peer_command(VAR, "send", "pipe - 0")?;
+        cmd.stdout(Stdio::piped());
+        let mut p = Part::start("pipe producer 0".into(), cmd)?;
+        let out = p.child.stdout.take().expect("piped");
+        let mut cmd = peer_command(VAR, "recv", "pipe -")?;
+        cmd.stdin(Stdio::from(out));
+        consumer = Part::start("pipe consumer".into(), cmd)?;
+        consumer.ready()?;
+        producers.push(p);
+    } else {
+        consumer = Part::start(
+            format!("{name} consumer"),
+            peer_command(VAR, "recv", &format!("{name} {addr}"))?,
+        )?;
+        let reach = consumer.ready()?;
+        for p in 0..mech.producers() {
+            producers.push(Part::start(
+                format!("{name} producer {p}"),
+                peer_command(VAR, "send", &format!("{name} {reach} {p}"))?,
+            )?);
+        }
+    }
+    // Let them work a random while, then kill one.
+    std::thread::sleep(Duration::from_micros(rng.below(30_000)));
+    let victim = rng.below(1 + producers.len() as u64) as usize;
+    if victim == 0 {
+        consumer.kill();
+        tally.consumer_killed += 1;
+    } else {
+        producers[victim - 1].kill();
+        tally.producer_killed += 1;
+    }
+    let deadline = Instant::now() + SURVIVE;
+    consumer.finish(deadline)?;
+    for p in &mut producers {
+        p.finish(deadline)?;
+    }
+    tally.rounds += 1;
+    // A producer killed before it confirmed a message may have died before
+    // it attached or connected: then there was no one to see die.
+    let victim_began = producers
+        .iter()
+        .any(|p| p.killed && !p.events("s").is_empty());
+    for (part, role) in producers
+        .iter()
+        .map(|p| (p, "producer"))
+        .chain([(&consumer, "consumer")])
+    {
+        if part.killed {
+            continue;
+        }
+        let end = part.ending().ok_or_else(|| {
+            format!(
+                "{} ended without saying why: {:?}",
+                part.what,
+                part.seen.last()
+            )
+        })?;
+        // `error UnexpectedEof: …` counts as `error UnexpectedEof`.
+        let kind = end.split([':', ' ']).take(2).collect::<Vec<_>>().join(" ");
+        if role == "consumer" && mech.notices_death() && victim_began {
+            ensure(!end.starts_with("idle"), || {
+                format!("{name}: the consumer did not notice its producer's death: {end}")
+            })?;
+        }
+        *tally.endings.entry(format!("{role} {kind}")).or_default() += 1;
+    }
+
+    // What was confirmed, and what arrived.
+    let mut sent: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+    for p in &producers {
+        for (pr, s) in p.events("s") {
+            sent.entry(pr).or_default().insert(s);
+        }
+    }
+    let mut got: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for (p, s) in consumer.events("g") {
+        got.entry(p).or_default().push(s);
+    }
+    // A durable mechanism whose consumer died: the next consumer finds the
+    // rest (it drains until idle).
+    let mut left_for_next = 0;
+    let mut next_end = None;
+    if consumer.killed && mech.durable() {
+        let mut next = Part::start(
+            format!("{name} second consumer"),
+            peer_command(VAR, "recv", &format!("{name} {addr}"))?,
+        )?;
+        next.ready()?;
+        next.finish(Instant::now() + SURVIVE)?;
+        for (p, s) in next.events("g") {
+            got.entry(p).or_default().push(s);
+            left_for_next += 1;
+        }
+        next_end = next.ending().map(str::to_owned);
+    }
+    for (p, seqs) in &got {
+        tally.messages += seqs.len();
+        let unique: BTreeSet<u64> = seqs.iter().copied().collect();
+        ensure(unique.len() == seqs.len(), || {
+            format!("{name}: producer {p}'s messages delivered twice: {seqs:?}")
+        })?;
+        // Nothing that was not sent (a killed producer's last send may have
+        // arrived before it could say so).
+        let confirmed = sent.get(p).cloned().unwrap_or_default();
+        let top = confirmed.last().map_or(0, |s| s + 1);
+        ensure(unique.iter().all(|s| *s <= top), || {
+            format!(
+                "{name}: producer {p}: delivered {:?}, sent up to {top}",
+                unique.last()
+            )
+        })?;
+    }
+    if !mech.lossy() && (!consumer.killed || mech.durable()) {
+        for (p, confirmed) in &sent {
+            let arrived: BTreeSet<u64> = got
+                .get(p)
+                .map(|v| v.iter().copied().collect())
+                .unwrap_or_default();
+            let missing: Vec<u64> = confirmed.difference(&arrived).copied().collect();
+            let allowed = usize::from(consumer.killed);
+            ensure(missing.len() <= allowed, || {
+                format!(
+                    "{name}: producer {p}: {} confirmed messages never delivered (first {:?}); \
+                     consumer killed: {}, {left_for_next} found by the next consumer, \
+                     which ended: {next_end:?}",
+                    missing.len(),
+                    missing.first(),
+                    consumer.killed
+                )
+            })?;
+            tally.in_flight_lost += missing.len();
+        }
+    }
+
+    // Leftovers.
+    let there = exists(mech, &addr)?;
+    if consumer.killed {
+        if there {
+            remove(mech, &addr)?;
+        }
+    } else {
+        ensure(!there, || {
+            format!("{name}: {addr} left behind by a consumer that exited")
+        })?;
+    }
+    ensure(!exists(mech, &addr)?, || {
+        format!("{name}: {addr} still there after removal")
+    })?;
+    Ok(())
+}
+
+fn campaign(mech: Mech) -> Result<(), Failed> {
+    let seed = seed();
+    let mut rng = Rng(seed);
+    let mut tally = Tally::default();
+    for i in 0..kills() {
+        round(mech, &mut rng, &mut tally).map_err(|e| {
+            format!(
+                "round {i} (IPCKIT_CHAOS_SEED={seed}): {}",
+                e.message().unwrap_or("?")
+            )
+        })?;
+    }
+    println!(
+        "chaos {}: {} kills survived ({} consumers, {} producers), {} messages checked, \
+         {} confirmed lost with a killed consumer; endings {:?}",
+        mech.name(),
+        tally.rounds,
+        tally.consumer_killed,
+        tally.producer_killed,
+        tally.messages,
+        tally.in_flight_lost,
+        tally.endings
+    );
+    Ok(())
+}
+
+fn main() {
+    common::play_peer_or_arm_watchdog(
+        &[(VAR, |spec| {
+            let (role, arg) = spec.split_once(':').expect("role:arg");
+            match role {
+                "recv" => peer_recv(arg),
+                "send" => peer_send(arg),
+                _ => panic!("unknown role {role}"),
+            }
+        })],
+        "chaos",
+        Duration::from_secs(3600 * 4),
+    );
+    let args = libtest_mimic::Arguments::from_args();
+    let trials = mechanisms()
+        .into_iter()
+        .map(|m| libtest_mimic::Trial::test(format!("kill::{}", m.name()), move || campaign(m)))
+        .collect();
+    common::run_trials(&args, trials)
+}
