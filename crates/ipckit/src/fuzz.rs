@@ -416,8 +416,8 @@ pub fn mailbox_wire(data: &[u8]) {
 /// all.
 pub fn mailbox_store(data: &[u8]) {
     use crate::mailbox::store::{self, Fsync, Store};
-    let dir = tempfile_dir();
-    let root = dir.join("store");
+    let dir = TempDir::new();
+    let root = dir.0.join("store");
     let now = std::time::Instant::now();
     let (mut s, _, _) =
         Store::open(&root, Fsync::Never, 1 << 16, 1 << 20, now, 0).expect("a new store");
@@ -492,7 +492,6 @@ pub fn mailbox_store(data: &[u8]) {
         summary(&found),
         "a second recovery differs from the first"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn write_segment(dir: &std::path::Path, id: u32, bytes: &[u8]) {
@@ -503,18 +502,29 @@ fn write_segment(dir: &std::path::Path, id: u32, bytes: &[u8]) {
     f.write_all(bytes).expect("write a segment");
 }
 
-/// A fresh private directory under the temporary directory.
-fn tempfile_dir() -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let p = std::env::temp_dir().join(format!(
-        "ipckit-fuzz-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir(&p).expect("a temporary directory");
-    p
+/// A fresh directory under the temporary directory, removed on drop
+/// (whichever way the target returns, a panic included).
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "ipckit-fuzz-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir(&p).expect("a temporary directory");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 // ---------------------------------------------------------------- binder
