@@ -652,12 +652,12 @@ mod tests {
         assert!(n >= super::TARGETS.len(), "{n} seeds");
     }
 
-    /// Writes the seeds of `fuzz/seeds/` with the real encoders (run it
-    /// after a wire format changes):
-    /// `cargo test -p ipckit --lib fuzz::tests::write_seeds -- --ignored`.
+    /// The seeds of `fuzz/seeds/` are what the real encoders make today:
+    /// a wire format that changed fails here, and
+    /// `IPCKIT_WRITE_SEEDS=1 cargo test -p ipckit --lib fuzz::tests::seeds_are_current`
+    /// writes them again.
     #[test]
-    #[ignore]
-    fn write_seeds() {
+    fn seeds_are_current() {
         use crate::binder::{wire as bw, Parcel};
         use crate::mailbox::wire as mw;
         use crate::typed::Codec;
@@ -882,10 +882,21 @@ mod tests {
             "root",
             vec![0x20, 0, 8, 1, 0, 0, 0, 0xff, 0xff, 0, 0],
         ));
+        let write = std::env::var_os("IPCKIT_WRITE_SEEDS").is_some();
         for (target, name, bytes) in seeds {
             let dir = seeds_dir().join(target);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join(name), bytes).unwrap();
+            if write {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join(name), bytes).unwrap();
+            } else {
+                let path = dir.join(name);
+                let committed = std::fs::read(&path).unwrap_or_default();
+                assert!(
+                    committed == bytes,
+                    "{} is not what the encoders make now: IPCKIT_WRITE_SEEDS=1 writes it",
+                    path.display()
+                );
+            }
         }
     }
 }

@@ -63,20 +63,9 @@ fn message(p: u32, seq: u64) -> Vec<u8> {
     m.extend_from_slice(&p.to_le_bytes());
     m.extend_from_slice(&seq.to_le_bytes());
     m.extend((0..len).map(|i| (seq as usize + i) as u8));
-    let crc = crc32(&m);
+    let crc = crc32fast::hash(&m);
     m.extend_from_slice(&crc.to_le_bytes());
     m
-}
-
-fn crc32(b: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &x in b {
-        c ^= u32::from(x);
-        for _ in 0..8 {
-            c = (c >> 1) ^ (0xedb8_8320 & (c & 1).wrapping_neg());
-        }
-    }
-    !c
 }
 
 /// The producer and sequence number of an intact message.
@@ -85,7 +74,7 @@ fn check(m: &[u8]) -> Result<(u32, u64), String> {
         return Err(format!("a message of {} bytes", m.len()));
     }
     let (body, crc) = m.split_at(m.len() - 4);
-    if crc32(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
         return Err(format!(
             "a checksum that does not match ({} bytes)",
             m.len()
@@ -443,40 +432,14 @@ fn kills() -> usize {
         .unwrap_or(8)
 }
 
-/// Whether the object a round made at `addr` still exists.
-fn exists(mech: Mech, addr: &str) -> io::Result<bool> {
-    let present = |p: String| std::path::Path::new(&p).exists();
+/// The named object a round's consumer makes at `addr`, if any (abandoned
+/// sockets and ports go with their descriptors).
+fn object(mech: Mech, addr: &str) -> io::Result<Option<Address>> {
     Ok(match mech {
-        Mech::Pipe => false,
-        Mech::RingSpsc => present(format!("/dev/shm{}", ipckit::ring::shm_name(addr))),
-        Mech::Registry(_) => match addr.parse::<Address>()? {
-            Address::Fifo(p) => p.exists(),
-            Address::Mq(name) => match ipckit::mq::PosixQueue::builder(&name).open() {
-                Ok(_) => true,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                Err(e) => return Err(e),
-            },
-            Address::Ring(name) => present(format!("/dev/shm{}", ipckit::ring::shm_name(&name))),
-            Address::SysvMq(key) => ipckit::mq::sysv::MessageQueue::builder(key).open().is_ok(),
-            // Abstract sockets and ports go with their descriptors.
-            _ => false,
-        },
+        Mech::Pipe => None,
+        Mech::RingSpsc => Some(Address::Ring(addr.to_string())),
+        Mech::Registry(_) => Some(addr.parse()?),
     })
-}
-
-/// Removes what a killed consumer left, by name.
-fn remove(mech: Mech, addr: &str) -> io::Result<()> {
-    match mech {
-        Mech::Pipe => Ok(()),
-        Mech::RingSpsc => ipckit::ring::unlink(addr),
-        Mech::Registry(_) => match addr.parse::<Address>()? {
-            Address::Fifo(p) => ipckit::fifo::remove(p),
-            Address::Mq(name) => ipckit::mq::unlink(&name),
-            Address::Ring(name) => ipckit::ring::unlink(&name),
-            Address::SysvMq(key) => ipckit::sysv::remove_queue(key),
-            _ => Ok(()),
-        },
-    }
 }
 
 #[derive(Default, Debug)]
@@ -639,20 +602,20 @@ fn round(mech: Mech, rng: &mut Rng, tally: &mut Tally) -> Result<(), Failed> {
         }
     }
 
-    // Leftovers.
-    let there = exists(mech, &addr)?;
-    if consumer.killed {
-        if there {
-            remove(mech, &addr)?;
+    // Leftovers: none from a consumer that exited; what a killed one made
+    // can be removed by name (as `ipc rm` does).
+    if let Some(obj) = object(mech, &addr)? {
+        if consumer.killed {
+            common::remove_left_object(&obj);
+        } else {
+            ensure(!common::object_exists(&obj), || {
+                format!("{name}: {addr} left behind by a consumer that exited")
+            })?;
         }
-    } else {
-        ensure(!there, || {
-            format!("{name}: {addr} left behind by a consumer that exited")
+        ensure(!common::object_exists(&obj), || {
+            format!("{name}: {addr} still there after removal")
         })?;
     }
-    ensure(!exists(mech, &addr)?, || {
-        format!("{name}: {addr} still there after removal")
-    })?;
     Ok(())
 }
 

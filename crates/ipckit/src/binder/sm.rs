@@ -868,6 +868,12 @@ impl ServiceManager {
         let _n = self.register_for_notifications(name, move |_, object| {
             let _ = tx.try_send(object);
         })?;
+        // Registered before this call: looked up once more after watching,
+        // as libbinder's waitForService does, so that it is found even if
+        // the service manager's immediate callback does not arrive.
+        if let Some(o) = self.check_service(name)? {
+            return Ok(o);
+        }
         rx.recv_timeout(timeout).map_err(|_| {
             Error::new(
                 Status::TimedOut,
