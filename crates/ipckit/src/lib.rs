@@ -149,7 +149,8 @@ pub mod error;
 mod fdio;
 pub mod fifo;
 pub mod frame;
-#[cfg(any(test, feature = "fuzz"))]
+// Uses the mailbox and the ring's segment, which the loom build leaves out.
+#[cfg(all(any(test, feature = "fuzz"), not(loom)))]
 #[doc(hidden)]
 pub mod fuzz;
 #[cfg(not(loom))]
