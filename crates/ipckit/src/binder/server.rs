@@ -364,9 +364,7 @@ fn establish(shared: &Arc<Shared>, fd: OwnedFd) {
         }
     };
     if incoming {
-        if conn.write(&[&wire::CONNECTION_INIT], &[]).is_ok() {
-            session.add_pool_conn(conn);
-        }
+        session.add_pool_conn_greeted(conn, |c| c.write(&[&wire::CONNECTION_INIT], &[]));
         return;
     }
     session.add_conn(&conn);

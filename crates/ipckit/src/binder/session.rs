@@ -334,6 +334,30 @@ impl Session {
         self.pool_cv.notify_one();
     }
 
+    /// Adds a connection the peer opened to take this side's calls, once
+    /// `greet` (which writes the connection's init) has succeeded. The
+    /// pool is held meanwhile: the peer goes on the moment it reads the
+    /// init, and may at once have a third process reach it through this
+    /// side (a service manager handing out a service that just
+    /// registered), so the connection must be in the pool by then.
+    pub(crate) fn add_pool_conn_greeted(
+        &self,
+        conn: Arc<Conn>,
+        greet: impl FnOnce(&Conn) -> Result<()>,
+    ) {
+        self.add_conn(&conn);
+        let mut pool = self.lock_pool();
+        if greet(&conn).is_err() {
+            drop(pool);
+            conn.shutdown();
+            return;
+        }
+        pool.total += 1;
+        pool.free.push(conn);
+        drop(pool);
+        self.pool_cv.notify_one();
+    }
+
     /// How many connections the session has.
     pub(crate) fn conn_count(&self) -> usize {
         self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()

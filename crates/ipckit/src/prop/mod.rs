@@ -460,11 +460,24 @@ fn set(store: &str, owner: Option<u32>, name: &str, value: &str) -> io::Result<(
             ));
         }
     }
+    // Once the request is on its way, an error leaves it unknown whether
+    // the daemon applied it: say so, in the daemon's terms.
+    let lost = |e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "the daemon of property store {store:?} (pid {}) did not confirm setting \
+                 {name} ({e}); it may or may not be set: read it back, or set it again once \
+                 the daemon is running",
+                daemon.pid
+            ),
+        )
+    };
     conn.send_timeout(server::request(name, value), server::TIMEOUT)
-        .map_err(io::Error::from)?;
+        .map_err(|e| lost(e.into()))?;
     conn.set_max_message_size(server::REPLY_MAX);
     let mut reply = Vec::new();
     conn.recv_timeout_into(&mut reply, server::TIMEOUT)
-        .map_err(io::Error::from)?;
+        .map_err(|e| lost(e.into()))?;
     server::parse_reply(&reply)
 }

@@ -356,7 +356,8 @@ pub fn remove_left_object(addr: &ipckit::Address) {
     }
 }
 
-/// Whether the queue, ring, FIFO or mailbox `addr` names still exists
+/// Whether the queue, ring, FIFO, shared memory, semaphore or mailbox
+/// `addr` names still exists
 /// (`false` for anything else: sockets go with their process).
 pub fn object_exists(addr: &ipckit::Address) -> bool {
     use ipckit::Address;
@@ -365,6 +366,9 @@ pub fn object_exists(addr: &ipckit::Address) -> bool {
         Address::Ring(name) => ipckit::ring::Ring::builder(name).open().is_ok(),
         Address::SysvMq(key) => ipckit::sysv::MessageQueue::builder(*key).open().is_ok(),
         Address::Fifo(path) => path.exists(),
+        Address::Shm(name) => ipckit::shm::Shm::builder(name).open().is_ok(),
+        Address::Sem(name) => ipckit::sem::NamedSemaphore::builder(name).open().is_ok(),
+        Address::SysvSem(key) => ipckit::sem::SemaphoreSet::builder(*key).open().is_ok(),
         Address::Mailbox(name) => ipckit::mailbox::Client::connect()
             .and_then(|mut c| c.stat(Some(name)))
             .is_ok_and(|found| found.iter().any(|m| &m.name == name)),

@@ -1,4 +1,4 @@
-//! Chaos: for each message mechanism, a consumer process and producer
+//! Chaos for the message mechanisms: a consumer process and producer
 //! processes move checksummed, sequence-numbered messages, and one of them
 //! (chosen at random) is killed with SIGKILL at a random moment. Then:
 //!
@@ -16,31 +16,21 @@
 //! - **nothing is leaked**: what the consumer made is gone once everyone
 //!   has exited, or, when the consumer was the one killed, is still there
 //!   to be removed by name (what `ipc rm` does), and then gone.
-//!
-//! `IPCKIT_CHAOS_KILLS` sets the kills per mechanism (default 8; the long
-//! form is 1000: `IPCKIT_CHAOS_KILLS=1000 cargo test -p ipckit --release
-//! --test chaos`); `IPCKIT_CHAOS_SEED` replays a run. Each test prints its
-//! counts.
-//!
-//! This test binary re-executed with `IPCKIT_CHAOS_PEER=<role>:<arg>`
-//! plays a participant; every participant reports on stderr, one line per
-//! event.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, BufRead, BufReader, Write};
-use std::process::{Child, ChildStderr, Command, Stdio};
-use std::sync::mpsc;
+use std::fmt;
+use std::io;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ipckit::prelude::*;
 use ipckit::registry::{self, Mechanism};
 use ipckit::{Address, MessageReceiver, MessageSender, RecvTimeoutError, SendTimeoutError};
-use libtest_mimic::Failed;
+use libtest_mimic::{Failed, Trial};
 
-mod common;
-use common::{ensure, peer_command, unique};
+use crate::common::{self, ensure, peer_command, unique};
+use crate::{campaign, report, Part, Rng, SURVIVE, VAR};
 
-const VAR: &str = "IPCKIT_CHAOS_PEER";
 /// Messages each producer sends (most rounds kill it before the end).
 const MESSAGES: u64 = 3000;
 /// How long a consumer waits for the next message before it calls the
@@ -50,8 +40,6 @@ const IDLE: Duration = Duration::from_millis(400);
 const SEND_WAIT: Duration = Duration::from_secs(1);
 /// How long a consumer waits for a connection, and a producer to connect.
 const CONNECT_WAIT: Duration = Duration::from_secs(2);
-/// How long the survivors of a kill may take to end.
-const SURVIVE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------- messages
 
@@ -91,8 +79,9 @@ fn check(m: &[u8]) -> Result<(u32, u64), String> {
 // ---------------------------------------------------------------- mechanisms
 
 /// What the chaos runs through: every mechanism of the address registry
-/// (but the mailbox, which has a test of its own with its broker), an
-/// anonymous pipe between two processes, and a single-producer ring.
+/// (the mailbox with a broker process of its own, which may be the one
+/// killed), an anonymous pipe between two processes, and a
+/// single-producer ring.
 #[derive(Clone, Copy)]
 enum Mech {
     Registry(&'static Mechanism),
@@ -120,13 +109,17 @@ impl Mech {
     /// memory): a new consumer finds what the killed one left.
     fn durable(self) -> bool {
         match self {
-            Mech::Registry(m) => matches!(m.scheme, "mq" | "sysv-mq" | "ring"),
+            // The mailbox while its broker lives.
+            Mech::Registry(m) => matches!(m.scheme, "mq" | "sysv-mq" | "ring" | "mailbox"),
             Mech::Pipe => false,
             Mech::RingSpsc => true,
         }
     }
     fn lossy(self) -> bool {
         matches!(self, Mech::Registry(m) if m.lossy)
+    }
+    fn broker(self) -> bool {
+        matches!(self, Mech::Registry(m) if m.broker)
     }
     /// The consumer learns that its producers died (a connection, or a
     /// ring, which checks on its senders), rather than waiting idle.
@@ -144,23 +137,9 @@ impl Mech {
 
 fn mechanisms() -> Vec<Mech> {
     let mut v = vec![Mech::Pipe];
-    v.extend(
-        registry::MECHANISMS
-            .iter()
-            .filter(|m| !m.broker)
-            .map(Mech::Registry),
-    );
+    v.extend(registry::MECHANISMS.iter().map(Mech::Registry));
     v.push(Mech::RingSpsc);
     v
-}
-
-// ---------------------------------------------------------------- participants
-
-fn report(line: std::fmt::Arguments<'_>) {
-    // One write(2) per line, before the next message: a kill leaves whole
-    // lines only (stderr writes each piece of a format on its own).
-    let line = format!("{line}\n");
-    let _ = io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// Receives until the conversation ends, checking each message: `g P SEQ`
@@ -253,6 +232,13 @@ fn peer_recv(spec: &str) -> io::Result<()> {
     }
 }
 
+/// `broker:PATH`: a mailbox broker at `PATH`, `ready PATH` once bound.
+fn peer_broker(path: &str) -> io::Result<()> {
+    let broker = ipckit::mailbox::Broker::builder().socket(path).bind()?;
+    report(format_args!("ready {path}"));
+    broker.run()
+}
+
 /// `send:MECH ADDR P`: reaches the receiving side and produces.
 fn peer_send(spec: &str) -> io::Result<()> {
     let mut it = spec.splitn(3, ' ');
@@ -284,156 +270,6 @@ fn peer_send(spec: &str) -> io::Result<()> {
     }
 }
 
-// ---------------------------------------------------------------- the parent
-
-/// A participant and the lines it reports, read on a thread of their own
-/// (so a participant never waits for this process to read).
-struct Part {
-    what: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    killed: bool,
-}
-
-impl Part {
-    fn start(what: String, mut cmd: Command) -> io::Result<Part> {
-        cmd.stderr(Stdio::piped());
-        let mut child = cmd.spawn()?;
-        let err: ChildStderr = child.stderr.take().expect("piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Part {
-            what,
-            child,
-            lines,
-            seen: Vec::new(),
-            killed: false,
-        })
-    }
-
-    /// The first line, which must be `ready ADDR`: the address.
-    fn ready(&mut self) -> Result<String, Failed> {
-        match self.lines.recv_timeout(SURVIVE) {
-            Ok(l) if l.starts_with("ready ") => Ok(l["ready ".len()..].to_string()),
-            Ok(l) => Err(format!("{}: {l}", self.what).into()),
-            Err(_) => Err(format!("{}: not ready after {SURVIVE:?}", self.what).into()),
-        }
-    }
-
-    fn kill(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        self.killed = true;
-    }
-
-    /// Waits for the end (by `deadline`) and takes every line.
-    fn finish(&mut self, deadline: Instant) -> Result<(), Failed> {
-        loop {
-            if self.child.try_wait()?.is_some() {
-                break;
-            }
-            if Instant::now() > deadline {
-                self.kill();
-                let _ = self.child.wait();
-                return Err(format!(
-                    "{} still running {SURVIVE:?} after the kill (hung); said {:?}",
-                    self.what,
-                    self.seen.last()
-                )
-                .into());
-            }
-            self.drain(Duration::from_millis(5));
-        }
-        let status = self.child.wait()?;
-        // The reader thread ends at end of file.
-        while let Ok(l) = self.lines.recv_timeout(SURVIVE) {
-            self.seen.push(l);
-        }
-        if !self.killed && !status.success() {
-            return Err(format!("{} failed ({status}): {:?}", self.what, self.seen).into());
-        }
-        if let Some(bad) = self.seen.iter().find(|l| l.contains("BAD")) {
-            return Err(format!("{}: {bad}", self.what).into());
-        }
-        Ok(())
-    }
-
-    fn drain(&mut self, wait: Duration) {
-        if let Ok(l) = self.lines.recv_timeout(wait) {
-            self.seen.push(l);
-            while let Ok(l) = self.lines.try_recv() {
-                self.seen.push(l);
-            }
-        }
-    }
-
-    /// `(producer, seq)` of each line starting with `tag`.
-    fn events(&self, tag: &str) -> Vec<(u32, u64)> {
-        self.seen
-            .iter()
-            .filter_map(|l| {
-                let mut w = l.split(' ');
-                (w.next() == Some(tag)).then(|| {
-                    let num = |x: Option<&str>| {
-                        x.and_then(|x| x.parse::<u64>().ok())
-                            .unwrap_or_else(|| panic!("{}: a line {l:?}", self.what))
-                    };
-                    (num(w.next()) as u32, num(w.next()))
-                })
-            })
-            .collect()
-    }
-
-    fn ending(&self) -> Option<&str> {
-        self.seen
-            .iter()
-            .rev()
-            .find(|l| l.starts_with("end "))
-            .map(|l| &l[4..])
-    }
-}
-
-/// A small deterministic generator (xorshift), so a seed replays a run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("IPCKIT_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-                | 1
-        })
-}
-
-fn kills() -> usize {
-    std::env::var("IPCKIT_CHAOS_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8)
-}
-
-/// The named object a round's consumer makes at `addr`, if any (abandoned
-/// sockets and ports go with their descriptors).
 fn object(mech: Mech, addr: &str) -> io::Result<Option<Address>> {
     Ok(match mech {
         Mech::Pipe => None,
@@ -451,6 +287,9 @@ struct Tally {
     /// Confirmed messages a killed consumer took with it (at most one per
     /// kill on a durable mechanism).
     in_flight_lost: usize,
+    broker_killed: usize,
+    /// Messages a killed consumer took unacknowledged, delivered again.
+    redelivered: usize,
     endings: BTreeMap<String, usize>,
 }
 
@@ -462,6 +301,24 @@ fn round(mech: Mech, rng: &mut Rng, tally: &mut Tally) -> Result<(), Failed> {
         Mech::Registry(m) => m.scratch_address(&tag).to_string(),
         Mech::Pipe => "-".into(),
         Mech::RingSpsc => tag.clone(),
+    };
+    // A broker of the round's own, which its clients find through
+    // `IPCKIT_BROKER`.
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("broker.sock");
+    let mut broker = None;
+    if mech.broker() {
+        let mut b = Part::start(
+            format!("{name} broker"),
+            peer_command(VAR, "broker", &socket.display().to_string())?,
+        )?;
+        b.ready()?;
+        broker = Some(b);
+    }
+    let peer = |role: &str, arg: &str| -> io::Result<std::process::Command> {
+        let mut cmd = peer_command(VAR, role, arg)?;
+        cmd.env("IPCKIT_BROKER", &socket);
+        Ok(cmd)
     };
     let mut producers = Vec::new();
     let mut consumer;
@@ -479,26 +336,30 @@ fn round(mech: Mech, rng: &mut Rng, tally: &mut Tally) -> Result<(), Failed> {
     } else {
         consumer = Part::start(
             format!("{name} consumer"),
-            peer_command(VAR, "recv", &format!("{name} {addr}"))?,
+            peer("recv", &format!("{name} {addr}"))?,
         )?;
         let reach = consumer.ready()?;
         for p in 0..mech.producers() {
             producers.push(Part::start(
                 format!("{name} producer {p}"),
-                peer_command(VAR, "send", &format!("{name} {reach} {p}"))?,
+                peer("send", &format!("{name} {reach} {p}"))?,
             )?);
         }
     }
     // Let them work a random while, then kill one.
     std::thread::sleep(Duration::from_micros(rng.below(30_000)));
-    let victim = rng.below(1 + producers.len() as u64) as usize;
+    let victim = rng.below(1 + producers.len() as u64 + u64::from(broker.is_some())) as usize;
     if victim == 0 {
         consumer.kill();
         tally.consumer_killed += 1;
-    } else {
-        producers[victim - 1].kill();
+    } else if let Some(p) = producers.get_mut(victim - 1) {
+        p.kill();
         tally.producer_killed += 1;
+    } else if let Some(b) = &mut broker {
+        b.kill();
+        tally.broker_killed += 1;
     }
+    let broker_killed = broker.as_ref().is_some_and(|b| b.killed);
     let deadline = Instant::now() + SURVIVE;
     consumer.finish(deadline)?;
     for p in &mut producers {
@@ -532,6 +393,14 @@ fn round(mech: Mech, rng: &mut Rng, tally: &mut Tally) -> Result<(), Failed> {
                 format!("{name}: the consumer did not notice its producer's death: {end}")
             })?;
         }
+        // Its clients are told when the broker dies, rather than waiting
+        // for room or for messages.
+        if broker_killed {
+            ensure(
+                !end.starts_with("idle") && !end.starts_with("timeout"),
+                || format!("{}: did not notice the broker's death: {end}", part.what),
+            )?;
+        }
         *tally.endings.entry(format!("{role} {kind}")).or_default() += 1;
     }
 
@@ -553,7 +422,7 @@ fn round(mech: Mech, rng: &mut Rng, tally: &mut Tally) -> Result<(), Failed> {
     if consumer.killed && mech.durable() {
         let mut next = Part::start(
             format!("{name} second consumer"),
-            peer_command(VAR, "recv", &format!("{name} {addr}"))?,
+            peer("recv", &format!("{name} {addr}"))?,
         )?;
         next.ready()?;
         next.finish(Instant::now() + SURVIVE)?;
@@ -563,12 +432,23 @@ fn round(mech: Mech, rng: &mut Rng, tally: &mut Tally) -> Result<(), Failed> {
         }
         next_end = next.ending().map(str::to_owned);
     }
+    // The one message a killed mailbox consumer had taken but not yet
+    // acknowledged (it is acknowledged when the next is asked for) goes to
+    // the next consumer: delivered twice, as at-least-once promises.
+    let redelivered = match consumer.events("g").last() {
+        Some(&last) if consumer.killed && mech.broker() => Some(last),
+        _ => None,
+    };
     for (p, seqs) in &got {
         tally.messages += seqs.len();
         let unique: BTreeSet<u64> = seqs.iter().copied().collect();
-        ensure(unique.len() == seqs.len(), || {
+        let twice = seqs.len() - unique.len();
+        let allowed = redelivered
+            .is_some_and(|(rp, rs)| rp == *p && seqs.iter().filter(|s| **s == rs).count() == 2);
+        ensure(twice == 0 || (twice == 1 && allowed), || {
             format!("{name}: producer {p}'s messages delivered twice: {seqs:?}")
         })?;
+        tally.redelivered += twice;
         // Nothing that was not sent (a killed producer's last send may have
         // arrived before it could say so).
         let confirmed = sent.get(p).cloned().unwrap_or_default();
@@ -580,7 +460,8 @@ fn round(mech: Mech, rng: &mut Rng, tally: &mut Tally) -> Result<(), Failed> {
             )
         })?;
     }
-    if !mech.lossy() && (!consumer.killed || mech.durable()) {
+    // (A broker's mailboxes are in its memory: killed, it takes them along.)
+    if !mech.lossy() && !broker_killed && (!consumer.killed || mech.durable()) {
         for (p, confirmed) in &sent {
             let arrived: BTreeSet<u64> = got
                 .get(p)
@@ -604,7 +485,32 @@ fn round(mech: Mech, rng: &mut Rng, tally: &mut Tally) -> Result<(), Failed> {
 
     // Leftovers: none from a consumer that exited; what a killed one made
     // can be removed by name (as `ipc rm` does).
-    if let Some(obj) = object(mech, &addr)? {
+    if let Some(b) = &mut broker {
+        if !b.killed {
+            // The mailbox goes with the consumer that made it; one left by
+            // a killed consumer is removed by name.
+            let Address::Mailbox(mb) = addr.parse()? else {
+                unreachable!("a mailbox address")
+            };
+            let mut c = ipckit::mailbox::Client::connect_to(&socket)?;
+            let there = |c: &mut ipckit::mailbox::Client| -> io::Result<bool> {
+                Ok(c.stat(Some(&mb))?.iter().any(|m| m.name == mb))
+            };
+            if consumer.killed {
+                c.delete(&mb)?;
+            } else {
+                ensure(!there(&mut c)?, || {
+                    format!("{name}: {addr} left behind by a consumer that exited")
+                })?;
+            }
+            ensure(!there(&mut c)?, || {
+                format!("{name}: {addr} still there after removal")
+            })?;
+            // The broker is the round's own: it goes with the round.
+            b.kill();
+        }
+        b.finish(Instant::now() + SURVIVE)?;
+    } else if let Some(obj) = object(mech, &addr)? {
         if consumer.killed {
             common::remove_left_object(&obj);
         } else {
@@ -619,49 +525,42 @@ fn round(mech: Mech, rng: &mut Rng, tally: &mut Tally) -> Result<(), Failed> {
     Ok(())
 }
 
-fn campaign(mech: Mech) -> Result<(), Failed> {
-    let seed = seed();
-    let mut rng = Rng(seed);
-    let mut tally = Tally::default();
-    for i in 0..kills() {
-        round(mech, &mut rng, &mut tally).map_err(|e| {
-            format!(
-                "round {i} (IPCKIT_CHAOS_SEED={seed}): {}",
-                e.message().unwrap_or("?")
-            )
-        })?;
+impl fmt::Display for Tally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} kills survived ({} consumers, {} producers, {} brokers), {} messages checked, \
+             {} confirmed lost with a killed consumer, {} redelivered; endings {:?}",
+            self.rounds,
+            self.consumer_killed,
+            self.producer_killed,
+            self.broker_killed,
+            self.messages,
+            self.in_flight_lost,
+            self.redelivered,
+            self.endings
+        )
     }
-    println!(
-        "chaos {}: {} kills survived ({} consumers, {} producers), {} messages checked, \
-         {} confirmed lost with a killed consumer; endings {:?}",
-        mech.name(),
-        tally.rounds,
-        tally.consumer_killed,
-        tally.producer_killed,
-        tally.messages,
-        tally.in_flight_lost,
-        tally.endings
-    );
-    Ok(())
 }
 
-fn main() {
-    common::play_peer_or_arm_watchdog(
-        &[(VAR, |spec| {
-            let (role, arg) = spec.split_once(':').expect("role:arg");
-            match role {
-                "recv" => peer_recv(arg),
-                "send" => peer_send(arg),
-                _ => panic!("unknown role {role}"),
-            }
-        })],
-        "chaos",
-        Duration::from_secs(3600 * 4),
-    );
-    let args = libtest_mimic::Arguments::from_args();
-    let trials = mechanisms()
+/// One trial per mechanism.
+pub fn trials() -> Vec<Trial> {
+    mechanisms()
         .into_iter()
-        .map(|m| libtest_mimic::Trial::test(format!("kill::{}", m.name()), move || campaign(m)))
-        .collect();
-    common::run_trials(&args, trials)
+        .map(|m| {
+            Trial::test(format!("kill::{}", m.name()), move || {
+                campaign(m.name(), |rng, t| round(m, rng, t))
+            })
+        })
+        .collect()
+}
+
+/// Plays `recv:…` or `send:…`.
+pub fn peer(role: &str, arg: &str) -> Option<io::Result<()>> {
+    match role {
+        "recv" => Some(peer_recv(arg)),
+        "send" => Some(peer_send(arg)),
+        "broker" => Some(peer_broker(arg)),
+        _ => None,
+    }
 }
