@@ -463,6 +463,22 @@ fn bad_input_and_corrupt_areas() -> Result<(), Failed> {
         .unwrap_err()
         .to_string();
     ensure(e.contains("the most is 65536"), || e.clone())?;
+    // A persist directory that is not there is refused at start, not at
+    // the first persist.* set; the area it would have made is not left.
+    let missing = store();
+    let e = PropServer::builder(&missing)
+        .persist_dir("/nonexistent/ipckit-persist")
+        .start()
+        .unwrap_err()
+        .to_string();
+    ensure(
+        e.contains("persist_dir") && e.contains("create it first"),
+        || e.clone(),
+    )?;
+    ensure(
+        !std::path::Path::new(&format!("/dev/shm/ipckit-prop.{missing}")).exists(),
+        || "the refused daemon left its area".into(),
+    )?;
     // A long value round-trips.
     let long = "L".repeat(5000);
     props.set("long.value", &long)?;

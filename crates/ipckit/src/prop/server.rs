@@ -337,6 +337,17 @@ impl Shared {
         let Some(dir) = &self.persist else {
             return Ok(());
         };
+        // Refused now rather than at the first persist.* set.
+        if !dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "the persist directory {} (PropServerBuilder::persist_dir) is not a \
+                     directory: create it first",
+                    dir.display()
+                ),
+            ));
+        }
         let path = dir.join(PERSIST_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
