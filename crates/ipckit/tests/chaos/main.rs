@@ -56,6 +56,17 @@ struct Part {
     killed: bool,
 }
 
+/// A round that fails part-way leaves no participant behind: one still
+/// running (a broker or daemon waits to be stopped) is killed and reaped.
+impl Drop for Part {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Part {
     fn start(what: String, mut cmd: Command) -> io::Result<Part> {
         cmd.stderr(Stdio::piped());
