@@ -348,7 +348,13 @@ impl Lines {
 
     fn say(&mut self, line: &str) -> Result<(), Failed> {
         let stdin = self.peer.child.stdin.as_mut().ok_or("no stdin")?;
-        writeln!(stdin, "{line}")?;
+        writeln!(stdin, "{line}").map_err(|e| {
+            // The peer is gone: say how it ended and what it said.
+            std::thread::sleep(Duration::from_millis(50));
+            let status = self.peer.child.try_wait();
+            let said: Vec<String> = self.lines.try_iter().collect();
+            format!("telling the peer {line:?}: {e}; it ended {status:?} after saying {said:?}")
+        })?;
         Ok(())
     }
 
