@@ -378,7 +378,9 @@ fn explain_open(e: io::Error, path: &Path, m: &Metadata) -> io::Error {
 /// this thread opens the opposite end itself (non-blocking, which always
 /// succeeds while the helper waits), which releases the helper; both
 /// descriptors are then closed and `TimedOut` is returned. No polling, no
-/// thread left behind.
+/// thread left behind. A descriptor is held in reserve for that release
+/// while the helper waits: a process at its open-file limit gets `EMFILE`
+/// before the helper starts, not a helper it can never release.
 fn open_end(
     path: &Path,
     flags: libc::c_int,
@@ -408,6 +410,7 @@ fn open_end(
             Err(e) => return Err(explain_open(e, path, &meta)),
         }
     }
+    let reserve = fifo.try_clone().map_err(|e| explain_open(e, path, &meta))?;
     let (tx, rx) = mpsc::channel();
     let (held, helper_path) = (Arc::clone(&fifo), by_fd.clone());
     let helper = std::thread::Builder::new()
@@ -422,6 +425,7 @@ fn open_end(
             res.map_err(|e| explain_open(e, path, &meta))
         }
         Err(_) => {
+            drop(reserve);
             match sys::fd::open(&by_fd, opposite | libc::O_NONBLOCK) {
                 Ok(release) => {
                     let _ = helper.join();

@@ -52,6 +52,20 @@ impl FileId {
         }
     }
 
+    /// The file `fd` refers to (no other descriptor is made: this works at
+    /// the open-file limit, when a `Drop` must still find what to remove).
+    pub(crate) fn of_fd(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<FileId> {
+        Ok(FileId::of_stat(&crate::sys::fd::fstat(fd)?))
+    }
+
+    /// The file an `fstat` described.
+    pub(crate) fn of_stat(st: &libc::stat) -> FileId {
+        FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
+    }
+
     /// The file this process has just made at `path` (`mkfifo`, `bind`):
     /// read from the path (those calls give no descriptor of the file), so
     /// it is checked to be of the kind made (`is_kind`) and this user's.
@@ -102,6 +116,21 @@ impl CreatedPath {
     pub fn remove(&self) -> io::Result<bool> {
         remove_if_same(&self.path, self.id)
     }
+}
+
+/// `ENOSPC` from making or growing something in `/dev/shm` (`what`, with
+/// its size), in words that say what to do; any other error unchanged.
+pub(crate) fn dev_shm_full(e: io::Error, what: &str) -> io::Error {
+    if e.raw_os_error() != Some(libc::ENOSPC) {
+        return e;
+    }
+    io::Error::new(
+        e.kind(),
+        format!(
+            "no room for {what}: /dev/shm is full (see `df /dev/shm`; `ipc ls` lists the IPC \
+             objects there and `ipc rm` removes unused ones)"
+        ),
+    )
 }
 
 /// Removes `path` if it still is the file `id`, looked at without

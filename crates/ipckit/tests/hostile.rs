@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use ipckit::sem::{NamedSemaphore, UnnamedSemaphore};
 use ipckit::shm::{Condvar, Futex, LockError, Memfd, Mutex, Region, Seals, Shm};
+use ipckit::{MessageReceiver, MessageSenderExt};
 use libtest_mimic::Failed;
 
 mod common;
@@ -578,6 +579,141 @@ fn peer_main(spec: &str) -> io::Result<()> {
                 Ok(()) => Err(io::Error::other("the memfd was shrunk")),
             }
         }
+        // STORE: serves property store STORE until standard input closes.
+        "prop-daemon" => {
+            // A panic in any of its threads fails the test (the process
+            // would go on without that thread).
+            std::panic::set_hook(Box::new(|info| {
+                eprintln!("the property daemon panicked: {info}");
+                std::process::exit(70);
+            }));
+            let d = ipckit::prop::PropServer::builder(arg).start()?;
+            println!("ready");
+            let _ = io::copy(&mut io::stdin(), &mut io::sink());
+            drop(d);
+            Ok(())
+        }
+        // STORE: reads, lists and waits on the store while another process
+        // scribbles on its area: errors are fine, a crash or a wait past
+        // its timeout is not.
+        "prop-reader" => {
+            let props = ipckit::prop::Properties::open(arg)?;
+            println!("ready");
+            let (mut ok, mut errors, mut first) = (0u32, 0u32, None);
+            for i in trials() {
+                let t0 = Instant::now();
+                let r = match i % 3 {
+                    0 => props.get("hostile.a").map(drop),
+                    1 => props.list("hostile").map(drop),
+                    _ => props
+                        .wait("hostile.a", ipckit::prop::Serial::default(), WAIT)
+                        .map(drop),
+                };
+                if t0.elapsed() > WAIT + SLACK {
+                    return Err(io::Error::other(format!(
+                        "an operation took {:?}",
+                        t0.elapsed()
+                    )));
+                }
+                match r {
+                    Ok(()) => ok += 1,
+                    Err(e) => {
+                        errors += 1;
+                        first.get_or_insert(e.to_string());
+                    }
+                }
+            }
+            println!("ok={ok} errors={errors} first error: {first:?}");
+            Ok(())
+        }
+        // STORE:SEED: writes bytes an attacker likes at random places of
+        // the store's area (the header and the first nodes most) until
+        // killed.
+        "prop-scribbler" => {
+            let (store, seed) = arg.split_once(':').expect("STORE:SEED");
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(format!("/dev/shm/ipckit-prop.{store}"))?;
+            let len = f.metadata()?.len();
+            let mut rng = Rng(seed.parse().map_err(io::Error::other)?);
+            println!("ready");
+            loop {
+                let span = if rng.below(2) == 0 { 512.min(len) } else { len };
+                let at = rng.below(span);
+                let bytes = nasty(&mut rng);
+                let n = (1 + rng.below(8)).min(len - at) as usize;
+                std::os::unix::fs::FileExt::write_at(&f, &bytes[..n], at)?;
+            }
+        }
+        // STORE: reads the store until its area is truncated under it:
+        // then every operation must say so.
+        "prop-truncated-reader" => {
+            let props = ipckit::prop::Properties::open(arg)?;
+            println!("ready");
+            let end = Instant::now() + T;
+            while Instant::now() < end {
+                match props.get("hostile.a") {
+                    Ok(_) => std::thread::yield_now(),
+                    Err(e) if e.to_string().contains("shrank") => {
+                        let results = [
+                            ("list", props.list("").map(drop)),
+                            ("get", props.get("hostile.b").map(drop)),
+                            (
+                                "wait",
+                                props
+                                    .wait("hostile.a", ipckit::prop::Serial::default(), WAIT)
+                                    .map(drop),
+                            ),
+                        ];
+                        for (what, r) in results {
+                            match r {
+                                Err(e) if e.to_string().contains("shrank") => {}
+                                other => {
+                                    return Err(io::Error::other(format!(
+                                        "{what} after truncation: {other:?}"
+                                    )))
+                                }
+                            }
+                        }
+                        println!("every operation reported the truncation: {e}");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(io::Error::other("the truncation was never reported"))
+        }
+        // NAME: receives from ring NAME until its segment is truncated
+        // under it: then every operation must say so.
+        "ring-truncated-receiver" => {
+            let ring = ipckit::ring::Ring::builder(arg).open()?;
+            let mut rx = ring.receiver()?;
+            let mut buf = Vec::new();
+            rx.recv_timeout_into(&mut buf, T).map_err(io::Error::from)?;
+            println!("ready");
+            let end = Instant::now() + T;
+            while Instant::now() < end {
+                match rx.recv_timeout_into(&mut buf, WAIT) {
+                    Ok(()) | Err(ipckit::RecvTimeoutError::Timeout) => {}
+                    Err(e) if e.to_string().contains("truncated") => {
+                        let again = rx.recv_timeout_into(&mut buf, WAIT);
+                        match again {
+                            Err(e) if e.to_string().contains("truncated") => {}
+                            other => {
+                                return Err(io::Error::other(format!(
+                                    "a second receive after truncation: {other:?}"
+                                )))
+                            }
+                        }
+                        println!("every operation reported the truncation: {e}");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(io::Error::from(e)),
+                }
+            }
+            Err(io::Error::other("the truncation was never reported"))
+        }
         other => Err(io::Error::other(format!("unknown role {other}"))),
     }
 }
@@ -761,6 +897,144 @@ fn sigbus_memfd_sealed_and_unsealed_refused() -> Result<(), Failed> {
     )
 }
 
+/// A property daemon process for `store`, serving until dropped.
+fn prop_daemon(store: &str) -> Result<common::Serving, Failed> {
+    common::start_serving("IPCKIT_HOSTILE_PEER", "prop-daemon", store)
+}
+
+/// Stops a daemon from [`prop_daemon`]: it must end cleanly, without a
+/// panic in any of its threads.
+fn stop_daemon(mut d: common::Serving) -> Result<(), Failed> {
+    drop(d.child.stdin.take());
+    let end = Instant::now() + T;
+    let status = loop {
+        if let Some(st) = d.child.try_wait()? {
+            break st;
+        }
+        if Instant::now() > end {
+            return Err("the property daemon did not stop".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    ensure(status.success(), || {
+        format!("the property daemon ended with {status}")
+    })
+}
+
+/// A process scribbling over a property area while another reads it and
+/// this one sets values through the daemon (which writes the same area):
+/// readers and daemon get data or errors, never a crash or a hang.
+fn prop_area_scribbled_under_readers() -> Result<(), Failed> {
+    for seed in [1u64, 2, 3] {
+        let store = unique("hprop");
+        let d = prop_daemon(&store)?;
+        let props = ipckit::prop::Properties::open(&store)?;
+        for (n, v) in [("hostile.a", "1"), ("hostile.b", "2"), ("hostile.c.d", "3")] {
+            props.set(n, v)?;
+        }
+        let mut reader = peer_cmd("prop-reader", &store)?.spawn()?;
+        ready(&mut reader)?;
+        let mut scribbler = peer_cmd("prop-scribbler", &format!("{store}:{seed}"))?.spawn()?;
+        ready(&mut scribbler)?;
+        let (mut set_ok, mut set_err) = (0u32, 0u32);
+        let end = Instant::now() + ATTACK;
+        while Instant::now() < end {
+            let t0 = Instant::now();
+            match props.set("hostile.a", &format!("v{set_ok}")) {
+                Ok(()) => set_ok += 1,
+                Err(_) => set_err += 1,
+            }
+            ensure(t0.elapsed() < T + SLACK, || {
+                format!("a set took {:?}", t0.elapsed())
+            })?;
+        }
+        let out = finish("the reader of a scribbled area", reader);
+        scribbler.kill()?;
+        scribbler.wait()?;
+        let out = out?;
+        stop_daemon(d)?;
+        eprintln!(
+            "seed {seed}: reader {}; sets ok={set_ok} errors={set_err}",
+            out.trim()
+        );
+    }
+    Ok(())
+}
+
+/// `truncate -s 0` of a property area under a reader: the reader is told
+/// the area shrank, on every operation, and does not die of SIGBUS; the
+/// daemon answers a set after it (with an error or not) and stops cleanly.
+fn prop_area_truncated_under_reader() -> Result<(), Failed> {
+    let store = unique("tprop");
+    let d = prop_daemon(&store)?;
+    let props = ipckit::prop::Properties::open(&store)?;
+    props.set("hostile.a", "1")?;
+    let mut reader = peer_cmd("prop-truncated-reader", &store)?.spawn()?;
+    ready(&mut reader)?;
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/ipckit-prop.{store}"))?
+        .set_len(0)?;
+    let out = finish("the reader of a truncated area", reader)?;
+    ensure(
+        out.contains("every operation reported the truncation"),
+        || out.clone(),
+    )?;
+    let t0 = Instant::now();
+    let set = ipckit::prop::Properties::open(&store).and_then(|p| p.set("hostile.a", "2"));
+    ensure(t0.elapsed() < T + SLACK, || {
+        format!("a set took {:?}", t0.elapsed())
+    })?;
+    eprintln!("{}; a set after it: {set:?}", out.trim());
+    stop_daemon(d)
+}
+
+/// A named ring's segment truncated under its receiver (another process;
+/// any process of the user can do it): the receiver is told the ring
+/// shrank, the sender here too, and neither dies of SIGBUS.
+fn ring_truncated_under_receiver() -> Result<(), Failed> {
+    let name = unique("tring");
+    let ring = ipckit::ring::Ring::builder(&name).capacity(16).create()?;
+    let mut tx = ring.sender()?;
+    let mut receiver = peer_cmd("ring-truncated-receiver", &name)?.spawn()?;
+    let end = Instant::now() + T;
+    // Keeps a message in the ring until the receiver is attached and has
+    // taken one.
+    let mut said = String::new();
+    let out = receiver.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(out);
+    let reading = std::thread::spawn(move || {
+        let r = lines.read_line(&mut said).map(|_| said);
+        (r, lines)
+    });
+    while !reading.is_finished() && Instant::now() < end {
+        let _ = tx.try_send(b"before");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (line, lines) = reading.join().map_err(|_| "reader thread")?;
+    ensure(line?.trim() == "ready", || {
+        "the receiver did not start".into()
+    })?;
+    receiver.stdout = Some(lines.into_inner());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/ipckit-ring.{name}"))?
+        .set_len(0)?;
+    let out = finish("the receiver of a truncated ring", receiver)?;
+    ensure(
+        out.contains("every operation reported the truncation"),
+        || out.clone(),
+    )?;
+    let sent = tx.send_timeout(b"after", WAIT);
+    ensure(
+        matches!(&sent, Err(e) if e.to_string().contains("truncated")),
+        || format!("a send after truncation: {sent:?}"),
+    )?;
+    eprintln!("{}", out.trim());
+    Ok(())
+}
+
 fn main() {
     common::play_peer_or_arm_watchdog(
         &[("IPCKIT_HOSTILE_PEER", peer_main)],
@@ -807,6 +1081,18 @@ fn main() {
         (
             "sigbus::memfd_sealed_and_unsealed_refused",
             sigbus_memfd_sealed_and_unsealed_refused,
+        ),
+        (
+            "prop::area_scribbled_under_readers",
+            prop_area_scribbled_under_readers,
+        ),
+        (
+            "sigbus::prop_area_truncated_under_reader",
+            prop_area_truncated_under_reader,
+        ),
+        (
+            "sigbus::ring_truncated_under_receiver",
+            ring_truncated_under_receiver,
         ),
     ]);
 }

@@ -240,7 +240,9 @@ impl Conn {
                 Ok(got) => {
                     if got.fds_truncated {
                         return Err(Error::bad(
-                            "the peer sent more descriptors than one message may carry",
+                            "descriptors the peer sent were dropped by the kernel: more than one \
+                             message may carry, or this process is at its open-file limit \
+                             (RLIMIT_NOFILE, `ulimit -n`)",
                         ));
                     }
                     let last = r.base + r.buf.len() as u64 - 1;

@@ -145,6 +145,8 @@ impl ServerBuilder {
                 .map_err(|e| Error::io(e, "cannot set the socket file's mode"))?;
         }
         let listener = Arc::new(listener);
+        let spare =
+            crate::sys::socket::Spare::new().map_err(|e| Error::io(e, "cannot serve binder"))?;
         let shared = Arc::new(Shared {
             root: self.root,
             threads: self.threads,
@@ -156,7 +158,7 @@ impl ServerBuilder {
         let (s, l) = (shared.clone(), listener.clone());
         let accept = std::thread::Builder::new()
             .name("ipckit-binder-accept".into())
-            .spawn(move || accept_loop(&s, &l))
+            .spawn(move || accept_loop(&s, &l, spare))
             .map_err(|e| Error::io(e, "cannot start the accept thread"))?;
         Ok(Server {
             shared,
@@ -238,18 +240,31 @@ impl Drop for Server {
     }
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
-    loop {
+fn accept_loop(
+    shared: &Arc<Shared>,
+    listener: &UnixListener,
+    mut spare: crate::sys::socket::Spare,
+) {
+    // Checked on every turn: at the open-file limit `accept` fails at once
+    // (before looking for a connection), also once the listener is shut.
+    while !shared.stopping.load(Ordering::Acquire) {
         let fd = match listener.accept_fd() {
             Ok(fd) => fd,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                ) =>
-            {
-                // Out of descriptors: wait rather than spin.
+            Err(e) if crate::sys::socket::out_of_descriptors(&e) => {
+                // Close the waiting connection (the client is told the
+                // connection was closed before its session began) rather
+                // than leave it in the backlog; pause when even that fails.
+                match listener.shed(&mut spare) {
+                    Some(c) => {
+                        drop(c);
+                        spare.refill();
+                    }
+                    None => std::thread::sleep(Duration::from_millis(50)),
+                }
+                continue;
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM)) => {
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
@@ -480,7 +495,7 @@ impl Connector {
         let first = self.open(header(0, 0), &[], true).map_err(plain)?;
         let r = first
             .read_exact::<{ wire::NEW_SESSION_RESPONSE_LEN }>(deadline)
-            .map_err(plain)?;
+            .map_err(|e| plain(self.closed_early(e)))?;
         let version = wire::decode_new_session_response(&r);
         if version > wire::PROTOCOL_VERSION {
             return Err(plain(Error::bad(format!(
@@ -545,7 +560,20 @@ impl Connector {
         if root.is_err() {
             session.shutdown();
         }
-        root.map_err(plain)
+        root.map_err(|e| plain(self.closed_early(e)))
+    }
+
+    /// A dead peer while the session is set up, in words that say why a
+    /// server does that.
+    fn closed_early(&self, e: Error) -> Error {
+        if !e.is_dead() {
+            return e;
+        }
+        Error::dead(format!(
+            "the binder server at {} closed a connection before the session was set up: it is \
+             out of file descriptors, stopping, or refuses this process ({e})",
+            self.addr
+        ))
     }
 }
 

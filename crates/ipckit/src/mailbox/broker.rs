@@ -267,14 +267,22 @@ impl BrokerBuilder {
             }
         })?;
         bound.set_mode(self.socket_mode)?;
-        let fd: OwnedFd = bound.as_fd().try_clone_to_owned()?;
+        let starting = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot start the broker at {}: {e}", path.display()),
+            )
+        };
+        let fd: OwnedFd = bound.as_fd().try_clone_to_owned().map_err(starting)?;
         let std_listener = std::os::unix::net::UnixListener::from(fd);
         std_listener.set_nonblocking(true)?;
         let mut listener = MioListener::from_std(std_listener);
-        let poll = Poll::new()?;
+        let poll = Poll::new().map_err(starting)?;
         poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(starting)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(starting)?);
+        let spare = crate::sys::socket::Spare::new().map_err(starting)?;
         // The socket first: a second broker on it is told so, whatever its
         // store.
         let mut state = State::new(self.max_message);
@@ -306,6 +314,7 @@ impl BrokerBuilder {
             conns: FxHashMap::default(),
             next: 2,
             max_connections: self.max_connections,
+            spare,
             spin: self.spin,
             lanes: self.lanes,
             laned: Vec::new(),
@@ -376,6 +385,9 @@ pub struct Broker {
     conns: FxHashMap<ConnId, Io>,
     next: ConnId,
     max_connections: usize,
+    /// A descriptor in reserve, to close a waiting connection at the
+    /// open-file limit rather than leave it in the backlog.
+    spare: crate::sys::socket::Spare,
     spin: Duration,
     /// Clients that ask get lanes.
     lanes: bool,
@@ -602,8 +614,21 @@ impl Broker {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // Out of descriptors or memory: the connection waits in the
-                // backlog until one closes.
+                // Out of descriptors: the waiting client is closed (it is
+                // told the broker closed the connection before welcoming
+                // it), not left in the backlog, where it would wait until
+                // another client came.
+                Err(e) if crate::sys::socket::out_of_descriptors(&e) => {
+                    match self.spare.shed(self.listener.as_fd()) {
+                        Some(c) => {
+                            drop(c);
+                            self.spare.refill();
+                            continue;
+                        }
+                        None => return,
+                    }
+                }
+                // Out of memory: the connection waits in the backlog.
                 Err(_) => return,
             };
             if self.conns.len() >= self.max_connections {

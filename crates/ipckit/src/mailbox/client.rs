@@ -412,7 +412,12 @@ impl Client {
 
     fn connect_as(path: &Path, bridge: bool) -> Result<Client, Error> {
         let sa = sock::SockAddrUn::path(path.as_os_str().as_encoded_bytes()).map_err(Error::io)?;
-        let fd = sock::socket(libc::AF_UNIX, libc::SOCK_STREAM).map_err(Error::io)?;
+        let fd = sock::socket(libc::AF_UNIX, libc::SOCK_STREAM).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot connect to the broker at {}: {e}", path.display()),
+            )
+        })?;
         if let Err(e) = sock::connect(fd.as_fd(), &sa) {
             return Err(match e.raw_os_error() {
                 Some(libc::ENOENT | libc::ECONNREFUSED) => Error::new(
@@ -463,7 +468,10 @@ impl Client {
         };
         crate::sys::fd::set_nonblocking(c.fd.as_fd(), true).map_err(Error::io)?;
         wire::hello(&mut c.wbuf, bridge, true);
-        c.write_out()?;
+        match c.write_out() {
+            Err(e) if e.kind() == ErrorKind::Disconnected => return Err(c.refused()),
+            r => r?,
+        }
         c.welcome()?;
         Ok(c)
     }
@@ -475,8 +483,23 @@ impl Client {
         let mut lanes = None;
         while self.max_message == 0 {
             match sock::recvmsg_spare(self.fd.as_fd(), &mut self.rbuf, 4096, 0, true) {
-                Ok(r) if r.len == 0 => return Err(Error::disconnected()),
+                Ok(r) if r.len == 0 => return Err(self.refused()),
                 Ok(r) => {
+                    if r.fds_truncated {
+                        // The kernel could not give this process the
+                        // lanes' descriptor; the broker, which sent it,
+                        // would wait on lanes nobody reads.
+                        return Err(Error::new(
+                            ErrorKind::Io,
+                            format!(
+                                "the broker at {} sent its lanes (a shared memory descriptor) \
+                                 and this process could not receive it: it is at its open-file \
+                                 limit (RLIMIT_NOFILE, `ulimit -n`); close descriptors or raise \
+                                 the limit",
+                                self.path.display()
+                            ),
+                        ));
+                    }
                     if lanes.is_none() {
                         lanes = r.fds.into_iter().next();
                     }
@@ -501,9 +524,7 @@ impl Client {
                         ));
                     }
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
-                    return Err(Error::disconnected())
-                }
+                Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Err(self.refused()),
                 Err(e) => return Err(Error::io(e)),
             }
         }
@@ -519,6 +540,19 @@ impl Client {
             self.kick_me = true;
         }
         Ok(())
+    }
+
+    /// The broker closed the connection before its `WELCOME`.
+    fn refused(&self) -> Error {
+        Error::new(
+            ErrorKind::Disconnected,
+            format!(
+                "the broker at {} closed the connection before welcoming this client: it \
+                 serves as many clients as it may (Broker::builder().max_connections, \
+                 `ipc broker --max-connections`), is out of file descriptors, or is stopping",
+                self.path.display()
+            ),
+        )
     }
 
     /// The socket this client is connected to.

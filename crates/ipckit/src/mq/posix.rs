@@ -231,9 +231,28 @@ impl QueueBuilder {
                  /proc/sys/fs/mqueue/queues_max; raise with sysctl fs.mqueue.queues_max=N)",
                 read_limit("queues_max")
             ),
+            // mq_open(3) says EMFILE for both: a descriptor tells which.
+            Some(libc::EMFILE) if creating && sys::fd::descriptor_available() => {
+                let (m, s) = self.capacity.unwrap_or_else(|| {
+                    let default = |f, d| read_limit(f).trim().parse().unwrap_or(d);
+                    (default("msg_default", 10), default("msgsize_default", 8192))
+                });
+                let limit = match sys::process::soft_limit(libc::RLIMIT_MSGQUEUE) {
+                    Ok(Some(n)) => format!("{n} bytes"),
+                    Ok(None) => "unlimited".into(),
+                    Err(_) => "unknown".into(),
+                };
+                format!(
+                    "cannot create POSIX queue {name}: its {m} messages of {s} bytes (over {} \
+                     bytes) would take this user past RLIMIT_MSGQUEUE ({limit}, `ulimit -q`), \
+                     which counts every queue the user has: remove unused ones (`ipc ls`, \
+                     `ipc rm mq:/NAME`), ask for a smaller capacity, or raise the limit",
+                    m.saturating_mul(s)
+                )
+            }
             Some(libc::EMFILE) => format!(
-                "cannot open POSIX queue {name}: the per-user queue memory limit \
-                 (RLIMIT_MSGQUEUE, `ulimit -q`) or the open-file limit is reached"
+                "cannot open POSIX queue {name}: this process is at its open-file limit \
+                 (RLIMIT_NOFILE, `ulimit -n`): close descriptors or raise the limit"
             ),
             _ => return io::Error::new(e.kind(), format!("cannot open POSIX queue {name}: {e}")),
         };

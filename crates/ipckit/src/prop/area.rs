@@ -101,6 +101,9 @@ pub(crate) struct View<'a> {
 impl<'a> View<'a> {
     pub(crate) fn new(map: &'a Mapping) -> io::Result<View<'a>> {
         let size = map.place::<AtomicU32>(SIZE_AT).load(Ordering::Acquire) as usize;
+        if map.truncated() {
+            return Err(truncated());
+        }
         if !(ROOT + N_NAME..=map.len().min(AREA_MAX)).contains(&size) {
             return Err(corrupt(format_args!("{size} bytes in use")));
         }
@@ -110,6 +113,7 @@ impl<'a> View<'a> {
     fn check(&self, off: usize, len: usize) -> io::Result<()> {
         match off.checked_add(len) {
             Some(end) if off >= ROOT && off.is_multiple_of(4) && end <= self.size => Ok(()),
+            _ if self.map.truncated() => Err(truncated()),
             _ => Err(corrupt(format_args!(
                 "{len} bytes at offset {off}, {} bytes in use",
                 self.size
@@ -340,17 +344,27 @@ pub(crate) fn wait_word(
 }
 
 /// The writer's side: the daemon's read-write mapping and the file.
+///
+/// The bytes in use are counted here, in this process, and only published
+/// in the area: any process that can write the file (its owner's) could
+/// put anything in the area's count, and the writer must never place a
+/// node where that says (a misaligned or out-of-file offset), nor read
+/// past the file's end, where the `SIGBUS` guard would take the shared
+/// mapping from it.
 pub(crate) struct Writer {
     map: Mapping,
     fd: OwnedFd,
     capacity: usize,
+    size: usize,
 }
 
 impl Writer {
     /// Formats a new, empty area in `fd` (a fresh, empty file).
     pub(crate) fn create(fd: OwnedFd) -> io::Result<Writer> {
         sys::mman::truncate(fd.as_fd(), AREA_INITIAL as u64)?;
-        sys::mman::allocate(fd.as_fd(), AREA_INITIAL as u64)?;
+        sys::mman::allocate(fd.as_fd(), AREA_INITIAL as u64).map_err(|e| {
+            crate::named::dev_shm_full(e, &format!("a property area of {AREA_INITIAL} bytes"))
+        })?;
         let map = Mapping::map(fd.as_fd(), 0, AREA_MAX, true)?;
         map.write(0, MAGIC);
         map.write(4, VERSION);
@@ -360,6 +374,7 @@ impl Writer {
             map,
             fd,
             capacity: AREA_INITIAL,
+            size: ROOT + N_NAME,
         })
     }
 
@@ -380,14 +395,19 @@ impl Writer {
                  {VERSION})"
             )));
         }
-        let w = Writer { map, fd, capacity };
-        let view = w.view()?;
-        if view.size > capacity {
+        let size = View::new(&map)?.size;
+        if size > capacity || !size.is_multiple_of(4) {
             return Err(corrupt(format_args!(
-                "{} bytes in use in a {capacity}-byte file",
-                view.size
+                "{size} bytes in use in a {capacity}-byte file"
             )));
         }
+        let w = Writer {
+            map,
+            fd,
+            capacity,
+            size,
+        };
+        let view = w.view()?;
         for (_, r) in view.walk(ROOT, "")? {
             let serial = view.record_serial(r)?;
             let s = serial.load(Ordering::Acquire);
@@ -404,8 +424,13 @@ impl Writer {
         Ok(w)
     }
 
+    /// The area as the writer sees it: its own count of bytes in use, not
+    /// the area's (see [`Writer`]).
     pub(crate) fn view(&self) -> io::Result<View<'_>> {
-        View::new(&self.map)
+        Ok(View {
+            map: &self.map,
+            size: self.size,
+        })
     }
 
     /// Marks the area closed: readers get an error from then on.
@@ -420,7 +445,7 @@ impl Writer {
     /// first if needed; published in `size` once zeroed.
     fn alloc(&mut self, len: usize) -> io::Result<usize> {
         let size_word = self.map.place::<AtomicU32>(SIZE_AT);
-        let at = size_word.load(Ordering::Relaxed) as usize;
+        let at = self.size;
         let end = at + len.div_ceil(4) * 4;
         if end > AREA_MAX {
             return Err(io::Error::new(
@@ -436,6 +461,7 @@ impl Writer {
                 .max(end.next_multiple_of(4096))
                 .min(AREA_MAX);
             sys::mman::allocate(self.fd.as_fd(), new as u64).map_err(|e| {
+                let e = crate::named::dev_shm_full(e, &format!("the property area's {new} bytes"));
                 io::Error::new(
                     e.kind(),
                     format!("growing the property area to {new} bytes: {e}"),
@@ -443,6 +469,7 @@ impl Writer {
             })?;
             self.capacity = new;
         }
+        self.size = end;
         size_word.store(end as u32, Ordering::Release);
         Ok(at)
     }

@@ -200,9 +200,9 @@ impl Properties {
             };
             io::Error::new(e.kind(), why)
         })?;
-        let st = std::fs::File::from(fd.try_clone()?).metadata()?;
-        use std::os::unix::fs::MetadataExt;
-        if !st.file_type().is_file() || (st.len() as usize) < area::AREA_INITIAL {
+        let st = sys::fd::fstat(fd.as_fd())?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || (st.st_size as usize) < area::AREA_INITIAL
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("/dev/shm{} is not a property area", area_name(store)),
@@ -224,7 +224,7 @@ impl Properties {
         Ok(Properties {
             store: store.to_owned(),
             map,
-            owner: st.uid(),
+            owner: st.st_uid,
         })
     }
 
@@ -473,11 +473,19 @@ fn set(store: &str, owner: Option<u32>, name: &str, value: &str) -> io::Result<(
             ),
         )
     };
-    conn.send_timeout(server::request(name, value), server::TIMEOUT)
-        .map_err(|e| lost(e.into()))?;
+    // A daemon that refuses this client (too many clients, or out of
+    // descriptors) answers before reading the request and closes: the send
+    // may then fail, and the answer waiting in the socket says why.
+    let sent = conn.send_timeout(server::request(name, value), server::TIMEOUT);
     conn.set_max_message_size(server::REPLY_MAX);
     let mut reply = Vec::new();
-    conn.recv_timeout_into(&mut reply, server::TIMEOUT)
-        .map_err(|e| lost(e.into()))?;
+    let answer = match sent {
+        Ok(()) => conn.recv_timeout_into(&mut reply, server::TIMEOUT),
+        Err(e) => match conn.recv_timeout_into(&mut reply, Duration::ZERO) {
+            Ok(()) => Ok(()),
+            Err(_) => return Err(lost(e.into())),
+        },
+    };
+    answer.map_err(|e| lost(e.into()))?;
     server::parse_reply(&reply)
 }

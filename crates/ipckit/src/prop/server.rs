@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -228,6 +228,7 @@ impl PropServerBuilder {
                 e
             }
         })?;
+        let spare = sys::socket::Spare::new()?;
         let (writer, id) = open_area(&self.store, self.mode)?;
         let uid = sys::process::euid();
         let shared = Arc::new(Shared {
@@ -256,7 +257,7 @@ impl PropServerBuilder {
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("ipckit-propd".into())
-            .spawn(move || accept_loop(&s, &listener))
+            .spawn(move || accept_loop(&s, &listener, spare))
             .map_err(abandon)?;
         Ok(PropServer {
             shared,
@@ -275,7 +276,7 @@ fn open_area(store: &str, mode: u32) -> io::Result<(Writer, FileId)> {
     match sys::mman::shm_open(&name, flags | libc::O_CREAT | libc::O_EXCL, 0o600) {
         Ok(fd) => {
             sys::fd::fchmod(fd.as_fd(), mode)?;
-            let id = FileId::of(&std::fs::File::from(fd.try_clone()?).metadata()?);
+            let id = FileId::of_fd(fd.as_fd())?;
             match Writer::create(fd) {
                 Ok(w) => Ok((w, id)),
                 Err(e) => {
@@ -286,8 +287,8 @@ fn open_area(store: &str, mode: u32) -> io::Result<(Writer, FileId)> {
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             let fd = sys::mman::shm_open(&name, flags, 0)?;
-            let meta = std::fs::File::from(fd.try_clone()?).metadata()?;
-            if meta.uid() != sys::process::euid() {
+            let meta = sys::fd::fstat(fd.as_fd())?;
+            if meta.st_uid != sys::process::euid() {
                 return Err(io::Error::new(
                     io::ErrorKind::PermissionDenied,
                     format!(
@@ -295,7 +296,7 @@ fn open_area(store: &str, mode: u32) -> io::Result<(Writer, FileId)> {
                          replaced (a daemon of that user serves store {store:?}, or it is left \
                          from one)",
                         path.display(),
-                        meta.uid()
+                        meta.st_uid
                     ),
                 ));
             }
@@ -311,7 +312,7 @@ fn open_area(store: &str, mode: u32) -> io::Result<(Writer, FileId)> {
                     ),
                 )
             })?;
-            Ok((w, FileId::of(&meta)))
+            Ok((w, FileId::of_stat(&meta)))
         }
         Err(e) => Err(io::Error::new(
             e.kind(),
@@ -460,10 +461,31 @@ impl Shared {
     }
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
+fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener, mut spare: sys::socket::Spare) {
     while !shared.stop.load(Ordering::Acquire) {
         let mut conn = match listener.accept_timeout(Duration::from_millis(50)) {
             Ok(c) => c,
+            Err(e) if sys::socket::out_of_descriptors(&e) => {
+                // Tell the waiting client, rather than leave it in the
+                // backlog and spin on it.
+                match listener.shed(&mut spare) {
+                    Some(mut c) => {
+                        let msg = format!(
+                            "the daemon of property store {:?} (pid {}) is out of file \
+                             descriptors: try again, or raise its limit (RLIMIT_NOFILE, \
+                             `ulimit -n`)",
+                            shared.store,
+                            std::process::id()
+                        );
+                        let _ =
+                            c.send_timeout(reply(libc::EMFILE, &msg), Duration::from_millis(100));
+                        drop(c);
+                        spare.refill();
+                    }
+                    None => std::thread::sleep(Duration::from_millis(50)),
+                }
+                continue;
+            }
             Err(_) => continue,
         };
         if shared.clients.fetch_add(1, Ordering::AcqRel) >= CLIENTS_MAX {

@@ -1104,6 +1104,10 @@ impl RingSender {
         }
         let mut waiter = Waiter::new(self.wait, deadline);
         loop {
+            // A segment truncated under this process reads as zeros (the
+            // SIGBUS guard): a ring that never fills or drains. Say so.
+            seg.check_intact("send")
+                .map_err(|e| SendTimeoutError::Io(e, ()))?;
             match core::claim_send(seg, seg.multi) {
                 Ok(Some(pos)) => {
                     if seg.multi {
@@ -1382,6 +1386,7 @@ impl RingReceiver {
         let seg = self.seg.clone();
         let mut waiter = Waiter::new(self.wait, deadline);
         loop {
+            seg.check_intact("receive").map_err(RecvTimeoutError::Io)?;
             match core::claim_recv(&*seg, seg.multi) {
                 Ok(Some(pos)) => {
                     if seg.multi {

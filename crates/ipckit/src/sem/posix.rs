@@ -350,6 +350,9 @@ impl SemaphoreBuilder {
                 "/dev/shm/sem.{} is a symbolic link, not POSIX semaphore {name}: refused",
                 &name[1..]
             ),
+            Some(libc::ENOSPC) => {
+                return crate::named::dev_shm_full(e, &format!("POSIX semaphore {name}"))
+            }
             _ => {
                 return io::Error::new(e.kind(), format!("cannot open POSIX semaphore {name}: {e}"))
             }

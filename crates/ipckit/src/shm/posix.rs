@@ -181,18 +181,10 @@ impl ShmBuilder {
     }
 
     fn explain_space(&self, e: io::Error, size: usize) -> io::Error {
-        if e.raw_os_error() == Some(libc::ENOSPC) {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "no room for {size} bytes of POSIX shared memory {}: /dev/shm is full \
-                     (see df /dev/shm; remove unused objects with ipc rm shm:/NAME)",
-                    self.name
-                ),
-            )
-        } else {
-            e
-        }
+        crate::named::dev_shm_full(
+            e,
+            &format!("{size} bytes of POSIX shared memory {}", self.name),
+        )
     }
 }
 
@@ -257,12 +249,7 @@ impl Drop for Shm {
         if self.unlink_on_drop {
             // Only the object this value created: /dev/shm/NAME may have
             // been removed and made anew by someone else since.
-            let ours = std::fs::File::from(match self.fd.try_clone() {
-                Ok(fd) => fd,
-                Err(_) => return,
-            })
-            .metadata()
-            .map(|m| crate::named::FileId::of(&m));
+            let ours = crate::named::FileId::of_fd(self.fd.as_fd());
             if let Ok(id) = ours {
                 let path = format!("/dev/shm{}", self.name);
                 let _ = crate::named::remove_if_same(std::path::Path::new(&path), id);

@@ -471,6 +471,14 @@ macro_rules! listener {
                 sock::accept(self.bound.fd.as_fd())
             }
 
+            /// At the open-file limit: takes one waiting connection with
+            /// the reserve (see `sys::socket::Spare`), for the caller to
+            /// tell why and close.
+            #[allow(dead_code)]
+            pub(crate) fn shed(&self, spare: &mut sock::Spare) -> Option<$conn> {
+                spare.shed(self.bound.fd.as_fd()).and_then(|fd| $wrap(fd).ok())
+            }
+
             /// Waits at most `timeout` for the next connection.
             pub fn accept_timeout(&self, timeout: Duration) -> io::Result<$conn> {
                 $wrap(accept_timeout(self.bound.fd.as_fd(), Some(timeout))?)

@@ -252,6 +252,22 @@ pub(crate) fn identity(fd: RawFd) -> Option<(u64, u64)> {
     Some((st.st_dev, st.st_ino))
 }
 
+/// Whether this process can open one more descriptor now (`EMFILE` and
+/// `ENFILE` say no): tells which of two limits an `EMFILE` was about.
+pub(crate) fn descriptor_available() -> bool {
+    open(Path::new("/dev/null"), libc::O_RDONLY).is_ok()
+}
+
+/// `fstat(2)`: what `fd` refers to, read without making another
+/// descriptor (a process at its open-file limit can still do it).
+pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a stat into `st`, which is large enough.
+    syscall!(fstat(fd.as_raw_fd(), st.as_mut_ptr()))?;
+    // SAFETY: filled by a successful fstat.
+    Ok(unsafe { st.assume_init() })
+}
+
 /// Takes ownership of descriptor `fd`, inherited from the parent, if it
 /// still refers to the file `(dev, ino)` the parent passed; marks it
 /// close-on-exec. The caller makes sure this happens once per descriptor.

@@ -106,6 +106,17 @@ pub(crate) fn without_sigpipe<T>(f: impl FnOnce() -> io::Result<T>) -> io::Resul
 }
 
 /// `geteuid(2)`.
+/// The soft limit of `resource` (`getrlimit(2)`); `None` for unlimited.
+pub(crate) fn soft_limit(resource: libc::__rlimit_resource_t) -> io::Result<Option<u64>> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is a valid rlimit for getrlimit to fill in.
+    syscall!(getrlimit(resource, &mut r))?;
+    Ok((r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur))
+}
+
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }

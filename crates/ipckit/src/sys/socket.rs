@@ -137,6 +137,57 @@ pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(c) })
 }
 
+/// Whether `e` says the process (`EMFILE`) or the system (`ENFILE`) has
+/// no descriptor left to give.
+pub(crate) fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// A descriptor held in reserve by a server, so that at its open-file
+/// limit it can still take a waiting connection off its listener, tell
+/// the client why, and close it. Without it the connection stays in the
+/// backlog, `poll` reports the listener ready at once, and the server
+/// spins while the client waits for an answer that never comes (the
+/// technique libev and nginx document for `EMFILE` from `accept`).
+#[derive(Debug)]
+pub(crate) struct Spare(Option<OwnedFd>);
+
+impl Spare {
+    /// Reserves one descriptor (`/dev/null`). A server takes it before it
+    /// serves: one that starts at its limit fails to start, with `EMFILE`.
+    pub(crate) fn new() -> io::Result<Spare> {
+        match super::fd::open(std::path::Path::new("/dev/null"), libc::O_RDONLY) {
+            Ok(fd) => Ok(Spare(Some(fd))),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("cannot reserve the descriptor a server keeps for refusing clients: {e}"),
+            )),
+        }
+    }
+
+    /// After `accept` failed for want of descriptors: frees the reserve,
+    /// takes one waiting connection for the caller to answer and close,
+    /// and reserves again. `None` when the reserve was empty or another
+    /// thread took the freed descriptor first: the caller should then
+    /// pause before trying again rather than spin.
+    pub(crate) fn shed(&mut self, listener: BorrowedFd<'_>) -> Option<OwnedFd> {
+        drop(self.0.take()?);
+        let taken = accept(listener).ok();
+        if taken.is_none() {
+            self.0 = super::fd::open(std::path::Path::new("/dev/null"), libc::O_RDONLY).ok();
+        }
+        taken
+    }
+
+    /// Takes the reserve back after the caller closed what
+    /// [`shed`](Self::shed) gave it.
+    pub(crate) fn refill(&mut self) {
+        if self.0.is_none() {
+            self.0 = super::fd::open(std::path::Path::new("/dev/null"), libc::O_RDONLY).ok();
+        }
+    }
+}
+
 /// `shutdown(2)` of the write direction.
 pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: no pointers.
