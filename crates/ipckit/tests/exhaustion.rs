@@ -8,7 +8,7 @@
 //! This test binary re-executed with `IPCKIT_EXHAUST_PEER=<role>:<arg>`
 //! plays the process under the limit.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -541,42 +541,29 @@ fn peer(spec: &str) -> io::Result<()> {
     )
 }
 
-/// Runs a peer to its end (killed after `T`): its exit status and output.
+/// Runs a peer to its end (killed after `T`): its exit status, standard
+/// output and standard error (both read as they come, so a talkative
+/// peer cannot block on a full pipe).
 fn run_peer(role: &str, arg: &str) -> Result<(std::process::ExitStatus, String, String), Failed> {
     let mut child: Child = peer_command(VAR, role, arg)?
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    let mut out = child.stdout.take().ok_or("no stdout")?;
-    let mut err = child.stderr.take().ok_or("no stderr")?;
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let end = Instant::now() + T;
-    let mut text = String::new();
-    let mut lines = BufReader::new(&mut out);
-    let status = loop {
-        if let Some(st) = child.try_wait()? {
-            break st;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("{role}:{arg} hung").into());
-        }
-        std::thread::sleep(Duration::from_millis(2));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
     };
-    loop {
-        let mut l = String::new();
-        if lines.read_line(&mut l)? == 0 {
-            break;
-        }
-        text.push_str(&l);
-    }
-    let stderr = reader.join().unwrap_or_default();
-    Ok((status, text, stderr))
+    let out = drain(Box::new(child.stdout.take().ok_or("no stdout")?));
+    let err = drain(Box::new(child.stderr.take().ok_or("no stderr")?));
+    let status = common::wait_bounded(&mut child, T, &format!("{role}:{arg}"))?;
+    Ok((
+        status,
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    ))
 }
 
 /// For every kind, with 0, 1, 2… descriptors to spare until it works: a

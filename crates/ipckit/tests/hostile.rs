@@ -71,18 +71,7 @@ fn spawn_with(role: &str, arg: &str, shm: &Memfd) -> io::Result<Child> {
 /// Waits (bounded) for `child`; its stdout, or why it failed (killed by a
 /// signal, a nonzero exit, a hang).
 fn finish(what: &str, mut child: Child) -> Result<String, Failed> {
-    let end = Instant::now() + T * 6;
-    let status = loop {
-        if let Some(st) = child.try_wait()? {
-            break st;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("{what}: did not finish in {:?}", T * 6).into());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let status = common::wait_bounded(&mut child, T * 6, what)?;
     let mut out = String::new();
     let mut err = String::new();
     if let Some(mut o) = child.stdout.take() {
@@ -906,16 +895,7 @@ fn prop_daemon(store: &str) -> Result<common::Serving, Failed> {
 /// panic in any of its threads.
 fn stop_daemon(mut d: common::Serving) -> Result<(), Failed> {
     drop(d.child.stdin.take());
-    let end = Instant::now() + T;
-    let status = loop {
-        if let Some(st) = d.child.try_wait()? {
-            break st;
-        }
-        if Instant::now() > end {
-            return Err("the property daemon did not stop".into());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let status = common::wait_bounded(&mut d.child, T, "the property daemon")?;
     ensure(status.success(), || {
         format!("the property daemon ended with {status}")
     })

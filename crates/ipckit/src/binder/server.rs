@@ -255,12 +255,8 @@ fn accept_loop(
                 // Close the waiting connection (the client is told the
                 // connection was closed before its session began) rather
                 // than leave it in the backlog; pause when even that fails.
-                match listener.shed(&mut spare) {
-                    Some(c) => {
-                        drop(c);
-                        spare.refill();
-                    }
-                    None => std::thread::sleep(Duration::from_millis(50)),
+                if !listener.shed(&mut spare, drop) {
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 continue;
             }

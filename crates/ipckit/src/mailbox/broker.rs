@@ -619,14 +619,10 @@ impl Broker {
                 // it), not left in the backlog, where it would wait until
                 // another client came.
                 Err(e) if crate::sys::socket::out_of_descriptors(&e) => {
-                    match self.spare.shed(self.listener.as_fd()) {
-                        Some(c) => {
-                            drop(c);
-                            self.spare.refill();
-                            continue;
-                        }
-                        None => return,
+                    if self.spare.shed(self.listener.as_fd(), drop) {
+                        continue;
                     }
+                    return;
                 }
                 // Out of memory: the connection waits in the backlog.
                 Err(_) => return,

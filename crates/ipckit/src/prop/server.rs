@@ -468,21 +468,18 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener, mut spare: sys::so
             Err(e) if sys::socket::out_of_descriptors(&e) => {
                 // Tell the waiting client, rather than leave it in the
                 // backlog and spin on it.
-                match listener.shed(&mut spare) {
-                    Some(mut c) => {
-                        let msg = format!(
-                            "the daemon of property store {:?} (pid {}) is out of file \
-                             descriptors: try again, or raise its limit (RLIMIT_NOFILE, \
-                             `ulimit -n`)",
-                            shared.store,
-                            std::process::id()
-                        );
-                        let _ =
-                            c.send_timeout(reply(libc::EMFILE, &msg), Duration::from_millis(100));
-                        drop(c);
-                        spare.refill();
-                    }
-                    None => std::thread::sleep(Duration::from_millis(50)),
+                let told = listener.shed(&mut spare, |mut c| {
+                    let msg = format!(
+                        "the daemon of property store {:?} (pid {}) is out of file \
+                         descriptors: try again, or raise its limit (RLIMIT_NOFILE, \
+                         `ulimit -n`)",
+                        shared.store,
+                        std::process::id()
+                    );
+                    let _ = c.send_timeout(reply(libc::EMFILE, &msg), Duration::from_millis(100));
+                });
+                if !told {
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 continue;
             }

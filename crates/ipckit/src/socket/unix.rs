@@ -472,11 +472,15 @@ macro_rules! listener {
             }
 
             /// At the open-file limit: takes one waiting connection with
-            /// the reserve (see `sys::socket::Spare`), for the caller to
-            /// tell why and close.
+            /// the reserve (see `sys::socket::Spare::shed`) and hands it
+            /// to `answer`, to tell the client why; whether one was taken.
             #[allow(dead_code)]
-            pub(crate) fn shed(&self, spare: &mut sock::Spare) -> Option<$conn> {
-                spare.shed(self.bound.fd.as_fd()).and_then(|fd| $wrap(fd).ok())
+            pub(crate) fn shed(&self, spare: &mut sock::Spare, answer: impl FnOnce($conn)) -> bool {
+                spare.shed(self.bound.fd.as_fd(), |fd| {
+                    if let Ok(c) = $wrap(fd) {
+                        answer(c)
+                    }
+                })
             }
 
             /// Waits at most `timeout` for the next connection.

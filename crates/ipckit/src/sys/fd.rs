@@ -255,7 +255,13 @@ pub(crate) fn identity(fd: RawFd) -> Option<(u64, u64)> {
 /// Whether this process can open one more descriptor now (`EMFILE` and
 /// `ENFILE` say no): tells which of two limits an `EMFILE` was about.
 pub(crate) fn descriptor_available() -> bool {
-    open(Path::new("/dev/null"), libc::O_RDONLY).is_ok()
+    dev_null().is_ok()
+}
+
+/// `/dev/null`, read-only: a descriptor that stands for nothing, to hold
+/// one in reserve or to see whether one can be had.
+pub(crate) fn dev_null() -> io::Result<OwnedFd> {
+    open(Path::new("/dev/null"), libc::O_RDONLY)
 }
 
 /// `fstat(2)`: what `fd` refers to, read without making another

@@ -156,7 +156,7 @@ impl Spare {
     /// Reserves one descriptor (`/dev/null`). A server takes it before it
     /// serves: one that starts at its limit fails to start, with `EMFILE`.
     pub(crate) fn new() -> io::Result<Spare> {
-        match super::fd::open(std::path::Path::new("/dev/null"), libc::O_RDONLY) {
+        match super::fd::dev_null() {
             Ok(fd) => Ok(Spare(Some(fd))),
             Err(e) => Err(io::Error::new(
                 e.kind(),
@@ -166,25 +166,25 @@ impl Spare {
     }
 
     /// After `accept` failed for want of descriptors: frees the reserve,
-    /// takes one waiting connection for the caller to answer and close,
-    /// and reserves again. `None` when the reserve was empty or another
-    /// thread took the freed descriptor first: the caller should then
-    /// pause before trying again rather than spin.
-    pub(crate) fn shed(&mut self, listener: BorrowedFd<'_>) -> Option<OwnedFd> {
-        drop(self.0.take()?);
-        let taken = accept(listener).ok();
-        if taken.is_none() {
-            self.0 = super::fd::open(std::path::Path::new("/dev/null"), libc::O_RDONLY).ok();
+    /// takes one waiting connection, hands it to `answer` (which tells the
+    /// client why, or not, and closes it) and reserves again. Returns
+    /// whether a connection was taken; `false` (nothing waiting, or the
+    /// reserve was lost to another thread) means the caller should pause
+    /// or wait for the next event rather than spin.
+    pub(crate) fn shed(&mut self, listener: BorrowedFd<'_>, answer: impl FnOnce(OwnedFd)) -> bool {
+        let taken = match self.0.take() {
+            Some(reserve) => {
+                drop(reserve);
+                accept(listener).ok()
+            }
+            None => None,
+        };
+        let took = taken.is_some();
+        if let Some(c) = taken {
+            answer(c);
         }
-        taken
-    }
-
-    /// Takes the reserve back after the caller closed what
-    /// [`shed`](Self::shed) gave it.
-    pub(crate) fn refill(&mut self) {
-        if self.0.is_none() {
-            self.0 = super::fd::open(std::path::Path::new("/dev/null"), libc::O_RDONLY).ok();
-        }
+        self.0 = super::fd::dev_null().ok();
+        took
     }
 }
 

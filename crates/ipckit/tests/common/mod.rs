@@ -27,16 +27,28 @@ impl Drop for Peer {
 impl Peer {
     /// Waits (bounded) for the peer to exit and returns whether it succeeded.
     pub fn wait(&mut self) -> Result<bool, Failed> {
-        let end = Instant::now() + T;
-        loop {
-            if let Some(st) = self.child.try_wait()? {
-                return Ok(st.success());
-            }
-            if Instant::now() > end {
-                return Err("peer did not exit in time".into());
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        Ok(wait_bounded(&mut self.child, T, "the peer")?.success())
+    }
+}
+
+/// Waits at most `limit` for `child` to end; past it, kills and reaps it
+/// and fails naming `what`.
+pub fn wait_bounded(
+    child: &mut Child,
+    limit: Duration,
+    what: &str,
+) -> Result<std::process::ExitStatus, Failed> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(st);
         }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{what} did not end within {limit:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
