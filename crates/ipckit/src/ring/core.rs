@@ -1,6 +1,6 @@
 //! The ring's synchronisation, apart from where its words live, so that
 //! `loom` can check it (`RUSTFLAGS="--cfg loom" cargo test -p ipckit --lib
-//! --release ring::loom`).
+//! --release ring::core::model`).
 //!
 //! The queue is Dmitry Vyukov's bounded MPMC queue ("Bounded MPMC queue",
 //! 1024cores.net, 2010; crossbeam's `ArrayQueue` is built on it): slot `i`
@@ -229,16 +229,47 @@ fn park_until<L: Layout>(l: &L, side: Side, s: Signal<'_>, deadline: Option<std:
     s.waiters.fetch_sub(1, Ordering::SeqCst);
 }
 
-#[cfg(all(test, loom))]
-#[allow(unsafe_code)] // loom's UnsafeCell stands for the slot payloads
-mod loom_tests {
-    //! The model checker explores every interleaving (and every weak-memory
-    //! outcome it models) of small scenarios.
+#[cfg(test)]
+#[allow(unsafe_code)] // an UnsafeCell stands for the slot payloads
+mod model {
+    //! The protocol on a ring in ordinary memory, between threads. Built
+    //! with `--cfg loom`, the model checker explores every interleaving
+    //! (and every weak-memory outcome it models) of the small scenarios
+    //! (`loom` below); otherwise they run on real threads, with larger
+    //! ones that loom could not finish: positions wrapping past
+    //! `u64::MAX`, several producers and consumers. Under Miri
+    //! (`tools/miri.sh`) those show any data race on a slot, any
+    //! arithmetic overflow of a position, and any undefined behaviour.
 
     use super::*;
-    use loom::cell::UnsafeCell;
-    use loom::sync::{Arc, Condvar, Mutex};
-    use loom::thread;
+    #[cfg(loom)]
+    use loom::{
+        cell::UnsafeCell,
+        sync::{Arc, Condvar, Mutex},
+        thread,
+    };
+    #[cfg(not(loom))]
+    use std::{
+        sync::{Arc, Condvar, Mutex},
+        thread,
+    };
+
+    /// loom's `UnsafeCell`, on `std`'s.
+    #[cfg(not(loom))]
+    struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    #[cfg(not(loom))]
+    impl<T> UnsafeCell<T> {
+        fn new(v: T) -> Self {
+            UnsafeCell(std::cell::UnsafeCell::new(v))
+        }
+        fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+        fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
 
     /// A ring in ordinary memory, parking on a mutex and condition variable
     /// with the futex's contract: the check of the word and the sleep are
@@ -260,11 +291,20 @@ mod loom_tests {
 
     impl Model {
         fn new(cap: u64) -> Model {
+            Model::starting_at(cap, 0)
+        }
+
+        /// A ring whose both counters are at `start` (as after `start`
+        /// messages), every slot free for its next position.
+        fn starting_at(cap: u64, start: u64) -> Model {
+            let mask = cap - 1;
             Model {
-                stamps: (0..cap).map(AtomicU64::new).collect(),
+                stamps: (0..cap)
+                    .map(|i| AtomicU64::new(start.wrapping_add(i.wrapping_sub(start) & mask)))
+                    .collect(),
                 slots: (0..cap).map(|_| UnsafeCell::new(0)).collect(),
-                tail: AtomicU64::new(0),
-                head: AtomicU64::new(0),
+                tail: AtomicU64::new(start),
+                head: AtomicU64::new(start),
                 words: [
                     AtomicU32::new(0),
                     AtomicU32::new(0),
@@ -342,12 +382,18 @@ mod loom_tests {
         }
     }
 
-    /// Explores interleavings with at most three preemptions (loom's
-    /// advice for models this size: the bugs it finds need few).
+    /// Under loom, explores interleavings with at most three preemptions
+    /// (loom's advice for models this size: the bugs it finds need few);
+    /// otherwise runs once, on real threads.
     fn model(f: impl Fn() + Sync + Send + 'static) {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(3);
-        b.check(f);
+        #[cfg(loom)]
+        {
+            let mut b = loom::model::Builder::new();
+            b.preemption_bound = Some(3);
+            b.check(f);
+        }
+        #[cfg(not(loom))]
+        f();
     }
 
     /// SPSC through a ring of two slots, three messages (so the ring
@@ -423,5 +469,63 @@ mod loom_tests {
             assert_eq!(m.recv(false), 3);
             t.join().unwrap();
         });
+    }
+
+    /// One producer and one consumer over positions that wrap past
+    /// `u64::MAX`: every message, in order (an overflowing position would
+    /// panic in a test build, and Miri checks the slots for races).
+    #[cfg(not(loom))]
+    #[test]
+    fn positions_wrap_around() {
+        for cap in [2, 4] {
+            let m = Arc::new(Model::starting_at(cap, u64::MAX - 5));
+            let p = m.clone();
+            let t = thread::spawn(move || (0..40).for_each(|v| p.send(v, false)));
+            for v in 0..40 {
+                assert_eq!(m.recv(false), v);
+            }
+            t.join().unwrap();
+            assert_eq!(m.tail.load(Ordering::Relaxed), 34);
+        }
+    }
+
+    /// Three producers and two consumers over a ring of four slots, from
+    /// near the wrap: every message once, and each consumer sees each
+    /// producer's messages in the order they were sent.
+    #[cfg(not(loom))]
+    #[test]
+    fn mpmc_across_the_wrap() {
+        const PER: u64 = 60;
+        let m = Arc::new(Model::starting_at(4, u64::MAX - 100));
+        let producers: Vec<_> = (0..3)
+            .map(|p| {
+                let m = m.clone();
+                thread::spawn(move || (0..PER).for_each(|i| m.send(p << 32 | i, true)))
+            })
+            .collect();
+        // Between them the consumers take exactly what was sent: the
+        // first takes half, the second the rest.
+        let take = |m: Arc<Model>, n: u64| {
+            thread::spawn(move || (0..n).map(|_| m.recv(true)).collect::<Vec<u64>>())
+        };
+        let a = take(m.clone(), 3 * PER / 2);
+        let b = take(m.clone(), 3 * PER - 3 * PER / 2);
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        producers.into_iter().for_each(|p| p.join().unwrap());
+        for got in [&a, &b] {
+            for p in 0..3 {
+                let mine: Vec<u64> = got.iter().filter(|v| *v >> 32 == p).copied().collect();
+                assert!(
+                    mine.windows(2).all(|w| w[0] < w[1]),
+                    "producer {p} reordered: {mine:?}"
+                );
+            }
+        }
+        let mut all: Vec<u64> = a.into_iter().chain(b).collect();
+        all.sort_unstable();
+        let want: Vec<u64> = (0..3)
+            .flat_map(|p| (0..PER).map(move |i| p << 32 | i))
+            .collect();
+        assert_eq!(all, want);
     }
 }

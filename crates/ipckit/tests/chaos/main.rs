@@ -17,10 +17,7 @@
 //! event.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Write};
-use std::process::{Child, ChildStderr, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libtest_mimic::Failed;
 
@@ -30,147 +27,13 @@ mod locks;
 mod messages;
 mod services;
 
+use common::{report, Part};
+
 const VAR: &str = "IPCKIT_CHAOS_PEER";
 /// How long the survivors of a kill may take to end.
 const SURVIVE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------- participants
-
-/// Reports an event on stderr, one line.
-fn report(line: std::fmt::Arguments<'_>) {
-    // One write(2) per line, before the next message: a kill leaves whole
-    // lines only (stderr writes each piece of a format on its own).
-    let line = format!("{line}\n");
-    let _ = io::stderr().lock().write_all(line.as_bytes());
-}
-
-// ---------------------------------------------------------------- the parent
-
-/// A participant and the lines it reports, read on a thread of their own
-/// (so a participant never waits for this process to read).
-struct Part {
-    what: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    killed: bool,
-}
-
-/// A round that fails part-way leaves no participant behind: one still
-/// running (a broker or daemon waits to be stopped) is killed and reaped.
-impl Drop for Part {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Part {
-    fn start(what: String, mut cmd: Command) -> io::Result<Part> {
-        cmd.stderr(Stdio::piped());
-        let mut child = cmd.spawn()?;
-        let err: ChildStderr = child.stderr.take().expect("piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Part {
-            what,
-            child,
-            lines,
-            seen: Vec::new(),
-            killed: false,
-        })
-    }
-
-    /// The first line, which must be `ready ADDR`: the address.
-    fn ready(&mut self) -> Result<String, Failed> {
-        match self.lines.recv_timeout(SURVIVE) {
-            Ok(l) if l.starts_with("ready ") => Ok(l["ready ".len()..].to_string()),
-            Ok(l) => Err(format!("{}: {l}", self.what).into()),
-            Err(_) => Err(format!("{}: not ready after {SURVIVE:?}", self.what).into()),
-        }
-    }
-
-    fn kill(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        self.killed = true;
-    }
-
-    /// Waits for the end (by `deadline`) and takes every line.
-    fn finish(&mut self, deadline: Instant) -> Result<(), Failed> {
-        loop {
-            if self.child.try_wait()?.is_some() {
-                break;
-            }
-            if Instant::now() > deadline {
-                self.kill();
-                let _ = self.child.wait();
-                return Err(format!(
-                    "{} still running {SURVIVE:?} after the kill (hung); said {:?}",
-                    self.what,
-                    self.seen.last()
-                )
-                .into());
-            }
-            self.drain(Duration::from_millis(5));
-        }
-        let status = self.child.wait()?;
-        // The reader thread ends at end of file.
-        while let Ok(l) = self.lines.recv_timeout(SURVIVE) {
-            self.seen.push(l);
-        }
-        if !self.killed && !status.success() {
-            return Err(format!("{} failed ({status}): {:?}", self.what, self.seen).into());
-        }
-        if let Some(bad) = self.seen.iter().find(|l| l.contains("BAD")) {
-            return Err(format!("{}: {bad}", self.what).into());
-        }
-        Ok(())
-    }
-
-    fn drain(&mut self, wait: Duration) {
-        if let Ok(l) = self.lines.recv_timeout(wait) {
-            self.seen.push(l);
-            while let Ok(l) = self.lines.try_recv() {
-                self.seen.push(l);
-            }
-        }
-    }
-
-    /// `(producer, seq)` of each line starting with `tag`.
-    fn events(&self, tag: &str) -> Vec<(u32, u64)> {
-        self.seen
-            .iter()
-            .filter_map(|l| {
-                let mut w = l.split(' ');
-                (w.next() == Some(tag)).then(|| {
-                    let num = |x: Option<&str>| {
-                        x.and_then(|x| x.parse::<u64>().ok())
-                            .unwrap_or_else(|| panic!("{}: a line {l:?}", self.what))
-                    };
-                    (num(w.next()) as u32, num(w.next()))
-                })
-            })
-            .collect()
-    }
-
-    fn ending(&self) -> Option<&str> {
-        self.seen
-            .iter()
-            .rev()
-            .find(|l| l.starts_with("end "))
-            .map(|l| &l[4..])
-    }
-}
 
 /// A small deterministic generator (xorshift64*), so a seed replays a run.
 struct Rng(u64);

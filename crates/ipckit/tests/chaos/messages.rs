@@ -28,7 +28,7 @@ use ipckit::registry::{self, Mechanism};
 use ipckit::{Address, MessageReceiver, MessageSender, RecvTimeoutError, SendTimeoutError};
 use libtest_mimic::{Failed, Trial};
 
-use crate::common::{self, ensure, peer_command, unique};
+use crate::common::{self, check_numbered, ensure, numbered, peer_command, unique};
 use crate::{campaign, report, Part, Rng, SURVIVE, VAR};
 
 /// Messages each producer sends (most rounds kill it before the end).
@@ -40,41 +40,6 @@ const IDLE: Duration = Duration::from_millis(400);
 const SEND_WAIT: Duration = Duration::from_secs(1);
 /// How long a consumer waits for a connection, and a producer to connect.
 const CONNECT_WAIT: Duration = Duration::from_secs(2);
-
-// ---------------------------------------------------------------- messages
-
-/// `[producer u32][seq u64][payload][crc32 of all before]`; the payload's
-/// length (0 to 199) and bytes follow from (producer, seq).
-fn message(p: u32, seq: u64) -> Vec<u8> {
-    let len = ((seq * 7 + u64::from(p) * 13) % 200) as usize;
-    let mut m = Vec::with_capacity(16 + len);
-    m.extend_from_slice(&p.to_le_bytes());
-    m.extend_from_slice(&seq.to_le_bytes());
-    m.extend((0..len).map(|i| (seq as usize + i) as u8));
-    let crc = crc32fast::hash(&m);
-    m.extend_from_slice(&crc.to_le_bytes());
-    m
-}
-
-/// The producer and sequence number of an intact message.
-fn check(m: &[u8]) -> Result<(u32, u64), String> {
-    if m.len() < 16 {
-        return Err(format!("a message of {} bytes", m.len()));
-    }
-    let (body, crc) = m.split_at(m.len() - 4);
-    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-        return Err(format!(
-            "a checksum that does not match ({} bytes)",
-            m.len()
-        ));
-    }
-    let p = u32::from_le_bytes(body[..4].try_into().expect("4 bytes"));
-    let seq = u64::from_le_bytes(body[4..12].try_into().expect("8 bytes"));
-    if message(p, seq) != m {
-        return Err(format!("message {p}/{seq} with the wrong payload"));
-    }
-    Ok((p, seq))
-}
 
 // ---------------------------------------------------------------- mechanisms
 
@@ -150,7 +115,8 @@ fn consume(rx: &mut dyn MessageReceiver) -> io::Result<()> {
     loop {
         match rx.recv_timeout_into(&mut buf, IDLE) {
             Ok(()) => {
-                let (p, seq) = check(&buf).map_err(|e| io::Error::other(format!("BAD {e}")))?;
+                let (p, seq) =
+                    check_numbered(&buf).map_err(|e| io::Error::other(format!("BAD {e}")))?;
                 if let Some(&l) = last.get(&p) {
                     if seq <= l {
                         return Err(io::Error::other(format!(
@@ -181,7 +147,7 @@ fn consume(rx: &mut dyn MessageReceiver) -> io::Result<()> {
 /// confirmed send, then `end WHY`.
 fn produce(tx: &mut dyn MessageSender, p: u32) -> io::Result<()> {
     for seq in 0..MESSAGES {
-        match tx.send_timeout(&message(p, seq), SEND_WAIT) {
+        match tx.send_timeout(&numbered(p, seq), SEND_WAIT) {
             Ok(()) => report(format_args!("s {p} {seq}")),
             Err(e) => {
                 let why = match e {
@@ -230,13 +196,6 @@ fn peer_recv(spec: &str) -> io::Result<()> {
             }
         }
     }
-}
-
-/// `broker:PATH`: a mailbox broker at `PATH`, `ready PATH` once bound.
-fn peer_broker(path: &str) -> io::Result<()> {
-    let broker = ipckit::mailbox::Broker::builder().socket(path).bind()?;
-    report(format_args!("ready {path}"));
-    broker.run()
 }
 
 /// `send:MECH ADDR P`: reaches the receiving side and produces.
@@ -304,22 +263,10 @@ fn round(mech: Mech, rng: &mut Rng, tally: &mut Tally) -> Result<(), Failed> {
     };
     // A broker of the round's own, which its clients find through
     // `IPCKIT_BROKER`.
-    let dir = tempfile::tempdir()?;
-    let socket = dir.path().join("broker.sock");
-    let mut broker = None;
-    if mech.broker() {
-        let mut b = Part::start(
-            format!("{name} broker"),
-            peer_command(VAR, "broker", &socket.display().to_string())?,
-        )?;
-        b.ready()?;
-        broker = Some(b);
-    }
-    let peer = |role: &str, arg: &str| -> io::Result<std::process::Command> {
-        let mut cmd = peer_command(VAR, role, arg)?;
-        cmd.env("IPCKIT_BROKER", &socket);
-        Ok(cmd)
-    };
+    let mut own = common::OwnBroker::start(VAR, name, mech.broker())?;
+    let socket = own.socket.clone();
+    let mut broker = own.part.take();
+    let peer = |role: &str, arg: &str| own.peer(VAR, role, arg);
     let mut producers = Vec::new();
     let mut consumer;
     if let Mech::Pipe = mech {
@@ -580,7 +527,7 @@ pub fn peer(role: &str, arg: &str) -> Option<io::Result<()>> {
     match role {
         "recv" => Some(peer_recv(arg)),
         "send" => Some(peer_send(arg)),
-        "broker" => Some(peer_broker(arg)),
+        "broker" => Some(common::play_own_broker(arg)),
         _ => None,
     }
 }

@@ -2,8 +2,9 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::io;
-use std::process::{Child, Command};
+use std::io::{self, BufRead, BufReader, Write};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use libtest_mimic::Failed;
@@ -462,4 +463,259 @@ pub fn start_serving(var: &str, role: &str, arg: &str) -> Result<Serving, Failed
     let line = first_line(&mut peer.child)?;
     ensure(line == "ready", || format!("the {role} peer said {line:?}"))?;
     Ok(peer)
+}
+
+// ---------------------------------------------------------------- participants that report
+
+/// Reports an event on stderr, one line.
+pub fn report(line: std::fmt::Arguments<'_>) {
+    // One write(2) per line, before the next message: a kill leaves whole
+    // lines only (stderr writes each piece of a format on its own).
+    let line = format!("{line}\n");
+    let _ = io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// A participant and the lines it reports, read on a thread of their own
+/// (so a participant never waits for this process to read).
+pub struct Part {
+    /// Who it is, for messages.
+    pub what: String,
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    /// The lines read so far.
+    pub seen: Vec<String>,
+    /// Whether [`Part::kill`] killed it.
+    pub killed: bool,
+}
+
+/// A round that fails part-way leaves no participant behind: one still
+/// running (a broker or daemon waits to be stopped) is killed and reaped.
+impl Drop for Part {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Part {
+    /// Starts `cmd`, its standard error read line by line.
+    pub fn start(what: String, mut cmd: Command) -> io::Result<Part> {
+        cmd.stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let err: ChildStderr = child.stderr.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Part {
+            what,
+            child,
+            lines,
+            seen: Vec::new(),
+            killed: false,
+        })
+    }
+
+    /// The first line, which must be `ready ADDR`: the address.
+    pub fn ready(&mut self) -> Result<String, Failed> {
+        match self.lines.recv_timeout(T) {
+            Ok(l) if l.starts_with("ready ") => Ok(l["ready ".len()..].to_string()),
+            Ok(l) => Err(format!("{}: {l}", self.what).into()),
+            Err(_) => Err(format!("{}: not ready after {T:?}", self.what).into()),
+        }
+    }
+
+    /// SIGKILL, now.
+    pub fn kill(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        self.killed = true;
+    }
+
+    /// Waits for the end (by `deadline`) and takes every line.
+    pub fn finish(&mut self, deadline: Instant) -> Result<(), Failed> {
+        self.finish_unless(|_| Instant::now() > deadline, "at its deadline")
+    }
+
+    /// Waits for the end for as long as it says something at least every
+    /// `quiet` (a long run that reports its progress), and takes every
+    /// line.
+    pub fn finish_talking(&mut self, quiet: Duration) -> Result<(), Failed> {
+        let mut heard = (0, Instant::now());
+        self.finish_unless(
+            |said| {
+                if said != heard.0 {
+                    heard = (said, Instant::now());
+                }
+                heard.1.elapsed() > quiet
+            },
+            &format!("silent for {quiet:?}"),
+        )
+    }
+
+    /// Waits for the end unless `hung` (told how many lines were read so
+    /// far) says it hangs: then kills it and says so, `how`.
+    fn finish_unless(
+        &mut self,
+        mut hung: impl FnMut(usize) -> bool,
+        how: &str,
+    ) -> Result<(), Failed> {
+        loop {
+            if self.child.try_wait()?.is_some() {
+                break;
+            }
+            if hung(self.seen.len()) {
+                self.kill();
+                let _ = self.child.wait();
+                return Err(format!(
+                    "{} still running {how} (hung); said {:?}",
+                    self.what,
+                    self.seen.last()
+                )
+                .into());
+            }
+            self.drain(Duration::from_millis(5));
+        }
+        let status = self.child.wait()?;
+        // The reader thread ends at end of file.
+        while let Ok(l) = self.lines.recv_timeout(T) {
+            self.seen.push(l);
+        }
+        if !self.killed && !status.success() {
+            return Err(format!("{} failed ({status}): {:?}", self.what, self.seen).into());
+        }
+        if let Some(bad) = self.seen.iter().find(|l| l.contains("BAD")) {
+            return Err(format!("{}: {bad}", self.what).into());
+        }
+        Ok(())
+    }
+
+    /// Takes the lines said so far, waiting up to `wait` for the first.
+    pub fn drain(&mut self, wait: Duration) {
+        if let Ok(l) = self.lines.recv_timeout(wait) {
+            self.seen.push(l);
+            while let Ok(l) = self.lines.try_recv() {
+                self.seen.push(l);
+            }
+        }
+    }
+
+    /// `(producer, seq)` of each line starting with `tag`.
+    pub fn events(&self, tag: &str) -> Vec<(u32, u64)> {
+        self.seen
+            .iter()
+            .filter_map(|l| {
+                let mut w = l.split(' ');
+                (w.next() == Some(tag)).then(|| {
+                    let num = |x: Option<&str>| {
+                        x.and_then(|x| x.parse::<u64>().ok())
+                            .unwrap_or_else(|| panic!("{}: a line {l:?}", self.what))
+                    };
+                    (num(w.next()) as u32, num(w.next()))
+                })
+            })
+            .collect()
+    }
+
+    /// What its last `end WHY` line says.
+    pub fn ending(&self) -> Option<&str> {
+        self.seen
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("end "))
+            .map(|l| &l[4..])
+    }
+}
+
+/// A mailbox broker process of a test's own, which the peers it starts
+/// find through `IPCKIT_BROKER` (so it may be killed, or measured,
+/// without touching the run's [`start_broker`]). The test binary plays it
+/// with the role `broker:PATH` ([`play_own_broker`]).
+pub struct OwnBroker {
+    /// The broker, when one was needed.
+    pub part: Option<Part>,
+    /// Its socket.
+    pub socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnBroker {
+    /// Starts one (as a peer of `var`) if `needed`: the clients of
+    /// `what` will find it.
+    pub fn start(var: &str, what: &str, needed: bool) -> Result<OwnBroker, Failed> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("broker.sock");
+        let mut part = None;
+        if needed {
+            let mut b = Part::start(
+                format!("{what} broker"),
+                peer_command(var, "broker", &socket.display().to_string())?,
+            )?;
+            b.ready()?;
+            part = Some(b);
+        }
+        Ok(OwnBroker {
+            part,
+            socket,
+            _dir: dir,
+        })
+    }
+
+    /// A peer of `var` in role `role`, told where this broker is.
+    pub fn peer(&self, var: &str, role: &str, arg: &str) -> io::Result<Command> {
+        let mut cmd = peer_command(var, role, arg)?;
+        cmd.env("IPCKIT_BROKER", &self.socket);
+        Ok(cmd)
+    }
+}
+
+/// Plays `broker:PATH`: a mailbox broker at `PATH`, `ready PATH` once
+/// bound, until killed.
+pub fn play_own_broker(path: &str) -> io::Result<()> {
+    let broker = ipckit::mailbox::Broker::builder().socket(path).bind()?;
+    report(format_args!("ready {path}"));
+    broker.run()
+}
+
+// ---------------------------------------------------------------- checked messages
+
+/// A message that proves itself: `[producer u32][seq u64][payload][crc32
+/// of all before]`, the payload's length (0 to 199) and bytes following
+/// from (producer, seq).
+pub fn numbered(p: u32, seq: u64) -> Vec<u8> {
+    let len = ((seq * 7 + u64::from(p) * 13) % 200) as usize;
+    let mut m = Vec::with_capacity(16 + len);
+    m.extend_from_slice(&p.to_le_bytes());
+    m.extend_from_slice(&seq.to_le_bytes());
+    m.extend((0..len).map(|i| (seq as usize + i) as u8));
+    let crc = crc32fast::hash(&m);
+    m.extend_from_slice(&crc.to_le_bytes());
+    m
+}
+
+/// The producer and sequence number of an intact [`numbered`] message.
+pub fn check_numbered(m: &[u8]) -> Result<(u32, u64), String> {
+    if m.len() < 16 {
+        return Err(format!("a message of {} bytes", m.len()));
+    }
+    let (body, crc) = m.split_at(m.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        return Err(format!(
+            "a checksum that does not match ({} bytes)",
+            m.len()
+        ));
+    }
+    let p = u32::from_le_bytes(body[..4].try_into().expect("4 bytes"));
+    let seq = u64::from_le_bytes(body[4..12].try_into().expect("8 bytes"));
+    if numbered(p, seq) != m {
+        return Err(format!("message {p}/{seq} with the wrong payload"));
+    }
+    Ok((p, seq))
 }
