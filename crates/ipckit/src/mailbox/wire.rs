@@ -1114,7 +1114,9 @@ mod tests {
         take(&mut b, &mut events);
         let mut r = super::super::Rng(0x2545_f491_4f6c_dd1d);
         let (mut ok, mut refused) = (0u32, 0u32);
-        for _ in 0..50_000 {
+        // Miri interprets every step: fewer of them there.
+        let rounds = if cfg!(miri) { 300 } else { 50_000 };
+        for _ in 0..rounds {
             let request = r.below(2) == 0;
             let pool = if request { &requests } else { &events };
             let mut f = pool[r.below(pool.len() as u64) as usize].clone();
@@ -1156,7 +1158,7 @@ mod tests {
         // Both outcomes were reached: the mutations were not all fatal,
         // nor all harmless.
         assert!(
-            ok > 1000 && refused > 1000,
+            ok > rounds / 50 && refused > rounds / 50,
             "{ok} decoded, {refused} refused"
         );
     }

@@ -3,7 +3,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::{self, NonNull};
 
 use super::syscall;
@@ -130,31 +130,42 @@ impl Mapping {
         } else {
             libc::PROT_READ
         };
+        let mut map = Mapping::mmap(
+            len,
+            prot,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            off(offset)?,
+            writable,
+        )?;
+        map.guard = Some(super::sigbus::Guard::register(map.as_ptr(), len)?);
+        Ok(map)
+    }
+
+    /// `mmap(2)` at an address the kernel chooses, without a `SIGBUS`
+    /// guard.
+    fn mmap(
+        len: usize,
+        prot: libc::c_int,
+        flags: libc::c_int,
+        fd: RawFd,
+        offset: libc::off_t,
+        writable: bool,
+    ) -> io::Result<Self> {
         // SAFETY: a fresh mapping chosen by the kernel (null hint) overlaps
         // nothing Rust owns.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                prot,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                off(offset)?,
-            )
-        };
+        let p = unsafe { libc::mmap(ptr::null_mut(), len, prot, flags, fd, offset) };
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        let mut map = Mapping {
+        Ok(Mapping {
             ptr,
             len,
             writable,
             sysv: false,
             guard: None,
-        };
-        map.guard = Some(super::sigbus::Guard::register(map.as_ptr(), len)?);
-        Ok(map)
+        })
     }
 
     /// `shmat(2)` of System V segment `id`, whose size is `len`, at an
@@ -347,6 +358,27 @@ pub(crate) fn page_size() -> usize {
     usize::try_from(n).unwrap_or(4096)
 }
 
+#[cfg(test)]
+impl Mapping {
+    /// `len` bytes of private anonymous memory (`MAP_PRIVATE |
+    /// MAP_ANONYMOUS`), for tests of what reads and writes mappings: Miri
+    /// can run those (it cannot map a file). The memory is always
+    /// read-write (Miri maps nothing else); `writable` is what the
+    /// accessors check, so a write refused is the check's doing, not a
+    /// fault's.
+    pub(crate) fn private(len: usize, writable: bool) -> io::Result<Self> {
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        Mapping::mmap(
+            len,
+            rw,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+            writable,
+        )
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // Unguard before unmapping: the addresses may be reused at once.
@@ -409,4 +441,109 @@ pub(crate) fn shm_remove(id: libc::c_int) -> io::Result<()> {
     // SAFETY: IPC_RMID ignores the buffer argument.
     syscall!(shmctl(id, libc::IPC_RMID, ptr::null_mut()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The accessors every view of shared memory goes through, at the edges
+    //! of a mapping and past them; `tools/miri.sh` runs these under Miri,
+    //! which checks each raw access for bounds, alignment and aliasing.
+
+    use super::Mapping;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+    const LEN: usize = 4096;
+
+    /// Every accessor reaches the last bytes of the mapping.
+    #[test]
+    fn accessors_reach_the_last_byte() {
+        let m = Mapping::private(LEN, true).unwrap();
+        m.write::<u64>(LEN - 8, 0x0102_0304_0506_0708);
+        assert_eq!(m.read::<u64>(LEN - 8), 0x0102_0304_0506_0708);
+        assert_eq!(m.read::<u8>(LEN - 1), 0x01);
+        m.copy_in(LEN - 3, &[7, 8, 9]);
+        let mut out = [0u8; 3];
+        m.copy_out(LEN - 3, &mut out);
+        assert_eq!(out, [7, 8, 9]);
+        let mut v = vec![1];
+        m.append_to(LEN - 2, 2, &mut v);
+        assert_eq!(v, [1, 8, 9]);
+        m.append_to(LEN, 0, &mut v);
+        assert_eq!(v.len(), 3);
+        // SAFETY: nothing else touches the mapping during the test.
+        unsafe {
+            m.get_mut::<u32>(LEN - 8, 2).copy_from_slice(&[5, 6]);
+            assert_eq!(m.get::<u32>(LEN - 8, 2), [5, 6]);
+            assert!(m.get::<u64>(LEN, 0).is_empty());
+        }
+        assert_eq!(m.place::<AtomicU32>(LEN - 4).load(Ordering::Relaxed), 6);
+    }
+
+    /// One byte past the end, a misaligned place, a length that overflows
+    /// and a write to a read-only mapping: each a panic before any access.
+    #[test]
+    fn accessors_refuse_past_the_end() {
+        let m = Mapping::private(LEN, true).unwrap();
+        let ro = Mapping::private(LEN, false).unwrap();
+        type Access<'a> = Box<dyn Fn() + 'a>;
+        let refused: [(&str, Access); 11] = [
+            ("read", Box::new(|| _ = m.read::<u64>(LEN - 7))),
+            ("read, misaligned", Box::new(|| _ = m.read::<u64>(4))),
+            ("write", Box::new(|| m.write::<u32>(LEN - 3, 1))),
+            ("copy_out", Box::new(|| m.copy_out(LEN - 1, &mut [0; 2]))),
+            (
+                "copy_in, overflowing",
+                Box::new(|| m.copy_in(usize::MAX, &[1, 2])),
+            ),
+            (
+                "append_to",
+                Box::new(|| m.append_to(LEN + 1, 0, &mut Vec::new())),
+            ),
+            (
+                "get, overflowing",
+                Box::new(|| {
+                    // SAFETY: refused before any reference is made.
+                    _ = unsafe { m.get::<u64>(0, usize::MAX / 4) }
+                }),
+            ),
+            (
+                "get_mut",
+                Box::new(|| {
+                    // SAFETY: refused before any reference is made.
+                    _ = unsafe { m.get_mut::<u8>(LEN - 1, 2) }
+                }),
+            ),
+            ("place", Box::new(|| _ = m.place::<AtomicU64>(LEN - 4))),
+            (
+                "place, misaligned",
+                Box::new(|| _ = m.place::<AtomicU64>(12)),
+            ),
+            ("write, read-only", Box::new(|| ro.copy_in(0, &[1]))),
+        ];
+        for (what, f) in refused {
+            assert!(
+                catch_unwind(AssertUnwindSafe(f)).is_err(),
+                "{what} was allowed"
+            );
+        }
+        assert_eq!(m.read::<u64>(LEN - 8), 0, "nothing was written");
+    }
+
+    /// Atomics placed in the mapping are shared between threads as they
+    /// are between processes.
+    #[test]
+    fn atomics_in_place_count_every_increment() {
+        let m = Mapping::private(LEN, true).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..100 {
+                        m.place::<AtomicU64>(64).fetch_add(1, Ordering::AcqRel);
+                    }
+                });
+            }
+        });
+        assert_eq!(m.read::<u64>(64), 200);
+    }
 }

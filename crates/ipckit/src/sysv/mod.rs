@@ -279,10 +279,13 @@ mod tests {
             let e = bad.parse::<Key>().unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad}: {e}");
         }
-        let a: Key = "/:A".parse().unwrap();
-        assert_eq!(a, Key::ftok("/", b'A').unwrap());
-        assert_eq!(a, "/:65".parse().unwrap());
-        let e = "/no/such/file:1".parse::<Key>().unwrap_err();
-        assert!(e.to_string().contains("existing file"), "{e}");
+        // ftok(3) is a C library call, which Miri cannot run.
+        if !cfg!(miri) {
+            let a: Key = "/:A".parse().unwrap();
+            assert_eq!(a, Key::ftok("/", b'A').unwrap());
+            assert_eq!(a, "/:65".parse().unwrap());
+            let e = "/no/such/file:1".parse::<Key>().unwrap_err();
+            assert!(e.to_string().contains("existing file"), "{e}");
+        }
     }
 }
