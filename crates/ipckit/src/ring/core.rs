@@ -88,9 +88,17 @@ impl Side {
 }
 
 /// Claims the next position for `side`: `Ok(Some(pos))`, `Ok(None)` when
-/// there is none (ring full for a sender, empty for a receiver).
+/// there is none (ring full for a sender, empty for a receiver). When
+/// several claim (`shared`), `announce(pos)` runs before each attempt to
+/// win `pos`, and the winning compare-and-swap releases what it wrote: a
+/// process that sees the counter past `pos` sees the announcement too.
 #[inline]
-fn claim<L: Layout>(l: &L, side: Side, shared: bool) -> Result<Option<u64>, Corrupt> {
+fn claim<L: Layout>(
+    l: &L,
+    side: Side,
+    shared: bool,
+    announce: impl Fn(u64),
+) -> Result<Option<u64>, Corrupt> {
     let counter = side.counter(l);
     let mask = l.capacity() - 1;
     let mut pos = counter.load(Ordering::Relaxed);
@@ -102,10 +110,11 @@ fn claim<L: Layout>(l: &L, side: Side, shared: bool) -> Result<Option<u64>, Corr
                 counter.store(pos.wrapping_add(1), Ordering::Relaxed);
                 return Ok(Some(pos));
             }
+            announce(pos);
             match counter.compare_exchange_weak(
                 pos,
                 pos.wrapping_add(1),
-                Ordering::Relaxed,
+                Ordering::Release,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return Ok(Some(pos)),
@@ -129,13 +138,24 @@ fn claim<L: Layout>(l: &L, side: Side, shared: bool) -> Result<Option<u64>, Corr
 /// Claims a slot to write: its position, or `None` if the ring is full.
 #[inline]
 pub(crate) fn claim_send<L: Layout>(l: &L, shared: bool) -> Result<Option<u64>, Corrupt> {
-    claim(l, Side::Send, shared)
+    claim(l, Side::Send, shared, |_| {})
+}
+
+/// [`claim_send`] among several senders, each announcing the position it
+/// is about to win (`announce`), so that receivers can tell a slot whose
+/// winner died before tagging it.
+#[inline]
+pub(crate) fn claim_send_announced<L: Layout>(
+    l: &L,
+    announce: impl Fn(u64),
+) -> Result<Option<u64>, Corrupt> {
+    claim(l, Side::Send, true, announce)
 }
 
 /// Claims a message to read: its position, or `None` if the ring is empty.
 #[inline]
 pub(crate) fn claim_recv<L: Layout>(l: &L, shared: bool) -> Result<Option<u64>, Corrupt> {
-    claim(l, Side::Recv, shared)
+    claim(l, Side::Recv, shared, |_| {})
 }
 
 /// Publishes the message written at `pos` and wakes a parked receiver.

@@ -35,7 +35,10 @@ use crate::wait::WaitStrategy;
 // set, so that a sender can free a slot whose reader died before freeing it.
 
 const MAGIC: u64 = u64::from_le_bytes(*b"ipckring");
-const VERSION: u32 = 1;
+/// 2: senders announce the position they are about to claim
+/// (`OFF_INTENTS`); a version-1 process would not, so the two never share
+/// a ring.
+const VERSION: u32 = 2;
 const READY: u32 = 0x5245_4459;
 const FLAG_MULTI: u32 = 1;
 
@@ -60,7 +63,11 @@ const OFF_PEERS: usize = 384;
 const PEER_SIZE: usize = 16;
 /// How many processes may be attached at once.
 const MAX_PEERS: usize = 64;
+/// Per peer entry, the position its sender is about to claim, bitwise
+/// negated (0: none yet): see `RingReceiver::skip_dead_writes`.
+const OFF_INTENTS: usize = OFF_PEERS + MAX_PEERS * PEER_SIZE;
 const OFF_SLOTS: usize = 2048;
+const _: () = assert!(OFF_INTENTS + MAX_PEERS * 8 <= OFF_SLOTS);
 const SLOT_HEADER: usize = 16;
 /// Marks a reader's pid in a slot header (pids stay below 2^22).
 const READER: u32 = 1 << 31;
@@ -282,6 +289,24 @@ impl Segment {
         }
     }
 
+    /// The position the sender of entry `k` announced last (negated).
+    fn intent(&self, k: usize) -> &AtomicU64 {
+        self.map().place(OFF_INTENTS + k * 8)
+    }
+
+    /// Whether a live sender announced `pos`: it may be between winning
+    /// the position and tagging its slot.
+    fn announced_by_live_sender(&self, pos: u64) -> bool {
+        (0..MAX_PEERS).any(|k| {
+            let (p, r, s) = self.peer_words(k);
+            let pid = p.load(Ordering::Acquire);
+            pid != 0
+                && r.load(Ordering::Acquire) == ROLE_SENDER
+                && self.intent(k).load(Ordering::Acquire) == !pos
+                && !crate::sys::sync::thread_exited(pid, Some(s.load(Ordering::Relaxed)))
+        })
+    }
+
     fn peer_words(&self, k: usize) -> (&AtomicU32, &AtomicU32, &AtomicU32) {
         let off = OFF_PEERS + k * PEER_SIZE;
         (self.u32_at(off), self.u32_at(off + 4), self.u32_at(off + 8))
@@ -298,6 +323,9 @@ impl Segment {
                     .is_ok()
                 {
                     s.store(start, Ordering::Relaxed);
+                    // What a dead process in this entry announced is not
+                    // this one's.
+                    self.intent(k).store(0, Ordering::Relaxed);
                     r.store(role, Ordering::Release);
                     let ever = match role {
                         ROLE_SENDER => OFF_SENDERS_EVER,
@@ -820,7 +848,10 @@ impl Ring {
             entry,
             pid: std::process::id(),
             wait: WaitStrategy::ADAPTIVE,
-            watch: Watch::new(&self.seg),
+            // The first send looks: a sender that attaches after every
+            // receiver has gone is told so, rather than fill a ring that
+            // nobody will read (and whose creator may be removing it).
+            watch: Watch::unlooked(&self.seg),
         })
     }
 
@@ -989,6 +1020,14 @@ impl Watch {
         }
     }
 
+    /// A watch whose first turn looks at the ring's processes.
+    fn unlooked(seg: &Segment) -> Watch {
+        Watch {
+            generation: seg.generation().wrapping_sub(1),
+            checked: Instant::now(),
+        }
+    }
+
     fn looked(&mut self, seg: &Segment) {
         self.generation = seg.generation();
         self.checked = Instant::now();
@@ -1108,7 +1147,15 @@ impl RingSender {
             // SIGBUS guard): a ring that never fills or drains. Say so.
             seg.check_intact("send")
                 .map_err(|e| SendTimeoutError::Io(e, ()))?;
-            match core::claim_send(seg, seg.multi) {
+            let claimed = if seg.multi {
+                let intent = seg.intent(self.entry);
+                // Release: a receiver that sees this announcement also sees
+                // the tag of the position announced before it.
+                core::claim_send_announced(seg, |pos| intent.store(!pos, Ordering::Release))
+            } else {
+                core::claim_send(seg, false)
+            };
+            match claimed {
                 Ok(Some(pos)) => {
                     if seg.multi {
                         // The pid first, then the tag that vouches for it
@@ -1306,26 +1353,45 @@ impl RingReceiver {
         seg.ever(ROLE_SENDER) > 0 && live == 0
     }
 
-    /// Skips the slots at the head that a sender claimed and then died in
-    /// the middle of writing: claimed (the tail is past them), never
-    /// committed (the stamp still says free for this lap), tagged with
-    /// their position and a writer that has exited.
+    /// Skips the slots at the head that a sender claimed and then died
+    /// before committing: claimed (the tail is past them), never committed
+    /// (the stamp still says free for this lap), and either tagged with
+    /// their position and a writer that has exited, or not tagged at all
+    /// while no live sender announces the position (its winner was killed
+    /// between winning it and tagging the slot: every sender announces
+    /// the position it is about to win before the compare-and-swap that
+    /// wins it, and keeps the announcement until its next claim).
     fn skip_dead_writes(&mut self) {
         let seg = self.seg.clone();
         loop {
             let pos = seg.head().load(Ordering::Relaxed);
-            let claimed = seg.tail().load(Ordering::Relaxed).wrapping_sub(pos) as i64 > 0;
+            // Acquire: the winning compare-and-swap released its sender's
+            // announcement.
+            let claimed = seg.tail().load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0;
             let at = seg.slot(pos);
             let uncommitted = seg.stamp(pos & (seg.capacity - 1)).load(Ordering::Acquire) == pos;
-            if !claimed || !uncommitted || seg.u32_at(at + 8).load(Ordering::Acquire) != pos as u32
-            {
+            if !claimed || !uncommitted {
                 return;
             }
-            // Tagged for this position: the pid beside it is this lap's
+            // Tagged for this position, the pid beside it is this lap's
             // writer's (a reader's tag, with the top bit, is last lap's).
-            let writer = seg.u32_at(at + 12).load(Ordering::Relaxed);
-            if writer == 0 || writer & READER != 0 || !crate::sys::sync::thread_exited(writer, None)
-            {
+            let tagged = |seg: &Segment| {
+                let writer = seg.u32_at(at + 12).load(Ordering::Relaxed);
+                (seg.u32_at(at + 8).load(Ordering::Acquire) == pos as u32
+                    && writer != 0
+                    && writer & READER == 0)
+                    .then_some(writer)
+            };
+            let dead = match tagged(&seg) {
+                Some(writer) => crate::sys::sync::thread_exited(writer, None),
+                // Untagged: dead if no live sender announces it, and still
+                // untagged after looking (a winner that tagged it meanwhile
+                // is judged by its tag on the next turn).
+                None if seg.announced_by_live_sender(pos) => false,
+                None if tagged(&seg).is_some() => continue,
+                None => true,
+            };
+            if !dead {
                 return;
             }
             if seg

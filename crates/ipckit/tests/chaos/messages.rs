@@ -90,11 +90,7 @@ impl Mech {
     /// ring, which checks on its senders), rather than waiting idle.
     fn notices_death(self) -> bool {
         match self {
-            // Not the multi ring: a sender killed between winning a slot
-            // and tagging it stalls receivers at that slot until every
-            // sender has gone (the window `ipckit::ring` documents); the
-            // consumer may then end on its idle timeout, within the bound.
-            Mech::Registry(m) => m.connections || m.scheme == "fifo",
+            Mech::Registry(m) => m.connections || matches!(m.scheme, "fifo" | "ring"),
             Mech::Pipe | Mech::RingSpsc => true,
         }
     }
