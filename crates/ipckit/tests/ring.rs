@@ -312,22 +312,27 @@ fn peer_grab(name: &str) -> io::Result<()> {
 }
 
 /// The ring's layout as `ipckit::ring` lays it out (`ring/segment.rs`):
-/// where the producers' position is, the table of attached processes,
-/// and each entry's announced claim.
+/// where the producers' and consumers' positions are, the table of
+/// attached processes, and each entry's announced claim.
 const OFF_TAIL: usize = 64;
+const OFF_HEAD: usize = 128;
 const OFF_PEERS: usize = 384;
 const PEER_SIZE: usize = 16;
 const OFF_INTENTS: usize = OFF_PEERS + 64 * PEER_SIZE;
 
-/// `claim:NAME`: attaches to a multi ring as a sender, then wins the next
-/// position exactly as a sender does (announces it in its entry, then
-/// moves the producers' position past it with a compare-and-swap) and
-/// stops there, before tagging the slot: the few instructions in which a
-/// killed sender once left receivers stuck. Prints `claimed POS` and
-/// waits to be killed.
-fn peer_claim(name: &str) -> io::Result<()> {
+/// `claim:SIDE:NAME`: attaches to a multi ring as a sender (`send`) or a
+/// receiver (`recv`), then wins the next position exactly as that side
+/// does (announces it in its entry, then moves its side's position past
+/// it with a compare-and-swap) and stops there, before tagging the slot:
+/// the few instructions in which a killed process once left the others
+/// stuck. Prints `claimed POS` and waits to be killed.
+fn peer_claim(arg: &str) -> io::Result<()> {
+    let (side, name) = arg.split_once(':').expect("SIDE:NAME");
     let ring = Ring::builder(name).open()?;
-    let _tx = ring.sender()?;
+    let (_tx, _rx, counter) = match side {
+        "send" => (Some(ring.sender()?), None, OFF_TAIL),
+        _ => (None, Some(ring.receiver()?), OFF_HEAD),
+    };
     let shm = Shm::builder(ipckit::ring::shm_name(name)).open()?;
     let region = shm.region();
     let me = std::process::id();
@@ -340,13 +345,14 @@ fn peer_claim(name: &str) -> io::Result<()> {
                 == Some(me)
         })
         .ok_or_else(|| io::Error::other("not in the ring's table"))?;
-    let tail = region.atomic_u64(OFF_TAIL)?;
-    let pos = tail.load(Ordering::Relaxed);
+    let counter = region.atomic_u64(counter)?;
+    let pos = counter.load(Ordering::Relaxed);
     region
         .atomic_u64(OFF_INTENTS + entry * 8)?
         .store(!pos, Ordering::Release);
-    tail.compare_exchange(pos, pos + 1, Ordering::Release, Ordering::Relaxed)
-        .map_err(|_| io::Error::other("another sender won the position"))?;
+    counter
+        .compare_exchange(pos, pos + 1, Ordering::Release, Ordering::Relaxed)
+        .map_err(|_| io::Error::other("another process won the position"))?;
     println!("claimed {pos}");
     std::thread::sleep(T);
     Ok(())
@@ -1064,7 +1070,7 @@ fn sender_killed_before_tagging_is_skipped() -> Result<(), Failed> {
     let ring = Ring::builder(&name).capacity(8).multi(true).create()?;
     let mut rx = ring.receiver()?;
     let mut tx = ring.sender()?;
-    let mut claimant = spawn("claim", &name, None, true)?;
+    let mut claimant = spawn("claim", &format!("send:{name}"), None, true)?;
     let said = read_line(&mut claimant)?;
     ensure(said == "claimed 0", || {
         format!("the claimant said {said:?}")
@@ -1091,6 +1097,41 @@ fn sender_killed_before_tagging_is_skipped() -> Result<(), Failed> {
     // The sender is still attached: the ring goes on.
     tx.send_timeout(b"after", T)?;
     ensure(rx.recv_timeout(T)? == b"after", || "after".into())
+}
+
+/// On a multi ring, a receiver killed after winning a message but before
+/// tagging its slot (`claim`) does not stop the senders once the ring
+/// comes round to that slot: while it lives they wait (it may still be
+/// reading); once it is dead, a waiting sender frees the slot.
+fn receiver_killed_before_tagging_is_freed() -> Result<(), Failed> {
+    let name = unique("ring");
+    let ring = Ring::builder(&name).capacity(4).multi(true).create()?;
+    let mut rx = ring.receiver()?;
+    let mut tx = ring.sender()?;
+    tx.send_timeout(b"taken", T)?;
+    let mut claimant = spawn("claim", &format!("recv:{name}"), None, true)?;
+    let said = read_line(&mut claimant)?;
+    ensure(said == "claimed 0", || {
+        format!("the claimant said {said:?}")
+    })?;
+    for i in 1..4u64 {
+        tx.send_timeout(payload(10 + i), T)?;
+    }
+    // The ring has come round to the claimant's slot.
+    match tx.send_timeout(payload(14), Duration::from_millis(300)) {
+        Err(SendTimeoutError::Timeout(_)) => {}
+        other => return Err(format!("past a live reader's slot: {other:?}").into()),
+    }
+    claimant.kill()?;
+    claimant.wait()?;
+    tx.send_timeout(payload(14), T)?;
+    for i in 1..5u64 {
+        let got = rx
+            .recv_timeout(T)
+            .map_err(|e| format!("message {i}: {e}"))?;
+        ensure(got == payload(10 + i), || format!("message {i} differs"))?;
+    }
+    Ok(())
 }
 
 /// A sender that attaches after every receiver has gone (here one killed)
@@ -1176,6 +1217,10 @@ fn main() {
         (
             "sender_killed_before_tagging_is_skipped",
             sender_killed_before_tagging_is_skipped,
+        ),
+        (
+            "receiver_killed_before_tagging_is_freed",
+            receiver_killed_before_tagging_is_freed,
         ),
         (
             "late_sender_told_receivers_gone",

@@ -158,6 +158,16 @@ pub(crate) fn claim_recv<L: Layout>(l: &L, shared: bool) -> Result<Option<u64>, 
     claim(l, Side::Recv, shared, |_| {})
 }
 
+/// [`claim_recv`] among several receivers, each announcing the position
+/// it is about to win (see [`claim_send_announced`]).
+#[inline]
+pub(crate) fn claim_recv_announced<L: Layout>(
+    l: &L,
+    announce: impl Fn(u64),
+) -> Result<Option<u64>, Corrupt> {
+    claim(l, Side::Recv, true, announce)
+}
+
 /// Publishes the message written at `pos` and wakes a parked receiver.
 #[inline]
 pub(crate) fn commit_send<L: Layout>(l: &L, pos: u64) {

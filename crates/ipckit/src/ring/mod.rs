@@ -56,12 +56,14 @@
 //! receiver) to attach finishes for the dead one; in a multi ring each
 //! slot carries its writer's and then its reader's pid, and the others
 //! skip or free a slot whose owner has exited
-//! ([`RingReceiver::messages_lost`] counts skipped messages). A sender
+//! ([`RingReceiver::messages_lost`] counts skipped messages). A process
 //! killed in the few instructions between winning a position and tagging
-//! its slot leaves the slot untagged: every sender announces the position
-//! it is about to win in its entry of the ring's process table before the
-//! compare-and-swap that wins it, so receivers skip such a slot once no
-//! live sender announces its position.
+//! its slot leaves the slot untagged: every sender and receiver announces
+//! the position it is about to win in its entry of the ring's process
+//! table before the compare-and-swap that wins it, so the others skip or
+//! free such a slot once no live process of that side announces its
+//! position. A sender that attaches after every receiver has gone is told
+//! so at its first send.
 //!
 //! # References
 //! `shm_overview(7)`, `memfd_create(2)`, `futex(2)`; D. Vyukov, "Bounded

@@ -35,9 +35,9 @@ use crate::wait::WaitStrategy;
 // set, so that a sender can free a slot whose reader died before freeing it.
 
 const MAGIC: u64 = u64::from_le_bytes(*b"ipckring");
-/// 2: senders announce the position they are about to claim
-/// (`OFF_INTENTS`); a version-1 process would not, so the two never share
-/// a ring.
+/// 2: senders and receivers announce the position they are about to
+/// claim (`OFF_INTENTS`); a version-1 process would not, so the two never
+/// share a ring.
 const VERSION: u32 = 2;
 const READY: u32 = 0x5245_4459;
 const FLAG_MULTI: u32 = 1;
@@ -63,8 +63,9 @@ const OFF_PEERS: usize = 384;
 const PEER_SIZE: usize = 16;
 /// How many processes may be attached at once.
 const MAX_PEERS: usize = 64;
-/// Per peer entry, the position its sender is about to claim, bitwise
-/// negated (0: none yet): see `RingReceiver::skip_dead_writes`.
+/// Per peer entry, the position its sender or receiver is about to claim,
+/// bitwise negated (0: none yet): see `RingReceiver::skip_dead_writes` and
+/// `RingSender::free_dead_reads`.
 const OFF_INTENTS: usize = OFF_PEERS + MAX_PEERS * PEER_SIZE;
 const OFF_SLOTS: usize = 2048;
 const _: () = assert!(OFF_INTENTS + MAX_PEERS * 8 <= OFF_SLOTS);
@@ -294,14 +295,14 @@ impl Segment {
         self.map().place(OFF_INTENTS + k * 8)
     }
 
-    /// Whether a live sender announced `pos`: it may be between winning
-    /// the position and tagging its slot.
-    fn announced_by_live_sender(&self, pos: u64) -> bool {
+    /// Whether a live process attached as `role` announced `pos`: it may
+    /// be between winning the position and tagging its slot.
+    fn announced_by_live(&self, role: u32, pos: u64) -> bool {
         (0..MAX_PEERS).any(|k| {
             let (p, r, s) = self.peer_words(k);
             let pid = p.load(Ordering::Acquire);
             pid != 0
-                && r.load(Ordering::Acquire) == ROLE_SENDER
+                && r.load(Ordering::Acquire) == role
                 && self.intent(k).load(Ordering::Acquire) == !pos
                 && !crate::sys::sync::thread_exited(pid, Some(s.load(Ordering::Relaxed)))
         })
@@ -1097,20 +1098,34 @@ impl RingSender {
     /// Frees the slot at the tail if a receiver took its message and died
     /// before freeing it (a multi ring would otherwise wait at it for ever
     /// once it came round): taken (the head is past it), not freed (the
-    /// stamp still holds last lap's message), tagged by a reader that has
-    /// exited.
+    /// stamp still holds last lap's message), and either tagged by a
+    /// reader that has exited, or not tagged by a reader at all while no
+    /// live receiver announces the position (its winner was killed between
+    /// winning it and tagging the slot; see `skip_dead_writes`).
     fn free_dead_reads(&self) {
         let seg = &*self.seg;
         let cap = seg.capacity;
         let pos = seg.tail().load(Ordering::Relaxed);
         let last = pos.wrapping_sub(cap);
-        let taken = seg.head().load(Ordering::Relaxed).wrapping_sub(last) as i64 > 0;
+        // Acquire: the winning compare-and-swap released its receiver's
+        // announcement.
+        let taken = seg.head().load(Ordering::Acquire).wrapping_sub(last) as i64 > 0;
         let stamp = seg.stamp(pos & (cap - 1));
         if !taken || stamp.load(Ordering::Acquire) != last.wrapping_add(1) {
             return;
         }
-        let reader = seg.u32_at(seg.slot(pos) + 12).load(Ordering::Relaxed);
-        if reader & READER == 0 || !crate::sys::sync::thread_exited(reader & !READER, None) {
+        let reader = || {
+            let r = seg.u32_at(seg.slot(pos) + 12).load(Ordering::Relaxed);
+            (r & READER != 0).then_some(r & !READER)
+        };
+        let dead = match reader() {
+            Some(pid) => crate::sys::sync::thread_exited(pid, None),
+            None if seg.announced_by_live(ROLE_RECEIVER, last) => false,
+            // Tagged meanwhile: judged by its tag next time.
+            None if reader().is_some() => false,
+            None => true,
+        };
+        if !dead {
             return;
         }
         // As the reader would have: free for this lap's writer (a
@@ -1353,6 +1368,25 @@ impl RingReceiver {
         seg.ever(ROLE_SENDER) > 0 && live == 0
     }
 
+    /// Claims the next message: in a multi ring, announcing the position
+    /// first and tagging the slot with this reader's pid once won (see
+    /// `RingSender::free_dead_reads`).
+    fn claim(&self) -> Result<Option<u64>, Corrupt> {
+        let seg = &*self.seg;
+        if !seg.multi {
+            return core::claim_recv(seg, false);
+        }
+        let intent = seg.intent(self.entry);
+        // Release: a sender that sees this announcement also sees the tag
+        // of the position announced before it.
+        let pos = core::claim_recv_announced(seg, |pos| intent.store(!pos, Ordering::Release))?;
+        if let Some(pos) = pos {
+            seg.u32_at(seg.slot(pos) + 12)
+                .store(self.pid | READER, Ordering::Relaxed);
+        }
+        Ok(pos)
+    }
+
     /// Skips the slots at the head that a sender claimed and then died
     /// before committing: claimed (the tail is past them), never committed
     /// (the stamp still says free for this lap), and either tagged with
@@ -1387,7 +1421,7 @@ impl RingReceiver {
                 // Untagged: dead if no live sender announces it, and still
                 // untagged after looking (a winner that tagged it meanwhile
                 // is judged by its tag on the next turn).
-                None if seg.announced_by_live_sender(pos) => false,
+                None if seg.announced_by_live(ROLE_SENDER, pos) => false,
                 None if tagged(&seg).is_some() => continue,
                 None => true,
             };
@@ -1453,17 +1487,11 @@ impl RingReceiver {
         let mut waiter = Waiter::new(self.wait, deadline);
         loop {
             seg.check_intact("receive").map_err(RecvTimeoutError::Io)?;
-            match core::claim_recv(&*seg, seg.multi) {
-                Ok(Some(pos)) => {
-                    if seg.multi {
-                        seg.u32_at(seg.slot(pos) + 12)
-                            .store(self.pid | READER, Ordering::Relaxed);
-                    }
-                    match self.length(pos)? {
-                        Some(len) => return Ok((pos, len)),
-                        None => continue,
-                    }
-                }
+            match self.claim() {
+                Ok(Some(pos)) => match self.length(pos)? {
+                    Some(len) => return Ok((pos, len)),
+                    None => continue,
+                },
                 Ok(None) => {}
                 Err(c) => return Err(RecvTimeoutError::Io(seg.corrupt_error(c))),
             }
@@ -1473,7 +1501,7 @@ impl RingReceiver {
             if check && self.gone() {
                 // Messages sent before the last sender left still count.
                 loop {
-                    match core::claim_recv(&*seg, seg.multi) {
+                    match self.claim() {
                         Ok(Some(pos)) => match self.length(pos)? {
                             Some(len) => return Ok((pos, len)),
                             None => continue,
