@@ -1134,24 +1134,56 @@ fn receiver_killed_before_tagging_is_freed() -> Result<(), Failed> {
     Ok(())
 }
 
-/// A sender that attaches after every receiver has gone (here one killed)
-/// is told `Disconnected` at its first send, not given room in a ring
-/// nobody will read. (The chaos test caught a late producer's 256
-/// confirmed messages going into such a ring.)
+/// A sender that attaches after every receiver has gone from a ring its
+/// creator has removed is told `Disconnected` at its first send, not
+/// given room in a ring nobody can read any more; a ring its creator kept
+/// holds the message for the next receiver. (The chaos test caught a late
+/// producer's 256 confirmed messages going into a removed ring.)
 fn late_sender_told_receivers_gone() -> Result<(), Failed> {
-    let name = unique("ring");
-    let ring = Ring::builder(&name).multi(true).create()?;
-    let mut receiver = spawn("attach-hang", &name, None, true)?;
-    ensure(read_line(&mut receiver)? == "attached", || {
-        "the receiver did not attach".into()
-    })?;
-    receiver.kill()?;
-    receiver.wait()?;
-    let mut tx = ring.sender()?;
-    match tx.send_timeout(b"nobody", T) {
-        Err(SendTimeoutError::Disconnected(_)) => Ok(()),
-        other => Err(format!("a send with every receiver gone: {other:?}").into()),
+    for keep in [false, true] {
+        let name = unique("ring");
+        let (r, w) = ipckit::pipe::pipe()?;
+        let arg = format!("{name}:{}", if keep { "keep" } else { "remove" });
+        let mut creator = spawn("make-recv", &arg, Some(r.into()), true)?;
+        ensure(read_line(&mut creator)? == "ready", || {
+            "the creator did not start".into()
+        })?;
+        let ring = Ring::builder(&name).open()?;
+        // Its standard input closed, the creator drops its receiver and
+        // its ring, and exits.
+        drop(w);
+        wait_ok(&mut creator, "the creator")?;
+        let mut tx = ring.sender()?;
+        let sent = tx.send_timeout(b"late", T);
+        if keep {
+            ensure(sent.is_ok(), || format!("a send to a kept ring: {sent:?}"))?;
+            let mut rx = Ring::builder(&name).open()?.receiver()?;
+            ensure(rx.recv_timeout(T)? == b"late", || "kept".into())?;
+            ipckit::ring::unlink(&name)?;
+        } else {
+            ensure(
+                matches!(sent, Err(SendTimeoutError::Disconnected(_))),
+                || format!("a send to a removed ring with no receiver: {sent:?}"),
+            )?;
+        }
     }
+    Ok(())
+}
+
+/// `make-recv:NAME:keep|remove`: creates a multi ring (kept or removed on
+/// drop) and a receiver, says `ready`, and exits when its standard input
+/// closes.
+fn peer_make_recv(arg: &str) -> io::Result<()> {
+    let (name, how) = arg.rsplit_once(':').expect("NAME:HOW");
+    let ring = Ring::builder(name)
+        .multi(true)
+        .keep(how == "keep")
+        .create()?;
+    let _rx = ring.receiver()?;
+    println!("ready");
+    io::stdout().flush()?;
+    io::copy(&mut io::stdin(), &mut io::sink())?;
+    Ok(())
 }
 
 fn main() {
@@ -1177,6 +1209,7 @@ fn main() {
                     ("trickle", peer_trickle),
                     ("count", peer_count),
                     ("claim", peer_claim),
+                    ("make-recv", peer_make_recv),
                 ],
             )
         })],

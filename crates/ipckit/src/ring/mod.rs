@@ -62,8 +62,9 @@
 //! the position it is about to win in its entry of the ring's process
 //! table before the compare-and-swap that wins it, so the others skip or
 //! free such a slot once no live process of that side announces its
-//! position. A sender that attaches after every receiver has gone is told
-//! so at its first send.
+//! position. A sender that attaches after every receiver has gone from a
+//! ring its creator has removed is told so at its first send (a ring kept
+//! in place holds what it sends for the next receiver).
 //!
 //! # References
 //! `shm_overview(7)`, `memfd_create(2)`, `futex(2)`; D. Vyukov, "Bounded

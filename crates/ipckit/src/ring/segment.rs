@@ -52,6 +52,10 @@ pub(crate) const OFF_READY: usize = 28;
 const OFF_CREATOR_PID: usize = 32;
 const OFF_CREATOR_START: usize = 36;
 const OFF_CREATOR_CLOSED: usize = 40;
+/// What `OFF_CREATOR_CLOSED` holds once the creator closed the ring: it
+/// left it in place, or removed its name (no receiver can come any more).
+const CLOSED_KEPT: u32 = 1;
+const CLOSED_REMOVED: u32 = 2;
 const OFF_TAIL: usize = 64;
 const OFF_HEAD: usize = 128;
 const OFF_DATA: usize = 192;
@@ -151,7 +155,11 @@ struct Segment {
 impl Drop for Segment {
     fn drop(&mut self) {
         if self.owned {
-            self.u32_at(OFF_CREATOR_CLOSED).store(1, Ordering::Release);
+            // Set before the name goes (the backing is dropped after this).
+            let removed = matches!(&self.backing, Backing::Named(s) if s.removes_on_drop());
+            let closed = if removed { CLOSED_REMOVED } else { CLOSED_KEPT };
+            self.u32_at(OFF_CREATOR_CLOSED)
+                .store(closed, Ordering::Release);
         }
     }
 }
@@ -849,10 +857,8 @@ impl Ring {
             entry,
             pid: std::process::id(),
             wait: WaitStrategy::ADAPTIVE,
-            // The first send looks: a sender that attaches after every
-            // receiver has gone is told so, rather than fill a ring that
-            // nobody will read (and whose creator may be removing it).
-            watch: Watch::unlooked(&self.seg),
+            watch: Watch::new(&self.seg),
+            fresh: true,
         })
     }
 
@@ -1021,14 +1027,6 @@ impl Watch {
         }
     }
 
-    /// A watch whose first turn looks at the ring's processes.
-    fn unlooked(seg: &Segment) -> Watch {
-        Watch {
-            generation: seg.generation().wrapping_sub(1),
-            checked: Instant::now(),
-        }
-    }
-
     fn looked(&mut self, seg: &Segment) {
         self.generation = seg.generation();
         self.checked = Instant::now();
@@ -1070,6 +1068,8 @@ pub struct RingSender {
     pid: u32,
     wait: WaitStrategy,
     watch: Watch,
+    /// Nothing sent yet (see `claim_until`).
+    fresh: bool,
 }
 
 impl RingSender {
@@ -1155,6 +1155,17 @@ impl RingSender {
         // filling a ring that nobody will read.
         if seg.generation() != self.watch.generation && self.gone() {
             return Err(SendTimeoutError::Disconnected(()));
+        }
+        // A sender that came after every receiver had gone from a ring its
+        // creator has removed: nobody can ever read it (no receiver can
+        // find it by name any more), so say so rather than fill it. A ring
+        // kept in place holds what is sent for the next receiver.
+        if self.fresh {
+            self.fresh = false;
+            let removed = seg.u32_at(OFF_CREATOR_CLOSED).load(Ordering::Acquire) == CLOSED_REMOVED;
+            if removed && seg.live(ROLE_RECEIVER).0 == 0 {
+                return Err(SendTimeoutError::Disconnected(()));
+            }
         }
         let mut waiter = Waiter::new(self.wait, deadline);
         loop {

@@ -229,6 +229,11 @@ impl Shm {
         self.unlink_on_drop = true;
     }
 
+    /// Whether dropping this value removes the object.
+    pub(crate) fn removes_on_drop(&self) -> bool {
+        self.unlink_on_drop
+    }
+
     /// Leaves the object in place when this value is dropped.
     pub fn keep(&mut self) {
         self.unlink_on_drop = false;
