@@ -1057,6 +1057,16 @@ fn notify_fd_for_poll() -> Result<(), Failed> {
     })
 }
 
+/// Starts `claim:SIDE:NAME` and checks that it won position 0.
+fn claimant(side: &str, name: &str) -> Result<Child, Failed> {
+    let mut c = spawn("claim", &format!("{side}:{name}"), None, true)?;
+    let said = read_line(&mut c)?;
+    ensure(said == "claimed 0", || {
+        format!("the claimant said {said:?}")
+    })?;
+    Ok(c)
+}
+
 /// On a multi ring, a sender killed after winning a position but before
 /// tagging its slot (`claim`, which stops exactly there) does not stop
 /// the others: while it lives, receivers wait at its slot (it may still
@@ -1070,11 +1080,7 @@ fn sender_killed_before_tagging_is_skipped() -> Result<(), Failed> {
     let ring = Ring::builder(&name).capacity(8).multi(true).create()?;
     let mut rx = ring.receiver()?;
     let mut tx = ring.sender()?;
-    let mut claimant = spawn("claim", &format!("send:{name}"), None, true)?;
-    let said = read_line(&mut claimant)?;
-    ensure(said == "claimed 0", || {
-        format!("the claimant said {said:?}")
-    })?;
+    let mut claimant = claimant("send", &name)?;
     for i in 0..5u64 {
         tx.send_timeout(payload(10 + i), T)?;
     }
@@ -1109,11 +1115,7 @@ fn receiver_killed_before_tagging_is_freed() -> Result<(), Failed> {
     let mut rx = ring.receiver()?;
     let mut tx = ring.sender()?;
     tx.send_timeout(b"taken", T)?;
-    let mut claimant = spawn("claim", &format!("recv:{name}"), None, true)?;
-    let said = read_line(&mut claimant)?;
-    ensure(said == "claimed 0", || {
-        format!("the claimant said {said:?}")
-    })?;
+    let mut claimant = claimant("recv", &name)?;
     for i in 1..4u64 {
         tx.send_timeout(payload(10 + i), T)?;
     }

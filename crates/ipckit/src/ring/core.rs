@@ -63,9 +63,10 @@ pub(crate) struct Corrupt {
     pub(crate) stamp: u64,
 }
 
-/// Which stamp position `pos` must show for a side to proceed.
+/// Which side claims: senders (the tail) or receivers (the head); each
+/// needs its own stamp at a position to proceed.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub(crate) enum Side {
     Send,
     Recv,
 }
@@ -88,12 +89,13 @@ impl Side {
 }
 
 /// Claims the next position for `side`: `Ok(Some(pos))`, `Ok(None)` when
-/// there is none (ring full for a sender, empty for a receiver). When
+/// there is none (ring full for a sender, empty for a receiver): a slot to
+/// write, or a message to read. When
 /// several claim (`shared`), `announce(pos)` runs before each attempt to
 /// win `pos`, and the winning compare-and-swap releases what it wrote: a
 /// process that sees the counter past `pos` sees the announcement too.
 #[inline]
-fn claim<L: Layout>(
+pub(crate) fn claim<L: Layout>(
     l: &L,
     side: Side,
     shared: bool,
@@ -133,39 +135,6 @@ fn claim<L: Layout>(
             pos = now;
         }
     }
-}
-
-/// Claims a slot to write: its position, or `None` if the ring is full.
-#[inline]
-pub(crate) fn claim_send<L: Layout>(l: &L, shared: bool) -> Result<Option<u64>, Corrupt> {
-    claim(l, Side::Send, shared, |_| {})
-}
-
-/// [`claim_send`] among several senders, each announcing the position it
-/// is about to win (`announce`), so that receivers can tell a slot whose
-/// winner died before tagging it.
-#[inline]
-pub(crate) fn claim_send_announced<L: Layout>(
-    l: &L,
-    announce: impl Fn(u64),
-) -> Result<Option<u64>, Corrupt> {
-    claim(l, Side::Send, true, announce)
-}
-
-/// Claims a message to read: its position, or `None` if the ring is empty.
-#[inline]
-pub(crate) fn claim_recv<L: Layout>(l: &L, shared: bool) -> Result<Option<u64>, Corrupt> {
-    claim(l, Side::Recv, shared, |_| {})
-}
-
-/// [`claim_recv`] among several receivers, each announcing the position
-/// it is about to win (see [`claim_send_announced`]).
-#[inline]
-pub(crate) fn claim_recv_announced<L: Layout>(
-    l: &L,
-    announce: impl Fn(u64),
-) -> Result<Option<u64>, Corrupt> {
-    claim(l, Side::Recv, true, announce)
 }
 
 /// Publishes the message written at `pos` and wakes a parked receiver.
@@ -348,7 +317,7 @@ mod model {
 
         fn send(&self, v: u64, shared: bool) {
             loop {
-                if let Some(pos) = claim_send(self, shared).expect("honest ring") {
+                if let Some(pos) = claim(self, Side::Send, shared, |_| {}).expect("honest ring") {
                     let i = (pos % self.capacity()) as usize;
                     // SAFETY: the claim makes this slot ours until the
                     // commit; loom fails the model if it does not.
@@ -362,7 +331,7 @@ mod model {
 
         fn recv(&self, shared: bool) -> u64 {
             loop {
-                if let Some(pos) = claim_recv(self, shared).expect("honest ring") {
+                if let Some(pos) = claim(self, Side::Recv, shared, |_| {}).expect("honest ring") {
                     let i = (pos % self.capacity()) as usize;
                     // SAFETY: the claim makes this message ours until the
                     // release; loom fails the model if it does not.

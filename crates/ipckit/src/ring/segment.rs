@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::core::{self, Corrupt, Layout, Signal};
+use super::core::{self, Corrupt, Layout, Side, Signal};
 use super::{shm_name, validate_name};
 use crate::error::{MessageTooLarge, RecvTimeoutError, SendTimeoutError, Unit};
 use crate::message::Deadline;
@@ -314,6 +314,37 @@ impl Segment {
                 && self.intent(k).load(Ordering::Acquire) == !pos
                 && !crate::sys::sync::thread_exited(pid, Some(s.load(Ordering::Relaxed)))
         })
+    }
+
+    /// Claims the next position for `side` as the process in table entry
+    /// `entry` (pid `pid`). In a multi ring the position is announced in
+    /// the entry before the compare-and-swap that wins it, and the slot is
+    /// tagged once won: a sender writes its pid, then the position that
+    /// vouches for it (a receiver reads them the other way round); a
+    /// receiver writes its pid with the reader bit. A process killed
+    /// between the win and the tag is found by its announcement
+    /// (`RingReceiver::skip_dead_writes`, `RingSender::free_dead_reads`).
+    fn claim(&self, side: Side, entry: usize, pid: u32) -> Result<Option<u64>, Corrupt> {
+        if !self.multi {
+            return core::claim(self, side, false, |_| {});
+        }
+        let intent = self.intent(entry);
+        // Release: a process that sees this announcement also sees the tag
+        // of the position announced before it.
+        let won = core::claim(self, side, true, |pos| {
+            intent.store(!pos, Ordering::Release)
+        })?;
+        if let Some(pos) = won {
+            let at = self.slot(pos);
+            match side {
+                Side::Send => {
+                    self.u32_at(at + 12).store(pid, Ordering::Relaxed);
+                    self.u32_at(at + 8).store(pos as u32, Ordering::Release);
+                }
+                Side::Recv => self.u32_at(at + 12).store(pid | READER, Ordering::Relaxed),
+            }
+        }
+        Ok(won)
     }
 
     fn peer_words(&self, k: usize) -> (&AtomicU32, &AtomicU32, &AtomicU32) {
@@ -1173,25 +1204,8 @@ impl RingSender {
             // SIGBUS guard): a ring that never fills or drains. Say so.
             seg.check_intact("send")
                 .map_err(|e| SendTimeoutError::Io(e, ()))?;
-            let claimed = if seg.multi {
-                let intent = seg.intent(self.entry);
-                // Release: a receiver that sees this announcement also sees
-                // the tag of the position announced before it.
-                core::claim_send_announced(seg, |pos| intent.store(!pos, Ordering::Release))
-            } else {
-                core::claim_send(seg, false)
-            };
-            match claimed {
-                Ok(Some(pos)) => {
-                    if seg.multi {
-                        // The pid first, then the tag that vouches for it
-                        // (a receiver reads them the other way round).
-                        let at = seg.slot(pos);
-                        seg.u32_at(at + 12).store(self.pid, Ordering::Relaxed);
-                        seg.u32_at(at + 8).store(pos as u32, Ordering::Release);
-                    }
-                    return Ok(pos);
-                }
+            match seg.claim(Side::Send, self.entry, self.pid) {
+                Ok(Some(pos)) => return Ok(pos),
                 Ok(None) => {}
                 Err(c) => return Err(SendTimeoutError::Io(seg.corrupt_error(c), ())),
             }
@@ -1379,25 +1393,6 @@ impl RingReceiver {
         seg.ever(ROLE_SENDER) > 0 && live == 0
     }
 
-    /// Claims the next message: in a multi ring, announcing the position
-    /// first and tagging the slot with this reader's pid once won (see
-    /// `RingSender::free_dead_reads`).
-    fn claim(&self) -> Result<Option<u64>, Corrupt> {
-        let seg = &*self.seg;
-        if !seg.multi {
-            return core::claim_recv(seg, false);
-        }
-        let intent = seg.intent(self.entry);
-        // Release: a sender that sees this announcement also sees the tag
-        // of the position announced before it.
-        let pos = core::claim_recv_announced(seg, |pos| intent.store(!pos, Ordering::Release))?;
-        if let Some(pos) = pos {
-            seg.u32_at(seg.slot(pos) + 12)
-                .store(self.pid | READER, Ordering::Relaxed);
-        }
-        Ok(pos)
-    }
-
     /// Skips the slots at the head that a sender claimed and then died
     /// before committing: claimed (the tail is past them), never committed
     /// (the stamp still says free for this lap), and either tagged with
@@ -1498,7 +1493,7 @@ impl RingReceiver {
         let mut waiter = Waiter::new(self.wait, deadline);
         loop {
             seg.check_intact("receive").map_err(RecvTimeoutError::Io)?;
-            match self.claim() {
+            match seg.claim(Side::Recv, self.entry, self.pid) {
                 Ok(Some(pos)) => match self.length(pos)? {
                     Some(len) => return Ok((pos, len)),
                     None => continue,
@@ -1512,7 +1507,7 @@ impl RingReceiver {
             if check && self.gone() {
                 // Messages sent before the last sender left still count.
                 loop {
-                    match self.claim() {
+                    match seg.claim(Side::Recv, self.entry, self.pid) {
                         Ok(Some(pos)) => match self.length(pos)? {
                             Some(len) => return Ok((pos, len)),
                             None => continue,
